@@ -1,0 +1,42 @@
+GO ?= go
+PKGS := ./...
+# Packages whose tests fit -race on a 2-core CI machine.
+RACE_PKGS := ./internal/... ./controlplane/...
+
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv tools chaos
+
+build:
+	$(GO) build ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt needed"; exit 1)
+
+# The whole suite: vet, unit and in-process cluster tests with -race, then the
+# multi-process tests (which build and start real manta binaries).
+test: vet
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/)
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Regenerates the committed protobuf code. Needs protoc (Debian's
+# protobuf-compiler) and the two plugins, which `make tools` installs.
+proto:
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		proto/controlpb/*.proto
+
+tools:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+
+bench: bench-kv bench-failover
+
+bench-kv:
+	$(GO) run ./cmd/manta bench kv --clients 64 --duration 10s
+
+bench-failover:
+	$(GO) run ./cmd/manta bench failover --reps 5

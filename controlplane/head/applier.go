@@ -1,0 +1,174 @@
+package head
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/internal/rpcerr"
+	pb "github.com/manta-ray/manta/proto/controlpb"
+)
+
+// applier is the leader's group commit: writes queue up while earlier Raft
+// entries are in flight, and each entry carries every write that waited
+// (up to MaxBatch). One Raft round then serves many clients.
+type applier struct {
+	h        *Head
+	in       chan *pendingWrite
+	inflight chan struct{}
+}
+
+type pendingWrite struct {
+	cmd  *pb.Command
+	done chan writeResult
+}
+
+type writeResult struct {
+	res *pb.CommandResult
+	err error
+}
+
+func newApplier(h *Head) *applier {
+	a := &applier{
+		h:        h,
+		in:       make(chan *pendingWrite, h.cfg.MaxBatch*h.cfg.MaxInflight),
+		inflight: make(chan struct{}, h.cfg.MaxInflight),
+	}
+	h.goRun("applier", a.run)
+	return a
+}
+
+// Apply proposes one command on the leader and waits for its result. A
+// failed command comes back as an error matching its sentinel.
+func (a *applier) Apply(ctx context.Context, t fsm.CommandType, requestID string, body proto.Message) (*pb.CommandResult, error) {
+	if a.h.raft.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	cmd, err := fsm.NewCommand(t, requestID, body)
+	if err != nil {
+		return nil, rpcerr.Wrapf(ErrBadRequest, "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.h.cfg.ApplyTimeout)
+	defer cancel()
+	p := &pendingWrite{cmd: cmd, done: make(chan writeResult, 1)}
+	select {
+	case a.in <- p:
+	case <-ctx.Done():
+		return nil, rpcerr.Wrapf(ErrNotLeader, "write queue full: %v", ctx.Err())
+	case <-a.h.ctx.Done():
+		return nil, ErrShuttingDown
+	}
+	select {
+	case r := <-p.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if err := fsm.ResultError(r.res); err != nil {
+			return r.res, err
+		}
+		return r.res, nil
+	case <-ctx.Done():
+		// Proposed, but we cannot say whether it committed: the client
+		// retries with the same request ID and the FSM answers once.
+		return nil, rpcerr.Wrapf(ErrOutcomeUnknown, "%v", ctx.Err())
+	case <-a.h.ctx.Done():
+		return nil, ErrShuttingDown
+	}
+}
+
+func (a *applier) run() {
+	for {
+		select {
+		case a.inflight <- struct{}{}:
+		case <-a.h.ctx.Done():
+			return
+		}
+		var batch []*pendingWrite
+		select {
+		case p := <-a.in:
+			batch = append(batch, p)
+		case <-a.h.ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < a.h.cfg.MaxBatch {
+			select {
+			case p := <-a.in:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		a.propose(batch)
+	}
+}
+
+func (a *applier) propose(batch []*pendingWrite) {
+	release := func() { <-a.inflight }
+	if a.h.raft.State() != raft.Leader {
+		fail(batch, ErrNotLeader)
+		release()
+		return
+	}
+	if k := a.h.cfg.Knobs.BeforeApply; k != nil {
+		k(len(batch))
+	}
+	now := time.Now().UnixNano() // the leader stamps time; Apply never reads a clock
+	cmds := make([]*pb.Command, len(batch))
+	for i, p := range batch {
+		p.cmd.TimeUnixNano = now
+		cmds[i] = p.cmd
+	}
+	data, err := fsm.EncodeBatch(cmds)
+	if err != nil {
+		fail(batch, err)
+		release()
+		return
+	}
+	f := a.h.raft.Apply(data, a.h.cfg.ApplyTimeout)
+	a.h.goRun("apply-wait", func() {
+		defer release()
+		err := f.Error()
+		if err != nil {
+			fail(batch, raftErr(err))
+			return
+		}
+		switch r := f.Response().(type) {
+		case []*pb.CommandResult:
+			for i, p := range batch {
+				p.done <- writeResult{res: r[i]}
+			}
+		case error:
+			fail(batch, r)
+		default:
+			fail(batch, fmt.Errorf("unexpected apply response %T", r))
+		}
+	})
+}
+
+func fail(batch []*pendingWrite, err error) {
+	for _, p := range batch {
+		p.done <- writeResult{err: err}
+	}
+}
+
+// raftErr maps Raft's errors to sentinels clients can retry on.
+func raftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return rpcerr.Wrapf(ErrOutcomeUnknown, "%v", err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShuttingDown
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return rpcerr.Wrapf(ErrNotLeader, "raft busy: %v", err)
+	}
+	return err
+}
+

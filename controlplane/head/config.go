@@ -1,0 +1,119 @@
+package head
+
+import (
+	"net"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// Config configures one head. The zero value of every duration means its
+// default; ID, DataDir and (for a multi-head cluster) Peers are required.
+type Config struct {
+	// ID is this head's Raft server ID; stable across restarts.
+	ID string
+	// DataDir holds the Raft log (raft.db), snapshots, the token and meta.
+	DataDir string
+	// GRPCAddr is where the API listens; "127.0.0.1:0" picks a port.
+	GRPCAddr string
+	// Listener, when set, is used instead of listening on GRPCAddr.
+	Listener net.Listener
+	// RaftAddr is where the Raft TCP transport listens. With port 0 a head
+	// that restarts on its data dir reuses the address it had, because its
+	// peers know it by that address.
+	RaftAddr string
+	// Peers are the gRPC addresses of the heads that form the cluster
+	// (this head's own may be among them). Empty with Join empty means a
+	// single-head cluster.
+	Peers []string
+	// BootstrapExpect is how many heads must be known before bootstrapping;
+	// 0 means len(Peers) counting this head once.
+	BootstrapExpect int
+	// Join lists gRPC addresses of an existing cluster this head asks to be
+	// added to instead of bootstrapping.
+	Join []string
+	// Token presets the cluster token; when empty the bootstrap leader
+	// generates one. A head learns the token through the replicated store.
+	Token string
+
+	HeartbeatTimeout   time.Duration // Raft follower timeout; default 500ms
+	ElectionTimeout    time.Duration // default 500ms
+	LeaderLeaseTimeout time.Duration // default 250ms
+	SnapshotThreshold  uint64        // log entries between snapshots; default 8192
+	SnapshotInterval   time.Duration // how often to check; default 30s
+	TrailingLogs       uint64        // entries kept after a snapshot; default 10240
+
+	// NodeTimeout is how long a node may miss heartbeats before it is
+	// marked dead; default 5s. A new leader waits NodeGrace (default
+	// NodeTimeout) before judging any node.
+	NodeTimeout time.Duration
+	NodeGrace   time.Duration
+
+	MaxKVValueBytes int           // default 1 MiB
+	MaxBatch        int           // commands per Raft entry; default 512
+	MaxInflight     int           // Raft entries in flight; default 8
+	ApplyTimeout    time.Duration // bound on one write; default 10s
+
+	// ServerOptions and DialOptions are the seam for TLS: they are added to
+	// the gRPC server and to head-to-head connections.
+	ServerOptions []grpc.ServerOption
+	DialOptions   []grpc.DialOption
+
+	Logger *zap.Logger
+	Knobs  TestingKnobs
+}
+
+// TestingKnobs let tests and the chaos harness inject faults through the
+// same seams production uses.
+type TestingKnobs struct {
+	// BeforeApply runs on the leader before each Raft entry is proposed.
+	BeforeApply func(commands int)
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == "" {
+		return errors.New("head: ID is required")
+	}
+	if c.DataDir == "" {
+		return errors.New("head: DataDir is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:0"
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = "127.0.0.1:0"
+	}
+	def(&c.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.ElectionTimeout, 500*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 250*time.Millisecond)
+	def(&c.SnapshotInterval, 30*time.Second)
+	def(&c.NodeTimeout, 5*time.Second)
+	def(&c.NodeGrace, c.NodeTimeout)
+	def(&c.ApplyTimeout, 10*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.MaxKVValueBytes == 0 {
+		c.MaxKVValueBytes = 1 << 20
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 512
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 8
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}

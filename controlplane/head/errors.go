@@ -1,0 +1,21 @@
+package head
+
+import (
+	"google.golang.org/grpc/codes"
+
+	"github.com/manta-ray/manta/internal/rpcerr"
+)
+
+// Sentinel errors of a head. Unavailable ones carry a retry hint: the
+// client tries another head after it.
+var (
+	ErrNotLeader       = rpcerr.New(codes.Unavailable, "NOT_LEADER", "this head is not the leader")
+	ErrNoLeader        = rpcerr.New(codes.Unavailable, "NO_LEADER", "no leader: this head cannot reach a quorum of heads")
+	ErrNotBootstrapped = rpcerr.New(codes.Unavailable, "NOT_BOOTSTRAPPED", "the cluster has not finished bootstrapping")
+	ErrOutcomeUnknown  = rpcerr.New(codes.Unavailable, "OUTCOME_UNKNOWN", "leadership was lost before the write was known to commit; retry with the same request ID")
+	ErrShuttingDown    = rpcerr.New(codes.Unavailable, "SHUTTING_DOWN", "this head is shutting down")
+	ErrBadToken        = rpcerr.New(codes.Unauthenticated, "BAD_TOKEN", "missing or wrong cluster token")
+	ErrValueTooLarge   = rpcerr.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "value too large")
+	ErrBadRequest      = rpcerr.New(codes.InvalidArgument, "BAD_REQUEST", "invalid request")
+	ErrWrongCluster    = rpcerr.New(codes.FailedPrecondition, "WRONG_CLUSTER", "data dir belongs to another cluster")
+)
