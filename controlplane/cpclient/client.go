@@ -161,8 +161,8 @@ func (c *Client) rotate(addr string) {
 	}
 }
 
-// preferLeader points the rotation at the leader a reply named, adding it
-// to the rotation if it is a head the client did not know.
+// preferLeader points the rotation at the leader a reply named, when that
+// head is in the client's list (a client given one head stays on it).
 func (c *Client) preferLeader(h *pb.Header) {
 	if h == nil || h.LeaderAddress == "" {
 		return
@@ -178,8 +178,6 @@ func (c *Client) preferLeader(h *pb.Header) {
 			return
 		}
 	}
-	c.addrs = append(c.addrs, h.LeaderAddress)
-	c.cur = len(c.addrs) - 1
 }
 
 // retryable says whether another attempt (on another head) may succeed.

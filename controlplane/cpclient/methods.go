@@ -295,3 +295,17 @@ func (c *Client) watchOnce(ctx context.Context, addr string, req *pb.WatchReques
 		}
 	}
 }
+
+// AddJobWithRequest is AddJob with the caller's own request (and request ID).
+func (c *Client) AddJobWithRequest(ctx context.Context, req *pb.AddJobRequest) (string, error) {
+	if req.RequestId == "" {
+		req.RequestId = RequestID()
+	}
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.AddJobResponse, error) {
+		return cl.AddJob(ctx, req)
+	})
+	if err != nil {
+		return "", err
+	}
+	return r.JobId, nil
+}

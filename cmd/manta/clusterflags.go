@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/controlplane/head"
+)
+
+// errNoToken is returned when no token was given in any of the four ways.
+var errNoToken = errors.New("no cluster token: pass --token or --token-file, or set " +
+	cpclient.EnvToken + " or " + cpclient.EnvTokenFile + " (a head writes it to <data-dir>/" + head.TokenFile + ")")
+
+// clusterFlags are the flags of every command that talks to a cluster.
+// Flags win over the environment.
+type clusterFlags struct {
+	address   string
+	token     string
+	tokenFile string
+	timeout   time.Duration
+}
+
+// addClusterFlags registers the flags on cmd, persistent so that a command
+// group's subcommands share them.
+func addClusterFlags(cmd *cobra.Command) *clusterFlags {
+	f := &clusterFlags{}
+	fs := cmd.PersistentFlags()
+	fs.StringVar(&f.address, "address", "", "heads' gRPC addresses, comma-separated (default $"+cpclient.EnvAddress+")")
+	fs.StringVar(&f.token, "token", "", "cluster token (default $"+cpclient.EnvToken+")")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the cluster token (default $"+cpclient.EnvTokenFile+")")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "bound on one call, retries included")
+	return f
+}
+
+// config resolves the address and token from the flags and environment.
+func (f *clusterFlags) config() (cpclient.Config, error) {
+	addr := f.address
+	if addr == "" {
+		addr = os.Getenv(cpclient.EnvAddress)
+	}
+	if strings.Trim(addr, ", ") == "" {
+		return cpclient.Config{}, usageError{cpclient.ErrNoAddress}
+	}
+	if f.token != "" && f.tokenFile != "" {
+		return cpclient.Config{}, usageErrorf("pass --token or --token-file, not both")
+	}
+	tok := strings.TrimSpace(f.token)
+	if tok == "" && f.tokenFile != "" {
+		var err error
+		if tok, err = head.ReadTokenFile(f.tokenFile); err != nil {
+			return cpclient.Config{}, err
+		}
+	}
+	if tok == "" {
+		var err error
+		if tok, err = cpclient.TokenFromEnv(); err != nil {
+			return cpclient.Config{}, err
+		}
+	}
+	if tok == "" {
+		return cpclient.Config{}, usageError{errNoToken}
+	}
+	return cpclient.Config{Addresses: []string{addr}, Token: tok, Timeout: f.timeout}, nil
+}
+
+// client returns a client for the resolved cluster; the caller closes it.
+func (f *clusterFlags) client() (*cpclient.Client, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return nil, err
+	}
+	return cpclient.New(cfg)
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/controlplane/head"
+)
+
+// errRayletNotBuilt is what `manta start --address` says until raylets exist.
+var errRayletNotBuilt = errors.New("starting a raylet (manta start --address) is not implemented yet; only heads can be started (manta start --head)")
+
+// defaultPort is a head's default gRPC port; Raft takes the next one.
+const defaultPort = 7379
+
+type startFlags struct {
+	head            bool
+	nodeID          string
+	dataDir         string
+	host            string
+	port            int
+	raftPort        int
+	peers           []string
+	bootstrapExpect int
+	join            []string
+	token           string
+	tokenFile       string
+	address         string
+	noRaylet        bool
+	logLevel        string
+
+	heartbeatTimeout  time.Duration
+	electionTimeout   time.Duration
+	leaseTimeout      time.Duration
+	nodeTimeout       time.Duration
+	snapshotThreshold uint64
+	maxKVValue        int
+}
+
+func newStartCommand() *cobra.Command {
+	f := &startFlags{}
+	cmd := &cobra.Command{
+		Use:   "start (--head --node-id ID --data-dir DIR [--peers ADDR,... | --join ADDR,...] | --address HEADS)",
+		Short: "Start a head (or, later, a raylet) in the foreground",
+		Long: `Start a head in the foreground; SIGINT or SIGTERM stops it cleanly.
+
+A cluster of N heads is formed by starting each with the same --peers list
+(every head's gRPC address); they bootstrap once all N have met, or once
+--bootstrap-expect of them have. A head joins an existing cluster with
+--join and the cluster's token. A head restarted on its data dir rejoins
+its cluster on its own.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runStart(cmd, f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&f.head, "head", false, "start a head: a control-plane server and Raft voter")
+	fs.StringVar(&f.nodeID, "node-id", "", "the head's ID, stable across restarts (required with --head)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and token (required with --head)")
+	fs.StringVar(&f.host, "host", "127.0.0.1", "address to listen on and advertise, for gRPC and Raft")
+	fs.IntVar(&f.port, "port", defaultPort, "gRPC port; 0 picks a free one")
+	fs.IntVar(&f.raftPort, "raft-port", 0, "Raft port (default --port + 1, or a free one with --port 0)")
+	fs.StringSliceVar(&f.peers, "peers", nil, "gRPC addresses of the heads that form the cluster, this one's included")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap once this many heads of --peers are known (default all of them)")
+	fs.StringSliceVar(&f.join, "join", nil, "gRPC addresses of an existing cluster to join instead of bootstrapping")
+	fs.StringVar(&f.token, "token", "", "preset cluster token (a joining head needs the cluster's); default: generated at bootstrap")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token for --token")
+	fs.StringVar(&f.address, "address", "", "heads' addresses, to start a raylet (not implemented yet)")
+	fs.BoolVar(&f.noRaylet, "no-raylet", false, "start only the head, without a raylet")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 0, "Raft heartbeat timeout (default 500ms)")
+	fs.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 500ms)")
+	fs.DurationVar(&f.leaseTimeout, "lease-timeout", 0, "Raft leader lease timeout (default 250ms)")
+	fs.DurationVar(&f.nodeTimeout, "node-timeout", 0, "how long a node may miss heartbeats before it is marked dead (default 5s)")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
+	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
+	cmd.MarkFlagsMutuallyExclusive("head", "address")
+	cmd.MarkFlagsMutuallyExclusive("join", "peers")
+	cmd.MarkFlagsMutuallyExclusive("join", "bootstrap-expect")
+	cmd.MarkFlagsMutuallyExclusive("token", "token-file")
+	return cmd
+}
+
+func runStart(cmd *cobra.Command, f *startFlags) error {
+	switch {
+	case f.address != "":
+		return errRayletNotBuilt
+	case !f.head:
+		return usageErrorf("pass --head to start a head (or --address to start a raylet, which is not implemented yet)")
+	case f.nodeID == "":
+		return usageErrorf("--node-id is required with --head")
+	case f.dataDir == "":
+		return usageErrorf("--data-dir is required with --head")
+	case f.bootstrapExpect < 0:
+		return usageErrorf("--bootstrap-expect must be positive")
+	}
+	raftPort := f.raftPort
+	if !cmd.Flags().Changed("raft-port") && f.port != 0 {
+		raftPort = f.port + 1
+	}
+	token := f.token
+	if f.tokenFile != "" {
+		var err error
+		if token, err = head.ReadTokenFile(f.tokenFile); err != nil {
+			return err
+		}
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	if !f.noRaylet {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning: raylets are not built yet; starting the head alone (pass --no-raylet to silence this)")
+	}
+
+	// Signals are caught before the head starts, so none is lost.
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	h, err := head.New(head.Config{
+		ID:                 f.nodeID,
+		DataDir:            f.dataDir,
+		GRPCAddr:           net.JoinHostPort(f.host, strconv.Itoa(f.port)),
+		RaftAddr:           net.JoinHostPort(f.host, strconv.Itoa(raftPort)),
+		Peers:              f.peers,
+		BootstrapExpect:    f.bootstrapExpect,
+		Join:               f.join,
+		Token:              token,
+		HeartbeatTimeout:   f.heartbeatTimeout,
+		ElectionTimeout:    f.electionTimeout,
+		LeaderLeaseTimeout: f.leaseTimeout,
+		NodeTimeout:        f.nodeTimeout,
+		SnapshotThreshold:  f.snapshotThreshold,
+		MaxKVValueBytes:    f.maxKVValue,
+		Logger:             log,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
+	<-ctx.Done()
+	stop() // a second signal ends the process at once
+	log.Info("signal received; stopping the head")
+	if err := h.Close(); err != nil {
+		log.Warn("closing the head", zap.Error(err))
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/rpcerr"
+	pb "github.com/manta-ray/manta/proto/controlpb"
+)
+
+// errNoHeadAnswered makes `manta status` exit non-zero.
+var errNoHeadAnswered = errors.New("no head answered")
+
+// statusReport is `manta status --json`.
+type statusReport struct {
+	Leader     *leaderInfo  `json:"leader"`
+	Heads      []headReport `json:"heads"`
+	Nodes      []nodeReport `json:"nodes"`
+	NodesStale bool         `json:"nodes_stale,omitempty"`
+	NodesError string       `json:"nodes_error,omitempty"`
+}
+
+type leaderInfo struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Term    uint64 `json:"term"`
+}
+
+type headReport struct {
+	ID              string `json:"id,omitempty"`
+	Address         string `json:"address"`
+	RaftAddress     string `json:"raft_address,omitempty"`
+	State           string `json:"state,omitempty"`
+	LeaderID        string `json:"leader_id,omitempty"`
+	Term            uint64 `json:"term"`
+	LastIndex       uint64 `json:"last_index"`
+	CommitIndex     uint64 `json:"commit_index"`
+	AppliedIndex    uint64 `json:"applied_index"`
+	LastContactMs   int64  `json:"last_contact_ms"`
+	QuorumProblem   string `json:"quorum_problem,omitempty"`
+	Error           string `json:"error,omitempty"`
+	ClusterID       string `json:"cluster_id,omitempty"`
+	answered        bool
+	lastContactNone bool
+}
+
+type nodeReport struct {
+	ID            string             `json:"id"`
+	Address       string             `json:"address"`
+	State         string             `json:"state"`
+	Resources     map[string]float64 `json:"resources"`
+	Available     map[string]float64 `json:"available,omitempty"`
+	LastHeartbeat string             `json:"last_heartbeat,omitempty"`
+	DeathReason   string             `json:"death_reason,omitempty"`
+}
+
+func newStatusCommand() *cobra.Command {
+	var asJSON bool
+	var cf *clusterFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the heads' Raft state and the nodes",
+		Long: `Ask every head for its own view (a head that lost quorum says so, a head
+that is down shows its error), then list the nodes. Exits non-zero when no
+head answers.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			r := gatherStatus(ctx, cl)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				printStatus(cmd.OutOrStdout(), r)
+			}
+			for _, h := range r.Heads {
+				if h.answered {
+					return nil
+				}
+			}
+			return errNoHeadAnswered
+		},
+	}
+	cf = addClusterFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func gatherStatus(ctx context.Context, cl *cpclient.Client) *statusReport {
+	r := &statusReport{Heads: []headReport{}, Nodes: []nodeReport{}}
+	idByAddr := map[string]string{}
+	seenID := map[string]bool{}
+	all := cl.StatusAll(ctx)
+	for _, hs := range all {
+		if hs.Status != nil {
+			for _, hi := range hs.Status.Heads {
+				idByAddr[hi.GrpcAddress] = hi.Id
+			}
+		}
+	}
+	for _, hs := range all {
+		st := hs.Status
+		if st == nil {
+			r.Heads = append(r.Heads, headReport{ID: idByAddr[hs.Address], Address: hs.Address, Error: describe(hs.Err)})
+			continue
+		}
+		if seenID[st.HeadId] {
+			continue // the same head under another address
+		}
+		seenID[st.HeadId] = true
+		r.Heads = append(r.Heads, headReport{
+			ID: st.HeadId, Address: st.GrpcAddress, RaftAddress: st.RaftAddress, State: st.RaftState,
+			LeaderID: st.LeaderId, Term: st.Term, LastIndex: st.LastIndex, CommitIndex: st.CommitIndex,
+			AppliedIndex: st.AppliedIndex, LastContactMs: st.LastContactMillis, QuorumProblem: st.QuorumProblem,
+			ClusterID: st.ClusterId, answered: true,
+		})
+		if st.RaftState == "Leader" && (r.Leader == nil || st.Term > r.Leader.Term) {
+			r.Leader = &leaderInfo{ID: st.HeadId, Address: st.GrpcAddress, Term: st.Term}
+		}
+	}
+	sort.SliceStable(r.Heads, func(i, j int) bool {
+		a, b := r.Heads[i], r.Heads[j]
+		if a.ID != b.ID {
+			return a.ID < b.ID
+		}
+		return a.Address < b.Address
+	})
+
+	// Nodes: from the leader when there is one (with heartbeats and free
+	// resources), else whatever a head has, marked stale.
+	var nodes *pb.ListNodesResponse
+	var err error
+	if r.Leader != nil {
+		nodes, err = cl.ListNodes(ctx, &pb.ListNodesRequest{})
+	}
+	if r.Leader == nil || errors.Is(err, rpcerr.ErrUnavailable) {
+		r.NodesStale = true
+		nodes, err = cl.ListNodes(ctx, &pb.ListNodesRequest{Stale: true})
+	}
+	if err != nil {
+		r.NodesError = describe(err)
+		return r
+	}
+	for _, n := range nodes.Nodes {
+		nr := nodeReport{ID: n.NodeId, Address: n.Address, State: nodeState(n.State), Resources: n.Resources,
+			DeathReason: n.DeathReason}
+		if !r.NodesStale {
+			nr.Available = n.Available
+			if n.LastHeartbeatUnixNano > 0 {
+				nr.LastHeartbeat = time.Unix(0, n.LastHeartbeatUnixNano).Format(time.RFC3339)
+			}
+		}
+		r.Nodes = append(r.Nodes, nr)
+	}
+	return r
+}
+
+func nodeState(s pb.NodeState) string {
+	switch s {
+	case pb.NodeState_NODE_ALIVE:
+		return "alive"
+	case pb.NodeState_NODE_DEAD:
+		return "dead"
+	}
+	return "unknown"
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	if r.Leader != nil {
+		fmt.Fprintf(w, "leader: %s at %s (term %d)\n\n", r.Leader.ID, r.Leader.Address, r.Leader.Term)
+	} else {
+		fmt.Fprint(w, "leader: none (no head reports itself leader)\n\n")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HEAD\tADDRESS\tSTATE\tTERM\tLAST\tCOMMIT\tAPPLIED\tLAST CONTACT")
+	var notes []string
+	for _, h := range r.Heads {
+		id := h.ID
+		if id == "" {
+			id = "?"
+		}
+		if !h.answered {
+			fmt.Fprintf(tw, "%s\t%s\tunreachable\t-\t-\t-\t-\t-\n", id, h.Address)
+			notes = append(notes, fmt.Sprintf("%s (%s): %s", id, h.Address, h.Error))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", id, h.Address, h.State, h.Term,
+			h.LastIndex, h.CommitIndex, h.AppliedIndex, lastContact(h))
+		if h.QuorumProblem != "" {
+			notes = append(notes, fmt.Sprintf("%s: %s", id, h.QuorumProblem))
+		}
+	}
+	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintf(w, "  ! %s\n", n)
+	}
+
+	fmt.Fprintln(w)
+	switch {
+	case r.NodesError != "":
+		fmt.Fprintf(w, "nodes: cannot list them: %s\n", r.NodesError)
+		return
+	case len(r.Nodes) == 0:
+		fmt.Fprintln(w, "nodes: none")
+		return
+	}
+	if r.NodesStale {
+		fmt.Fprintln(w, "nodes (stale: no leader, so no heartbeats or free resources):")
+	} else {
+		fmt.Fprintln(w, "nodes:")
+	}
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tRESOURCES (available/total)")
+	for _, n := range r.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.ID, n.Address, n.State, resourceSummary(n, r.NodesStale))
+	}
+	tw.Flush()
+}
+
+func lastContact(h headReport) string {
+	switch {
+	case h.State == "Leader":
+		return "-"
+	case h.LastContactMs < 0:
+		return "never"
+	}
+	return (time.Duration(h.LastContactMs) * time.Millisecond).String()
+}
+
+func resourceSummary(n nodeReport, stale bool) string {
+	names := make([]string, 0, len(n.Resources))
+	for k := range n.Resources {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, k := range names {
+		avail := "?"
+		if v, ok := n.Available[k]; ok && !stale {
+			avail = fmt.Sprintf("%g", v)
+		}
+		parts = append(parts, fmt.Sprintf("%s %s/%g", k, avail, n.Resources[k]))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/launcher"
+)
+
+type upFlags struct {
+	heads, nodes int
+	dataDir      string
+	token        string
+	timeout      time.Duration
+	logLevel     string
+}
+
+func newUpCommand() *cobra.Command {
+	f := &upFlags{}
+	cmd := &cobra.Command{
+		Use:   "up [--heads N] [--data-dir DIR]",
+		Short: "Run a local cluster of separate head processes in the foreground",
+		Long: `Run a local development cluster: every head is its own "manta start"
+process, logging to <data-dir>/head-N/head.log; <data-dir>/cluster.json
+lists them. SIGINT or SIGTERM stops them all. A --data-dir that holds a
+cluster of the same size restarts it on its old addresses.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, f) },
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&f.heads, "heads", 3, "number of heads")
+	fs.IntVar(&f.nodes, "nodes", 0, "number of raylets (none until raylets are built)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "cluster directory (default: a fresh temp dir, removed on exit)")
+	fs.StringVar(&f.token, "token", "", "preset cluster token (default: generated)")
+	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the cluster to form")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "launcher log level: debug, info, warn or error")
+	return cmd
+}
+
+func runUp(cmd *cobra.Command, f *upFlags) error {
+	out := cmd.OutOrStdout()
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the manta binary: %w", err)
+	}
+	dir, temp := f.dataDir, false
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "manta-up-"); err != nil {
+			return err
+		}
+		temp = true
+		defer os.RemoveAll(dir)
+	}
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	c, err := launcher.Start(startCtx, launcher.Options{
+		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	addrs := strings.Join(c.Addresses(), ",")
+	fmt.Fprintf(out, "cluster ready: %d heads at %s; token file %s\n", f.heads, addrs, c.TokenFile())
+	for _, h := range c.Heads() {
+		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log\n", h.ID, h.Address, h.PID, h.DataDir)
+	}
+	fmt.Fprintf(out, "cluster file %s\n", c.ClusterFile())
+	fmt.Fprintln(out, "to use it from another shell:")
+	fmt.Fprintf(out, "  export %s=%s\n", cpclient.EnvAddress, addrs)
+	fmt.Fprintf(out, "  export %s=%s\n", cpclient.EnvTokenFile, c.TokenFile())
+	if temp {
+		fmt.Fprintln(out, "press Ctrl-C to stop the cluster (its temp dir is removed then)")
+	} else {
+		fmt.Fprintln(out, "press Ctrl-C to stop the cluster")
+	}
+
+	<-ctx.Done()
+	stop() // a second signal ends the process at once; the heads die with it
+	fmt.Fprintln(cmd.ErrOrStderr(), "stopping the cluster")
+	return c.Close()
+}

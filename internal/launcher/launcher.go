@@ -1,0 +1,459 @@
+// Package launcher runs a local cluster of separate manta processes: the
+// heads of `manta up` and `manta demo`, the chaos harness and the
+// multi-process tests. Each head is a `manta start --head` child in its own
+// process group that dies with the launcher; the Cluster reaps every child
+// and can kill, stop, pause, resume and restart them one by one.
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/controlplane/head"
+)
+
+// DefaultStartTimeout bounds Start when its context has no deadline.
+const DefaultStartTimeout = 60 * time.Second
+
+// ClusterFile is the name of the file in Options.DataDir that describes the
+// running cluster.
+const ClusterFile = "cluster.json"
+
+// Options configures a local cluster.
+type Options struct {
+	// Binary is the manta binary; default os.Executable().
+	Binary string
+	// Heads is the number of heads, usually 1, 3 or 5.
+	Heads int
+	// Nodes is the number of raylets. Raylets are not built yet: Start
+	// refuses Nodes > 0.
+	Nodes int
+	// DataDir holds one directory per head (head-1 ... head-N, which are
+	// also the heads' IDs), their logs (head.log) and cluster.json.
+	DataDir string
+	// Token presets the cluster token; when empty the bootstrap leader
+	// generates one, read back from DataDir/head-1/token.
+	Token string
+	// ExtraHeadArgs are appended to every head's command line.
+	ExtraHeadArgs []string
+	Logger        *zap.Logger
+}
+
+// HeadProc describes one head of the cluster.
+type HeadProc struct {
+	ID          string
+	Address     string // gRPC
+	RaftAddress string
+	DataDir     string
+	PID         int // of the latest start
+	Running     bool
+	Paused      bool
+}
+
+type headState struct {
+	HeadProc
+	args []string
+	proc *proc
+}
+
+// Cluster is a running local cluster. Its methods are safe for concurrent
+// use; head indexes are 0-based (index i is head-(i+1)).
+type Cluster struct {
+	opts Options
+	log  *zap.Logger
+
+	mu    sync.Mutex
+	heads  []*headState
+	token  string
+	closed bool
+
+	wg        sync.WaitGroup // reapers, one per child ever started
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start launches the heads, waits until a leader is elected, the token
+// file exists and every head answers with the same leader, and writes
+// DataDir/cluster.json. On failure it stops everything it started. A
+// DataDir that already holds a cluster.json with as many heads restarts
+// that cluster on the same addresses.
+func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
+	if o.Heads < 1 {
+		return nil, fmt.Errorf("launcher: Heads is %d; want at least 1", o.Heads)
+	}
+	if o.Nodes > 0 {
+		return nil, fmt.Errorf("launcher: %d nodes asked for, but raylets are not built yet; use Nodes: 0", o.Nodes)
+	}
+	if o.DataDir == "" {
+		return nil, errors.New("launcher: DataDir is required")
+	}
+	if o.Binary == "" {
+		if o.Binary, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("launcher: find own binary: %w", err)
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.DataDir, err = filepath.Abs(o.DataDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("launcher: data dir: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
+		defer cancel()
+	}
+
+	c := &Cluster{opts: o, log: o.Logger.Named("launcher"), token: o.Token}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	grpcAddrs, raftAddrs, err := c.addresses()
+	if err != nil {
+		return nil, err
+	}
+	var tokenArgs []string
+	if o.Token != "" {
+		// A file keeps the token off the command line (and out of ps).
+		tf := filepath.Join(o.DataDir, "preset-token")
+		if err := os.WriteFile(tf, []byte(o.Token+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		tokenArgs = []string{"--token-file", tf}
+	}
+	for i := range o.Heads {
+		id := "head-" + strconv.Itoa(i+1)
+		dir := filepath.Join(o.DataDir, id)
+		_, port, _ := strings.Cut(grpcAddrs[i], ":")
+		_, rport, _ := strings.Cut(raftAddrs[i], ":")
+		args := []string{"start", "--head", "--node-id", id, "--data-dir", dir,
+			"--host", "127.0.0.1", "--port", port, "--raft-port", rport,
+			"--peers", strings.Join(grpcAddrs, ","), "--no-raylet"}
+		args = append(append(args, tokenArgs...), o.ExtraHeadArgs...)
+		c.heads = append(c.heads, &headState{
+			HeadProc: HeadProc{ID: id, Address: grpcAddrs[i], RaftAddress: raftAddrs[i], DataDir: dir},
+			args:     args,
+		})
+	}
+	for i := range c.heads {
+		if err := c.start(i); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.writeClusterFile(); err != nil {
+		return nil, err
+	}
+	c.log.Info("cluster ready", zap.Strings("heads", grpcAddrs), zap.String("data_dir", o.DataDir))
+	return c, nil
+}
+
+// addresses reuses the addresses of a cluster.json of the same size in the
+// data dir, so a restarted cluster keeps its Raft membership, and otherwise
+// allocates fresh loopback ports.
+func (c *Cluster) addresses() (grpcAddrs, raftAddrs []string, err error) {
+	if cf, ok, err := readClusterFile(filepath.Join(c.opts.DataDir, ClusterFile)); err != nil {
+		return nil, nil, err
+	} else if ok && len(cf.Heads) == c.opts.Heads {
+		for _, h := range cf.Heads {
+			grpcAddrs = append(grpcAddrs, h.Address)
+			raftAddrs = append(raftAddrs, h.RaftAddress)
+		}
+		c.log.Info("reusing the addresses of the cluster in the data dir", zap.Strings("heads", grpcAddrs))
+		return grpcAddrs, raftAddrs, nil
+	}
+	ports, err := freePorts(2 * c.opts.Heads)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range c.opts.Heads {
+		grpcAddrs = append(grpcAddrs, "127.0.0.1:"+strconv.Itoa(ports[2*i]))
+		raftAddrs = append(raftAddrs, "127.0.0.1:"+strconv.Itoa(ports[2*i+1]))
+	}
+	return grpcAddrs, raftAddrs, nil
+}
+
+// start spawns head i with its recorded arguments.
+func (c *Cluster) start(i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("launcher: cluster is closed")
+	}
+	h := c.heads[i]
+	if h.proc != nil && !h.proc.exited() {
+		return fmt.Errorf("launcher: %s is already running (pid %d)", h.ID, h.PID)
+	}
+	if err := os.MkdirAll(h.DataDir, 0o700); err != nil {
+		return err
+	}
+	p, err := c.spawn(h.args, filepath.Join(h.DataDir, "head.log"))
+	if err != nil {
+		return fmt.Errorf("launcher: %s: %w", h.ID, err)
+	}
+	h.proc, h.PID, h.Paused = p, p.pid, false
+	c.log.Info("head started", zap.String("head", h.ID), zap.Int("pid", p.pid), zap.String("address", h.Address))
+	return nil
+}
+
+// waitReady waits for the token file, then for every head to name the
+// same leader, failing early if a head exits.
+func (c *Cluster) waitReady(ctx context.Context) error {
+	tf := c.TokenFile()
+	err := c.poll(ctx, func() (bool, error) {
+		if err := c.checkAlive(); err != nil {
+			return false, err
+		}
+		tok, err := head.ReadTokenFile(tf)
+		if err != nil {
+			return false, nil
+		}
+		c.mu.Lock()
+		c.token = tok
+		c.mu.Unlock()
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("launcher: waiting for the cluster token in %s: %w", tf, err)
+	}
+	cl, err := c.statusClient()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var last string
+	err = c.poll(ctx, func() (bool, error) {
+		if err := c.checkAlive(); err != nil {
+			return false, err
+		}
+		views := c.views(ctx, cl)
+		leader := ""
+		for _, v := range views {
+			switch {
+			case v.err != nil:
+				last = fmt.Sprintf("%s: %v", v.id, v.err)
+				return false, nil
+			case v.leader == "" || (leader != "" && v.leader != leader):
+				last = fmt.Sprintf("%s sees leader %q", v.id, v.leader)
+				return false, nil
+			}
+			leader = v.leader
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("launcher: waiting for every head to agree on a leader (last: %s): %w", last, err)
+	}
+	return nil
+}
+
+// checkAlive fails if a head that should be running has exited, with the
+// end of its log.
+func (c *Cluster) checkAlive() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.heads {
+		if h.proc != nil && h.proc.exited() {
+			return fmt.Errorf("%s (pid %d) %s; end of %s:\n%s", h.ID, h.PID, h.proc.exitDescription(),
+				filepath.Join(h.DataDir, "head.log"), logTail(filepath.Join(h.DataDir, "head.log"), 20))
+		}
+	}
+	return nil
+}
+
+// poll calls cond every 50ms until it returns true or an error, or ctx ends.
+func (c *Cluster) poll(ctx context.Context, cond func() (bool, error)) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Heads returns a snapshot of the heads, in ID order.
+func (c *Cluster) Heads() []HeadProc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]HeadProc, len(c.heads))
+	for i, h := range c.heads {
+		out[i] = h.HeadProc
+		out[i].Running = h.proc != nil && !h.proc.exited()
+		out[i].Paused = out[i].Running && h.Paused
+	}
+	return out
+}
+
+// Addresses returns every head's gRPC address.
+func (c *Cluster) Addresses() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, len(c.heads))
+	for i, h := range c.heads {
+		out[i] = h.Address
+	}
+	return out
+}
+
+// Token returns the cluster token.
+func (c *Cluster) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// TokenFile is the path of the file holding the token, in head-1's data
+// dir.
+func (c *Cluster) TokenFile() string {
+	return filepath.Join(c.opts.DataDir, "head-1", head.TokenFile)
+}
+
+// DataDir is the cluster's data directory.
+func (c *Cluster) DataDir() string { return c.opts.DataDir }
+
+// ClusterFile is the path of cluster.json.
+func (c *Cluster) ClusterFile() string { return filepath.Join(c.opts.DataDir, ClusterFile) }
+
+// Client returns a new client over all heads with the token; the caller
+// closes it.
+func (c *Cluster) Client() (*cpclient.Client, error) {
+	return cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), Logger: c.opts.Logger})
+}
+
+// statusClient is a client whose per-head calls give up quickly, so a
+// paused head does not hold a poll.
+func (c *Cluster) statusClient() (*cpclient.Client, error) {
+	return cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), AttemptTimeout: time.Second, Logger: c.opts.Logger})
+}
+
+func (c *Cluster) head(i int) (*headState, error) {
+	if i < 0 || i >= len(c.heads) {
+		return nil, fmt.Errorf("launcher: no head %d (have %d)", i, len(c.heads))
+	}
+	return c.heads[i], nil
+}
+
+// running returns head i's process, or ErrNotRunning.
+func (c *Cluster) running(i int) (*headState, *proc, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, err := c.head(i)
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.proc == nil || h.proc.exited() {
+		return nil, nil, fmt.Errorf("%w: %s", ErrNotRunning, h.ID)
+	}
+	return h, h.proc, nil
+}
+
+// Kill sends SIGKILL to head i and waits until it is reaped.
+func (c *Cluster) Kill(i int) error {
+	h, p, err := c.running(i)
+	if err != nil {
+		return err
+	}
+	c.log.Info("killing head", zap.String("head", h.ID), zap.Int("pid", p.pid))
+	return p.kill()
+}
+
+// Stop sends SIGTERM to head i, then SIGKILL after 5s, and waits until it
+// is reaped.
+func (c *Cluster) Stop(i int) error {
+	h, p, err := c.running(i)
+	if err != nil {
+		return err
+	}
+	c.log.Info("stopping head", zap.String("head", h.ID), zap.Int("pid", p.pid))
+	return p.terminate(stopGrace)
+}
+
+// Pause sends SIGSTOP to head i.
+func (c *Cluster) Pause(i int) error { return c.setPaused(i, syscall.SIGSTOP, true) }
+
+// Resume sends SIGCONT to head i.
+func (c *Cluster) Resume(i int) error { return c.setPaused(i, syscall.SIGCONT, false) }
+
+func (c *Cluster) setPaused(i int, sig syscall.Signal, paused bool) error {
+	h, p, err := c.running(i)
+	if err != nil {
+		return err
+	}
+	if err := p.signal(sig); err != nil {
+		return fmt.Errorf("%s: %w", h.ID, err)
+	}
+	c.mu.Lock()
+	h.Paused = paused
+	c.mu.Unlock()
+	return nil
+}
+
+// Restart starts head i again with the same arguments, ports and data dir,
+// and rewrites cluster.json. The head must not be running.
+func (c *Cluster) Restart(i int) error {
+	c.mu.Lock()
+	_, err := c.head(i)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := c.start(i); err != nil {
+		return err
+	}
+	return c.writeClusterFile()
+}
+
+// Close stops every running head (SIGTERM, SIGKILL after 5s), waits for
+// every child to be reaped, and is idempotent.
+func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		var procs []*proc
+		for _, h := range c.heads {
+			if h.proc != nil {
+				procs = append(procs, h.proc)
+			}
+		}
+		c.mu.Unlock()
+		var wg sync.WaitGroup
+		errs := make([]error, len(procs))
+		for i, p := range procs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = p.terminate(stopGrace)
+			}()
+		}
+		wg.Wait()
+		c.wg.Wait()
+		c.closeErr = errors.Join(errs...)
+		c.log.Info("cluster stopped")
+	})
+	return c.closeErr
+}
