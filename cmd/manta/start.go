@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -73,7 +74,7 @@ its cluster on its own.`,
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap once this many heads of --peers are known (default all of them)")
 	fs.StringSliceVar(&f.join, "join", nil, "gRPC addresses of an existing cluster to join instead of bootstrapping")
 	fs.StringVar(&f.token, "token", "", "preset cluster token (a joining head needs the cluster's); default: generated at bootstrap")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token for --token")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (instead of --token)")
 	fs.StringVar(&f.address, "address", "", "heads' addresses, to start a raylet (not implemented yet)")
 	fs.BoolVar(&f.noRaylet, "no-raylet", false, "start only the head, without a raylet")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -83,15 +84,13 @@ its cluster on its own.`,
 	fs.DurationVar(&f.nodeTimeout, "node-timeout", 0, "how long a node may miss heartbeats before it is marked dead (default 5s)")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
 	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
-	cmd.MarkFlagsMutuallyExclusive("head", "address")
-	cmd.MarkFlagsMutuallyExclusive("join", "peers")
-	cmd.MarkFlagsMutuallyExclusive("join", "bootstrap-expect")
-	cmd.MarkFlagsMutuallyExclusive("token", "token-file")
 	return cmd
 }
 
 func runStart(cmd *cobra.Command, f *startFlags) error {
 	switch {
+	case f.head && f.address != "":
+		return usageErrorf("--head starts a head, --address a raylet: pass one of them")
 	case f.address != "":
 		return errRayletNotBuilt
 	case !f.head:
@@ -102,6 +101,10 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return usageErrorf("--data-dir is required with --head")
 	case f.bootstrapExpect < 0:
 		return usageErrorf("--bootstrap-expect must be positive")
+	case len(f.join) > 0 && (len(f.peers) > 0 || f.bootstrapExpect > 0):
+		return usageErrorf("--join joins an existing cluster; --peers and --bootstrap-expect form a new one: pass one or the other")
+	case f.token != "" && f.tokenFile != "":
+		return usageErrorf("pass --token or --token-file, not both")
 	}
 	raftPort := f.raftPort
 	if !cmd.Flags().Changed("raft-port") && f.port != 0 {
@@ -126,7 +129,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	// Signals are caught before the head starts, so none is lost.
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	h, err := head.New(head.Config{
+	h, err := newHeadInterruptible(ctx, head.Config{
 		ID:                 f.nodeID,
 		DataDir:            f.dataDir,
 		GRPCAddr:           net.JoinHostPort(f.host, strconv.Itoa(f.port)),
@@ -154,4 +157,26 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		log.Warn("closing the head", zap.Error(err))
 	}
 	return nil
+}
+
+// newHeadInterruptible runs head.New, but gives up when ctx ends first:
+// New normally returns at once, yet blocks while another process holds the
+// data dir's Raft log, and a signal must still end the process then. The
+// abandoned New ends with the process, which exits on this error.
+func newHeadInterruptible(ctx context.Context, cfg head.Config) (*head.Head, error) {
+	type result struct {
+		h   *head.Head
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h, err := head.New(cfg)
+		done <- result{h, err}
+	}()
+	select {
+	case r := <-done:
+		return r.h, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("interrupted while starting head %s (is another process using --data-dir %s?)", cfg.ID, cfg.DataDir)
+	}
 }

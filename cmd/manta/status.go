@@ -37,21 +37,20 @@ type leaderInfo struct {
 }
 
 type headReport struct {
-	ID              string `json:"id,omitempty"`
-	Address         string `json:"address"`
-	RaftAddress     string `json:"raft_address,omitempty"`
-	State           string `json:"state,omitempty"`
-	LeaderID        string `json:"leader_id,omitempty"`
-	Term            uint64 `json:"term"`
-	LastIndex       uint64 `json:"last_index"`
-	CommitIndex     uint64 `json:"commit_index"`
-	AppliedIndex    uint64 `json:"applied_index"`
-	LastContactMs   int64  `json:"last_contact_ms"`
-	QuorumProblem   string `json:"quorum_problem,omitempty"`
-	Error           string `json:"error,omitempty"`
-	ClusterID       string `json:"cluster_id,omitempty"`
-	answered        bool
-	lastContactNone bool
+	ID            string `json:"id,omitempty"`
+	Address       string `json:"address"`
+	RaftAddress   string `json:"raft_address,omitempty"`
+	State         string `json:"state,omitempty"`
+	LeaderID      string `json:"leader_id,omitempty"`
+	Term          uint64 `json:"term"`
+	LastIndex     uint64 `json:"last_index"`
+	CommitIndex   uint64 `json:"commit_index"`
+	AppliedIndex  uint64 `json:"applied_index"`
+	LastContactMs int64  `json:"last_contact_ms"`
+	QuorumProblem string `json:"quorum_problem,omitempty"`
+	Error         string `json:"error,omitempty"`
+	ClusterID     string `json:"cluster_id,omitempty"`
+	answered      bool
 }
 
 type nodeReport struct {
@@ -75,7 +74,14 @@ that is down shows its error), then list the nodes. Exits non-zero when no
 head answers.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := cf.client()
+			cfg, err := cf.config()
+			if err != nil {
+				return err
+			}
+			// A head that is down or paused should cost little: status
+			// asks each head once, and a busy one answers in far less.
+			cfg.AttemptTimeout = 2 * time.Second
+			cl, err := cpclient.New(cfg)
 			if err != nil {
 				return err
 			}
@@ -150,9 +156,13 @@ func gatherStatus(ctx context.Context, cl *cpclient.Client) *statusReport {
 	var nodes *pb.ListNodesResponse
 	var err error
 	if r.Leader != nil {
-		nodes, err = cl.ListNodes(ctx, &pb.ListNodesRequest{})
+		// A leader that has just lost its quorum does not know it yet:
+		// give it a few seconds, not the whole timeout.
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		nodes, err = cl.ListNodes(lctx, &pb.ListNodesRequest{})
+		cancel()
 	}
-	if r.Leader == nil || errors.Is(err, rpcerr.ErrUnavailable) {
+	if r.Leader == nil || errors.Is(err, rpcerr.ErrUnavailable) || errors.Is(err, rpcerr.ErrDeadlineExceeded) {
 		r.NodesStale = true
 		nodes, err = cl.ListNodes(ctx, &pb.ListNodesRequest{Stale: true})
 	}

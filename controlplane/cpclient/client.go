@@ -234,7 +234,7 @@ func call[Resp any](ctx context.Context, c *Client, fn func(ctx context.Context,
 			return zero, fmt.Errorf("%w: gave up after %d attempts; last error: %v", ErrUnavailable, attempt+1, lastErr)
 		case <-time.After(sleep):
 		}
-		backoff = min(backoff*2, 500*time.Millisecond)
+		backoff = min(backoff*2, 250*time.Millisecond)
 	}
 }
 

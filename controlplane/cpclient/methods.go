@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -182,25 +183,36 @@ type HeadStatus struct {
 }
 
 // StatusAll asks every head in the rotation (and every head they name) for
-// its own view, without retries: a head that is down is reported as such.
+// its own view, in parallel and without retries: a head that is down or
+// paused is reported as such after one attempt timeout at most.
 func (c *Client) StatusAll(ctx context.Context) []HeadStatus {
 	var out []HeadStatus
 	seen := map[string]bool{}
-	queue := c.Addresses()
-	for len(queue) > 0 {
-		addr := queue[0]
-		queue = queue[1:]
-		if seen[addr] {
-			continue
+	wave := c.Addresses()
+	for len(wave) > 0 {
+		res := make([]HeadStatus, len(wave))
+		var wg sync.WaitGroup
+		for i, addr := range wave {
+			seen[addr] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := c.StatusOf(ctx, addr)
+				res[i] = HeadStatus{Address: addr, Status: st, Err: err}
+			}()
 		}
-		seen[addr] = true
-		st, err := c.StatusOf(ctx, addr)
-		out = append(out, HeadStatus{Address: addr, Status: st, Err: err})
-		if st != nil {
-			for _, h := range st.Heads {
-				queue = append(queue, h.GrpcAddress)
+		wg.Wait()
+		out = append(out, res...)
+		var next []string
+		for _, r := range res {
+			for _, h := range r.Status.GetHeads() {
+				if !seen[h.GrpcAddress] {
+					seen[h.GrpcAddress] = true
+					next = append(next, h.GrpcAddress)
+				}
 			}
 		}
+		wave = next
 	}
 	return out
 }

@@ -21,17 +21,17 @@ const (
 type CommandType uint32
 
 const (
-	_                  CommandType = iota // 0: reserved
-	CmdInitCluster                        // ClusterInfo
-	CmdUpsertHead                         // HeadInfo
-	CmdRemoveHead                         // RemoveHeadCommand
-	CmdRegisterNode                       // NodeInfo
-	CmdMarkNodeDead                       // MarkNodeDeadCommand
-	CmdAddJob                             // JobInfo
-	CmdFinishJob                          // FinishJobRequest
-	CmdKVPut                              // KVPutRequest
-	CmdKVDelete                           // KVDeleteRequest
-	cmdCount                              // keep last: sizes the handler table
+	_               CommandType = iota // 0: reserved
+	CmdInitCluster                     // ClusterInfo
+	CmdUpsertHead                      // HeadInfo
+	CmdRemoveHead                      // RemoveHeadCommand
+	CmdRegisterNode                    // NodeInfo
+	CmdMarkNodeDead                    // MarkNodeDeadCommand
+	CmdAddJob                          // JobInfo
+	CmdFinishJob                       // FinishJobRequest
+	CmdKVPut                           // KVPutRequest
+	CmdKVDelete                        // KVDeleteRequest
+	cmdCount                           // keep last: sizes the handler table
 )
 
 var cmdNames = [...]string{

@@ -2,7 +2,6 @@ package fsm
 
 import pb "github.com/manta-ray/manta/proto/controlpb"
 
-
 // eventRing is the recent change log that watchers resume from. It is
 // derived from applies and is not replicated state: after a restore it
 // starts empty at the snapshot's index.

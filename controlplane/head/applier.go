@@ -171,4 +171,3 @@ func raftErr(err error) error {
 	}
 	return err
 }
-

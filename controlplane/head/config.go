@@ -1,8 +1,8 @@
 package head
 
 import (
-	"net"
 	"errors"
+	"net"
 	"time"
 
 	"go.uber.org/zap"
@@ -110,7 +110,7 @@ func (c *Config) setDefaults() error {
 		c.MaxBatch = 512
 	}
 	if c.MaxInflight == 0 {
-		c.MaxInflight = 8
+		c.MaxInflight = 1
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

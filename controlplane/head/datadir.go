@@ -18,7 +18,7 @@ const metaFile = "head.json"
 // meta is what a data dir remembers about whom it belongs to, so that a dir
 // from another head or cluster is refused instead of silently reused.
 type meta struct {
-	HeadID    string `json:"head_id"`
+	HeadID      string `json:"head_id"`
 	ClusterID   string `json:"cluster_id,omitempty"`
 	RaftAddress string `json:"raft_address,omitempty"`
 }

@@ -33,17 +33,17 @@ func (a *api) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRespon
 	num := func(k string) uint64 { v, _ := strconv.ParseUint(stats[k], 10, 64); return v }
 	laddr, lid := h.raft.LeaderWithID()
 	r := &pb.StatusResponse{
-		HeadId:        h.cfg.ID,
-		GrpcAddress:   h.Address(),
-		RaftAddress:   h.RaftAddress(),
-		RaftState:     h.raft.State().String(),
-		LeaderId:      string(lid),
-		LastIndex:     h.raft.LastIndex(),
-		AppliedIndex:  h.fsm.AppliedIndex(),
-		CommitIndex:   num("commit_index"),
-		Term:          num("term"),
-		Heads:         h.fsm.Heads(),
-		ClusterId:     h.fsm.Cluster().GetClusterId(),
+		HeadId:            h.cfg.ID,
+		GrpcAddress:       h.Address(),
+		RaftAddress:       h.RaftAddress(),
+		RaftState:         h.raft.State().String(),
+		LeaderId:          string(lid),
+		LastIndex:         h.raft.LastIndex(),
+		AppliedIndex:      h.fsm.AppliedIndex(),
+		CommitIndex:       num("commit_index"),
+		Term:              num("term"),
+		Heads:             h.fsm.Heads(),
+		ClusterId:         h.fsm.Cluster().GetClusterId(),
 		LastContactMillis: lastContactMillis(h.raft),
 	}
 	if lid != "" {

@@ -18,4 +18,5 @@ var (
 	ErrValueTooLarge   = rpcerr.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "value too large")
 	ErrBadRequest      = rpcerr.New(codes.InvalidArgument, "BAD_REQUEST", "invalid request")
 	ErrWrongCluster    = rpcerr.New(codes.FailedPrecondition, "WRONG_CLUSTER", "data dir belongs to another cluster")
+	ErrDataDirInUse    = rpcerr.New(codes.FailedPrecondition, "DATA_DIR_IN_USE", "data dir in use")
 )

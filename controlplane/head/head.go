@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapio"
 	"google.golang.org/grpc"
@@ -54,7 +55,7 @@ type Head struct {
 
 // New opens the data dir, starts Raft and the gRPC server, and returns at
 // once; the head bootstraps or joins in the background.
-func New(cfg Config) (h *Head, err error) {
+func New(cfg Config) (*Head, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -64,10 +65,11 @@ func New(cfg Config) (h *Head, err error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h = &Head{cfg: cfg, log: log, fsm: fsm.New(log), ctx: ctx, cancel: cancel}
+	h := &Head{cfg: cfg, log: log, fsm: fsm.New(log), ctx: ctx, cancel: cancel}
+	started := false
 	defer func() {
-		if err != nil {
-			h.Close()
+		if !started {
+			h.Close() // stops whatever was started before the failure
 		}
 	}()
 	h.peers = newPeerBook(h)
@@ -120,6 +122,7 @@ func New(cfg Config) (h *Head, err error) {
 	h.goRun("cluster-watch", h.watchCluster)
 	h.goRun("bootstrap", h.bootstrapOrJoin)
 	h.goRun("register-self", h.registerSelf)
+	started = true
 	log.Info("head started", zap.String("grpc", h.Address()), zap.String("raft", string(h.trans.LocalAddr())),
 		zap.String("data_dir", cfg.DataDir))
 	return h, nil
@@ -156,7 +159,15 @@ func (h *Head) startRaft() error {
 	rc.Logger = hl
 
 	var err error
-	h.store, err = raftboltdb.NewBoltStore(filepath.Join(h.cfg.DataDir, "raft.db"))
+	// bolt locks its file: a second head on the same dir fails after the
+	// timeout instead of waiting forever.
+	h.store, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(h.cfg.DataDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("%w: %s is in use by another running head", ErrDataDirInUse, h.cfg.DataDir)
+	}
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}

@@ -396,3 +396,16 @@ func TestWatchResumesOnAnotherHead(t *testing.T) {
 		t.Fatalf("resumed watch saw %v", keys)
 	}
 }
+
+func TestDataDirInUseIsRefused(t *testing.T) {
+	c := tc.Start(t, 1, nil)
+	cfg := head.Config{ID: c.Heads[0].ID(), DataDir: c.DataDir(0)}
+	_, err := head.New(cfg)
+	if !errors.Is(err, head.ErrDataDirInUse) {
+		t.Fatalf("second head on a live data dir: %v; want ErrDataDirInUse", err)
+	}
+	cfg.ID = "someone-else"
+	if _, err := head.New(cfg); !errors.Is(err, head.ErrWrongCluster) {
+		t.Fatalf("head on another head's data dir: %v; want ErrWrongCluster", err)
+	}
+}

@@ -239,4 +239,3 @@ func (h *Head) checkPeersCluster(m meta) error {
 	}
 	return nil
 }
-

@@ -177,3 +177,6 @@ func Ctx(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// DataDir is head i's data dir.
+func (c *Cluster) DataDir(i int) string { return c.cfgs[i].DataDir }

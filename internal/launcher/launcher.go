@@ -73,7 +73,7 @@ type Cluster struct {
 	opts Options
 	log  *zap.Logger
 
-	mu    sync.Mutex
+	mu     sync.Mutex
 	heads  []*headState
 	token  string
 	closed bool
@@ -84,7 +84,8 @@ type Cluster struct {
 }
 
 // Start launches the heads, waits until a leader is elected, the token
-// file exists and every head answers with the same leader, and writes
+// file exists and every head answers with the same leader and a heads
+// table that lists them all, and writes
 // DataDir/cluster.json. On failure it stops everything it started. A
 // DataDir that already holds a cluster.json with as many heads restarts
 // that cluster on the same addresses.
@@ -215,7 +216,7 @@ func (c *Cluster) start(i int) error {
 }
 
 // waitReady waits for the token file, then for every head to name the
-// same leader, failing early if a head exits.
+// same leader and to know every head, failing early if a head exits.
 func (c *Cluster) waitReady(ctx context.Context) error {
 	tf := c.TokenFile()
 	err := c.poll(ctx, func() (bool, error) {
@@ -253,6 +254,10 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 				return false, nil
 			case v.leader == "" || (leader != "" && v.leader != leader):
 				last = fmt.Sprintf("%s sees leader %q", v.id, v.leader)
+				return false, nil
+			case len(v.status.Heads) < len(c.heads):
+				// Clients and `manta status` find heads through this table.
+				last = fmt.Sprintf("%s knows %d of %d heads", v.id, len(v.status.Heads), len(c.heads))
 				return false, nil
 			}
 			leader = v.leader

@@ -19,15 +19,19 @@ const stopGrace = 5 * time.Second
 // proc is one child process and its reaper. done closes once cmd.Wait has
 // returned; err is Wait's result, readable after done.
 type proc struct {
-	cmd    *exec.Cmd
-	pid    int
-	done   chan struct{}
-	err    error
+	cmd  *exec.Cmd
+	pid  int
+	done chan struct{}
+	err  error
 }
 
 // spawn starts binary with args, output appended to logPath, in its own
-// process group and killed if the launcher dies. The reaper goroutine is
-// owned by c and counted in c.wg.
+// process group (a terminal's Ctrl-C reaches only the launcher, which stops
+// its children itself) and killed if the launcher dies. Linux sends the
+// death signal when the OS thread that forked the child exits; Go keeps its
+// threads unless a goroutine exits while locked to one, so do not start
+// heads from such a goroutine. The reaper goroutine is owned by c and
+// counted in c.wg.
 func (c *Cluster) spawn(args []string, logPath string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/manta-ray/manta/controlplane/cpbench"
+	"github.com/manta-ray/manta/internal/launcher"
+)
+
+func init() { extraCommands = append(extraCommands, newBenchCommand) }
+
+func newBenchCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmarks of the control plane (figures, not tests)",
+	}
+	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand())
+	return cmd
+}
+
+// localCluster starts a throw-away cluster of separate head processes.
+func localCluster(ctx context.Context, heads int) (*launcher.Cluster, func(), error) {
+	dir, err := os.MkdirTemp("", "manta-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := launcher.Start(ctx, launcher.Options{Heads: heads, DataDir: dir})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return c, func() { c.Close(); os.RemoveAll(dir) }, nil
+}
+
+func newBenchKVCommand() *cobra.Command {
+	var (
+		clients  int
+		conns    int
+		duration time.Duration
+		size     int
+		heads    int
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "KV writes/s and latency through gRPC (a local 3-head cluster unless --address)",
+		Args:  usageArgs(cobra.NoArgs),
+	}
+	cf := addClusterFlags(cmd)
+	cmd.Flags().IntVar(&clients, "clients", 64, "concurrent writers")
+	cmd.Flags().IntVar(&conns, "conns", 0, "client connections the writers share (default one per writer)")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to write")
+	cmd.Flags().IntVar(&size, "value-size", 100, "bytes per value")
+	cmd.Flags().IntVar(&heads, "heads", 3, "heads of the local cluster when no --address is given")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		o := cpbench.KVOptions{Clients: clients, Conns: conns, Duration: duration, ValueSize: size}
+		if cf.address == "" && os.Getenv("MANTA_ADDRESS") == "" {
+			c, done, err := localCluster(ctx, heads)
+			if err != nil {
+				return err
+			}
+			defer done()
+			o.Addresses, o.Token = c.Addresses(), c.Token()
+		} else {
+			cfg, err := cf.config()
+			if err != nil {
+				return err
+			}
+			o.Addresses, o.Token = cfg.Addresses, cfg.Token
+		}
+		r, err := cpbench.KV(ctx, o)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{
+				"kv_writes_per_second": r.PerSec, "p50_ms": ms(r.P50), "p99_ms": ms(r.P99),
+				"clients": r.Clients, "conns": r.Conns, "writes": r.Writes, "errors": r.Errors,
+			})
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), r)
+		return nil
+	}
+	return cmd
+}
+
+func newBenchFailoverCommand() *cobra.Command {
+	var (
+		reps   int
+		heads  int
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "failover",
+		Short: "SIGKILL the leader of a local cluster N times: time to the first acknowledged write",
+		Args:  usageArgs(cobra.NoArgs),
+	}
+	cmd.Flags().IntVar(&reps, "reps", 5, "how many leader kills")
+	cmd.Flags().IntVar(&heads, "heads", 3, "heads of the local cluster")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		c, done, err := localCluster(ctx, heads)
+		if err != nil {
+			return err
+		}
+		defer done()
+		out := cmd.OutOrStdout()
+		rs, err := cpbench.Failover(ctx, c, reps, func(s string) {
+			if !asJSON {
+				fmt.Fprintln(out, s)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		lo, med, hi := cpbench.Summary(rs)
+		if asJSON {
+			return json.NewEncoder(out).Encode(map[string]any{
+				"failover_first_write_ms_min": ms(lo), "failover_first_write_ms_median": ms(med), "failover_first_write_ms_max": ms(hi), "reps": len(rs),
+			})
+		}
+		fmt.Fprintf(out, "failover reps=%d first_write_after min=%s median=%s max=%s\n", len(rs),
+			lo.Round(time.Millisecond), med.Round(time.Millisecond), hi.Round(time.Millisecond))
+		return nil
+	}
+	return cmd
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

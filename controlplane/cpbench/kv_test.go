@@ -1,0 +1,34 @@
+package cpbench
+
+import (
+	"testing"
+	"time"
+
+	tc "github.com/manta-ray/manta/controlplane/testcluster"
+)
+
+// BenchmarkKVWrites64Clients runs the KV benchmark on an in-process
+// 3-head cluster: go test -run NONE -bench KV ./controlplane/cpbench
+func BenchmarkKVWrites64Clients(b *testing.B) {
+	c := tc.Start(b, 3, nil)
+	for b.Loop() {
+		r, err := KV(tc.Ctx(b, time.Minute), KVOptions{Addresses: c.Addresses(), Token: c.Token(), Duration: 5 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.PerSec, "writes/s")
+		b.ReportMetric(float64(r.P50.Microseconds()), "p50-µs")
+		b.ReportMetric(float64(r.P99.Microseconds()), "p99-µs")
+		b.Log(r)
+	}
+}
+
+// TestKVBenchmarkRuns keeps the benchmark code working (tiny run, no
+// figures asserted).
+func TestKVBenchmarkRuns(t *testing.T) {
+	c := tc.Start(t, 1, nil)
+	r, err := KV(tc.Ctx(t, 30*time.Second), KVOptions{Addresses: c.Addresses(), Token: c.Token(), Clients: 4, Duration: 200 * time.Millisecond})
+	if err != nil || r.Writes == 0 || r.Errors != 0 {
+		t.Fatalf("%v, %v", r, err)
+	}
+}
