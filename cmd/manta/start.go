@@ -37,6 +37,7 @@ type startFlags struct {
 	address         string
 	noRaylet        bool
 	logLevel        string
+	pprofAddr       string
 
 	heartbeatTimeout  time.Duration
 	electionTimeout   time.Duration
@@ -78,6 +79,7 @@ its cluster on its own.`,
 	fs.StringVar(&f.address, "address", "", "heads' addresses, to start a raylet (not implemented yet)")
 	fs.BoolVar(&f.noRaylet, "no-raylet", false, "start only the head, without a raylet")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's net/http/pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 0, "Raft heartbeat timeout (default 500ms)")
 	fs.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 500ms)")
 	fs.DurationVar(&f.leaseTimeout, "lease-timeout", 0, "Raft leader lease timeout (default 250ms)")
@@ -126,6 +128,13 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		fmt.Fprintln(cmd.ErrOrStderr(), "warning: raylets are not built yet; starting the head alone (pass --no-raylet to silence this)")
 	}
 
+	if f.pprofAddr != "" {
+		stopPprof, err := servePprof(f.pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	// Signals are caught before the head starts, so none is lost.
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
