@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -75,4 +76,16 @@ func (f *clusterFlags) client() (*cpclient.Client, error) {
 		return nil, err
 	}
 	return cpclient.New(cfg)
+}
+
+// withClient runs fn with a client and a context bounded by --timeout.
+func (f *clusterFlags) withClient(cmd *cobra.Command, fn func(ctx context.Context, cl *cpclient.Client) error) error {
+	cl, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+	defer cancel()
+	return fn(ctx, cl)
 }

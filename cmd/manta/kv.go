@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
@@ -25,18 +26,6 @@ func newKVCommand() *cobra.Command {
 	cf := addClusterFlags(cmd)
 	cmd.PersistentFlags().StringVar(&namespace, "namespace", "", "key namespace")
 
-	// withClient runs fn with a client and a context bounded by --timeout.
-	withClient := func(cmd *cobra.Command, fn func(ctx context.Context, cl kvClient) error) error {
-		cl, err := cf.client()
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-		defer cancel()
-		return fn(ctx, cl)
-	}
-
 	var file string
 	var noOverwrite bool
 	put := &cobra.Command{
@@ -48,7 +37,7 @@ func newKVCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withClient(cmd, func(ctx context.Context, cl kvClient) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				r, err := cl.KVPut(ctx, &pb.KVPutRequest{Namespace: namespace, Key: args[0], Value: value, Overwrite: !noOverwrite})
 				if err != nil {
 					return err
@@ -69,7 +58,7 @@ func newKVCommand() *cobra.Command {
 		Short: "Print a key's raw value",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withClient(cmd, func(ctx context.Context, cl kvClient) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				r, err := cl.KVGet(ctx, &pb.KVGetRequest{Namespace: namespace, Key: args[0]})
 				if err != nil {
 					return err
@@ -87,7 +76,7 @@ func newKVCommand() *cobra.Command {
 		Short:   "Delete a key, or with --prefix every key that starts with KEY",
 		Args:    usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withClient(cmd, func(ctx context.Context, cl kvClient) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				r, err := cl.KVDelete(ctx, &pb.KVDeleteRequest{Namespace: namespace, Key: args[0], Prefix: prefix})
 				if err != nil {
 					return err
@@ -111,7 +100,7 @@ func newKVCommand() *cobra.Command {
 			if len(args) == 1 {
 				p = args[0]
 			}
-			return withClient(cmd, func(ctx context.Context, cl kvClient) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				r, err := cl.KVList(ctx, &pb.KVListRequest{Namespace: namespace, Prefix: p})
 				if err != nil {
 					return err
@@ -125,14 +114,6 @@ func newKVCommand() *cobra.Command {
 	}
 	cmd.AddCommand(put, get, del, list)
 	return cmd
-}
-
-// kvClient is the part of cpclient.Client the kv commands use.
-type kvClient interface {
-	KVPut(context.Context, *pb.KVPutRequest) (*pb.KVPutResponse, error)
-	KVGet(context.Context, *pb.KVGetRequest) (*pb.KVGetResponse, error)
-	KVDelete(context.Context, *pb.KVDeleteRequest) (*pb.KVDeleteResponse, error)
-	KVList(context.Context, *pb.KVListRequest) (*pb.KVListResponse, error)
 }
 
 // readValue takes a put's value from its argument, --file, or stdin ("-"

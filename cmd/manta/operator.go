@@ -32,24 +32,13 @@ func newOperatorCommand() *cobra.Command {
 	cmd.AddCommand(raftCmd)
 	cf := addClusterFlags(cmd)
 
-	withClient := func(cmd *cobra.Command, fn func(ctx context.Context, cl *cpclient.Client) error) error {
-		cl, err := cf.client()
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-		defer cancel()
-		return fn(ctx, cl)
-	}
-
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list-peers",
 		Short: "List the Raft configuration",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				peers, err := cl.RaftListPeers(ctx)
 				if err != nil {
 					return err
@@ -88,7 +77,7 @@ func newOperatorCommand() *cobra.Command {
 			if add.Id == "" || add.RaftAddress == "" {
 				return usageErrorf("--id and --raft-address are required")
 			}
-			return withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				if err := cl.RaftAddPeer(ctx, &add); err != nil {
 					return err
 				}
@@ -115,7 +104,7 @@ func newOperatorCommand() *cobra.Command {
 			if removeID == "" {
 				return usageErrorf("--id is required")
 			}
-			return withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				if err := cl.RaftRemovePeer(ctx, removeID); err != nil {
 					return err
 				}
@@ -132,7 +121,7 @@ func newOperatorCommand() *cobra.Command {
 		Short: "Hand leadership to a head, or to the most up-to-date follower",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
+			return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 				if err := cl.RaftTransferLeader(ctx, transferID); err != nil {
 					return err
 				}
