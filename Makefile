@@ -40,3 +40,12 @@ bench-kv:
 
 bench-failover:
 	$(GO) run ./cmd/manta bench failover --reps 5
+
+# Every chaos scenario for a minute each (make test runs a short smoke).
+# Partitions need root and iptables.
+CHAOS_SCENARIOS := leader-kill follower-kill leader-pause partition-minority rolling-restart mixed
+chaos:
+	$(GO) build -o bin/manta ./cmd/manta
+	for s in $(CHAOS_SCENARIOS); do \
+		./bin/manta chaos run --scenario $$s --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
+	done

@@ -1,6 +1,13 @@
 // Package chaos is manta's fault harness: it runs workloads against a real
 // cluster of separate processes while a nemesis kills, pauses and
 // partitions them, records what clients saw, and checks it afterwards.
+//
+// Run is the whole of `manta chaos run`. A Scenario names the faults the
+// nemesis draws from on a seeded schedule; a Fault injects and undoes one
+// failure; a Workload drives client traffic and checks what it saw (the KV
+// workload today; tasks, actors and lineage plug in the same way); a
+// Partitioner cuts heads apart (partition_iptables.go says how). The
+// report (report.go) records counts, faults, recovery times and verdicts.
 package chaos
 
 import (
@@ -42,6 +49,9 @@ func NewHistory() *History { return &History{start: time.Now()} }
 // Now is the history's clock.
 func (h *History) Now() int64 { return int64(time.Since(h.start)) }
 
+// At is t on the history's clock.
+func (h *History) At(t time.Time) int64 { return int64(t.Sub(h.start)) }
+
 // Add records one completed operation. A write with an unknown outcome is
 // recorded as never returning, which is how porcupine treats a write that
 // may take effect at any later time.
@@ -62,6 +72,13 @@ func (h *History) Len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.ops)
+}
+
+// Operations returns a copy of the recorded operations.
+func (h *History) Operations() []porcupine.Operation {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]porcupine.Operation(nil), h.ops...)
 }
 
 // KVModel is a map of registers, one per key, each partitioned so porcupine
@@ -111,8 +128,5 @@ var KVModel = porcupine.Model{
 // CheckLinearizable checks the history against KVModel within timeout.
 // It returns porcupine.Ok, Illegal, or Unknown (ran out of time).
 func (h *History) CheckLinearizable(timeout time.Duration) porcupine.CheckResult {
-	h.mu.Lock()
-	ops := append([]porcupine.Operation(nil), h.ops...)
-	h.mu.Unlock()
-	return porcupine.CheckOperationsTimeout(KVModel, ops, timeout)
+	return porcupine.CheckOperationsTimeout(KVModel, h.Operations(), timeout)
 }

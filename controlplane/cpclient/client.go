@@ -45,7 +45,7 @@ type Config struct {
 	// deadline that comes sooner wins.
 	Timeout time.Duration
 	// AttemptTimeout bounds one attempt on one head, so a paused head
-	// does not hold a call; default 3s.
+	// does not hold a call; default 2s.
 	AttemptTimeout time.Duration
 	// DialOptions are added to every connection (the seam for TLS).
 	DialOptions []grpc.DialOption
@@ -82,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = 3 * time.Second
+		cfg.AttemptTimeout = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

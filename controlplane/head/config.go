@@ -55,6 +55,10 @@ type Config struct {
 	MaxBatch        int           // commands per Raft entry; default 512
 	MaxInflight     int           // Raft entries in flight; default 8
 	ApplyTimeout    time.Duration // bound on one write; default 10s
+	// ForwardTimeout bounds a call a follower forwards to the leader, so a
+	// leader that is paused or cut off does not hold it past an election;
+	// default 4 × ElectionTimeout.
+	ForwardTimeout time.Duration
 
 	// ServerOptions and DialOptions are the seam for TLS: they are added to
 	// the gRPC server and to head-to-head connections.
@@ -97,6 +101,7 @@ func (c *Config) setDefaults() error {
 	def(&c.NodeTimeout, 5*time.Second)
 	def(&c.NodeGrace, c.NodeTimeout)
 	def(&c.ApplyTimeout, 10*time.Second)
+	def(&c.ForwardTimeout, 4*c.ElectionTimeout)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}

@@ -215,7 +215,10 @@ func (a *headAPI) RegisterHead(ctx context.Context, req *pb.RegisterHeadRequest)
 		if err != nil {
 			return nil, err
 		}
-		return pb.NewHeadServiceClient(c).RegisterHead(fctx, req)
+		fctx, cancel := context.WithTimeout(fctx, h.cfg.ForwardTimeout)
+		defer cancel()
+		resp, err := pb.NewHeadServiceClient(c).RegisterHead(fctx, req)
+		return resp, h.forwardErr(ctx, err)
 	}
 	r, err := h.applier.Apply(ctx, fsm.CmdUpsertHead, "", hi)
 	if err != nil {

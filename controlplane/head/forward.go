@@ -4,7 +4,9 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
@@ -90,5 +92,18 @@ func onLeader[Req, Resp any](h *Head, ctx context.Context, req Req,
 		var zero Resp
 		return zero, err
 	}
-	return fwd(pb.NewControlPlaneClient(c), fctx, req)
+	fctx, cancel := context.WithTimeout(fctx, h.cfg.ForwardTimeout)
+	defer cancel()
+	resp, err := fwd(pb.NewControlPlaneClient(c), fctx, req)
+	return resp, h.forwardErr(ctx, err)
+}
+
+// forwardErr turns the time-out of a forwarded call into a retryable
+// error: the leader it went to is paused or cut off, and the write may or
+// may not have been applied (a retry with its request ID is safe).
+func (h *Head) forwardErr(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded {
+		return rpcerr.Wrapf(ErrOutcomeUnknown, "the leader did not answer a forwarded call within %s", h.cfg.ForwardTimeout)
+	}
+	return err
 }
