@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 # Packages whose tests fit -race on a 2-core CI machine.
-RACE_PKGS := ./internal/... ./controlplane/...
+RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./sdk/...
 
 .PHONY: build test test-short vet fmt proto bench bench-failover bench-kv tools chaos
 
@@ -16,7 +16,7 @@ vet:
 # multi-process tests (which build and start real manta binaries).
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/)
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/ -e /objectstore -e /raylet -e /sdk/)
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -27,7 +27,7 @@ proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto \
 		--go_out=proto --go_opt=paths=source_relative \
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-		proto/controlpb/*.proto
+		proto/controlpb/*.proto proto/rayletpb/*.proto
 
 tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11

@@ -17,6 +17,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/launcher"
 	pb "github.com/manta-ray/manta/proto/controlpb"
+	"github.com/manta-ray/manta/sdk/ray"
 )
 
 const (
@@ -24,6 +25,7 @@ const (
 	demoKeys      = 100
 	demoLaterKeys = 10
 	demoNamespace = "demo"
+	demoNodes     = 2
 )
 
 func newDemoCommand() *cobra.Command {
@@ -31,11 +33,12 @@ func newDemoCommand() *cobra.Command {
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Watch the control plane lose its leader and carry on",
-		Long: `Start 3 heads as separate processes, write keys, SIGKILL the leader,
-measure how long writes stop, check that nothing acknowledged was lost,
-and restart the killed head to see it catch up. Exits non-zero if a check
-fails.`,
+		Short: "Run tasks on a local cluster and watch it lose its leader and carry on",
+		Long: `Start 3 heads and 2 raylets as separate processes, fan tasks out over
+both raylets and in again (printing what ran where), write keys, SIGKILL
+the leader while tasks run, measure how long writes stop, check that
+nothing acknowledged was lost and every task finished, and restart the
+killed head to see it catch up. Exits non-zero if a check fails.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel)
@@ -45,7 +48,8 @@ fails.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			d := &demo{out: cmd.OutOrStdout(), keep: keep}
-			return d.run(ctx, launcher.Options{Heads: demoHeads, Logger: log})
+			return d.run(ctx, launcher.Options{Heads: demoHeads, Nodes: demoNodes, Logger: log,
+				NodeArgs: func(int) []string { return []string{"--num-cpus", "2"} }})
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir (logs, Raft data) instead of removing it")
@@ -90,9 +94,9 @@ func (d *demo) run(ctx context.Context, o launcher.Options) (err error) {
 		return err
 	}
 	o.DataDir = dir
-	fmt.Fprintln(d.out, "manta demo: a 3-head control plane loses its leader and carries on")
+	fmt.Fprintln(d.out, "manta demo: tasks on a 3-head cluster that loses its leader and carries on")
 
-	d.say("Starting %d heads, each its own `manta start --head` process, in %s", o.Heads, dir)
+	d.say("Starting %d heads (`manta start --head`) and %d raylets (`manta start --address`), each its own process, in %s", o.Heads, o.Nodes, dir)
 	t0 := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	c, err := launcher.Start(startCtx, o)
@@ -123,7 +127,18 @@ func (d *demo) run(ctx context.Context, o launcher.Options) (err error) {
 	for _, h := range c.Heads() {
 		d.note("%s  gRPC %s  Raft %s  pid %d", h.ID, h.Address, h.RaftAddress, h.PID)
 	}
+	for _, n := range c.Nodes() {
+		d.note("%s  raylet pid %d", n.ID, n.PID)
+	}
 	d.note("cluster formed in %s", time.Since(t0).Round(time.Millisecond))
+
+	d.say("Fan-out/fan-in: %d tasks from this driver (the manta binary is uploaded once as the job's worker binary)", demoTasks)
+	if err := d.initDriver(ctx, c); err != nil {
+		d.check(false, "start the driver: %v", err)
+		return nil
+	}
+	defer ray.Shutdown(context.Background())
+	d.runTasks(ctx, c, "fan-out")
 
 	cl, err := c.Client()
 	if err != nil {
@@ -147,7 +162,9 @@ func (d *demo) run(ctx context.Context, o launcher.Options) (err error) {
 	d.printHeads(ctx, cl, c)
 
 	old := c.Heads()[leaderIdx]
-	d.say("Killing the leader %s (pid %d) with SIGKILL", old.ID, old.PID)
+	d.say("Killing the leader %s (pid %d) with SIGKILL while %d tasks run", old.ID, old.PID, demoTasks)
+	inflight := make(chan fanOutResult, 1)
+	go func() { inflight <- fanOut(ctx) }()
 	if err := c.Kill(leaderIdx); err != nil {
 		return err
 	}
@@ -160,6 +177,7 @@ func (d *demo) run(ctx context.Context, o launcher.Options) (err error) {
 		d.note("write error: %v", err)
 		return nil
 	}
+	d.reportTasks(ctx, c, "tasks running across the kill", <-inflight)
 	newIdx, newID, err := c.WaitLeader(ctx)
 	if !d.check(err == nil && newID != old.ID, "new leader: %s", orErr(newID, err)) {
 		return nil

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/sdk/ray"
 )
 
 // extraCommands are added to the root command. Files of this package
@@ -105,6 +107,11 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
+// main goes through ray.Main so that the manta binary also serves as the
+// worker of its own remote functions (the demo's and the microbenchmark's).
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	ray.Main(func(context.Context) error {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+		return nil
+	})
 }

@@ -2,22 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/raylet/resources"
 )
-
-// errRayletNotBuilt is what `manta start --address` says until raylets exist.
-var errRayletNotBuilt = errors.New("starting a raylet (manta start --address) is not implemented yet; only heads can be started (manta start --head)")
 
 // defaultPort is a head's default gRPC port; Raft takes the next one.
 const defaultPort = 7379
@@ -39,6 +40,12 @@ type startFlags struct {
 	logLevel        string
 	pprofAddr       string
 
+	// The raylet's.
+	numCPUs   float64
+	numGPUs   float64
+	memory    float64
+	resources string
+
 	heartbeatTimeout  time.Duration
 	electionTimeout   time.Duration
 	leaseTimeout      time.Duration
@@ -51,7 +58,7 @@ func newStartCommand() *cobra.Command {
 	f := &startFlags{}
 	cmd := &cobra.Command{
 		Use:   "start (--head --node-id ID --data-dir DIR [--peers ADDR,... | --join ADDR,...] | --address HEADS)",
-		Short: "Start a head (or, later, a raylet) in the foreground",
+		Short: "Start a head (with a raylet unless --no-raylet) or a raylet in the foreground",
 		Long: `Start a head in the foreground; SIGINT or SIGTERM stops it cleanly.
 
 A cluster of N heads is formed by starting each with the same --peers list
@@ -76,7 +83,7 @@ its cluster on its own.`,
 	fs.StringSliceVar(&f.join, "join", nil, "gRPC addresses of an existing cluster to join instead of bootstrapping")
 	fs.StringVar(&f.token, "token", "", "preset cluster token (a joining head needs the cluster's); default: generated at bootstrap")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (instead of --token)")
-	fs.StringVar(&f.address, "address", "", "heads' addresses, to start a raylet (not implemented yet)")
+	fs.StringVar(&f.address, "address", "", "heads' addresses, to start a raylet that joins their cluster")
 	fs.BoolVar(&f.noRaylet, "no-raylet", false, "start only the head, without a raylet")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's net/http/pprof profiles on this address (e.g. 127.0.0.1:6060)")
@@ -86,6 +93,10 @@ its cluster on its own.`,
 	fs.DurationVar(&f.nodeTimeout, "node-timeout", 0, "how long a node may miss heartbeats before it is marked dead (default 5s)")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
 	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
+	fs.Float64Var(&f.numCPUs, "num-cpus", -1, "CPUs the raylet offers (default: the machine's)")
+	fs.Float64Var(&f.numGPUs, "num-gpus", 0, "GPUs the raylet offers")
+	fs.Float64Var(&f.memory, "memory", 0, "memory the raylet offers to tasks, in bytes")
+	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
 	return cmd
 }
 
@@ -94,9 +105,9 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	case f.head && f.address != "":
 		return usageErrorf("--head starts a head, --address a raylet: pass one of them")
 	case f.address != "":
-		return errRayletNotBuilt
+		return runRaylet(cmd, f)
 	case !f.head:
-		return usageErrorf("pass --head to start a head (or --address to start a raylet, which is not implemented yet)")
+		return usageErrorf("pass --head to start a head, or --address HEADS to start a raylet")
 	case f.nodeID == "":
 		return usageErrorf("--node-id is required with --head")
 	case f.dataDir == "":
@@ -124,8 +135,9 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	defer log.Sync()
-	if !f.noRaylet {
-		fmt.Fprintln(cmd.ErrOrStderr(), "warning: raylets are not built yet; starting the head alone (pass --no-raylet to silence this)")
+	res, err := f.rayletResources()
+	if err != nil {
+		return err
 	}
 
 	if f.pprofAddr != "" {
@@ -159,13 +171,108 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
-	<-ctx.Done()
+	var fatal <-chan error
+	if !f.noRaylet {
+		// The raylet needs the cluster's token, known once it bootstrapped.
+		for h.Token() == "" && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if ctx.Err() == nil {
+			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
+				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
+				Resources: res, Logger: log})
+			if err != nil {
+				h.Close()
+				return err
+			}
+			defer r.Close()
+			fatal = r.Fatal()
+			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s\n", r.NodeID(), r.Address())
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-fatal:
+		log.Error("raylet stopped", zap.Error(err))
+	}
 	stop() // a second signal ends the process at once
 	log.Info("signal received; stopping the head")
 	if err := h.Close(); err != nil {
 		log.Warn("closing the head", zap.Error(err))
 	}
 	return nil
+}
+
+func (f *startFlags) rayletResources() (resources.Set, error) {
+	res, err := resources.Parse(f.resources)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if f.numCPUs >= 0 {
+		res[resources.CPU] = f.numCPUs
+	}
+	if f.numGPUs > 0 {
+		res[resources.GPU] = f.numGPUs
+	}
+	if f.memory > 0 {
+		res[resources.Memory] = f.memory
+	}
+	if err := resources.Validate(res); err != nil {
+		return nil, usageError{err}
+	}
+	return res, nil
+}
+
+// runRaylet runs a raylet that joins the cluster of --address. A raylet
+// whose node the control plane marked dead exits with an error.
+func runRaylet(cmd *cobra.Command, f *startFlags) error {
+	res, err := f.rayletResources()
+	if err != nil {
+		return err
+	}
+	token := strings.TrimSpace(f.token)
+	if f.tokenFile != "" {
+		if token, err = head.ReadTokenFile(f.tokenFile); err != nil {
+			return err
+		}
+	}
+	if token == "" {
+		if token, err = cpclient.TokenFromEnv(); err != nil {
+			return err
+		}
+	}
+	if token == "" {
+		return usageError{errNoToken}
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	port := f.port
+	if !cmd.Flags().Changed("port") {
+		port = 0
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
+		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res, Logger: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s\n", r.NodeID(), r.Address())
+	select {
+	case <-ctx.Done():
+		stop()
+		log.Info("signal received; stopping the raylet")
+		return r.Close()
+	case err := <-r.Fatal():
+		r.Close()
+		return err
+	}
 }
 
 // newHeadInterruptible runs head.New, but gives up when ctx ends first:

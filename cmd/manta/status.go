@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
+	"github.com/manta-ray/manta/raylet"
 )
 
 // errNoHeadAnswered makes `manta status` exit non-zero.
@@ -61,6 +63,13 @@ type nodeReport struct {
 	Available     map[string]float64 `json:"available,omitempty"`
 	LastHeartbeat string             `json:"last_heartbeat,omitempty"`
 	DeathReason   string             `json:"death_reason,omitempty"`
+	// From the node's raylet, when it answers.
+	Workers       int32    `json:"workers"`
+	LeasedWorkers int32    `json:"leased_workers"`
+	QueuedLeases  int32    `json:"queued_leases"`
+	Infeasible    []string `json:"infeasible,omitempty"`
+	Objects       int64    `json:"objects"`
+	RayletError   string   `json:"raylet_error,omitempty"`
 }
 
 func newStatusCommand() *cobra.Command {
@@ -89,6 +98,7 @@ head answers.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
 			defer cancel()
 			r := gatherStatus(ctx, cl)
+			gatherRayletStatus(ctx, r, cfg.Token)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -184,6 +194,32 @@ func gatherStatus(ctx context.Context, cl *cpclient.Client) *statusReport {
 	return r
 }
 
+// gatherRayletStatus asks every alive node's raylet for its workers and
+// waiting lease requests (infeasible ones are listed by resource shape).
+func gatherRayletStatus(ctx context.Context, r *statusReport, token string) {
+	var wg sync.WaitGroup
+	for i := range r.Nodes {
+		n := &r.Nodes[i]
+		if n.State != "alive" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			st, err := raylet.Status(ctx, n.Address, token)
+			if err != nil {
+				n.RayletError = describe(err)
+				return
+			}
+			n.Workers, n.LeasedWorkers, n.QueuedLeases = st.Workers, st.LeasedWorkers, st.QueuedLeases
+			n.Infeasible, n.Objects = st.Infeasible, st.Objects
+		}()
+	}
+	wg.Wait()
+}
+
 func nodeState(s pb.NodeState) string {
 	switch s {
 	case pb.NodeState_NODE_ALIVE:
@@ -239,11 +275,23 @@ func printStatus(w io.Writer, r *statusReport) {
 		fmt.Fprintln(w, "nodes:")
 	}
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tRESOURCES (available/total)")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tRESOURCES (available/total)\tWORKERS (leased/all)\tWAITING LEASES")
+	var infeasible []string
 	for _, n := range r.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.ID, n.Address, n.State, resourceSummary(n, r.NodesStale))
+		workers, waiting := "-", "-"
+		if n.State == "alive" && n.RayletError == "" {
+			workers = fmt.Sprintf("%d/%d", n.LeasedWorkers, n.Workers)
+			waiting = fmt.Sprint(n.QueuedLeases)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.State, resourceSummary(n, r.NodesStale), workers, waiting)
+		for _, s := range n.Infeasible {
+			infeasible = append(infeasible, fmt.Sprintf("%s: a lease request for {%s} is infeasible: no alive node has those resources", n.ID, s))
+		}
 	}
 	tw.Flush()
+	for _, s := range infeasible {
+		fmt.Fprintf(w, "  ! %s\n", s)
+	}
 }
 
 func lastContact(h headReport) string {

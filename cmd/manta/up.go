@@ -26,18 +26,18 @@ type upFlags struct {
 func newUpCommand() *cobra.Command {
 	f := &upFlags{}
 	cmd := &cobra.Command{
-		Use:   "up [--heads N] [--data-dir DIR]",
-		Short: "Run a local cluster of separate head processes in the foreground",
-		Long: `Run a local development cluster: every head is its own "manta start"
-process, logging to <data-dir>/head-N/head.log; <data-dir>/cluster.json
-lists them. SIGINT or SIGTERM stops them all. A --data-dir that holds a
+		Use:   "up [--heads N] [--nodes N] [--data-dir DIR]",
+		Short: "Run a local cluster of separate head and raylet processes in the foreground",
+		Long: `Run a local development cluster: every head and every raylet is its own
+"manta start" process, logging to <data-dir>/head-N/head.log and
+<data-dir>/node-N/raylet.log; <data-dir>/cluster.json lists them. SIGINT or SIGTERM stops them all. A --data-dir that holds a
 cluster of the same size restarts it on its old addresses.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, f) },
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&f.heads, "heads", 3, "number of heads")
-	fs.IntVar(&f.nodes, "nodes", 0, "number of raylets (none until raylets are built)")
+	fs.IntVar(&f.nodes, "nodes", 0, "number of raylets, separate processes (node-1 ... node-N)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cluster directory (default: a fresh temp dir, removed on exit)")
 	fs.StringVar(&f.token, "token", "", "preset cluster token (default: generated)")
 	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the cluster to form")
@@ -81,6 +81,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	fmt.Fprintf(out, "cluster ready: %d heads at %s; token file %s\n", f.heads, addrs, c.TokenFile())
 	for _, h := range c.Heads() {
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log\n", h.ID, h.Address, h.PID, h.DataDir)
+	}
+	for _, n := range c.Nodes() {
+		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/raylet.log\n", n.ID, n.Address, n.PID, n.DataDir)
 	}
 	fmt.Fprintf(out, "cluster file %s\n", c.ClusterFile())
 	fmt.Fprintln(out, "to use it from another shell:")

@@ -26,13 +26,21 @@ type clusterFileHead struct {
 	DataDir     string `json:"data_dir"`
 }
 
-// clusterFileNode is a raylet; there are none until raylets exist.
-type clusterFileNode struct{}
+// clusterFileNode is a raylet.
+type clusterFileNode struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	PID     int    `json:"pid"`
+	DataDir string `json:"data_dir"`
+}
 
 func (c *Cluster) writeClusterFile() error {
 	cf := clusterFile{Heads: []clusterFileHead{}, Nodes: []clusterFileNode{}, TokenFile: c.TokenFile()}
 	for _, h := range c.Heads() {
 		cf.Heads = append(cf.Heads, clusterFileHead{ID: h.ID, Address: h.Address, RaftAddress: h.RaftAddress, PID: h.PID, DataDir: h.DataDir})
+	}
+	for _, n := range c.Nodes() {
+		cf.Nodes = append(cf.Nodes, clusterFileNode{ID: n.ID, Address: n.Address, PID: n.PID, DataDir: n.DataDir})
 	}
 	b, err := json.MarshalIndent(cf, "", "  ")
 	if err != nil {

@@ -36,9 +36,12 @@ type Options struct {
 	Binary string
 	// Heads is the number of heads, usually 1, 3 or 5.
 	Heads int
-	// Nodes is the number of raylets. Raylets are not built yet: Start
-	// refuses Nodes > 0.
-	Nodes int
+	// Nodes is the number of raylets (node-1 ... node-N, separate
+	// `manta start --address` processes) Start adds once the heads are up;
+	// NodeArgs(i) adds arguments to raylet i's command line. AddNode adds
+	// more later.
+	Nodes    int
+	NodeArgs func(i int) []string
 	// DataDir holds one directory per head (head-1 ... head-N, which are
 	// also the heads' IDs), their logs (head.log) and cluster.json.
 	DataDir string
@@ -75,6 +78,7 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	heads  []*headState
+	nodes  []*nodeState
 	token  string
 	closed bool
 
@@ -93,8 +97,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.Heads < 1 {
 		return nil, fmt.Errorf("launcher: Heads is %d; want at least 1", o.Heads)
 	}
-	if o.Nodes > 0 {
-		return nil, fmt.Errorf("launcher: %d nodes asked for, but raylets are not built yet; use Nodes: 0", o.Nodes)
+	if o.Nodes < 0 {
+		return nil, fmt.Errorf("launcher: Nodes is %d", o.Nodes)
 	}
 	if o.DataDir == "" {
 		return nil, errors.New("launcher: DataDir is required")
@@ -159,6 +163,15 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
+	}
+	for i := range o.Nodes {
+		var extra []string
+		if o.NodeArgs != nil {
+			extra = o.NodeArgs(i)
+		}
+		if _, err := c.AddNode(ctx, extra...); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.writeClusterFile(); err != nil {
 		return nil, err
@@ -440,6 +453,9 @@ func (c *Cluster) Close() error {
 		c.mu.Lock()
 		c.closed = true
 		var procs []*proc
+		for _, n := range c.nodes {
+			procs = append(procs, n.proc)
+		}
 		for _, h := range c.heads {
 			if h.proc != nil {
 				procs = append(procs, h.proc)

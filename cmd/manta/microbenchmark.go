@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/manta-ray/manta/sdk/ray"
+)
+
+func init() { extraCommands = append(extraCommands, newMicrobenchmarkCommand) }
+
+// noop is the microbenchmark's task; the manta binary serves as its worker.
+var noop = ray.Func1("manta.microbenchmark.noop", func(_ context.Context, x int) (int, error) { return x, nil })
+
+type microbenchmark struct {
+	name string
+	run  func(ctx context.Context, d time.Duration) (float64, error)
+}
+
+var microbenchmarks = []microbenchmark{
+	{"single_client_tasks_sync", func(ctx context.Context, d time.Duration) (float64, error) {
+		return rate(d, func() (int, error) {
+			_, err := ray.Get(ctx, noop.Remote(ctx, ray.Val(1)))
+			return 1, err
+		})
+	}},
+	{"single_client_tasks_async", func(ctx context.Context, d time.Duration) (float64, error) {
+		return rate(d, func() (int, error) { return asyncBatch(ctx, 1000) })
+	}},
+	{"multi_client_tasks_async", func(ctx context.Context, d time.Duration) (float64, error) {
+		// Four submitting goroutines of one driver (Ray runs separate drivers).
+		var mu sync.Mutex
+		total, start := 0, time.Now()
+		var wg sync.WaitGroup
+		var firstErr error
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < d {
+					n, err := asyncBatch(ctx, 1000)
+					mu.Lock()
+					total += n
+					if err != nil && firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(total) / time.Since(start).Seconds(), firstErr
+	}},
+	{"single_client_get_calls", func(ctx context.Context, d time.Duration) (float64, error) {
+		ref, err := ray.Put(ctx, 1)
+		if err != nil {
+			return 0, err
+		}
+		return rate(d, func() (int, error) {
+			_, err := ray.Get(ctx, ref)
+			return 1, err
+		})
+	}},
+	{"single_client_put_calls", func(ctx context.Context, d time.Duration) (float64, error) {
+		return rate(d, func() (int, error) {
+			_, err := ray.Put(ctx, 1)
+			return 1, err
+		})
+	}},
+	{"single_client_put_gigabytes", func(ctx context.Context, d time.Duration) (float64, error) {
+		// The first store keeps every object (no ref counting yet): bound the bytes.
+		buf := make([]byte, 16<<20)
+		start, puts := time.Now(), 0
+		for puts < 16 && (puts == 0 || time.Since(start) < d) {
+			buf[0] = byte(puts)
+			if _, err := ray.Put(ctx, buf); err != nil {
+				return 0, err
+			}
+			puts++
+		}
+		return float64(puts*len(buf)) / time.Since(start).Seconds() / 1e9, nil
+	}},
+}
+
+func asyncBatch(ctx context.Context, n int) (int, error) {
+	refs := make([]ray.ObjectRef[int], n)
+	for i := range refs {
+		refs[i] = noop.Remote(ctx, ray.Val(i))
+	}
+	_, err := ray.GetAll(ctx, refs)
+	return n, err
+}
+
+func rate(d time.Duration, op func() (int, error)) (float64, error) {
+	start, n := time.Now(), 0
+	for time.Since(start) < d {
+		k, err := op()
+		if err != nil {
+			return 0, err
+		}
+		n += k
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func newMicrobenchmarkCommand() *cobra.Command {
+	var (
+		only     []string
+		asJSON   bool
+		address  string
+		token    string
+		duration time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "microbenchmark [--only NAME,...] [--json] [--address HEADS]",
+		Short: "Ray's core microbenchmarks, against an embedded cluster or --address",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			known := map[string]bool{}
+			for _, m := range microbenchmarks {
+				known[m.name] = true
+			}
+			want := map[string]bool{}
+			for _, o := range only {
+				if !known[o] {
+					return usageErrorf("unknown microbenchmark %q", o)
+				}
+				want[o] = true
+			}
+			ctx := cmd.Context()
+			var opts []ray.InitOption
+			if address != "" {
+				opts = append(opts, ray.Address(address))
+				if token != "" {
+					opts = append(opts, ray.Token(token))
+				}
+			}
+			if err := ray.Init(ctx, opts...); err != nil {
+				return err
+			}
+			defer ray.Shutdown(context.Background())
+			// Warm up the worker pool.
+			if _, err := asyncBatch(ctx, 200); err != nil {
+				return err
+			}
+			results := map[string]float64{}
+			var names []string
+			for _, m := range microbenchmarks {
+				if len(want) > 0 && !want[m.name] {
+					continue
+				}
+				v, err := m.run(ctx, duration)
+				if err != nil {
+					return fmt.Errorf("%s: %w", m.name, err)
+				}
+				results[m.name] = v
+				names = append(names, m.name)
+				if !asJSON {
+					unit := "per second"
+					if strings.HasSuffix(m.name, "gigabytes") {
+						unit = "GB per second"
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %.2f %s\n", m.name, v, unit)
+				}
+			}
+			if asJSON {
+				sort.Strings(names)
+				b, _ := json.Marshal(results)
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringSliceVar(&only, "only", nil, "run only these metrics")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object: metric name -> value")
+	fs.StringVar(&address, "address", "", "heads of a running cluster (default: an embedded cluster)")
+	fs.StringVar(&token, "token", "", "cluster token with --address (default $MANTA_TOKEN)")
+	fs.DurationVar(&duration, "duration", 3*time.Second, "how long each metric runs")
+	return cmd
+}

@@ -1,0 +1,22 @@
+package raylet
+
+import (
+	"google.golang.org/grpc/codes"
+
+	"github.com/manta-ray/manta/internal/rpcerr"
+)
+
+var (
+	// ErrClosed is returned by a raylet that is shutting down.
+	ErrClosed = rpcerr.New(codes.Unavailable, "RAYLET_CLOSED", "raylet is shutting down")
+	// ErrNodeDead is Run's error when the control plane has marked this node dead.
+	ErrNodeDead = rpcerr.New(codes.FailedPrecondition, "RAYLET_NODE_DEAD", "this node was marked dead by the control plane")
+	// ErrBadLease is a malformed lease request.
+	ErrBadLease = rpcerr.New(codes.InvalidArgument, "BAD_LEASE_REQUEST", "malformed lease request")
+	// ErrBadObject is a malformed object stream.
+	ErrBadObject = rpcerr.New(codes.InvalidArgument, "BAD_OBJECT", "malformed object stream")
+	// ErrJobEnded is a lease request of a job that has ended.
+	ErrJobEnded = rpcerr.New(codes.FailedPrecondition, "JOB_ENDED", "the job has ended")
+	// ErrWorkerStart is a lease that failed because no worker could start.
+	ErrWorkerStart = rpcerr.New(codes.Internal, "WORKER_START_FAILED", "could not start a worker")
+)

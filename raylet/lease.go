@@ -1,0 +1,290 @@
+package raylet
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/internal/auth"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/resources"
+	"github.com/manta-ray/manta/raylet/workerpool"
+)
+
+// leaseReq is a lease request waiting in the queue.
+type leaseReq struct {
+	req        *pb.LeaseRequest
+	res        resources.Set
+	done       chan leaseResult // buffered; gets exactly one result
+	once       sync.Once
+	cancelled  bool // under Raylet.mu
+	infeasible bool // under Raylet.mu
+}
+
+type leaseResult struct {
+	reply *pb.LeaseReply
+	err   error
+}
+
+func (q *leaseReq) finish(res leaseResult) { q.once.Do(func() { q.done <- res }) }
+
+// lease is a worker granted to an owner.
+type lease struct {
+	id      string
+	jobID   string
+	owner   string
+	res     resources.Set
+	worker  *workerpool.Worker
+	blocked bool // its CPUs are lent back while it waits in Get
+}
+
+func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (*pb.LeaseReply, error) {
+	if req.JobId == "" {
+		return nil, fmt.Errorf("%w: no job ID", ErrBadLease)
+	}
+	if err := resources.Validate(req.Resources); err != nil {
+		return nil, err
+	}
+	q := &leaseReq{req: req, res: resources.Set(req.Resources).Clone(), done: make(chan leaseResult, 1)}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	r.queue = append(r.queue, q)
+	r.mu.Unlock()
+	r.wake()
+	select {
+	case res := <-q.done:
+		return res.reply, res.err
+	case <-ctx.Done():
+		r.mu.Lock()
+		q.cancelled = true
+		r.removeQueuedLocked(q)
+		r.mu.Unlock()
+		select {
+		case res := <-q.done:
+			if res.reply != nil && res.reply.LeaseId != "" {
+				r.releaseLease(res.reply.LeaseId, false)
+			}
+		default:
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (r *Raylet) removeQueuedLocked(q *leaseReq) {
+	for i, x := range r.queue {
+		if x == q {
+			r.queue = append(r.queue[:i:i], r.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+func (r *Raylet) ReturnWorkerLease(_ context.Context, req *pb.ReturnLeaseRequest) (*pb.ReturnLeaseReply, error) {
+	r.releaseLease(req.LeaseId, req.WorkerFailed)
+	return &pb.ReturnLeaseReply{}, nil
+}
+
+// releaseLease ends a lease: its resources come back, its worker goes back
+// to the pool (or is killed when it failed).
+func (r *Raylet) releaseLease(id string, workerFailed bool) {
+	r.mu.Lock()
+	l := r.leases[id]
+	if l == nil {
+		r.mu.Unlock()
+		return
+	}
+	r.dropLeaseLocked(l)
+	r.mu.Unlock()
+	if workerFailed {
+		r.pool.Kill(l.worker)
+	} else {
+		r.pool.Push(l.worker)
+	}
+	r.wake()
+}
+
+func (r *Raylet) dropLeaseLocked(l *lease) {
+	delete(r.leases, l.id)
+	delete(r.byWorker, l.worker.ID)
+	back := l.res.Clone()
+	if l.blocked {
+		back[resources.CPU] -= l.res[resources.CPU] // already lent back
+	}
+	r.avail.Add(back)
+}
+
+// workerExited is the pool's report of a dead worker process: its lease
+// ends (the owner sees its push fail and retries the task).
+func (r *Raylet) workerExited(w *workerpool.Worker) {
+	r.mu.Lock()
+	if l := r.byWorker[w.ID]; l != nil {
+		r.log.Info("leased worker exited", zap.String("worker", w.ID), zap.Int("pid", w.PID), zap.String("lease", l.id))
+		r.dropLeaseLocked(l)
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *Raylet) NotifyBlocked(_ context.Context, req *pb.NotifyBlockedRequest) (*pb.NotifyBlockedReply, error) {
+	r.mu.Lock()
+	l := r.byWorker[req.WorkerId]
+	if l != nil && l.blocked != req.Blocked {
+		cpu := l.res[resources.CPU]
+		if req.Blocked {
+			r.avail[resources.CPU] += cpu
+		} else {
+			r.avail[resources.CPU] -= cpu
+		}
+		l.blocked = req.Blocked
+	}
+	r.mu.Unlock()
+	if req.Blocked {
+		r.wake()
+	}
+	return &pb.NotifyBlockedReply{}, nil
+}
+
+// jobEnded kills a finished job's workers and drops its queued requests.
+func (r *Raylet) jobEnded(jobID, why string) {
+	r.mu.Lock()
+	var keep []*leaseReq
+	for _, q := range r.queue {
+		if q.req.JobId == jobID {
+			q.finish(leaseResult{err: fmt.Errorf("%w: %s", ErrJobEnded, why)})
+			continue
+		}
+		keep = append(keep, q)
+	}
+	r.queue = keep
+	r.mu.Unlock()
+	if n := r.pool.KillJob(jobID); n > 0 {
+		r.log.Info("killed the workers of an ended job", zap.String("job", jobID), zap.Int("workers", n), zap.String("why", why))
+	}
+}
+
+func (r *Raylet) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// scheduleLoop runs the scheduler when woken (a request, freed resources,
+// a new view) and every 100ms, so queued requests see other nodes free up.
+func (r *Raylet) scheduleLoop() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.kick:
+		case <-t.C:
+		}
+		r.schedule()
+	}
+}
+
+// schedule decides every queued request: grant here, spill to another node,
+// keep waiting, or wait as infeasible.
+func (r *Raylet) schedule() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	keep := r.queue[:0:0]
+	for _, q := range r.queue {
+		p := r.placeLocked(q)
+		switch p.kind {
+		case placeLocal:
+			r.grantLocked(q)
+		case placeSpill:
+			r.spillLocked(q, p.node)
+		case placeInfeasible:
+			if !q.infeasible {
+				q.infeasible = true
+				r.log.Warn("infeasible lease request: no live node has the resources; it waits for one to join",
+					zap.String("job", q.req.JobId), zap.String("resources", q.res.Key()))
+			}
+			keep = append(keep, q)
+		default:
+			keep = append(keep, q)
+		}
+	}
+	r.queue = keep
+}
+
+func (r *Raylet) spillLocked(q *leaseReq, n *remoteNode) {
+	n.avail.Sub(q.res) // until the next view refresh
+	if q.infeasible {
+		r.log.Info("infeasible lease request found a node", zap.String("node", n.id), zap.String("resources", q.res.Key()))
+	}
+	q.finish(leaseResult{reply: &pb.LeaseReply{SpillNodeId: n.id, SpillAddress: n.address}})
+}
+
+// grantLocked takes the resources and hands the request to a goroutine
+// that finds it a worker (an idle one, or a new process).
+func (r *Raylet) grantLocked(q *leaseReq) {
+	r.avail.Sub(q.res)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.grant(q)
+	}()
+}
+
+func (r *Raylet) grant(q *leaseReq) {
+	fail := func(err error) {
+		r.mu.Lock()
+		r.avail.Add(q.res)
+		r.mu.Unlock()
+		q.finish(leaseResult{err: err})
+		r.wake()
+	}
+	binary := r.cfg.LocalBinary
+	if q.req.BinarySha256 != "" {
+		p, err := r.arts.Path(r.ctx, q.req.BinarySha256)
+		if err != nil {
+			fail(fmt.Errorf("%w: fetch the job's binary: %v", ErrWorkerStart, err))
+			return
+		}
+		binary = p
+	}
+	if binary == "" {
+		fail(fmt.Errorf("%w: the job names no binary and this raylet has no local one", ErrWorkerStart))
+		return
+	}
+	w, err := r.pool.Pop(r.ctx, q.req.JobId, binary, q.req.BinarySha256)
+	if err != nil {
+		fail(fmt.Errorf("%w: %v", ErrWorkerStart, err))
+		return
+	}
+	r.mu.Lock()
+	if q.cancelled || r.closed {
+		r.avail.Add(q.res)
+		r.mu.Unlock()
+		r.pool.Push(w)
+		r.wake()
+		return
+	}
+	select {
+	case <-w.Exited():
+		r.mu.Unlock()
+		fail(fmt.Errorf("%w: worker %s exited", ErrWorkerStart, w.ID))
+		return
+	default:
+	}
+	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w}
+	r.leases[l.id] = l
+	r.byWorker[w.ID] = l
+	r.mu.Unlock()
+	q.finish(leaseResult{reply: &pb.LeaseReply{LeaseId: l.id, WorkerId: w.ID, WorkerAddress: w.Address,
+		WorkerPid: int32(w.PID), NodeId: r.cfg.NodeID}})
+}

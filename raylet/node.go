@@ -1,0 +1,130 @@
+package raylet
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/controlplane/fsm"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
+	"github.com/manta-ray/manta/raylet/resources"
+)
+
+// remoteNode is another alive node as the cluster view last saw it.
+type remoteNode struct {
+	id, address  string
+	total, avail resources.Set
+}
+
+func (r *Raylet) register(ctx context.Context) error {
+	_, err := r.cp.RegisterNode(ctx, &cpb.NodeInfo{NodeId: r.cfg.NodeID, Address: r.Address(),
+		Resources: r.total.Clone(), ObjectStoreAddress: r.Address()})
+	if err != nil {
+		return err
+	}
+	r.log.Info("node registered")
+	return nil
+}
+
+// heartbeatLoop reports the free resources. A leader that does not know the
+// node (a failover, or a registration it lost) gets it registered again; a
+// node marked dead ends the raylet, as Ray's does: its tasks have been
+// given up on, and a restarted raylet registers as a new node.
+func (r *Raylet) heartbeatLoop() {
+	t := time.NewTicker(r.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f := r.cfg.Knobs.SkipHeartbeat; f != nil && f() {
+			continue
+		}
+		r.mu.Lock()
+		avail := r.avail.Clone()
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		_, err := r.cp.Heartbeat(ctx, &cpb.HeartbeatRequest{NodeId: r.cfg.NodeID, Available: avail})
+		cancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, fsm.ErrNodeNotFound):
+			r.log.Warn("control plane does not know this node; registering again")
+			if err := r.register(r.ctx); err != nil {
+				r.log.Warn("re-register", zap.Error(err))
+			}
+		case errors.Is(err, fsm.ErrNodeDead):
+			r.log.Error("control plane marked this node dead; the raylet exits")
+			r.fail(ErrNodeDead)
+			return
+		default:
+			if r.ctx.Err() == nil {
+				r.log.Debug("heartbeat", zap.Error(err))
+			}
+		}
+	}
+}
+
+// viewLoop refreshes the cluster resource view from the leader.
+func (r *Raylet) viewLoop() {
+	t := time.NewTicker(r.cfg.ViewInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(r.ctx, 3*time.Second)
+		resp, err := r.cp.ListNodes(ctx, &cpb.ListNodesRequest{AliveOnly: true})
+		cancel()
+		if err == nil {
+			view := map[string]*remoteNode{}
+			for _, n := range resp.Nodes {
+				if n.NodeId == r.cfg.NodeID || n.State != cpb.NodeState_NODE_ALIVE {
+					continue
+				}
+				avail := resources.Set(n.Available)
+				if n.LastHeartbeatUnixNano == 0 && len(avail) == 0 {
+					avail = resources.Set(n.Resources).Clone()
+				}
+				view[n.NodeId] = &remoteNode{id: n.NodeId, address: n.Address,
+					total: resources.Set(n.Resources).Clone(), avail: avail.Clone()}
+			}
+			r.mu.Lock()
+			changed := len(view) != len(r.view)
+			for id := range view {
+				if r.view[id] == nil {
+					changed = true
+				}
+			}
+			r.view = view
+			r.mu.Unlock()
+			if changed {
+				r.log.Info("cluster view changed", zap.Int("other_nodes", len(view)))
+			}
+			r.wake()
+		} else if r.ctx.Err() == nil {
+			r.log.Debug("refresh cluster view", zap.Error(err))
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// jobLoop watches jobs and kills the workers of every job that ends.
+func (r *Raylet) jobLoop() {
+	err := r.cp.Watch(r.ctx, &cpb.WatchRequest{Kinds: []cpb.EventKind{cpb.EventKind_EVENT_JOB}}, func(w *cpb.WatchResponse) error {
+		for _, ev := range w.Events {
+			if j := ev.Job; j != nil && j.State != cpb.JobState_JOB_RUNNING && j.State != cpb.JobState_JOB_STATE_UNSPECIFIED {
+				r.jobEnded(j.JobId, "job "+j.State.String())
+			}
+		}
+		return nil
+	})
+	if err != nil && r.ctx.Err() == nil {
+		r.log.Warn("job watch ended", zap.Error(err))
+	}
+}

@@ -1,0 +1,93 @@
+package raylet
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/manta-ray/manta/internal/auth"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+)
+
+// ownerLoop pings the owners holding leases; an owner that misses two
+// pings in a row is gone (a driver that crashed or disconnected): its
+// leased workers are killed and their resources reclaimed. (Its queued
+// requests are dropped as soon as its calls are cancelled.)
+func (r *Raylet) ownerLoop() {
+	conns := map[string]*grpc.ClientConn{}
+	misses := map[string]int{}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	t := time.NewTicker(r.cfg.OwnerCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		owners := map[string]bool{}
+		for _, l := range r.leases {
+			if l.owner != "" {
+				owners[l.owner] = true
+			}
+		}
+		r.mu.Unlock()
+		for addr, c := range conns {
+			if !owners[addr] {
+				c.Close()
+				delete(conns, addr)
+				delete(misses, addr)
+			}
+		}
+		for addr := range owners {
+			c := conns[addr]
+			if c == nil {
+				var err error
+				c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+					grpc.WithPerRPCCredentials(auth.Token(func() string { return r.cfg.Token })))
+				// Pings only: the default windows do.
+				if err != nil {
+					continue
+				}
+				conns[addr] = c
+			}
+			ctx, cancel := context.WithTimeout(r.ctx, r.cfg.OwnerCheck)
+			_, err := pb.NewCoreWorkerClient(c).Ping(ctx, &pb.PingRequest{})
+			cancel()
+			if err == nil {
+				misses[addr] = 0
+				continue
+			}
+			if misses[addr]++; misses[addr] >= 2 {
+				r.ownerGone(addr)
+			}
+		}
+	}
+}
+
+func (r *Raylet) ownerGone(addr string) {
+	r.mu.Lock()
+	var gone []*lease
+	for _, l := range r.leases {
+		if l.owner == addr {
+			gone = append(gone, l)
+			r.dropLeaseLocked(l)
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range gone {
+		r.pool.Kill(l.worker)
+	}
+	if len(gone) > 0 {
+		r.log.Info("owner unreachable: reclaimed its leased workers", zap.String("owner", addr), zap.Int("workers", len(gone)))
+		r.wake()
+	}
+}

@@ -1,0 +1,263 @@
+// Package raylet is the node agent: it registers its node with the control
+// plane and heartbeats its free resources, grants worker leases to owners
+// (or spills them back to a better node, or holds them as infeasible until
+// a node that fits joins), runs the job's worker processes, and keeps the
+// node's object store. The control plane is never on the per-task path:
+// owners push tasks straight to leased workers.
+package raylet
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/artifact"
+	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/objectstore"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/resources"
+	"github.com/manta-ray/manta/raylet/workerpool"
+)
+
+// MaxMessageBytes bounds one gRPC message on the task path (large objects).
+const MaxMessageBytes = 1 << 30
+
+// Raylet is one node agent.
+type Raylet struct {
+	pb.UnimplementedRayletServer
+
+	cfg   Config
+	log   *zap.Logger
+	cp    *cpclient.Client
+	lis   net.Listener
+	srv   *grpc.Server
+	pool  *workerpool.Pool
+	store objectstore.Store
+	arts  *artifact.Cache
+	tmp   string // DataDir to remove on Close, when we made it
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	fatal  chan error // the first fatal error (node marked dead)
+
+	mu        sync.Mutex
+	total     resources.Set
+	avail     resources.Set
+	queue     []*leaseReq // waiting: for resources, or infeasible
+	leases    map[string]*lease
+	byWorker  map[string]*lease
+	view      map[string]*remoteNode // other alive nodes
+	closed    bool
+	kick      chan struct{} // wakes the scheduler
+	closeOnce sync.Once
+}
+
+// New starts a raylet: it listens, registers the node and starts its loops.
+func New(cfg Config) (*Raylet, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-" + auth.RandomHex(4)
+	}
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 500 * time.Millisecond
+	}
+	if cfg.ViewInterval == 0 {
+		cfg.ViewInterval = 250 * time.Millisecond
+	}
+	if cfg.OwnerCheck == 0 {
+		cfg.OwnerCheck = time.Second
+	}
+	if cfg.MaxSpillHops == 0 {
+		cfg.MaxSpillHops = 4
+	}
+	res := resources.Set{}
+	for k, v := range cfg.Resources {
+		res[k] = v
+	}
+	if _, ok := res[resources.CPU]; !ok {
+		res[resources.CPU] = float64(runtime.NumCPU())
+	}
+	if err := resources.Validate(res); err != nil {
+		return nil, err
+	}
+	if cfg.Store == nil {
+		cfg.Store = objectstore.NewMemory()
+	}
+	r := &Raylet{cfg: cfg, log: cfg.Logger.Named("raylet").With(zap.String("node", cfg.NodeID)),
+		store: cfg.Store, total: res, avail: res.Clone(), leases: map[string]*lease{},
+		byWorker: map[string]*lease{}, view: map[string]*remoteNode{}, kick: make(chan struct{}, 1),
+		fatal: make(chan error, 1)}
+	if cfg.DataDir == "" {
+		d, err := os.MkdirTemp("", "manta-raylet-")
+		if err != nil {
+			return nil, err
+		}
+		r.cfg.DataDir, r.tmp = d, d
+	}
+	cp, err := cpclient.New(cpclient.Config{Addresses: cfg.Heads, Token: cfg.Token, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	r.cp = cp
+	r.arts = &artifact.Cache{Dir: filepath.Join(r.cfg.DataDir, "artifacts"), CP: cp}
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		cp.Close()
+		return nil, fmt.Errorf("raylet: listen: %w", err)
+	}
+	r.lis = lis
+	r.pool = workerpool.New(workerpool.Config{
+		RayletAddress: lis.Addr().String(), NodeID: cfg.NodeID, Token: cfg.Token,
+		LogDir: filepath.Join(r.cfg.DataDir, "logs"), Output: cfg.WorkerOutput,
+		IdleTimeout: cfg.IdleWorkerTimeout, OnExit: r.workerExited, Logger: r.log,
+	})
+	r.srv = grpc.NewServer(append(ServerOptions(), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)))...)
+	pb.RegisterRayletServer(r.srv, r)
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+
+	if err := r.register(r.ctx); err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.goRun(func() { _ = r.srv.Serve(lis) })
+	r.goRun(r.heartbeatLoop)
+	r.goRun(r.viewLoop)
+	r.goRun(r.scheduleLoop)
+	r.goRun(r.jobLoop)
+	r.goRun(r.ownerLoop)
+	r.log.Info("raylet started", zap.String("address", r.Address()), zap.Any("resources", res))
+	return r, nil
+}
+
+func (r *Raylet) goRun(fn func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn()
+	}()
+}
+
+// Address is where the raylet serves.
+func (r *Raylet) Address() string { return r.lis.Addr().String() }
+
+// Store is the node's object store (an embedded driver reads and writes it
+// in process).
+func (r *Raylet) Store() objectstore.Store { return r.store }
+
+// NodeID is the node's ID.
+func (r *Raylet) NodeID() string { return r.cfg.NodeID }
+
+// Fatal delivers the error that ended the raylet on its own (its node was
+// marked dead); the process should exit.
+func (r *Raylet) Fatal() <-chan error { return r.fatal }
+
+// Close unregisters the node, kills the workers and stops. Idempotent.
+func (r *Raylet) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		for _, q := range r.queue {
+			q.finish(leaseResult{err: ErrClosed})
+		}
+		r.queue = nil
+		r.mu.Unlock()
+		if r.ctx != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := r.cp.UnregisterNode(ctx, r.cfg.NodeID, "raylet stopped"); err != nil {
+				r.log.Debug("unregister", zap.Error(err))
+			}
+			cancel()
+			r.cancel()
+		}
+		if r.srv != nil {
+			r.srv.Stop()
+		}
+		if r.pool != nil {
+			r.pool.Close()
+		}
+		r.wg.Wait()
+		r.cp.Close()
+		if r.tmp != "" {
+			os.RemoveAll(r.tmp)
+		}
+	})
+	return nil
+}
+
+func (r *Raylet) fail(err error) {
+	select {
+	case r.fatal <- err:
+	default:
+	}
+}
+
+// ---- RPCs besides leases ----------------------------------------------------
+
+func (r *Raylet) RegisterWorker(_ context.Context, req *pb.RegisterWorkerRequest) (*pb.RegisterWorkerReply, error) {
+	if err := r.pool.Register(req.WorkerId, req.Address, int(req.Pid)); err != nil {
+		return nil, err
+	}
+	return &pb.RegisterWorkerReply{NodeId: r.cfg.NodeID}, nil
+}
+
+func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatusReply, error) {
+	objs, bytes := r.store.Stats()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := &pb.GetStatusReply{NodeId: r.cfg.NodeID, Total: r.total.Clone(), Available: r.avail.Clone(),
+		Workers: int32(r.pool.Len()), LeasedWorkers: int32(len(r.leases)), QueuedLeases: int32(len(r.queue)),
+		Objects: objs, ObjectBytes: bytes}
+	for _, q := range r.queue {
+		if q.infeasible {
+			st.Infeasible = append(st.Infeasible, q.res.Key())
+		}
+	}
+	return st, nil
+}
+
+// Flow-control windows large enough for objects of many MiB per round trip.
+const (
+	windowBytes     = 16 << 20
+	connWindowBytes = 64 << 20
+)
+
+// ServerOptions are the gRPC options of servers on the task path.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.InitialWindowSize(windowBytes), grpc.InitialConnWindowSize(connWindowBytes)}
+}
+
+// DialOptions are the gRPC options of clients on the task path.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(windowBytes), grpc.WithInitialConnWindowSize(connWindowBytes),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
+}
+
+// Status asks the raylet at addr for its status (`manta status`).
+func Status(ctx context.Context, addr, token string) (*pb.GetStatusReply, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	st, err := pb.NewRayletClient(cc).GetStatus(ctx, &pb.GetStatusRequest{})
+	return st, rpcerr.FromStatus(err)
+}

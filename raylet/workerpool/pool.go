@@ -1,0 +1,347 @@
+// Package workerpool starts, reuses and reaps a raylet's worker processes.
+// A worker is the job's own binary re-executed in worker mode (see the
+// Env* variables); it handshakes back through Register. Idle workers of a
+// job are reused, retired after IdleTimeout, and all of a job's workers
+// are killed when the job ends. Every process is reaped by a goroutine the
+// pool owns, and dies with the raylet (Pdeathsig).
+package workerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/internal/auth"
+)
+
+// Environment a worker process starts with.
+const (
+	EnvWorkerID      = "MANTA_WORKER_ID"
+	EnvRayletAddress = "MANTA_RAYLET_ADDRESS"
+	EnvJobID         = "MANTA_JOB_ID"
+	EnvNodeID        = "MANTA_NODE_ID"
+	EnvToken         = "MANTA_WORKER_TOKEN"
+	// EnvBinarySHA256 is the job binary's digest ("" in embedded mode),
+	// which the worker's own lease requests (nested tasks) name.
+	EnvBinarySHA256 = "MANTA_BINARY_SHA256"
+)
+
+// ErrClosed is returned once the pool is closed.
+var ErrClosed = errors.New("workerpool: closed")
+
+// Config configures a Pool.
+type Config struct {
+	RayletAddress string
+	NodeID        string
+	Token         string
+	// LogDir receives each worker's output (worker-ID.log) unless Output
+	// is set, which then receives every worker's output.
+	LogDir string
+	Output io.Writer
+	// StartTimeout bounds a worker's start up to its handshake; default 30s.
+	StartTimeout time.Duration
+	// IdleTimeout retires idle workers; default 10s.
+	IdleTimeout time.Duration
+	// OnExit is called (without the pool's lock) when a worker process ends.
+	OnExit func(w *Worker)
+	Logger *zap.Logger
+}
+
+// Worker is one worker process.
+type Worker struct {
+	ID      string
+	JobID   string
+	Binary  string
+	PID     int
+	Address string // its CoreWorker server, once registered
+
+	cmd        *exec.Cmd
+	registered chan struct{}
+	exited     chan struct{}
+	idleSince  time.Time
+}
+
+// Exited is closed when the process has ended and been reaped.
+func (w *Worker) Exited() <-chan struct{} { return w.exited }
+
+// Pool holds the raylet's workers.
+type Pool struct {
+	cfg Config
+	log *zap.Logger
+
+	mu     sync.Mutex
+	all    map[string]*Worker
+	idle   map[string][]*Worker // by job ID
+	closed bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New returns a pool and starts its idle reaper.
+func New(cfg Config) *Pool {
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	p := &Pool{cfg: cfg, log: cfg.Logger.Named("workerpool"), all: map[string]*Worker{}, idle: map[string][]*Worker{}, stop: make(chan struct{})}
+	p.wg.Add(1)
+	go p.retireLoop()
+	return p
+}
+
+// Pop returns an idle worker of the job, or starts one and waits for its
+// handshake.
+func (p *Pool) Pop(ctx context.Context, jobID, binary, sha string) (*Worker, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	for q := p.idle[jobID]; len(q) > 0; q = p.idle[jobID] {
+		w := q[len(q)-1]
+		p.idle[jobID] = q[:len(q)-1]
+		select {
+		case <-w.exited:
+			continue
+		default:
+		}
+		if w.Binary == binary {
+			p.mu.Unlock()
+			return w, nil
+		}
+		p.killLocked(w)
+	}
+	w, err := p.startLocked(jobID, binary, sha)
+	p.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	t := time.NewTimer(p.cfg.StartTimeout)
+	defer t.Stop()
+	select {
+	case <-w.registered:
+		return w, nil
+	case <-w.exited:
+		return nil, fmt.Errorf("workerpool: worker %s exited before its handshake (see its log)", w.ID)
+	case <-t.C:
+		p.Kill(w)
+		return nil, fmt.Errorf("workerpool: worker %s did not handshake within %s", w.ID, p.cfg.StartTimeout)
+	case <-ctx.Done():
+		// The started worker goes idle for the next request.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		w.idleSince = time.Now()
+		p.idle[jobID] = append(p.idle[jobID], w)
+		return nil, ctx.Err()
+	}
+}
+
+func (p *Pool) startLocked(jobID, binary, sha string) (*Worker, error) {
+	id := auth.RandomHex(8)
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(),
+		EnvWorkerID+"="+id,
+		EnvRayletAddress+"="+p.cfg.RayletAddress,
+		EnvJobID+"="+jobID,
+		EnvNodeID+"="+p.cfg.NodeID,
+		EnvToken+"="+p.cfg.Token,
+		EnvBinarySHA256+"="+sha,
+	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var logFile *os.File
+	if p.cfg.Output != nil {
+		cmd.Stdout, cmd.Stderr = p.cfg.Output, p.cfg.Output
+	} else if p.cfg.LogDir != "" {
+		if err := os.MkdirAll(p.cfg.LogDir, 0o700); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(filepath.Join(p.cfg.LogDir, "worker-"+id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		logFile = f
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
+		return nil, fmt.Errorf("workerpool: start %s: %w", binary, err)
+	}
+	w := &Worker{ID: id, JobID: jobID, Binary: binary, PID: cmd.Process.Pid, cmd: cmd,
+		registered: make(chan struct{}), exited: make(chan struct{})}
+	p.all[id] = w
+	p.log.Debug("worker started", zap.String("worker", id), zap.String("job", jobID), zap.Int("pid", w.PID))
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := cmd.Wait()
+		if logFile != nil {
+			logFile.Close()
+		}
+		p.mu.Lock()
+		delete(p.all, id)
+		p.removeIdleLocked(w)
+		p.mu.Unlock()
+		close(w.exited)
+		p.log.Debug("worker exited", zap.String("worker", id), zap.Int("pid", w.PID), zap.Error(err))
+		if p.cfg.OnExit != nil {
+			p.cfg.OnExit(w)
+		}
+	}()
+	return w, nil
+}
+
+// Register records a worker's handshake.
+func (p *Pool) Register(id, address string, pid int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w, ok := p.all[id]
+	if !ok {
+		return fmt.Errorf("workerpool: unknown worker %s", id)
+	}
+	if w.PID != pid {
+		return fmt.Errorf("workerpool: worker %s has PID %d, not %d", id, w.PID, pid)
+	}
+	select {
+	case <-w.registered:
+	default:
+		w.Address = address
+		close(w.registered)
+	}
+	return nil
+}
+
+// Push gives a worker back for reuse.
+func (p *Pool) Push(w *Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		p.killLocked(w)
+		return
+	}
+	select {
+	case <-w.exited:
+		return
+	default:
+	}
+	w.idleSince = time.Now()
+	p.idle[w.JobID] = append(p.idle[w.JobID], w)
+}
+
+// Kill kills a worker process (its reaper reports the exit).
+func (p *Pool) Kill(w *Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.killLocked(w)
+}
+
+func (p *Pool) killLocked(w *Worker) {
+	p.removeIdleLocked(w)
+	_ = syscall.Kill(w.PID, syscall.SIGKILL)
+}
+
+func (p *Pool) removeIdleLocked(w *Worker) {
+	q := p.idle[w.JobID]
+	for i, x := range q {
+		if x == w {
+			p.idle[w.JobID] = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(p.idle[w.JobID]) == 0 {
+		delete(p.idle, w.JobID)
+	}
+}
+
+// KillJob kills every worker of a job.
+func (p *Pool) KillJob(jobID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, w := range p.all {
+		if w.JobID == jobID {
+			p.killLocked(w)
+			n++
+		}
+	}
+	return n
+}
+
+// Get returns a live worker by ID.
+func (p *Pool) Get(id string) (*Worker, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w, ok := p.all[id]
+	return w, ok
+}
+
+// Workers returns the live workers (started, registered or not).
+func (p *Pool) Workers() []*Worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Worker, 0, len(p.all))
+	for _, w := range p.all {
+		out = append(out, w)
+	}
+	return out
+}
+
+// Len is the number of live worker processes.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.all)
+}
+
+func (p *Pool) retireLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(max(p.cfg.IdleTimeout/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		for _, q := range p.idle {
+			for _, w := range q {
+				if time.Since(w.idleSince) > p.cfg.IdleTimeout {
+					p.log.Debug("retiring idle worker", zap.String("worker", w.ID))
+					p.killLocked(w)
+				}
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Close kills every worker and waits until all are reaped. Idempotent.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.stop)
+	}
+	for _, w := range p.all {
+		p.killLocked(w)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}

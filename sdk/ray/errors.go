@@ -1,0 +1,78 @@
+package ray
+
+import (
+	"errors"
+	"fmt"
+
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+)
+
+// Sentinel errors; errors.Is works on what Get returns.
+var (
+	// ErrFunctionNotFound: the worker's binary has no function of that name.
+	ErrFunctionNotFound = errors.New("ray: remote function not found")
+	// ErrWorkerCrashed: the worker died while running the task, on every
+	// attempt allowed.
+	ErrWorkerCrashed = errors.New("ray: worker crashed while running the task")
+	// ErrBadArgument: an argument could not be decoded as the parameter's type.
+	ErrBadArgument = errors.New("ray: argument of the wrong type")
+	// ErrTaskPanicked: the remote function panicked.
+	ErrTaskPanicked = errors.New("ray: remote function panicked")
+	// ErrObjectLost: no copy of the object is left.
+	ErrObjectLost = errors.New("ray: object lost")
+	// ErrNotInitialized: Init has not been called (or Shutdown has).
+	ErrNotInitialized = errors.New("ray: not initialized; call ray.Init first")
+	// ErrInvalidOption: a negative or malformed option (resources, retries).
+	ErrInvalidOption = errors.New("ray: invalid option")
+)
+
+// TaskError is a remote task's failure: its function, message and, for an
+// error or panic in user code, the remote stack. It unwraps to the sentinel
+// of its kind (ErrTaskPanicked, ErrWorkerCrashed, ...) and, for an
+// application error, to nothing more: the remote error's type does not
+// cross the wire, its message does.
+type TaskError struct {
+	Function string
+	TaskID   string
+	Message  string
+	Stack    string
+	kind     pb.ErrorKind
+}
+
+func (e *TaskError) Error() string {
+	switch e.kind {
+	case pb.ErrorKind_ERROR_PANIC:
+		return fmt.Sprintf("task %s panicked: %s", e.Function, e.Message)
+	case pb.ErrorKind_ERROR_APPLICATION:
+		return fmt.Sprintf("task %s failed: %s", e.Function, e.Message)
+	default:
+		return fmt.Sprintf("task %s: %s", e.Function, e.Message)
+	}
+}
+
+// Unwrap returns the kind's sentinel.
+func (e *TaskError) Unwrap() error {
+	switch e.kind {
+	case pb.ErrorKind_ERROR_PANIC:
+		return ErrTaskPanicked
+	case pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND:
+		return ErrFunctionNotFound
+	case pb.ErrorKind_ERROR_BAD_ARGUMENT:
+		return ErrBadArgument
+	case pb.ErrorKind_ERROR_WORKER_CRASHED:
+		return ErrWorkerCrashed
+	case pb.ErrorKind_ERROR_OBJECT_LOST:
+		return ErrObjectLost
+	}
+	return nil
+}
+
+// IsPanic says whether the task panicked.
+func (e *TaskError) IsPanic() bool { return e.kind == pb.ErrorKind_ERROR_PANIC }
+
+func taskErrorFrom(p *pb.TaskError) error {
+	if p.Kind == pb.ErrorKind_ERROR_INFEASIBLE || p.Kind == pb.ErrorKind_ERROR_NONE {
+		return fmt.Errorf("%w: %s", ErrInvalidOption, p.Message)
+	}
+	return &TaskError{Function: p.Function, TaskID: p.TaskId, Message: p.Message, Stack: p.Stack, kind: p.Kind}
+}

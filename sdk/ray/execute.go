@@ -1,0 +1,93 @@
+package ray
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/manta-ray/manta/internal/ids"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+)
+
+func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
+	tid, err := ids.TaskFromBytes(spec.TaskId)
+	if err != nil {
+		return &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT, Function: spec.Function, Message: err.Error()}}
+	}
+	failure := func(kind pb.ErrorKind, msg, stack string) *pb.TaskResult {
+		return &pb.TaskResult{Error: &pb.TaskError{Kind: kind, Function: spec.Function, Message: msg, Stack: stack, TaskId: tid.String()}}
+	}
+	f := lookup(spec.Function)
+	if f == nil {
+		return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("no remote function %q is registered in this binary", spec.Function), "")
+	}
+	args := make([]*pb.ObjectValue, len(spec.Args))
+	for i, a := range spec.Args {
+		v := a.Value
+		if v == nil {
+			return failure(pb.ErrorKind_ERROR_BAD_ARGUMENT, fmt.Sprintf("argument %d was not resolved", i+1), "")
+		}
+		if v.Location != "" {
+			oid, _ := ids.ObjectFromBytes(a.ObjectId)
+			data, format, err := c.valueData(ctx, v, oid)
+			if err != nil {
+				return failure(pb.ErrorKind_ERROR_OBJECT_LOST, err.Error(), "")
+			}
+			v = &pb.ObjectValue{Data: data, Format: format}
+		}
+		args[i] = v
+	}
+	c.fitProcs(spec.NumCpus)
+	tc := &taskCtx{id: tid, worker: true}
+	tctx := context.WithValue(ctx, taskKey{}, tc)
+	results, err, stack := invoke(tctx, f, args)
+	if stack != "" {
+		return failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
+	}
+	if err != nil {
+		if errors.Is(err, ErrBadArgument) {
+			return failure(pb.ErrorKind_ERROR_BAD_ARGUMENT, err.Error(), "")
+		}
+		return failure(pb.ErrorKind_ERROR_APPLICATION, err.Error(), string(debug.Stack()))
+	}
+	res := &pb.TaskResult{Returns: make([]*pb.ObjectValue, len(results))}
+	for i, r := range results {
+		v, err := encode(r)
+		if err == nil {
+			v, err = c.store(ctx, ids.ReturnID(tid, uint32(i+1)), v)
+		}
+		if err != nil {
+			return failure(pb.ErrorKind_ERROR_APPLICATION, fmt.Sprintf("result %d: %v", i+1, err), "")
+		}
+		res.Returns[i] = v
+	}
+	return res
+}
+
+// fitProcs sets GOMAXPROCS to the task's CPUs (at least 1) unless the
+// user fixed it: a worker's goroutines then use what its lease holds, and
+// an idle P does not spin on a busy machine (as Ray sets OMP_NUM_THREADS).
+func (c *core) fitProcs(cpus float64) {
+	if c.fixedProcs {
+		return
+	}
+	n := max(1, int(math.Ceil(cpus)))
+	if n != c.procs {
+		runtime.GOMAXPROCS(n)
+		c.procs = n
+	}
+}
+
+// invoke runs f, turning a panic into an error and its stack.
+func invoke(ctx context.Context, f *function, args []*pb.ObjectValue) (results []any, err error, stack string) {
+	defer func() {
+		if p := recover(); p != nil {
+			err, stack = fmt.Errorf("%v", p), string(debug.Stack())
+		}
+	}()
+	results, err = f.call(ctx, args)
+	return results, err, ""
+}
