@@ -43,9 +43,14 @@ bench-failover:
 
 # Every chaos scenario for a minute each (make test runs a short smoke).
 # Partitions need root and iptables.
-CHAOS_SCENARIOS := leader-kill follower-kill leader-pause partition-minority rolling-restart mixed
+# Head scenarios run without raylets; the task ones and mixed with two.
+CHAOS_SCENARIOS := leader-kill follower-kill leader-pause partition-minority rolling-restart
+CHAOS_TASK_SCENARIOS := raylet-kill worker-kill mixed
 chaos:
 	$(GO) build -o bin/manta ./cmd/manta
 	for s in $(CHAOS_SCENARIOS); do \
 		./bin/manta chaos run --scenario $$s --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
+	done
+	for s in $(CHAOS_TASK_SCENARIOS); do \
+		./bin/manta chaos run --scenario $$s --nodes 2 --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
 	done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/launcher"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 )
 
 // DefaultOpTimeout bounds one workload operation with all its retries.
@@ -28,9 +30,18 @@ type Env struct {
 	Cluster   *launcher.Cluster
 	Log       *zap.Logger
 	OpTimeout time.Duration
+	// Nodes is how many raylets should be running; the cluster is whole
+	// only when they are, each registered alive.
+	Nodes int
+	// HomeNode is the raylet the harness's driver submits through, never
+	// killed; NodeArgs are the extra arguments a raylet starts with.
+	HomeNode string
+	NodeArgs []string
 
 	start    time.Time
-	progress progress
+	progress progress // every workload's successes
+	mu       sync.Mutex
+	byName   map[string]*progress // each workload's own
 	procs    procTracker
 	part     Partitioner
 }
@@ -40,8 +51,9 @@ func NewEnv(c *launcher.Cluster, log *zap.Logger) *Env {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	e := &Env{Cluster: c, Log: log, OpTimeout: DefaultOpTimeout, start: time.Now(), part: noPartition{reason: "not set up"}}
-	e.procs.observe(c.Heads())
+	e := &Env{Cluster: c, Log: log, OpTimeout: DefaultOpTimeout, start: time.Now(), part: noPartition{reason: "not set up"},
+		byName: map[string]*progress{}}
+	e.observeProcs()
 	return e
 }
 
@@ -57,9 +69,28 @@ func (e *Env) Client() (*cpclient.Client, error) {
 	return cpclient.New(cpclient.Config{Addresses: e.Cluster.Addresses(), Token: e.Cluster.Token(), Timeout: e.OpTimeout, Logger: e.Log})
 }
 
-// Succeeded records a successful operation that was called at call and
-// returned at ret; recovery times are measured from these.
-func (e *Env) Succeeded(call, ret time.Time) { e.progress.add(e.Since(call), e.Since(ret)) }
+// Succeeded records a successful operation of workload that was called
+// at call and returned at ret; recovery times are measured from these.
+func (e *Env) Succeeded(workload string, call, ret time.Time) {
+	c, r := e.Since(call), e.Since(ret)
+	e.progress.add(c, r)
+	e.progressOf(workload).add(c, r)
+}
+
+// progressOf is one workload's progress log ("" is every workload's).
+func (e *Env) progressOf(workload string) *progress {
+	if workload == "" {
+		return &e.progress
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.byName[workload]
+	if p == nil {
+		p = &progress{}
+		e.byName[workload] = p
+	}
+	return p
+}
 
 // progress is every successful operation's call and return offsets.
 type progress struct {
@@ -156,6 +187,38 @@ func (e *Env) healthProblem(ctx context.Context, cl *cpclient.Client) string {
 	if !leaderIsLeader {
 		return "no head confirms it is the leader " + leader
 	}
+	return e.nodeProblem(ctx, cl)
+}
+
+// nodeProblem says which raylet that should run does not, or is not
+// registered alive; "" when every one is.
+func (e *Env) nodeProblem(ctx context.Context, cl *cpclient.Client) string {
+	nodes := e.Cluster.Nodes()
+	running := 0
+	for _, n := range nodes {
+		if n.Running {
+			running++
+		}
+	}
+	if running < e.Nodes {
+		return fmt.Sprintf("%d of %d raylets running", running, e.Nodes)
+	}
+	if running == 0 {
+		return ""
+	}
+	r, err := cl.ListNodes(ctx, &cpb.ListNodesRequest{AliveOnly: true, Stale: true})
+	if err != nil {
+		return "list nodes: " + err.Error()
+	}
+	alive := map[string]bool{}
+	for _, n := range r.Nodes {
+		alive[n.NodeId] = true
+	}
+	for _, n := range nodes {
+		if n.Running && !alive[n.ID] {
+			return n.ID + " is not registered alive"
+		}
+	}
 	return ""
 }
 
@@ -175,44 +238,86 @@ func poll(ctx context.Context, interval time.Duration, cond func() bool) error {
 	}
 }
 
-// procTracker remembers every head process the run started, by PID and
-// kernel start time, so a PID reused by an unrelated process is not
-// mistaken for a leak.
-type procTracker struct {
-	mu    sync.Mutex
-	procs map[int]uint64 // pid -> start time in clock ticks since boot
+// observeProcs notes every head, raylet and worker process now running
+// for the leak check.
+func (e *Env) observeProcs() {
+	var heads, raylets []int
+	for _, h := range e.Cluster.Heads() {
+		if h.Running {
+			heads = append(heads, h.PID)
+		}
+	}
+	for _, n := range e.Cluster.Nodes() {
+		if n.Running {
+			raylets = append(raylets, n.PID)
+		}
+	}
+	e.procs.observe(procHead, heads)
+	e.procs.observe(procRaylet, raylets)
+	e.procs.observe(procWorker, workerPIDs(raylets))
 }
 
-func (p *procTracker) observe(heads []launcher.HeadProc) {
+// Kinds of tracked processes.
+const (
+	procHead   = "head"
+	procRaylet = "raylet"
+	procWorker = "worker"
+)
+
+// procTracker remembers every process the run started (heads and
+// raylets) or saw started for it (workers), by PID and kernel start time,
+// so a PID reused by an unrelated process is not mistaken for a leak.
+type procTracker struct {
+	mu    sync.Mutex
+	procs map[int]trackedProc
+}
+
+type trackedProc struct {
+	kind  string
+	start uint64 // clock ticks since boot
+}
+
+func (p *procTracker) observe(kind string, pids []int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.procs == nil {
-		p.procs = map[int]uint64{}
+		p.procs = map[int]trackedProc{}
 	}
-	for _, h := range heads {
-		if h.PID <= 0 {
+	for _, pid := range pids {
+		if pid <= 0 {
 			continue
 		}
-		if _, ok := p.procs[h.PID]; ok {
+		st, _, ok := procStart(pid)
+		if !ok {
 			continue
 		}
-		if st, _, ok := procStart(h.PID); ok {
-			p.procs[h.PID] = st
+		if old, ok := p.procs[pid]; ok && old.start == st {
+			continue
 		}
+		p.procs[pid] = trackedProc{kind: kind, start: st}
 	}
 }
 
-// leaked returns the tracked processes that still exist (zombies count:
-// an unreaped child is a leak too).
-func (p *procTracker) leaked() (leaked []int, tracked int) {
+// leaked returns the tracked processes that still exist, by kind, and how
+// many of each were tracked. An unreaped head or raylet (the launcher's
+// own child) is a leak; a worker zombie is not: its raylet is gone, and
+// reaping an orphan is init's business (some container inits never do).
+func (p *procTracker) leaked() (leaked map[string][]int, tracked map[string]int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for pid, start := range p.procs {
-		if st, _, ok := procStart(pid); ok && st == start {
-			leaked = append(leaked, pid)
+	leaked, tracked = map[string][]int{}, map[string]int{}
+	for pid, tp := range p.procs {
+		tracked[tp.kind]++
+		st, state, ok := procStart(pid)
+		if !ok || st != tp.start || (tp.kind == procWorker && state == "Z") {
+			continue
 		}
+		leaked[tp.kind] = append(leaked[tp.kind], pid)
 	}
-	return leaked, len(p.procs)
+	for _, pids := range leaked {
+		sort.Ints(pids)
+	}
+	return leaked, tracked
 }
 
 // procStart reads a process's start time and state from /proc.

@@ -6,14 +6,13 @@ import (
 	"time"
 )
 
-// A Fault is one kind of failure the nemesis injects. Head faults exist
-// today; raylet and worker faults implement the same interface once those
-// processes do.
+// A Fault is one kind of failure the nemesis injects: head faults here,
+// raylet and worker faults in nodefault.go.
 type Fault interface {
 	Name() string
 	// Unsupported says why the fault cannot run on a cluster of heads
-	// heads with partitioner part, or "".
-	Unsupported(heads int, part Partitioner) string
+	// heads and nodes raylets with partitioner part, or "".
+	Unsupported(heads, nodes int, part Partitioner) string
 	// Inject starts the fault; pick is the seeded draw that chooses its
 	// target among the candidates.
 	Inject(ctx context.Context, env *Env, pick uint64) (*Injection, error)
@@ -21,8 +20,8 @@ type Fault interface {
 
 // Injection is a fault in progress.
 type Injection struct {
-	Target string // head ID
-	Role   string // leader or follower, when the fault struck
+	Target string // head or node ID
+	Role   string // leader, follower, raylet or worker, when the fault struck
 	PID    int
 	Action string    // what was done
 	At     time.Time // when it was done
@@ -37,7 +36,24 @@ const (
 	faultPauseLeader  = "pause-leader"
 	faultPartitionOne = "partition-one"
 	faultRestartNext  = "restart-next"
+	faultKillRaylet   = "kill-raylet"
+	faultKillWorker   = "kill-worker"
 )
+
+// measuredBy names the workload whose next successful operation ends a
+// fault's recovery: the one whose path the fault cuts. Head faults stop
+// the control plane, which KV operations need and tasks do not (a task
+// would "recover" at once); raylet and worker faults do not touch the KV
+// path.
+var measuredBy = map[string]string{
+	faultKillLeader:   "kv",
+	faultKillFollower: "kv",
+	faultPauseLeader:  "kv",
+	faultPartitionOne: "kv",
+	faultRestartNext:  "kv",
+	faultKillRaylet:   "tasks",
+	faultKillWorker:   "tasks",
+}
 
 // holdRanges bound how long each fault lasts before it is undone.
 var holdRanges = map[string][2]time.Duration{
@@ -48,6 +64,11 @@ var holdRanges = map[string][2]time.Duration{
 	faultPauseLeader:  {1500 * time.Millisecond, 4 * time.Second},
 	faultPartitionOne: {2 * time.Second, 5 * time.Second},
 	faultRestartNext:  {200 * time.Millisecond, time.Second},
+	// A raylet down for up to 3s; the node timeout (5s) may or may not
+	// have marked it dead when its replacement registers.
+	faultKillRaylet: {500 * time.Millisecond, 3 * time.Second},
+	// Nothing to undo: the raylet starts workers as leases need them.
+	faultKillWorker: {200 * time.Millisecond, time.Second},
 }
 
 // newFaults returns a fresh set of faults (restart-next keeps its place).
@@ -58,6 +79,8 @@ func newFaults() map[string]Fault {
 		faultPauseLeader:  headPause{},
 		faultPartitionOne: headPartition{},
 		faultRestartNext:  &headRestart{},
+		faultKillRaylet:   rayletKill{},
+		faultKillWorker:   workerKill{},
 	}
 }
 
@@ -81,7 +104,7 @@ func restart(env *Env, i int) error {
 	if err := env.Cluster.Restart(i); err != nil {
 		return err
 	}
-	env.procs.observe(env.Cluster.Heads())
+	env.observeProcs()
 	return nil
 }
 
@@ -95,7 +118,7 @@ func (f headKill) Name() string {
 	return faultKillFollower
 }
 
-func (f headKill) Unsupported(heads int, _ Partitioner) string {
+func (f headKill) Unsupported(heads, _ int, _ Partitioner) string {
 	if heads < 3 {
 		return "needs at least 3 heads to keep a quorum"
 	}
@@ -121,7 +144,7 @@ type headPause struct{}
 
 func (headPause) Name() string { return faultPauseLeader }
 
-func (headPause) Unsupported(heads int, _ Partitioner) string {
+func (headPause) Unsupported(heads, _ int, _ Partitioner) string {
 	if heads < 3 {
 		return "needs at least 3 heads to keep a quorum"
 	}
@@ -148,7 +171,7 @@ type headPartition struct{}
 
 func (headPartition) Name() string { return faultPartitionOne }
 
-func (headPartition) Unsupported(heads int, part Partitioner) string {
+func (headPartition) Unsupported(heads, _ int, part Partitioner) string {
 	if heads < 3 {
 		return "needs at least 3 heads to keep a quorum"
 	}
@@ -177,7 +200,7 @@ type headRestart struct{ next int }
 
 func (*headRestart) Name() string { return faultRestartNext }
 
-func (*headRestart) Unsupported(heads int, _ Partitioner) string {
+func (*headRestart) Unsupported(heads, _ int, _ Partitioner) string {
 	if heads < 3 {
 		return "needs at least 3 heads to keep a quorum"
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/internal/launcher"
+	"github.com/manta-ray/manta/sdk/ray"
 )
 
 // Bounds of a run's phases.
@@ -34,8 +35,9 @@ type Options struct {
 	Seed uint64
 	// Heads is the number of heads; default 3, at least 3.
 	Heads int
-	// Nodes is the number of raylets; must be 0 until the harness has
-	// raylet workloads and faults.
+	// Nodes is the number of raylets; default the scenario's DefaultNodes
+	// (2 for raylet-kill and worker-kill, else 0). With nodes the harness
+	// is also a driver and runs the task workload; node-1 is its raylet.
 	Nodes int
 	// ReportDir receives report.json, summary.txt and the cluster's data
 	// and logs (cluster/). It must be empty or absent unless Force.
@@ -45,6 +47,11 @@ type Options struct {
 	Binary string
 	// Clients is the number of KV clients; default 6.
 	Clients int
+	// TaskClients is the number of task workload clients; default 3.
+	TaskClients int
+	// TaskOpTimeout bounds one task operation; default
+	// DefaultTaskOpTimeout.
+	TaskOpTimeout time.Duration
 	// OpTimeout bounds one operation with its retries; default 10s.
 	OpTimeout time.Duration
 	// Partition is PartitionAuto (default), PartitionIPTables or
@@ -84,6 +91,15 @@ func (o *Options) validate() (Scenario, error) {
 	if o.Clients == 0 {
 		o.Clients = 6
 	}
+	if o.Nodes == 0 {
+		o.Nodes = sc.DefaultNodes
+	}
+	if o.TaskClients == 0 {
+		o.TaskClients = 3
+	}
+	if o.TaskOpTimeout == 0 {
+		o.TaskOpTimeout = DefaultTaskOpTimeout
+	}
 	if o.OpTimeout == 0 {
 		o.OpTimeout = DefaultOpTimeout
 	}
@@ -101,10 +117,12 @@ func (o *Options) validate() (Scenario, error) {
 		return sc, fmt.Errorf("%w: duration %v", ErrBadOptions, o.Duration)
 	case o.Heads < 3:
 		return sc, fmt.Errorf("%w: %d heads; head faults need at least 3 to keep a quorum", ErrBadOptions, o.Heads)
-	case o.Nodes != 0:
-		return sc, fmt.Errorf("%w: %d nodes asked for, but the harness has no raylet workloads or faults yet; use 0", ErrBadOptions, o.Nodes)
+	case o.Nodes < 0:
+		return sc, fmt.Errorf("%w: %d nodes", ErrBadOptions, o.Nodes)
 	case o.Clients < 1:
 		return sc, fmt.Errorf("%w: %d clients", ErrBadOptions, o.Clients)
+	case o.TaskClients < 1:
+		return sc, fmt.Errorf("%w: %d task clients", ErrBadOptions, o.TaskClients)
 	case o.ReportDir == "":
 		return sc, fmt.Errorf("%w: a report directory is required", ErrBadOptions)
 	}
@@ -126,7 +144,20 @@ func (o *Options) validate() (Scenario, error) {
 			return sc, fmt.Errorf("%w: scenario %s: %s", ErrPartitionUnsupported, sc.Name, why)
 		}
 	}
-	return sc, nil
+	// A scenario none of whose faults fits the cluster's shape (raylet
+	// faults without raylets) is bad input, told before anything starts.
+	var why []string
+	for _, name := range sc.Faults {
+		if name == faultPartitionOne {
+			return sc, nil // decided once the partitioner is set up
+		}
+		w := newFaults()[name].Unsupported(o.Heads, o.Nodes, noPartition{})
+		if w == "" {
+			return sc, nil
+		}
+		why = append(why, name+": "+w)
+	}
+	return sc, fmt.Errorf("%w: no fault of scenario %s fits %d heads and %d nodes (%s)", ErrBadOptions, sc.Name, o.Heads, o.Nodes, strings.Join(why, "; "))
 }
 
 // Run starts a cluster, runs the workloads while the scenario's faults are
@@ -165,6 +196,9 @@ type runner struct {
 	cluster   *launcher.Cluster
 	env       *Env
 	workloads []Workload
+	driver    bool          // this process is a driver of the cluster (ray.Init)
+	stopProcs chan struct{} // ends the process sampler
+	procsDone chan struct{}
 
 	stopOnce   sync.Once
 	stopWork   context.CancelFunc
@@ -232,8 +266,8 @@ func (r *runner) run(ctx context.Context) (err error) {
 	}
 
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
-	c, err := launcher.Start(startCtx, launcher.Options{Binary: binary, Heads: r.o.Heads, DataDir: clusterDir, Logger: r.log})
-	cancel()
+	defer cancel()
+	c, err := launcher.Start(startCtx, launcher.Options{Binary: binary, Heads: r.o.Heads, Nodes: r.o.Nodes, DataDir: clusterDir, Logger: r.log})
 	if err != nil {
 		r.addError("start the cluster: %v", err)
 		return err
@@ -242,19 +276,42 @@ func (r *runner) run(ctx context.Context) (err error) {
 	r.env = NewEnv(c, r.log)
 	r.env.OpTimeout = r.o.OpTimeout
 	r.env.part = part
-	r.log.Info("cluster up", zap.Strings("heads", c.Addresses()), zap.String("partition", part.Mechanism()))
+	r.env.Nodes = r.o.Nodes
+	r.startProcSampler()
+	r.log.Info("cluster up", zap.Strings("heads", c.Addresses()), zap.Int("nodes", r.o.Nodes), zap.String("partition", part.Mechanism()))
 
 	kv := NewKVWorkload(r.o.Seed)
 	kv.Clients = r.o.Clients
 	r.workloads = []Workload{kv}
+	if r.o.Nodes > 0 {
+		if err := r.initDriver(startCtx); err != nil {
+			r.addError("start the harness's driver: %v", err)
+			return err
+		}
+		tw := NewTaskWorkload(r.o.Seed)
+		tw.Clients = r.o.TaskClients
+		tw.OpTimeout = r.o.TaskOpTimeout
+		tw.Accept = acceptedTaskErrors(names)
+		r.workloads = append(r.workloads, tw)
+	}
 	r.startWorkloads(ctx)
 
+	// Faults start once every workload has had a success.
 	wctx, cancel := context.WithTimeout(ctx, warmupTimeout)
-	err = poll(wctx, 20*time.Millisecond, func() bool { return r.env.progress.count() > 0 })
+	var idle []string
+	err = poll(wctx, 20*time.Millisecond, func() bool {
+		idle = idle[:0]
+		for _, w := range r.workloads {
+			if r.env.progressOf(w.Name()).count() == 0 {
+				idle = append(idle, w.Name())
+			}
+		}
+		return len(idle) == 0
+	})
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			r.addError("no operation succeeded within %v of the cluster forming", warmupTimeout)
+			r.addError("no %s operation succeeded within %v of the cluster forming", strings.Join(idle, " or "), warmupTimeout)
 		}
 		return nil
 	}
@@ -274,8 +331,13 @@ func (r *runner) run(ctx context.Context) (err error) {
 		// Interrupted: a bounded look at the partial history, nothing that
 		// needs the cluster.
 		for _, w := range r.workloads {
-			if kv, ok := w.(*KVWorkload); ok {
-				r.addCheck(checkLinearizable(kv.History(), r.log, CheckOptions{ReportDir: r.o.ReportDir, LinearizabilityTimeout: 10 * time.Second}))
+			switch w := w.(type) {
+			case *KVWorkload:
+				r.addCheck(checkLinearizable(w.History(), r.log, CheckOptions{ReportDir: r.o.ReportDir, LinearizabilityTimeout: 10 * time.Second}))
+			case *TaskWorkload:
+				for _, c := range w.check() {
+					r.addCheck(c)
+				}
 			}
 		}
 		return nil
@@ -292,7 +354,7 @@ func (r *runner) faults() (map[string]Fault, []string) {
 	var names []string
 	for _, name := range r.sc.Faults {
 		f := all[name]
-		if why := f.Unsupported(r.o.Heads, r.part); why != "" {
+		if why := f.Unsupported(r.o.Heads, r.o.Nodes, r.part); why != "" {
 			r.rep.SkippedFaults = append(r.rep.SkippedFaults, name+": "+why)
 			continue
 		}
@@ -430,16 +492,17 @@ func (r *runner) tail(ctx context.Context) {
 		return
 	}
 	r.mu.Lock()
-	var last time.Duration
-	if n := len(r.rep.Faults); n > 0 {
-		last = r.rep.Faults[n-1].at
-	}
+	faults := append([]FaultEvent(nil), r.rep.Faults...)
 	r.mu.Unlock()
 	tctx, cancel := context.WithTimeout(ctx, wholeTimeout)
 	defer cancel()
 	poll(tctx, 20*time.Millisecond, func() bool {
-		_, ok := r.env.progress.firstAfter(last)
-		return ok
+		for _, f := range faults {
+			if _, ok := r.env.progressOf(measuredBy[f.Fault]).firstAfter(f.at); !ok {
+				return false
+			}
+		}
+		return true
 	})
 }
 
@@ -454,6 +517,9 @@ func (r *runner) summariseRun() {
 	}
 	run := r.runEnd - r.runStart
 	r.rep.RunSeconds = secs(run)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	injected := func(f *FaultEvent) bool { return f.Error == "" || f.Target != "" }
 	total := 0
 	for _, w := range r.workloads {
 		s := w.Stats()
@@ -461,21 +527,33 @@ func (r *runner) summariseRun() {
 		if run > 0 {
 			wr.OpsPerSec = float64(s.OK) / run.Seconds()
 		}
+		if o, ok := w.(interface{ Outcomes() map[string]int }); ok {
+			wr.Outcomes = o.Outcomes()
+		}
+		var rec []float64
+		p := r.env.progressOf(w.Name())
+		for i := range r.rep.Faults {
+			if f := &r.rep.Faults[i]; injected(f) {
+				if t, ok := p.firstAfter(f.at); ok {
+					rec = append(rec, ms(t-f.at))
+				}
+			}
+		}
+		wr.Recovery = statsOf(rec)
 		total += s.OK
 		r.rep.Workloads = append(r.rep.Workloads, wr)
 	}
 	if run > 0 {
 		r.rep.OpsPerSec = float64(total) / run.Seconds()
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var rec []float64
 	for i := range r.rep.Faults {
 		f := &r.rep.Faults[i]
-		if f.Error != "" && f.Target == "" {
-			continue // never injected
+		if !injected(f) {
+			continue
 		}
-		if t, ok := r.env.progress.firstAfter(f.at); ok {
+		f.MeasuredBy = measuredBy[f.Fault]
+		if t, ok := r.env.progressOf(f.MeasuredBy).firstAfter(f.at); ok {
 			d := ms(t - f.at)
 			f.RecoveryMs = &d
 			rec = append(rec, d)
@@ -538,12 +616,15 @@ func (r *runner) checkRecovery() CheckResult {
 // workloads that did not stop.
 func (r *runner) checkNoHangs() CheckResult {
 	res := CheckResult{Name: "no-hangs"}
-	var hangs []string
-	var maxLat time.Duration
+	var hangs, slowest []string
 	for _, w := range r.workloads {
 		s := w.Stats()
 		hangs = append(hangs, s.Hangs...)
-		maxLat = max(maxLat, s.MaxLatency)
+		bound := r.o.OpTimeout + hangGrace
+		if _, ok := w.(*TaskWorkload); ok {
+			bound = r.o.TaskOpTimeout
+		}
+		slowest = append(slowest, fmt.Sprintf("slowest %s operation %v (bound %v)", w.Name(), s.MaxLatency.Round(time.Millisecond), bound))
 	}
 	if r.stuck {
 		hangs = append(hangs, fmt.Sprintf("workloads still running %v after they were stopped", r.o.OpTimeout+hangGrace))
@@ -553,7 +634,7 @@ func (r *runner) checkNoHangs() CheckResult {
 		return res
 	}
 	res.Verdict = Pass
-	res.Detail = fmt.Sprintf("slowest operation %v (bound %v)", maxLat.Round(time.Millisecond), r.o.OpTimeout+hangGrace)
+	res.Detail = strings.Join(slowest, ", ")
 	return res
 }
 
@@ -608,17 +689,32 @@ func (r *runner) cleanup() {
 	r.cleanedUp = true
 	r.stopWorkloads()
 	r.summariseRun()
+	if r.driver {
+		// Ends the job, so its raylets kill its workers, while the heads
+		// still run.
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := ray.Shutdown(sctx); err != nil {
+			r.log.Warn("shut the driver down", zap.Error(err))
+		}
+		cancel()
+		r.driver = false
+	}
 	if r.part != nil {
 		if err := r.part.HealAll(); err != nil {
 			r.addError("heal partitions: %v", err)
 		}
 	}
 	if r.cluster != nil {
-		r.env.procs.observe(r.cluster.Heads())
+		r.stopProcSampler()
+		if r.env != nil {
+			r.env.observeProcs()
+		}
 		if err := r.cluster.Close(); err != nil {
 			r.log.Warn("close the cluster", zap.Error(err))
 		}
-		r.addCheck(r.checkNoLeaks())
+		if r.env != nil {
+			r.addCheck(r.checkNoLeaks())
+		}
 	}
 	if r.part != nil {
 		if err := r.part.Close(); err != nil {
@@ -627,21 +723,94 @@ func (r *runner) cleanup() {
 	}
 }
 
-// checkNoLeaks: every head process the run started is gone, and nothing
-// is left in the heads' cgroups (which would also catch their children).
+// checkNoLeaks: every head, raylet and worker process the run saw is
+// gone, and nothing is left in the heads' cgroups (which would also catch
+// their children). Workers die with their raylet a moment after it is
+// reaped, so the check waits a little for them.
 func (r *runner) checkNoLeaks() CheckResult {
 	res := CheckResult{Name: "no-leaked-processes"}
-	leaked, tracked := r.env.procs.leaked()
-	left := r.part.Leftovers()
+	var leaked map[string][]int
+	var tracked map[string]int
+	var left []int
+	ctx, cancel := context.WithTimeout(context.Background(), leakWait)
+	defer cancel()
+	poll(ctx, 50*time.Millisecond, func() bool {
+		leaked, tracked = r.env.procs.leaked()
+		left = r.part.Leftovers()
+		return len(leaked) == 0 && len(left) == 0
+	})
+	kinds := []string{procHead, procRaylet, procWorker}
 	if len(leaked) > 0 || len(left) > 0 {
+		var parts []string
+		for _, k := range kinds {
+			if len(leaked[k]) > 0 {
+				parts = append(parts, fmt.Sprintf("%s PIDs %v", k, leaked[k]))
+			}
+		}
+		if len(left) > 0 {
+			parts = append(parts, fmt.Sprintf("in the heads' cgroups %v", left))
+		}
 		res.Verdict = Fail
-		res.Detail = fmt.Sprintf("still running after close: head PIDs %v, in the heads' cgroups %v", leaked, left)
+		res.Detail = fmt.Sprintf("still running %v after close: %s", leakWait, strings.Join(parts, ", "))
 		return res
 	}
+	var parts []string
+	for _, k := range kinds {
+		if tracked[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", tracked[k], k))
+		}
+	}
 	res.Verdict = Pass
-	res.Detail = fmt.Sprintf("all %d head processes started are gone", tracked)
+	res.Detail = "every process seen is gone: " + strings.Join(parts, ", ")
 	return res
 }
+
+// leakWait bounds the wait for processes to go after the cluster closed.
+const leakWait = 5 * time.Second
+
+// initDriver makes this process a driver of the cluster, submitting
+// through node-1 (the raylet no fault kills).
+func (r *runner) initDriver(ctx context.Context) error {
+	home := r.cluster.Nodes()[0]
+	r.env.HomeNode = home.ID
+	err := ray.Init(ctx, ray.Address(strings.Join(r.cluster.Addresses(), ",")), ray.Token(r.cluster.Token()),
+		ray.Raylet(home.Address), ray.Logger(r.log.Named("driver")))
+	if err != nil {
+		return err
+	}
+	r.driver = true
+	return nil
+}
+
+// startProcSampler notes every head, raylet and worker process every
+// procSampleEvery until stopProcSampler, so short-lived workers are
+// tracked too.
+func (r *runner) startProcSampler() {
+	r.stopProcs, r.procsDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(r.procsDone)
+		t := time.NewTicker(procSampleEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stopProcs:
+				return
+			case <-t.C:
+				r.env.observeProcs()
+			}
+		}
+	}()
+}
+
+func (r *runner) stopProcSampler() {
+	if r.stopProcs != nil {
+		close(r.stopProcs)
+		<-r.procsDone
+		r.stopProcs = nil
+	}
+}
+
+const procSampleEvery = 250 * time.Millisecond
 
 // wait waits d or until ctx ends, and says whether it waited d.
 func wait(ctx context.Context, d time.Duration) bool {

@@ -140,7 +140,8 @@ func TestChaosReportsLostWrite(t *testing.T) {
 }
 
 // TestChaosInterruptedRunCleansUp cancels a run while its first fault is
-// in place (a partition where supported): the fault is undone, every head
+// in place (a partition where supported), with tasks running from this
+// process on 2 raylets: the fault is undone, every head, raylet and worker
 // is gone, no rule is left, and a partial report says FAIL.
 func TestChaosInterruptedRunCleansUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(tc.Ctx(t, 60*time.Second))
@@ -150,7 +151,7 @@ func TestChaosInterruptedRunCleansUp(t *testing.T) {
 		sc = "partition-minority"
 	}
 	dir := t.TempDir()
-	rep := runChaos(t, ctx, Options{Scenario: sc, Duration: 30 * time.Second, Seed: 3, ReportDir: dir, Clients: 2,
+	rep := runChaos(t, ctx, Options{Scenario: sc, Duration: 30 * time.Second, Seed: 3, ReportDir: dir, Clients: 2, Nodes: 2,
 		Knobs: Knobs{AfterInject: func(string) { cancel() }}})
 	if !rep.Interrupted || !strings.HasPrefix(rep.Verdict, "FAIL: interrupted") {
 		t.Fatalf("interrupted %v, verdict %q", rep.Interrupted, rep.Verdict)
@@ -164,8 +165,8 @@ func TestChaosInterruptedRunCleansUp(t *testing.T) {
 			leaks = &rep.Checks[i]
 		}
 	}
-	if leaks == nil || leaks.Verdict != Pass {
-		t.Fatalf("leak check %+v", leaks)
+	if leaks == nil || leaks.Verdict != Pass || !strings.Contains(leaks.Detail, "2 raylet") || !strings.Contains(leaks.Detail, " worker") {
+		t.Fatalf("leak check %+v; want a pass over 2 raylets and their workers", leaks)
 	}
 	if _, err := os.Stat(filepath.Join(dir, ReportJSON)); err != nil {
 		t.Fatalf("no partial report: %v", err)
@@ -210,8 +211,12 @@ func TestChaosRejectsBadScenarios(t *testing.T) {
 			t.Errorf("error does not list %s: %v", name, err)
 		}
 	}
-	if _, err := Run(t.Context(), Options{Scenario: "raylet-kill", ReportDir: dir}); !errors.Is(err, ErrScenarioNeeds) {
-		t.Fatalf("raylet-kill: %v; want ErrScenarioNeeds", err)
+	// node-1 serves the driver and is never killed: raylet-kill needs two.
+	if _, err := Run(t.Context(), Options{Scenario: "raylet-kill", Nodes: 1, ReportDir: dir}); !errors.Is(err, ErrBadOptions) || !strings.Contains(err.Error(), "at least 2 nodes") {
+		t.Fatalf("raylet-kill on 1 node: %v; want ErrBadOptions", err)
+	}
+	if _, err := Run(t.Context(), Options{Scenario: "worker-kill", Nodes: -1, ReportDir: dir}); !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("-1 nodes: %v; want ErrBadOptions", err)
 	}
 	if _, err := Run(t.Context(), Options{Scenario: "mixed", Heads: 1, ReportDir: dir}); !errors.Is(err, ErrBadOptions) {
 		t.Fatalf("1 head: %v; want ErrBadOptions", err)

@@ -153,7 +153,7 @@ func (w *KVWorkload) do(ctx context.Context, env *Env, id int, cl *cpclient.Clie
 	}
 	w.hist.Add(id, in, out, w.hist.At(call), w.hist.At(ret))
 	if err == nil {
-		env.Succeeded(call, ret)
+		env.Succeeded(w.Name(), call, ret)
 	}
 
 	lat := ret.Sub(call)

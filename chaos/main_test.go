@@ -1,17 +1,26 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/manta-ray/manta/sdk/ray"
 )
 
 // mantaBin is the manta binary the multi-process tests start.
 var mantaBin string
 
+// TestMain builds the manta binary the tests' heads and raylets run. The
+// test binary is also a driver (the task workload), so raylets start it as
+// their workers: then it serves tasks instead of running the tests.
 func TestMain(m *testing.M) {
+	if ray.IsWorker() {
+		ray.Main(func(context.Context) error { return nil })
+	}
 	dir, err := os.MkdirTemp("", "manta-chaos-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -61,6 +61,13 @@ type WorkloadReport struct {
 	OpStats
 	OpsPerSec    float64 `json:"ops_per_sec"`
 	MaxLatencyMs float64 `json:"max_latency_ms"`
+	// Outcomes counts the failed operations by what they returned (the
+	// task workload: worker-crashed, object-lost, timeout, other-error,
+	// wrong-value).
+	Outcomes map[string]int `json:"outcomes,omitempty"`
+	// Recovery is over every fault: fault to this workload's next
+	// successful operation.
+	Recovery DurationStats `json:"recovery_ms"`
 }
 
 // FaultEvent is one injected fault. Times are seconds from the start of
@@ -77,8 +84,10 @@ type FaultEvent struct {
 	// UndoneAt is when the harness restarted, resumed or healed.
 	UndoneAt float64 `json:"undone_at_s,omitempty"`
 	// RecoveryMs is the fault to the first successful operation called
-	// after it; nil if there was none.
+	// after it (of workload MeasuredBy, or of any when empty); nil if
+	// there was none.
 	RecoveryMs *float64 `json:"recovery_ms"`
+	MeasuredBy string   `json:"measured_by,omitempty"`
 	// WholeAfterMs is the undo to every head running and agreeing on a
 	// leader again; nil if that never happened.
 	WholeAfterMs *float64 `json:"whole_after_ms"`
@@ -174,6 +183,21 @@ func (r *Report) Summary(w io.Writer) {
 	for _, wl := range r.Workloads {
 		fmt.Fprintf(w, "workload %s: %d attempted, %d ok, %d failed, %d indeterminate; %.0f ok ops/s; max latency %.0fms\n",
 			wl.Name, wl.Attempted, wl.OK, wl.Failed, wl.Indeterminate, wl.OpsPerSec, wl.MaxLatencyMs)
+		if len(wl.Outcomes) > 0 {
+			names := make([]string, 0, len(wl.Outcomes))
+			for o := range wl.Outcomes {
+				names = append(names, o)
+			}
+			sort.Strings(names)
+			for i, o := range names {
+				names[i] = fmt.Sprintf("%d %s", wl.Outcomes[o], o)
+			}
+			fmt.Fprintf(w, "  failed by outcome: %s\n", strings.Join(names, ", "))
+		}
+		if s := wl.Recovery; s.Count > 0 {
+			fmt.Fprintf(w, "  recovery (fault to its next ok op): min %.0fms, median %.0fms, max %.0fms over %d faults\n",
+				s.MinMs, s.MedianMs, s.MaxMs, s.Count)
+		}
 	}
 	fmt.Fprintf(w, "faults: %d\n", len(r.Faults))
 	for _, f := range r.Faults {
@@ -181,7 +205,9 @@ func (r *Report) Summary(w io.Writer) {
 		if f.Target != "" {
 			fmt.Fprintf(w, " %s (%s, pid %d) %s for %.0fms", f.Target, f.Role, f.PID, f.Action, f.HoldMs)
 		}
-		if f.RecoveryMs != nil {
+		if f.RecoveryMs != nil && f.MeasuredBy != "" {
+			fmt.Fprintf(w, "; next ok %s op after %.0fms", f.MeasuredBy, *f.RecoveryMs)
+		} else if f.RecoveryMs != nil {
 			fmt.Fprintf(w, "; next ok op after %.0fms", *f.RecoveryMs)
 		} else if f.Error == "" {
 			fmt.Fprint(w, "; no ok op after it")
@@ -195,7 +221,7 @@ func (r *Report) Summary(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if r.Recovery.Count > 0 {
-		fmt.Fprintf(w, "recovery (fault to next ok op): min %.0fms, median %.0fms, max %.0fms over %d faults\n",
+		fmt.Fprintf(w, "recovery (fault to next ok op of what it hit): min %.0fms, median %.0fms, max %.0fms over %d faults\n",
 			r.Recovery.MinMs, r.Recovery.MedianMs, r.Recovery.MaxMs, r.Recovery.Count)
 	}
 	fmt.Fprintf(w, "ops/s (ok, all workloads): %.0f\n", r.OpsPerSec)

@@ -20,6 +20,8 @@ type Scenario struct {
 	// Needs names what the harness lacks to run this scenario; such a
 	// scenario is listed but refuses to run.
 	Needs string
+	// DefaultNodes is the number of raylets when Options.Nodes is 0.
+	DefaultNodes int
 }
 
 // Scenarios are the scenarios `manta chaos list` shows, in that order.
@@ -29,8 +31,12 @@ var Scenarios = []Scenario{
 	{Name: "leader-pause", Summary: "SIGSTOP the leader for longer than the election timeout, SIGCONT, repeat", Faults: []string{faultPauseLeader}},
 	{Name: "partition-minority", Summary: "cut one head (the leader or a follower) off from the others, heal, repeat", Faults: []string{faultPartitionOne}},
 	{Name: "rolling-restart", Summary: "SIGTERM and restart each head in turn, waiting for the cluster to heal between them", Faults: []string{faultRestartNext}},
-	{Name: "mixed", Summary: "every head fault above, in a seeded order", Faults: []string{faultKillLeader, faultKillFollower, faultPauseLeader, faultPartitionOne, faultRestartNext}, Cycle: true},
-	{Name: "raylet-kill", Summary: "SIGKILL a raylet; its tasks retry elsewhere", Needs: "raylet workloads and faults"},
+	{Name: "raylet-kill", Summary: "SIGKILL a raylet (never the driver's), start a new one in its place, repeat; tasks run on 2 nodes by default",
+		Faults: []string{faultKillRaylet}, DefaultNodes: 2},
+	{Name: "worker-kill", Summary: "SIGKILL a worker process of any raylet, repeat; tasks run on 2 nodes by default",
+		Faults: []string{faultKillWorker}, DefaultNodes: 2},
+	{Name: "mixed", Summary: "every fault above, in a seeded order (worker faults with --nodes 1 or more, raylet faults with 2 or more)",
+		Faults: []string{faultKillLeader, faultKillFollower, faultPauseLeader, faultPartitionOne, faultRestartNext, faultKillRaylet, faultKillWorker}, Cycle: true},
 }
 
 // ScenarioNames lists every scenario's name.

@@ -21,7 +21,7 @@ func init() { extraCommands = append(extraCommands, newChaosCommand) }
 func newChaosCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "chaos",
-		Short: "Kill, pause and partition a local cluster under load, then check that nothing was lost",
+		Short: "Kill, pause and partition heads, raylets and workers of a local cluster under load, then check that nothing was lost",
 	}
 	cmd.AddCommand(newChaosRunCommand(), newChaosListCommand())
 	return cmd
@@ -61,16 +61,26 @@ type chaosRunFlags struct {
 func newChaosRunCommand() *cobra.Command {
 	f := &chaosRunFlags{}
 	cmd := &cobra.Command{
-		Use:   "run --scenario NAME [--duration 60s] [--seed N] [--heads 3] [--report DIR]",
+		Use:   "run --scenario NAME [--duration 60s] [--seed N] [--heads 3] [--nodes N] [--report DIR]",
 		Short: "Run a chaos scenario against a fresh local cluster and write a report",
-		Long: `Start a local cluster of separate head processes, run the KV workload
-(several clients, shared and unique keys), inject the scenario's faults on a
-schedule drawn from --seed for --duration, then check: linearizability of
-the history, every acknowledged write readable, no phantom keys, recovery
-after every fault, no hung operation, every head at the same state hash, no
-leaked process. The report (report.json, summary.txt, and the heads' data
-and logs in cluster/) goes to --report; the exit status is 1 on any
-violation. Ctrl-C stops everything and writes a partial report.
+		Long: `Start a local cluster of separate head and raylet processes, run the KV
+workload (several clients, shared and unique keys) and, with raylets, the
+task workload (this process is a driver on node-1: task chains, fan-outs
+summed by a tree of tasks, and values too big to inline, all with results
+known in advance), inject the scenario's faults on a schedule drawn from
+--seed for --duration, then check: linearizability of the history, every
+acknowledged write readable, no phantom keys, every task result right and
+every task error one the faults make legitimate (a killed worker:
+ErrWorkerCrashed once retries are spent; a killed raylet: that, or
+ErrObjectLost), recovery after every fault, no hung operation, every head
+at the same state hash, no leaked head, raylet or worker process. The report
+(report.json, summary.txt, and the cluster's data and logs in cluster/) goes
+to --report; the exit status is 1 on any violation. Ctrl-C stops everything
+and writes a partial report.
+
+raylet-kill and worker-kill run 2 raylets unless --nodes says otherwise
+(raylet-kill needs 2: node-1, the driver's, is never killed); mixed adds
+worker faults with --nodes 1, and raylet faults too with 2 or more.
 
 Partitions need root, iptables and a writable cgroup v2 hierarchy; where
 they are missing, mixed skips the partition fault and says so in the report,
@@ -86,10 +96,11 @@ and partition-minority refuses to run.`,
 	fs.DurationVar(&f.o.Duration, "duration", 60*time.Second, "how long to inject faults")
 	fs.Uint64Var(&f.o.Seed, "seed", 0, "seed of the fault schedule and workload (default: random, printed)")
 	fs.IntVar(&f.o.Heads, "heads", 3, "number of heads (at least 3)")
-	fs.IntVar(&f.o.Nodes, "nodes", 0, "number of raylets (0 until the harness has raylet workloads)")
+	fs.IntVar(&f.o.Nodes, "nodes", 0, "number of raylets; with any, the task workload runs too (default: 2 for raylet-kill and worker-kill, else 0)")
 	fs.StringVar(&f.o.ReportDir, "report", "", "report directory (default: a fresh one under the temp dir)")
 	fs.BoolVar(&f.o.Force, "force", false, "overwrite the report in a non-empty --report directory")
 	fs.IntVar(&f.o.Clients, "clients", 6, "concurrent KV clients")
+	fs.IntVar(&f.o.TaskClients, "task-clients", 3, "concurrent task workload clients (with --nodes)")
 	fs.DurationVar(&f.o.OpTimeout, "op-timeout", chaos.DefaultOpTimeout, "bound on one operation with its retries; 5s past it is a hang")
 	fs.StringVar(&f.o.Partition, "partition", chaos.PartitionAuto, "partition mechanism: auto, iptables or none")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")

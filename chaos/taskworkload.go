@@ -1,0 +1,323 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/manta-ray/manta/sdk/ray"
+)
+
+// DefaultTaskOpTimeout bounds one task operation (every Get of a chain, a
+// fan-out or a blob round trip): past it the Get is a hang. It is longer
+// than a KV operation's bound because a task whose raylet died may wait
+// for a lease elsewhere and run again, up to its retries.
+const DefaultTaskOpTimeout = 20 * time.Second
+
+// Task operation kinds.
+const (
+	taskOpChain  = "chain"
+	taskOpFanOut = "fan-out"
+	taskOpBlob   = "blob"
+)
+
+// Outcomes of a task operation other than the right value. The documented
+// errors are those the SDK promises (see sdk/ray/errors.go); which of them
+// a run accepts depends on its faults (see acceptedTaskErrors).
+const (
+	outcomeWorkerCrashed = "worker-crashed" // ray.ErrWorkerCrashed: every attempt's worker died
+	outcomeObjectLost    = "object-lost"    // ray.ErrObjectLost: no copy left, no lineage yet
+	outcomeTimeout       = "timeout"        // no result within the bound: a hang
+	outcomeOther         = "other-error"    // anything else: never acceptable
+	outcomeWrong         = "wrong-value"    // never acceptable
+)
+
+// TaskWorkload is the harness process acting as a driver: clients submit
+// task graphs whose results are known in advance and Get them.
+//   - chain: ChainLength tasks, each adding 1 to the previous one's result
+//     (passed by reference), from a random start;
+//   - fan-out: FanOut squares of consecutive numbers, summed by a tree of
+//     add tasks (fan-in by reference);
+//   - blob: a task returns 160 KiB (kept in its node's object store), a
+//     second task on any node fetches it and returns its digest.
+//
+// Every Get must return the right value or a documented error the run
+// accepts; a wrong value is always a violation, and so is a Get that does
+// not return within OpTimeout.
+type TaskWorkload struct {
+	// Clients is the number of concurrent driver goroutines; default 3.
+	Clients     int
+	ChainLength int // default 6
+	FanOut      int // default 8
+	// OpTimeout bounds one operation; default DefaultTaskOpTimeout.
+	OpTimeout time.Duration
+	// Accept lists the outcomes (outcomeWorkerCrashed, outcomeObjectLost)
+	// that the run's faults make legitimate.
+	Accept map[string]bool
+	Seed   uint64
+
+	mu       sync.Mutex
+	stats    OpStats
+	byKind   map[string]int // ok operations per kind
+	outcomes map[string]int // non-ok outcomes
+	examples map[string][]string
+}
+
+// NewTaskWorkload returns a task workload with its defaults, accepting no
+// error.
+func NewTaskWorkload(seed uint64) *TaskWorkload {
+	return &TaskWorkload{Clients: 3, ChainLength: 6, FanOut: 8, OpTimeout: DefaultTaskOpTimeout, Seed: seed,
+		Accept: map[string]bool{}, byKind: map[string]int{}, outcomes: map[string]int{}, examples: map[string][]string{}}
+}
+
+// Name is "tasks".
+func (w *TaskWorkload) Name() string { return "tasks" }
+
+// Stats counts the operations so far.
+func (w *TaskWorkload) Stats() OpStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.stats
+	s.Hangs = append([]string(nil), s.Hangs...)
+	return s
+}
+
+// Outcomes counts the operations that did not return the right value, by
+// outcome.
+func (w *TaskWorkload) Outcomes() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]int, len(w.outcomes))
+	for k, v := range w.outcomes {
+		out[k] = v
+	}
+	return out
+}
+
+// Run starts the clients and waits for them. The process must already be
+// a driver of the cluster (ray.Init).
+func (w *TaskWorkload) Run(ctx context.Context, env *Env) error {
+	var wg sync.WaitGroup
+	for i := range w.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.client(ctx, env, i)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// client runs operations in a closed loop: 45% chains, 40% fan-outs, 15%
+// blobs.
+func (w *TaskWorkload) client(ctx context.Context, env *Env, id int) {
+	rng := rand.New(rand.NewPCG(w.Seed, 0x7461736b+uint64(id)))
+	for ctx.Err() == nil {
+		start := rng.IntN(1_000_000)
+		switch r := rng.IntN(20); {
+		case r < 9:
+			w.do(ctx, env, taskOpChain, start, func(ctx context.Context) (int, int, error) {
+				return w.chain(ctx, start)
+			})
+		case r < 17:
+			w.do(ctx, env, taskOpFanOut, start, func(ctx context.Context) (int, int, error) {
+				return w.fanOut(ctx, start)
+			})
+		default:
+			w.do(ctx, env, taskOpBlob, start, func(ctx context.Context) (int, int, error) {
+				ref := taskDigest.Remote(ctx, taskBlob.Remote(ctx, ray.Val(start), ray.Val(blobSize)))
+				got, err := ray.Get(ctx, ref)
+				return got, digest(blob(start, blobSize)), err
+			})
+		}
+	}
+}
+
+func (w *TaskWorkload) chain(ctx context.Context, start int) (got, want int, err error) {
+	ref := taskAdd1.Remote(ctx, ray.Val(start))
+	for range w.ChainLength - 1 {
+		ref = taskAdd1.Remote(ctx, ref)
+	}
+	got, err = ray.Get(ctx, ref)
+	return got, start + w.ChainLength, err
+}
+
+func (w *TaskWorkload) fanOut(ctx context.Context, start int) (got, want int, err error) {
+	start %= 1000 // keeps the squares' sum small
+	level := make([]ray.ObjectRef[int], w.FanOut)
+	for i := range level {
+		level[i] = taskSquare.Remote(ctx, ray.Val(start+i))
+		want += (start + i) * (start + i)
+	}
+	for len(level) > 1 {
+		var next []ray.ObjectRef[int]
+		for i := 0; i+1 < len(level); i += 2 {
+			next = append(next, taskAdd.Remote(ctx, level[i], level[i+1]))
+		}
+		if len(level)%2 == 1 {
+			next = append(next, level[len(level)-1])
+		}
+		level = next
+	}
+	got, err = ray.Get(ctx, level[0])
+	return got, want, err
+}
+
+// do runs one operation under the bound and records its outcome.
+func (w *TaskWorkload) do(ctx context.Context, env *Env, kind string, start int, op func(context.Context) (got, want int, err error)) {
+	opCtx, cancel := context.WithTimeout(ctx, w.OpTimeout)
+	call := time.Now()
+	got, want, err := op(opCtx)
+	ret := time.Now()
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return // cut short by the end of the run: neither right nor wrong
+	}
+	outcome := classifyTaskResult(got, want, err)
+	if outcome == "" {
+		env.Succeeded(w.Name(), call, ret)
+	}
+	lat := ret.Sub(call)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stats.Attempted++
+	w.stats.MaxLatency = max(w.stats.MaxLatency, lat)
+	if outcome == "" {
+		w.stats.OK++
+		w.byKind[kind]++
+		return
+	}
+	w.stats.Failed++
+	w.outcomes[outcome]++
+	desc := fmt.Sprintf("%s from %d at %.2fs", kind, start, env.Since(call).Seconds())
+	switch outcome {
+	case outcomeWrong:
+		desc += fmt.Sprintf(": got %d, want %d", got, want)
+	case outcomeTimeout:
+		desc += fmt.Sprintf(": no result within %v", w.OpTimeout)
+	default:
+		desc += ": " + err.Error()
+	}
+	// A Get that ignored its deadline is a hang whatever it returned.
+	if (outcome == outcomeTimeout || lat > w.OpTimeout+hangGrace) && len(w.stats.Hangs) < 20 {
+		w.stats.Hangs = append(w.stats.Hangs, fmt.Sprintf("task %s (took %v)", desc, lat.Round(time.Millisecond)))
+	}
+	if len(w.examples[outcome]) < 5 {
+		w.examples[outcome] = append(w.examples[outcome], desc)
+	}
+}
+
+// classifyTaskResult names the outcome of an operation: "" for the right
+// value.
+func classifyTaskResult(got, want int, err error) string {
+	switch {
+	case err == nil && got == want:
+		return ""
+	case err == nil:
+		return outcomeWrong
+	case errors.Is(err, context.DeadlineExceeded):
+		return outcomeTimeout
+	case errors.Is(err, ray.ErrWorkerCrashed):
+		return outcomeWorkerCrashed
+	case errors.Is(err, ray.ErrObjectLost):
+		return outcomeObjectLost
+	default:
+		return outcomeOther
+	}
+}
+
+// Check judges what the clients saw: every value right, every error
+// documented and accepted for this run's faults.
+func (w *TaskWorkload) Check(context.Context, *Env, CheckOptions) []CheckResult {
+	return w.check()
+}
+
+func (w *TaskWorkload) check() []CheckResult {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	right := CheckResult{Name: "task-results-right"}
+	var kinds []string
+	for _, k := range []string{taskOpChain, taskOpFanOut, taskOpBlob} {
+		kinds = append(kinds, fmt.Sprintf("%d %ss", w.byKind[k], k))
+	}
+	if n := w.outcomes[outcomeWrong]; n > 0 {
+		right.Verdict = Fail
+		right.Detail = fmt.Sprintf("%d wrong values: %s", n, strings.Join(w.examples[outcomeWrong], "; "))
+	} else {
+		right.Verdict = Pass
+		right.Detail = "every value returned was right: " + strings.Join(kinds, ", ")
+	}
+	if w.stats.OK == 0 && right.Verdict == Pass {
+		right.Verdict, right.Detail = Fail, "no task operation returned a value"
+	}
+
+	errs := CheckResult{Name: "task-errors-documented"}
+	var bad, seen []string
+	names := make([]string, 0, len(w.outcomes))
+	for o := range w.outcomes {
+		names = append(names, o)
+	}
+	sort.Strings(names)
+	for _, o := range names {
+		n := w.outcomes[o]
+		switch {
+		case o == outcomeWrong || o == outcomeTimeout:
+			continue // judged by task-results-right and no-hangs
+		case w.Accept[o]:
+			seen = append(seen, fmt.Sprintf("%d %s (accepted)", n, o))
+		default:
+			bad = append(bad, fmt.Sprintf("%d %s: %s", n, o, strings.Join(w.examples[o], "; ")))
+		}
+	}
+	var accepted []string
+	for o, ok := range w.Accept {
+		if ok {
+			accepted = append(accepted, o)
+		}
+	}
+	sort.Strings(accepted)
+	acc := "none"
+	if len(accepted) > 0 {
+		acc = strings.Join(accepted, ", ")
+	}
+	switch {
+	case len(bad) > 0:
+		errs.Verdict = Fail
+		errs.Detail = fmt.Sprintf("errors not accepted for this run's faults (accepted: %s): %s", acc, strings.Join(bad, "; "))
+	case len(seen) > 0:
+		errs.Verdict = Pass
+		errs.Detail = strings.Join(seen, ", ")
+	default:
+		errs.Verdict = Pass
+		errs.Detail = "no errors (accepted: " + acc + ")"
+	}
+	return []CheckResult{right, errs}
+}
+
+// acceptedTaskErrors is which documented errors a run's faults make
+// legitimate. A killed worker fails its task's attempt; the owner retries
+// (ray.DefaultMaxRetries), so ErrWorkerCrashed comes back only when every
+// attempt's worker was killed: possible when kills come fast. A killed
+// raylet kills its workers too, and loses the objects only its store held:
+// without lineage (not built yet) a Get of such an object is
+// ErrObjectLost. Head faults make no task error legitimate: the control
+// plane is off the task path.
+func acceptedTaskErrors(faults []string) map[string]bool {
+	acc := map[string]bool{}
+	for _, f := range faults {
+		switch f {
+		case faultKillWorker:
+			acc[outcomeWorkerCrashed] = true
+		case faultKillRaylet:
+			acc[outcomeWorkerCrashed] = true
+			acc[outcomeObjectLost] = true
+		}
+	}
+	return acc
+}
