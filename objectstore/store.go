@@ -1,21 +1,17 @@
 // Package objectstore holds a node's objects: the values too large to
-// travel inline with a task's reply or spec. This first store keeps them in
-// the raylet's memory; the object-store issue replaces it behind the same
-// interface with shared memory, spilling and reference counting.
+// travel inline with a task's reply or spec. Memory keeps them in the
+// raylet's heap; Shared keeps them in a shared-memory arena that workers
+// map read-only (package arena), spills primary copies to disk (package
+// spill) and drops secondary copies LRU. Both implement Store; Shared also
+// implements ZeroCopy, the in-place surface the raylet and workers use.
 package objectstore
 
 import (
 	"fmt"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-
 	"github.com/manta-ray/manta/internal/ids"
-	"github.com/manta-ray/manta/internal/rpcerr"
 )
-
-// ErrObjectNotFound is a Get of an object the store does not hold.
-var ErrObjectNotFound = rpcerr.New(codes.NotFound, "OBJECT_NOT_FOUND", "object not found")
 
 // Object is a stored value and its encoding (a rayletpb.Format).
 type Object struct {
@@ -31,6 +27,26 @@ type Store interface {
 	Delete(id ids.ObjectID)
 	// Stats returns the number of objects and their bytes.
 	Stats() (objects, bytes int64)
+}
+
+// ZeroCopy is a Store whose objects can be written and read in place, and
+// located in a shared arena by workers on the same node. Callers that can
+// use it type-assert a Store; Memory does not implement it.
+type ZeroCopy interface {
+	Store
+	// Create reserves an object's bytes for the caller to fill; Seal
+	// publishes it, Abort drops it.
+	Create(id ids.ObjectID, size int64, o CreateOptions) ([]byte, error)
+	Seal(id ids.ObjectID) error
+	Abort(id ids.ObjectID)
+	// Acquire pins an object (restoring it if spilled) until View.Release.
+	Acquire(id ids.ObjectID) (*View, error)
+	Locate(id ids.ObjectID) Location
+	Locations() []Location
+	// ArenaPath is the file a worker maps with arena.OpenReader.
+	ArenaPath() string
+	Usage() Usage
+	Close() error
 }
 
 // Memory is a Store in the process's memory.

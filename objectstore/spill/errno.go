@@ -1,0 +1,8 @@
+package spill
+
+import "syscall"
+
+var (
+	errNoSpace   = syscall.ENOSPC
+	errDiskQuota = syscall.EDQUOT
+)
