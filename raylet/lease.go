@@ -39,6 +39,9 @@ type lease struct {
 	res     resources.Set
 	worker  *workerpool.Worker
 	blocked bool // its CPUs are lent back while it waits in Get
+	// actorID is set for an actor's dedicated worker: its death is
+	// reported to the control plane, which restarts or buries the actor.
+	actorID string
 }
 
 func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (*pb.LeaseReply, error) {
@@ -123,9 +126,18 @@ func (r *Raylet) dropLeaseLocked(l *lease) {
 // ends (the owner sees its push fail and retries the task).
 func (r *Raylet) workerExited(w *workerpool.Worker) {
 	r.mu.Lock()
-	if l := r.byWorker[w.ID]; l != nil {
+	l := r.byWorker[w.ID]
+	if l != nil {
 		r.log.Info("leased worker exited", zap.String("worker", w.ID), zap.Int("pid", w.PID), zap.String("lease", l.id))
 		r.dropLeaseLocked(l)
+	}
+	closed := r.closed
+	if l != nil && l.actorID != "" && !closed {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.reportActorFailure(l.actorID, w, false)
+		}()
 	}
 	r.mu.Unlock()
 	r.wake()
@@ -281,7 +293,10 @@ func (r *Raylet) grant(q *leaseReq) {
 		return
 	default:
 	}
-	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w}
+	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w, actorID: q.req.ActorId}
+	if q.req.Detached {
+		r.pool.Detach(w)
+	}
 	r.leases[l.id] = l
 	r.byWorker[w.ID] = l
 	r.mu.Unlock()

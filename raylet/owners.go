@@ -82,9 +82,23 @@ func (r *Raylet) ownerGone(addr string) {
 			r.dropLeaseLocked(l)
 		}
 	}
+	for _, l := range gone {
+		if l.actorID != "" && !r.closed {
+			// Reported before the kill, so the actor is DEAD rather than
+			// restarted when its worker's exit is seen.
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.reportActorFailure(l.actorID, l.worker, true)
+				r.pool.Kill(l.worker)
+			}()
+		}
+	}
 	r.mu.Unlock()
 	for _, l := range gone {
-		r.pool.Kill(l.worker)
+		if l.actorID == "" {
+			r.pool.Kill(l.worker)
+		}
 	}
 	if len(gone) > 0 {
 		r.log.Info("owner unreachable: reclaimed its leased workers", zap.String("owner", addr), zap.Int("workers", len(gone)))

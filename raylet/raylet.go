@@ -124,7 +124,7 @@ func New(cfg Config) (*Raylet, error) {
 	}
 	r.lis = lis
 	r.pool = workerpool.New(workerpool.Config{
-		RayletAddress: lis.Addr().String(), NodeID: cfg.NodeID, Token: cfg.Token,
+		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
 		LogDir: filepath.Join(r.cfg.DataDir, "logs"), Output: cfg.WorkerOutput,
 		IdleTimeout: cfg.IdleWorkerTimeout, OnExit: r.workerExited, Logger: r.log,
 	})

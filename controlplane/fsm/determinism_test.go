@@ -20,7 +20,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(8) {
+		switch rng.IntN(12) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -33,6 +33,15 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdKVDelete, &pb.KVDeleteRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(3)), Prefix: rng.IntN(2) == 0}
 		case 5:
 			typ, body = CmdUpsertHead, &pb.HeadInfo{Id: fmt.Sprint("h", rng.IntN(3)), GrpcAddress: fmt.Sprint(rng.IntN(2))}
+		case 8:
+			typ, body = CmdRegisterActor, &pb.ActorInfo{ActorId: fmt.Sprint("a", rng.IntN(6)), ClassName: "C", JobId: JobID(uint32(1 + rng.IntN(4))),
+				Name: []string{"", "x", "y"}[rng.IntN(3)], Namespace: fmt.Sprint(rng.IntN(2)), MaxRestarts: int32(rng.IntN(3)) - 1, Detached: rng.IntN(2) == 0}
+		case 9:
+			typ, body = CmdActorAlive, &pb.ActorAliveCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), NumRestarts: int32(rng.IntN(2)), NodeId: "n1", WorkerId: fmt.Sprint("w", rng.IntN(3))}
+		case 10:
+			typ, body = CmdActorFailed, &pb.ActorFailedCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), WorkerId: []string{"", "w0", "w1"}[rng.IntN(3)], Cause: "c", NoRestart: rng.IntN(4) == 0}
+		case 11:
+			typ, body = CmdActorPending, &pb.ActorPendingCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), Reason: fmt.Sprint(rng.IntN(2))}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}

@@ -9,11 +9,14 @@ import (
 // Sentinel errors of the control store. They travel to clients inside
 // command results and gRPC statuses (internal/rpcerr).
 var (
-	ErrKeyNotFound   = rpcerr.New(codes.NotFound, "KEY_NOT_FOUND", "key not found")
-	ErrNodeNotFound  = rpcerr.New(codes.NotFound, "NODE_NOT_FOUND", "node not found")
-	ErrNodeDead      = rpcerr.New(codes.FailedPrecondition, "NODE_DEAD", "node is marked dead")
-	ErrJobNotFound   = rpcerr.New(codes.NotFound, "JOB_NOT_FOUND", "job not found")
-	ErrHeadNotFound  = rpcerr.New(codes.NotFound, "HEAD_NOT_FOUND", "head not found")
-	ErrBadCommand    = rpcerr.New(codes.InvalidArgument, "BAD_COMMAND", "malformed command")
-	ErrClusterExists = rpcerr.New(codes.FailedPrecondition, "CLUSTER_EXISTS", "cluster identity already set")
+	ErrKeyNotFound    = rpcerr.New(codes.NotFound, "KEY_NOT_FOUND", "key not found")
+	ErrNodeNotFound   = rpcerr.New(codes.NotFound, "NODE_NOT_FOUND", "node not found")
+	ErrNodeDead       = rpcerr.New(codes.FailedPrecondition, "NODE_DEAD", "node is marked dead")
+	ErrJobNotFound    = rpcerr.New(codes.NotFound, "JOB_NOT_FOUND", "job not found")
+	ErrHeadNotFound   = rpcerr.New(codes.NotFound, "HEAD_NOT_FOUND", "head not found")
+	ErrBadCommand     = rpcerr.New(codes.InvalidArgument, "BAD_COMMAND", "malformed command")
+	ErrClusterExists  = rpcerr.New(codes.FailedPrecondition, "CLUSTER_EXISTS", "cluster identity already set")
+	ErrActorNotFound  = rpcerr.New(codes.NotFound, "ACTOR_NOT_FOUND", "actor not found")
+	ErrActorExists    = rpcerr.New(codes.AlreadyExists, "ACTOR_EXISTS", "actor ID already registered")
+	ErrActorNameTaken = rpcerr.New(codes.AlreadyExists, "ACTOR_NAME_TAKEN", "actor name already taken in this namespace")
 )

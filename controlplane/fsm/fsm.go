@@ -39,9 +39,13 @@ type FSM struct {
 	jobs    map[string]*pb.JobInfo
 	nextJob uint32
 	kv      map[string]map[string][]byte
-	dedup   dedupTable
-	events  eventRing
-	changed chan struct{} // closed and replaced after every Apply
+	actors  map[string]*pb.ActorInfo
+	// actorNames indexes live named actors (namespace NUL name → ID); it
+	// is derived from actors, so snapshots do not carry it.
+	actorNames map[string]string
+	dedup      dedupTable
+	events     eventRing
+	changed    chan struct{} // closed and replaced after every Apply
 }
 
 // New returns an empty store.
@@ -62,6 +66,8 @@ func (f *FSM) reset() {
 	f.jobs = map[string]*pb.JobInfo{}
 	f.nextJob = 1
 	f.kv = map[string]map[string][]byte{}
+	f.actors = map[string]*pb.ActorInfo{}
+	f.actorNames = map[string]string{}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -76,15 +82,19 @@ type applyCtx struct {
 type handler func(f *FSM, c *applyCtx, body []byte) *pb.CommandResult
 
 var handlers = [cmdCount]handler{
-	CmdInitCluster:  applyInitCluster,
-	CmdUpsertHead:   applyUpsertHead,
-	CmdRemoveHead:   applyRemoveHead,
-	CmdRegisterNode: applyRegisterNode,
-	CmdMarkNodeDead: applyMarkNodeDead,
-	CmdAddJob:       applyAddJob,
-	CmdFinishJob:    applyFinishJob,
-	CmdKVPut:        applyKVPut,
-	CmdKVDelete:     applyKVDelete,
+	CmdInitCluster:   applyInitCluster,
+	CmdUpsertHead:    applyUpsertHead,
+	CmdRemoveHead:    applyRemoveHead,
+	CmdRegisterNode:  applyRegisterNode,
+	CmdMarkNodeDead:  applyMarkNodeDead,
+	CmdAddJob:        applyAddJob,
+	CmdFinishJob:     applyFinishJob,
+	CmdKVPut:         applyKVPut,
+	CmdKVDelete:      applyKVDelete,
+	CmdRegisterActor: applyRegisterActor,
+	CmdActorAlive:    applyActorAlive,
+	CmdActorFailed:   applyActorFailed,
+	CmdActorPending:  applyActorPending,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

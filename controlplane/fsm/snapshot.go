@@ -31,6 +31,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		Jobs:    sortedValues(f.jobs, func(j *pb.JobInfo) string { return j.JobId }),
 		NextJob: f.nextJob,
 		Dedup:   f.dedup.entries(),
+		Actors:  sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
 	}
 	nss := make([]string, 0, len(f.kv))
 	for ns := range f.kv {
@@ -101,6 +102,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			f.kv[e.Namespace] = ns
 		}
 		ns[e.Key] = e.Value
+	}
+	for _, a := range s.Actors {
+		f.actors[a.ActorId] = a
+		if a.Name != "" && a.State != pb.ActorState_DEAD {
+			f.actorNames[nameKey(a.Namespace, a.Name)] = a.ActorId
+		}
 	}
 	for _, d := range s.Dedup {
 		f.dedup.put(d.RequestId, d.Result)

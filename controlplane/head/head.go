@@ -42,6 +42,7 @@ type Head struct {
 
 	applier  *applier
 	liveness *liveness
+	actors   *actorPlacer
 	peers    *peerBook
 	leader   *leaderLoop
 
@@ -102,6 +103,7 @@ func New(cfg Config) (*Head, error) {
 
 	h.applier = newApplier(h)
 	h.liveness = newLiveness(h)
+	h.actors = newActorPlacer(h)
 	h.leader = newLeaderLoop(h)
 
 	opts := append([]grpc.ServerOption{

@@ -39,6 +39,7 @@ func newLeaderLoop(h *Head) *leaderLoop { return &leaderLoop{h: h} }
 func (l *leaderLoop) routines() []leaderRoutine {
 	return []leaderRoutine{
 		{"node-liveness", l.h.liveness.run},
+		{"actor-placement", l.h.actors.run},
 	}
 }
 

@@ -87,6 +87,11 @@ func (h *Head) resetEvents(want func(pb.EventKind) bool) []*pb.Event {
 			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_JOB, Job: j})
 		}
 	}
+	if want(pb.EventKind_EVENT_ACTOR) {
+		for _, a := range h.fsm.Actors() {
+			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_ACTOR, Actor: a})
+		}
+	}
 	if want(pb.EventKind_EVENT_KV) {
 		for _, ns := range h.fsm.KVNamespaces() {
 			keys, _ := h.fsm.KVList(ns, "")

@@ -136,6 +136,7 @@ const (
 	EventKind_EVENT_JOB              EventKind = 2
 	EventKind_EVENT_KV               EventKind = 3
 	EventKind_EVENT_HEAD             EventKind = 4
+	EventKind_EVENT_ACTOR            EventKind = 5
 )
 
 // Enum value maps for EventKind.
@@ -146,6 +147,7 @@ var (
 		2: "EVENT_JOB",
 		3: "EVENT_KV",
 		4: "EVENT_HEAD",
+		5: "EVENT_ACTOR",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
@@ -153,6 +155,7 @@ var (
 		"EVENT_JOB":              2,
 		"EVENT_KV":               3,
 		"EVENT_HEAD":             4,
+		"EVENT_ACTOR":            5,
 	}
 )
 
@@ -181,6 +184,66 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{2}
+}
+
+type ActorState int32
+
+const (
+	ActorState_ACTOR_STATE_UNSPECIFIED ActorState = 0
+	// Reserved for creation arguments that are still being computed; the
+	// SDK resolves them before it registers the actor, so none waits here.
+	ActorState_DEPENDENCIES_UNREADY ActorState = 1
+	ActorState_PENDING_CREATION     ActorState = 2
+	ActorState_ALIVE                ActorState = 3
+	ActorState_RESTARTING           ActorState = 4
+	ActorState_DEAD                 ActorState = 5
+)
+
+// Enum value maps for ActorState.
+var (
+	ActorState_name = map[int32]string{
+		0: "ACTOR_STATE_UNSPECIFIED",
+		1: "DEPENDENCIES_UNREADY",
+		2: "PENDING_CREATION",
+		3: "ALIVE",
+		4: "RESTARTING",
+		5: "DEAD",
+	}
+	ActorState_value = map[string]int32{
+		"ACTOR_STATE_UNSPECIFIED": 0,
+		"DEPENDENCIES_UNREADY":    1,
+		"PENDING_CREATION":        2,
+		"ALIVE":                   3,
+		"RESTARTING":              4,
+		"DEAD":                    5,
+	}
+)
+
+func (x ActorState) Enum() *ActorState {
+	p := new(ActorState)
+	*p = x
+	return p
+}
+
+func (x ActorState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ActorState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[3].Descriptor()
+}
+
+func (ActorState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[3]
+}
+
+func (x ActorState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ActorState.Descriptor instead.
+func (ActorState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{3}
 }
 
 // Header is on every reply: the Raft index the answer reflects (read your
@@ -1914,12 +1977,13 @@ type Event struct {
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Kind  EventKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=manta.controlplane.v1.EventKind" json:"kind,omitempty"`
 	// For KV: the key was deleted.
-	Deleted       bool      `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
-	Node          *NodeInfo `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Job           *JobInfo  `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
-	KvNamespace   string    `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
-	KvKey         string    `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
-	Head          *HeadInfo `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
+	Deleted       bool       `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Node          *NodeInfo  `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Job           *JobInfo   `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
+	KvNamespace   string     `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
+	KvKey         string     `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
+	Head          *HeadInfo  `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
+	Actor         *ActorInfo `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2006,6 +2070,13 @@ func (x *Event) GetKvKey() string {
 func (x *Event) GetHead() *HeadInfo {
 	if x != nil {
 		return x.Head
+	}
+	return nil
+}
+
+func (x *Event) GetActor() *ActorInfo {
+	if x != nil {
+		return x.Actor
 	}
 	return nil
 }
@@ -2127,6 +2198,764 @@ func (x *WatchResponse) GetEvents() []*Event {
 	return nil
 }
 
+// ActorInfo is one actor: its spec (set at creation) and its state (set
+// by the leader's actor-placement routine).
+type ActorInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ActorId   string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	JobId     string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	ClassName string                 `protobuf:"bytes,3,opt,name=class_name,json=className,proto3" json:"class_name,omitempty"`
+	Name      string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Detached  bool                   `protobuf:"varint,6,opt,name=detached,proto3" json:"detached,omitempty"`
+	// -1 restarts forever.
+	MaxRestarts    int32              `protobuf:"varint,7,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
+	MaxTaskRetries int32              `protobuf:"varint,8,opt,name=max_task_retries,json=maxTaskRetries,proto3" json:"max_task_retries,omitempty"`
+	MaxConcurrency int32              `protobuf:"varint,9,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	Resources      map[string]float64 `protobuf:"bytes,10,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// The constructor's arguments, encoded by the SDK (rayletpb.TaskArg list).
+	InitArgs     []byte     `protobuf:"bytes,11,opt,name=init_args,json=initArgs,proto3" json:"init_args,omitempty"`
+	BinarySha256 string     `protobuf:"bytes,12,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
+	OwnerAddress string     `protobuf:"bytes,13,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	State        ActorState `protobuf:"varint,14,opt,name=state,proto3,enum=manta.controlplane.v1.ActorState" json:"state,omitempty"`
+	// The node and worker of the current (or last) incarnation.
+	NodeId          string `protobuf:"bytes,15,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	WorkerId        string `protobuf:"bytes,16,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerAddress   string `protobuf:"bytes,17,opt,name=worker_address,json=workerAddress,proto3" json:"worker_address,omitempty"`
+	NumRestarts     int32  `protobuf:"varint,18,opt,name=num_restarts,json=numRestarts,proto3" json:"num_restarts,omitempty"`
+	DeathCause      string `protobuf:"bytes,19,opt,name=death_cause,json=deathCause,proto3" json:"death_cause,omitempty"`
+	CreatedUnixNano int64  `protobuf:"varint,20,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// Why the actor is not placed yet (e.g. no node has its resources).
+	PendingReason string `protobuf:"bytes,21,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorInfo) Reset() {
+	*x = ActorInfo{}
+	mi := &file_controlpb_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorInfo) ProtoMessage() {}
+
+func (x *ActorInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorInfo.ProtoReflect.Descriptor instead.
+func (*ActorInfo) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ActorInfo) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetClassName() string {
+	if x != nil {
+		return x.ClassName
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
+func (x *ActorInfo) GetMaxRestarts() int32 {
+	if x != nil {
+		return x.MaxRestarts
+	}
+	return 0
+}
+
+func (x *ActorInfo) GetMaxTaskRetries() int32 {
+	if x != nil {
+		return x.MaxTaskRetries
+	}
+	return 0
+}
+
+func (x *ActorInfo) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *ActorInfo) GetResources() map[string]float64 {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *ActorInfo) GetInitArgs() []byte {
+	if x != nil {
+		return x.InitArgs
+	}
+	return nil
+}
+
+func (x *ActorInfo) GetBinarySha256() string {
+	if x != nil {
+		return x.BinarySha256
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetState() ActorState {
+	if x != nil {
+		return x.State
+	}
+	return ActorState_ACTOR_STATE_UNSPECIFIED
+}
+
+func (x *ActorInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetWorkerAddress() string {
+	if x != nil {
+		return x.WorkerAddress
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetNumRestarts() int32 {
+	if x != nil {
+		return x.NumRestarts
+	}
+	return 0
+}
+
+func (x *ActorInfo) GetDeathCause() string {
+	if x != nil {
+		return x.DeathCause
+	}
+	return ""
+}
+
+func (x *ActorInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *ActorInfo) GetPendingReason() string {
+	if x != nil {
+		return x.PendingReason
+	}
+	return ""
+}
+
+type CreateActorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         *ActorInfo             `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateActorRequest) Reset() {
+	*x = CreateActorRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateActorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateActorRequest) ProtoMessage() {}
+
+func (x *CreateActorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateActorRequest.ProtoReflect.Descriptor instead.
+func (*CreateActorRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CreateActorRequest) GetActor() *ActorInfo {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+func (x *CreateActorRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type CreateActorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	ActorId       string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateActorResponse) Reset() {
+	*x = CreateActorResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateActorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateActorResponse) ProtoMessage() {}
+
+func (x *CreateActorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateActorResponse.ProtoReflect.Descriptor instead.
+func (*CreateActorResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CreateActorResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CreateActorResponse) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+// GetActorRequest finds an actor by ID, or by name in a namespace.
+type GetActorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorId       string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Stale         bool                   `protobuf:"varint,4,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetActorRequest) Reset() {
+	*x = GetActorRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetActorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetActorRequest) ProtoMessage() {}
+
+func (x *GetActorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetActorRequest.ProtoReflect.Descriptor instead.
+func (*GetActorRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetActorRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *GetActorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetActorRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetActorRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type GetActorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Actor         *ActorInfo             `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetActorResponse) Reset() {
+	*x = GetActorResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetActorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetActorResponse) ProtoMessage() {}
+
+func (x *GetActorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetActorResponse.ProtoReflect.Descriptor instead.
+func (*GetActorResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetActorResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetActorResponse) GetActor() *ActorInfo {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+type ListActorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListActorsRequest) Reset() {
+	*x = ListActorsRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListActorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListActorsRequest) ProtoMessage() {}
+
+func (x *ListActorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListActorsRequest.ProtoReflect.Descriptor instead.
+func (*ListActorsRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListActorsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *ListActorsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListActorsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Actors        []*ActorInfo           `protobuf:"bytes,2,rep,name=actors,proto3" json:"actors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListActorsResponse) Reset() {
+	*x = ListActorsResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListActorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListActorsResponse) ProtoMessage() {}
+
+func (x *ListActorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListActorsResponse.ProtoReflect.Descriptor instead.
+func (*ListActorsResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListActorsResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListActorsResponse) GetActors() []*ActorInfo {
+	if x != nil {
+		return x.Actors
+	}
+	return nil
+}
+
+type KillActorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorId       string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	NoRestart     bool                   `protobuf:"varint,2,opt,name=no_restart,json=noRestart,proto3" json:"no_restart,omitempty"`
+	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillActorRequest) Reset() {
+	*x = KillActorRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillActorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillActorRequest) ProtoMessage() {}
+
+func (x *KillActorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillActorRequest.ProtoReflect.Descriptor instead.
+func (*KillActorRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *KillActorRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *KillActorRequest) GetNoRestart() bool {
+	if x != nil {
+		return x.NoRestart
+	}
+	return false
+}
+
+func (x *KillActorRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type KillActorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillActorResponse) Reset() {
+	*x = KillActorResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillActorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillActorResponse) ProtoMessage() {}
+
+func (x *KillActorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillActorResponse.ProtoReflect.Descriptor instead.
+func (*KillActorResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *KillActorResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+// ReportActorFailureRequest is a raylet's report that an actor's worker
+// process died.
+type ReportActorFailureRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ActorId  string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	WorkerId string                 `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Cause    string                 `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
+	// The actor's owner died: a non-detached actor dies with it (no restart).
+	OwnerDied     bool `protobuf:"varint,4,opt,name=owner_died,json=ownerDied,proto3" json:"owner_died,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportActorFailureRequest) Reset() {
+	*x = ReportActorFailureRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportActorFailureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportActorFailureRequest) ProtoMessage() {}
+
+func (x *ReportActorFailureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportActorFailureRequest.ProtoReflect.Descriptor instead.
+func (*ReportActorFailureRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ReportActorFailureRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ReportActorFailureRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ReportActorFailureRequest) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *ReportActorFailureRequest) GetOwnerDied() bool {
+	if x != nil {
+		return x.OwnerDied
+	}
+	return false
+}
+
+type ReportActorFailureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportActorFailureResponse) Reset() {
+	*x = ReportActorFailureResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportActorFailureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportActorFailureResponse) ProtoMessage() {}
+
+func (x *ReportActorFailureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportActorFailureResponse.ProtoReflect.Descriptor instead.
+func (*ReportActorFailureResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ReportActorFailureResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 type RaftPeer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2138,7 +2967,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_controlpb_control_proto_msgTypes[32]
+	mi := &file_controlpb_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2979,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[32]
+	mi := &file_controlpb_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2992,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{32}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -2195,7 +3024,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[33]
+	mi := &file_controlpb_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +3036,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[33]
+	mi := &file_controlpb_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +3049,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{33}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{44}
 }
 
 type StatusResponse struct {
@@ -2247,7 +3076,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[34]
+	mi := &file_controlpb_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +3088,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[34]
+	mi := &file_controlpb_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +3101,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{34}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StatusResponse) GetHeadId() string {
@@ -2388,7 +3217,7 @@ type RaftListPeersRequest struct {
 
 func (x *RaftListPeersRequest) Reset() {
 	*x = RaftListPeersRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[35]
+	mi := &file_controlpb_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +3229,7 @@ func (x *RaftListPeersRequest) String() string {
 func (*RaftListPeersRequest) ProtoMessage() {}
 
 func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[35]
+	mi := &file_controlpb_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +3242,7 @@ func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersRequest.ProtoReflect.Descriptor instead.
 func (*RaftListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{35}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{46}
 }
 
 type RaftListPeersResponse struct {
@@ -2426,7 +3255,7 @@ type RaftListPeersResponse struct {
 
 func (x *RaftListPeersResponse) Reset() {
 	*x = RaftListPeersResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[36]
+	mi := &file_controlpb_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +3267,7 @@ func (x *RaftListPeersResponse) String() string {
 func (*RaftListPeersResponse) ProtoMessage() {}
 
 func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[36]
+	mi := &file_controlpb_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +3280,7 @@ func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersResponse.ProtoReflect.Descriptor instead.
 func (*RaftListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{36}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RaftListPeersResponse) GetHeader() *Header {
@@ -2480,7 +3309,7 @@ type RaftAddPeerRequest struct {
 
 func (x *RaftAddPeerRequest) Reset() {
 	*x = RaftAddPeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[37]
+	mi := &file_controlpb_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +3321,7 @@ func (x *RaftAddPeerRequest) String() string {
 func (*RaftAddPeerRequest) ProtoMessage() {}
 
 func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[37]
+	mi := &file_controlpb_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +3334,7 @@ func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{37}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RaftAddPeerRequest) GetId() string {
@@ -2545,7 +3374,7 @@ type RaftAddPeerResponse struct {
 
 func (x *RaftAddPeerResponse) Reset() {
 	*x = RaftAddPeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[38]
+	mi := &file_controlpb_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +3386,7 @@ func (x *RaftAddPeerResponse) String() string {
 func (*RaftAddPeerResponse) ProtoMessage() {}
 
 func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[38]
+	mi := &file_controlpb_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +3399,7 @@ func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{38}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RaftAddPeerResponse) GetHeader() *Header {
@@ -2589,7 +3418,7 @@ type RaftRemovePeerRequest struct {
 
 func (x *RaftRemovePeerRequest) Reset() {
 	*x = RaftRemovePeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[39]
+	mi := &file_controlpb_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +3430,7 @@ func (x *RaftRemovePeerRequest) String() string {
 func (*RaftRemovePeerRequest) ProtoMessage() {}
 
 func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[39]
+	mi := &file_controlpb_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +3443,7 @@ func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{39}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RaftRemovePeerRequest) GetId() string {
@@ -2633,7 +3462,7 @@ type RaftRemovePeerResponse struct {
 
 func (x *RaftRemovePeerResponse) Reset() {
 	*x = RaftRemovePeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[40]
+	mi := &file_controlpb_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +3474,7 @@ func (x *RaftRemovePeerResponse) String() string {
 func (*RaftRemovePeerResponse) ProtoMessage() {}
 
 func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[40]
+	mi := &file_controlpb_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +3487,7 @@ func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{40}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RaftRemovePeerResponse) GetHeader() *Header {
@@ -2678,7 +3507,7 @@ type RaftTransferLeaderRequest struct {
 
 func (x *RaftTransferLeaderRequest) Reset() {
 	*x = RaftTransferLeaderRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[41]
+	mi := &file_controlpb_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +3519,7 @@ func (x *RaftTransferLeaderRequest) String() string {
 func (*RaftTransferLeaderRequest) ProtoMessage() {}
 
 func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[41]
+	mi := &file_controlpb_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +3532,7 @@ func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{41}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RaftTransferLeaderRequest) GetId() string {
@@ -2722,7 +3551,7 @@ type RaftTransferLeaderResponse struct {
 
 func (x *RaftTransferLeaderResponse) Reset() {
 	*x = RaftTransferLeaderResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[42]
+	mi := &file_controlpb_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +3563,7 @@ func (x *RaftTransferLeaderResponse) String() string {
 func (*RaftTransferLeaderResponse) ProtoMessage() {}
 
 func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[42]
+	mi := &file_controlpb_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +3576,7 @@ func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{42}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RaftTransferLeaderResponse) GetHeader() *Header {
@@ -2766,7 +3595,7 @@ type RegisterHeadRequest struct {
 
 func (x *RegisterHeadRequest) Reset() {
 	*x = RegisterHeadRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[43]
+	mi := &file_controlpb_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3607,7 @@ func (x *RegisterHeadRequest) String() string {
 func (*RegisterHeadRequest) ProtoMessage() {}
 
 func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[43]
+	mi := &file_controlpb_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3620,7 @@ func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadRequest.ProtoReflect.Descriptor instead.
 func (*RegisterHeadRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{43}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RegisterHeadRequest) GetHead() *HeadInfo {
@@ -2810,7 +3639,7 @@ type RegisterHeadResponse struct {
 
 func (x *RegisterHeadResponse) Reset() {
 	*x = RegisterHeadResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[44]
+	mi := &file_controlpb_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2822,7 +3651,7 @@ func (x *RegisterHeadResponse) String() string {
 func (*RegisterHeadResponse) ProtoMessage() {}
 
 func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[44]
+	mi := &file_controlpb_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2835,7 +3664,7 @@ func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadResponse.ProtoReflect.Descriptor instead.
 func (*RegisterHeadResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{44}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RegisterHeadResponse) GetHeader() *Header {
@@ -2853,7 +3682,7 @@ type StateHashRequest struct {
 
 func (x *StateHashRequest) Reset() {
 	*x = StateHashRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[45]
+	mi := &file_controlpb_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2865,7 +3694,7 @@ func (x *StateHashRequest) String() string {
 func (*StateHashRequest) ProtoMessage() {}
 
 func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[45]
+	mi := &file_controlpb_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2878,7 +3707,7 @@ func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashRequest.ProtoReflect.Descriptor instead.
 func (*StateHashRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{45}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{56}
 }
 
 type StateHashResponse struct {
@@ -2892,7 +3721,7 @@ type StateHashResponse struct {
 
 func (x *StateHashResponse) Reset() {
 	*x = StateHashResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[46]
+	mi := &file_controlpb_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3733,7 @@ func (x *StateHashResponse) String() string {
 func (*StateHashResponse) ProtoMessage() {}
 
 func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[46]
+	mi := &file_controlpb_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3746,7 @@ func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashResponse.ProtoReflect.Descriptor instead.
 func (*StateHashResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{46}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StateHashResponse) GetHeadId() string {
@@ -3085,7 +3914,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05stale\x18\x03 \x01(\bR\x05stale\"[\n" +
 	"\x0eKVListResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xc3\x02\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xfb\x02\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .manta.controlplane.v1.EventKindR\x04kind\x12\x18\n" +
@@ -3094,7 +3923,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x03job\x18\x05 \x01(\v2\x1e.manta.controlplane.v1.JobInfoR\x03job\x12!\n" +
 	"\fkv_namespace\x18\x06 \x01(\tR\vkvNamespace\x12\x15\n" +
 	"\x06kv_key\x18\a \x01(\tR\x05kvKey\x123\n" +
-	"\x04head\x18\b \x01(\v2\x1f.manta.controlplane.v1.HeadInfoR\x04head\"e\n" +
+	"\x04head\x18\b \x01(\v2\x1f.manta.controlplane.v1.HeadInfoR\x04head\x126\n" +
+	"\x05actor\x18\t \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\"e\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x126\n" +
@@ -3102,7 +3932,72 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x14\n" +
 	"\x05reset\x18\x01 \x01(\bR\x05reset\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x124\n" +
-	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"P\n" +
+	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xc1\x06\n" +
+	"\tActorInfo\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1d\n" +
+	"\n" +
+	"class_name\x18\x03 \x01(\tR\tclassName\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bdetached\x18\x06 \x01(\bR\bdetached\x12!\n" +
+	"\fmax_restarts\x18\a \x01(\x05R\vmaxRestarts\x12(\n" +
+	"\x10max_task_retries\x18\b \x01(\x05R\x0emaxTaskRetries\x12'\n" +
+	"\x0fmax_concurrency\x18\t \x01(\x05R\x0emaxConcurrency\x12M\n" +
+	"\tresources\x18\n" +
+	" \x03(\v2/.manta.controlplane.v1.ActorInfo.ResourcesEntryR\tresources\x12\x1b\n" +
+	"\tinit_args\x18\v \x01(\fR\binitArgs\x12#\n" +
+	"\rbinary_sha256\x18\f \x01(\tR\fbinarySha256\x12#\n" +
+	"\rowner_address\x18\r \x01(\tR\fownerAddress\x127\n" +
+	"\x05state\x18\x0e \x01(\x0e2!.manta.controlplane.v1.ActorStateR\x05state\x12\x17\n" +
+	"\anode_id\x18\x0f \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tworker_id\x18\x10 \x01(\tR\bworkerId\x12%\n" +
+	"\x0eworker_address\x18\x11 \x01(\tR\rworkerAddress\x12!\n" +
+	"\fnum_restarts\x18\x12 \x01(\x05R\vnumRestarts\x12\x1f\n" +
+	"\vdeath_cause\x18\x13 \x01(\tR\n" +
+	"deathCause\x12*\n" +
+	"\x11created_unix_nano\x18\x14 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
+	"\x0epending_reason\x18\x15 \x01(\tR\rpendingReason\x1a<\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"k\n" +
+	"\x12CreateActorRequest\x126\n" +
+	"\x05actor\x18\x01 \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"g\n" +
+	"\x13CreateActorResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x19\n" +
+	"\bactor_id\x18\x02 \x01(\tR\aactorId\"t\n" +
+	"\x0fGetActorRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"\x81\x01\n" +
+	"\x10GetActorResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x126\n" +
+	"\x05actor\x18\x02 \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\"@\n" +
+	"\x11ListActorsRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"\x85\x01\n" +
+	"\x12ListActorsResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x128\n" +
+	"\x06actors\x18\x02 \x03(\v2 .manta.controlplane.v1.ActorInfoR\x06actors\"k\n" +
+	"\x10KillActorRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1d\n" +
+	"\n" +
+	"no_restart\x18\x02 \x01(\bR\tnoRestart\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"J\n" +
+	"\x11KillActorResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\x88\x01\n" +
+	"\x19ReportActorFailureRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x14\n" +
+	"\x05cause\x18\x03 \x01(\tR\x05cause\x12\x1d\n" +
+	"\n" +
+	"owner_died\x18\x04 \x01(\bR\townerDied\"S\n" +
+	"\x1aReportActorFailureResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"P\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -3167,7 +4062,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rJOB_SUCCEEDED\x10\x02\x12\x0e\n" +
 	"\n" +
 	"JOB_FAILED\x10\x03\x12\x0f\n" +
-	"\vJOB_STOPPED\x10\x04*d\n" +
+	"\vJOB_STOPPED\x10\x04*u\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -3175,7 +4070,17 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\tEVENT_JOB\x10\x02\x12\f\n" +
 	"\bEVENT_KV\x10\x03\x12\x0e\n" +
 	"\n" +
-	"EVENT_HEAD\x10\x042\xdf\r\n" +
+	"EVENT_HEAD\x10\x04\x12\x0f\n" +
+	"\vEVENT_ACTOR\x10\x05*~\n" +
+	"\n" +
+	"ActorState\x12\x1b\n" +
+	"\x17ACTOR_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14DEPENDENCIES_UNREADY\x10\x01\x12\x14\n" +
+	"\x10PENDING_CREATION\x10\x02\x12\t\n" +
+	"\x05ALIVE\x10\x03\x12\x0e\n" +
+	"\n" +
+	"RESTARTING\x10\x04\x12\b\n" +
+	"\x04DEAD\x10\x052\xe0\x11\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -3190,7 +4095,13 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05KVGet\x12#.manta.controlplane.v1.KVGetRequest\x1a$.manta.controlplane.v1.KVGetResponse\x12[\n" +
 	"\bKVDelete\x12&.manta.controlplane.v1.KVDeleteRequest\x1a'.manta.controlplane.v1.KVDeleteResponse\x12U\n" +
 	"\x06KVList\x12$.manta.controlplane.v1.KVListRequest\x1a%.manta.controlplane.v1.KVListResponse\x12T\n" +
-	"\x05Watch\x12#.manta.controlplane.v1.WatchRequest\x1a$.manta.controlplane.v1.WatchResponse0\x01\x12j\n" +
+	"\x05Watch\x12#.manta.controlplane.v1.WatchRequest\x1a$.manta.controlplane.v1.WatchResponse0\x01\x12d\n" +
+	"\vCreateActor\x12).manta.controlplane.v1.CreateActorRequest\x1a*.manta.controlplane.v1.CreateActorResponse\x12[\n" +
+	"\bGetActor\x12&.manta.controlplane.v1.GetActorRequest\x1a'.manta.controlplane.v1.GetActorResponse\x12a\n" +
+	"\n" +
+	"ListActors\x12(.manta.controlplane.v1.ListActorsRequest\x1a).manta.controlplane.v1.ListActorsResponse\x12^\n" +
+	"\tKillActor\x12'.manta.controlplane.v1.KillActorRequest\x1a(.manta.controlplane.v1.KillActorResponse\x12y\n" +
+	"\x12ReportActorFailure\x120.manta.controlplane.v1.ReportActorFailureRequest\x1a1.manta.controlplane.v1.ReportActorFailureResponse\x12j\n" +
 	"\rRaftListPeers\x12+.manta.controlplane.v1.RaftListPeersRequest\x1a,.manta.controlplane.v1.RaftListPeersResponse\x12d\n" +
 	"\vRaftAddPeer\x12).manta.controlplane.v1.RaftAddPeerRequest\x1a*.manta.controlplane.v1.RaftAddPeerResponse\x12m\n" +
 	"\x0eRaftRemovePeer\x12,.manta.controlplane.v1.RaftRemovePeerRequest\x1a-.manta.controlplane.v1.RaftRemovePeerResponse\x12y\n" +
@@ -3211,149 +4122,183 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                     // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                      // 1: manta.controlplane.v1.JobState
 	(EventKind)(0),                     // 2: manta.controlplane.v1.EventKind
-	(*Header)(nil),                     // 3: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),           // 4: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),          // 5: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                   // 6: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                // 7: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                   // 8: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),        // 9: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 10: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),           // 11: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 12: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),      // 13: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),     // 14: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),           // 15: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 16: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                    // 17: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),              // 18: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),             // 19: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),           // 20: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),          // 21: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),            // 22: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),           // 23: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),               // 24: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),              // 25: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),               // 26: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),              // 27: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),            // 28: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),           // 29: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),              // 30: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),             // 31: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                      // 32: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),               // 33: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),              // 34: manta.controlplane.v1.WatchResponse
-	(*RaftPeer)(nil),                   // 35: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),              // 36: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),             // 37: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),       // 38: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),      // 39: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),         // 40: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),        // 41: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),      // 42: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),     // 43: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),  // 44: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil), // 45: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),        // 46: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),       // 47: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),           // 48: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),          // 49: manta.controlplane.v1.StateHashResponse
-	nil,                                // 50: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                // 51: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                // 52: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                // 53: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                // 54: manta.controlplane.v1.JobInfo.MetadataEntry
+	(ActorState)(0),                    // 3: manta.controlplane.v1.ActorState
+	(*Header)(nil),                     // 4: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),           // 5: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),          // 6: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                   // 7: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                // 8: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                   // 9: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),        // 10: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 11: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),           // 12: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 13: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),      // 14: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),     // 15: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),           // 16: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 17: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                    // 18: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),              // 19: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),             // 20: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),           // 21: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),          // 22: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),            // 23: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),           // 24: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),               // 25: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),              // 26: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),               // 27: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),              // 28: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),            // 29: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),           // 30: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),              // 31: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),             // 32: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                      // 33: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),               // 34: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),              // 35: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                  // 36: manta.controlplane.v1.ActorInfo
+	(*CreateActorRequest)(nil),         // 37: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),        // 38: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),            // 39: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),           // 40: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),          // 41: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),         // 42: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),           // 43: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),          // 44: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),  // 45: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil), // 46: manta.controlplane.v1.ReportActorFailureResponse
+	(*RaftPeer)(nil),                   // 47: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),              // 48: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),             // 49: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),       // 50: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),      // 51: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),         // 52: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),        // 53: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),      // 54: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),     // 55: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),  // 56: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil), // 57: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),        // 58: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),       // 59: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),           // 60: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),          // 61: manta.controlplane.v1.StateHashResponse
+	nil,                                // 62: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                // 63: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                // 64: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                // 65: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                // 66: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                // 67: manta.controlplane.v1.ActorInfo.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	50, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	51, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	62, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	63, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,  // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	52, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	8,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	3,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	53, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	3,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	8,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	64, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	9,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	4,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	65, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	4,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	9,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,  // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	54, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	17, // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	3,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	66, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	18, // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	4,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,  // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	3,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	17, // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	3,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	18, // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	4,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
 	2,  // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	8,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	17, // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	6,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	2,  // 27: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	32, // 28: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	35, // 29: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	6,  // 30: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	3,  // 31: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	35, // 32: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	3,  // 33: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 34: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 35: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	6,  // 36: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	3,  // 37: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 38: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	36, // 39: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	9,  // 40: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	11, // 41: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	13, // 42: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	15, // 43: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	18, // 44: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	20, // 45: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	22, // 46: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	24, // 47: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	26, // 48: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	28, // 49: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	30, // 50: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	33, // 51: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	38, // 52: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	40, // 53: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	42, // 54: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	44, // 55: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	46, // 56: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	48, // 57: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	5,  // 58: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	37, // 59: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	10, // 60: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	12, // 61: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	14, // 62: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	16, // 63: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	19, // 64: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	21, // 65: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	23, // 66: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	25, // 67: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	27, // 68: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	29, // 69: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	31, // 70: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	34, // 71: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	39, // 72: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	41, // 73: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	43, // 74: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	45, // 75: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	47, // 76: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	49, // 77: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	58, // [58:78] is the sub-list for method output_type
-	38, // [38:58] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	9,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	18, // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	7,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	36, // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	2,  // 28: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
+	33, // 29: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	67, // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	3,  // 31: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
+	36, // 32: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	4,  // 33: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 34: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	36, // 35: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	4,  // 36: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	36, // 37: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	4,  // 38: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 39: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	47, // 40: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	7,  // 41: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	4,  // 42: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	47, // 43: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	4,  // 44: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 45: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 46: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	7,  // 47: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	4,  // 48: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 49: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	48, // 50: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	10, // 51: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	12, // 52: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	14, // 53: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	16, // 54: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	19, // 55: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	21, // 56: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	23, // 57: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	25, // 58: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	27, // 59: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	29, // 60: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	31, // 61: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	34, // 62: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	37, // 63: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	39, // 64: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	41, // 65: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	43, // 66: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	45, // 67: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	50, // 68: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	52, // 69: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	54, // 70: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	56, // 71: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	58, // 72: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	60, // 73: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	6,  // 74: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	49, // 75: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	11, // 76: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	13, // 77: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	15, // 78: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	17, // 79: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	20, // 80: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	22, // 81: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	24, // 82: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	26, // 83: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	28, // 84: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	30, // 85: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	32, // 86: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	35, // 87: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	38, // 88: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	40, // 89: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	42, // 90: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	44, // 91: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	46, // 92: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	51, // 93: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	53, // 94: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	55, // 95: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	57, // 96: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	59, // 97: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	61, // 98: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	74, // [74:99] is the sub-list for method output_type
+	49, // [49:74] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -3366,8 +4311,8 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   52,
+			NumEnums:      4,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

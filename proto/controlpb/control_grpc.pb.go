@@ -36,6 +36,11 @@ const (
 	ControlPlane_KVDelete_FullMethodName           = "/manta.controlplane.v1.ControlPlane/KVDelete"
 	ControlPlane_KVList_FullMethodName             = "/manta.controlplane.v1.ControlPlane/KVList"
 	ControlPlane_Watch_FullMethodName              = "/manta.controlplane.v1.ControlPlane/Watch"
+	ControlPlane_CreateActor_FullMethodName        = "/manta.controlplane.v1.ControlPlane/CreateActor"
+	ControlPlane_GetActor_FullMethodName           = "/manta.controlplane.v1.ControlPlane/GetActor"
+	ControlPlane_ListActors_FullMethodName         = "/manta.controlplane.v1.ControlPlane/ListActors"
+	ControlPlane_KillActor_FullMethodName          = "/manta.controlplane.v1.ControlPlane/KillActor"
+	ControlPlane_ReportActorFailure_FullMethodName = "/manta.controlplane.v1.ControlPlane/ReportActorFailure"
 	ControlPlane_RaftListPeers_FullMethodName      = "/manta.controlplane.v1.ControlPlane/RaftListPeers"
 	ControlPlane_RaftAddPeer_FullMethodName        = "/manta.controlplane.v1.ControlPlane/RaftAddPeer"
 	ControlPlane_RaftRemovePeer_FullMethodName     = "/manta.controlplane.v1.ControlPlane/RaftRemovePeer"
@@ -60,6 +65,11 @@ type ControlPlaneClient interface {
 	KVDelete(ctx context.Context, in *KVDeleteRequest, opts ...grpc.CallOption) (*KVDeleteResponse, error)
 	KVList(ctx context.Context, in *KVListRequest, opts ...grpc.CallOption) (*KVListResponse, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	CreateActor(ctx context.Context, in *CreateActorRequest, opts ...grpc.CallOption) (*CreateActorResponse, error)
+	GetActor(ctx context.Context, in *GetActorRequest, opts ...grpc.CallOption) (*GetActorResponse, error)
+	ListActors(ctx context.Context, in *ListActorsRequest, opts ...grpc.CallOption) (*ListActorsResponse, error)
+	KillActor(ctx context.Context, in *KillActorRequest, opts ...grpc.CallOption) (*KillActorResponse, error)
+	ReportActorFailure(ctx context.Context, in *ReportActorFailureRequest, opts ...grpc.CallOption) (*ReportActorFailureResponse, error)
 	RaftListPeers(ctx context.Context, in *RaftListPeersRequest, opts ...grpc.CallOption) (*RaftListPeersResponse, error)
 	RaftAddPeer(ctx context.Context, in *RaftAddPeerRequest, opts ...grpc.CallOption) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(ctx context.Context, in *RaftRemovePeerRequest, opts ...grpc.CallOption) (*RaftRemovePeerResponse, error)
@@ -223,6 +233,56 @@ func (c *controlPlaneClient) Watch(ctx context.Context, in *WatchRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlPlane_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *controlPlaneClient) CreateActor(ctx context.Context, in *CreateActorRequest, opts ...grpc.CallOption) (*CreateActorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateActorResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_CreateActor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetActor(ctx context.Context, in *GetActorRequest, opts ...grpc.CallOption) (*GetActorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetActorResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_GetActor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ListActors(ctx context.Context, in *ListActorsRequest, opts ...grpc.CallOption) (*ListActorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListActorsResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ListActors_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) KillActor(ctx context.Context, in *KillActorRequest, opts ...grpc.CallOption) (*KillActorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KillActorResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_KillActor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ReportActorFailure(ctx context.Context, in *ReportActorFailureRequest, opts ...grpc.CallOption) (*ReportActorFailureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportActorFailureResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ReportActorFailure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlPlaneClient) RaftListPeers(ctx context.Context, in *RaftListPeersRequest, opts ...grpc.CallOption) (*RaftListPeersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RaftListPeersResponse)
@@ -281,6 +341,11 @@ type ControlPlaneServer interface {
 	KVDelete(context.Context, *KVDeleteRequest) (*KVDeleteResponse, error)
 	KVList(context.Context, *KVListRequest) (*KVListResponse, error)
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	CreateActor(context.Context, *CreateActorRequest) (*CreateActorResponse, error)
+	GetActor(context.Context, *GetActorRequest) (*GetActorResponse, error)
+	ListActors(context.Context, *ListActorsRequest) (*ListActorsResponse, error)
+	KillActor(context.Context, *KillActorRequest) (*KillActorResponse, error)
+	ReportActorFailure(context.Context, *ReportActorFailureRequest) (*ReportActorFailureResponse, error)
 	RaftListPeers(context.Context, *RaftListPeersRequest) (*RaftListPeersResponse, error)
 	RaftAddPeer(context.Context, *RaftAddPeerRequest) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(context.Context, *RaftRemovePeerRequest) (*RaftRemovePeerResponse, error)
@@ -336,6 +401,21 @@ func (UnimplementedControlPlaneServer) KVList(context.Context, *KVListRequest) (
 }
 func (UnimplementedControlPlaneServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedControlPlaneServer) CreateActor(context.Context, *CreateActorRequest) (*CreateActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateActor not implemented")
+}
+func (UnimplementedControlPlaneServer) GetActor(context.Context, *GetActorRequest) (*GetActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetActor not implemented")
+}
+func (UnimplementedControlPlaneServer) ListActors(context.Context, *ListActorsRequest) (*ListActorsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListActors not implemented")
+}
+func (UnimplementedControlPlaneServer) KillActor(context.Context, *KillActorRequest) (*KillActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KillActor not implemented")
+}
+func (UnimplementedControlPlaneServer) ReportActorFailure(context.Context, *ReportActorFailureRequest) (*ReportActorFailureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportActorFailure not implemented")
 }
 func (UnimplementedControlPlaneServer) RaftListPeers(context.Context, *RaftListPeersRequest) (*RaftListPeersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftListPeers not implemented")
@@ -615,6 +695,96 @@ func _ControlPlane_Watch_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlPlane_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _ControlPlane_CreateActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateActorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).CreateActor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_CreateActor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).CreateActor(ctx, req.(*CreateActorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetActorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetActor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_GetActor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetActor(ctx, req.(*GetActorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ListActors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListActorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ListActors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ListActors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ListActors(ctx, req.(*ListActorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_KillActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillActorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).KillActor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_KillActor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).KillActor(ctx, req.(*KillActorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ReportActorFailure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportActorFailureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ReportActorFailure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ReportActorFailure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ReportActorFailure(ctx, req.(*ReportActorFailureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlPlane_RaftListPeers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RaftListPeersRequest)
 	if err := dec(in); err != nil {
@@ -745,6 +915,26 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "KVList",
 			Handler:    _ControlPlane_KVList_Handler,
+		},
+		{
+			MethodName: "CreateActor",
+			Handler:    _ControlPlane_CreateActor_Handler,
+		},
+		{
+			MethodName: "GetActor",
+			Handler:    _ControlPlane_GetActor_Handler,
+		},
+		{
+			MethodName: "ListActors",
+			Handler:    _ControlPlane_ListActors_Handler,
+		},
+		{
+			MethodName: "KillActor",
+			Handler:    _ControlPlane_KillActor_Handler,
+		},
+		{
+			MethodName: "ReportActorFailure",
+			Handler:    _ControlPlane_ReportActorFailure_Handler,
 		},
 		{
 			MethodName: "RaftListPeers",

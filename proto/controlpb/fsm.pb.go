@@ -454,6 +454,7 @@ type Snapshot struct {
 	Kv      []*KVEntry             `protobuf:"bytes,7,rep,name=kv,proto3" json:"kv,omitempty"`
 	// Oldest first, so a restore rebuilds the same eviction order.
 	Dedup         []*DedupEntry `protobuf:"bytes,8,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	Actors        []*ActorInfo  `protobuf:"bytes,9,rep,name=actors,proto3" json:"actors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +545,217 @@ func (x *Snapshot) GetDedup() []*DedupEntry {
 	return nil
 }
 
+func (x *Snapshot) GetActors() []*ActorInfo {
+	if x != nil {
+		return x.Actors
+	}
+	return nil
+}
+
+// ActorAliveCommand records a finished placement of one incarnation
+// (num_restarts) of an actor; a stale or repeated one is a no-op, so a
+// creation completes exactly once.
+type ActorAliveCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorId       string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	NumRestarts   int32                  `protobuf:"varint,2,opt,name=num_restarts,json=numRestarts,proto3" json:"num_restarts,omitempty"`
+	NodeId        string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	WorkerId      string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerAddress string                 `protobuf:"bytes,5,opt,name=worker_address,json=workerAddress,proto3" json:"worker_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorAliveCommand) Reset() {
+	*x = ActorAliveCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorAliveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorAliveCommand) ProtoMessage() {}
+
+func (x *ActorAliveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorAliveCommand.ProtoReflect.Descriptor instead.
+func (*ActorAliveCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ActorAliveCommand) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ActorAliveCommand) GetNumRestarts() int32 {
+	if x != nil {
+		return x.NumRestarts
+	}
+	return 0
+}
+
+func (x *ActorAliveCommand) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ActorAliveCommand) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ActorAliveCommand) GetWorkerAddress() string {
+	if x != nil {
+		return x.WorkerAddress
+	}
+	return ""
+}
+
+// ActorFailedCommand records the death of an actor's worker or node (or a
+// kill): the actor restarts if it has restarts left, else it is DEAD.
+type ActorFailedCommand struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ActorId string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// When set, only a failure of this worker counts (a late report about an
+	// older incarnation is ignored).
+	WorkerId      string `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Cause         string `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
+	NoRestart     bool   `protobuf:"varint,4,opt,name=no_restart,json=noRestart,proto3" json:"no_restart,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorFailedCommand) Reset() {
+	*x = ActorFailedCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorFailedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorFailedCommand) ProtoMessage() {}
+
+func (x *ActorFailedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorFailedCommand.ProtoReflect.Descriptor instead.
+func (*ActorFailedCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ActorFailedCommand) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ActorFailedCommand) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ActorFailedCommand) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *ActorFailedCommand) GetNoRestart() bool {
+	if x != nil {
+		return x.NoRestart
+	}
+	return false
+}
+
+// ActorPendingCommand notes why an actor waits (e.g. infeasible).
+type ActorPendingCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorId       string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorPendingCommand) Reset() {
+	*x = ActorPendingCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorPendingCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorPendingCommand) ProtoMessage() {}
+
+func (x *ActorPendingCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorPendingCommand.ProtoReflect.Descriptor instead.
+func (*ActorPendingCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ActorPendingCommand) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ActorPendingCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -578,7 +790,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\x84\x03\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xbe\x03\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -587,7 +799,23 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x04jobs\x18\x05 \x03(\v2\x1e.manta.controlplane.v1.JobInfoR\x04jobs\x12\x19\n" +
 	"\bnext_job\x18\x06 \x01(\rR\anextJob\x12.\n" +
 	"\x02kv\x18\a \x03(\v2\x1e.manta.controlplane.v1.KVEntryR\x02kv\x127\n" +
-	"\x05dedup\x18\b \x03(\v2!.manta.controlplane.v1.DedupEntryR\x05dedupB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\x05dedup\x18\b \x03(\v2!.manta.controlplane.v1.DedupEntryR\x05dedup\x128\n" +
+	"\x06actors\x18\t \x03(\v2 .manta.controlplane.v1.ActorInfoR\x06actors\"\xae\x01\n" +
+	"\x11ActorAliveCommand\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12!\n" +
+	"\fnum_restarts\x18\x02 \x01(\x05R\vnumRestarts\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12%\n" +
+	"\x0eworker_address\x18\x05 \x01(\tR\rworkerAddress\"\x81\x01\n" +
+	"\x12ActorFailedCommand\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x14\n" +
+	"\x05cause\x18\x03 \x01(\tR\x05cause\x12\x1d\n" +
+	"\n" +
+	"no_restart\x18\x04 \x01(\bR\tnoRestart\"H\n" +
+	"\x13ActorPendingCommand\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reasonB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -601,7 +829,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),             // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),        // 1: manta.controlplane.v1.CommandBatch
@@ -611,25 +839,30 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*KVEntry)(nil),             // 5: manta.controlplane.v1.KVEntry
 	(*DedupEntry)(nil),          // 6: manta.controlplane.v1.DedupEntry
 	(*Snapshot)(nil),            // 7: manta.controlplane.v1.Snapshot
-	(*ClusterInfo)(nil),         // 8: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),            // 9: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),            // 10: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),             // 11: manta.controlplane.v1.JobInfo
+	(*ActorAliveCommand)(nil),   // 8: manta.controlplane.v1.ActorAliveCommand
+	(*ActorFailedCommand)(nil),  // 9: manta.controlplane.v1.ActorFailedCommand
+	(*ActorPendingCommand)(nil), // 10: manta.controlplane.v1.ActorPendingCommand
+	(*ClusterInfo)(nil),         // 11: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),            // 12: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),            // 13: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),             // 14: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),           // 15: manta.controlplane.v1.ActorInfo
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	8,  // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	9,  // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	10, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	11, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	11, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	12, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	13, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	14, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -644,7 +877,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -84,6 +84,7 @@ const (
 	ErrorKind_ERROR_WORKER_CRASHED     ErrorKind = 5
 	ErrorKind_ERROR_OBJECT_LOST        ErrorKind = 6
 	ErrorKind_ERROR_INFEASIBLE         ErrorKind = 7
+	ErrorKind_ERROR_ACTOR_DIED         ErrorKind = 8
 )
 
 // Enum value maps for ErrorKind.
@@ -97,6 +98,7 @@ var (
 		5: "ERROR_WORKER_CRASHED",
 		6: "ERROR_OBJECT_LOST",
 		7: "ERROR_INFEASIBLE",
+		8: "ERROR_ACTOR_DIED",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -107,6 +109,7 @@ var (
 		"ERROR_WORKER_CRASHED":     5,
 		"ERROR_OBJECT_LOST":        6,
 		"ERROR_INFEASIBLE":         7,
+		"ERROR_ACTOR_DIED":         8,
 	}
 )
 
@@ -137,6 +140,95 @@ func (ErrorKind) EnumDescriptor() ([]byte, []int) {
 	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{1}
 }
 
+type KillActorWorkerRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ActorId string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// Empty kills every worker of the actor on this node.
+	WorkerId      string `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillActorWorkerRequest) Reset() {
+	*x = KillActorWorkerRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillActorWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillActorWorkerRequest) ProtoMessage() {}
+
+func (x *KillActorWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillActorWorkerRequest.ProtoReflect.Descriptor instead.
+func (*KillActorWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *KillActorWorkerRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *KillActorWorkerRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+type KillActorWorkerReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillActorWorkerReply) Reset() {
+	*x = KillActorWorkerReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillActorWorkerReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillActorWorkerReply) ProtoMessage() {}
+
+func (x *KillActorWorkerReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillActorWorkerReply.ProtoReflect.Descriptor instead.
+func (*KillActorWorkerReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{1}
+}
+
 type LeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -149,14 +241,19 @@ type LeaseRequest struct {
 	// How many raylets already spilled this request.
 	Hops int32 `protobuf:"varint,5,opt,name=hops,proto3" json:"hops,omitempty"`
 	// The SDK's scheduling key, for logs.
-	Shape         string `protobuf:"bytes,6,opt,name=shape,proto3" json:"shape,omitempty"`
+	Shape string `protobuf:"bytes,6,opt,name=shape,proto3" json:"shape,omitempty"`
+	// Set when the control plane asks for an actor's dedicated worker: the
+	// lease lasts as long as the actor, its worker's death is reported to
+	// the control plane, and a detached actor's worker outlives its job.
+	ActorId       string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	Detached      bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	mi := &file_rayletpb_raylet_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +265,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	mi := &file_rayletpb_raylet_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +278,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{0}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LeaseRequest) GetJobId() string {
@@ -226,6 +323,20 @@ func (x *LeaseRequest) GetShape() string {
 	return ""
 }
 
+func (x *LeaseRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *LeaseRequest) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
 type LeaseReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Granted: the worker to push tasks to.
@@ -243,7 +354,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	mi := &file_rayletpb_raylet_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +366,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	mi := &file_rayletpb_raylet_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +379,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{1}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LeaseReply) GetLeaseId() string {
@@ -331,7 +442,7 @@ type ReturnLeaseRequest struct {
 
 func (x *ReturnLeaseRequest) Reset() {
 	*x = ReturnLeaseRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[2]
+	mi := &file_rayletpb_raylet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +454,7 @@ func (x *ReturnLeaseRequest) String() string {
 func (*ReturnLeaseRequest) ProtoMessage() {}
 
 func (x *ReturnLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[2]
+	mi := &file_rayletpb_raylet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +467,7 @@ func (x *ReturnLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReturnLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{2}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReturnLeaseRequest) GetLeaseId() string {
@@ -381,7 +492,7 @@ type ReturnLeaseReply struct {
 
 func (x *ReturnLeaseReply) Reset() {
 	*x = ReturnLeaseReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[3]
+	mi := &file_rayletpb_raylet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +504,7 @@ func (x *ReturnLeaseReply) String() string {
 func (*ReturnLeaseReply) ProtoMessage() {}
 
 func (x *ReturnLeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[3]
+	mi := &file_rayletpb_raylet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +517,7 @@ func (x *ReturnLeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnLeaseReply.ProtoReflect.Descriptor instead.
 func (*ReturnLeaseReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{3}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{5}
 }
 
 type RegisterWorkerRequest struct {
@@ -420,7 +531,7 @@ type RegisterWorkerRequest struct {
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	mi := &file_rayletpb_raylet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +543,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	mi := &file_rayletpb_raylet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +556,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{4}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterWorkerRequest) GetWorkerId() string {
@@ -478,7 +589,7 @@ type RegisterWorkerReply struct {
 
 func (x *RegisterWorkerReply) Reset() {
 	*x = RegisterWorkerReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	mi := &file_rayletpb_raylet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +601,7 @@ func (x *RegisterWorkerReply) String() string {
 func (*RegisterWorkerReply) ProtoMessage() {}
 
 func (x *RegisterWorkerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	mi := &file_rayletpb_raylet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +614,7 @@ func (x *RegisterWorkerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerReply.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{5}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterWorkerReply) GetNodeId() string {
@@ -523,7 +634,7 @@ type NotifyBlockedRequest struct {
 
 func (x *NotifyBlockedRequest) Reset() {
 	*x = NotifyBlockedRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[6]
+	mi := &file_rayletpb_raylet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +646,7 @@ func (x *NotifyBlockedRequest) String() string {
 func (*NotifyBlockedRequest) ProtoMessage() {}
 
 func (x *NotifyBlockedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[6]
+	mi := &file_rayletpb_raylet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +659,7 @@ func (x *NotifyBlockedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyBlockedRequest.ProtoReflect.Descriptor instead.
 func (*NotifyBlockedRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{6}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NotifyBlockedRequest) GetWorkerId() string {
@@ -573,7 +684,7 @@ type NotifyBlockedReply struct {
 
 func (x *NotifyBlockedReply) Reset() {
 	*x = NotifyBlockedReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[7]
+	mi := &file_rayletpb_raylet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +696,7 @@ func (x *NotifyBlockedReply) String() string {
 func (*NotifyBlockedReply) ProtoMessage() {}
 
 func (x *NotifyBlockedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[7]
+	mi := &file_rayletpb_raylet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +709,7 @@ func (x *NotifyBlockedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyBlockedReply.ProtoReflect.Descriptor instead.
 func (*NotifyBlockedReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{7}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{9}
 }
 
 // ObjectChunk is a piece of an object; the first of a stream carries its
@@ -615,7 +726,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[8]
+	mi := &file_rayletpb_raylet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +738,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[8]
+	mi := &file_rayletpb_raylet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +751,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{8}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -679,7 +790,7 @@ type PutObjectReply struct {
 
 func (x *PutObjectReply) Reset() {
 	*x = PutObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[9]
+	mi := &file_rayletpb_raylet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +802,7 @@ func (x *PutObjectReply) String() string {
 func (*PutObjectReply) ProtoMessage() {}
 
 func (x *PutObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[9]
+	mi := &file_rayletpb_raylet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +815,7 @@ func (x *PutObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObjectReply.ProtoReflect.Descriptor instead.
 func (*PutObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{9}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
 }
 
 type GetObjectRequest struct {
@@ -716,7 +827,7 @@ type GetObjectRequest struct {
 
 func (x *GetObjectRequest) Reset() {
 	*x = GetObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[10]
+	mi := &file_rayletpb_raylet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +839,7 @@ func (x *GetObjectRequest) String() string {
 func (*GetObjectRequest) ProtoMessage() {}
 
 func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[10]
+	mi := &file_rayletpb_raylet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +852,7 @@ func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectRequest.ProtoReflect.Descriptor instead.
 func (*GetObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{10}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetObjectRequest) GetObjectId() []byte {
@@ -759,7 +870,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[11]
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +882,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[11]
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +895,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
 }
 
 type GetStatusReply struct {
@@ -805,7 +916,7 @@ type GetStatusReply struct {
 
 func (x *GetStatusReply) Reset() {
 	*x = GetStatusReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[12]
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +928,7 @@ func (x *GetStatusReply) String() string {
 func (*GetStatusReply) ProtoMessage() {}
 
 func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[12]
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +941,7 @@ func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusReply.ProtoReflect.Descriptor instead.
 func (*GetStatusReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{12}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetStatusReply) GetNodeId() string {
@@ -909,7 +1020,7 @@ type TaskError struct {
 
 func (x *TaskError) Reset() {
 	*x = TaskError{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1032,7 @@ func (x *TaskError) String() string {
 func (*TaskError) ProtoMessage() {}
 
 func (x *TaskError) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1045,7 @@ func (x *TaskError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
 func (*TaskError) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskError) GetKind() ErrorKind {
@@ -987,7 +1098,7 @@ type ObjectValue struct {
 
 func (x *ObjectValue) Reset() {
 	*x = ObjectValue{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1110,7 @@ func (x *ObjectValue) String() string {
 func (*ObjectValue) ProtoMessage() {}
 
 func (x *ObjectValue) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1123,7 @@ func (x *ObjectValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectValue.ProtoReflect.Descriptor instead.
 func (*ObjectValue) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ObjectValue) GetData() []byte {
@@ -1054,7 +1165,7 @@ type TaskArg struct {
 
 func (x *TaskArg) Reset() {
 	*x = TaskArg{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1177,7 @@ func (x *TaskArg) String() string {
 func (*TaskArg) ProtoMessage() {}
 
 func (x *TaskArg) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1190,7 @@ func (x *TaskArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskArg.ProtoReflect.Descriptor instead.
 func (*TaskArg) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskArg) GetValue() *ObjectValue {
@@ -1107,14 +1218,22 @@ type TaskSpec struct {
 	Attempt      int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The CPUs the task asked for: a worker runs it with GOMAXPROCS set to
 	// match (at least 1), as Ray sets OMP_NUM_THREADS.
-	NumCpus       float64 `protobuf:"fixed64,8,opt,name=num_cpus,json=numCpus,proto3" json:"num_cpus,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NumCpus float64 `protobuf:"fixed64,8,opt,name=num_cpus,json=numCpus,proto3" json:"num_cpus,omitempty"`
+	// Actor tasks: the actor, the method ("" with actor_creation for the
+	// constructor), and the caller's sequence number.
+	ActorId        string `protobuf:"bytes,9,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	ActorCreation  bool   `protobuf:"varint,10,opt,name=actor_creation,json=actorCreation,proto3" json:"actor_creation,omitempty"`
+	Method         string `protobuf:"bytes,11,opt,name=method,proto3" json:"method,omitempty"`
+	CallerId       string `protobuf:"bytes,12,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	Seq            uint64 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	MaxConcurrency int32  `protobuf:"varint,14,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1245,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1258,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -1198,6 +1317,48 @@ func (x *TaskSpec) GetNumCpus() float64 {
 	return 0
 }
 
+func (x *TaskSpec) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetActorCreation() bool {
+	if x != nil {
+		return x.ActorCreation
+	}
+	return false
+}
+
+func (x *TaskSpec) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetCallerId() string {
+	if x != nil {
+		return x.CallerId
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TaskSpec) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
 type PushTasksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*TaskSpec            `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
@@ -1207,7 +1368,7 @@ type PushTasksRequest struct {
 
 func (x *PushTasksRequest) Reset() {
 	*x = PushTasksRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1380,7 @@ func (x *PushTasksRequest) String() string {
 func (*PushTasksRequest) ProtoMessage() {}
 
 func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1393,7 @@ func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksRequest.ProtoReflect.Descriptor instead.
 func (*PushTasksRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PushTasksRequest) GetTasks() []*TaskSpec {
@@ -1253,7 +1414,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1426,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1439,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TaskResult) GetReturns() []*ObjectValue {
@@ -1304,7 +1465,7 @@ type PushTasksReply struct {
 
 func (x *PushTasksReply) Reset() {
 	*x = PushTasksReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1477,7 @@ func (x *PushTasksReply) String() string {
 func (*PushTasksReply) ProtoMessage() {}
 
 func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1490,7 @@ func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksReply.ProtoReflect.Descriptor instead.
 func (*PushTasksReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PushTasksReply) GetResults() []*TaskResult {
@@ -1348,7 +1509,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1521,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1534,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -1391,7 +1552,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1564,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1577,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
 }
 
 type PingReply struct {
@@ -1427,7 +1588,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1600,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,21 +1613,27 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
 
 const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
-	"\x15rayletpb/raylet.proto\x12\x0fmanta.raylet.v1\"\xa3\x02\n" +
+	"\x15rayletpb/raylet.proto\x12\x0fmanta.raylet.v1\"P\n" +
+	"\x16KillActorWorkerRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
+	"\x14KillActorWorkerReply\"\xda\x02\n" +
 	"\fLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12J\n" +
 	"\tresources\x18\x03 \x03(\v2,.manta.raylet.v1.LeaseRequest.ResourcesEntryR\tresources\x12#\n" +
 	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\x05R\x04hops\x12\x14\n" +
-	"\x05shape\x18\x06 \x01(\tR\x05shape\x1a<\n" +
+	"\x05shape\x18\x06 \x01(\tR\x05shape\x12\x19\n" +
+	"\bactor_id\x18\a \x01(\tR\aactorId\x12\x1a\n" +
+	"\bdetached\x18\b \x01(\bR\bdetached\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xec\x01\n" +
@@ -1535,7 +1702,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\"Z\n" +
 	"\aTaskArg\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x1b\n" +
-	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xff\x01\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xb1\x03\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1a\n" +
@@ -1545,7 +1712,14 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"numReturns\x12#\n" +
 	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12\x19\n" +
-	"\bnum_cpus\x18\b \x01(\x01R\anumCpus\"C\n" +
+	"\bnum_cpus\x18\b \x01(\x01R\anumCpus\x12\x19\n" +
+	"\bactor_id\x18\t \x01(\tR\aactorId\x12%\n" +
+	"\x0eactor_creation\x18\n" +
+	" \x01(\bR\ractorCreation\x12\x16\n" +
+	"\x06method\x18\v \x01(\tR\x06method\x12\x1b\n" +
+	"\tcaller_id\x18\f \x01(\tR\bcallerId\x12\x10\n" +
+	"\x03seq\x18\r \x01(\x04R\x03seq\x12'\n" +
+	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\"C\n" +
 	"\x10PushTasksRequest\x12/\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x19.manta.raylet.v1.TaskSpecR\x05tasks\"v\n" +
 	"\n" +
@@ -1561,7 +1735,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\xc0\x01\n" +
+	"FORMAT_RAW\x10\x01*\xd6\x01\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -1571,7 +1745,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x12ERROR_BAD_ARGUMENT\x10\x04\x12\x18\n" +
 	"\x14ERROR_WORKER_CRASHED\x10\x05\x12\x15\n" +
 	"\x11ERROR_OBJECT_LOST\x10\x06\x12\x14\n" +
-	"\x10ERROR_INFEASIBLE\x10\a2\xe3\x04\n" +
+	"\x10ERROR_INFEASIBLE\x10\a\x12\x14\n" +
+	"\x10ERROR_ACTOR_DIED\x10\b2\xc6\x05\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12^\n" +
@@ -1579,7 +1754,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\rNotifyBlocked\x12%.manta.raylet.v1.NotifyBlockedRequest\x1a#.manta.raylet.v1.NotifyBlockedReply\x12L\n" +
 	"\tPutObject\x12\x1c.manta.raylet.v1.ObjectChunk\x1a\x1f.manta.raylet.v1.PutObjectReply(\x01\x12N\n" +
 	"\tGetObject\x12!.manta.raylet.v1.GetObjectRequest\x1a\x1c.manta.raylet.v1.ObjectChunk0\x01\x12O\n" +
-	"\tGetStatus\x12!.manta.raylet.v1.GetStatusRequest\x1a\x1f.manta.raylet.v1.GetStatusReply2\xf0\x01\n" +
+	"\tGetStatus\x12!.manta.raylet.v1.GetStatusRequest\x1a\x1f.manta.raylet.v1.GetStatusReply\x12a\n" +
+	"\x0fKillActorWorker\x12'.manta.raylet.v1.KillActorWorkerRequest\x1a%.manta.raylet.v1.KillActorWorkerReply2\xf0\x01\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -1599,73 +1775,77 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_rayletpb_raylet_proto_goTypes = []any{
-	(Format)(0),                   // 0: manta.raylet.v1.Format
-	(ErrorKind)(0),                // 1: manta.raylet.v1.ErrorKind
-	(*LeaseRequest)(nil),          // 2: manta.raylet.v1.LeaseRequest
-	(*LeaseReply)(nil),            // 3: manta.raylet.v1.LeaseReply
-	(*ReturnLeaseRequest)(nil),    // 4: manta.raylet.v1.ReturnLeaseRequest
-	(*ReturnLeaseReply)(nil),      // 5: manta.raylet.v1.ReturnLeaseReply
-	(*RegisterWorkerRequest)(nil), // 6: manta.raylet.v1.RegisterWorkerRequest
-	(*RegisterWorkerReply)(nil),   // 7: manta.raylet.v1.RegisterWorkerReply
-	(*NotifyBlockedRequest)(nil),  // 8: manta.raylet.v1.NotifyBlockedRequest
-	(*NotifyBlockedReply)(nil),    // 9: manta.raylet.v1.NotifyBlockedReply
-	(*ObjectChunk)(nil),           // 10: manta.raylet.v1.ObjectChunk
-	(*PutObjectReply)(nil),        // 11: manta.raylet.v1.PutObjectReply
-	(*GetObjectRequest)(nil),      // 12: manta.raylet.v1.GetObjectRequest
-	(*GetStatusRequest)(nil),      // 13: manta.raylet.v1.GetStatusRequest
-	(*GetStatusReply)(nil),        // 14: manta.raylet.v1.GetStatusReply
-	(*TaskError)(nil),             // 15: manta.raylet.v1.TaskError
-	(*ObjectValue)(nil),           // 16: manta.raylet.v1.ObjectValue
-	(*TaskArg)(nil),               // 17: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),              // 18: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),      // 19: manta.raylet.v1.PushTasksRequest
-	(*TaskResult)(nil),            // 20: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),        // 21: manta.raylet.v1.PushTasksReply
-	(*OwnerGetRequest)(nil),       // 22: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),           // 23: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),             // 24: manta.raylet.v1.PingReply
-	nil,                           // 25: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                           // 26: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                           // 27: manta.raylet.v1.GetStatusReply.AvailableEntry
+	(Format)(0),                    // 0: manta.raylet.v1.Format
+	(ErrorKind)(0),                 // 1: manta.raylet.v1.ErrorKind
+	(*KillActorWorkerRequest)(nil), // 2: manta.raylet.v1.KillActorWorkerRequest
+	(*KillActorWorkerReply)(nil),   // 3: manta.raylet.v1.KillActorWorkerReply
+	(*LeaseRequest)(nil),           // 4: manta.raylet.v1.LeaseRequest
+	(*LeaseReply)(nil),             // 5: manta.raylet.v1.LeaseReply
+	(*ReturnLeaseRequest)(nil),     // 6: manta.raylet.v1.ReturnLeaseRequest
+	(*ReturnLeaseReply)(nil),       // 7: manta.raylet.v1.ReturnLeaseReply
+	(*RegisterWorkerRequest)(nil),  // 8: manta.raylet.v1.RegisterWorkerRequest
+	(*RegisterWorkerReply)(nil),    // 9: manta.raylet.v1.RegisterWorkerReply
+	(*NotifyBlockedRequest)(nil),   // 10: manta.raylet.v1.NotifyBlockedRequest
+	(*NotifyBlockedReply)(nil),     // 11: manta.raylet.v1.NotifyBlockedReply
+	(*ObjectChunk)(nil),            // 12: manta.raylet.v1.ObjectChunk
+	(*PutObjectReply)(nil),         // 13: manta.raylet.v1.PutObjectReply
+	(*GetObjectRequest)(nil),       // 14: manta.raylet.v1.GetObjectRequest
+	(*GetStatusRequest)(nil),       // 15: manta.raylet.v1.GetStatusRequest
+	(*GetStatusReply)(nil),         // 16: manta.raylet.v1.GetStatusReply
+	(*TaskError)(nil),              // 17: manta.raylet.v1.TaskError
+	(*ObjectValue)(nil),            // 18: manta.raylet.v1.ObjectValue
+	(*TaskArg)(nil),                // 19: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),               // 20: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),       // 21: manta.raylet.v1.PushTasksRequest
+	(*TaskResult)(nil),             // 22: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),         // 23: manta.raylet.v1.PushTasksReply
+	(*OwnerGetRequest)(nil),        // 24: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),            // 25: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),              // 26: manta.raylet.v1.PingReply
+	nil,                            // 27: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                            // 28: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                            // 29: manta.raylet.v1.GetStatusReply.AvailableEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	25, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	27, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
 	0,  // 1: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
-	26, // 2: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	27, // 3: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	28, // 2: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	29, // 3: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
 	1,  // 4: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
 	0,  // 5: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	15, // 6: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	16, // 7: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	17, // 8: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	18, // 9: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	16, // 10: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	15, // 11: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	20, // 12: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	2,  // 13: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	4,  // 14: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 15: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	8,  // 16: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	10, // 17: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	12, // 18: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	13, // 19: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	19, // 20: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	22, // 21: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	23, // 22: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	3,  // 23: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	5,  // 24: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 25: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	9,  // 26: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	11, // 27: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	10, // 28: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	14, // 29: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	21, // 30: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	16, // 31: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	24, // 32: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
+	17, // 6: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	18, // 7: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	19, // 8: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	20, // 9: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	18, // 10: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	17, // 11: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	22, // 12: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	4,  // 13: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	6,  // 14: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	8,  // 15: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	10, // 16: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	12, // 17: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	14, // 18: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	15, // 19: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 20: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	21, // 21: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	24, // 22: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	25, // 23: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	5,  // 24: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	7,  // 25: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	9,  // 26: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	11, // 27: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	13, // 28: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	12, // 29: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	16, // 30: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 31: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	23, // 32: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	18, // 33: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	26, // 34: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	24, // [24:35] is the sub-list for method output_type
+	13, // [13:24] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1682,7 +1862,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

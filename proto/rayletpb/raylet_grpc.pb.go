@@ -31,6 +31,7 @@ const (
 	Raylet_PutObject_FullMethodName          = "/manta.raylet.v1.Raylet/PutObject"
 	Raylet_GetObject_FullMethodName          = "/manta.raylet.v1.Raylet/GetObject"
 	Raylet_GetStatus_FullMethodName          = "/manta.raylet.v1.Raylet/GetStatus"
+	Raylet_KillActorWorker_FullMethodName    = "/manta.raylet.v1.Raylet/KillActorWorker"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -54,6 +55,9 @@ type RayletClient interface {
 	// GetObject streams an object in chunks.
 	GetObject(ctx context.Context, in *GetObjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ObjectChunk], error)
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusReply, error)
+	// KillActorWorker ends an actor's dedicated worker (kill, restart,
+	// or a placement that lost the race).
+	KillActorWorker(ctx context.Context, in *KillActorWorkerRequest, opts ...grpc.CallOption) (*KillActorWorkerReply, error)
 }
 
 type rayletClient struct {
@@ -146,6 +150,16 @@ func (c *rayletClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts
 	return out, nil
 }
 
+func (c *rayletClient) KillActorWorker(ctx context.Context, in *KillActorWorkerRequest, opts ...grpc.CallOption) (*KillActorWorkerReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KillActorWorkerReply)
+	err := c.cc.Invoke(ctx, Raylet_KillActorWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RayletServer is the server API for Raylet service.
 // All implementations must embed UnimplementedRayletServer
 // for forward compatibility.
@@ -167,6 +181,9 @@ type RayletServer interface {
 	// GetObject streams an object in chunks.
 	GetObject(*GetObjectRequest, grpc.ServerStreamingServer[ObjectChunk]) error
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusReply, error)
+	// KillActorWorker ends an actor's dedicated worker (kill, restart,
+	// or a placement that lost the race).
+	KillActorWorker(context.Context, *KillActorWorkerRequest) (*KillActorWorkerReply, error)
 	mustEmbedUnimplementedRayletServer()
 }
 
@@ -197,6 +214,9 @@ func (UnimplementedRayletServer) GetObject(*GetObjectRequest, grpc.ServerStreami
 }
 func (UnimplementedRayletServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedRayletServer) KillActorWorker(context.Context, *KillActorWorkerRequest) (*KillActorWorkerReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method KillActorWorker not implemented")
 }
 func (UnimplementedRayletServer) mustEmbedUnimplementedRayletServer() {}
 func (UnimplementedRayletServer) testEmbeddedByValue()                {}
@@ -327,6 +347,24 @@ func _Raylet_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raylet_KillActorWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillActorWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).KillActorWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_KillActorWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).KillActorWorker(ctx, req.(*KillActorWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raylet_ServiceDesc is the grpc.ServiceDesc for Raylet service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -353,6 +391,10 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _Raylet_GetStatus_Handler,
+		},
+		{
+			MethodName: "KillActorWorker",
+			Handler:    _Raylet_KillActorWorker_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

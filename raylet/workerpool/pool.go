@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,6 +34,9 @@ const (
 	// EnvBinarySHA256 is the job binary's digest ("" in embedded mode),
 	// which the worker's own lease requests (nested tasks) name.
 	EnvBinarySHA256 = "MANTA_BINARY_SHA256"
+	// EnvHeads lists the control plane's addresses (comma-separated), for
+	// workers that look actors up.
+	EnvHeads = "MANTA_HEADS"
 )
 
 // ErrClosed is returned once the pool is closed.
@@ -41,6 +45,7 @@ var ErrClosed = errors.New("workerpool: closed")
 // Config configures a Pool.
 type Config struct {
 	RayletAddress string
+	Heads         []string
 	NodeID        string
 	Token         string
 	// LogDir receives each worker's output (worker-ID.log) unless Output
@@ -68,6 +73,7 @@ type Worker struct {
 	registered chan struct{}
 	exited     chan struct{}
 	idleSince  time.Time
+	detached   bool // a detached actor's: it outlives its job (under Pool.mu)
 }
 
 // Exited is closed when the process has ended and been reaped.
@@ -161,6 +167,7 @@ func (p *Pool) startLocked(jobID, binary, sha string) (*Worker, error) {
 		EnvNodeID+"="+p.cfg.NodeID,
 		EnvToken+"="+p.cfg.Token,
 		EnvBinarySHA256+"="+sha,
+		EnvHeads+"="+strings.Join(p.cfg.Heads, ","),
 	)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var logFile *os.File
@@ -269,13 +276,20 @@ func (p *Pool) removeIdleLocked(w *Worker) {
 	}
 }
 
-// KillJob kills every worker of a job.
+// Detach marks a worker as a detached actor's: KillJob spares it.
+func (p *Pool) Detach(w *Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w.detached = true
+}
+
+// KillJob kills every worker of a job but its detached actors'.
 func (p *Pool) KillJob(jobID string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, w := range p.all {
-		if w.JobID == jobID {
+		if w.JobID == jobID && !w.detached {
 			p.killLocked(w)
 			n++
 		}

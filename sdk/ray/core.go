@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/objectstore"
@@ -55,6 +56,15 @@ type core struct {
 	queues  map[string]*shapeQueue
 	conns   map[string]*grpc.ClientConn
 
+	// Actors: the control plane (the driver's client, or one the worker
+	// made: ownCP), the actor view, the senders to actors this process
+	// calls, and the actor this worker hosts.
+	cp           *cpclient.Client
+	ownCP        bool
+	actors       *actorView
+	actorClients map[string]*actorClient
+	hosted       *hostedActor
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -93,7 +103,7 @@ type object struct {
 func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, error) {
 	c := &core{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
 		objects: map[ids.ObjectID]*object{}, changed: make(chan struct{}),
-		queues: map[string]*shapeQueue{}, conns: map[string]*grpc.ClientConn{}}
+		queues: map[string]*shapeQueue{}, conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -141,6 +151,9 @@ func (c *core) close() {
 		cc.Close()
 	}
 	c.conns = map[string]*grpc.ClientConn{}
+	if c.ownCP {
+		c.cp.Close()
+	}
 	c.mu.Unlock()
 }
 

@@ -24,6 +24,11 @@ var (
 	ErrNotInitialized = errors.New("ray: not initialized; call ray.Init first")
 	// ErrInvalidOption: a negative or malformed option (resources, retries).
 	ErrInvalidOption = errors.New("ray: invalid option")
+	// ErrActorDied: the actor is dead (or died during the call and the call
+	// may not be retried); the message says why.
+	ErrActorDied = errors.New("ray: actor died")
+	// ErrActorNotFound: no live actor of that name.
+	ErrActorNotFound = errors.New("ray: actor not found")
 )
 
 // TaskError is a remote task's failure: its function, message and, for an
@@ -63,6 +68,8 @@ func (e *TaskError) Unwrap() error {
 		return ErrWorkerCrashed
 	case pb.ErrorKind_ERROR_OBJECT_LOST:
 		return ErrObjectLost
+	case pb.ErrorKind_ERROR_ACTOR_DIED:
+		return ErrActorDied
 	}
 	return nil
 }

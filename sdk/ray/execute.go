@@ -20,9 +20,11 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 	failure := func(kind pb.ErrorKind, msg, stack string) *pb.TaskResult {
 		return &pb.TaskResult{Error: &pb.TaskError{Kind: kind, Function: spec.Function, Message: msg, Stack: stack, TaskId: tid.String()}}
 	}
-	f := lookup(spec.Function)
-	if f == nil {
-		return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("no remote function %q is registered in this binary", spec.Function), "")
+	var f *function
+	if spec.ActorId == "" {
+		if f = lookup(spec.Function); f == nil {
+			return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("no remote function %q is registered in this binary", spec.Function), "")
+		}
 	}
 	args := make([]*pb.ObjectValue, len(spec.Args))
 	for i, a := range spec.Args {
@@ -40,10 +42,19 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 		}
 		args[i] = v
 	}
+	if spec.ActorId != "" {
+		return c.executeActor(ctx, spec, tid, args, failure)
+	}
 	c.fitProcs(spec.NumCpus)
 	tc := &taskCtx{id: tid, worker: true}
 	tctx := context.WithValue(ctx, taskKey{}, tc)
 	results, err, stack := invoke(tctx, f, args)
+	return c.taskResult(ctx, tid, results, err, stack, failure)
+}
+
+// taskResult encodes a finished task's (or actor call's) results.
+func (c *core) taskResult(ctx context.Context, tid ids.TaskID, results []any, err error, stack string,
+	failure func(pb.ErrorKind, string, string) *pb.TaskResult) *pb.TaskResult {
 	if stack != "" {
 		return failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
 	}

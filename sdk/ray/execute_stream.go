@@ -95,10 +95,46 @@ func (c *core) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
 		defer close(senderDone)
 		s.run()
 	}()
+	// Calls to an actor that runs several at once execute concurrently;
+	// their results still go back in order (the forwarder).
+	var (
+		futs    chan chan *pb.TaskResult
+		fwdDone chan struct{}
+		calls   sync.WaitGroup
+	)
+	defer func() {
+		if futs != nil {
+			close(futs)
+			<-fwdDone
+		}
+	}()
 	for {
 		req, err := stream.Recv()
 		if err != nil {
 			break // io.EOF: the owner is done with the lease
+		}
+		if futs == nil && len(req.Tasks) > 0 && !req.Tasks[0].ActorCreation {
+			if h := c.hostedFor(req.Tasks[0].ActorId); h != nil && h.concurrent() {
+				futs, fwdDone = make(chan chan *pb.TaskResult, maxInflight), make(chan struct{})
+				go func() {
+					defer close(fwdDone)
+					for f := range futs {
+						_ = s.add(<-f, len(futs) == 0)
+					}
+				}()
+			}
+		}
+		if futs != nil {
+			for _, spec := range req.Tasks {
+				f := make(chan *pb.TaskResult, 1)
+				calls.Add(1)
+				go func() {
+					defer calls.Done()
+					f <- c.execute(ctx, spec)
+				}()
+				futs <- f
+			}
+			continue
 		}
 		failed := false
 		for i, spec := range req.Tasks {
@@ -110,6 +146,12 @@ func (c *core) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
 		if failed {
 			break
 		}
+	}
+	if futs != nil {
+		calls.Wait()
+		close(futs)
+		<-fwdDone
+		futs = nil
 	}
 	err := s.close()
 	<-senderDone

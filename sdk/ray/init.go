@@ -157,7 +157,7 @@ func Init(ctx context.Context, opts ...InitOption) (err error) {
 		c.close()
 		return fmt.Errorf("ray: register the job: %w", err)
 	}
-	c.jobID, c.binarySHA = jobID, sha
+	c.jobID, c.binarySHA, c.cp = jobID, sha, cp
 	if state.raylet != nil {
 		c.local = state.raylet.Store()
 	}

@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(envTestDriver); spec != "" {
 		os.Exit(runTestDriver(spec))
 	}
+	if spec := os.Getenv(envActorDriver); spec != "" {
+		os.Exit(runActorDriver(spec))
+	}
 	os.Exit(m.Run())
 }
 

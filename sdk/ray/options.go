@@ -15,6 +15,15 @@ type callOptions struct {
 	maxRetries      int
 	retryExceptions bool
 	err             error
+
+	// Actor options (ignored by tasks).
+	cpuSet         bool
+	name           string
+	namespace      string
+	detached       bool
+	maxRestarts    int
+	maxTaskRetries int
+	maxConcurrency int
 }
 
 // DefaultMaxRetries is how often a task whose worker crashed is retried.
@@ -39,6 +48,9 @@ func (o *callOptions) setRes(name string, q float64) {
 		return
 	}
 	o.res[name] = q
+	if name == resources.CPU {
+		o.cpuSet = true
+	}
 }
 
 // NumCPUs is the CPUs the task needs (default 1).
@@ -75,3 +87,58 @@ func MaxRetries(n int) CallOption {
 // RetryExceptions also retries the task (within MaxRetries) when it
 // returns an error or panics.
 func RetryExceptions(b bool) CallOption { return func(o *callOptions) { o.retryExceptions = b } }
+
+// Name names an actor: GetActor finds it by name in its namespace while it
+// lives. A taken name is refused (AlreadyExists).
+func Name(name string) CallOption { return func(o *callOptions) { o.name = name } }
+
+// Namespace is the namespace of an actor's name (default "").
+func Namespace(ns string) CallOption { return func(o *callOptions) { o.namespace = ns } }
+
+// LifetimeKind says what an actor's life is tied to.
+type LifetimeKind int
+
+const (
+	// NonDetached actors die with their job (the default).
+	NonDetached LifetimeKind = iota
+	// Detached actors outlive their driver; find them by name.
+	Detached
+)
+
+// Lifetime sets an actor's lifetime (Detached or NonDetached).
+func Lifetime(l LifetimeKind) CallOption {
+	return func(o *callOptions) { o.detached = l == Detached }
+}
+
+// MaxRestarts is how often an actor is restarted when its worker or node
+// dies (default 0; -1 restarts forever). A restart resets its state.
+func MaxRestarts(n int) CallOption {
+	return func(o *callOptions) {
+		if n < -1 {
+			o.err = fmt.Errorf("%w: MaxRestarts(%d)", ErrInvalidOption, n)
+		}
+		o.maxRestarts = n
+	}
+}
+
+// MaxTaskRetries is how often a call to an actor is resent when the actor
+// died while running it (default 0: at most once; -1 forever).
+func MaxTaskRetries(n int) CallOption {
+	return func(o *callOptions) {
+		if n < -1 {
+			o.err = fmt.Errorf("%w: MaxTaskRetries(%d)", ErrInvalidOption, n)
+		}
+		o.maxTaskRetries = n
+	}
+}
+
+// MaxConcurrency is how many calls an actor runs at once (default 1:
+// one at a time, in order).
+func MaxConcurrency(n int) CallOption {
+	return func(o *callOptions) {
+		if n < 1 {
+			o.err = fmt.Errorf("%w: MaxConcurrency(%d)", ErrInvalidOption, n)
+		}
+		o.maxConcurrency = n
+	}
+}

@@ -1,0 +1,58 @@
+package cpclient
+
+import (
+	"context"
+
+	pb "github.com/manta-ray/manta/proto/controlpb"
+)
+
+// CreateActor registers an actor and returns its ID; retries reuse one
+// request ID, so the actor is registered once.
+func (c *Client) CreateActor(ctx context.Context, a *pb.ActorInfo) (string, error) {
+	req := &pb.CreateActorRequest{Actor: a, RequestId: RequestID()}
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.CreateActorResponse, error) {
+		return cl.CreateActor(ctx, req)
+	})
+	if err != nil {
+		return "", err
+	}
+	return r.ActorId, nil
+}
+
+// GetActor returns an actor by ID, or by name in a namespace (req.Name).
+func (c *Client) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.ActorInfo, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.GetActorResponse, error) {
+		return cl.GetActor(ctx, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Actor, nil
+}
+
+// ListActors lists actors (of one job when jobID is set).
+func (c *Client) ListActors(ctx context.Context, jobID string, stale bool) ([]*pb.ActorInfo, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ListActorsResponse, error) {
+		return cl.ListActors(ctx, &pb.ListActorsRequest{JobId: jobID, Stale: stale})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Actors, nil
+}
+
+// KillActor kills an actor; with noRestart false it restarts if it may.
+func (c *Client) KillActor(ctx context.Context, actorID string, noRestart bool) error {
+	req := &pb.KillActorRequest{ActorId: actorID, NoRestart: noRestart, RequestId: RequestID()}
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.KillActorResponse, error) {
+		return cl.KillActor(ctx, req)
+	})
+	return err
+}
+
+// ReportActorFailure reports the death of an actor's worker.
+func (c *Client) ReportActorFailure(ctx context.Context, req *pb.ReportActorFailureRequest) (*pb.ReportActorFailureResponse, error) {
+	return call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ReportActorFailureResponse, error) {
+		return cl.ReportActorFailure(ctx, req)
+	})
+}
