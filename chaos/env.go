@@ -320,21 +320,25 @@ func (p *procTracker) leaked() (leaked map[string][]int, tracked map[string]int)
 	return leaked, tracked
 }
 
-// procStart reads a process's start time and state from /proc.
-func procStart(pid int) (start uint64, state string, ok bool) {
+// procStat returns the fields of /proc/PID/stat from field 3 (state) on.
+// The command name before them is in parentheses and may hold spaces.
+func procStat(pid int) ([]string, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, "", false
+		return nil, false
 	}
-	// The command name is in parentheses and may hold spaces.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, "", false
+		return nil, false
 	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); start time is field 22.
-	if len(f) < 20 {
+	return strings.Fields(s[i+1:]), true
+}
+
+// procStart reads a process's start time (field 22) and state.
+func procStart(pid int) (start uint64, state string, ok bool) {
+	f, ok := procStat(pid)
+	if !ok || len(f) < 20 {
 		return 0, "", false
 	}
 	st, err := strconv.ParseUint(f[19], 10, 64)

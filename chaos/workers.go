@@ -5,7 +5,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/manta-ray/manta/raylet/workerpool"
 )
@@ -48,22 +47,13 @@ func workerPIDs(raylets []int) []int {
 	return out
 }
 
-// procParent reads a process's parent PID and state from /proc.
+// procParent reads a process's parent PID (field 4) and state.
 func procParent(pid int) (ppid int, state string, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	f, ok := procStat(pid)
+	if !ok || len(f) < 2 {
 		return 0, "", false
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, "", false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, "", false
-	}
-	ppid, err = strconv.Atoi(f[1])
+	ppid, err := strconv.Atoi(f[1])
 	return ppid, f[0], err == nil
 }
 
