@@ -37,8 +37,12 @@ type Config struct {
 	HeartbeatInterval time.Duration // default 500ms
 	ViewInterval      time.Duration // cluster view refresh; default 250ms
 	IdleWorkerTimeout time.Duration // default 10s
-	OwnerCheck        time.Duration // owner liveness check; default 1s
-	MaxSpillHops      int           // default 4
+	// PrestartWorkers bounds the warm workers kept per job (started ahead
+	// of need, so an actor's dedicated worker is usually ready at once);
+	// default the node's CPUs, negative for none.
+	PrestartWorkers int
+	OwnerCheck      time.Duration // owner liveness check; default 1s
+	MaxSpillHops    int           // default 4
 
 	Logger *zap.Logger
 	Knobs  TestingKnobs

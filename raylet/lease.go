@@ -278,6 +278,11 @@ func (r *Raylet) grant(q *leaseReq) {
 		fail(fmt.Errorf("%w: %v", ErrWorkerStart, err))
 		return
 	}
+	if q.req.ActorId != "" {
+		// An actor's worker is dedicated to it and never comes back: warm
+		// the job's next ones, as Ray prestarts workers.
+		r.pool.Prestart(q.req.JobId, binary, q.req.BinarySha256)
+	}
 	r.mu.Lock()
 	if q.cancelled || r.closed {
 		r.avail.Add(q.res)

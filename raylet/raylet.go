@@ -123,10 +123,14 @@ func New(cfg Config) (*Raylet, error) {
 		return nil, fmt.Errorf("raylet: listen: %w", err)
 	}
 	r.lis = lis
+	prestart := cfg.PrestartWorkers
+	if prestart == 0 {
+		prestart = max(1, int(res[resources.CPU]))
+	}
 	r.pool = workerpool.New(workerpool.Config{
 		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
 		LogDir: filepath.Join(r.cfg.DataDir, "logs"), Output: cfg.WorkerOutput,
-		IdleTimeout: cfg.IdleWorkerTimeout, OnExit: r.workerExited, Logger: r.log,
+		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.workerExited, Logger: r.log,
 	})
 	r.srv = grpc.NewServer(append(ServerOptions(), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)))...)
 	pb.RegisterRayletServer(r.srv, r)

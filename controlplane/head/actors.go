@@ -250,10 +250,13 @@ func (p *actorPlacer) construct(ctx context.Context, a *cpb.ActorInfo, lease *rp
 	tid := ids.NewTaskID(a.JobId, ids.DriverTaskID(a.JobId), uint64(a.NumRestarts)<<32)
 	spec.TaskId, spec.JobId, spec.Function = tid[:], a.JobId, a.ClassName
 	spec.ActorId, spec.ActorCreation, spec.MaxConcurrency = a.ActorId, true, a.MaxConcurrency
-	cc, err := p.conn(lease.WorkerAddress)
+	// A connection of its own: the worker is the actor's, not the
+	// placer's to keep (a cached one would outlive the worker).
+	cc, err := p.dial(lease.WorkerAddress)
 	if err != nil {
 		return err
 	}
+	defer cc.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := rpb.NewCoreWorkerClient(cc).PushTasks(sctx)
@@ -333,19 +336,23 @@ func (p *actorPlacer) killWorker(ctx context.Context, addr, actorID, workerID st
 	}
 }
 
-// conn returns a cached connection to a raylet or worker.
+// conn returns a cached connection to a raylet.
 func (p *actorPlacer) conn(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if cc := p.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	token := p.h.Token()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
+	cc, err := p.dial(addr)
 	if err != nil {
 		return nil, err
 	}
 	p.conns[addr] = cc
 	return cc, nil
+}
+
+func (p *actorPlacer) dial(addr string) (*grpc.ClientConn, error) {
+	token := p.h.Token()
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
 }

@@ -2,8 +2,12 @@
 // A worker is the job's own binary re-executed in worker mode (see the
 // Env* variables); it handshakes back through Register. Idle workers of a
 // job are reused, retired after IdleTimeout, and all of a job's workers
-// are killed when the job ends. Every process is reaped by a goroutine the
-// pool owns, and dies with the raylet (Pdeathsig).
+// are killed when the job ends. With Prestart set, the pool keeps up to
+// that many warm (started, unleased) workers per job, refilled in the
+// background after each Prestart call, so that a dedicated worker (an
+// actor's) is usually leased without waiting for a process start. Every
+// process is reaped by a goroutine the pool owns, and dies with the raylet
+// (Pdeathsig).
 package workerpool
 
 import (
@@ -56,6 +60,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// IdleTimeout retires idle workers; default 10s.
 	IdleTimeout time.Duration
+	// Prestart bounds a job's warm workers (idle, or started and not yet
+	// handshaken, and not leased) that Prestart tops up; 0 disables it.
+	Prestart int
 	// OnExit is called (without the pool's lock) when a worker process ends.
 	OnExit func(w *Worker)
 	Logger *zap.Logger
@@ -84,9 +91,14 @@ type Pool struct {
 	cfg Config
 	log *zap.Logger
 
-	mu     sync.Mutex
-	all    map[string]*Worker
-	idle   map[string][]*Worker // by job ID
+	mu   sync.Mutex
+	all  map[string]*Worker
+	idle map[string][]*Worker // by job ID
+	// warming are prestarted workers not yet handshaken nor claimed, by
+	// job ID; they move to idle on their handshake.
+	warming map[string][]*Worker
+	// ended are jobs whose workers were killed: never prestarted again.
+	ended  map[string]bool
 	closed bool
 
 	stop chan struct{}
@@ -104,7 +116,8 @@ func New(cfg Config) *Pool {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	p := &Pool{cfg: cfg, log: cfg.Logger.Named("workerpool"), all: map[string]*Worker{}, idle: map[string][]*Worker{}, stop: make(chan struct{})}
+	p := &Pool{cfg: cfg, log: cfg.Logger.Named("workerpool"), all: map[string]*Worker{}, idle: map[string][]*Worker{},
+		warming: map[string][]*Worker{}, ended: map[string]bool{}, stop: make(chan struct{})}
 	p.wg.Add(1)
 	go p.retireLoop()
 	return p
@@ -132,11 +145,30 @@ func (p *Pool) Pop(ctx context.Context, jobID, binary, sha string) (*Worker, err
 		}
 		p.killLocked(w)
 	}
-	w, err := p.startLocked(jobID, binary, sha)
-	p.mu.Unlock()
-	if err != nil {
-		return nil, err
+	// A prestarted worker still starting is further along than a new one.
+	var w *Worker
+	for q := p.warming[jobID]; len(q) > 0 && w == nil; q = p.warming[jobID] {
+		x := q[0]
+		p.removeWarmingLocked(x)
+		select {
+		case <-x.exited:
+			continue
+		default:
+		}
+		if x.Binary == binary {
+			w = x
+		} else {
+			p.killLocked(x)
+		}
 	}
+	if w == nil {
+		var err error
+		if w, err = p.startLocked(jobID, binary, sha); err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+	}
+	p.mu.Unlock()
 	t := time.NewTimer(p.cfg.StartTimeout)
 	defer t.Stop()
 	select {
@@ -204,6 +236,7 @@ func (p *Pool) startLocked(jobID, binary, sha string) (*Worker, error) {
 		p.mu.Lock()
 		delete(p.all, id)
 		p.removeIdleLocked(w)
+		p.removeWarmingLocked(w)
 		p.mu.Unlock()
 		close(w.exited)
 		p.log.Debug("worker exited", zap.String("worker", id), zap.Int("pid", w.PID), zap.Error(err))
@@ -234,6 +267,64 @@ func (p *Pool) Register(id, address string, pid int) error {
 	return nil
 }
 
+// Prestart tops the job's warm workers up to Config.Prestart, starting
+// the missing ones in the background: each becomes idle on its handshake
+// (and is retired after IdleTimeout like any idle worker). It does nothing
+// once the job's workers were killed (KillJob) or the pool is closed.
+func (p *Pool) Prestart(jobID, binary, sha string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.Prestart <= 0 || p.closed || p.ended[jobID] {
+		return
+	}
+	for n := len(p.idle[jobID]) + len(p.warming[jobID]); n < p.cfg.Prestart; n++ {
+		w, err := p.startLocked(jobID, binary, sha)
+		if err != nil {
+			p.log.Warn("prestart a worker", zap.String("job", jobID), zap.Error(err))
+			return
+		}
+		p.warming[jobID] = append(p.warming[jobID], w)
+		p.wg.Add(1)
+		go p.warm(w)
+	}
+}
+
+// warm waits for a prestarted worker's handshake and makes it idle, unless
+// a Pop claimed it meanwhile (Pop then waits for it itself).
+func (p *Pool) warm(w *Worker) {
+	defer p.wg.Done()
+	t := time.NewTimer(p.cfg.StartTimeout)
+	defer t.Stop()
+	select {
+	case <-w.registered:
+	case <-w.exited:
+		return
+	case <-p.stop:
+		return
+	case <-t.C:
+		p.mu.Lock()
+		if p.removeWarmingLocked(w) {
+			p.log.Warn("prestarted worker did not handshake in time", zap.String("worker", w.ID), zap.Duration("timeout", p.cfg.StartTimeout))
+			p.killLocked(w)
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.removeWarmingLocked(w) && !p.closed {
+		w.idleSince = time.Now()
+		p.idle[w.JobID] = append(p.idle[w.JobID], w)
+	}
+}
+
+// Warm is the number of the job's warm workers (idle or warming).
+func (p *Pool) Warm(jobID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle[jobID]) + len(p.warming[jobID])
+}
+
 // Push gives a worker back for reuse.
 func (p *Pool) Push(w *Worker) {
 	p.mu.Lock()
@@ -260,7 +351,23 @@ func (p *Pool) Kill(w *Worker) {
 
 func (p *Pool) killLocked(w *Worker) {
 	p.removeIdleLocked(w)
+	p.removeWarmingLocked(w)
 	_ = syscall.Kill(w.PID, syscall.SIGKILL)
+}
+
+// removeWarmingLocked unlists a warming worker; false if it was not.
+func (p *Pool) removeWarmingLocked(w *Worker) bool {
+	q := p.warming[w.JobID]
+	for i, x := range q {
+		if x == w {
+			p.warming[w.JobID] = append(q[:i:i], q[i+1:]...)
+			if len(p.warming[w.JobID]) == 0 {
+				delete(p.warming, w.JobID)
+			}
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Pool) removeIdleLocked(w *Worker) {
@@ -283,10 +390,12 @@ func (p *Pool) Detach(w *Worker) {
 	w.detached = true
 }
 
-// KillJob kills every worker of a job but its detached actors'.
+// KillJob kills every worker of a job but its detached actors', warm
+// ones included; the job is never prestarted for again.
 func (p *Pool) KillJob(jobID string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.ended[jobID] = true
 	n := 0
 	for _, w := range p.all {
 		if w.JobID == jobID && !w.detached {

@@ -105,3 +105,125 @@ func TestPoolCloseKillsEverything(t *testing.T) {
 		t.Fatalf("Pop after Close: %v", err)
 	}
 }
+
+// registerAll plays the handshake of every started worker.
+func registerAll(p *Pool) {
+	for _, w := range p.Workers() {
+		_ = p.Register(w.ID, "127.0.0.1:1", w.PID)
+	}
+}
+
+func TestPoolPrestartRefillsBoundsAndEndsWithJob(t *testing.T) {
+	bin := fakeWorker(t)
+	p := New(Config{LogDir: t.TempDir(), Prestart: 2, IdleTimeout: time.Hour})
+	t.Cleanup(p.Close)
+
+	// Prestart starts the missing warm workers at once, up to the bound.
+	p.Prestart("job-1", bin, "")
+	if n := p.Len(); n != 2 {
+		t.Fatalf("after Prestart: %d workers, want 2", n)
+	}
+	p.Prestart("job-1", bin, "")
+	p.Prestart("job-1", bin, "")
+	if n, w := p.Len(), p.Warm("job-1"); n != 2 || w != 2 {
+		t.Fatalf("after more Prestarts: %d workers, %d warm; want 2, 2", n, w)
+	}
+	warm := map[string]bool{}
+	for _, w := range p.Workers() {
+		warm[w.ID] = true
+	}
+
+	// A Pop while they are still starting claims one instead of starting
+	// another process.
+	got := make(chan *Worker, 1)
+	go func() {
+		w, err := p.Pop(context.Background(), "job-1", bin, "")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- w
+	}()
+	var w1 *Worker
+	deadline := time.Now().Add(20 * time.Second)
+	for w1 == nil {
+		registerAll(p)
+		select {
+		case w1 = <-got:
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Pop did not return")
+		}
+	}
+	if !warm[w1.ID] {
+		t.Fatalf("Pop started worker %s instead of claiming a warm one", w1.ID)
+	}
+	if n := p.Len(); n != 2 {
+		t.Fatalf("after Pop: %d workers, want the 2 prestarted ones", n)
+	}
+	// The other one becomes idle on its handshake, and a Pop takes it.
+	eventually(t, "the warm worker to go idle", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.idle["job-1"]) == 1 && len(p.warming["job-1"]) == 0
+	})
+	w2 := popRegistered(t, p, "job-1", bin)
+	if !warm[w2.ID] || w2 == w1 {
+		t.Fatalf("Pop returned %s, not the idle prestarted worker", w2.ID)
+	}
+
+	// Refill: the leased two do not count against the bound.
+	p.Prestart("job-1", bin, "")
+	if n, w := p.Len(), p.Warm("job-1"); n != 4 || w != 2 {
+		t.Fatalf("after the refill: %d workers, %d warm; want 4, 2", n, w)
+	}
+	// Bounds are per job.
+	p.Prestart("job-2", bin, "")
+	if n, w := p.Len(), p.Warm("job-2"); n != 6 || w != 2 {
+		t.Fatalf("after job-2's Prestart: %d workers, %d warm; want 6, 2", n, w)
+	}
+
+	// The job ends: all its workers die, warm and leased, and it is never
+	// prestarted for again; job-2's stay.
+	if n := p.KillJob("job-1"); n != 4 {
+		t.Fatalf("KillJob killed %d, want 4", n)
+	}
+	for _, w := range []*Worker{w1, w2} {
+		<-w.Exited()
+	}
+	eventually(t, "job-1's workers to be reaped", func() bool { return p.Len() == 2 })
+	if n := p.Warm("job-1"); n != 0 {
+		t.Fatalf("job-1 has %d warm workers after its end", n)
+	}
+	p.Prestart("job-1", bin, "")
+	if n := p.Len(); n != 2 {
+		t.Fatalf("Prestart of an ended job started workers: %d live", n)
+	}
+	for _, w := range p.Workers() {
+		if w.JobID != "job-2" {
+			t.Fatalf("worker %s of %s outlived its job", w.ID, w.JobID)
+		}
+	}
+}
+
+func TestPoolPrestartedWorkersRetireWhenIdle(t *testing.T) {
+	bin := fakeWorker(t)
+	p := New(Config{LogDir: t.TempDir(), Prestart: 3, IdleTimeout: 100 * time.Millisecond})
+	t.Cleanup(p.Close)
+	p.Prestart("job", bin, "")
+	if n := p.Len(); n != 3 {
+		t.Fatalf("after Prestart: %d workers, want 3", n)
+	}
+	registerAll(p)
+	eventually(t, "the idle prestarted workers to retire", func() bool { return p.Len() == 0 })
+}
+
+func TestPoolPrestartDisabledByDefault(t *testing.T) {
+	bin := fakeWorker(t)
+	p := New(Config{LogDir: t.TempDir()})
+	t.Cleanup(p.Close)
+	p.Prestart("job", bin, "")
+	if n := p.Len(); n != 0 {
+		t.Fatalf("Prestart with Config.Prestart 0 started %d workers", n)
+	}
+}
