@@ -224,17 +224,15 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 	if err != nil {
 		return "", err
 	}
-	spec := &pb.TaskSpec{Args: make([]*pb.TaskArg, len(args))}
-	for i, a := range args {
-		av, err := a.argument()
-		if err != nil {
-			return "", err
-		}
-		if !av.ref {
-			spec.Args[i] = &pb.TaskArg{Value: av.value}
-			continue
-		}
-		ob := c.objectFor(objectKey{av.id, av.owner})
+	spec := &pb.TaskSpec{}
+	refs, refKeys, err := encodeArgs(spec, args)
+	if err != nil {
+		return "", err
+	}
+	// The constructor's reference arguments are resolved before the actor
+	// is registered (DEPENDENCIES_UNREADY is not used yet).
+	for j, i := range refs {
+		ob := c.objectFor(refKeys[j])
 		select {
 		case <-ob.ready:
 		case <-ctx.Done():
@@ -243,7 +241,7 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 		if ob.val.Error != nil {
 			return "", taskErrorFrom(ob.val.Error)
 		}
-		spec.Args[i] = &pb.TaskArg{Value: ob.val, ObjectId: av.id[:]}
+		spec.Args[i].Value = ob.val
 	}
 	spec.NumCpus = o.res[resources.CPU]
 	init, err := proto.Marshal(&pb.PushTasksRequest{Tasks: []*pb.TaskSpec{spec}})

@@ -62,30 +62,13 @@ func submitActorCall(ctx context.Context, actorID string, m *actorMethod, args [
 	tc := c.taskOf(ctx)
 	tid := ids.NewTaskID(c.jobID, tc.id, tc.counter.Add(1))
 	call := &actorCall{spec: &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: m.class.name + "." + m.name,
-		NumReturns: int32(m.nret), OwnerAddress: c.address, Args: make([]*pb.TaskArg, len(args)),
+		NumReturns: int32(m.nret), OwnerAddress: c.address,
 		ActorId: actorID, Method: m.name, CallerId: c.address}}
-	for i, a := range args {
-		av, err := a.argument()
-		if err != nil {
-			return nil, err
-		}
-		if av.ref {
-			call.spec.Args[i] = &pb.TaskArg{ObjectId: av.id[:]}
-			call.deps = append(call.deps, i)
-			call.depKeys = append(call.depKeys, objectKey{av.id, av.owner})
-			continue
-		}
-		call.spec.Args[i] = &pb.TaskArg{Value: av.value}
+	if call.deps, call.depKeys, err = encodeArgs(call.spec, args); err != nil {
+		return nil, err
 	}
-	keys := make([]objectKey, m.nret)
-	c.mu.Lock()
-	for i := range m.nret {
-		id := ids.ReturnID(tid, uint32(i+1))
-		call.returns = append(call.returns, id)
-		keys[i] = objectKey{id, c.address}
-		c.newObjectLocked(id)
-	}
-	c.mu.Unlock()
+	var keys []objectKey
+	call.returns, keys = c.newReturns(tid, m.nret)
 	ac, err := c.actorClient(actorID)
 	if err != nil {
 		return nil, err

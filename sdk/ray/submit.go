@@ -63,41 +63,20 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	tc := c.taskOf(ctx)
 	tid := ids.NewTaskID(c.jobID, tc.id, tc.counter.Add(1))
 	t := &task{spec: &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: f.name, NumReturns: int32(f.nret),
-		OwnerAddress: c.address, Args: make([]*pb.TaskArg, len(args)), NumCpus: o.res[resources.CPU]},
+		OwnerAddress: c.address, NumCpus: o.res[resources.CPU]},
 		retriesLeft: o.maxRetries, retryExceptions: o.retryExceptions}
-	var refs []int
-	for i, a := range args {
-		av, err := a.argument()
-		if err != nil {
-			return nil, err
-		}
-		if av.ref {
-			t.spec.Args[i] = &pb.TaskArg{ObjectId: av.id[:]}
-			refs = append(refs, i)
-			continue
-		}
-		t.spec.Args[i] = &pb.TaskArg{Value: av.value}
+	refs, argKeys, err := encodeArgs(t.spec, args)
+	if err != nil {
+		return nil, err
 	}
-	keys := make([]objectKey, f.nret)
-	c.mu.Lock()
-	for i := range f.nret {
-		id := ids.ReturnID(tid, uint32(i+1))
-		t.returns = append(t.returns, id)
-		keys[i] = objectKey{id, c.address}
-		c.newObjectLocked(id)
-	}
-	c.mu.Unlock()
+	var keys []objectKey
+	t.returns, keys = c.newReturns(tid, f.nret)
 	q := c.queueFor(o.res)
 	if len(refs) == 0 {
 		c.enqueue(q, t)
 		return keys, nil
 	}
 	// Resolve reference arguments first (Ray's dependency resolver).
-	argKeys := make([]objectKey, len(refs))
-	for j, i := range refs {
-		av, _ := args[i].argument()
-		argKeys[j] = objectKey{av.id, av.owner}
-	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -439,4 +418,38 @@ func (c *core) retryOrFail(q *shapeQueue, t *task, e *pb.TaskError) {
 		return
 	}
 	c.fail(t, e)
+}
+
+// encodeArgs fills spec's arguments: values inline, references by ID. It
+// returns the indexes of the reference arguments and their objects.
+func encodeArgs(spec *pb.TaskSpec, args []argumenter) (refs []int, refKeys []objectKey, err error) {
+	spec.Args = make([]*pb.TaskArg, len(args))
+	for i, a := range args {
+		av, err := a.argument()
+		if err != nil {
+			return nil, nil, err
+		}
+		if av.ref {
+			spec.Args[i] = &pb.TaskArg{ObjectId: av.id[:]}
+			refs = append(refs, i)
+			refKeys = append(refKeys, objectKey{av.id, av.owner})
+			continue
+		}
+		spec.Args[i] = &pb.TaskArg{Value: av.value}
+	}
+	return refs, refKeys, nil
+}
+
+// newReturns creates the n return objects of task tid, owned here.
+func (c *core) newReturns(tid ids.TaskID, n int) ([]ids.ObjectID, []objectKey) {
+	returns := make([]ids.ObjectID, n)
+	keys := make([]objectKey, n)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range n {
+		returns[i] = ids.ReturnID(tid, uint32(i+1))
+		keys[i] = objectKey{returns[i], c.address}
+		c.newObjectLocked(returns[i])
+	}
+	return returns, keys
 }
