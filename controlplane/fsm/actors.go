@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"container/heap"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/internal/rpcerr"
@@ -104,8 +105,52 @@ func (f *FSM) failActorLocked(c *applyCtx, old *pb.ActorInfo, cause string, noRe
 		a.State = pb.ActorState_DEAD
 		a.DeathCause = cause
 		a.PendingReason = ""
+		a.DeadIndex = c.index
 	}
 	f.putActor(c, a)
+	if a.State == pb.ActorState_DEAD {
+		f.rememberDeadLocked(a)
+	}
+}
+
+// MaxDeadActors bounds how many DEAD actors the store keeps (Ray caps its
+// cache of destroyed actors the same way); older ones are dropped so the
+// table and snapshots stay bounded under a long-running workload. It shapes
+// replicated state, so it is a constant, not an option.
+const MaxDeadActors = 10000
+
+// deadKey orders DEAD actors by death: the index they died at, then ID
+// (several may die in one entry). Both parts are in the replicated state,
+// so a head that restored a snapshot drops the same actors as one that
+// applied the whole log.
+type deadKey struct {
+	index uint64
+	id    string
+}
+
+type deadHeap []deadKey
+
+func (h deadHeap) Len() int { return len(h) }
+func (h deadHeap) Less(i, j int) bool {
+	return h[i].index < h[j].index || (h[i].index == h[j].index && h[i].id < h[j].id)
+}
+func (h deadHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *deadHeap) Push(x any)   { *h = append(*h, x.(deadKey)) }
+func (h *deadHeap) Pop() any {
+	old := *h
+	k := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return k
+}
+
+// rememberDeadLocked records a newly DEAD actor and drops the oldest DEAD
+// ones past the bound.
+func (f *FSM) rememberDeadLocked(a *pb.ActorInfo) {
+	heap.Push(&f.deadActors, deadKey{a.DeadIndex, a.ActorId})
+	for f.deadActors.Len() > f.maxDeadActors {
+		k := heap.Pop(&f.deadActors).(deadKey)
+		delete(f.actors, k.id)
+	}
 }
 
 func applyActorPending(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {

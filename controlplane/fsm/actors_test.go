@@ -102,3 +102,62 @@ func TestActorsDieWithTheirJob(t *testing.T) {
 		t.Fatalf("named actor after restore: %v, %v", got, err)
 	}
 }
+
+// TestDeadActorsAreBounded checks that only the most recent DEAD actors are
+// kept, and that a store restored from a snapshot drops the same ones as
+// the store that applied the whole log.
+func TestDeadActorsAreBounded(t *testing.T) {
+	newStore := func() *FSM { f := New(nil); f.maxDeadActors = 3; return f }
+	a := &applier{t: t, f: newStore()}
+	job := a.apply(cmd(t, CmdAddJob, "", &pb.JobInfo{}))[0].Id
+	kill := func(ap *applier, ids ...string) {
+		var cmds []*pb.Command
+		for _, id := range ids {
+			cmds = append(cmds, cmd(t, CmdActorFailed, "", &pb.ActorFailedCommand{ActorId: id, Cause: "killed", NoRestart: true}))
+		}
+		ap.apply(cmds...)
+	}
+	for i := range 8 {
+		id := string(rune('a' + i))
+		a.apply(cmd(t, CmdRegisterActor, "", &pb.ActorInfo{ActorId: id, ClassName: "C", JobId: job, Name: id, Namespace: "ns"}))
+	}
+	kill(a, "a", "b")
+	kill(a, "d", "c") // one entry: dropped in ID order
+	snap, err := a.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s sink
+	if err := snap.Persist(&s); err != nil {
+		t.Fatal(err)
+	}
+	restored := newStore()
+	if err := restored.Restore(io.NopCloser(&s)); err != nil {
+		t.Fatal(err)
+	}
+	b := &applier{t: t, f: restored, index: a.index}
+	kill(a, "e")
+	kill(b, "e")
+	var kept []string
+	for _, x := range a.f.Actors() {
+		if x.State == pb.ActorState_DEAD {
+			kept = append(kept, x.ActorId)
+		}
+	}
+	if len(kept) != 3 || kept[0] != "c" || kept[1] != "d" || kept[2] != "e" {
+		t.Fatalf("DEAD actors kept: %v; want the 3 most recent [c d e]", kept)
+	}
+	if a.f.Actor("a") != nil || a.f.Actor("f") == nil {
+		t.Fatal("the oldest DEAD actor must go, live ones stay")
+	}
+	ha, _ := a.f.StateHash()
+	hb, _ := b.f.StateHash()
+	if ha != hb {
+		t.Fatal("a restored store dropped other DEAD actors than the original")
+	}
+	// A dropped actor's name was already free: it can be taken again.
+	r := a.apply(cmd(t, CmdRegisterActor, "", &pb.ActorInfo{ActorId: "a2", ClassName: "C", JobId: job, Name: "a", Namespace: "ns"}))[0]
+	if err := ResultError(r); err != nil {
+		t.Fatalf("reuse of a dead actor's name: %v", err)
+	}
+}

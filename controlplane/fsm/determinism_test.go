@@ -68,6 +68,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 			log = append(log, randomBatch(t, rng))
 		}
 		a := &applier{t: t, f: New(nil)}
+		a.f.maxDeadActors = 2 // so dropping DEAD actors happens on both paths
 		mid := len(log) / 2
 		var snap raft.FSMSnapshot
 		var answers []string
@@ -87,6 +88,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 		restored := New(nil)
+		restored.maxDeadActors = 2
 		if err := restored.Restore(io.NopCloser(&s)); err != nil {
 			t.Fatal(err)
 		}

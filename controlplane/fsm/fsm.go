@@ -43,9 +43,13 @@ type FSM struct {
 	// actorNames indexes live named actors (namespace NUL name → ID); it
 	// is derived from actors, so snapshots do not carry it.
 	actorNames map[string]string
-	dedup      dedupTable
-	events     eventRing
-	changed    chan struct{} // closed and replaced after every Apply
+	// deadActors orders the DEAD actors still kept (see MaxDeadActors); it
+	// is derived from actors, so snapshots do not carry it.
+	deadActors    deadHeap
+	maxDeadActors int
+	dedup         dedupTable
+	events        eventRing
+	changed       chan struct{} // closed and replaced after every Apply
 }
 
 // New returns an empty store.
@@ -68,6 +72,10 @@ func (f *FSM) reset() {
 	f.kv = map[string]map[string][]byte{}
 	f.actors = map[string]*pb.ActorInfo{}
 	f.actorNames = map[string]string{}
+	f.deadActors = nil
+	if f.maxDeadActors == 0 {
+		f.maxDeadActors = MaxDeadActors
+	}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"container/heap"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -108,7 +109,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		if a.Name != "" && a.State != pb.ActorState_DEAD {
 			f.actorNames[nameKey(a.Namespace, a.Name)] = a.ActorId
 		}
+		if a.State == pb.ActorState_DEAD {
+			f.deadActors = append(f.deadActors, deadKey{a.DeadIndex, a.ActorId})
+		}
 	}
+	heap.Init(&f.deadActors)
 	for _, d := range s.Dedup {
 		f.dedup.put(d.RequestId, d.Result)
 	}

@@ -2227,6 +2227,9 @@ type ActorInfo struct {
 	CreatedUnixNano int64  `protobuf:"varint,20,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	// Why the actor is not placed yet (e.g. no node has its resources).
 	PendingReason string `protobuf:"bytes,21,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"`
+	// The Raft index at which the actor died: the store keeps only the most
+	// recent DEAD actors, and this orders them the same on every head.
+	DeadIndex     uint64 `protobuf:"varint,22,opt,name=dead_index,json=deadIndex,proto3" json:"dead_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2406,6 +2409,13 @@ func (x *ActorInfo) GetPendingReason() string {
 		return x.PendingReason
 	}
 	return ""
+}
+
+func (x *ActorInfo) GetDeadIndex() uint64 {
+	if x != nil {
+		return x.DeadIndex
+	}
+	return 0
 }
 
 type CreateActorRequest struct {
@@ -3932,7 +3942,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x14\n" +
 	"\x05reset\x18\x01 \x01(\bR\x05reset\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x124\n" +
-	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xc1\x06\n" +
+	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xe0\x06\n" +
 	"\tActorInfo\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1d\n" +
@@ -3957,7 +3967,9 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\vdeath_cause\x18\x13 \x01(\tR\n" +
 	"deathCause\x12*\n" +
 	"\x11created_unix_nano\x18\x14 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
-	"\x0epending_reason\x18\x15 \x01(\tR\rpendingReason\x1a<\n" +
+	"\x0epending_reason\x18\x15 \x01(\tR\rpendingReason\x12\x1d\n" +
+	"\n" +
+	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"k\n" +
