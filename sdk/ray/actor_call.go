@@ -362,16 +362,7 @@ func (c *core) finishCall(call *actorCall, res *pb.TaskResult) {
 		c.failCall(call, res.Error)
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for j, id := range call.returns {
-		if j < len(res.Returns) {
-			c.completeLocked(id, res.Returns[j])
-		} else {
-			c.completeLocked(id, &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT,
-				Function: call.spec.Function, Message: "the call returned too few values"}})
-		}
-	}
+	c.completeReturns(call.returns, call.spec.Function, res, "the call")
 }
 
 // ---- the actor view ------------------------------------------------------------

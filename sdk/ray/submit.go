@@ -391,14 +391,20 @@ func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult) {
 		}
 		return
 	}
+	c.completeReturns(t.returns, t.spec.Function, res, "the task")
+}
+
+// completeReturns completes a finished task's or call's return objects
+// from its result; any it did not return fail with a bad-argument error.
+func (c *core) completeReturns(returns []ids.ObjectID, function string, res *pb.TaskResult, what string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for j, id := range t.returns {
+	for j, id := range returns {
 		if j < len(res.Returns) {
 			c.completeLocked(id, res.Returns[j])
 		} else {
 			c.completeLocked(id, &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT,
-				Function: t.spec.Function, Message: "the task returned too few values"}})
+				Function: function, Message: what + " returned too few values"}})
 		}
 	}
 }
