@@ -85,6 +85,8 @@ const (
 	ErrorKind_ERROR_OBJECT_LOST        ErrorKind = 6
 	ErrorKind_ERROR_INFEASIBLE         ErrorKind = 7
 	ErrorKind_ERROR_ACTOR_DIED         ErrorKind = 8
+	// The object is unknown or was freed (every reference released).
+	ErrorKind_ERROR_OBJECT_NOT_FOUND ErrorKind = 9
 )
 
 // Enum value maps for ErrorKind.
@@ -99,6 +101,7 @@ var (
 		6: "ERROR_OBJECT_LOST",
 		7: "ERROR_INFEASIBLE",
 		8: "ERROR_ACTOR_DIED",
+		9: "ERROR_OBJECT_NOT_FOUND",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -110,6 +113,7 @@ var (
 		"ERROR_OBJECT_LOST":        6,
 		"ERROR_INFEASIBLE":         7,
 		"ERROR_ACTOR_DIED":         8,
+		"ERROR_OBJECT_NOT_FOUND":   9,
 	}
 )
 
@@ -715,11 +719,20 @@ func (*NotifyBlockedReply) Descriptor() ([]byte, []int) {
 // ObjectChunk is a piece of an object; the first of a stream carries its
 // ID (on Put), format and total size.
 type ObjectChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
-	Format        Format                 `protobuf:"varint,2,opt,name=format,proto3,enum=manta.raylet.v1.Format" json:"format,omitempty"`
-	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Format   Format                 `protobuf:"varint,2,opt,name=format,proto3,enum=manta.raylet.v1.Format" json:"format,omitempty"`
+	Size     int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Data     []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// CRC-32C (Castagnoli) of data: a receiver refetches a chunk that does
+	// not match, from offset.
+	Crc32C uint32 `protobuf:"fixed32,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// Where data starts in the object.
+	Offset int64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	// On PutObject's first chunk: the object's job and owner (the node frees
+	// the object when its job ends or its owner dies).
+	JobId         string `protobuf:"bytes,7,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OwnerAddress  string `protobuf:"bytes,8,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -782,6 +795,34 @@ func (x *ObjectChunk) GetData() []byte {
 	return nil
 }
 
+func (x *ObjectChunk) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
+func (x *ObjectChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ObjectChunk) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ObjectChunk) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
 type PutObjectReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -818,9 +859,12 @@ func (*PutObjectReply) Descriptor() ([]byte, []int) {
 	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
 }
 
+// GetObjectRequest asks for an object's bytes from offset on (a pull that
+// resumes after a source died mid-transfer, or a refetch of a bad chunk).
 type GetObjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -862,6 +906,861 @@ func (x *GetObjectRequest) GetObjectId() []byte {
 	return nil
 }
 
+func (x *GetObjectRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type CreateObjectRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Size     int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Format   Format                 `protobuf:"varint,3,opt,name=format,proto3,enum=manta.raylet.v1.Format" json:"format,omitempty"`
+	// The worker ID of a worker of this node, or a driver's CoreWorker
+	// address: its unsealed creations are aborted when it dies.
+	ClientId      string `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	JobId         string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OwnerAddress  string `protobuf:"bytes,6,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateObjectRequest) Reset() {
+	*x = CreateObjectRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateObjectRequest) ProtoMessage() {}
+
+func (x *CreateObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateObjectRequest.ProtoReflect.Descriptor instead.
+func (*CreateObjectRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CreateObjectRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *CreateObjectRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CreateObjectRequest) GetFormat() Format {
+	if x != nil {
+		return x.Format
+	}
+	return Format_FORMAT_MSGPACK
+}
+
+func (x *CreateObjectRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *CreateObjectRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CreateObjectRequest) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+type CreateObjectReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The arena file (arena.OpenWriter) and the object's offset in it.
+	ArenaPath string `protobuf:"bytes,1,opt,name=arena_path,json=arenaPath,proto3" json:"arena_path,omitempty"`
+	Offset    int64  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The object is already sealed here (a retried task made it again):
+	// there is nothing to write or seal.
+	Exists        bool `protobuf:"varint,3,opt,name=exists,proto3" json:"exists,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateObjectReply) Reset() {
+	*x = CreateObjectReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateObjectReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateObjectReply) ProtoMessage() {}
+
+func (x *CreateObjectReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateObjectReply.ProtoReflect.Descriptor instead.
+func (*CreateObjectReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateObjectReply) GetArenaPath() string {
+	if x != nil {
+		return x.ArenaPath
+	}
+	return ""
+}
+
+func (x *CreateObjectReply) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *CreateObjectReply) GetExists() bool {
+	if x != nil {
+		return x.Exists
+	}
+	return false
+}
+
+type SealObjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Abort         bool                   `protobuf:"varint,3,opt,name=abort,proto3" json:"abort,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealObjectRequest) Reset() {
+	*x = SealObjectRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealObjectRequest) ProtoMessage() {}
+
+func (x *SealObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealObjectRequest.ProtoReflect.Descriptor instead.
+func (*SealObjectRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SealObjectRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *SealObjectRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SealObjectRequest) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
+}
+
+type SealObjectReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealObjectReply) Reset() {
+	*x = SealObjectReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealObjectReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealObjectReply) ProtoMessage() {}
+
+func (x *SealObjectReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealObjectReply.ProtoReflect.Descriptor instead.
+func (*SealObjectReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
+}
+
+// ObjectRequest names an object to map and where copies may be.
+type ObjectRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId     []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	OwnerAddress string                 `protobuf:"bytes,2,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	// Raylet addresses that held a copy (primary first), tried in order.
+	Locations     []string `protobuf:"bytes,3,rep,name=locations,proto3" json:"locations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectRequest) Reset() {
+	*x = ObjectRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectRequest) ProtoMessage() {}
+
+func (x *ObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectRequest.ProtoReflect.Descriptor instead.
+func (*ObjectRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ObjectRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *ObjectRequest) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *ObjectRequest) GetLocations() []string {
+	if x != nil {
+		return x.Locations
+	}
+	return nil
+}
+
+type MapObjectsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Objects []*ObjectRequest       `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
+	// As in CreateObjectRequest: whose pins these are.
+	ClientId      string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	JobId         string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapObjectsRequest) Reset() {
+	*x = MapObjectsRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapObjectsRequest) ProtoMessage() {}
+
+func (x *MapObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapObjectsRequest.ProtoReflect.Descriptor instead.
+func (*MapObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MapObjectsRequest) GetObjects() []*ObjectRequest {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
+func (x *MapObjectsRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *MapObjectsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type MappedObject struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId  []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	ArenaPath string                 `protobuf:"bytes,2,opt,name=arena_path,json=arenaPath,proto3" json:"arena_path,omitempty"`
+	Offset    int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Size      int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Format    Format                 `protobuf:"varint,5,opt,name=format,proto3,enum=manta.raylet.v1.Format" json:"format,omitempty"`
+	// Set instead of the above when the object could not be made local:
+	// ERROR_OBJECT_LOST (no copy reachable; the message says which were
+	// tried and why) or ERROR_OBJECT_NOT_FOUND.
+	Error         *TaskError `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MappedObject) Reset() {
+	*x = MappedObject{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MappedObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MappedObject) ProtoMessage() {}
+
+func (x *MappedObject) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MappedObject.ProtoReflect.Descriptor instead.
+func (*MappedObject) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MappedObject) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *MappedObject) GetArenaPath() string {
+	if x != nil {
+		return x.ArenaPath
+	}
+	return ""
+}
+
+func (x *MappedObject) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *MappedObject) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *MappedObject) GetFormat() Format {
+	if x != nil {
+		return x.Format
+	}
+	return Format_FORMAT_MSGPACK
+}
+
+func (x *MappedObject) GetError() *TaskError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type MapObjectsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Objects       []*MappedObject        `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapObjectsReply) Reset() {
+	*x = MapObjectsReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapObjectsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapObjectsReply) ProtoMessage() {}
+
+func (x *MapObjectsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapObjectsReply.ProtoReflect.Descriptor instead.
+func (*MapObjectsReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MapObjectsReply) GetObjects() []*MappedObject {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
+type ReleaseObjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseObjectsRequest) Reset() {
+	*x = ReleaseObjectsRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseObjectsRequest) ProtoMessage() {}
+
+func (x *ReleaseObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseObjectsRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReleaseObjectsRequest) GetObjectIds() [][]byte {
+	if x != nil {
+		return x.ObjectIds
+	}
+	return nil
+}
+
+func (x *ReleaseObjectsRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+type ReleaseObjectsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseObjectsReply) Reset() {
+	*x = ReleaseObjectsReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseObjectsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseObjectsReply) ProtoMessage() {}
+
+func (x *ReleaseObjectsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseObjectsReply.ProtoReflect.Descriptor instead.
+func (*ReleaseObjectsReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
+}
+
+type FreeObjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeObjectsRequest) Reset() {
+	*x = FreeObjectsRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeObjectsRequest) ProtoMessage() {}
+
+func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeObjectsRequest.ProtoReflect.Descriptor instead.
+func (*FreeObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FreeObjectsRequest) GetObjectIds() [][]byte {
+	if x != nil {
+		return x.ObjectIds
+	}
+	return nil
+}
+
+type FreeObjectsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeObjectsReply) Reset() {
+	*x = FreeObjectsReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeObjectsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeObjectsReply) ProtoMessage() {}
+
+func (x *FreeObjectsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeObjectsReply.ProtoReflect.Descriptor instead.
+func (*FreeObjectsReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
+}
+
+type LocateObjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateObjectsRequest) Reset() {
+	*x = LocateObjectsRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateObjectsRequest) ProtoMessage() {}
+
+func (x *LocateObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateObjectsRequest.ProtoReflect.Descriptor instead.
+func (*LocateObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LocateObjectsRequest) GetObjectIds() [][]byte {
+	if x != nil {
+		return x.ObjectIds
+	}
+	return nil
+}
+
+type ObjectLocation struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// "memory" or "spilled".
+	Tier          string `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Primary       bool   `protobuf:"varint,4,opt,name=primary,proto3" json:"primary,omitempty"`
+	JobId         string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OwnerAddress  string `protobuf:"bytes,6,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectLocation) Reset() {
+	*x = ObjectLocation{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectLocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectLocation) ProtoMessage() {}
+
+func (x *ObjectLocation) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectLocation.ProtoReflect.Descriptor instead.
+func (*ObjectLocation) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ObjectLocation) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *ObjectLocation) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *ObjectLocation) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ObjectLocation) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
+}
+
+func (x *ObjectLocation) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ObjectLocation) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+type LocateObjectsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Objects       []*ObjectLocation      `protobuf:"bytes,2,rep,name=objects,proto3" json:"objects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateObjectsReply) Reset() {
+	*x = LocateObjectsReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateObjectsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateObjectsReply) ProtoMessage() {}
+
+func (x *LocateObjectsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateObjectsReply.ProtoReflect.Descriptor instead.
+func (*LocateObjectsReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LocateObjectsReply) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *LocateObjectsReply) GetObjects() []*ObjectLocation {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -870,7 +1769,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1781,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1794,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{28}
 }
 
 type GetStatusReply struct {
@@ -907,16 +1806,21 @@ type GetStatusReply struct {
 	LeasedWorkers int32                  `protobuf:"varint,5,opt,name=leased_workers,json=leasedWorkers,proto3" json:"leased_workers,omitempty"`
 	QueuedLeases  int32                  `protobuf:"varint,6,opt,name=queued_leases,json=queuedLeases,proto3" json:"queued_leases,omitempty"`
 	// Resource shapes no live node can run, waiting for one to join.
-	Infeasible    []string `protobuf:"bytes,7,rep,name=infeasible,proto3" json:"infeasible,omitempty"`
-	Objects       int64    `protobuf:"varint,8,opt,name=objects,proto3" json:"objects,omitempty"`
-	ObjectBytes   int64    `protobuf:"varint,9,opt,name=object_bytes,json=objectBytes,proto3" json:"object_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Infeasible  []string `protobuf:"bytes,7,rep,name=infeasible,proto3" json:"infeasible,omitempty"`
+	Objects     int64    `protobuf:"varint,8,opt,name=objects,proto3" json:"objects,omitempty"`
+	ObjectBytes int64    `protobuf:"varint,9,opt,name=object_bytes,json=objectBytes,proto3" json:"object_bytes,omitempty"`
+	// The shared arena's size and the bytes allocated in it, and the bytes
+	// of objects spilled to disk.
+	ObjectStoreCapacity  int64 `protobuf:"varint,10,opt,name=object_store_capacity,json=objectStoreCapacity,proto3" json:"object_store_capacity,omitempty"`
+	ObjectStoreAllocated int64 `protobuf:"varint,11,opt,name=object_store_allocated,json=objectStoreAllocated,proto3" json:"object_store_allocated,omitempty"`
+	SpilledBytes         int64 `protobuf:"varint,12,opt,name=spilled_bytes,json=spilledBytes,proto3" json:"spilled_bytes,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStatusReply) Reset() {
 	*x = GetStatusReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1832,7 @@ func (x *GetStatusReply) String() string {
 func (*GetStatusReply) ProtoMessage() {}
 
 func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1845,7 @@ func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusReply.ProtoReflect.Descriptor instead.
 func (*GetStatusReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetStatusReply) GetNodeId() string {
@@ -1007,6 +1911,27 @@ func (x *GetStatusReply) GetObjectBytes() int64 {
 	return 0
 }
 
+func (x *GetStatusReply) GetObjectStoreCapacity() int64 {
+	if x != nil {
+		return x.ObjectStoreCapacity
+	}
+	return 0
+}
+
+func (x *GetStatusReply) GetObjectStoreAllocated() int64 {
+	if x != nil {
+		return x.ObjectStoreAllocated
+	}
+	return 0
+}
+
+func (x *GetStatusReply) GetSpilledBytes() int64 {
+	if x != nil {
+		return x.SpilledBytes
+	}
+	return 0
+}
+
 type TaskError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          ErrorKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=manta.raylet.v1.ErrorKind" json:"kind,omitempty"`
@@ -1020,7 +1945,7 @@ type TaskError struct {
 
 func (x *TaskError) Reset() {
 	*x = TaskError{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1957,7 @@ func (x *TaskError) String() string {
 func (*TaskError) ProtoMessage() {}
 
 func (x *TaskError) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1970,7 @@ func (x *TaskError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
 func (*TaskError) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TaskError) GetKind() ErrorKind {
@@ -1090,15 +2015,17 @@ type ObjectValue struct {
 	Data   []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	Format Format                 `protobuf:"varint,2,opt,name=format,proto3,enum=manta.raylet.v1.Format" json:"format,omitempty"`
 	// Set when the value lives in a raylet's object store.
-	Location      string     `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
-	Error         *TaskError `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Location string     `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
+	Error    *TaskError `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Other raylets known to hold a copy (pulled ones), besides location.
+	Copies        []string `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ObjectValue) Reset() {
 	*x = ObjectValue{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +2037,7 @@ func (x *ObjectValue) String() string {
 func (*ObjectValue) ProtoMessage() {}
 
 func (x *ObjectValue) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +2050,7 @@ func (x *ObjectValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectValue.ProtoReflect.Descriptor instead.
 func (*ObjectValue) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ObjectValue) GetData() []byte {
@@ -1154,6 +2081,13 @@ func (x *ObjectValue) GetError() *TaskError {
 	return nil
 }
 
+func (x *ObjectValue) GetCopies() []string {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
 type TaskArg struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Value *ObjectValue           `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
@@ -1165,7 +2099,7 @@ type TaskArg struct {
 
 func (x *TaskArg) Reset() {
 	*x = TaskArg{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +2111,7 @@ func (x *TaskArg) String() string {
 func (*TaskArg) ProtoMessage() {}
 
 func (x *TaskArg) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +2124,7 @@ func (x *TaskArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskArg.ProtoReflect.Descriptor instead.
 func (*TaskArg) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskArg) GetValue() *ObjectValue {
@@ -1233,7 +2167,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +2179,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +2192,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -1368,7 +2302,7 @@ type PushTasksRequest struct {
 
 func (x *PushTasksRequest) Reset() {
 	*x = PushTasksRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +2314,7 @@ func (x *PushTasksRequest) String() string {
 func (*PushTasksRequest) ProtoMessage() {}
 
 func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +2327,7 @@ func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksRequest.ProtoReflect.Descriptor instead.
 func (*PushTasksRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PushTasksRequest) GetTasks() []*TaskSpec {
@@ -1414,7 +2348,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2360,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2373,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaskResult) GetReturns() []*ObjectValue {
@@ -1465,7 +2399,7 @@ type PushTasksReply struct {
 
 func (x *PushTasksReply) Reset() {
 	*x = PushTasksReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +2411,7 @@ func (x *PushTasksReply) String() string {
 func (*PushTasksReply) ProtoMessage() {}
 
 func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +2424,7 @@ func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksReply.ProtoReflect.Descriptor instead.
 func (*PushTasksReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PushTasksReply) GetResults() []*TaskResult {
@@ -1509,7 +2443,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +2455,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +2468,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -1552,7 +2486,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +2498,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +2511,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
 }
 
 type PingReply struct {
@@ -1588,7 +2522,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +2534,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +2547,95 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
+}
+
+type AddObjectLocationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Location      string                 `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddObjectLocationRequest) Reset() {
+	*x = AddObjectLocationRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddObjectLocationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddObjectLocationRequest) ProtoMessage() {}
+
+func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddObjectLocationRequest.ProtoReflect.Descriptor instead.
+func (*AddObjectLocationRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AddObjectLocationRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *AddObjectLocationRequest) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+type AddObjectLocationReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddObjectLocationReply) Reset() {
+	*x = AddObjectLocationReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddObjectLocationReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddObjectLocationReply) ProtoMessage() {}
+
+func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddObjectLocationReply.ProtoReflect.Descriptor instead.
+func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
@@ -1660,16 +2682,78 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x14NotifyBlockedRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
 	"\ablocked\x18\x02 \x01(\bR\ablocked\"\x14\n" +
-	"\x12NotifyBlockedReply\"\x83\x01\n" +
+	"\x12NotifyBlockedReply\"\xef\x01\n" +
 	"\vObjectChunk\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12/\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x17.manta.raylet.v1.FormatR\x06format\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\x10\n" +
-	"\x0ePutObjectReply\"/\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
+	"\x06crc32c\x18\x05 \x01(\aR\x06crc32c\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x03R\x06offset\x12\x15\n" +
+	"\x06job_id\x18\a \x01(\tR\x05jobId\x12#\n" +
+	"\rowner_address\x18\b \x01(\tR\fownerAddress\"\x10\n" +
+	"\x0ePutObjectReply\"G\n" +
 	"\x10GetObjectRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\x12\n" +
-	"\x10GetStatusRequest\"\xf4\x03\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"\xd0\x01\n" +
+	"\x13CreateObjectRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12/\n" +
+	"\x06format\x18\x03 \x01(\x0e2\x17.manta.raylet.v1.FormatR\x06format\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12\x15\n" +
+	"\x06job_id\x18\x05 \x01(\tR\x05jobId\x12#\n" +
+	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\"b\n" +
+	"\x11CreateObjectReply\x12\x1d\n" +
+	"\n" +
+	"arena_path\x18\x01 \x01(\tR\tarenaPath\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06exists\x18\x03 \x01(\bR\x06exists\"c\n" +
+	"\x11SealObjectRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
+	"\x05abort\x18\x03 \x01(\bR\x05abort\"\x11\n" +
+	"\x0fSealObjectReply\"o\n" +
+	"\rObjectRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
+	"\rowner_address\x18\x02 \x01(\tR\fownerAddress\x12\x1c\n" +
+	"\tlocations\x18\x03 \x03(\tR\tlocations\"\x81\x01\n" +
+	"\x11MapObjectsRequest\x128\n" +
+	"\aobjects\x18\x01 \x03(\v2\x1e.manta.raylet.v1.ObjectRequestR\aobjects\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\"\xd9\x01\n" +
+	"\fMappedObject\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1d\n" +
+	"\n" +
+	"arena_path\x18\x02 \x01(\tR\tarenaPath\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12/\n" +
+	"\x06format\x18\x05 \x01(\x0e2\x17.manta.raylet.v1.FormatR\x06format\x120\n" +
+	"\x05error\x18\x06 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\"J\n" +
+	"\x0fMapObjectsReply\x127\n" +
+	"\aobjects\x18\x01 \x03(\v2\x1d.manta.raylet.v1.MappedObjectR\aobjects\"S\n" +
+	"\x15ReleaseObjectsRequest\x12\x1d\n" +
+	"\n" +
+	"object_ids\x18\x01 \x03(\fR\tobjectIds\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\"\x15\n" +
+	"\x13ReleaseObjectsReply\"3\n" +
+	"\x12FreeObjectsRequest\x12\x1d\n" +
+	"\n" +
+	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x12\n" +
+	"\x10FreeObjectsReply\"5\n" +
+	"\x14LocateObjectsRequest\x12\x1d\n" +
+	"\n" +
+	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\xab\x01\n" +
+	"\x0eObjectLocation\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
+	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x18\n" +
+	"\aprimary\x18\x04 \x01(\bR\aprimary\x12\x15\n" +
+	"\x06job_id\x18\x05 \x01(\tR\x05jobId\x12#\n" +
+	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\"h\n" +
+	"\x12LocateObjectsReply\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x129\n" +
+	"\aobjects\x18\x02 \x03(\v2\x1f.manta.raylet.v1.ObjectLocationR\aobjects\"\x12\n" +
+	"\x10GetStatusRequest\"\x83\x05\n" +
 	"\x0eGetStatusReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12@\n" +
 	"\x05total\x18\x02 \x03(\v2*.manta.raylet.v1.GetStatusReply.TotalEntryR\x05total\x12L\n" +
@@ -1681,7 +2765,11 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"infeasible\x18\a \x03(\tR\n" +
 	"infeasible\x12\x18\n" +
 	"\aobjects\x18\b \x01(\x03R\aobjects\x12!\n" +
-	"\fobject_bytes\x18\t \x01(\x03R\vobjectBytes\x1a8\n" +
+	"\fobject_bytes\x18\t \x01(\x03R\vobjectBytes\x122\n" +
+	"\x15object_store_capacity\x18\n" +
+	" \x01(\x03R\x13objectStoreCapacity\x124\n" +
+	"\x16object_store_allocated\x18\v \x01(\x03R\x14objectStoreAllocated\x12#\n" +
+	"\rspilled_bytes\x18\f \x01(\x03R\fspilledBytes\x1a8\n" +
 	"\n" +
 	"TotalEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -1694,12 +2782,13 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
 	"\x05stack\x18\x04 \x01(\tR\x05stack\x12\x17\n" +
-	"\atask_id\x18\x05 \x01(\tR\x06taskId\"\xa0\x01\n" +
+	"\atask_id\x18\x05 \x01(\tR\x06taskId\"\xb8\x01\n" +
 	"\vObjectValue\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12/\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x17.manta.raylet.v1.FormatR\x06format\x12\x1a\n" +
 	"\blocation\x18\x03 \x01(\tR\blocation\x120\n" +
-	"\x05error\x18\x04 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\"Z\n" +
+	"\x05error\x18\x04 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\x12\x16\n" +
+	"\x06copies\x18\x05 \x03(\tR\x06copies\"Z\n" +
 	"\aTaskArg\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x1b\n" +
 	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xb1\x03\n" +
@@ -1731,11 +2820,15 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x0fOwnerGetRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\r\n" +
 	"\vPingRequest\"\v\n" +
-	"\tPingReply*,\n" +
+	"\tPingReply\"S\n" +
+	"\x18AddObjectLocationRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\"\x18\n" +
+	"\x16AddObjectLocationReply*,\n" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\xd6\x01\n" +
+	"FORMAT_RAW\x10\x01*\xf2\x01\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -1746,7 +2839,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x14ERROR_WORKER_CRASHED\x10\x05\x12\x15\n" +
 	"\x11ERROR_OBJECT_LOST\x10\x06\x12\x14\n" +
 	"\x10ERROR_INFEASIBLE\x10\a\x12\x14\n" +
-	"\x10ERROR_ACTOR_DIED\x10\b2\xc6\x05\n" +
+	"\x10ERROR_ACTOR_DIED\x10\b\x12\x1a\n" +
+	"\x16ERROR_OBJECT_NOT_FOUND\x10\t2\xdc\t\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12^\n" +
@@ -1755,12 +2849,21 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\tPutObject\x12\x1c.manta.raylet.v1.ObjectChunk\x1a\x1f.manta.raylet.v1.PutObjectReply(\x01\x12N\n" +
 	"\tGetObject\x12!.manta.raylet.v1.GetObjectRequest\x1a\x1c.manta.raylet.v1.ObjectChunk0\x01\x12O\n" +
 	"\tGetStatus\x12!.manta.raylet.v1.GetStatusRequest\x1a\x1f.manta.raylet.v1.GetStatusReply\x12a\n" +
-	"\x0fKillActorWorker\x12'.manta.raylet.v1.KillActorWorkerRequest\x1a%.manta.raylet.v1.KillActorWorkerReply2\xf0\x01\n" +
+	"\x0fKillActorWorker\x12'.manta.raylet.v1.KillActorWorkerRequest\x1a%.manta.raylet.v1.KillActorWorkerReply\x12X\n" +
+	"\fCreateObject\x12$.manta.raylet.v1.CreateObjectRequest\x1a\".manta.raylet.v1.CreateObjectReply\x12R\n" +
+	"\n" +
+	"SealObject\x12\".manta.raylet.v1.SealObjectRequest\x1a .manta.raylet.v1.SealObjectReply\x12R\n" +
+	"\n" +
+	"MapObjects\x12\".manta.raylet.v1.MapObjectsRequest\x1a .manta.raylet.v1.MapObjectsReply\x12^\n" +
+	"\x0eReleaseObjects\x12&.manta.raylet.v1.ReleaseObjectsRequest\x1a$.manta.raylet.v1.ReleaseObjectsReply\x12U\n" +
+	"\vFreeObjects\x12#.manta.raylet.v1.FreeObjectsRequest\x1a!.manta.raylet.v1.FreeObjectsReply\x12[\n" +
+	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply2\xd9\x02\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
 	"\tGetObject\x12 .manta.raylet.v1.OwnerGetRequest\x1a\x1c.manta.raylet.v1.ObjectValue\x12@\n" +
-	"\x04Ping\x12\x1c.manta.raylet.v1.PingRequest\x1a\x1a.manta.raylet.v1.PingReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
+	"\x04Ping\x12\x1c.manta.raylet.v1.PingRequest\x1a\x1a.manta.raylet.v1.PingReply\x12g\n" +
+	"\x11AddObjectLocation\x12).manta.raylet.v1.AddObjectLocationRequest\x1a'.manta.raylet.v1.AddObjectLocationReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
 
 var (
 	file_rayletpb_raylet_proto_rawDescOnce sync.Once
@@ -1775,80 +2878,117 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_rayletpb_raylet_proto_goTypes = []any{
-	(Format)(0),                    // 0: manta.raylet.v1.Format
-	(ErrorKind)(0),                 // 1: manta.raylet.v1.ErrorKind
-	(*KillActorWorkerRequest)(nil), // 2: manta.raylet.v1.KillActorWorkerRequest
-	(*KillActorWorkerReply)(nil),   // 3: manta.raylet.v1.KillActorWorkerReply
-	(*LeaseRequest)(nil),           // 4: manta.raylet.v1.LeaseRequest
-	(*LeaseReply)(nil),             // 5: manta.raylet.v1.LeaseReply
-	(*ReturnLeaseRequest)(nil),     // 6: manta.raylet.v1.ReturnLeaseRequest
-	(*ReturnLeaseReply)(nil),       // 7: manta.raylet.v1.ReturnLeaseReply
-	(*RegisterWorkerRequest)(nil),  // 8: manta.raylet.v1.RegisterWorkerRequest
-	(*RegisterWorkerReply)(nil),    // 9: manta.raylet.v1.RegisterWorkerReply
-	(*NotifyBlockedRequest)(nil),   // 10: manta.raylet.v1.NotifyBlockedRequest
-	(*NotifyBlockedReply)(nil),     // 11: manta.raylet.v1.NotifyBlockedReply
-	(*ObjectChunk)(nil),            // 12: manta.raylet.v1.ObjectChunk
-	(*PutObjectReply)(nil),         // 13: manta.raylet.v1.PutObjectReply
-	(*GetObjectRequest)(nil),       // 14: manta.raylet.v1.GetObjectRequest
-	(*GetStatusRequest)(nil),       // 15: manta.raylet.v1.GetStatusRequest
-	(*GetStatusReply)(nil),         // 16: manta.raylet.v1.GetStatusReply
-	(*TaskError)(nil),              // 17: manta.raylet.v1.TaskError
-	(*ObjectValue)(nil),            // 18: manta.raylet.v1.ObjectValue
-	(*TaskArg)(nil),                // 19: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),               // 20: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),       // 21: manta.raylet.v1.PushTasksRequest
-	(*TaskResult)(nil),             // 22: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),         // 23: manta.raylet.v1.PushTasksReply
-	(*OwnerGetRequest)(nil),        // 24: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),            // 25: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),              // 26: manta.raylet.v1.PingReply
-	nil,                            // 27: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                            // 28: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                            // 29: manta.raylet.v1.GetStatusReply.AvailableEntry
+	(Format)(0),                      // 0: manta.raylet.v1.Format
+	(ErrorKind)(0),                   // 1: manta.raylet.v1.ErrorKind
+	(*KillActorWorkerRequest)(nil),   // 2: manta.raylet.v1.KillActorWorkerRequest
+	(*KillActorWorkerReply)(nil),     // 3: manta.raylet.v1.KillActorWorkerReply
+	(*LeaseRequest)(nil),             // 4: manta.raylet.v1.LeaseRequest
+	(*LeaseReply)(nil),               // 5: manta.raylet.v1.LeaseReply
+	(*ReturnLeaseRequest)(nil),       // 6: manta.raylet.v1.ReturnLeaseRequest
+	(*ReturnLeaseReply)(nil),         // 7: manta.raylet.v1.ReturnLeaseReply
+	(*RegisterWorkerRequest)(nil),    // 8: manta.raylet.v1.RegisterWorkerRequest
+	(*RegisterWorkerReply)(nil),      // 9: manta.raylet.v1.RegisterWorkerReply
+	(*NotifyBlockedRequest)(nil),     // 10: manta.raylet.v1.NotifyBlockedRequest
+	(*NotifyBlockedReply)(nil),       // 11: manta.raylet.v1.NotifyBlockedReply
+	(*ObjectChunk)(nil),              // 12: manta.raylet.v1.ObjectChunk
+	(*PutObjectReply)(nil),           // 13: manta.raylet.v1.PutObjectReply
+	(*GetObjectRequest)(nil),         // 14: manta.raylet.v1.GetObjectRequest
+	(*CreateObjectRequest)(nil),      // 15: manta.raylet.v1.CreateObjectRequest
+	(*CreateObjectReply)(nil),        // 16: manta.raylet.v1.CreateObjectReply
+	(*SealObjectRequest)(nil),        // 17: manta.raylet.v1.SealObjectRequest
+	(*SealObjectReply)(nil),          // 18: manta.raylet.v1.SealObjectReply
+	(*ObjectRequest)(nil),            // 19: manta.raylet.v1.ObjectRequest
+	(*MapObjectsRequest)(nil),        // 20: manta.raylet.v1.MapObjectsRequest
+	(*MappedObject)(nil),             // 21: manta.raylet.v1.MappedObject
+	(*MapObjectsReply)(nil),          // 22: manta.raylet.v1.MapObjectsReply
+	(*ReleaseObjectsRequest)(nil),    // 23: manta.raylet.v1.ReleaseObjectsRequest
+	(*ReleaseObjectsReply)(nil),      // 24: manta.raylet.v1.ReleaseObjectsReply
+	(*FreeObjectsRequest)(nil),       // 25: manta.raylet.v1.FreeObjectsRequest
+	(*FreeObjectsReply)(nil),         // 26: manta.raylet.v1.FreeObjectsReply
+	(*LocateObjectsRequest)(nil),     // 27: manta.raylet.v1.LocateObjectsRequest
+	(*ObjectLocation)(nil),           // 28: manta.raylet.v1.ObjectLocation
+	(*LocateObjectsReply)(nil),       // 29: manta.raylet.v1.LocateObjectsReply
+	(*GetStatusRequest)(nil),         // 30: manta.raylet.v1.GetStatusRequest
+	(*GetStatusReply)(nil),           // 31: manta.raylet.v1.GetStatusReply
+	(*TaskError)(nil),                // 32: manta.raylet.v1.TaskError
+	(*ObjectValue)(nil),              // 33: manta.raylet.v1.ObjectValue
+	(*TaskArg)(nil),                  // 34: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),                 // 35: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),         // 36: manta.raylet.v1.PushTasksRequest
+	(*TaskResult)(nil),               // 37: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),           // 38: manta.raylet.v1.PushTasksReply
+	(*OwnerGetRequest)(nil),          // 39: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),              // 40: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                // 41: manta.raylet.v1.PingReply
+	(*AddObjectLocationRequest)(nil), // 42: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),   // 43: manta.raylet.v1.AddObjectLocationReply
+	nil,                              // 44: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                              // 45: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                              // 46: manta.raylet.v1.GetStatusReply.AvailableEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	27, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	44, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
 	0,  // 1: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
-	28, // 2: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	29, // 3: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	1,  // 4: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
-	0,  // 5: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	17, // 6: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	18, // 7: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	19, // 8: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	20, // 9: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	18, // 10: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	17, // 11: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	22, // 12: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	4,  // 13: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	6,  // 14: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	8,  // 15: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	10, // 16: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	12, // 17: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	14, // 18: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	15, // 19: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 20: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	21, // 21: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	24, // 22: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	25, // 23: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	5,  // 24: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	7,  // 25: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	9,  // 26: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	11, // 27: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	13, // 28: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	12, // 29: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	16, // 30: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 31: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	23, // 32: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	18, // 33: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	26, // 34: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 2: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
+	19, // 3: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
+	0,  // 4: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
+	32, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	21, // 6: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
+	28, // 7: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
+	45, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	46, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	1,  // 10: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
+	0,  // 11: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
+	32, // 12: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	33, // 13: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	34, // 14: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	35, // 15: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	33, // 16: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	32, // 17: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	37, // 18: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	4,  // 19: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	6,  // 20: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	8,  // 21: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	10, // 22: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	12, // 23: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	14, // 24: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	30, // 25: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 26: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	15, // 27: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	17, // 28: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	20, // 29: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	23, // 30: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	25, // 31: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	27, // 32: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	36, // 33: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	39, // 34: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	40, // 35: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	42, // 36: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	5,  // 37: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	7,  // 38: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	9,  // 39: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	11, // 40: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	13, // 41: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	12, // 42: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	31, // 43: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 44: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	16, // 45: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	18, // 46: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	22, // 47: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	24, // 48: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	26, // 49: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	29, // 50: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	38, // 51: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	33, // 52: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	41, // 53: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	43, // 54: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	37, // [37:55] is the sub-list for method output_type
+	19, // [19:37] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -1862,7 +3002,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

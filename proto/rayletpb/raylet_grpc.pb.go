@@ -32,6 +32,12 @@ const (
 	Raylet_GetObject_FullMethodName          = "/manta.raylet.v1.Raylet/GetObject"
 	Raylet_GetStatus_FullMethodName          = "/manta.raylet.v1.Raylet/GetStatus"
 	Raylet_KillActorWorker_FullMethodName    = "/manta.raylet.v1.Raylet/KillActorWorker"
+	Raylet_CreateObject_FullMethodName       = "/manta.raylet.v1.Raylet/CreateObject"
+	Raylet_SealObject_FullMethodName         = "/manta.raylet.v1.Raylet/SealObject"
+	Raylet_MapObjects_FullMethodName         = "/manta.raylet.v1.Raylet/MapObjects"
+	Raylet_ReleaseObjects_FullMethodName     = "/manta.raylet.v1.Raylet/ReleaseObjects"
+	Raylet_FreeObjects_FullMethodName        = "/manta.raylet.v1.Raylet/FreeObjects"
+	Raylet_LocateObjects_FullMethodName      = "/manta.raylet.v1.Raylet/LocateObjects"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -58,6 +64,23 @@ type RayletClient interface {
 	// KillActorWorker ends an actor's dedicated worker (kill, restart,
 	// or a placement that lost the race).
 	KillActorWorker(ctx context.Context, in *KillActorWorkerRequest, opts ...grpc.CallOption) (*KillActorWorkerReply, error)
+	// CreateObject reserves an object's bytes in the node's shared arena for
+	// a client on the same node (worker or driver) to write through its own
+	// mapping; SealObject publishes it (or aborts it). A client's unsealed
+	// creations are aborted when it dies.
+	CreateObject(ctx context.Context, in *CreateObjectRequest, opts ...grpc.CallOption) (*CreateObjectReply, error)
+	SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectReply, error)
+	// MapObjects makes objects local, pulling each from a node that holds a
+	// copy when this node has none (one pull per object however many ask),
+	// and pins them for the client, which reads them in place in the arena
+	// until ReleaseObjects. A pin of a dead client is dropped.
+	MapObjects(ctx context.Context, in *MapObjectsRequest, opts ...grpc.CallOption) (*MapObjectsReply, error)
+	ReleaseObjects(ctx context.Context, in *ReleaseObjectsRequest, opts ...grpc.CallOption) (*ReleaseObjectsReply, error)
+	// FreeObjects deletes this node's copies of objects their owner released.
+	FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsReply, error)
+	// LocateObjects says which of the objects this node holds, and where
+	// (memory or spilled); an empty request lists every object.
+	LocateObjects(ctx context.Context, in *LocateObjectsRequest, opts ...grpc.CallOption) (*LocateObjectsReply, error)
 }
 
 type rayletClient struct {
@@ -160,6 +183,66 @@ func (c *rayletClient) KillActorWorker(ctx context.Context, in *KillActorWorkerR
 	return out, nil
 }
 
+func (c *rayletClient) CreateObject(ctx context.Context, in *CreateObjectRequest, opts ...grpc.CallOption) (*CreateObjectReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateObjectReply)
+	err := c.cc.Invoke(ctx, Raylet_CreateObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SealObjectReply)
+	err := c.cc.Invoke(ctx, Raylet_SealObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) MapObjects(ctx context.Context, in *MapObjectsRequest, opts ...grpc.CallOption) (*MapObjectsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MapObjectsReply)
+	err := c.cc.Invoke(ctx, Raylet_MapObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) ReleaseObjects(ctx context.Context, in *ReleaseObjectsRequest, opts ...grpc.CallOption) (*ReleaseObjectsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseObjectsReply)
+	err := c.cc.Invoke(ctx, Raylet_ReleaseObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FreeObjectsReply)
+	err := c.cc.Invoke(ctx, Raylet_FreeObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) LocateObjects(ctx context.Context, in *LocateObjectsRequest, opts ...grpc.CallOption) (*LocateObjectsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocateObjectsReply)
+	err := c.cc.Invoke(ctx, Raylet_LocateObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RayletServer is the server API for Raylet service.
 // All implementations must embed UnimplementedRayletServer
 // for forward compatibility.
@@ -184,6 +267,23 @@ type RayletServer interface {
 	// KillActorWorker ends an actor's dedicated worker (kill, restart,
 	// or a placement that lost the race).
 	KillActorWorker(context.Context, *KillActorWorkerRequest) (*KillActorWorkerReply, error)
+	// CreateObject reserves an object's bytes in the node's shared arena for
+	// a client on the same node (worker or driver) to write through its own
+	// mapping; SealObject publishes it (or aborts it). A client's unsealed
+	// creations are aborted when it dies.
+	CreateObject(context.Context, *CreateObjectRequest) (*CreateObjectReply, error)
+	SealObject(context.Context, *SealObjectRequest) (*SealObjectReply, error)
+	// MapObjects makes objects local, pulling each from a node that holds a
+	// copy when this node has none (one pull per object however many ask),
+	// and pins them for the client, which reads them in place in the arena
+	// until ReleaseObjects. A pin of a dead client is dropped.
+	MapObjects(context.Context, *MapObjectsRequest) (*MapObjectsReply, error)
+	ReleaseObjects(context.Context, *ReleaseObjectsRequest) (*ReleaseObjectsReply, error)
+	// FreeObjects deletes this node's copies of objects their owner released.
+	FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsReply, error)
+	// LocateObjects says which of the objects this node holds, and where
+	// (memory or spilled); an empty request lists every object.
+	LocateObjects(context.Context, *LocateObjectsRequest) (*LocateObjectsReply, error)
 	mustEmbedUnimplementedRayletServer()
 }
 
@@ -217,6 +317,24 @@ func (UnimplementedRayletServer) GetStatus(context.Context, *GetStatusRequest) (
 }
 func (UnimplementedRayletServer) KillActorWorker(context.Context, *KillActorWorkerRequest) (*KillActorWorkerReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method KillActorWorker not implemented")
+}
+func (UnimplementedRayletServer) CreateObject(context.Context, *CreateObjectRequest) (*CreateObjectReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateObject not implemented")
+}
+func (UnimplementedRayletServer) SealObject(context.Context, *SealObjectRequest) (*SealObjectReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method SealObject not implemented")
+}
+func (UnimplementedRayletServer) MapObjects(context.Context, *MapObjectsRequest) (*MapObjectsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MapObjects not implemented")
+}
+func (UnimplementedRayletServer) ReleaseObjects(context.Context, *ReleaseObjectsRequest) (*ReleaseObjectsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseObjects not implemented")
+}
+func (UnimplementedRayletServer) FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method FreeObjects not implemented")
+}
+func (UnimplementedRayletServer) LocateObjects(context.Context, *LocateObjectsRequest) (*LocateObjectsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocateObjects not implemented")
 }
 func (UnimplementedRayletServer) mustEmbedUnimplementedRayletServer() {}
 func (UnimplementedRayletServer) testEmbeddedByValue()                {}
@@ -365,6 +483,114 @@ func _Raylet_KillActorWorker_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raylet_CreateObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).CreateObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_CreateObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).CreateObject(ctx, req.(*CreateObjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_SealObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SealObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).SealObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_SealObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).SealObject(ctx, req.(*SealObjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_MapObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MapObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).MapObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_MapObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).MapObjects(ctx, req.(*MapObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_ReleaseObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).ReleaseObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_ReleaseObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).ReleaseObjects(ctx, req.(*ReleaseObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_FreeObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FreeObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).FreeObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_FreeObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).FreeObjects(ctx, req.(*FreeObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_LocateObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocateObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).LocateObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_LocateObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).LocateObjects(ctx, req.(*LocateObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raylet_ServiceDesc is the grpc.ServiceDesc for Raylet service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -396,6 +622,30 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "KillActorWorker",
 			Handler:    _Raylet_KillActorWorker_Handler,
 		},
+		{
+			MethodName: "CreateObject",
+			Handler:    _Raylet_CreateObject_Handler,
+		},
+		{
+			MethodName: "SealObject",
+			Handler:    _Raylet_SealObject_Handler,
+		},
+		{
+			MethodName: "MapObjects",
+			Handler:    _Raylet_MapObjects_Handler,
+		},
+		{
+			MethodName: "ReleaseObjects",
+			Handler:    _Raylet_ReleaseObjects_Handler,
+		},
+		{
+			MethodName: "FreeObjects",
+			Handler:    _Raylet_FreeObjects_Handler,
+		},
+		{
+			MethodName: "LocateObjects",
+			Handler:    _Raylet_LocateObjects_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -413,9 +663,10 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CoreWorker_PushTasks_FullMethodName = "/manta.raylet.v1.CoreWorker/PushTasks"
-	CoreWorker_GetObject_FullMethodName = "/manta.raylet.v1.CoreWorker/GetObject"
-	CoreWorker_Ping_FullMethodName      = "/manta.raylet.v1.CoreWorker/Ping"
+	CoreWorker_PushTasks_FullMethodName         = "/manta.raylet.v1.CoreWorker/PushTasks"
+	CoreWorker_GetObject_FullMethodName         = "/manta.raylet.v1.CoreWorker/GetObject"
+	CoreWorker_Ping_FullMethodName              = "/manta.raylet.v1.CoreWorker/Ping"
+	CoreWorker_AddObjectLocation_FullMethodName = "/manta.raylet.v1.CoreWorker/AddObjectLocation"
 )
 
 // CoreWorkerClient is the client API for CoreWorker service.
@@ -431,6 +682,10 @@ type CoreWorkerClient interface {
 	// returns it inline or where it is stored.
 	GetObject(ctx context.Context, in *OwnerGetRequest, opts ...grpc.CallOption) (*ObjectValue, error)
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingReply, error)
+	// AddObjectLocation tells an owner that another node now holds a copy of
+	// one of its objects (a raylet that pulled it), so that later readers can
+	// fetch it from there and Release frees it there too.
+	AddObjectLocation(ctx context.Context, in *AddObjectLocationRequest, opts ...grpc.CallOption) (*AddObjectLocationReply, error)
 }
 
 type coreWorkerClient struct {
@@ -474,6 +729,16 @@ func (c *coreWorkerClient) Ping(ctx context.Context, in *PingRequest, opts ...gr
 	return out, nil
 }
 
+func (c *coreWorkerClient) AddObjectLocation(ctx context.Context, in *AddObjectLocationRequest, opts ...grpc.CallOption) (*AddObjectLocationReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddObjectLocationReply)
+	err := c.cc.Invoke(ctx, CoreWorker_AddObjectLocation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoreWorkerServer is the server API for CoreWorker service.
 // All implementations must embed UnimplementedCoreWorkerServer
 // for forward compatibility.
@@ -487,6 +752,10 @@ type CoreWorkerServer interface {
 	// returns it inline or where it is stored.
 	GetObject(context.Context, *OwnerGetRequest) (*ObjectValue, error)
 	Ping(context.Context, *PingRequest) (*PingReply, error)
+	// AddObjectLocation tells an owner that another node now holds a copy of
+	// one of its objects (a raylet that pulled it), so that later readers can
+	// fetch it from there and Release frees it there too.
+	AddObjectLocation(context.Context, *AddObjectLocationRequest) (*AddObjectLocationReply, error)
 	mustEmbedUnimplementedCoreWorkerServer()
 }
 
@@ -505,6 +774,9 @@ func (UnimplementedCoreWorkerServer) GetObject(context.Context, *OwnerGetRequest
 }
 func (UnimplementedCoreWorkerServer) Ping(context.Context, *PingRequest) (*PingReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedCoreWorkerServer) AddObjectLocation(context.Context, *AddObjectLocationRequest) (*AddObjectLocationReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddObjectLocation not implemented")
 }
 func (UnimplementedCoreWorkerServer) mustEmbedUnimplementedCoreWorkerServer() {}
 func (UnimplementedCoreWorkerServer) testEmbeddedByValue()                    {}
@@ -570,6 +842,24 @@ func _CoreWorker_Ping_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoreWorker_AddObjectLocation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddObjectLocationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoreWorkerServer).AddObjectLocation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoreWorker_AddObjectLocation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoreWorkerServer).AddObjectLocation(ctx, req.(*AddObjectLocationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoreWorker_ServiceDesc is the grpc.ServiceDesc for CoreWorker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -584,6 +874,10 @@ var CoreWorker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ping",
 			Handler:    _CoreWorker_Ping_Handler,
+		},
+		{
+			MethodName: "AddObjectLocation",
+			Handler:    _CoreWorker_AddObjectLocation_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
