@@ -49,6 +49,10 @@ type Options struct {
 	Clients int
 	// TaskClients is the number of task workload clients; default 3.
 	TaskClients int
+	// ActorClients is the number of actor workload clients (each with its
+	// own counter actor, alternately at-most-once and at-least-once);
+	// default 2, negative for none.
+	ActorClients int
 	// TaskOpTimeout bounds one task operation; default
 	// DefaultTaskOpTimeout.
 	TaskOpTimeout time.Duration
@@ -96,6 +100,9 @@ func (o *Options) validate() (Scenario, error) {
 	}
 	if o.TaskClients == 0 {
 		o.TaskClients = 3
+	}
+	if o.ActorClients == 0 {
+		o.ActorClients = 2
 	}
 	if o.TaskOpTimeout == 0 {
 		o.TaskOpTimeout = DefaultTaskOpTimeout
@@ -293,6 +300,13 @@ func (r *runner) run(ctx context.Context) (err error) {
 		tw.OpTimeout = r.o.TaskOpTimeout
 		tw.Accept = acceptedTaskErrors(names)
 		r.workloads = append(r.workloads, tw)
+		if r.o.ActorClients > 0 {
+			aw := NewActorWorkload(r.o.Seed)
+			aw.Clients = r.o.ActorClients
+			aw.OpTimeout = r.o.TaskOpTimeout
+			aw.Accept = acceptedActorErrors(names)
+			r.workloads = append(r.workloads, aw)
+		}
 	}
 	r.startWorkloads(ctx)
 
@@ -336,6 +350,10 @@ func (r *runner) run(ctx context.Context) (err error) {
 				r.addCheck(checkLinearizable(w.History(), r.log, CheckOptions{ReportDir: r.o.ReportDir, LinearizabilityTimeout: 10 * time.Second}))
 			case *TaskWorkload:
 				for _, c := range w.check() {
+					r.addCheck(c)
+				}
+			case *ActorWorkload:
+				for _, c := range w.Check(ctx, r.env, CheckOptions{}) {
 					r.addCheck(c)
 				}
 			}
@@ -621,7 +639,8 @@ func (r *runner) checkNoHangs() CheckResult {
 		s := w.Stats()
 		hangs = append(hangs, s.Hangs...)
 		bound := r.o.OpTimeout + hangGrace
-		if _, ok := w.(*TaskWorkload); ok {
+		switch w.(type) {
+		case *TaskWorkload, *ActorWorkload:
 			bound = r.o.TaskOpTimeout
 		}
 		slowest = append(slowest, fmt.Sprintf("slowest %s operation %v (bound %v)", w.Name(), s.MaxLatency.Round(time.Millisecond), bound))
