@@ -35,6 +35,7 @@ const (
 	CmdActorAlive                       // ActorAliveCommand
 	CmdActorFailed                      // ActorFailedCommand
 	CmdActorPending                     // ActorPendingCommand
+	CmdLineage                          // LineageCommand
 	cmdCount                            // keep last: sizes the handler table
 )
 
@@ -52,6 +53,7 @@ var cmdNames = [...]string{
 	CmdActorAlive:    "ActorAlive",
 	CmdActorFailed:   "ActorFailed",
 	CmdActorPending:  "ActorPending",
+	CmdLineage:       "Lineage",
 }
 
 func (t CommandType) String() string {

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -20,7 +21,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(12) {
+		switch rng.IntN(15) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -42,6 +43,8 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdActorFailed, &pb.ActorFailedCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), WorkerId: []string{"", "w0", "w1"}[rng.IntN(3)], Cause: "c", NoRestart: rng.IntN(4) == 0}
 		case 11:
 			typ, body = CmdActorPending, &pb.ActorPendingCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), Reason: fmt.Sprint(rng.IntN(2))}
+		case 12, 13, 14:
+			typ, body = CmdLineage, randomLineage(rng)
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}
@@ -56,11 +59,49 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	return out
 }
 
+// randomLineage draws a lineage write over a few tasks of a few jobs, with
+// references between them and a bound small enough to evict.
+func randomLineage(rng *rand.Rand) *pb.LineageCommand {
+	tid := func() ids.TaskID { return ids.NewTaskID("j", ids.TaskID{}, uint64(rng.IntN(10))) }
+	lc := &pb.LineageCommand{MaxRecords: uint64(3 + rng.IntN(4))}
+	if rng.IntN(3) == 0 {
+		lc.MaxBytes = uint64(200 + rng.IntN(400))
+	}
+	for range rng.IntN(4) {
+		id := tid()
+		r := &pb.TaskRecord{TaskId: id[:], JobId: JobID(uint32(1 + rng.IntN(8))), Function: "f", NumReturns: int32(rng.IntN(3)),
+			Resources: map[string]float64{"CPU": 1, "x": float64(rng.IntN(2))}, Options: map[string]string{"a": "1", "b": "2"},
+			State: pb.TaskState(rng.IntN(5))}
+		for range rng.IntN(3) {
+			o := ids.ReturnID(tid(), uint32(1+rng.IntN(2)))
+			if rng.IntN(5) == 0 {
+				o = ids.PutID(tid(), 1)
+			}
+			r.Args = append(r.Args, &pb.LineageArg{ObjectId: o[:]}, &pb.LineageArg{Value: make([]byte, rng.IntN(64))})
+		}
+		lc.Records = append(lc.Records, r)
+	}
+	for range rng.IntN(3) {
+		id := tid()
+		lc.Updates = append(lc.Updates, &pb.TaskUpdate{TaskId: id[:], Attempt: int32(rng.IntN(3)), State: pb.TaskState(rng.IntN(5)), NodeId: fmt.Sprint("n", rng.IntN(2))})
+	}
+	for range rng.IntN(3) {
+		o := ids.ReturnID(tid(), uint32(1+rng.IntN(2)))
+		lc.ReleasedObjectIds = append(lc.ReleasedObjectIds, o[:])
+	}
+	if rng.IntN(4) == 0 {
+		id := tid()
+		lc.ReleasedTaskIds = append(lc.ReleasedTaskIds, id[:])
+	}
+	return lc
+}
+
 // TestApplyIsDeterministic applies the same random log to three stores —
 // one straight through, one restored from a snapshot taken midway, one
 // restored from a snapshot of the restored one — and requires the same
 // state hash and the same answers everywhere.
 func TestApplyIsDeterministic(t *testing.T) {
+	var evictions, lineageLeft uint64
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var log [][]*pb.Command
@@ -104,12 +145,20 @@ func TestApplyIsDeterministic(t *testing.T) {
 		if ha != hb {
 			t.Fatalf("seed %d: state differs after restore and replay", seed)
 		}
+		st := b.f.LineageStats()
+		evictions += st.Evictions
+		lineageLeft += st.Records
 		tail := answers[len(answers)-len(answersB):]
 		for i := range answersB {
 			if answersB[i] != tail[i] {
 				t.Fatalf("seed %d: answer %d differs: %s vs %s", seed, i, answersB[i], tail[i])
 			}
 		}
+	}
+	// The random logs must reach the lineage bound and keep some records,
+	// or the comparison above proves little about lineage.
+	if evictions == 0 || lineageLeft == 0 {
+		t.Fatalf("lineage not exercised: %d evictions, %d records left", evictions, lineageLeft)
 	}
 }
 
@@ -120,6 +169,14 @@ func FuzzApplyNeverPanics(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte{1})
 	f.Add([]byte{0})
+	lin, _ := EncodeBatch([]*pb.Command{{Type: uint32(CmdLineage), Body: []byte{0x0a, 0x02, 0x0a, 0x00}}})
+	f.Add(lin)
+	t1 := ids.NewTaskID("j", ids.TaskID{}, 1)
+	o1 := ids.ReturnID(t1, 1)
+	lc, _ := proto.Marshal(&pb.LineageCommand{Records: []*pb.TaskRecord{{TaskId: t1[:], NumReturns: 1, Args: []*pb.LineageArg{{ObjectId: o1[:]}}}},
+		ReleasedObjectIds: [][]byte{o1[:], {1, 2}}, MaxRecords: 1})
+	lin2, _ := EncodeBatch([]*pb.Command{{Type: uint32(CmdLineage), Body: lc}})
+	f.Add(lin2)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		New(nil).Apply(&raft.Log{Index: 1, Data: data})
 	})

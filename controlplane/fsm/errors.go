@@ -19,4 +19,11 @@ var (
 	ErrActorNotFound  = rpcerr.New(codes.NotFound, "ACTOR_NOT_FOUND", "actor not found")
 	ErrActorExists    = rpcerr.New(codes.AlreadyExists, "ACTOR_EXISTS", "actor ID already registered")
 	ErrActorNameTaken = rpcerr.New(codes.AlreadyExists, "ACTOR_NAME_TAKEN", "actor name already taken in this namespace")
+	// ErrLineageNotFound: the task is not recorded (never, or released).
+	ErrLineageNotFound = rpcerr.New(codes.NotFound, "LINEAGE_NOT_FOUND", "no lineage recorded for the task")
+	// ErrLineageEvicted: the task was recorded but the store's bound
+	// dropped it; its outputs can no longer be rebuilt.
+	ErrLineageEvicted = rpcerr.New(codes.NotFound, "LINEAGE_EVICTED", "lineage evicted by the store's bound")
+	// ErrMadeByPut: Put objects have no lineage (they cannot be rebuilt).
+	ErrMadeByPut = rpcerr.New(codes.FailedPrecondition, "MADE_BY_PUT", "object was made by Put and has no lineage")
 )

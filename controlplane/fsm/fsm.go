@@ -47,6 +47,7 @@ type FSM struct {
 	// is derived from actors, so snapshots do not carry it.
 	deadActors    deadHeap
 	maxDeadActors int
+	lineage       lineageTable
 	dedup         dedupTable
 	events        eventRing
 	changed       chan struct{} // closed and replaced after every Apply
@@ -76,6 +77,7 @@ func (f *FSM) reset() {
 	if f.maxDeadActors == 0 {
 		f.maxDeadActors = MaxDeadActors
 	}
+	f.lineage = newLineageTable()
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -103,6 +105,7 @@ var handlers = [cmdCount]handler{
 	CmdActorAlive:    applyActorAlive,
 	CmdActorFailed:   applyActorFailed,
 	CmdActorPending:  applyActorPending,
+	CmdLineage:       applyLineage,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

@@ -34,6 +34,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		Dedup:   f.dedup.entries(),
 		Actors:  sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
 	}
+	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
 	for ns := range f.kv {
 		nss = append(nss, ns)
@@ -114,13 +115,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	heap.Init(&f.deadActors)
+	if err := f.lineage.restore(&s); err != nil {
+		return fmt.Errorf("restore lineage: %w", err)
+	}
 	for _, d := range s.Dedup {
 		f.dedup.put(d.RequestId, d.Result)
 	}
 	f.events.restart(s.Index)
 	f.notify()
 	f.log.Info("restored snapshot", zap.Uint64("index", s.Index), zap.Int("nodes", len(s.Nodes)),
-		zap.Int("jobs", len(s.Jobs)), zap.Int("kv", len(s.Kv)))
+		zap.Int("jobs", len(s.Jobs)), zap.Int("kv", len(s.Kv)), zap.Int("lineage", len(s.Lineage)))
 	return nil
 }
 

@@ -144,6 +144,7 @@ func applyFinishJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	f.jobs[j.JobId] = j
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: j})
 	f.killJobActorsLocked(c, j.JobId, "its job "+j.JobId+" ended")
+	f.dropJobLineageLocked(j.JobId)
 	return &pb.CommandResult{Flag: true}
 }
 

@@ -51,10 +51,16 @@ type Config struct {
 	NodeTimeout time.Duration
 	NodeGrace   time.Duration
 
-	MaxKVValueBytes int           // default 1 MiB
-	MaxBatch        int           // commands per Raft entry; default 512
-	MaxInflight     int           // Raft entries in flight; default 8
-	ApplyTimeout    time.Duration // bound on one write; default 10s
+	MaxKVValueBytes int // default 1 MiB
+	// MaxLineageBytes and MaxLineageRecords bound the lineage table; the
+	// leader stamps them into every lineage write, so the leader's values
+	// rule. Defaults: fsm.DefaultMaxLineageBytes (256 MiB) and
+	// fsm.DefaultMaxLineageRecords.
+	MaxLineageBytes   uint64
+	MaxLineageRecords uint64
+	MaxBatch          int           // commands per Raft entry; default 512
+	MaxInflight       int           // Raft entries in flight; default 8
+	ApplyTimeout      time.Duration // bound on one write; default 10s
 	// ForwardTimeout bounds a call a follower forwards to the leader, so a
 	// leader that is paused or cut off does not hold it past an election;
 	// default 4 × ElectionTimeout.

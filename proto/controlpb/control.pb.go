@@ -246,6 +246,62 @@ func (ActorState) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{3}
 }
 
+// TaskState is where a recorded task is in its life.
+type TaskState int32
+
+const (
+	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
+	TaskState_TASK_SUBMITTED         TaskState = 1
+	TaskState_TASK_RUNNING           TaskState = 2
+	TaskState_TASK_FINISHED          TaskState = 3
+	TaskState_TASK_FAILED            TaskState = 4
+)
+
+// Enum value maps for TaskState.
+var (
+	TaskState_name = map[int32]string{
+		0: "TASK_STATE_UNSPECIFIED",
+		1: "TASK_SUBMITTED",
+		2: "TASK_RUNNING",
+		3: "TASK_FINISHED",
+		4: "TASK_FAILED",
+	}
+	TaskState_value = map[string]int32{
+		"TASK_STATE_UNSPECIFIED": 0,
+		"TASK_SUBMITTED":         1,
+		"TASK_RUNNING":           2,
+		"TASK_FINISHED":          3,
+		"TASK_FAILED":            4,
+	}
+)
+
+func (x TaskState) Enum() *TaskState {
+	p := new(TaskState)
+	*p = x
+	return p
+}
+
+func (x TaskState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[4].Descriptor()
+}
+
+func (TaskState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[4]
+}
+
+func (x TaskState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskState.Descriptor instead.
+func (TaskState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{4}
+}
+
 // Header is on every reply: the Raft index the answer reflects (read your
 // writes by passing it as min_index) and who the leader was.
 type Header struct {
@@ -2966,6 +3022,916 @@ func (x *ReportActorFailureResponse) GetHeader() *Header {
 	return nil
 }
 
+// LineageArg is one argument of a recorded task: a value carried inline
+// (value + format, a rayletpb.Format number), or a reference to an object
+// (object_id, 20 bytes) with the address of that object's owner.
+type LineageArg struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Format        int32                  `protobuf:"varint,2,opt,name=format,proto3" json:"format,omitempty"`
+	ObjectId      []byte                 `protobuf:"bytes,3,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	OwnerAddress  string                 `protobuf:"bytes,4,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineageArg) Reset() {
+	*x = LineageArg{}
+	mi := &file_controlpb_control_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineageArg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineageArg) ProtoMessage() {}
+
+func (x *LineageArg) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineageArg.ProtoReflect.Descriptor instead.
+func (*LineageArg) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *LineageArg) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *LineageArg) GetFormat() int32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
+func (x *LineageArg) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *LineageArg) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+// TaskRecord is the lineage of one task: what is needed to run it again,
+// and what happened to it. Its return objects are ids.ReturnID(task_id,
+// 1..num_returns); they are not stored.
+type TaskRecord struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TaskId       []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	JobId        string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Function     string                 `protobuf:"bytes,3,opt,name=function,proto3" json:"function,omitempty"`
+	Args         []*LineageArg          `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	NumReturns   int32                  `protobuf:"varint,5,opt,name=num_returns,json=numReturns,proto3" json:"num_returns,omitempty"`
+	OwnerAddress string                 `protobuf:"bytes,6,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	Resources    map[string]float64     `protobuf:"bytes,7,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// -1 retries forever.
+	MaxRetries int32 `protobuf:"varint,8,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// Free-form task options the SDK needs to run the task again (e.g. a
+	// scheduling strategy); opaque to the control plane.
+	Options map[string]string `protobuf:"bytes,9,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set by updates.
+	Attempts  int32     `protobuf:"varint,10,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	State     TaskState `protobuf:"varint,11,opt,name=state,proto3,enum=manta.controlplane.v1.TaskState" json:"state,omitempty"`
+	NodeId    string    `protobuf:"bytes,12,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	LastError string    `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Stamped by the leader; a client's values are ignored.
+	SubmittedUnixNano int64 `protobuf:"varint,14,opt,name=submitted_unix_nano,json=submittedUnixNano,proto3" json:"submitted_unix_nano,omitempty"`
+	FinishedUnixNano  int64 `protobuf:"varint,15,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
+	// Return indices (1-based) their owner released, ascending.
+	Released []uint32 `protobuf:"varint,16,rep,packed,name=released,proto3" json:"released,omitempty"`
+	// The Raft index the record was stored at, and the one it last finished
+	// at (0 while not finished): they order eviction on every head alike.
+	RecordIndex   uint64 `protobuf:"varint,17,opt,name=record_index,json=recordIndex,proto3" json:"record_index,omitempty"`
+	FinishedIndex uint64 `protobuf:"varint,18,opt,name=finished_index,json=finishedIndex,proto3" json:"finished_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskRecord) Reset() {
+	*x = TaskRecord{}
+	mi := &file_controlpb_control_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskRecord) ProtoMessage() {}
+
+func (x *TaskRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskRecord.ProtoReflect.Descriptor instead.
+func (*TaskRecord) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *TaskRecord) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *TaskRecord) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TaskRecord) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *TaskRecord) GetArgs() []*LineageArg {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *TaskRecord) GetNumReturns() int32 {
+	if x != nil {
+		return x.NumReturns
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *TaskRecord) GetResources() map[string]float64 {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *TaskRecord) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetOptions() map[string]string {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *TaskRecord) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *TaskRecord) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *TaskRecord) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *TaskRecord) GetSubmittedUnixNano() int64 {
+	if x != nil {
+		return x.SubmittedUnixNano
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetFinishedUnixNano() int64 {
+	if x != nil {
+		return x.FinishedUnixNano
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetReleased() []uint32 {
+	if x != nil {
+		return x.Released
+	}
+	return nil
+}
+
+func (x *TaskRecord) GetRecordIndex() uint64 {
+	if x != nil {
+		return x.RecordIndex
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetFinishedIndex() uint64 {
+	if x != nil {
+		return x.FinishedIndex
+	}
+	return 0
+}
+
+// TaskUpdate reports an attempt of a recorded task. An update about an
+// older attempt than the record's is ignored.
+type TaskUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	State         TaskState              `protobuf:"varint,3,opt,name=state,proto3,enum=manta.controlplane.v1.TaskState" json:"state,omitempty"`
+	NodeId        string                 `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskUpdate) Reset() {
+	*x = TaskUpdate{}
+	mi := &file_controlpb_control_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskUpdate) ProtoMessage() {}
+
+func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskUpdate.ProtoReflect.Descriptor instead.
+func (*TaskUpdate) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TaskUpdate) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *TaskUpdate) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TaskUpdate) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *TaskUpdate) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *TaskUpdate) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type RecordLineageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stored if new; a task already recorded is left as it is.
+	Records []*TaskRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Updates []*TaskUpdate `protobuf:"bytes,2,rep,name=updates,proto3" json:"updates,omitempty"`
+	// Objects (20-byte IDs) their owner no longer references.
+	ReleasedObjectIds [][]byte `protobuf:"bytes,3,rep,name=released_object_ids,json=releasedObjectIds,proto3" json:"released_object_ids,omitempty"`
+	// Tasks (16-byte IDs) all of whose return objects are released.
+	ReleasedTaskIds [][]byte `protobuf:"bytes,4,rep,name=released_task_ids,json=releasedTaskIds,proto3" json:"released_task_ids,omitempty"`
+	RequestId       string   `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RecordLineageRequest) Reset() {
+	*x = RecordLineageRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordLineageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordLineageRequest) ProtoMessage() {}
+
+func (x *RecordLineageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordLineageRequest.ProtoReflect.Descriptor instead.
+func (*RecordLineageRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RecordLineageRequest) GetRecords() []*TaskRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *RecordLineageRequest) GetUpdates() []*TaskUpdate {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+func (x *RecordLineageRequest) GetReleasedObjectIds() [][]byte {
+	if x != nil {
+		return x.ReleasedObjectIds
+	}
+	return nil
+}
+
+func (x *RecordLineageRequest) GetReleasedTaskIds() [][]byte {
+	if x != nil {
+		return x.ReleasedTaskIds
+	}
+	return nil
+}
+
+func (x *RecordLineageRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RecordLineageResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Records newly stored by this request (a retry's answer repeats the
+	// first one's).
+	Recorded      uint64 `protobuf:"varint,2,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordLineageResponse) Reset() {
+	*x = RecordLineageResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordLineageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordLineageResponse) ProtoMessage() {}
+
+func (x *RecordLineageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordLineageResponse.ProtoReflect.Descriptor instead.
+func (*RecordLineageResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RecordLineageResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RecordLineageResponse) GetRecorded() uint64 {
+	if x != nil {
+		return x.Recorded
+	}
+	return 0
+}
+
+type GetLineageTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Stale         bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineageTaskRequest) Reset() {
+	*x = GetLineageTaskRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineageTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineageTaskRequest) ProtoMessage() {}
+
+func (x *GetLineageTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineageTaskRequest.ProtoReflect.Descriptor instead.
+func (*GetLineageTaskRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GetLineageTaskRequest) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *GetLineageTaskRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type GetLineageTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Record        *TaskRecord            `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineageTaskResponse) Reset() {
+	*x = GetLineageTaskResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineageTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineageTaskResponse) ProtoMessage() {}
+
+func (x *GetLineageTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineageTaskResponse.ProtoReflect.Descriptor instead.
+func (*GetLineageTaskResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GetLineageTaskResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetLineageTaskResponse) GetRecord() *TaskRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// GetLineageRequest asks for the record that produced object_id and,
+// recursively, the records that produced its reference arguments.
+type GetLineageRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// 0 means no limit; 1 is the producing task alone.
+	MaxDepth      int32 `protobuf:"varint,2,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	Stale         bool  `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineageRequest) Reset() {
+	*x = GetLineageRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineageRequest) ProtoMessage() {}
+
+func (x *GetLineageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineageRequest.ProtoReflect.Descriptor instead.
+func (*GetLineageRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *GetLineageRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *GetLineageRequest) GetMaxDepth() int32 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+func (x *GetLineageRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type GetLineageResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Each task once; records[0] produced object_id.
+	Records []*TaskRecord `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// Producers of reference arguments that are not recorded: evicted by
+	// the store's bound, or missing (released, or never recorded). Objects
+	// made by Put have no producer and are in neither list.
+	EvictedTaskIds [][]byte `protobuf:"bytes,3,rep,name=evicted_task_ids,json=evictedTaskIds,proto3" json:"evicted_task_ids,omitempty"`
+	MissingTaskIds [][]byte `protobuf:"bytes,4,rep,name=missing_task_ids,json=missingTaskIds,proto3" json:"missing_task_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetLineageResponse) Reset() {
+	*x = GetLineageResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineageResponse) ProtoMessage() {}
+
+func (x *GetLineageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineageResponse.ProtoReflect.Descriptor instead.
+func (*GetLineageResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *GetLineageResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetLineageResponse) GetRecords() []*TaskRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *GetLineageResponse) GetEvictedTaskIds() [][]byte {
+	if x != nil {
+		return x.EvictedTaskIds
+	}
+	return nil
+}
+
+func (x *GetLineageResponse) GetMissingTaskIds() [][]byte {
+	if x != nil {
+		return x.MissingTaskIds
+	}
+	return nil
+}
+
+type LineageStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineageStatsRequest) Reset() {
+	*x = LineageStatsRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineageStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineageStatsRequest) ProtoMessage() {}
+
+func (x *LineageStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineageStatsRequest.ProtoReflect.Descriptor instead.
+func (*LineageStatsRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *LineageStatsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type JobLineageStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Records       uint64                 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobLineageStats) Reset() {
+	*x = JobLineageStats{}
+	mi := &file_controlpb_control_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobLineageStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobLineageStats) ProtoMessage() {}
+
+func (x *JobLineageStats) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobLineageStats.ProtoReflect.Descriptor instead.
+func (*JobLineageStats) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *JobLineageStats) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobLineageStats) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *JobLineageStats) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type LineageStatsResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Header  *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Records uint64                 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes   uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Jobs    []*JobLineageStats     `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Submission time of the oldest record; 0 with no records.
+	OldestSubmittedUnixNano int64  `protobuf:"varint,5,opt,name=oldest_submitted_unix_nano,json=oldestSubmittedUnixNano,proto3" json:"oldest_submitted_unix_nano,omitempty"`
+	OldestTaskId            []byte `protobuf:"bytes,6,opt,name=oldest_task_id,json=oldestTaskId,proto3" json:"oldest_task_id,omitempty"`
+	// Records dropped by the bound since the cluster began.
+	Evictions     uint64 `protobuf:"varint,7,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineageStatsResponse) Reset() {
+	*x = LineageStatsResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineageStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineageStatsResponse) ProtoMessage() {}
+
+func (x *LineageStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineageStatsResponse.ProtoReflect.Descriptor instead.
+func (*LineageStatsResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *LineageStatsResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LineageStatsResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *LineageStatsResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *LineageStatsResponse) GetJobs() []*JobLineageStats {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *LineageStatsResponse) GetOldestSubmittedUnixNano() int64 {
+	if x != nil {
+		return x.OldestSubmittedUnixNano
+	}
+	return 0
+}
+
+func (x *LineageStatsResponse) GetOldestTaskId() []byte {
+	if x != nil {
+		return x.OldestTaskId
+	}
+	return nil
+}
+
+func (x *LineageStatsResponse) GetEvictions() uint64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
 type RaftPeer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2977,7 +3943,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_controlpb_control_proto_msgTypes[43]
+	mi := &file_controlpb_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3955,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[43]
+	mi := &file_controlpb_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3968,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{43}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -3034,7 +4000,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[44]
+	mi := &file_controlpb_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +4012,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[44]
+	mi := &file_controlpb_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +4025,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{44}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{56}
 }
 
 type StatusResponse struct {
@@ -3086,7 +4052,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[45]
+	mi := &file_controlpb_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3098,7 +4064,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[45]
+	mi := &file_controlpb_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3111,7 +4077,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{45}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StatusResponse) GetHeadId() string {
@@ -3227,7 +4193,7 @@ type RaftListPeersRequest struct {
 
 func (x *RaftListPeersRequest) Reset() {
 	*x = RaftListPeersRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[46]
+	mi := &file_controlpb_control_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +4205,7 @@ func (x *RaftListPeersRequest) String() string {
 func (*RaftListPeersRequest) ProtoMessage() {}
 
 func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[46]
+	mi := &file_controlpb_control_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +4218,7 @@ func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersRequest.ProtoReflect.Descriptor instead.
 func (*RaftListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{46}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{58}
 }
 
 type RaftListPeersResponse struct {
@@ -3265,7 +4231,7 @@ type RaftListPeersResponse struct {
 
 func (x *RaftListPeersResponse) Reset() {
 	*x = RaftListPeersResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[47]
+	mi := &file_controlpb_control_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +4243,7 @@ func (x *RaftListPeersResponse) String() string {
 func (*RaftListPeersResponse) ProtoMessage() {}
 
 func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[47]
+	mi := &file_controlpb_control_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +4256,7 @@ func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersResponse.ProtoReflect.Descriptor instead.
 func (*RaftListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{47}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RaftListPeersResponse) GetHeader() *Header {
@@ -3319,7 +4285,7 @@ type RaftAddPeerRequest struct {
 
 func (x *RaftAddPeerRequest) Reset() {
 	*x = RaftAddPeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[48]
+	mi := &file_controlpb_control_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +4297,7 @@ func (x *RaftAddPeerRequest) String() string {
 func (*RaftAddPeerRequest) ProtoMessage() {}
 
 func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[48]
+	mi := &file_controlpb_control_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +4310,7 @@ func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{48}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RaftAddPeerRequest) GetId() string {
@@ -3384,7 +4350,7 @@ type RaftAddPeerResponse struct {
 
 func (x *RaftAddPeerResponse) Reset() {
 	*x = RaftAddPeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[49]
+	mi := &file_controlpb_control_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3396,7 +4362,7 @@ func (x *RaftAddPeerResponse) String() string {
 func (*RaftAddPeerResponse) ProtoMessage() {}
 
 func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[49]
+	mi := &file_controlpb_control_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3409,7 +4375,7 @@ func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{49}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RaftAddPeerResponse) GetHeader() *Header {
@@ -3428,7 +4394,7 @@ type RaftRemovePeerRequest struct {
 
 func (x *RaftRemovePeerRequest) Reset() {
 	*x = RaftRemovePeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[50]
+	mi := &file_controlpb_control_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3440,7 +4406,7 @@ func (x *RaftRemovePeerRequest) String() string {
 func (*RaftRemovePeerRequest) ProtoMessage() {}
 
 func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[50]
+	mi := &file_controlpb_control_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3453,7 +4419,7 @@ func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{50}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RaftRemovePeerRequest) GetId() string {
@@ -3472,7 +4438,7 @@ type RaftRemovePeerResponse struct {
 
 func (x *RaftRemovePeerResponse) Reset() {
 	*x = RaftRemovePeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[51]
+	mi := &file_controlpb_control_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +4450,7 @@ func (x *RaftRemovePeerResponse) String() string {
 func (*RaftRemovePeerResponse) ProtoMessage() {}
 
 func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[51]
+	mi := &file_controlpb_control_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +4463,7 @@ func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{51}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RaftRemovePeerResponse) GetHeader() *Header {
@@ -3517,7 +4483,7 @@ type RaftTransferLeaderRequest struct {
 
 func (x *RaftTransferLeaderRequest) Reset() {
 	*x = RaftTransferLeaderRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[52]
+	mi := &file_controlpb_control_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3529,7 +4495,7 @@ func (x *RaftTransferLeaderRequest) String() string {
 func (*RaftTransferLeaderRequest) ProtoMessage() {}
 
 func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[52]
+	mi := &file_controlpb_control_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3542,7 +4508,7 @@ func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{52}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RaftTransferLeaderRequest) GetId() string {
@@ -3561,7 +4527,7 @@ type RaftTransferLeaderResponse struct {
 
 func (x *RaftTransferLeaderResponse) Reset() {
 	*x = RaftTransferLeaderResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[53]
+	mi := &file_controlpb_control_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3573,7 +4539,7 @@ func (x *RaftTransferLeaderResponse) String() string {
 func (*RaftTransferLeaderResponse) ProtoMessage() {}
 
 func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[53]
+	mi := &file_controlpb_control_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3586,7 +4552,7 @@ func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{53}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RaftTransferLeaderResponse) GetHeader() *Header {
@@ -3605,7 +4571,7 @@ type RegisterHeadRequest struct {
 
 func (x *RegisterHeadRequest) Reset() {
 	*x = RegisterHeadRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[54]
+	mi := &file_controlpb_control_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +4583,7 @@ func (x *RegisterHeadRequest) String() string {
 func (*RegisterHeadRequest) ProtoMessage() {}
 
 func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[54]
+	mi := &file_controlpb_control_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +4596,7 @@ func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadRequest.ProtoReflect.Descriptor instead.
 func (*RegisterHeadRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{54}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RegisterHeadRequest) GetHead() *HeadInfo {
@@ -3649,7 +4615,7 @@ type RegisterHeadResponse struct {
 
 func (x *RegisterHeadResponse) Reset() {
 	*x = RegisterHeadResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[55]
+	mi := &file_controlpb_control_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3661,7 +4627,7 @@ func (x *RegisterHeadResponse) String() string {
 func (*RegisterHeadResponse) ProtoMessage() {}
 
 func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[55]
+	mi := &file_controlpb_control_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3674,7 +4640,7 @@ func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadResponse.ProtoReflect.Descriptor instead.
 func (*RegisterHeadResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{55}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RegisterHeadResponse) GetHeader() *Header {
@@ -3692,7 +4658,7 @@ type StateHashRequest struct {
 
 func (x *StateHashRequest) Reset() {
 	*x = StateHashRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[56]
+	mi := &file_controlpb_control_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3704,7 +4670,7 @@ func (x *StateHashRequest) String() string {
 func (*StateHashRequest) ProtoMessage() {}
 
 func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[56]
+	mi := &file_controlpb_control_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3717,7 +4683,7 @@ func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashRequest.ProtoReflect.Descriptor instead.
 func (*StateHashRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{56}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{68}
 }
 
 type StateHashResponse struct {
@@ -3731,7 +4697,7 @@ type StateHashResponse struct {
 
 func (x *StateHashResponse) Reset() {
 	*x = StateHashResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[57]
+	mi := &file_controlpb_control_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3743,7 +4709,7 @@ func (x *StateHashResponse) String() string {
 func (*StateHashResponse) ProtoMessage() {}
 
 func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[57]
+	mi := &file_controlpb_control_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3756,7 +4722,7 @@ func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashResponse.ProtoReflect.Descriptor instead.
 func (*StateHashResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *StateHashResponse) GetHeadId() string {
@@ -4009,7 +4975,89 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"owner_died\x18\x04 \x01(\bR\townerDied\"S\n" +
 	"\x1aReportActorFailureResponse\x125\n" +
-	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"P\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"|\n" +
+	"\n" +
+	"LineageArg\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\x05R\x06format\x12\x1b\n" +
+	"\tobject_id\x18\x03 \x01(\fR\bobjectId\x12#\n" +
+	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\"\xda\x06\n" +
+	"\n" +
+	"TaskRecord\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1a\n" +
+	"\bfunction\x18\x03 \x01(\tR\bfunction\x125\n" +
+	"\x04args\x18\x04 \x03(\v2!.manta.controlplane.v1.LineageArgR\x04args\x12\x1f\n" +
+	"\vnum_returns\x18\x05 \x01(\x05R\n" +
+	"numReturns\x12#\n" +
+	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\x12N\n" +
+	"\tresources\x18\a \x03(\v20.manta.controlplane.v1.TaskRecord.ResourcesEntryR\tresources\x12\x1f\n" +
+	"\vmax_retries\x18\b \x01(\x05R\n" +
+	"maxRetries\x12H\n" +
+	"\aoptions\x18\t \x03(\v2..manta.controlplane.v1.TaskRecord.OptionsEntryR\aoptions\x12\x1a\n" +
+	"\battempts\x18\n" +
+	" \x01(\x05R\battempts\x126\n" +
+	"\x05state\x18\v \x01(\x0e2 .manta.controlplane.v1.TaskStateR\x05state\x12\x17\n" +
+	"\anode_id\x18\f \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\r \x01(\tR\tlastError\x12.\n" +
+	"\x13submitted_unix_nano\x18\x0e \x01(\x03R\x11submittedUnixNano\x12,\n" +
+	"\x12finished_unix_nano\x18\x0f \x01(\x03R\x10finishedUnixNano\x12\x1a\n" +
+	"\breleased\x18\x10 \x03(\rR\breleased\x12!\n" +
+	"\frecord_index\x18\x11 \x01(\x04R\vrecordIndex\x12%\n" +
+	"\x0efinished_index\x18\x12 \x01(\x04R\rfinishedIndex\x1a<\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
+	"\fOptionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\n" +
+	"TaskUpdate\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x126\n" +
+	"\x05state\x18\x03 \x01(\x0e2 .manta.controlplane.v1.TaskStateR\x05state\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x8b\x02\n" +
+	"\x14RecordLineageRequest\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
+	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
+	"\x13released_object_ids\x18\x03 \x03(\fR\x11releasedObjectIds\x12*\n" +
+	"\x11released_task_ids\x18\x04 \x03(\fR\x0freleasedTaskIds\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"j\n" +
+	"\x15RecordLineageResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x1a\n" +
+	"\brecorded\x18\x02 \x01(\x04R\brecorded\"F\n" +
+	"\x15GetLineageTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"\x8a\x01\n" +
+	"\x16GetLineageTaskResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x129\n" +
+	"\x06record\x18\x02 \x01(\v2!.manta.controlplane.v1.TaskRecordR\x06record\"c\n" +
+	"\x11GetLineageRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1b\n" +
+	"\tmax_depth\x18\x02 \x01(\x05R\bmaxDepth\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"\xdc\x01\n" +
+	"\x12GetLineageResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12;\n" +
+	"\arecords\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12(\n" +
+	"\x10evicted_task_ids\x18\x03 \x03(\fR\x0eevictedTaskIds\x12(\n" +
+	"\x10missing_task_ids\x18\x04 \x03(\fR\x0emissingTaskIds\"+\n" +
+	"\x13LineageStatsRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"X\n" +
+	"\x0fJobLineageStats\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xba\x02\n" +
+	"\x14LineageStatsResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12:\n" +
+	"\x04jobs\x18\x04 \x03(\v2&.manta.controlplane.v1.JobLineageStatsR\x04jobs\x12;\n" +
+	"\x1aoldest_submitted_unix_nano\x18\x05 \x01(\x03R\x17oldestSubmittedUnixNano\x12$\n" +
+	"\x0eoldest_task_id\x18\x06 \x01(\fR\foldestTaskId\x12\x1c\n" +
+	"\tevictions\x18\a \x01(\x04R\tevictions\"P\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -4092,7 +5140,13 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05ALIVE\x10\x03\x12\x0e\n" +
 	"\n" +
 	"RESTARTING\x10\x04\x12\b\n" +
-	"\x04DEAD\x10\x052\xe0\x11\n" +
+	"\x04DEAD\x10\x05*q\n" +
+	"\tTaskState\x12\x1a\n" +
+	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eTASK_SUBMITTED\x10\x01\x12\x10\n" +
+	"\fTASK_RUNNING\x10\x02\x12\x11\n" +
+	"\rTASK_FINISHED\x10\x03\x12\x0f\n" +
+	"\vTASK_FAILED\x10\x042\x87\x15\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -4114,6 +5168,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"ListActors\x12(.manta.controlplane.v1.ListActorsRequest\x1a).manta.controlplane.v1.ListActorsResponse\x12^\n" +
 	"\tKillActor\x12'.manta.controlplane.v1.KillActorRequest\x1a(.manta.controlplane.v1.KillActorResponse\x12y\n" +
 	"\x12ReportActorFailure\x120.manta.controlplane.v1.ReportActorFailureRequest\x1a1.manta.controlplane.v1.ReportActorFailureResponse\x12j\n" +
+	"\rRecordLineage\x12+.manta.controlplane.v1.RecordLineageRequest\x1a,.manta.controlplane.v1.RecordLineageResponse\x12m\n" +
+	"\x0eGetLineageTask\x12,.manta.controlplane.v1.GetLineageTaskRequest\x1a-.manta.controlplane.v1.GetLineageTaskResponse\x12a\n" +
+	"\n" +
+	"GetLineage\x12(.manta.controlplane.v1.GetLineageRequest\x1a).manta.controlplane.v1.GetLineageResponse\x12g\n" +
+	"\fLineageStats\x12*.manta.controlplane.v1.LineageStatsRequest\x1a+.manta.controlplane.v1.LineageStatsResponse\x12j\n" +
 	"\rRaftListPeers\x12+.manta.controlplane.v1.RaftListPeersRequest\x1a,.manta.controlplane.v1.RaftListPeersResponse\x12d\n" +
 	"\vRaftAddPeer\x12).manta.controlplane.v1.RaftAddPeerRequest\x1a*.manta.controlplane.v1.RaftAddPeerResponse\x12m\n" +
 	"\x0eRaftRemovePeer\x12,.manta.controlplane.v1.RaftRemovePeerRequest\x1a-.manta.controlplane.v1.RaftRemovePeerResponse\x12y\n" +
@@ -4134,183 +5193,220 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                     // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                      // 1: manta.controlplane.v1.JobState
 	(EventKind)(0),                     // 2: manta.controlplane.v1.EventKind
 	(ActorState)(0),                    // 3: manta.controlplane.v1.ActorState
-	(*Header)(nil),                     // 4: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),           // 5: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),          // 6: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                   // 7: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                // 8: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                   // 9: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),        // 10: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 11: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),           // 12: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 13: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),      // 14: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),     // 15: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),           // 16: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 17: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                    // 18: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),              // 19: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),             // 20: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),           // 21: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),          // 22: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),            // 23: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),           // 24: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),               // 25: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),              // 26: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),               // 27: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),              // 28: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),            // 29: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),           // 30: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),              // 31: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),             // 32: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                      // 33: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),               // 34: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),              // 35: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                  // 36: manta.controlplane.v1.ActorInfo
-	(*CreateActorRequest)(nil),         // 37: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),        // 38: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),            // 39: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),           // 40: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),          // 41: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),         // 42: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),           // 43: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),          // 44: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),  // 45: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil), // 46: manta.controlplane.v1.ReportActorFailureResponse
-	(*RaftPeer)(nil),                   // 47: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),              // 48: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),             // 49: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),       // 50: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),      // 51: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),         // 52: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),        // 53: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),      // 54: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),     // 55: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),  // 56: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil), // 57: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),        // 58: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),       // 59: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),           // 60: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),          // 61: manta.controlplane.v1.StateHashResponse
-	nil,                                // 62: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                // 63: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                // 64: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                // 65: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                // 66: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                // 67: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	(TaskState)(0),                     // 4: manta.controlplane.v1.TaskState
+	(*Header)(nil),                     // 5: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),           // 6: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),          // 7: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                   // 8: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                // 9: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                   // 10: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),        // 11: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 12: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),           // 13: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 14: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),      // 15: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),     // 16: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),           // 17: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 18: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                    // 19: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),              // 20: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),             // 21: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),           // 22: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),          // 23: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),            // 24: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),           // 25: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),               // 26: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),              // 27: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),               // 28: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),              // 29: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),            // 30: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),           // 31: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),              // 32: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),             // 33: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                      // 34: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),               // 35: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),              // 36: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                  // 37: manta.controlplane.v1.ActorInfo
+	(*CreateActorRequest)(nil),         // 38: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),        // 39: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),            // 40: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),           // 41: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),          // 42: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),         // 43: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),           // 44: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),          // 45: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),  // 46: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil), // 47: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                 // 48: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                 // 49: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                 // 50: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),       // 51: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),      // 52: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),      // 53: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),     // 54: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),          // 55: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),         // 56: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),        // 57: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),            // 58: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),       // 59: manta.controlplane.v1.LineageStatsResponse
+	(*RaftPeer)(nil),                   // 60: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),              // 61: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),             // 62: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),       // 63: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),      // 64: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),         // 65: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),        // 66: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),      // 67: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),     // 68: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),  // 69: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil), // 70: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),        // 71: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),       // 72: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),           // 73: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),          // 74: manta.controlplane.v1.StateHashResponse
+	nil,                                // 75: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                // 76: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                // 77: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                // 78: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                // 79: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                // 80: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                // 81: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                // 82: manta.controlplane.v1.TaskRecord.OptionsEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	62, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	63, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	75, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	76, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,  // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	64, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	9,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	4,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	65, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	4,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	9,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	77, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	10, // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	5,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	78, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	5,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	10, // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,  // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	66, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	18, // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	4,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	79, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	19, // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	5,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,  // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	4,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	18, // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	4,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	19, // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	5,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
 	2,  // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	9,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	18, // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	7,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	36, // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	10, // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	19, // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	8,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	37, // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
 	2,  // 28: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	33, // 29: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	67, // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	34, // 29: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	80, // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,  // 31: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	36, // 32: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	4,  // 33: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 34: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	36, // 35: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	4,  // 36: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	36, // 37: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	4,  // 38: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 39: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	47, // 40: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	7,  // 41: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	4,  // 42: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	47, // 43: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	4,  // 44: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 45: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 46: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	7,  // 47: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	4,  // 48: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 49: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	48, // 50: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	10, // 51: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	12, // 52: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	14, // 53: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	16, // 54: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	19, // 55: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	21, // 56: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	23, // 57: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	25, // 58: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	27, // 59: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	29, // 60: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	31, // 61: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	34, // 62: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	37, // 63: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	39, // 64: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	41, // 65: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	43, // 66: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	45, // 67: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	50, // 68: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	52, // 69: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	54, // 70: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	56, // 71: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	58, // 72: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	60, // 73: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	6,  // 74: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	49, // 75: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	11, // 76: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	13, // 77: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	15, // 78: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	17, // 79: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	20, // 80: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	22, // 81: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	24, // 82: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	26, // 83: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	28, // 84: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	30, // 85: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	32, // 86: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	35, // 87: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	38, // 88: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	40, // 89: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	42, // 90: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	44, // 91: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	46, // 92: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	51, // 93: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	53, // 94: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	55, // 95: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	57, // 96: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	59, // 97: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	61, // 98: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	74, // [74:99] is the sub-list for method output_type
-	49, // [49:74] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	37, // 32: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	5,  // 33: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 34: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	37, // 35: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	5,  // 36: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	37, // 37: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	5,  // 38: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 39: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	48, // 40: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	81, // 41: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	82, // 42: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,  // 43: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,  // 44: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	49, // 45: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	50, // 46: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	5,  // 47: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 48: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	49, // 49: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	5,  // 50: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	49, // 51: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	5,  // 52: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	58, // 53: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	60, // 54: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	8,  // 55: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	5,  // 56: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	60, // 57: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	5,  // 58: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 59: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 60: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	8,  // 61: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	5,  // 62: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	6,  // 63: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	61, // 64: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	11, // 65: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	13, // 66: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	15, // 67: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	17, // 68: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	20, // 69: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	22, // 70: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	24, // 71: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	26, // 72: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	28, // 73: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	30, // 74: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	32, // 75: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	35, // 76: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	38, // 77: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	40, // 78: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	42, // 79: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	44, // 80: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	46, // 81: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	51, // 82: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	53, // 83: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	55, // 84: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	57, // 85: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	63, // 86: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	65, // 87: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	67, // 88: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	69, // 89: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	71, // 90: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	73, // 91: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	7,  // 92: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	62, // 93: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	12, // 94: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	14, // 95: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	16, // 96: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	18, // 97: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	21, // 98: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	23, // 99: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	25, // 100: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	27, // 101: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	29, // 102: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	31, // 103: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	33, // 104: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	36, // 105: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	39, // 106: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	41, // 107: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	43, // 108: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	45, // 109: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	47, // 110: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	52, // 111: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	54, // 112: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	56, // 113: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	59, // 114: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	64, // 115: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	66, // 116: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	68, // 117: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	70, // 118: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	72, // 119: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	74, // 120: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	92, // [92:121] is the sub-list for method output_type
+	63, // [63:92] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -4323,8 +5419,8 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   64,
+			NumEnums:      5,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

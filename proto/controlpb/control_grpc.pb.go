@@ -41,6 +41,10 @@ const (
 	ControlPlane_ListActors_FullMethodName         = "/manta.controlplane.v1.ControlPlane/ListActors"
 	ControlPlane_KillActor_FullMethodName          = "/manta.controlplane.v1.ControlPlane/KillActor"
 	ControlPlane_ReportActorFailure_FullMethodName = "/manta.controlplane.v1.ControlPlane/ReportActorFailure"
+	ControlPlane_RecordLineage_FullMethodName      = "/manta.controlplane.v1.ControlPlane/RecordLineage"
+	ControlPlane_GetLineageTask_FullMethodName     = "/manta.controlplane.v1.ControlPlane/GetLineageTask"
+	ControlPlane_GetLineage_FullMethodName         = "/manta.controlplane.v1.ControlPlane/GetLineage"
+	ControlPlane_LineageStats_FullMethodName       = "/manta.controlplane.v1.ControlPlane/LineageStats"
 	ControlPlane_RaftListPeers_FullMethodName      = "/manta.controlplane.v1.ControlPlane/RaftListPeers"
 	ControlPlane_RaftAddPeer_FullMethodName        = "/manta.controlplane.v1.ControlPlane/RaftAddPeer"
 	ControlPlane_RaftRemovePeer_FullMethodName     = "/manta.controlplane.v1.ControlPlane/RaftRemovePeer"
@@ -70,6 +74,13 @@ type ControlPlaneClient interface {
 	ListActors(ctx context.Context, in *ListActorsRequest, opts ...grpc.CallOption) (*ListActorsResponse, error)
 	KillActor(ctx context.Context, in *KillActorRequest, opts ...grpc.CallOption) (*KillActorResponse, error)
 	ReportActorFailure(ctx context.Context, in *ReportActorFailureRequest, opts ...grpc.CallOption) (*ReportActorFailureResponse, error)
+	// Lineage (see lineage/ and controlplane/fsm/lineage.go). RecordLineage
+	// is one write: records, updates and releases in any mix, applied in
+	// that order in one command.
+	RecordLineage(ctx context.Context, in *RecordLineageRequest, opts ...grpc.CallOption) (*RecordLineageResponse, error)
+	GetLineageTask(ctx context.Context, in *GetLineageTaskRequest, opts ...grpc.CallOption) (*GetLineageTaskResponse, error)
+	GetLineage(ctx context.Context, in *GetLineageRequest, opts ...grpc.CallOption) (*GetLineageResponse, error)
+	LineageStats(ctx context.Context, in *LineageStatsRequest, opts ...grpc.CallOption) (*LineageStatsResponse, error)
 	RaftListPeers(ctx context.Context, in *RaftListPeersRequest, opts ...grpc.CallOption) (*RaftListPeersResponse, error)
 	RaftAddPeer(ctx context.Context, in *RaftAddPeerRequest, opts ...grpc.CallOption) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(ctx context.Context, in *RaftRemovePeerRequest, opts ...grpc.CallOption) (*RaftRemovePeerResponse, error)
@@ -283,6 +294,46 @@ func (c *controlPlaneClient) ReportActorFailure(ctx context.Context, in *ReportA
 	return out, nil
 }
 
+func (c *controlPlaneClient) RecordLineage(ctx context.Context, in *RecordLineageRequest, opts ...grpc.CallOption) (*RecordLineageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordLineageResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_RecordLineage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetLineageTask(ctx context.Context, in *GetLineageTaskRequest, opts ...grpc.CallOption) (*GetLineageTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLineageTaskResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_GetLineageTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetLineage(ctx context.Context, in *GetLineageRequest, opts ...grpc.CallOption) (*GetLineageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLineageResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_GetLineage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) LineageStats(ctx context.Context, in *LineageStatsRequest, opts ...grpc.CallOption) (*LineageStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LineageStatsResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_LineageStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlPlaneClient) RaftListPeers(ctx context.Context, in *RaftListPeersRequest, opts ...grpc.CallOption) (*RaftListPeersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RaftListPeersResponse)
@@ -346,6 +397,13 @@ type ControlPlaneServer interface {
 	ListActors(context.Context, *ListActorsRequest) (*ListActorsResponse, error)
 	KillActor(context.Context, *KillActorRequest) (*KillActorResponse, error)
 	ReportActorFailure(context.Context, *ReportActorFailureRequest) (*ReportActorFailureResponse, error)
+	// Lineage (see lineage/ and controlplane/fsm/lineage.go). RecordLineage
+	// is one write: records, updates and releases in any mix, applied in
+	// that order in one command.
+	RecordLineage(context.Context, *RecordLineageRequest) (*RecordLineageResponse, error)
+	GetLineageTask(context.Context, *GetLineageTaskRequest) (*GetLineageTaskResponse, error)
+	GetLineage(context.Context, *GetLineageRequest) (*GetLineageResponse, error)
+	LineageStats(context.Context, *LineageStatsRequest) (*LineageStatsResponse, error)
 	RaftListPeers(context.Context, *RaftListPeersRequest) (*RaftListPeersResponse, error)
 	RaftAddPeer(context.Context, *RaftAddPeerRequest) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(context.Context, *RaftRemovePeerRequest) (*RaftRemovePeerResponse, error)
@@ -416,6 +474,18 @@ func (UnimplementedControlPlaneServer) KillActor(context.Context, *KillActorRequ
 }
 func (UnimplementedControlPlaneServer) ReportActorFailure(context.Context, *ReportActorFailureRequest) (*ReportActorFailureResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportActorFailure not implemented")
+}
+func (UnimplementedControlPlaneServer) RecordLineage(context.Context, *RecordLineageRequest) (*RecordLineageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordLineage not implemented")
+}
+func (UnimplementedControlPlaneServer) GetLineageTask(context.Context, *GetLineageTaskRequest) (*GetLineageTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLineageTask not implemented")
+}
+func (UnimplementedControlPlaneServer) GetLineage(context.Context, *GetLineageRequest) (*GetLineageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLineage not implemented")
+}
+func (UnimplementedControlPlaneServer) LineageStats(context.Context, *LineageStatsRequest) (*LineageStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LineageStats not implemented")
 }
 func (UnimplementedControlPlaneServer) RaftListPeers(context.Context, *RaftListPeersRequest) (*RaftListPeersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftListPeers not implemented")
@@ -785,6 +855,78 @@ func _ControlPlane_ReportActorFailure_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_RecordLineage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordLineageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).RecordLineage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_RecordLineage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).RecordLineage(ctx, req.(*RecordLineageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetLineageTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLineageTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetLineageTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_GetLineageTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetLineageTask(ctx, req.(*GetLineageTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetLineage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLineageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetLineage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_GetLineage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetLineage(ctx, req.(*GetLineageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_LineageStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LineageStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).LineageStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_LineageStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).LineageStats(ctx, req.(*LineageStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlPlane_RaftListPeers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RaftListPeersRequest)
 	if err := dec(in); err != nil {
@@ -935,6 +1077,22 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportActorFailure",
 			Handler:    _ControlPlane_ReportActorFailure_Handler,
+		},
+		{
+			MethodName: "RecordLineage",
+			Handler:    _ControlPlane_RecordLineage_Handler,
+		},
+		{
+			MethodName: "GetLineageTask",
+			Handler:    _ControlPlane_GetLineageTask_Handler,
+		},
+		{
+			MethodName: "GetLineage",
+			Handler:    _ControlPlane_GetLineage_Handler,
+		},
+		{
+			MethodName: "LineageStats",
+			Handler:    _ControlPlane_LineageStats_Handler,
 		},
 		{
 			MethodName: "RaftListPeers",

@@ -453,10 +453,15 @@ type Snapshot struct {
 	NextJob uint32                 `protobuf:"varint,6,opt,name=next_job,json=nextJob,proto3" json:"next_job,omitempty"`
 	Kv      []*KVEntry             `protobuf:"bytes,7,rep,name=kv,proto3" json:"kv,omitempty"`
 	// Oldest first, so a restore rebuilds the same eviction order.
-	Dedup         []*DedupEntry `protobuf:"bytes,8,rep,name=dedup,proto3" json:"dedup,omitempty"`
-	Actors        []*ActorInfo  `protobuf:"bytes,9,rep,name=actors,proto3" json:"actors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dedup  []*DedupEntry `protobuf:"bytes,8,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	Actors []*ActorInfo  `protobuf:"bytes,9,rep,name=actors,proto3" json:"actors,omitempty"`
+	// Lineage records by task ID.
+	Lineage []*TaskRecord `protobuf:"bytes,10,rep,name=lineage,proto3" json:"lineage,omitempty"`
+	// Task IDs the bound evicted, oldest first (a bounded memory of them).
+	LineageEvicted   [][]byte `protobuf:"bytes,11,rep,name=lineage_evicted,json=lineageEvicted,proto3" json:"lineage_evicted,omitempty"`
+	LineageEvictions uint64   `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -552,6 +557,114 @@ func (x *Snapshot) GetActors() []*ActorInfo {
 	return nil
 }
 
+func (x *Snapshot) GetLineage() []*TaskRecord {
+	if x != nil {
+		return x.Lineage
+	}
+	return nil
+}
+
+func (x *Snapshot) GetLineageEvicted() [][]byte {
+	if x != nil {
+		return x.LineageEvicted
+	}
+	return nil
+}
+
+func (x *Snapshot) GetLineageEvictions() uint64 {
+	if x != nil {
+		return x.LineageEvictions
+	}
+	return 0
+}
+
+// LineageCommand is one RecordLineage write. The leader stamps the bound
+// (max_bytes, max_records) so every head evicts the same records whatever
+// its own configuration.
+type LineageCommand struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Records           []*TaskRecord          `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Updates           []*TaskUpdate          `protobuf:"bytes,2,rep,name=updates,proto3" json:"updates,omitempty"`
+	ReleasedObjectIds [][]byte               `protobuf:"bytes,3,rep,name=released_object_ids,json=releasedObjectIds,proto3" json:"released_object_ids,omitempty"`
+	ReleasedTaskIds   [][]byte               `protobuf:"bytes,4,rep,name=released_task_ids,json=releasedTaskIds,proto3" json:"released_task_ids,omitempty"`
+	MaxBytes          uint64                 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxRecords        uint64                 `protobuf:"varint,6,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LineageCommand) Reset() {
+	*x = LineageCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineageCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineageCommand) ProtoMessage() {}
+
+func (x *LineageCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineageCommand.ProtoReflect.Descriptor instead.
+func (*LineageCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LineageCommand) GetRecords() []*TaskRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *LineageCommand) GetUpdates() []*TaskUpdate {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+func (x *LineageCommand) GetReleasedObjectIds() [][]byte {
+	if x != nil {
+		return x.ReleasedObjectIds
+	}
+	return nil
+}
+
+func (x *LineageCommand) GetReleasedTaskIds() [][]byte {
+	if x != nil {
+		return x.ReleasedTaskIds
+	}
+	return nil
+}
+
+func (x *LineageCommand) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *LineageCommand) GetMaxRecords() uint64 {
+	if x != nil {
+		return x.MaxRecords
+	}
+	return 0
+}
+
 // ActorAliveCommand records a finished placement of one incarnation
 // (num_restarts) of an actor; a stale or repeated one is a no-op, so a
 // creation completes exactly once.
@@ -568,7 +681,7 @@ type ActorAliveCommand struct {
 
 func (x *ActorAliveCommand) Reset() {
 	*x = ActorAliveCommand{}
-	mi := &file_controlpb_fsm_proto_msgTypes[8]
+	mi := &file_controlpb_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +693,7 @@ func (x *ActorAliveCommand) String() string {
 func (*ActorAliveCommand) ProtoMessage() {}
 
 func (x *ActorAliveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_fsm_proto_msgTypes[8]
+	mi := &file_controlpb_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +706,7 @@ func (x *ActorAliveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorAliveCommand.ProtoReflect.Descriptor instead.
 func (*ActorAliveCommand) Descriptor() ([]byte, []int) {
-	return file_controlpb_fsm_proto_rawDescGZIP(), []int{8}
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ActorAliveCommand) GetActorId() string {
@@ -647,7 +760,7 @@ type ActorFailedCommand struct {
 
 func (x *ActorFailedCommand) Reset() {
 	*x = ActorFailedCommand{}
-	mi := &file_controlpb_fsm_proto_msgTypes[9]
+	mi := &file_controlpb_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +772,7 @@ func (x *ActorFailedCommand) String() string {
 func (*ActorFailedCommand) ProtoMessage() {}
 
 func (x *ActorFailedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_fsm_proto_msgTypes[9]
+	mi := &file_controlpb_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +785,7 @@ func (x *ActorFailedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorFailedCommand.ProtoReflect.Descriptor instead.
 func (*ActorFailedCommand) Descriptor() ([]byte, []int) {
-	return file_controlpb_fsm_proto_rawDescGZIP(), []int{9}
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ActorFailedCommand) GetActorId() string {
@@ -714,7 +827,7 @@ type ActorPendingCommand struct {
 
 func (x *ActorPendingCommand) Reset() {
 	*x = ActorPendingCommand{}
-	mi := &file_controlpb_fsm_proto_msgTypes[10]
+	mi := &file_controlpb_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +839,7 @@ func (x *ActorPendingCommand) String() string {
 func (*ActorPendingCommand) ProtoMessage() {}
 
 func (x *ActorPendingCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_fsm_proto_msgTypes[10]
+	mi := &file_controlpb_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +852,7 @@ func (x *ActorPendingCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorPendingCommand.ProtoReflect.Descriptor instead.
 func (*ActorPendingCommand) Descriptor() ([]byte, []int) {
-	return file_controlpb_fsm_proto_rawDescGZIP(), []int{10}
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ActorPendingCommand) GetActorId() string {
@@ -790,7 +903,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xbe\x03\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xd1\x04\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -800,7 +913,19 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\bnext_job\x18\x06 \x01(\rR\anextJob\x12.\n" +
 	"\x02kv\x18\a \x03(\v2\x1e.manta.controlplane.v1.KVEntryR\x02kv\x127\n" +
 	"\x05dedup\x18\b \x03(\v2!.manta.controlplane.v1.DedupEntryR\x05dedup\x128\n" +
-	"\x06actors\x18\t \x03(\v2 .manta.controlplane.v1.ActorInfoR\x06actors\"\xae\x01\n" +
+	"\x06actors\x18\t \x03(\v2 .manta.controlplane.v1.ActorInfoR\x06actors\x12;\n" +
+	"\alineage\x18\n" +
+	" \x03(\v2!.manta.controlplane.v1.TaskRecordR\alineage\x12'\n" +
+	"\x0flineage_evicted\x18\v \x03(\fR\x0elineageEvicted\x12+\n" +
+	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\"\xa4\x02\n" +
+	"\x0eLineageCommand\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
+	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
+	"\x13released_object_ids\x18\x03 \x03(\fR\x11releasedObjectIds\x12*\n" +
+	"\x11released_task_ids\x18\x04 \x03(\fR\x0freleasedTaskIds\x12\x1b\n" +
+	"\tmax_bytes\x18\x05 \x01(\x04R\bmaxBytes\x12\x1f\n" +
+	"\vmax_records\x18\x06 \x01(\x04R\n" +
+	"maxRecords\"\xae\x01\n" +
 	"\x11ActorAliveCommand\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12!\n" +
 	"\fnum_restarts\x18\x02 \x01(\x05R\vnumRestarts\x12\x17\n" +
@@ -829,7 +954,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),             // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),        // 1: manta.controlplane.v1.CommandBatch
@@ -839,30 +964,36 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*KVEntry)(nil),             // 5: manta.controlplane.v1.KVEntry
 	(*DedupEntry)(nil),          // 6: manta.controlplane.v1.DedupEntry
 	(*Snapshot)(nil),            // 7: manta.controlplane.v1.Snapshot
-	(*ActorAliveCommand)(nil),   // 8: manta.controlplane.v1.ActorAliveCommand
-	(*ActorFailedCommand)(nil),  // 9: manta.controlplane.v1.ActorFailedCommand
-	(*ActorPendingCommand)(nil), // 10: manta.controlplane.v1.ActorPendingCommand
-	(*ClusterInfo)(nil),         // 11: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),            // 12: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),            // 13: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),             // 14: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),           // 15: manta.controlplane.v1.ActorInfo
+	(*LineageCommand)(nil),      // 8: manta.controlplane.v1.LineageCommand
+	(*ActorAliveCommand)(nil),   // 9: manta.controlplane.v1.ActorAliveCommand
+	(*ActorFailedCommand)(nil),  // 10: manta.controlplane.v1.ActorFailedCommand
+	(*ActorPendingCommand)(nil), // 11: manta.controlplane.v1.ActorPendingCommand
+	(*ClusterInfo)(nil),         // 12: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),            // 13: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),            // 14: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),             // 15: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),           // 16: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),          // 17: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),          // 18: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	11, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	12, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	13, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	14, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	12, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	13, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	14, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	15, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	15, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	16, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	17, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	17, // 10: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	18, // 11: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -877,7 +1008,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
