@@ -57,6 +57,16 @@ const (
 	SpillBadger                    // values in a Badger database
 )
 
+// freeBytes is the space an unprivileged process may still use in dir's
+// file system.
+func freeBytes(dir string) (int64, bool) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Bsize <= 0 {
+		return 0, false
+	}
+	return int64(st.Bavail) * st.Bsize, true
+}
+
 // DefaultCapacity is 30 % of the machine's RAM, Ray's default.
 func DefaultCapacity() int64 {
 	var si unix.Sysinfo_t
@@ -111,6 +121,7 @@ type Location struct {
 // Usage is a snapshot of the store's accounting.
 type Usage struct {
 	Capacity      int64 // arena bytes
+	Committed     int64 // arena bytes backed by memory (the high-water mark)
 	Allocated     int64 // arena bytes in use (rounded to arena.Align)
 	PrimaryMemory int64 // of Allocated, primary copies
 	SpilledBytes  int64 // bytes on disk
@@ -182,20 +193,30 @@ type Shared struct {
 
 var _ ZeroCopy = (*Shared)(nil)
 
-// NewShared creates the arena (pre-faulted) and, with SpillDir set, the
+// NewShared creates the arena (committed lazily, as objects need it) and, with SpillDir set, the
 // spiller, and starts the background spill loop that Close stops.
 func NewShared(o SharedOptions) (*Shared, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
-	}
-	if o.Capacity == 0 {
-		o.Capacity = DefaultCapacity()
 	}
 	if o.Path == "" {
 		o.Path = arena.DefaultPath()
 		if gone, err := arena.RemoveStale(filepath.Dir(o.Path)); err == nil && len(gone) > 0 {
 			o.Logger.Warn("removed arenas of dead processes", zap.Strings("paths", gone))
 		}
+	}
+	if o.Capacity == 0 {
+		o.Capacity = DefaultCapacity()
+		// A default larger than the file system can hold would only fail
+		// later (the arena commits lazily), so cap it now and say so.
+		if free, ok := freeBytes(filepath.Dir(o.Path)); ok && o.Capacity > free {
+			o.Logger.Warn("default object store capacity capped to the free space of the arena's file system",
+				zap.Int64("default", o.Capacity), zap.Int64("capacity", free), zap.String("dir", filepath.Dir(o.Path)))
+			o.Capacity = free
+		}
+	} else if free, ok := freeBytes(filepath.Dir(o.Path)); ok && o.Capacity > free {
+		o.Logger.Warn("object store capacity exceeds the free space of the arena's file system; it will shrink when that runs out",
+			zap.Int64("capacity", o.Capacity), zap.Int64("free", free), zap.String("dir", filepath.Dir(o.Path)))
 	}
 	if o.SpillThreshold <= 0 || o.SpillThreshold > 1 {
 		o.SpillThreshold = 0.8
@@ -239,7 +260,7 @@ func NewShared(o SharedOptions) (*Shared, error) {
 		}
 	}
 	log.Info("object store ready", zap.String("arena", m.Path()), zap.Int64("capacity", m.Size()),
-		zap.Duration("prefault", m.PrefaultTime()), zap.String("spill_dir", o.SpillDir))
+		zap.String("spill_dir", o.SpillDir))
 	go s.spillLoop()
 	return s, nil
 }
@@ -252,22 +273,32 @@ func (s *Shared) ArenaPath() string { return s.arena.Path() }
 // be written after Seal. A second Create of a stored ID returns
 // ErrObjectExists.
 func (s *Shared) Create(id ids.ObjectID, size int64, o CreateOptions) ([]byte, error) {
+	off, err := s.Reserve(id, size, o)
+	if err != nil {
+		return nil, err
+	}
+	return s.mem[off : off+size : off+size], nil
+}
+
+// Reserve is Create for a writer in another process: it returns the
+// object's offset in the arena file (arena.OpenWriter) instead of a slice.
+func (s *Shared) Reserve(id ids.ObjectID, size int64, o CreateOptions) (int64, error) {
 	if size < 0 {
-		return nil, fmt.Errorf("%w: negative size %d", rpcerr.ErrInvalidArgument, size)
+		return 0, fmt.Errorf("%w: negative size %d", rpcerr.ErrInvalidArgument, size)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkNewLocked(id, size); err != nil {
-		return nil, err
+		return 0, err
 	}
 	n := arena.RoundUp(size)
 	off, err := s.makeRoomLocked(n, size)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if _, ok := s.objs[id]; ok { // created by another caller while we made room
 		s.alloc.Free(off, n)
-		return nil, fmt.Errorf("%w: %s", ErrObjectExists, id)
+		return 0, fmt.Errorf("%w: %s", ErrObjectExists, id)
 	}
 	s.gen++
 	key := binary.BigEndian.AppendUint64(append([]byte(nil), id[:]...), s.gen)
@@ -277,7 +308,7 @@ func (s *Shared) Create(id ids.ObjectID, size int64, o CreateOptions) ([]byte, e
 	if e.primary {
 		s.primaryMem += n
 	}
-	return s.mem[off : off+size : off+size], nil
+	return off, nil
 }
 
 func (s *Shared) checkNewLocked(id ids.ObjectID, size int64) error {
@@ -466,8 +497,26 @@ func (s *Shared) makeRoomLocked(n, size int64) (int64, error) {
 		if s.closed {
 			return 0, ErrStoreClosed
 		}
+		if n > s.alloc.Size() { // the arena shrank below this object
+			return 0, fmt.Errorf("%w: object of %d bytes exceeds the store's %d bytes of memory", ErrObjectStoreFull, size, s.alloc.Size())
+		}
 		if off, ok := s.alloc.Alloc(n); ok {
-			return off, nil
+			err := s.arena.Commit(off + n)
+			if err == nil {
+				return off, nil
+			}
+			s.alloc.Free(off, n)
+			if !errors.Is(err, arena.ErrNoSpace) {
+				return 0, fmt.Errorf("%w: %v", ErrObjectStoreFull, err)
+			}
+			// /dev/shm cannot back more than is committed (other arenas or
+			// files took it): the arena shrinks to that, and room is made
+			// below it by evicting and spilling, like any full arena.
+			s.log.Warn("shared memory exhausted: the object store shrinks to what it holds",
+				zap.Int64("capacity", s.alloc.Size()), zap.Int64("new_capacity", s.arena.Committed()), zap.Error(err))
+			s.alloc.Truncate(s.arena.Committed())
+			s.kickLocked()
+			continue
 		}
 		var secondary, onDisk, primary *entry
 		for el := s.lru.Front(); el != nil; el = el.Next() {
@@ -623,7 +672,7 @@ func (s *Shared) Usage() Usage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Usage{
-		Capacity: s.alloc.Size(), Allocated: s.alloc.Used(), PrimaryMemory: s.primaryMem,
+		Capacity: s.alloc.Size(), Committed: s.arena.Committed(), Allocated: s.alloc.Used(), PrimaryMemory: s.primaryMem,
 		SpilledBytes: s.spilled, Objects: int64(len(s.objs)), LiveBytes: s.live, Pinned: s.pinned,
 		FreeRanges: s.alloc.FreeRanges(), LargestFree: s.alloc.LargestFree(),
 	}

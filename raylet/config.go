@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/objectstore"
 	"github.com/manta-ray/manta/raylet/resources"
 )
@@ -31,8 +32,24 @@ type Config struct {
 	// WorkerOutput, when set, receives every worker's stdout and stderr
 	// (embedded mode); otherwise each worker logs to DataDir/logs.
 	WorkerOutput io.Writer
-	// Store is the object store; default an in-memory one.
+	// Store injects an object store (the caller closes it); default a
+	// shared-memory one (objectstore.Shared) of ObjectStoreMemory bytes
+	// that Close removes. Only a Shared store serves CreateObject and
+	// MapObjects; others serve PutObject and GetObject.
 	Store objectstore.Store
+	// ObjectStoreMemory is the shared arena's capacity; default
+	// objectstore.DefaultCapacity() (30 % of RAM, capped to /dev/shm's
+	// free space). The arena commits memory as objects use it.
+	ObjectStoreMemory int64
+	// SpillDir is where primary copies spill when the arena runs short;
+	// default DataDir/spill.
+	SpillDir string
+	// PullStallTimeout is how long a pull waits for the next chunk from a
+	// source before trying the next location; default 5s.
+	PullStallTimeout time.Duration
+	// MaxPullBytes bounds the bytes of pulls in flight; default
+	// min(capacity/2, 1 GiB). A larger object still goes, alone.
+	MaxPullBytes int64
 
 	HeartbeatInterval time.Duration // default 500ms
 	ViewInterval      time.Duration // cluster view refresh; default 250ms
@@ -53,4 +70,7 @@ type TestingKnobs struct {
 	// SkipHeartbeat, when it returns true, skips a heartbeat (a node the
 	// control plane stops hearing from).
 	SkipHeartbeat func() bool
+	// ServeChunk, when set, runs before GetObject sends the chunk of id at
+	// offset; its answer injects a fault into the stream.
+	ServeChunk func(id ids.ObjectID, offset int64) ChunkFault
 }

@@ -15,6 +15,14 @@ var (
 	ErrBadLease = rpcerr.New(codes.InvalidArgument, "BAD_LEASE_REQUEST", "malformed lease request")
 	// ErrBadObject is a malformed object stream.
 	ErrBadObject = rpcerr.New(codes.InvalidArgument, "BAD_OBJECT", "malformed object stream")
+	// ErrBadChecksum is a chunk whose CRC-32C does not match its bytes.
+	ErrBadChecksum = rpcerr.New(codes.InvalidArgument, "BAD_CHUNK_CHECKSUM", "object chunk fails its checksum")
+	// ErrObjectBusy is a put or create of an object another client is
+	// writing now; the first writer's copy will stand once sealed.
+	ErrObjectBusy = rpcerr.New(codes.Unavailable, "OBJECT_BEING_WRITTEN", "object is being written by another client")
+	// ErrCreationNotFound is a SealObject of no unsealed creation of that
+	// client (never created, already sealed, or aborted when it died).
+	ErrCreationNotFound = rpcerr.New(codes.NotFound, "OBJECT_CREATION_NOT_FOUND", "no such unsealed object")
 	// ErrJobEnded is a lease request of a job that has ended.
 	ErrJobEnded = rpcerr.New(codes.FailedPrecondition, "JOB_ENDED", "the job has ended")
 	// ErrWorkerStart is a lease that failed because no worker could start.

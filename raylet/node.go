@@ -114,12 +114,14 @@ func (r *Raylet) viewLoop() {
 	}
 }
 
-// jobLoop watches jobs and kills the workers of every job that ends.
+// jobLoop watches jobs and, for every job that ends, kills its workers and
+// frees its objects on this node.
 func (r *Raylet) jobLoop() {
 	err := r.cp.Watch(r.ctx, &cpb.WatchRequest{Kinds: []cpb.EventKind{cpb.EventKind_EVENT_JOB}}, func(w *cpb.WatchResponse) error {
 		for _, ev := range w.Events {
 			if j := ev.Job; j != nil && j.State != cpb.JobState_JOB_RUNNING && j.State != cpb.JobState_JOB_STATE_UNSPECIFIED {
 				r.jobEnded(j.JobId, "job "+j.State.String())
+				r.freeJobObjects(j.JobId)
 			}
 		}
 		return nil

@@ -12,10 +12,12 @@ import (
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 )
 
-// ownerLoop pings the owners holding leases; an owner that misses two
-// pings in a row is gone (a driver that crashed or disconnected): its
-// leased workers are killed and their resources reclaimed. (Its queued
-// requests are dropped as soon as its calls are cancelled.)
+// ownerLoop pings the owners holding leases or objects here, and the
+// drivers holding pins or unsealed objects; one that misses two pings in a
+// row is gone (a driver that crashed or disconnected): its leased workers
+// are killed and their resources reclaimed, its objects freed, its pins
+// and unsealed objects dropped. (Its queued requests are dropped as soon
+// as its calls are cancelled.)
 func (r *Raylet) ownerLoop() {
 	conns := map[string]*grpc.ClientConn{}
 	misses := map[string]int{}
@@ -40,6 +42,9 @@ func (r *Raylet) ownerLoop() {
 			}
 		}
 		r.mu.Unlock()
+		for _, a := range r.objectParties() {
+			owners[a] = true
+		}
 		for addr, c := range conns {
 			if !owners[addr] {
 				c.Close()
@@ -68,6 +73,7 @@ func (r *Raylet) ownerLoop() {
 			}
 			if misses[addr]++; misses[addr] >= 2 {
 				r.ownerGone(addr)
+				r.objectOwnerGone(addr)
 			}
 		}
 	}

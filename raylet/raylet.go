@@ -18,7 +18,9 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/artifact"
@@ -44,8 +46,15 @@ type Raylet struct {
 	srv   *grpc.Server
 	pool  *workerpool.Pool
 	store objectstore.Store
-	arts  *artifact.Cache
-	tmp   string // DataDir to remove on Close, when we made it
+	// shm is store when it is a shared arena (nil otherwise); ownStore says
+	// Close must close it.
+	shm        *objectstore.Shared
+	ownStore   bool
+	objs       objectTable
+	pullBudget *byteBudget
+	peers      peerConns
+	arts       *artifact.Cache
+	tmp        string // DataDir to remove on Close, when we made it
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,13 +106,14 @@ func New(cfg Config) (*Raylet, error) {
 	if err := resources.Validate(res); err != nil {
 		return nil, err
 	}
-	if cfg.Store == nil {
-		cfg.Store = objectstore.NewMemory()
+	if cfg.PullStallTimeout == 0 {
+		cfg.PullStallTimeout = 5 * time.Second
 	}
 	r := &Raylet{cfg: cfg, log: cfg.Logger.Named("raylet").With(zap.String("node", cfg.NodeID)),
-		store: cfg.Store, total: res, avail: res.Clone(), leases: map[string]*lease{},
+		total: res, avail: res.Clone(), leases: map[string]*lease{},
 		byWorker: map[string]*lease{}, view: map[string]*remoteNode{}, kick: make(chan struct{}, 1),
-		fatal: make(chan error, 1)}
+		fatal: make(chan error, 1), objs: newObjectTable(),
+		peers: peerConns{token: cfg.Token, conns: map[string]*grpc.ClientConn{}}}
 	if cfg.DataDir == "" {
 		d, err := os.MkdirTemp("", "manta-raylet-")
 		if err != nil {
@@ -111,8 +121,14 @@ func New(cfg Config) (*Raylet, error) {
 		}
 		r.cfg.DataDir, r.tmp = d, d
 	}
+	if err := r.openStore(); err != nil {
+		r.removeTmp()
+		return nil, err
+	}
 	cp, err := cpclient.New(cpclient.Config{Addresses: cfg.Heads, Token: cfg.Token, Logger: cfg.Logger})
 	if err != nil {
+		r.closeStore()
+		r.removeTmp()
 		return nil, err
 	}
 	r.cp = cp
@@ -120,6 +136,8 @@ func New(cfg Config) (*Raylet, error) {
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		cp.Close()
+		r.closeStore()
+		r.removeTmp()
 		return nil, fmt.Errorf("raylet: listen: %w", err)
 	}
 	r.lis = lis
@@ -130,9 +148,12 @@ func New(cfg Config) (*Raylet, error) {
 	r.pool = workerpool.New(workerpool.Config{
 		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
 		LogDir: filepath.Join(r.cfg.DataDir, "logs"), Output: cfg.WorkerOutput,
-		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.workerExited, Logger: r.log,
+		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.onWorkerExit, Logger: r.log,
 	})
-	r.srv = grpc.NewServer(append(ServerOptions(), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)))...)
+	// WaitForHandlers: Stop returns only once no handler runs, so none can
+	// still be sending from the arena when Close unmaps it.
+	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)),
+		grpc.StreamInterceptor(streamServer(cfg.Token)))...)
 	pb.RegisterRayletServer(r.srv, r)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 
@@ -148,6 +169,54 @@ func New(cfg Config) (*Raylet, error) {
 	r.goRun(r.ownerLoop)
 	r.log.Info("raylet started", zap.String("address", r.Address()), zap.Any("resources", res))
 	return r, nil
+}
+
+// openStore opens the default shared-memory store unless one was injected.
+func (r *Raylet) openStore() error {
+	if r.cfg.Store == nil {
+		spillDir := r.cfg.SpillDir
+		if spillDir == "" {
+			spillDir = filepath.Join(r.cfg.DataDir, "spill")
+		}
+		s, err := objectstore.NewShared(objectstore.SharedOptions{Capacity: r.cfg.ObjectStoreMemory,
+			SpillDir: spillDir, Logger: r.log})
+		if err != nil {
+			return fmt.Errorf("raylet: object store: %w", err)
+		}
+		r.cfg.Store, r.ownStore = s, true
+	}
+	r.store = r.cfg.Store
+	r.shm, _ = r.store.(*objectstore.Shared)
+	budget := r.cfg.MaxPullBytes
+	if budget <= 0 {
+		budget = 1 << 30
+		if r.shm != nil {
+			budget = min(budget, r.shm.Usage().Capacity/2)
+		}
+	}
+	r.pullBudget = newByteBudget(budget)
+	return nil
+}
+
+func (r *Raylet) closeStore() {
+	if r.ownStore {
+		if err := r.store.(objectstore.ZeroCopy).Close(); err != nil {
+			r.log.Warn("close object store", zap.Error(err))
+		}
+	}
+}
+
+func (r *Raylet) removeTmp() {
+	if r.tmp != "" {
+		os.RemoveAll(r.tmp)
+	}
+}
+
+// onWorkerExit is the pool's exit hook: the lease goes, and the worker's
+// pins and unsealed objects with it.
+func (r *Raylet) onWorkerExit(w *workerpool.Worker) {
+	r.workerExited(w)
+	r.clientGone(w.ID)
 }
 
 func (r *Raylet) goRun(fn func()) {
@@ -177,6 +246,9 @@ func (r *Raylet) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.closed = true
+		r.objs.mu.Lock()
+		r.objs.closed = true // no new pulls or notifications
+		r.objs.mu.Unlock()
 		for _, q := range r.queue {
 			q.finish(leaseResult{err: ErrClosed})
 		}
@@ -198,9 +270,10 @@ func (r *Raylet) Close() error {
 		}
 		r.wg.Wait()
 		r.cp.Close()
-		if r.tmp != "" {
-			os.RemoveAll(r.tmp)
-		}
+		r.peers.close()
+		r.closeObjects()
+		r.closeStore()
+		r.removeTmp()
 	})
 	return nil
 }
@@ -223,17 +296,34 @@ func (r *Raylet) RegisterWorker(_ context.Context, req *pb.RegisterWorkerRequest
 
 func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatusReply, error) {
 	objs, bytes := r.store.Stats()
+	var u objectstore.Usage
+	if r.shm != nil {
+		u = r.shm.Usage()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := &pb.GetStatusReply{NodeId: r.cfg.NodeID, Total: r.total.Clone(), Available: r.avail.Clone(),
 		Workers: int32(r.pool.Len()), LeasedWorkers: int32(len(r.leases)), QueuedLeases: int32(len(r.queue)),
-		Objects: objs, ObjectBytes: bytes}
+		Objects: objs, ObjectBytes: bytes, ObjectStoreCapacity: u.Capacity, ObjectStoreAllocated: u.Allocated,
+		SpilledBytes: u.SpilledBytes}
 	for _, q := range r.queue {
 		if q.infeasible {
 			st.Infeasible = append(st.Infeasible, q.res.Key())
 		}
 	}
 	return st, nil
+}
+
+// streamServer is auth.UnaryServer for streams (object puts and gets):
+// calls without the token are refused, and handler errors keep their
+// sentinels across the wire.
+func streamServer(token string) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if token != "" && !auth.Equal(auth.FromIncoming(ss.Context()), token) {
+			return status.Error(codes.Unauthenticated, "missing or wrong cluster token")
+		}
+		return rpcerr.ToStatus(handler(srv, ss))
+	}
 }
 
 // Flow-control windows large enough for objects of many MiB per round trip.

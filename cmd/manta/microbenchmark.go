@@ -78,18 +78,73 @@ var microbenchmarks = []microbenchmark{
 		})
 	}},
 	{"single_client_put_gigabytes", func(ctx context.Context, d time.Duration) (float64, error) {
-		// The first store keeps every object (no ref counting yet): bound the bytes.
+		// Each object is released once put: the owner frees it on its node,
+		// so the bytes in the store stay bounded however long this runs.
 		buf := make([]byte, 16<<20)
 		start, puts := time.Now(), 0
-		for puts < 16 && (puts == 0 || time.Since(start) < d) {
+		for puts == 0 || time.Since(start) < d {
 			buf[0] = byte(puts)
-			if _, err := ray.Put(ctx, buf); err != nil {
+			ref, err := ray.Put(ctx, buf)
+			if err != nil {
 				return 0, err
 			}
+			ref.Release()
 			puts++
 		}
 		return float64(puts*len(buf)) / time.Since(start).Seconds() / 1e9, nil
 	}},
+	{"node_to_node_transfer_gigabytes", nodeToNode},
+}
+
+// byteLen is the transfer benchmark's task: it reads its argument (pulled
+// to its node) and returns its length.
+var byteLen = ray.Func1("manta.microbenchmark.byteLen", func(_ context.Context, b []byte) (int, error) { return len(b), nil })
+
+// nodeToNodeResource is a resource only the second node has.
+const nodeToNodeResource = "microbenchmark_node2"
+
+var addNode2 sync.Once
+
+// nodeToNode puts a 1 GiB object on the first node and times a task on a
+// second node that reads it: the pull from node to node, the mapping and
+// the task's copy of its []byte argument. It starts the second node in the
+// embedded cluster, so it needs Init without --address.
+func nodeToNode(ctx context.Context, d time.Duration) (float64, error) {
+	var err error
+	addNode2.Do(func() { _, err = ray.AddEmbeddedNode(map[string]float64{"CPU": 1, nodeToNodeResource: 1}) })
+	if err != nil {
+		return 0, err
+	}
+	onNode2 := ray.Resources(map[string]float64{nodeToNodeResource: 1})
+	// A worker on node 2 first, so its start is not timed.
+	if _, err := ray.Get(ctx, byteLen.Remote(ctx, ray.Val([]byte{1}), onNode2)); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 1<<30)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	var moved int
+	var took time.Duration
+	for moved == 0 || (took < d && moved < 4) {
+		buf[0] = byte(moved)
+		ref, err := ray.Put(ctx, buf)
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		n, err := ray.Get(ctx, byteLen.Remote(ctx, ref, onNode2))
+		took += time.Since(start)
+		ref.Release()
+		if err != nil {
+			return 0, err
+		}
+		if n != len(buf) {
+			return 0, fmt.Errorf("node 2 read %d bytes of %d", n, len(buf))
+		}
+		moved++
+	}
+	return float64(moved*len(buf)) / took.Seconds() / 1e9, nil
 }
 
 func asyncBatch(ctx context.Context, n int) (int, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +46,9 @@ type startFlags struct {
 	numGPUs   float64
 	memory    float64
 	resources string
+	// The raylet's object store.
+	objectStoreMemory string
+	objectSpillDir    string
 
 	heartbeatTimeout  time.Duration
 	electionTimeout   time.Duration
@@ -97,6 +101,8 @@ its cluster on its own.`,
 	fs.Float64Var(&f.numGPUs, "num-gpus", 0, "GPUs the raylet offers")
 	fs.Float64Var(&f.memory, "memory", 0, "memory the raylet offers to tasks, in bytes")
 	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
+	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
+	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
 	return cmd
 }
 
@@ -138,6 +144,10 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	res, err := f.rayletResources()
 	if err != nil {
 		return err
+	}
+	storeBytes, err := parseBytes(f.objectStoreMemory)
+	if err != nil {
+		return usageErrorf("--object-store-memory: %v", err)
 	}
 
 	if f.pprofAddr != "" {
@@ -183,7 +193,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		if ctx.Err() == nil {
 			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
 				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
-				Resources: res, Logger: log})
+				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, Logger: log})
 			if err != nil {
 				h.Close()
 				return err
@@ -233,6 +243,10 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return err
 	}
+	storeBytes, err := parseBytes(f.objectStoreMemory)
+	if err != nil {
+		return usageErrorf("--object-store-memory: %v", err)
+	}
 	token := strings.TrimSpace(f.token)
 	if f.tokenFile != "" {
 		if token, err = head.ReadTokenFile(f.tokenFile); err != nil {
@@ -259,7 +273,8 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
-		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res, Logger: log})
+		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
+		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -295,4 +310,40 @@ func newHeadInterruptible(ctx context.Context, cfg head.Config) (*head.Head, err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("interrupted while starting head %s (is another process using --data-dir %s?)", cfg.ID, cfg.DataDir)
 	}
+}
+
+// byteUnits are the suffixes parseBytes accepts, longest first so "MiB"
+// is not read as "B".
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+}
+
+// parseBytes reads a size: plain bytes ("536870912") or a number with a
+// unit ("512MiB", "1.5GiB", "2GB"; K/M/G alone are binary). Empty is 0,
+// the default.
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	orig, mult := s, int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(strings.ToUpper(s), strings.ToUpper(u.suffix)) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > 0 && n <= math.MaxInt64/mult {
+		return n * mult, nil
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 || v*float64(mult) >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a positive size in bytes", orig)
+	}
+	return int64(v * float64(mult)), nil
 }

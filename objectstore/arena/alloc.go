@@ -110,3 +110,24 @@ func (a *Allocator) LargestFree() int64 {
 
 // FreeRanges is the number of separate free ranges (1 = unfragmented).
 func (a *Allocator) FreeRanges() int { return len(a.free) }
+
+// Truncate shrinks the managed range to [0, size) (rounded down to Align).
+// Every byte beyond size must be free: the store calls it when the file
+// system cannot back more of the arena than it already committed, and
+// nothing was ever allocated past that mark. It panics otherwise.
+func (a *Allocator) Truncate(size int64) {
+	size = size / Align * Align
+	if size >= a.size {
+		return
+	}
+	last := len(a.free) - 1
+	if last < 0 || a.free[last].off+a.free[last].size != a.size || a.free[last].off > size {
+		panic(fmt.Sprintf("arena: truncate to %d over allocated bytes", size))
+	}
+	if a.free[last].off == size {
+		a.free = a.free[:last]
+	} else {
+		a.free[last].size = size - a.free[last].off
+	}
+	a.size = size
+}

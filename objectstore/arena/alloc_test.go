@@ -148,3 +148,32 @@ func TestAllocRandomAgainstModel(t *testing.T) {
 		}
 	}
 }
+
+func TestAllocTruncateKeepsLiveRanges(t *testing.T) {
+	a := NewAllocator(100 * Align)
+	o1, _ := a.Alloc(10 * Align)
+	o2, _ := a.Alloc(10 * Align)
+	a.Free(o1, 10*Align)
+	a.Truncate(30 * Align)
+	if a.Size() != 30*Align || a.Used() != 10*Align || a.LargestFree() != 10*Align || a.FreeRanges() != 2 {
+		t.Fatalf("size %d used %d largest %d ranges %d", a.Size(), a.Used(), a.LargestFree(), a.FreeRanges())
+	}
+	if _, ok := a.Alloc(11 * Align); ok {
+		t.Fatal("allocated past the truncated size")
+	}
+	a.Truncate(20 * Align) // the tail span goes entirely
+	if a.FreeRanges() != 1 || a.Size() != 20*Align {
+		t.Fatalf("ranges %d size %d", a.FreeRanges(), a.Size())
+	}
+	a.Free(o2, 10*Align)
+	if a.Used() != 0 || a.LargestFree() != 20*Align {
+		t.Fatalf("used %d largest %d", a.Used(), a.LargestFree())
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("truncating over an allocated range did not panic")
+		}
+	}()
+	a.Alloc(20 * Align)
+	a.Truncate(10 * Align)
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -90,5 +91,52 @@ func TestRemoveStaleArenas(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%s removed: %v", p, err)
 		}
+	}
+}
+
+// TestArenaCommitsLazily: a fresh arena holds no memory; Commit backs it in
+// CommitStep steps as higher offsets are used, and only that much of the
+// file is allocated in tmpfs.
+func TestArenaCommitsLazily(t *testing.T) {
+	path := filepath.Join(DefaultDir(), "manta-arena-test-"+filepath.Base(t.TempDir()))
+	m, err := Create(path, 8*CommitStep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	allocated := func() int64 {
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks * 512
+	}
+	if m.Committed() != 0 || allocated() != 0 {
+		t.Fatalf("fresh arena: committed %d, file holds %d bytes", m.Committed(), allocated())
+	}
+	if err := m.Commit(100); err != nil || m.Committed() != CommitStep {
+		t.Fatalf("commit 100: %d %v", m.Committed(), err)
+	}
+	if err := m.Commit(CommitStep); err != nil || m.Committed() != CommitStep {
+		t.Fatalf("commit within the mark: %d %v", m.Committed(), err)
+	}
+	if err := m.Commit(2*CommitStep + 1); err != nil || m.Committed() != 3*CommitStep {
+		t.Fatalf("commit past the mark: %d %v", m.Committed(), err)
+	}
+	if got := allocated(); got != 3*CommitStep {
+		t.Fatalf("file holds %d bytes; want the %d committed", got, 3*CommitStep)
+	}
+	if err := m.Commit(m.Size() + 1); err == nil {
+		t.Fatal("commit beyond the arena succeeded")
+	}
+	// The committed range is usable memory, seen by a reader of the file.
+	copy(m.Bytes()[2*CommitStep:], "lazy")
+	r, err := OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if v, err := r.View(2*CommitStep, 4); err != nil || string(v) != "lazy" || r.Size() != m.Size() {
+		t.Fatalf("reader sees %q (%v), size %d of %d", v, err, r.Size(), m.Size())
 	}
 }

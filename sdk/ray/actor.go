@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -229,6 +230,10 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 	if err != nil {
 		return "", err
 	}
+	// Never unpinned: a restarted actor reruns its constructor with these
+	// arguments, for as long as the actor may restart.
+	c.pinArgs(refKeys)
+	runtime.KeepAlive(args)
 	// The constructor's reference arguments are resolved before the actor
 	// is registered (DEPENDENCIES_UNREADY is not used yet).
 	for j, i := range refs {
@@ -241,7 +246,7 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 		if ob.val.Error != nil {
 			return "", taskErrorFrom(ob.val.Error)
 		}
-		spec.Args[i].Value = ob.val
+		spec.Args[i].Value = c.valueOf(ob)
 	}
 	spec.NumCpus = o.res[resources.CPU]
 	init, err := proto.Marshal(&pb.PushTasksRequest{Tasks: []*pb.TaskSpec{spec}})

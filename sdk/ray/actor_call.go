@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ type actorCall struct {
 	returns    []ids.ObjectID
 	deps       []int // argument indices that are refs, resolved before sending
 	depKeys    []objectKey
+	pinned     []ids.ObjectID // owned reference arguments (refcount.go)
 	retries    int
 	retriesSet bool
 }
@@ -67,6 +69,8 @@ func submitActorCall(ctx context.Context, actorID string, m *actorMethod, args [
 	if call.deps, call.depKeys, err = encodeArgs(call.spec, args); err != nil {
 		return nil, err
 	}
+	call.pinned = c.pinArgs(call.depKeys)
+	runtime.KeepAlive(args)
 	var keys []objectKey
 	call.returns, keys = c.newReturns(tid, m.nret)
 	ac, err := c.actorClient(actorID)
@@ -127,7 +131,10 @@ func (c *core) failCall(call *actorCall, e *pb.TaskError) {
 	for _, id := range call.returns {
 		c.completeLocked(id, v)
 	}
+	pinned := call.pinned
+	call.pinned = nil
 	c.mu.Unlock()
+	c.unpinArgs(pinned)
 }
 
 // run sends the calls to each incarnation of the actor until it is DEAD.
@@ -352,7 +359,7 @@ func (ac *actorClient) resolve(call *actorCall) bool {
 			c.failCall(call, ob.val.Error)
 			return false
 		}
-		call.spec.Args[i].Value = ob.val
+		call.spec.Args[i].Value = c.valueOf(ob)
 	}
 	return true
 }
@@ -363,6 +370,11 @@ func (c *core) finishCall(call *actorCall, res *pb.TaskResult) {
 		return
 	}
 	c.completeReturns(call.returns, call.spec.Function, res, "the call")
+	c.mu.Lock()
+	pinned := call.pinned
+	call.pinned = nil
+	c.mu.Unlock()
+	c.unpinArgs(pinned)
 }
 
 // ---- the actor view ------------------------------------------------------------

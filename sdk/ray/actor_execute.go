@@ -71,7 +71,7 @@ func (c *core) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Task
 	}
 	results, err, stack := invokeMethod(tctx, m, h.inst, args)
 	<-h.sem
-	return c.taskResult(ctx, tid, results, err, stack, failure)
+	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
 }
 
 func invokeCtor(ctx context.Context, cls *actorClass, args []*pb.ObjectValue) (inst any, err error, stack string) {

@@ -2,23 +2,33 @@ package ray
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/manta-ray/manta/internal/ids"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
 )
 
 // Get waits for the object and returns its value, or the task's error (a
-// *TaskError). It gives up when ctx ends.
+// *TaskError). It gives up when ctx ends. A released ref gives
+// ErrObjectNotFound; an object no node holds any more, ErrObjectLost.
 func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 	var zero T
 	if ref.err != nil {
 		return zero, ref.err
 	}
+	if ref.h != nil && ref.h.released.Load() {
+		return zero, fmt.Errorf("%w: object %s was released", ErrObjectNotFound, ref.id)
+	}
 	c, err := current()
 	if err != nil {
 		return zero, err
 	}
-	o := c.objectFor(objectKey{ref.id, ref.owner})
+	// The ref keeps the object until Get has read it: without this the
+	// collector could find the ref dead (and the object freed) mid-read.
+	defer runtime.KeepAlive(ref.h)
+	o := c.objectFor(objectKey{id: ref.id, owner: ref.owner})
 	select {
 	case <-o.ready:
 	default:
@@ -31,11 +41,16 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 			return zero, ctx.Err()
 		}
 	}
-	data, format, err := c.valueData(ctx, o.val, ref.id)
-	if err != nil {
-		return zero, err
-	}
-	return decode[T](data, format)
+	var v T
+	err = c.readValue(ctx, c.valueOf(o), ref.id, ref.owner, func(data []byte, format pb.Format, mapped bool) error {
+		if mapped && format == pb.Format_FORMAT_RAW {
+			// The mapping is read-only and lasts only while pinned.
+			data = append([]byte(nil), data...)
+		}
+		v, err = decode[T](data, format)
+		return err
+	})
+	return v, err
 }
 
 // GetAll gets every ref, in order.
@@ -63,7 +78,7 @@ func Wait[T any](ctx context.Context, refs []ObjectRef[T], numReady int, timeout
 	objs := make([]*object, len(refs))
 	for i, r := range refs {
 		if r.err == nil {
-			objs[i] = c.objectFor(objectKey{r.id, r.owner})
+			objs[i] = c.objectFor(objectKey{id: r.id, owner: r.owner})
 		}
 	}
 	var deadline <-chan time.Time
@@ -127,9 +142,13 @@ func Put[T any](ctx context.Context, v T) (ObjectRef[T], error) {
 	if err != nil {
 		return ObjectRef[T]{}, err
 	}
-	if ov, err = c.store(ctx, id, ov); err != nil {
+	if ov, err = c.store(ctx, id, c.address, ov); err != nil {
 		return ObjectRef[T]{}, err
 	}
-	c.complete(id, ov)
-	return ObjectRef[T]{id: id, owner: c.address}, nil
+	c.mu.Lock()
+	o := c.newObjectLocked(id)
+	h := c.newHandleLocked(o, id)
+	c.completeLocked(id, ov)
+	c.mu.Unlock()
+	return ObjectRef[T]{id: id, owner: c.address, h: h}, nil
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
-	"github.com/manta-ray/manta/objectstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
 )
@@ -35,9 +34,13 @@ type core struct {
 	workerID   string // "" in a driver
 	rayletAddr string
 	raylet     pb.RayletClient
-	// local is the raylet's store when the raylet runs in this process
-	// (embedded mode): large objects skip gRPC.
-	local objectstore.Store
+
+	// The mappings of the local raylet's arena, whether the raylet serves
+	// only the object streams (or its arena cannot be mapped here), and
+	// how many objects were read in place (tests observe it).
+	arenas      arenas
+	noArena     atomic.Bool
+	mappedReads atomic.Int64
 
 	lis     net.Listener
 	srv     *grpc.Server
@@ -55,6 +58,9 @@ type core struct {
 	changed chan struct{} // closed and replaced when any object completes
 	queues  map[string]*shapeQueue
 	conns   map[string]*grpc.ClientConn
+	// Node copies of released objects waiting for freeLoop, by raylet.
+	toFree     map[string][]ids.ObjectID
+	freeSignal chan struct{}
 
 	// Actors: the control plane (the driver's client, or one the worker
 	// made: ownCP), the actor view, the senders to actors this process
@@ -87,10 +93,12 @@ func (c *core) taskOf(ctx context.Context) *taskCtx {
 	return c.root
 }
 
-// objectKey names an object and its owner.
+// objectKey names an object and its owner; h is the handle of a ref
+// just made for an owned object.
 type objectKey struct {
 	id    ids.ObjectID
 	owner string
+	h     *refHandle
 }
 
 // object is an owned object (or a borrowed one being fetched from its
@@ -98,12 +106,19 @@ type objectKey struct {
 type object struct {
 	ready chan struct{}
 	val   *pb.ObjectValue
+	// Owned objects only (guarded by core.mu): the references that keep
+	// it (see refcount.go) and the nodes that pulled a copy since val was
+	// set.
+	owned  bool
+	refs   int
+	copies []string
 }
 
 func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, error) {
 	c := &core{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
 		objects: map[ids.ObjectID]*object{}, changed: make(chan struct{}),
-		queues: map[string]*shapeQueue{}, conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{}}
+		queues: map[string]*shapeQueue{}, conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{},
+		toFree: map[string][]ids.ObjectID{}, freeSignal: make(chan struct{}, 1)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -118,11 +133,12 @@ func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, err
 		return nil, err
 	}
 	c.raylet = pb.NewRayletClient(cc)
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		_ = c.srv.Serve(lis)
 	}()
+	go c.freeLoop()
 	return c, nil
 }
 
@@ -146,6 +162,7 @@ func (c *core) close() {
 	c.cancel()
 	c.srv.Stop()
 	c.wg.Wait()
+	c.arenas.close()
 	c.mu.Lock()
 	for _, cc := range c.conns {
 		cc.Close()
@@ -159,7 +176,8 @@ func (c *core) close() {
 
 // ---- owned objects -------------------------------------------------------------
 
-// newObjectLocked adds a pending owned object.
+// newObjectLocked adds a pending object (owned ones get their references
+// from newHandleLocked).
 func (c *core) newObjectLocked(id ids.ObjectID) *object {
 	o := c.objects[id]
 	if o == nil {
@@ -177,7 +195,13 @@ func (c *core) complete(id ids.ObjectID, v *pb.ObjectValue) {
 }
 
 func (c *core) completeLocked(id ids.ObjectID, v *pb.ObjectValue) {
-	o := c.newObjectLocked(id)
+	o := c.objects[id]
+	if o == nil {
+		// Every reference to it was released before it was made: its
+		// stored copy is garbage already.
+		c.freeLaterLocked(id, v, nil)
+		return
+	}
 	select {
 	case <-o.ready:
 		return
@@ -198,12 +222,16 @@ func (c *core) objectFor(k objectKey) *object {
 		c.mu.Unlock()
 		return o
 	}
-	o = c.newObjectLocked(k.id)
-	c.mu.Unlock()
 	if k.owner == c.address || k.owner == "" {
-		c.complete(k.id, lostValue(k.id, "its owner no longer has it"))
+		// Owned and forgotten: every reference was released. The entry is
+		// not kept, so a released object stays released.
+		c.mu.Unlock()
+		o = &object{ready: make(chan struct{}), val: notFoundValue(k.id)}
+		close(o.ready)
 		return o
 	}
+	o = c.newObjectLocked(k.id)
+	c.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -214,6 +242,12 @@ func (c *core) objectFor(k objectKey) *object {
 		c.complete(k.id, v)
 	}()
 	return o
+}
+
+// notFoundValue stands for an object its owner does not have (released).
+func notFoundValue(id ids.ObjectID) *pb.ObjectValue {
+	return &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_NOT_FOUND,
+		Message: fmt.Sprintf("object %s is not known to its owner (released)", id)}}
 }
 
 func lostValue(id ids.ObjectID, why string) *pb.ObjectValue {
@@ -238,11 +272,11 @@ func (c *core) GetObject(ctx context.Context, req *pb.OwnerGetRequest) (*pb.Obje
 	o := c.objects[id]
 	c.mu.Unlock()
 	if o == nil {
-		return lostValue(id, "its owner does not know it"), nil
+		return notFoundValue(id), nil
 	}
 	select {
 	case <-o.ready:
-		return o.val, nil
+		return c.valueOf(o), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -251,71 +285,4 @@ func (c *core) GetObject(ctx context.Context, req *pb.OwnerGetRequest) (*pb.Obje
 // Ping answers raylets checking that an owner is alive.
 func (c *core) Ping(context.Context, *pb.PingRequest) (*pb.PingReply, error) {
 	return &pb.PingReply{}, nil
-}
-
-// valueData returns an object's bytes, fetching it from the object store
-// that holds it when it is not inline.
-func (c *core) valueData(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID) ([]byte, pb.Format, error) {
-	if v.Error != nil {
-		return nil, 0, taskErrorFrom(v.Error)
-	}
-	if v.Location == "" {
-		return v.Data, v.Format, nil
-	}
-	if c.local != nil && v.Location == c.rayletAddr {
-		o, err := c.local.Get(id)
-		if err != nil {
-			return nil, 0, fmt.Errorf("%w: %s: %v", ErrObjectLost, id, err)
-		}
-		return o.Data, pb.Format(o.Format), nil
-	}
-	cc, err := c.conn(v.Location)
-	if err != nil {
-		return nil, 0, err
-	}
-	stream, err := pb.NewRayletClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: id[:]})
-	var data []byte
-	var format pb.Format
-	if err == nil {
-		data, format, err = raylet.RecvChunks(stream.Recv)
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
-		}
-		return nil, 0, fmt.Errorf("%w: %s from %s: %v", ErrObjectLost, id, v.Location, err)
-	}
-	return data, format, nil
-}
-
-// store puts a large value in the local raylet's object store and returns
-// the value that stands for it.
-func (c *core) store(ctx context.Context, id ids.ObjectID, v *pb.ObjectValue) (*pb.ObjectValue, error) {
-	if len(v.Data) <= InlineLimit {
-		return v, nil
-	}
-	if c.local != nil {
-		// The caller may reuse its buffer: the store keeps a copy.
-		data := append([]byte(nil), v.Data...)
-		if err := c.local.Put(id, objectstore.Object{Data: data, Format: int32(v.Format)}); err != nil {
-			return nil, fmt.Errorf("ray: store object %s: %w", id, err)
-		}
-		return &pb.ObjectValue{Location: c.rayletAddr, Format: v.Format}, nil
-	}
-	stream, err := c.raylet.PutObject(ctx)
-	if err == nil {
-		err = raylet.SendChunks(v.Data, func(ch *pb.ObjectChunk, first bool) error {
-			if first {
-				ch.ObjectId, ch.Format, ch.Size = id[:], v.Format, int64(len(v.Data))
-			}
-			return stream.Send(ch)
-		})
-	}
-	if err == nil {
-		_, err = stream.CloseAndRecv()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ray: store object %s: %w", id, err)
-	}
-	return &pb.ObjectValue{Location: c.rayletAddr, Format: v.Format}, nil
 }

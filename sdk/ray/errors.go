@@ -20,6 +20,10 @@ var (
 	ErrTaskPanicked = errors.New("ray: remote function panicked")
 	// ErrObjectLost: no copy of the object is left.
 	ErrObjectLost = errors.New("ray: object lost")
+	// ErrObjectNotFound: the object's owner does not have it: every
+	// reference to it was released (ObjectRef.Release, or garbage
+	// collected), or it never existed.
+	ErrObjectNotFound = errors.New("ray: object not found")
 	// ErrNotInitialized: Init has not been called (or Shutdown has).
 	ErrNotInitialized = errors.New("ray: not initialized; call ray.Init first")
 	// ErrInvalidOption: a negative or malformed option (resources, retries).
@@ -68,6 +72,8 @@ func (e *TaskError) Unwrap() error {
 		return ErrWorkerCrashed
 	case pb.ErrorKind_ERROR_OBJECT_LOST:
 		return ErrObjectLost
+	case pb.ErrorKind_ERROR_OBJECT_NOT_FOUND:
+		return ErrObjectNotFound
 	case pb.ErrorKind_ERROR_ACTOR_DIED:
 		return ErrActorDied
 	}

@@ -27,6 +27,14 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 		}
 	}
 	args := make([]*pb.ObjectValue, len(spec.Args))
+	var releases []func()
+	// The arguments read in place stay pinned (and mapped) until the task
+	// has decoded them; it decodes them first thing, so until it returns.
+	defer func() {
+		for _, r := range releases {
+			r()
+		}
+	}()
 	for i, a := range spec.Args {
 		v := a.Value
 		if v == nil {
@@ -34,11 +42,18 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 		}
 		if v.Location != "" {
 			oid, _ := ids.ObjectFromBytes(a.ObjectId)
-			data, format, err := c.valueData(ctx, v, oid)
-			if err != nil {
-				return failure(pb.ErrorKind_ERROR_OBJECT_LOST, err.Error(), "")
+			var release func()
+			v, release, err = c.argValue(ctx, v, oid, spec.OwnerAddress)
+			if release != nil {
+				releases = append(releases, release)
 			}
-			v = &pb.ObjectValue{Data: data, Format: format}
+			if err != nil {
+				kind := pb.ErrorKind_ERROR_OBJECT_LOST
+				if errors.Is(err, ErrObjectNotFound) {
+					kind = pb.ErrorKind_ERROR_OBJECT_NOT_FOUND
+				}
+				return failure(kind, err.Error(), "")
+			}
 		}
 		args[i] = v
 	}
@@ -49,11 +64,37 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 	tc := &taskCtx{id: tid, worker: true}
 	tctx := context.WithValue(ctx, taskKey{}, tc)
 	results, err, stack := invoke(tctx, f, args)
-	return c.taskResult(ctx, tid, results, err, stack, failure)
+	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
 }
 
-// taskResult encodes a finished task's (or actor call's) results.
-func (c *core) taskResult(ctx context.Context, tid ids.TaskID, results []any, err error, stack string,
+// argValue reads a stored argument: mapped in place (valid until release,
+// which is then non-nil) or streamed into this process. Raw bytes are
+// copied out of the mapping: the task owns its []byte and may write it.
+// A worker never unmaps its arenas (it never closes its core), so the
+// view may be held while the task runs.
+func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID, owner string) (*pb.ObjectValue, func(), error) {
+	view, format, release, err := c.mapObject(ctx, v, id, owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	if view != nil {
+		if format == pb.Format_FORMAT_RAW {
+			data := append([]byte(nil), view...)
+			release()
+			return &pb.ObjectValue{Data: data, Format: format}, nil, nil
+		}
+		return &pb.ObjectValue{Data: view, Format: format}, release, nil
+	}
+	data, format, err := c.pull(ctx, v, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &pb.ObjectValue{Data: data, Format: format}, nil, nil
+}
+
+// taskResult encodes a finished task's (or actor call's) results; owner
+// owns the objects they become.
+func (c *core) taskResult(ctx context.Context, tid ids.TaskID, owner string, results []any, err error, stack string,
 	failure func(pb.ErrorKind, string, string) *pb.TaskResult) *pb.TaskResult {
 	if stack != "" {
 		return failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
@@ -68,7 +109,7 @@ func (c *core) taskResult(ctx context.Context, tid ids.TaskID, results []any, er
 	for i, r := range results {
 		v, err := encode(r)
 		if err == nil {
-			v, err = c.store(ctx, ids.ReturnID(tid, uint32(i+1)), v)
+			v, err = c.store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
 		}
 		if err != nil {
 			return failure(pb.ErrorKind_ERROR_APPLICATION, fmt.Sprintf("result %d: %v", i+1, err), "")

@@ -12,3 +12,16 @@ func CallByName[R any](ctx context.Context, name string, args ...any) ObjectRef[
 	keys, err := submit(ctx, &function{name: name, nargs: len(args), nret: 1}, as, nil)
 	return refsOf[R](keys, err)
 }
+
+// MappedReads is how many stored objects this process read in place.
+func MappedReads() int64 { return mappedReadCount() }
+
+// EmbeddedRaylet is the embedded cluster's raylet address and token.
+func EmbeddedRaylet() (addr, token string) {
+	state.Lock()
+	defer state.Unlock()
+	if state.raylet == nil || state.head == nil {
+		return "", ""
+	}
+	return state.raylet.Address(), state.head.Token()
+}

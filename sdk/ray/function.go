@@ -63,14 +63,14 @@ func refsOf[R any](ids []objectKey, err error) ObjectRef[R] {
 	if err != nil {
 		return ObjectRef[R]{err: err}
 	}
-	return ObjectRef[R]{id: ids[0].id, owner: ids[0].owner}
+	return ObjectRef[R]{id: ids[0].id, owner: ids[0].owner, h: ids[0].h}
 }
 
 func ref2[R any](ids []objectKey, i int, err error) ObjectRef[R] {
 	if err != nil {
 		return ObjectRef[R]{err: err}
 	}
-	return ObjectRef[R]{id: ids[i].id, owner: ids[i].owner}
+	return ObjectRef[R]{id: ids[i].id, owner: ids[i].owner, h: ids[i].h}
 }
 
 // RemoteFunc0 is a remote function without arguments.

@@ -65,6 +65,7 @@ var state struct {
 	cp     *cpclient.Client
 	head   *head.Head
 	raylet *raylet.Raylet
+	nodes  []*raylet.Raylet // AddEmbeddedNode's
 	tmp    string
 }
 
@@ -158,9 +159,6 @@ func Init(ctx context.Context, opts ...InitOption) (err error) {
 		return fmt.Errorf("ray: register the job: %w", err)
 	}
 	c.jobID, c.binarySHA, c.cp = jobID, sha, cp
-	if state.raylet != nil {
-		c.local = state.raylet.Store()
-	}
 	c.root = &taskCtx{id: ids.DriverTaskID(jobID)}
 	state.c = c
 	log.Debug("driver started", zap.String("job", jobID), zap.String("raylet", rayletAddr))
@@ -198,6 +196,41 @@ func startEmbedded(ctx context.Context, o initOptions, log *zap.Logger, exe stri
 	}
 	state.raylet = r
 	return nil
+}
+
+// AddEmbeddedNode starts another raylet in this process, joined to the
+// embedded cluster, with the given resources (CPU defaults to 1); Shutdown
+// stops it. It returns the raylet's address. It lets tests and benchmarks
+// exercise what crosses nodes (object transfers, spillback) on one machine.
+func AddEmbeddedNode(res map[string]float64) (string, error) {
+	state.Lock()
+	defer state.Unlock()
+	if state.c == nil {
+		return "", ErrNotInitialized
+	}
+	if state.head == nil {
+		return "", fmt.Errorf("%w: AddEmbeddedNode needs the embedded cluster (Init without Address)", ErrInvalidOption)
+	}
+	r := resources.Set(res).Clone()
+	if _, ok := r[resources.CPU]; !ok {
+		if r == nil {
+			r = resources.Set{}
+		}
+		r[resources.CPU] = 1
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	id := fmt.Sprintf("node-%d", len(state.nodes)+2)
+	n, err := raylet.New(raylet.Config{NodeID: id, Heads: []string{state.head.Address()}, Token: state.head.Token(),
+		DataDir: filepath.Join(state.tmp, id), Resources: r, LocalBinary: exe,
+		WorkerOutput: os.Stderr, Logger: state.c.log.Named(id)})
+	if err != nil {
+		return "", fmt.Errorf("ray: embedded raylet %s: %w", id, err)
+	}
+	state.nodes = append(state.nodes, n)
+	return n.Address(), nil
 }
 
 // pickRaylet picks the alive node with the lowest ID.
@@ -245,6 +278,10 @@ func shutdownLocked(ctx context.Context) error {
 		state.cp.Close()
 		state.cp = nil
 	}
+	for _, r := range state.nodes {
+		r.Close()
+	}
+	state.nodes = nil
 	if state.raylet != nil {
 		state.raylet.Close()
 		state.raylet = nil

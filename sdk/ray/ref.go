@@ -1,6 +1,8 @@
 package ray
 
 import (
+	"fmt"
+
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 )
@@ -8,11 +10,22 @@ import (
 // ObjectRef refers to a value of type T that a task returns or Put
 // stored, owned by the process that created the ref. It is a small value:
 // copy it freely, pass it to other tasks (as an Arg[T]), Get it.
+//
+// The owner keeps the object while any copy of the ref is reachable in its
+// process or a task that takes it as an argument has not finished; then it
+// frees the object on every node. Release frees it sooner.
 type ObjectRef[T any] struct {
 	id    ids.ObjectID
-	owner string // the owner's CoreWorker address
-	err   error  // a failure to submit, reported by Get
+	owner string     // the owner's CoreWorker address
+	err   error      // a failure to submit, reported by Get
+	h     *refHandle // shared by the copies of this ref; nil for a failed one
 }
+
+// Release drops this ref (and every copy of it) at once instead of when the
+// garbage collector finds it unreachable. Once no task still running takes
+// it as an argument, the object is freed on every node; Get of the ref, or
+// of a copy of it, then returns ErrObjectNotFound. Release is idempotent.
+func (r ObjectRef[T]) Release() { r.h.release() }
 
 // ID is the object's ID in hex.
 func (r ObjectRef[T]) ID() string { return r.id.String() }
@@ -20,6 +33,9 @@ func (r ObjectRef[T]) ID() string { return r.id.String() }
 func (r ObjectRef[T]) argument() (argument, error) {
 	if r.err != nil {
 		return argument{}, r.err
+	}
+	if r.h != nil && r.h.released.Load() {
+		return argument{}, fmt.Errorf("%w: object %s was released", ErrObjectNotFound, r.id)
 	}
 	return argument{ref: true, id: r.id, owner: r.owner}, nil
 }

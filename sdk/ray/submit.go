@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ const (
 type task struct {
 	spec            *pb.TaskSpec
 	returns         []ids.ObjectID
+	pinned          []ids.ObjectID // owned reference arguments (refcount.go)
 	retriesLeft     int
 	retryExceptions bool
 }
@@ -69,6 +71,8 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	if err != nil {
 		return nil, err
 	}
+	t.pinned = c.pinArgs(argKeys)
+	runtime.KeepAlive(args)
 	var keys []objectKey
 	t.returns, keys = c.newReturns(tid, f.nret)
 	q := c.queueFor(o.res)
@@ -91,7 +95,7 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 				c.fail(t, ob.val.Error)
 				return
 			}
-			t.spec.Args[i].Value = ob.val
+			t.spec.Args[i].Value = c.valueOf(ob)
 		}
 		c.enqueue(q, t)
 	}()
@@ -149,7 +153,10 @@ func (c *core) fail(t *task, e *pb.TaskError) {
 	for _, id := range t.returns {
 		c.completeLocked(id, v)
 	}
+	pinned := t.pinned
+	t.pinned = nil
 	c.mu.Unlock()
+	c.unpinArgs(pinned)
 }
 
 // leaseAndRun gets a lease (following spillbacks) and pushes tasks to the
@@ -392,6 +399,11 @@ func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult) {
 		return
 	}
 	c.completeReturns(t.returns, t.spec.Function, res, "the task")
+	c.mu.Lock()
+	pinned := t.pinned
+	t.pinned = nil
+	c.mu.Unlock()
+	c.unpinArgs(pinned)
 }
 
 // completeReturns completes a finished task's or call's return objects
@@ -438,7 +450,7 @@ func encodeArgs(spec *pb.TaskSpec, args []argumenter) (refs []int, refKeys []obj
 		if av.ref {
 			spec.Args[i] = &pb.TaskArg{ObjectId: av.id[:]}
 			refs = append(refs, i)
-			refKeys = append(refKeys, objectKey{av.id, av.owner})
+			refKeys = append(refKeys, objectKey{id: av.id, owner: av.owner})
 			continue
 		}
 		spec.Args[i] = &pb.TaskArg{Value: av.value}
@@ -454,8 +466,8 @@ func (c *core) newReturns(tid ids.TaskID, n int) ([]ids.ObjectID, []objectKey) {
 	defer c.mu.Unlock()
 	for i := range n {
 		returns[i] = ids.ReturnID(tid, uint32(i+1))
-		keys[i] = objectKey{returns[i], c.address}
-		c.newObjectLocked(returns[i])
+		o := c.newObjectLocked(returns[i])
+		keys[i] = objectKey{id: returns[i], owner: c.address, h: c.newHandleLocked(o, returns[i])}
 	}
 	return returns, keys
 }
