@@ -36,7 +36,11 @@ func runWorker() int {
 		return 1
 	}
 	c.workerID = workerID
-	c.fixedProcs = os.Getenv("GOMAXPROCS") != ""
+	if os.Getenv(workerpool.EnvProcsPreset) != "" {
+		c.procs = 1 // the raylet started us with GOMAXPROCS=1
+	} else {
+		c.fixedProcs = os.Getenv("GOMAXPROCS") != ""
+	}
 	c.binarySHA = os.Getenv(workerpool.EnvBinarySHA256)
 	c.root = &taskCtx{id: ids.NewTaskID(c.jobID, ids.DriverTaskID(c.jobID), uint64(os.Getpid())<<32)}
 	state.Lock()
