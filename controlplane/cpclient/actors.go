@@ -56,3 +56,16 @@ func (c *Client) ReportActorFailure(ctx context.Context, req *pb.ReportActorFail
 		return cl.ReportActorFailure(ctx, req)
 	})
 }
+
+// ResolveActorDependencies tells the control plane that the constructor
+// arguments of a DEPENDENCIES_UNREADY actor are ready (initArgs) or failed
+// (errMsg non-empty). applied is false when the actor no longer waited.
+func (c *Client) ResolveActorDependencies(ctx context.Context, actorID string, initArgs []byte, errMsg string) (applied bool, err error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ResolveActorDependenciesResponse, error) {
+		return cl.ResolveActorDependencies(ctx, &pb.ResolveActorDependenciesRequest{ActorId: actorID, InitArgs: initArgs, Error: errMsg})
+	})
+	if err != nil {
+		return false, err
+	}
+	return r.Applied, nil
+}

@@ -37,12 +37,36 @@ func applyRegisterActor(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	if j := f.jobs[a.JobId]; j != nil && j.State != pb.JobState_JOB_RUNNING && !a.Detached {
 		return errResult(rpcerr.Wrapf(ErrJobNotFound, "job %s has ended", a.JobId))
 	}
-	a.State = pb.ActorState_PENDING_CREATION
+	// An actor whose constructor takes references not ready yet waits as
+	// DEPENDENCIES_UNREADY (its name already taken) until its owner says
+	// they are (ActorDepsResolved); every other starts PENDING_CREATION.
+	if a.State != pb.ActorState_DEPENDENCIES_UNREADY {
+		a.State = pb.ActorState_PENDING_CREATION
+	}
 	a.NodeId, a.WorkerId, a.WorkerAddress, a.DeathCause, a.PendingReason = "", "", "", "", ""
 	a.NumRestarts = 0
 	a.CreatedUnixNano = c.timeNanos
 	f.putActor(c, &a)
 	return &pb.CommandResult{Id: a.ActorId, Flag: true}
+}
+
+func applyActorDepsResolved(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
+	var cmd pb.ActorDepsResolvedCommand
+	if err := decode(body, &cmd); err != nil {
+		return errResult(err)
+	}
+	old, ok := f.actors[cmd.ActorId]
+	if !ok {
+		return errResult(rpcerr.Wrapf(ErrActorNotFound, "%q", cmd.ActorId))
+	}
+	if old.State != pb.ActorState_DEPENDENCIES_UNREADY {
+		return &pb.CommandResult{Flag: false} // killed meanwhile, or a repeat
+	}
+	a := proto.Clone(old).(*pb.ActorInfo)
+	a.State = pb.ActorState_PENDING_CREATION
+	a.InitArgs = cmd.InitArgs
+	f.putActor(c, a)
+	return &pb.CommandResult{Flag: true}
 }
 
 func applyActorAlive(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {

@@ -21,39 +21,41 @@ const (
 type CommandType uint32
 
 const (
-	_                CommandType = iota // 0: reserved
-	CmdInitCluster                      // ClusterInfo
-	CmdUpsertHead                       // HeadInfo
-	CmdRemoveHead                       // RemoveHeadCommand
-	CmdRegisterNode                     // NodeInfo
-	CmdMarkNodeDead                     // MarkNodeDeadCommand
-	CmdAddJob                           // JobInfo
-	CmdFinishJob                        // FinishJobRequest
-	CmdKVPut                            // KVPutRequest
-	CmdKVDelete                         // KVDeleteRequest
-	CmdRegisterActor                    // ActorInfo
-	CmdActorAlive                       // ActorAliveCommand
-	CmdActorFailed                      // ActorFailedCommand
-	CmdActorPending                     // ActorPendingCommand
-	CmdLineage                          // LineageCommand
-	cmdCount                            // keep last: sizes the handler table
+	_                    CommandType = iota // 0: reserved
+	CmdInitCluster                          // ClusterInfo
+	CmdUpsertHead                           // HeadInfo
+	CmdRemoveHead                           // RemoveHeadCommand
+	CmdRegisterNode                         // NodeInfo
+	CmdMarkNodeDead                         // MarkNodeDeadCommand
+	CmdAddJob                               // JobInfo
+	CmdFinishJob                            // FinishJobRequest
+	CmdKVPut                                // KVPutRequest
+	CmdKVDelete                             // KVDeleteRequest
+	CmdRegisterActor                        // ActorInfo
+	CmdActorAlive                           // ActorAliveCommand
+	CmdActorFailed                          // ActorFailedCommand
+	CmdActorPending                         // ActorPendingCommand
+	CmdLineage                              // LineageCommand
+	CmdActorDepsResolved                    // ActorDepsResolvedCommand
+	cmdCount                                // keep last: sizes the handler table
 )
 
 var cmdNames = [...]string{
-	CmdInitCluster:   "InitCluster",
-	CmdUpsertHead:    "UpsertHead",
-	CmdRemoveHead:    "RemoveHead",
-	CmdRegisterNode:  "RegisterNode",
-	CmdMarkNodeDead:  "MarkNodeDead",
-	CmdAddJob:        "AddJob",
-	CmdFinishJob:     "FinishJob",
-	CmdKVPut:         "KVPut",
-	CmdKVDelete:      "KVDelete",
-	CmdRegisterActor: "RegisterActor",
-	CmdActorAlive:    "ActorAlive",
-	CmdActorFailed:   "ActorFailed",
-	CmdActorPending:  "ActorPending",
-	CmdLineage:       "Lineage",
+	CmdInitCluster:       "InitCluster",
+	CmdUpsertHead:        "UpsertHead",
+	CmdRemoveHead:        "RemoveHead",
+	CmdRegisterNode:      "RegisterNode",
+	CmdMarkNodeDead:      "MarkNodeDead",
+	CmdAddJob:            "AddJob",
+	CmdFinishJob:         "FinishJob",
+	CmdKVPut:             "KVPut",
+	CmdKVDelete:          "KVDelete",
+	CmdRegisterActor:     "RegisterActor",
+	CmdActorAlive:        "ActorAlive",
+	CmdActorFailed:       "ActorFailed",
+	CmdActorPending:      "ActorPending",
+	CmdLineage:           "Lineage",
+	CmdActorDepsResolved: "ActorDepsResolved",
 }
 
 func (t CommandType) String() string {

@@ -21,7 +21,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(15) {
+		switch rng.IntN(17) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -36,7 +36,8 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdUpsertHead, &pb.HeadInfo{Id: fmt.Sprint("h", rng.IntN(3)), GrpcAddress: fmt.Sprint(rng.IntN(2))}
 		case 8:
 			typ, body = CmdRegisterActor, &pb.ActorInfo{ActorId: fmt.Sprint("a", rng.IntN(6)), ClassName: "C", JobId: JobID(uint32(1 + rng.IntN(4))),
-				Name: []string{"", "x", "y"}[rng.IntN(3)], Namespace: fmt.Sprint(rng.IntN(2)), MaxRestarts: int32(rng.IntN(3)) - 1, Detached: rng.IntN(2) == 0}
+				Name: []string{"", "x", "y"}[rng.IntN(3)], Namespace: fmt.Sprint(rng.IntN(2)), MaxRestarts: int32(rng.IntN(3)) - 1, Detached: rng.IntN(2) == 0,
+				State: []pb.ActorState{pb.ActorState_ACTOR_STATE_UNSPECIFIED, pb.ActorState_DEPENDENCIES_UNREADY}[rng.IntN(2)]}
 		case 9:
 			typ, body = CmdActorAlive, &pb.ActorAliveCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), NumRestarts: int32(rng.IntN(2)), NodeId: "n1", WorkerId: fmt.Sprint("w", rng.IntN(3))}
 		case 10:
@@ -45,6 +46,8 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdActorPending, &pb.ActorPendingCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), Reason: fmt.Sprint(rng.IntN(2))}
 		case 12, 13, 14:
 			typ, body = CmdLineage, randomLineage(rng)
+		case 15:
+			typ, body = CmdActorDepsResolved, &pb.ActorDepsResolvedCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), InitArgs: []byte{byte(rng.IntN(3))}}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}

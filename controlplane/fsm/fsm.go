@@ -92,20 +92,21 @@ type applyCtx struct {
 type handler func(f *FSM, c *applyCtx, body []byte) *pb.CommandResult
 
 var handlers = [cmdCount]handler{
-	CmdInitCluster:   applyInitCluster,
-	CmdUpsertHead:    applyUpsertHead,
-	CmdRemoveHead:    applyRemoveHead,
-	CmdRegisterNode:  applyRegisterNode,
-	CmdMarkNodeDead:  applyMarkNodeDead,
-	CmdAddJob:        applyAddJob,
-	CmdFinishJob:     applyFinishJob,
-	CmdKVPut:         applyKVPut,
-	CmdKVDelete:      applyKVDelete,
-	CmdRegisterActor: applyRegisterActor,
-	CmdActorAlive:    applyActorAlive,
-	CmdActorFailed:   applyActorFailed,
-	CmdActorPending:  applyActorPending,
-	CmdLineage:       applyLineage,
+	CmdInitCluster:       applyInitCluster,
+	CmdUpsertHead:        applyUpsertHead,
+	CmdRemoveHead:        applyRemoveHead,
+	CmdRegisterNode:      applyRegisterNode,
+	CmdMarkNodeDead:      applyMarkNodeDead,
+	CmdAddJob:            applyAddJob,
+	CmdFinishJob:         applyFinishJob,
+	CmdKVPut:             applyKVPut,
+	CmdKVDelete:          applyKVDelete,
+	CmdRegisterActor:     applyRegisterActor,
+	CmdActorAlive:        applyActorAlive,
+	CmdActorFailed:       applyActorFailed,
+	CmdActorPending:      applyActorPending,
+	CmdLineage:           applyLineage,
+	CmdActorDepsResolved: applyActorDepsResolved,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

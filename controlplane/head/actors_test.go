@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/controlplane/head"
 	tc "github.com/manta-ray/manta/controlplane/testcluster"
@@ -189,5 +190,65 @@ func TestActorPlacementAndRestart(t *testing.T) {
 	n3.mu.Unlock()
 	if !strings.Contains(killed, a3) {
 		t.Fatalf("workers of %s killed on n3: %s; want the inherited placement's", a3, killed)
+	}
+}
+
+// TestActorWaitsForItsDependencies: an actor registered DEPENDENCIES_UNREADY
+// is not placed (its name is taken at once) until its owner resolves its
+// constructor's arguments; a failed argument makes it DEAD with the cause,
+// and a late resolve of a dead actor changes nothing.
+func TestActorWaitsForItsDependencies(t *testing.T) {
+	c := tc.Start(t, 3, func(_ int, cfg *head.Config) { cfg.NodeTimeout = time.Hour })
+	ctx := tc.Ctx(t, time.Minute)
+	cl := c.Client()
+	job, err := cl.AddJob(ctx, &pb.JobInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1 := startFakeNode(t, "n1", nil)
+	if _, err := cl.RegisterNode(ctx, &pb.NodeInfo{NodeId: "n1", Address: n1.addr, Resources: map[string]float64{"CPU": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := cl.CreateActor(ctx, &pb.ActorInfo{JobId: job, ClassName: "C", Name: "waiting", State: pb.ActorState_DEPENDENCIES_UNREADY})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CreateActor(ctx, &pb.ActorInfo{JobId: job, ClassName: "C", Name: "waiting"}); err == nil {
+		t.Fatal("a second actor took the name of one waiting for its dependencies")
+	}
+	info := waitActor(t, ctx, c, a, func(a *pb.ActorInfo) bool { return a.State == pb.ActorState_DEPENDENCIES_UNREADY })
+	if info.NodeId != "" {
+		t.Fatalf("an actor with unready dependencies was placed on %q", info.NodeId)
+	}
+	// What the SDK sends: the constructor's spec with its arguments resolved.
+	args, err := proto.Marshal(&rpb.PushTasksRequest{Tasks: []*rpb.TaskSpec{{Method: "resolved"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied, err := cl.ResolveActorDependencies(ctx, a, args, "")
+	if err != nil || !applied {
+		t.Fatalf("resolve: applied %v, %v", applied, err)
+	}
+	info = waitActor(t, ctx, c, a, func(a *pb.ActorInfo) bool { return a.State == pb.ActorState_ALIVE })
+	if string(info.InitArgs) != string(args) {
+		t.Fatalf("init args %q after resolve", info.InitArgs)
+	}
+	if applied, err := cl.ResolveActorDependencies(ctx, a, []byte("again"), ""); err != nil || applied {
+		t.Fatalf("a second resolve: applied %v, %v; want a no-op", applied, err)
+	}
+
+	b, err := cl.CreateActor(ctx, &pb.ActorInfo{JobId: job, ClassName: "C", MaxRestarts: -1, State: pb.ActorState_DEPENDENCIES_UNREADY})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ResolveActorDependencies(ctx, b, nil, "object x lost"); err != nil {
+		t.Fatal(err)
+	}
+	info = waitActor(t, ctx, c, b, func(a *pb.ActorInfo) bool { return a.State == pb.ActorState_DEAD })
+	if !strings.Contains(info.DeathCause, "object x lost") {
+		t.Fatalf("death cause %q", info.DeathCause)
+	}
+	if applied, err := cl.ResolveActorDependencies(ctx, b, []byte("late"), ""); err != nil || applied {
+		t.Fatalf("resolve of a dead actor: applied %v, %v; want a no-op", applied, err)
 	}
 }

@@ -139,3 +139,30 @@ func (a *api) ReportActorFailure(ctx context.Context, req *pb.ReportActorFailure
 		return &pb.ReportActorFailureResponse{Header: h.headerAt(r.Index)}, nil
 	})
 }
+
+func (a *api) ResolveActorDependencies(ctx context.Context, req *pb.ResolveActorDependenciesRequest) (*pb.ResolveActorDependenciesResponse, error) {
+	h := a.h
+	if err := checkID("actor_id", req.ActorId); err != nil {
+		return nil, err
+	}
+	return onLeader(h, ctx, req, pb.ControlPlaneClient.ResolveActorDependencies, func() (*pb.ResolveActorDependenciesResponse, error) {
+		var (
+			r   *pb.CommandResult
+			err error
+		)
+		if req.Error != "" {
+			if info := h.fsm.Actor(req.ActorId); info != nil && info.State != pb.ActorState_DEPENDENCIES_UNREADY {
+				// Placed or dead already: an argument's late failure changes nothing.
+				return &pb.ResolveActorDependenciesResponse{Header: h.header()}, nil
+			}
+			r, err = h.applier.Apply(ctx, fsm.CmdActorFailed, "", &pb.ActorFailedCommand{
+				ActorId: req.ActorId, Cause: "a constructor argument failed: " + req.Error, NoRestart: true})
+		} else {
+			r, err = h.applier.Apply(ctx, fsm.CmdActorDepsResolved, "", &pb.ActorDepsResolvedCommand{ActorId: req.ActorId, InitArgs: req.InitArgs})
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ResolveActorDependenciesResponse{Header: h.headerAt(r.Index), Applied: r.Flag}, nil
+	})
+}

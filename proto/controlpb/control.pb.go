@@ -2474,6 +2474,121 @@ func (x *ActorInfo) GetDeadIndex() uint64 {
 	return 0
 }
 
+type ResolveActorDependenciesRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ActorId string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// The constructor's arguments, resolved (as ActorInfo.init_args).
+	InitArgs []byte `protobuf:"bytes,2,opt,name=init_args,json=initArgs,proto3" json:"init_args,omitempty"`
+	// Set when an argument failed: the actor dies with it.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveActorDependenciesRequest) Reset() {
+	*x = ResolveActorDependenciesRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveActorDependenciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveActorDependenciesRequest) ProtoMessage() {}
+
+func (x *ResolveActorDependenciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveActorDependenciesRequest.ProtoReflect.Descriptor instead.
+func (*ResolveActorDependenciesRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ResolveActorDependenciesRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ResolveActorDependenciesRequest) GetInitArgs() []byte {
+	if x != nil {
+		return x.InitArgs
+	}
+	return nil
+}
+
+func (x *ResolveActorDependenciesRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ResolveActorDependenciesResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// False when the actor was no longer waiting (killed meanwhile).
+	Applied       bool `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveActorDependenciesResponse) Reset() {
+	*x = ResolveActorDependenciesResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveActorDependenciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveActorDependenciesResponse) ProtoMessage() {}
+
+func (x *ResolveActorDependenciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveActorDependenciesResponse.ProtoReflect.Descriptor instead.
+func (*ResolveActorDependenciesResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ResolveActorDependenciesResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ResolveActorDependenciesResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
 type CreateActorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Actor         *ActorInfo             `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
@@ -2484,7 +2599,7 @@ type CreateActorRequest struct {
 
 func (x *CreateActorRequest) Reset() {
 	*x = CreateActorRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[33]
+	mi := &file_controlpb_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2496,7 +2611,7 @@ func (x *CreateActorRequest) String() string {
 func (*CreateActorRequest) ProtoMessage() {}
 
 func (x *CreateActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[33]
+	mi := &file_controlpb_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2509,7 +2624,7 @@ func (x *CreateActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateActorRequest.ProtoReflect.Descriptor instead.
 func (*CreateActorRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{33}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateActorRequest) GetActor() *ActorInfo {
@@ -2536,7 +2651,7 @@ type CreateActorResponse struct {
 
 func (x *CreateActorResponse) Reset() {
 	*x = CreateActorResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[34]
+	mi := &file_controlpb_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2663,7 @@ func (x *CreateActorResponse) String() string {
 func (*CreateActorResponse) ProtoMessage() {}
 
 func (x *CreateActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[34]
+	mi := &file_controlpb_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2676,7 @@ func (x *CreateActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateActorResponse.ProtoReflect.Descriptor instead.
 func (*CreateActorResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{34}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateActorResponse) GetHeader() *Header {
@@ -2591,7 +2706,7 @@ type GetActorRequest struct {
 
 func (x *GetActorRequest) Reset() {
 	*x = GetActorRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[35]
+	mi := &file_controlpb_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2718,7 @@ func (x *GetActorRequest) String() string {
 func (*GetActorRequest) ProtoMessage() {}
 
 func (x *GetActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[35]
+	mi := &file_controlpb_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2731,7 @@ func (x *GetActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActorRequest.ProtoReflect.Descriptor instead.
 func (*GetActorRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{35}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetActorRequest) GetActorId() string {
@@ -2657,7 +2772,7 @@ type GetActorResponse struct {
 
 func (x *GetActorResponse) Reset() {
 	*x = GetActorResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[36]
+	mi := &file_controlpb_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2784,7 @@ func (x *GetActorResponse) String() string {
 func (*GetActorResponse) ProtoMessage() {}
 
 func (x *GetActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[36]
+	mi := &file_controlpb_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2797,7 @@ func (x *GetActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActorResponse.ProtoReflect.Descriptor instead.
 func (*GetActorResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{36}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetActorResponse) GetHeader() *Header {
@@ -2709,7 +2824,7 @@ type ListActorsRequest struct {
 
 func (x *ListActorsRequest) Reset() {
 	*x = ListActorsRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[37]
+	mi := &file_controlpb_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2836,7 @@ func (x *ListActorsRequest) String() string {
 func (*ListActorsRequest) ProtoMessage() {}
 
 func (x *ListActorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[37]
+	mi := &file_controlpb_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2849,7 @@ func (x *ListActorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActorsRequest.ProtoReflect.Descriptor instead.
 func (*ListActorsRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{37}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListActorsRequest) GetStale() bool {
@@ -2761,7 +2876,7 @@ type ListActorsResponse struct {
 
 func (x *ListActorsResponse) Reset() {
 	*x = ListActorsResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[38]
+	mi := &file_controlpb_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2888,7 @@ func (x *ListActorsResponse) String() string {
 func (*ListActorsResponse) ProtoMessage() {}
 
 func (x *ListActorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[38]
+	mi := &file_controlpb_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2901,7 @@ func (x *ListActorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActorsResponse.ProtoReflect.Descriptor instead.
 func (*ListActorsResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{38}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListActorsResponse) GetHeader() *Header {
@@ -2814,7 +2929,7 @@ type KillActorRequest struct {
 
 func (x *KillActorRequest) Reset() {
 	*x = KillActorRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[39]
+	mi := &file_controlpb_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +2941,7 @@ func (x *KillActorRequest) String() string {
 func (*KillActorRequest) ProtoMessage() {}
 
 func (x *KillActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[39]
+	mi := &file_controlpb_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +2954,7 @@ func (x *KillActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActorRequest.ProtoReflect.Descriptor instead.
 func (*KillActorRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{39}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *KillActorRequest) GetActorId() string {
@@ -2872,7 +2987,7 @@ type KillActorResponse struct {
 
 func (x *KillActorResponse) Reset() {
 	*x = KillActorResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[40]
+	mi := &file_controlpb_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +2999,7 @@ func (x *KillActorResponse) String() string {
 func (*KillActorResponse) ProtoMessage() {}
 
 func (x *KillActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[40]
+	mi := &file_controlpb_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3012,7 @@ func (x *KillActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActorResponse.ProtoReflect.Descriptor instead.
 func (*KillActorResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{40}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *KillActorResponse) GetHeader() *Header {
@@ -2922,7 +3037,7 @@ type ReportActorFailureRequest struct {
 
 func (x *ReportActorFailureRequest) Reset() {
 	*x = ReportActorFailureRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[41]
+	mi := &file_controlpb_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3049,7 @@ func (x *ReportActorFailureRequest) String() string {
 func (*ReportActorFailureRequest) ProtoMessage() {}
 
 func (x *ReportActorFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[41]
+	mi := &file_controlpb_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3062,7 @@ func (x *ReportActorFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportActorFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportActorFailureRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{41}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReportActorFailureRequest) GetActorId() string {
@@ -2987,7 +3102,7 @@ type ReportActorFailureResponse struct {
 
 func (x *ReportActorFailureResponse) Reset() {
 	*x = ReportActorFailureResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[42]
+	mi := &file_controlpb_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3114,7 @@ func (x *ReportActorFailureResponse) String() string {
 func (*ReportActorFailureResponse) ProtoMessage() {}
 
 func (x *ReportActorFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[42]
+	mi := &file_controlpb_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3127,7 @@ func (x *ReportActorFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportActorFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportActorFailureResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{42}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReportActorFailureResponse) GetHeader() *Header {
@@ -3037,7 +3152,7 @@ type LineageArg struct {
 
 func (x *LineageArg) Reset() {
 	*x = LineageArg{}
-	mi := &file_controlpb_control_proto_msgTypes[43]
+	mi := &file_controlpb_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3164,7 @@ func (x *LineageArg) String() string {
 func (*LineageArg) ProtoMessage() {}
 
 func (x *LineageArg) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[43]
+	mi := &file_controlpb_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3177,7 @@ func (x *LineageArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineageArg.ProtoReflect.Descriptor instead.
 func (*LineageArg) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{43}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LineageArg) GetValue() []byte {
@@ -3130,7 +3245,7 @@ type TaskRecord struct {
 
 func (x *TaskRecord) Reset() {
 	*x = TaskRecord{}
-	mi := &file_controlpb_control_proto_msgTypes[44]
+	mi := &file_controlpb_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3257,7 @@ func (x *TaskRecord) String() string {
 func (*TaskRecord) ProtoMessage() {}
 
 func (x *TaskRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[44]
+	mi := &file_controlpb_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3270,7 @@ func (x *TaskRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRecord.ProtoReflect.Descriptor instead.
 func (*TaskRecord) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{44}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TaskRecord) GetTaskId() []byte {
@@ -3299,7 +3414,7 @@ type TaskUpdate struct {
 
 func (x *TaskUpdate) Reset() {
 	*x = TaskUpdate{}
-	mi := &file_controlpb_control_proto_msgTypes[45]
+	mi := &file_controlpb_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3311,7 +3426,7 @@ func (x *TaskUpdate) String() string {
 func (*TaskUpdate) ProtoMessage() {}
 
 func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[45]
+	mi := &file_controlpb_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3324,7 +3439,7 @@ func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskUpdate.ProtoReflect.Descriptor instead.
 func (*TaskUpdate) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{45}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TaskUpdate) GetTaskId() []byte {
@@ -3378,7 +3493,7 @@ type RecordLineageRequest struct {
 
 func (x *RecordLineageRequest) Reset() {
 	*x = RecordLineageRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[46]
+	mi := &file_controlpb_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3505,7 @@ func (x *RecordLineageRequest) String() string {
 func (*RecordLineageRequest) ProtoMessage() {}
 
 func (x *RecordLineageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[46]
+	mi := &file_controlpb_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3518,7 @@ func (x *RecordLineageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordLineageRequest.ProtoReflect.Descriptor instead.
 func (*RecordLineageRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{46}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RecordLineageRequest) GetRecords() []*TaskRecord {
@@ -3453,7 +3568,7 @@ type RecordLineageResponse struct {
 
 func (x *RecordLineageResponse) Reset() {
 	*x = RecordLineageResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[47]
+	mi := &file_controlpb_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3580,7 @@ func (x *RecordLineageResponse) String() string {
 func (*RecordLineageResponse) ProtoMessage() {}
 
 func (x *RecordLineageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[47]
+	mi := &file_controlpb_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3593,7 @@ func (x *RecordLineageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordLineageResponse.ProtoReflect.Descriptor instead.
 func (*RecordLineageResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{47}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RecordLineageResponse) GetHeader() *Header {
@@ -3505,7 +3620,7 @@ type GetLineageTaskRequest struct {
 
 func (x *GetLineageTaskRequest) Reset() {
 	*x = GetLineageTaskRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[48]
+	mi := &file_controlpb_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3632,7 @@ func (x *GetLineageTaskRequest) String() string {
 func (*GetLineageTaskRequest) ProtoMessage() {}
 
 func (x *GetLineageTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[48]
+	mi := &file_controlpb_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3645,7 @@ func (x *GetLineageTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineageTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetLineageTaskRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{48}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetLineageTaskRequest) GetTaskId() []byte {
@@ -3557,7 +3672,7 @@ type GetLineageTaskResponse struct {
 
 func (x *GetLineageTaskResponse) Reset() {
 	*x = GetLineageTaskResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[49]
+	mi := &file_controlpb_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3684,7 @@ func (x *GetLineageTaskResponse) String() string {
 func (*GetLineageTaskResponse) ProtoMessage() {}
 
 func (x *GetLineageTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[49]
+	mi := &file_controlpb_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3697,7 @@ func (x *GetLineageTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineageTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetLineageTaskResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{49}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetLineageTaskResponse) GetHeader() *Header {
@@ -3613,7 +3728,7 @@ type GetLineageRequest struct {
 
 func (x *GetLineageRequest) Reset() {
 	*x = GetLineageRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[50]
+	mi := &file_controlpb_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +3740,7 @@ func (x *GetLineageRequest) String() string {
 func (*GetLineageRequest) ProtoMessage() {}
 
 func (x *GetLineageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[50]
+	mi := &file_controlpb_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +3753,7 @@ func (x *GetLineageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineageRequest.ProtoReflect.Descriptor instead.
 func (*GetLineageRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{50}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetLineageRequest) GetObjectId() []byte {
@@ -3678,7 +3793,7 @@ type GetLineageResponse struct {
 
 func (x *GetLineageResponse) Reset() {
 	*x = GetLineageResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[51]
+	mi := &file_controlpb_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3690,7 +3805,7 @@ func (x *GetLineageResponse) String() string {
 func (*GetLineageResponse) ProtoMessage() {}
 
 func (x *GetLineageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[51]
+	mi := &file_controlpb_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3703,7 +3818,7 @@ func (x *GetLineageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineageResponse.ProtoReflect.Descriptor instead.
 func (*GetLineageResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{51}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetLineageResponse) GetHeader() *Header {
@@ -3743,7 +3858,7 @@ type LineageStatsRequest struct {
 
 func (x *LineageStatsRequest) Reset() {
 	*x = LineageStatsRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[52]
+	mi := &file_controlpb_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3755,7 +3870,7 @@ func (x *LineageStatsRequest) String() string {
 func (*LineageStatsRequest) ProtoMessage() {}
 
 func (x *LineageStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[52]
+	mi := &file_controlpb_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3768,7 +3883,7 @@ func (x *LineageStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineageStatsRequest.ProtoReflect.Descriptor instead.
 func (*LineageStatsRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{52}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *LineageStatsRequest) GetStale() bool {
@@ -3789,7 +3904,7 @@ type JobLineageStats struct {
 
 func (x *JobLineageStats) Reset() {
 	*x = JobLineageStats{}
-	mi := &file_controlpb_control_proto_msgTypes[53]
+	mi := &file_controlpb_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +3916,7 @@ func (x *JobLineageStats) String() string {
 func (*JobLineageStats) ProtoMessage() {}
 
 func (x *JobLineageStats) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[53]
+	mi := &file_controlpb_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +3929,7 @@ func (x *JobLineageStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobLineageStats.ProtoReflect.Descriptor instead.
 func (*JobLineageStats) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{53}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *JobLineageStats) GetJobId() string {
@@ -3855,7 +3970,7 @@ type LineageStatsResponse struct {
 
 func (x *LineageStatsResponse) Reset() {
 	*x = LineageStatsResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[54]
+	mi := &file_controlpb_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +3982,7 @@ func (x *LineageStatsResponse) String() string {
 func (*LineageStatsResponse) ProtoMessage() {}
 
 func (x *LineageStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[54]
+	mi := &file_controlpb_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +3995,7 @@ func (x *LineageStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineageStatsResponse.ProtoReflect.Descriptor instead.
 func (*LineageStatsResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{54}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *LineageStatsResponse) GetHeader() *Header {
@@ -3943,7 +4058,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_controlpb_control_proto_msgTypes[55]
+	mi := &file_controlpb_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3955,7 +4070,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[55]
+	mi := &file_controlpb_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3968,7 +4083,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{55}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -4000,7 +4115,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[56]
+	mi := &file_controlpb_control_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4012,7 +4127,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[56]
+	mi := &file_controlpb_control_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4025,7 +4140,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{56}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{58}
 }
 
 type StatusResponse struct {
@@ -4052,7 +4167,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[57]
+	mi := &file_controlpb_control_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4064,7 +4179,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[57]
+	mi := &file_controlpb_control_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4077,7 +4192,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *StatusResponse) GetHeadId() string {
@@ -4193,7 +4308,7 @@ type RaftListPeersRequest struct {
 
 func (x *RaftListPeersRequest) Reset() {
 	*x = RaftListPeersRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[58]
+	mi := &file_controlpb_control_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4205,7 +4320,7 @@ func (x *RaftListPeersRequest) String() string {
 func (*RaftListPeersRequest) ProtoMessage() {}
 
 func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[58]
+	mi := &file_controlpb_control_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4218,7 +4333,7 @@ func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersRequest.ProtoReflect.Descriptor instead.
 func (*RaftListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{58}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{60}
 }
 
 type RaftListPeersResponse struct {
@@ -4231,7 +4346,7 @@ type RaftListPeersResponse struct {
 
 func (x *RaftListPeersResponse) Reset() {
 	*x = RaftListPeersResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[59]
+	mi := &file_controlpb_control_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4243,7 +4358,7 @@ func (x *RaftListPeersResponse) String() string {
 func (*RaftListPeersResponse) ProtoMessage() {}
 
 func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[59]
+	mi := &file_controlpb_control_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4256,7 +4371,7 @@ func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersResponse.ProtoReflect.Descriptor instead.
 func (*RaftListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{59}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RaftListPeersResponse) GetHeader() *Header {
@@ -4285,7 +4400,7 @@ type RaftAddPeerRequest struct {
 
 func (x *RaftAddPeerRequest) Reset() {
 	*x = RaftAddPeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[60]
+	mi := &file_controlpb_control_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4297,7 +4412,7 @@ func (x *RaftAddPeerRequest) String() string {
 func (*RaftAddPeerRequest) ProtoMessage() {}
 
 func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[60]
+	mi := &file_controlpb_control_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4310,7 +4425,7 @@ func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{60}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RaftAddPeerRequest) GetId() string {
@@ -4350,7 +4465,7 @@ type RaftAddPeerResponse struct {
 
 func (x *RaftAddPeerResponse) Reset() {
 	*x = RaftAddPeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[61]
+	mi := &file_controlpb_control_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4362,7 +4477,7 @@ func (x *RaftAddPeerResponse) String() string {
 func (*RaftAddPeerResponse) ProtoMessage() {}
 
 func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[61]
+	mi := &file_controlpb_control_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4375,7 +4490,7 @@ func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{61}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RaftAddPeerResponse) GetHeader() *Header {
@@ -4394,7 +4509,7 @@ type RaftRemovePeerRequest struct {
 
 func (x *RaftRemovePeerRequest) Reset() {
 	*x = RaftRemovePeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[62]
+	mi := &file_controlpb_control_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4406,7 +4521,7 @@ func (x *RaftRemovePeerRequest) String() string {
 func (*RaftRemovePeerRequest) ProtoMessage() {}
 
 func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[62]
+	mi := &file_controlpb_control_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4419,7 +4534,7 @@ func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{62}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RaftRemovePeerRequest) GetId() string {
@@ -4438,7 +4553,7 @@ type RaftRemovePeerResponse struct {
 
 func (x *RaftRemovePeerResponse) Reset() {
 	*x = RaftRemovePeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[63]
+	mi := &file_controlpb_control_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4450,7 +4565,7 @@ func (x *RaftRemovePeerResponse) String() string {
 func (*RaftRemovePeerResponse) ProtoMessage() {}
 
 func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[63]
+	mi := &file_controlpb_control_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4463,7 +4578,7 @@ func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{63}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RaftRemovePeerResponse) GetHeader() *Header {
@@ -4483,7 +4598,7 @@ type RaftTransferLeaderRequest struct {
 
 func (x *RaftTransferLeaderRequest) Reset() {
 	*x = RaftTransferLeaderRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[64]
+	mi := &file_controlpb_control_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4495,7 +4610,7 @@ func (x *RaftTransferLeaderRequest) String() string {
 func (*RaftTransferLeaderRequest) ProtoMessage() {}
 
 func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[64]
+	mi := &file_controlpb_control_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4508,7 +4623,7 @@ func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{64}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RaftTransferLeaderRequest) GetId() string {
@@ -4527,7 +4642,7 @@ type RaftTransferLeaderResponse struct {
 
 func (x *RaftTransferLeaderResponse) Reset() {
 	*x = RaftTransferLeaderResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[65]
+	mi := &file_controlpb_control_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4539,7 +4654,7 @@ func (x *RaftTransferLeaderResponse) String() string {
 func (*RaftTransferLeaderResponse) ProtoMessage() {}
 
 func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[65]
+	mi := &file_controlpb_control_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4552,7 +4667,7 @@ func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{65}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RaftTransferLeaderResponse) GetHeader() *Header {
@@ -4571,7 +4686,7 @@ type RegisterHeadRequest struct {
 
 func (x *RegisterHeadRequest) Reset() {
 	*x = RegisterHeadRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[66]
+	mi := &file_controlpb_control_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4583,7 +4698,7 @@ func (x *RegisterHeadRequest) String() string {
 func (*RegisterHeadRequest) ProtoMessage() {}
 
 func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[66]
+	mi := &file_controlpb_control_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4596,7 +4711,7 @@ func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadRequest.ProtoReflect.Descriptor instead.
 func (*RegisterHeadRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{66}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *RegisterHeadRequest) GetHead() *HeadInfo {
@@ -4615,7 +4730,7 @@ type RegisterHeadResponse struct {
 
 func (x *RegisterHeadResponse) Reset() {
 	*x = RegisterHeadResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[67]
+	mi := &file_controlpb_control_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4627,7 +4742,7 @@ func (x *RegisterHeadResponse) String() string {
 func (*RegisterHeadResponse) ProtoMessage() {}
 
 func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[67]
+	mi := &file_controlpb_control_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4640,7 +4755,7 @@ func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadResponse.ProtoReflect.Descriptor instead.
 func (*RegisterHeadResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{67}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RegisterHeadResponse) GetHeader() *Header {
@@ -4658,7 +4773,7 @@ type StateHashRequest struct {
 
 func (x *StateHashRequest) Reset() {
 	*x = StateHashRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[68]
+	mi := &file_controlpb_control_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4670,7 +4785,7 @@ func (x *StateHashRequest) String() string {
 func (*StateHashRequest) ProtoMessage() {}
 
 func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[68]
+	mi := &file_controlpb_control_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4683,7 +4798,7 @@ func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashRequest.ProtoReflect.Descriptor instead.
 func (*StateHashRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{68}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{70}
 }
 
 type StateHashResponse struct {
@@ -4697,7 +4812,7 @@ type StateHashResponse struct {
 
 func (x *StateHashResponse) Reset() {
 	*x = StateHashResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[69]
+	mi := &file_controlpb_control_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4709,7 +4824,7 @@ func (x *StateHashResponse) String() string {
 func (*StateHashResponse) ProtoMessage() {}
 
 func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[69]
+	mi := &file_controlpb_control_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4722,7 +4837,7 @@ func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashResponse.ProtoReflect.Descriptor instead.
 func (*StateHashResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{69}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *StateHashResponse) GetHeadId() string {
@@ -4938,7 +5053,14 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"o\n" +
+	"\x1fResolveActorDependenciesRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
+	"\tinit_args\x18\x02 \x01(\fR\binitArgs\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"s\n" +
+	" ResolveActorDependenciesResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\"k\n" +
 	"\x12CreateActorRequest\x126\n" +
 	"\x05actor\x18\x01 \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\x12\x1d\n" +
 	"\n" +
@@ -5146,7 +5268,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x0eTASK_SUBMITTED\x10\x01\x12\x10\n" +
 	"\fTASK_RUNNING\x10\x02\x12\x11\n" +
 	"\rTASK_FINISHED\x10\x03\x12\x0f\n" +
-	"\vTASK_FAILED\x10\x042\x87\x15\n" +
+	"\vTASK_FAILED\x10\x042\x95\x16\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -5167,7 +5289,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"ListActors\x12(.manta.controlplane.v1.ListActorsRequest\x1a).manta.controlplane.v1.ListActorsResponse\x12^\n" +
 	"\tKillActor\x12'.manta.controlplane.v1.KillActorRequest\x1a(.manta.controlplane.v1.KillActorResponse\x12y\n" +
-	"\x12ReportActorFailure\x120.manta.controlplane.v1.ReportActorFailureRequest\x1a1.manta.controlplane.v1.ReportActorFailureResponse\x12j\n" +
+	"\x12ReportActorFailure\x120.manta.controlplane.v1.ReportActorFailureRequest\x1a1.manta.controlplane.v1.ReportActorFailureResponse\x12\x8b\x01\n" +
+	"\x18ResolveActorDependencies\x126.manta.controlplane.v1.ResolveActorDependenciesRequest\x1a7.manta.controlplane.v1.ResolveActorDependenciesResponse\x12j\n" +
 	"\rRecordLineage\x12+.manta.controlplane.v1.RecordLineageRequest\x1a,.manta.controlplane.v1.RecordLineageResponse\x12m\n" +
 	"\x0eGetLineageTask\x12,.manta.controlplane.v1.GetLineageTaskRequest\x1a-.manta.controlplane.v1.GetLineageTaskResponse\x12a\n" +
 	"\n" +
@@ -5194,106 +5317,108 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 }
 
 var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_controlpb_control_proto_goTypes = []any{
-	(NodeState)(0),                     // 0: manta.controlplane.v1.NodeState
-	(JobState)(0),                      // 1: manta.controlplane.v1.JobState
-	(EventKind)(0),                     // 2: manta.controlplane.v1.EventKind
-	(ActorState)(0),                    // 3: manta.controlplane.v1.ActorState
-	(TaskState)(0),                     // 4: manta.controlplane.v1.TaskState
-	(*Header)(nil),                     // 5: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),           // 6: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),          // 7: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                   // 8: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                // 9: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                   // 10: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),        // 11: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 12: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),           // 13: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 14: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),      // 15: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),     // 16: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),           // 17: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 18: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                    // 19: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),              // 20: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),             // 21: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),           // 22: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),          // 23: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),            // 24: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),           // 25: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),               // 26: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),              // 27: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),               // 28: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),              // 29: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),            // 30: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),           // 31: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),              // 32: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),             // 33: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                      // 34: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),               // 35: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),              // 36: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                  // 37: manta.controlplane.v1.ActorInfo
-	(*CreateActorRequest)(nil),         // 38: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),        // 39: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),            // 40: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),           // 41: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),          // 42: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),         // 43: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),           // 44: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),          // 45: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),  // 46: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil), // 47: manta.controlplane.v1.ReportActorFailureResponse
-	(*LineageArg)(nil),                 // 48: manta.controlplane.v1.LineageArg
-	(*TaskRecord)(nil),                 // 49: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),                 // 50: manta.controlplane.v1.TaskUpdate
-	(*RecordLineageRequest)(nil),       // 51: manta.controlplane.v1.RecordLineageRequest
-	(*RecordLineageResponse)(nil),      // 52: manta.controlplane.v1.RecordLineageResponse
-	(*GetLineageTaskRequest)(nil),      // 53: manta.controlplane.v1.GetLineageTaskRequest
-	(*GetLineageTaskResponse)(nil),     // 54: manta.controlplane.v1.GetLineageTaskResponse
-	(*GetLineageRequest)(nil),          // 55: manta.controlplane.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),         // 56: manta.controlplane.v1.GetLineageResponse
-	(*LineageStatsRequest)(nil),        // 57: manta.controlplane.v1.LineageStatsRequest
-	(*JobLineageStats)(nil),            // 58: manta.controlplane.v1.JobLineageStats
-	(*LineageStatsResponse)(nil),       // 59: manta.controlplane.v1.LineageStatsResponse
-	(*RaftPeer)(nil),                   // 60: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),              // 61: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),             // 62: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),       // 63: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),      // 64: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),         // 65: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),        // 66: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),      // 67: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),     // 68: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),  // 69: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil), // 70: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),        // 71: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),       // 72: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),           // 73: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),          // 74: manta.controlplane.v1.StateHashResponse
-	nil,                                // 75: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                // 76: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                // 77: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                // 78: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                // 79: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                // 80: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                // 81: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                // 82: manta.controlplane.v1.TaskRecord.OptionsEntry
+	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
+	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
+	(EventKind)(0),                           // 2: manta.controlplane.v1.EventKind
+	(ActorState)(0),                          // 3: manta.controlplane.v1.ActorState
+	(TaskState)(0),                           // 4: manta.controlplane.v1.TaskState
+	(*Header)(nil),                           // 5: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),                 // 6: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),                // 7: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                         // 8: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                      // 9: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                         // 10: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),              // 11: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),             // 12: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),                 // 13: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),                // 14: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),            // 15: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),           // 16: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),                 // 17: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),                // 18: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                          // 19: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),                    // 20: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),                   // 21: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),                 // 22: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),                // 23: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),                  // 24: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),                 // 25: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),                     // 26: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),                    // 27: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),                     // 28: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),                    // 29: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),                  // 30: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),                 // 31: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),                    // 32: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),                   // 33: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                            // 34: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),                     // 35: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 36: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                        // 37: manta.controlplane.v1.ActorInfo
+	(*ResolveActorDependenciesRequest)(nil),  // 38: manta.controlplane.v1.ResolveActorDependenciesRequest
+	(*ResolveActorDependenciesResponse)(nil), // 39: manta.controlplane.v1.ResolveActorDependenciesResponse
+	(*CreateActorRequest)(nil),               // 40: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),              // 41: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),                  // 42: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),                 // 43: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),                // 44: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),               // 45: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),                 // 46: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),                // 47: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),        // 48: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil),       // 49: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                       // 50: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                       // 51: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                       // 52: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),             // 53: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),            // 54: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),            // 55: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),           // 56: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),                // 57: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),               // 58: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),              // 59: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),                  // 60: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),             // 61: manta.controlplane.v1.LineageStatsResponse
+	(*RaftPeer)(nil),                         // 62: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),                    // 63: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),                   // 64: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),             // 65: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),            // 66: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),               // 67: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),              // 68: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),            // 69: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),           // 70: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),        // 71: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil),       // 72: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),              // 73: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),             // 74: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),                 // 75: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),                // 76: manta.controlplane.v1.StateHashResponse
+	nil,                                      // 77: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 78: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 79: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 80: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 81: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 82: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 83: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 84: manta.controlplane.v1.TaskRecord.OptionsEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	75, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	76, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	77, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	78, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,  // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	77, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	79, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
 	10, // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
 	5,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	78, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	80, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
 	5,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
 	5,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
 	5,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
 	10, // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,  // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	79, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	81, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
 	19, // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,  // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
@@ -5311,102 +5436,105 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	37, // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
 	2,  // 28: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
 	34, // 29: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	80, // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	82, // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,  // 31: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	37, // 32: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	5,  // 33: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 34: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	37, // 35: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	5,  // 36: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	37, // 37: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	5,  // 38: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 39: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	48, // 40: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	81, // 41: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	82, // 42: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
-	4,  // 43: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
-	4,  // 44: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	49, // 45: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	50, // 46: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	5,  // 47: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 48: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	49, // 49: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	5,  // 50: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	49, // 51: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	5,  // 52: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	58, // 53: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	60, // 54: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	8,  // 55: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	5,  // 56: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	60, // 57: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	5,  // 58: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 59: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 60: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	8,  // 61: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	5,  // 62: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	6,  // 63: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	61, // 64: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	11, // 65: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	13, // 66: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	15, // 67: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	17, // 68: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	20, // 69: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	22, // 70: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	24, // 71: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	26, // 72: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	28, // 73: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	30, // 74: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	32, // 75: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	35, // 76: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	38, // 77: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	40, // 78: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	42, // 79: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	44, // 80: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	46, // 81: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	51, // 82: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	53, // 83: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	55, // 84: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	57, // 85: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	63, // 86: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	65, // 87: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	67, // 88: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	69, // 89: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	71, // 90: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	73, // 91: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	7,  // 92: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	62, // 93: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	12, // 94: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	14, // 95: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	16, // 96: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	18, // 97: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	21, // 98: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	23, // 99: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	25, // 100: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	27, // 101: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	29, // 102: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	31, // 103: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	33, // 104: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	36, // 105: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	39, // 106: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	41, // 107: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	43, // 108: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	45, // 109: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	47, // 110: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	52, // 111: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	54, // 112: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	56, // 113: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	59, // 114: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	64, // 115: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	66, // 116: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	68, // 117: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	70, // 118: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	72, // 119: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	74, // 120: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	92, // [92:121] is the sub-list for method output_type
-	63, // [63:92] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	5,  // 32: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	37, // 33: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	5,  // 34: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 35: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	37, // 36: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	5,  // 37: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	37, // 38: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	5,  // 39: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 40: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	50, // 41: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	83, // 42: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	84, // 43: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,  // 44: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,  // 45: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	51, // 46: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	52, // 47: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	5,  // 48: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 49: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	51, // 50: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	5,  // 51: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	51, // 52: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	5,  // 53: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	60, // 54: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	62, // 55: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	8,  // 56: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	5,  // 57: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	62, // 58: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	5,  // 59: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 60: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	5,  // 61: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	8,  // 62: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	5,  // 63: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	6,  // 64: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	63, // 65: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	11, // 66: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	13, // 67: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	15, // 68: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	17, // 69: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	20, // 70: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	22, // 71: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	24, // 72: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	26, // 73: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	28, // 74: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	30, // 75: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	32, // 76: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	35, // 77: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	40, // 78: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	42, // 79: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	44, // 80: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	46, // 81: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	48, // 82: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	38, // 83: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	53, // 84: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	55, // 85: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	57, // 86: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	59, // 87: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	65, // 88: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	67, // 89: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	69, // 90: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	71, // 91: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	73, // 92: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	75, // 93: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	7,  // 94: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	64, // 95: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	12, // 96: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	14, // 97: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	16, // 98: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	18, // 99: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	21, // 100: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	23, // 101: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	25, // 102: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	27, // 103: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	29, // 104: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	31, // 105: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	33, // 106: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	36, // 107: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	41, // 108: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	43, // 109: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	45, // 110: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	47, // 111: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	49, // 112: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	39, // 113: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	54, // 114: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	56, // 115: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	58, // 116: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	61, // 117: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	66, // 118: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	68, // 119: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	70, // 120: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	72, // 121: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	74, // 122: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	76, // 123: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	94, // [94:124] is the sub-list for method output_type
+	64, // [64:94] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -5420,7 +5548,7 @@ func file_controlpb_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   78,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -22,33 +22,34 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlPlane_Handshake_FullMethodName          = "/manta.controlplane.v1.ControlPlane/Handshake"
-	ControlPlane_Status_FullMethodName             = "/manta.controlplane.v1.ControlPlane/Status"
-	ControlPlane_RegisterNode_FullMethodName       = "/manta.controlplane.v1.ControlPlane/RegisterNode"
-	ControlPlane_Heartbeat_FullMethodName          = "/manta.controlplane.v1.ControlPlane/Heartbeat"
-	ControlPlane_UnregisterNode_FullMethodName     = "/manta.controlplane.v1.ControlPlane/UnregisterNode"
-	ControlPlane_ListNodes_FullMethodName          = "/manta.controlplane.v1.ControlPlane/ListNodes"
-	ControlPlane_AddJob_FullMethodName             = "/manta.controlplane.v1.ControlPlane/AddJob"
-	ControlPlane_FinishJob_FullMethodName          = "/manta.controlplane.v1.ControlPlane/FinishJob"
-	ControlPlane_ListJobs_FullMethodName           = "/manta.controlplane.v1.ControlPlane/ListJobs"
-	ControlPlane_KVPut_FullMethodName              = "/manta.controlplane.v1.ControlPlane/KVPut"
-	ControlPlane_KVGet_FullMethodName              = "/manta.controlplane.v1.ControlPlane/KVGet"
-	ControlPlane_KVDelete_FullMethodName           = "/manta.controlplane.v1.ControlPlane/KVDelete"
-	ControlPlane_KVList_FullMethodName             = "/manta.controlplane.v1.ControlPlane/KVList"
-	ControlPlane_Watch_FullMethodName              = "/manta.controlplane.v1.ControlPlane/Watch"
-	ControlPlane_CreateActor_FullMethodName        = "/manta.controlplane.v1.ControlPlane/CreateActor"
-	ControlPlane_GetActor_FullMethodName           = "/manta.controlplane.v1.ControlPlane/GetActor"
-	ControlPlane_ListActors_FullMethodName         = "/manta.controlplane.v1.ControlPlane/ListActors"
-	ControlPlane_KillActor_FullMethodName          = "/manta.controlplane.v1.ControlPlane/KillActor"
-	ControlPlane_ReportActorFailure_FullMethodName = "/manta.controlplane.v1.ControlPlane/ReportActorFailure"
-	ControlPlane_RecordLineage_FullMethodName      = "/manta.controlplane.v1.ControlPlane/RecordLineage"
-	ControlPlane_GetLineageTask_FullMethodName     = "/manta.controlplane.v1.ControlPlane/GetLineageTask"
-	ControlPlane_GetLineage_FullMethodName         = "/manta.controlplane.v1.ControlPlane/GetLineage"
-	ControlPlane_LineageStats_FullMethodName       = "/manta.controlplane.v1.ControlPlane/LineageStats"
-	ControlPlane_RaftListPeers_FullMethodName      = "/manta.controlplane.v1.ControlPlane/RaftListPeers"
-	ControlPlane_RaftAddPeer_FullMethodName        = "/manta.controlplane.v1.ControlPlane/RaftAddPeer"
-	ControlPlane_RaftRemovePeer_FullMethodName     = "/manta.controlplane.v1.ControlPlane/RaftRemovePeer"
-	ControlPlane_RaftTransferLeader_FullMethodName = "/manta.controlplane.v1.ControlPlane/RaftTransferLeader"
+	ControlPlane_Handshake_FullMethodName                = "/manta.controlplane.v1.ControlPlane/Handshake"
+	ControlPlane_Status_FullMethodName                   = "/manta.controlplane.v1.ControlPlane/Status"
+	ControlPlane_RegisterNode_FullMethodName             = "/manta.controlplane.v1.ControlPlane/RegisterNode"
+	ControlPlane_Heartbeat_FullMethodName                = "/manta.controlplane.v1.ControlPlane/Heartbeat"
+	ControlPlane_UnregisterNode_FullMethodName           = "/manta.controlplane.v1.ControlPlane/UnregisterNode"
+	ControlPlane_ListNodes_FullMethodName                = "/manta.controlplane.v1.ControlPlane/ListNodes"
+	ControlPlane_AddJob_FullMethodName                   = "/manta.controlplane.v1.ControlPlane/AddJob"
+	ControlPlane_FinishJob_FullMethodName                = "/manta.controlplane.v1.ControlPlane/FinishJob"
+	ControlPlane_ListJobs_FullMethodName                 = "/manta.controlplane.v1.ControlPlane/ListJobs"
+	ControlPlane_KVPut_FullMethodName                    = "/manta.controlplane.v1.ControlPlane/KVPut"
+	ControlPlane_KVGet_FullMethodName                    = "/manta.controlplane.v1.ControlPlane/KVGet"
+	ControlPlane_KVDelete_FullMethodName                 = "/manta.controlplane.v1.ControlPlane/KVDelete"
+	ControlPlane_KVList_FullMethodName                   = "/manta.controlplane.v1.ControlPlane/KVList"
+	ControlPlane_Watch_FullMethodName                    = "/manta.controlplane.v1.ControlPlane/Watch"
+	ControlPlane_CreateActor_FullMethodName              = "/manta.controlplane.v1.ControlPlane/CreateActor"
+	ControlPlane_GetActor_FullMethodName                 = "/manta.controlplane.v1.ControlPlane/GetActor"
+	ControlPlane_ListActors_FullMethodName               = "/manta.controlplane.v1.ControlPlane/ListActors"
+	ControlPlane_KillActor_FullMethodName                = "/manta.controlplane.v1.ControlPlane/KillActor"
+	ControlPlane_ReportActorFailure_FullMethodName       = "/manta.controlplane.v1.ControlPlane/ReportActorFailure"
+	ControlPlane_ResolveActorDependencies_FullMethodName = "/manta.controlplane.v1.ControlPlane/ResolveActorDependencies"
+	ControlPlane_RecordLineage_FullMethodName            = "/manta.controlplane.v1.ControlPlane/RecordLineage"
+	ControlPlane_GetLineageTask_FullMethodName           = "/manta.controlplane.v1.ControlPlane/GetLineageTask"
+	ControlPlane_GetLineage_FullMethodName               = "/manta.controlplane.v1.ControlPlane/GetLineage"
+	ControlPlane_LineageStats_FullMethodName             = "/manta.controlplane.v1.ControlPlane/LineageStats"
+	ControlPlane_RaftListPeers_FullMethodName            = "/manta.controlplane.v1.ControlPlane/RaftListPeers"
+	ControlPlane_RaftAddPeer_FullMethodName              = "/manta.controlplane.v1.ControlPlane/RaftAddPeer"
+	ControlPlane_RaftRemovePeer_FullMethodName           = "/manta.controlplane.v1.ControlPlane/RaftRemovePeer"
+	ControlPlane_RaftTransferLeader_FullMethodName       = "/manta.controlplane.v1.ControlPlane/RaftTransferLeader"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -74,6 +75,11 @@ type ControlPlaneClient interface {
 	ListActors(ctx context.Context, in *ListActorsRequest, opts ...grpc.CallOption) (*ListActorsResponse, error)
 	KillActor(ctx context.Context, in *KillActorRequest, opts ...grpc.CallOption) (*KillActorResponse, error)
 	ReportActorFailure(ctx context.Context, in *ReportActorFailureRequest, opts ...grpc.CallOption) (*ReportActorFailureResponse, error)
+	// ResolveActorDependencies is the owner's word that the constructor
+	// arguments of an actor it created as DEPENDENCIES_UNREADY are ready
+	// (the actor becomes PENDING_CREATION and is placed) or failed (error:
+	// the actor is DEAD with that cause).
+	ResolveActorDependencies(ctx context.Context, in *ResolveActorDependenciesRequest, opts ...grpc.CallOption) (*ResolveActorDependenciesResponse, error)
 	// Lineage (see lineage/ and controlplane/fsm/lineage.go). RecordLineage
 	// is one write: records, updates and releases in any mix, applied in
 	// that order in one command.
@@ -294,6 +300,16 @@ func (c *controlPlaneClient) ReportActorFailure(ctx context.Context, in *ReportA
 	return out, nil
 }
 
+func (c *controlPlaneClient) ResolveActorDependencies(ctx context.Context, in *ResolveActorDependenciesRequest, opts ...grpc.CallOption) (*ResolveActorDependenciesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveActorDependenciesResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ResolveActorDependencies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlPlaneClient) RecordLineage(ctx context.Context, in *RecordLineageRequest, opts ...grpc.CallOption) (*RecordLineageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RecordLineageResponse)
@@ -397,6 +413,11 @@ type ControlPlaneServer interface {
 	ListActors(context.Context, *ListActorsRequest) (*ListActorsResponse, error)
 	KillActor(context.Context, *KillActorRequest) (*KillActorResponse, error)
 	ReportActorFailure(context.Context, *ReportActorFailureRequest) (*ReportActorFailureResponse, error)
+	// ResolveActorDependencies is the owner's word that the constructor
+	// arguments of an actor it created as DEPENDENCIES_UNREADY are ready
+	// (the actor becomes PENDING_CREATION and is placed) or failed (error:
+	// the actor is DEAD with that cause).
+	ResolveActorDependencies(context.Context, *ResolveActorDependenciesRequest) (*ResolveActorDependenciesResponse, error)
 	// Lineage (see lineage/ and controlplane/fsm/lineage.go). RecordLineage
 	// is one write: records, updates and releases in any mix, applied in
 	// that order in one command.
@@ -474,6 +495,9 @@ func (UnimplementedControlPlaneServer) KillActor(context.Context, *KillActorRequ
 }
 func (UnimplementedControlPlaneServer) ReportActorFailure(context.Context, *ReportActorFailureRequest) (*ReportActorFailureResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportActorFailure not implemented")
+}
+func (UnimplementedControlPlaneServer) ResolveActorDependencies(context.Context, *ResolveActorDependenciesRequest) (*ResolveActorDependenciesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveActorDependencies not implemented")
 }
 func (UnimplementedControlPlaneServer) RecordLineage(context.Context, *RecordLineageRequest) (*RecordLineageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordLineage not implemented")
@@ -855,6 +879,24 @@ func _ControlPlane_ReportActorFailure_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_ResolveActorDependencies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveActorDependenciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ResolveActorDependencies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ResolveActorDependencies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ResolveActorDependencies(ctx, req.(*ResolveActorDependenciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlPlane_RecordLineage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RecordLineageRequest)
 	if err := dec(in); err != nil {
@@ -1077,6 +1119,10 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportActorFailure",
 			Handler:    _ControlPlane_ReportActorFailure_Handler,
+		},
+		{
+			MethodName: "ResolveActorDependencies",
+			Handler:    _ControlPlane_ResolveActorDependencies_Handler,
 		},
 		{
 			MethodName: "RecordLineage",

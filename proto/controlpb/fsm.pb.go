@@ -869,6 +869,60 @@ func (x *ActorPendingCommand) GetReason() string {
 	return ""
 }
 
+// ActorDepsResolvedCommand moves a DEPENDENCIES_UNREADY actor to
+// PENDING_CREATION with its constructor's arguments now resolved.
+type ActorDepsResolvedCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorId       string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	InitArgs      []byte                 `protobuf:"bytes,2,opt,name=init_args,json=initArgs,proto3" json:"init_args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorDepsResolvedCommand) Reset() {
+	*x = ActorDepsResolvedCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorDepsResolvedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorDepsResolvedCommand) ProtoMessage() {}
+
+func (x *ActorDepsResolvedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorDepsResolvedCommand.ProtoReflect.Descriptor instead.
+func (*ActorDepsResolvedCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ActorDepsResolvedCommand) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ActorDepsResolvedCommand) GetInitArgs() []byte {
+	if x != nil {
+		return x.InitArgs
+	}
+	return nil
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -940,7 +994,10 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"no_restart\x18\x04 \x01(\bR\tnoRestart\"H\n" +
 	"\x13ActorPendingCommand\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reasonB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"R\n" +
+	"\x18ActorDepsResolvedCommand\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
+	"\tinit_args\x18\x02 \x01(\fR\binitArgsB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -954,41 +1011,42 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_controlpb_fsm_proto_goTypes = []any{
-	(*Command)(nil),             // 0: manta.controlplane.v1.Command
-	(*CommandBatch)(nil),        // 1: manta.controlplane.v1.CommandBatch
-	(*RemoveHeadCommand)(nil),   // 2: manta.controlplane.v1.RemoveHeadCommand
-	(*MarkNodeDeadCommand)(nil), // 3: manta.controlplane.v1.MarkNodeDeadCommand
-	(*CommandResult)(nil),       // 4: manta.controlplane.v1.CommandResult
-	(*KVEntry)(nil),             // 5: manta.controlplane.v1.KVEntry
-	(*DedupEntry)(nil),          // 6: manta.controlplane.v1.DedupEntry
-	(*Snapshot)(nil),            // 7: manta.controlplane.v1.Snapshot
-	(*LineageCommand)(nil),      // 8: manta.controlplane.v1.LineageCommand
-	(*ActorAliveCommand)(nil),   // 9: manta.controlplane.v1.ActorAliveCommand
-	(*ActorFailedCommand)(nil),  // 10: manta.controlplane.v1.ActorFailedCommand
-	(*ActorPendingCommand)(nil), // 11: manta.controlplane.v1.ActorPendingCommand
-	(*ClusterInfo)(nil),         // 12: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),            // 13: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),            // 14: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),             // 15: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),           // 16: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),          // 17: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),          // 18: manta.controlplane.v1.TaskUpdate
+	(*Command)(nil),                  // 0: manta.controlplane.v1.Command
+	(*CommandBatch)(nil),             // 1: manta.controlplane.v1.CommandBatch
+	(*RemoveHeadCommand)(nil),        // 2: manta.controlplane.v1.RemoveHeadCommand
+	(*MarkNodeDeadCommand)(nil),      // 3: manta.controlplane.v1.MarkNodeDeadCommand
+	(*CommandResult)(nil),            // 4: manta.controlplane.v1.CommandResult
+	(*KVEntry)(nil),                  // 5: manta.controlplane.v1.KVEntry
+	(*DedupEntry)(nil),               // 6: manta.controlplane.v1.DedupEntry
+	(*Snapshot)(nil),                 // 7: manta.controlplane.v1.Snapshot
+	(*LineageCommand)(nil),           // 8: manta.controlplane.v1.LineageCommand
+	(*ActorAliveCommand)(nil),        // 9: manta.controlplane.v1.ActorAliveCommand
+	(*ActorFailedCommand)(nil),       // 10: manta.controlplane.v1.ActorFailedCommand
+	(*ActorPendingCommand)(nil),      // 11: manta.controlplane.v1.ActorPendingCommand
+	(*ActorDepsResolvedCommand)(nil), // 12: manta.controlplane.v1.ActorDepsResolvedCommand
+	(*ClusterInfo)(nil),              // 13: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                 // 14: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                 // 15: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                  // 16: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                // 17: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),               // 18: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),               // 19: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	12, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	13, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	14, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	15, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	13, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	14, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	15, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	16, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	16, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	17, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	17, // 10: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	18, // 11: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	17, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	18, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	18, // 10: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	19, // 11: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
@@ -1008,7 +1066,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
