@@ -21,6 +21,9 @@ type upFlags struct {
 	token        string
 	timeout      time.Duration
 	logLevel     string
+	// objectStoreMemory is every raylet's --object-store-memory ("" for
+	// its default).
+	objectStoreMemory string
 }
 
 func newUpCommand() *cobra.Command {
@@ -38,6 +41,7 @@ cluster of the same size restarts it on its old addresses.`,
 	fs := cmd.Flags()
 	fs.IntVar(&f.heads, "heads", 3, "number of heads")
 	fs.IntVar(&f.nodes, "nodes", 0, "number of raylets, separate processes (node-1 ... node-N)")
+	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "each raylet's shared-memory object store, e.g. 512MiB (default: 30% of RAM, committed as used)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cluster directory (default: a fresh temp dir, removed on exit)")
 	fs.StringVar(&f.token, "token", "", "preset cluster token (default: generated)")
 	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the cluster to form")
@@ -69,8 +73,16 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	var storeArgs []string
+	if f.objectStoreMemory != "" {
+		if _, err := parseBytes(f.objectStoreMemory); err != nil {
+			return usageErrorf("--object-store-memory: %v", err)
+		}
+		storeArgs = []string{"--object-store-memory", f.objectStoreMemory}
+	}
 	c, err := launcher.Start(startCtx, launcher.Options{
 		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log,
+		ExtraHeadArgs: storeArgs, NodeArgs: func(int) []string { return storeArgs },
 	})
 	if err != nil {
 		return err
