@@ -53,6 +53,9 @@ type Options struct {
 	// own counter actor, alternately at-most-once and at-least-once);
 	// default 2, negative for none.
 	ActorClients int
+	// LineageClients is the number of lineage workload clients (chains
+	// whose lost stages must be rebuilt); default 2, negative for none.
+	LineageClients int
 	// TaskOpTimeout bounds one task operation; default
 	// DefaultTaskOpTimeout.
 	TaskOpTimeout time.Duration
@@ -103,6 +106,9 @@ func (o *Options) validate() (Scenario, error) {
 	}
 	if o.ActorClients == 0 {
 		o.ActorClients = 2
+	}
+	if o.LineageClients == 0 {
+		o.LineageClients = 2
 	}
 	if o.TaskOpTimeout == 0 {
 		o.TaskOpTimeout = DefaultTaskOpTimeout
@@ -300,6 +306,13 @@ func (r *runner) run(ctx context.Context) (err error) {
 		tw.OpTimeout = r.o.TaskOpTimeout
 		tw.Accept = acceptedTaskErrors(names)
 		r.workloads = append(r.workloads, tw)
+		if r.o.LineageClients > 0 {
+			lw := NewLineageWorkload(r.o.Seed)
+			lw.Clients = r.o.LineageClients
+			lw.OpTimeout = r.o.TaskOpTimeout
+			lw.Accept = acceptedLineageErrors(names)
+			r.workloads = append(r.workloads, lw)
+		}
 		if r.o.ActorClients > 0 {
 			aw := NewActorWorkload(r.o.Seed)
 			aw.Clients = r.o.ActorClients
@@ -352,7 +365,7 @@ func (r *runner) run(ctx context.Context) (err error) {
 				for _, c := range w.check() {
 					r.addCheck(c)
 				}
-			case *ActorWorkload:
+			case *ActorWorkload, *LineageWorkload:
 				for _, c := range w.Check(ctx, r.env, CheckOptions{}) {
 					r.addCheck(c)
 				}
@@ -640,7 +653,7 @@ func (r *runner) checkNoHangs() CheckResult {
 		hangs = append(hangs, s.Hangs...)
 		bound := r.o.OpTimeout + hangGrace
 		switch w.(type) {
-		case *TaskWorkload, *ActorWorkload:
+		case *TaskWorkload, *ActorWorkload, *LineageWorkload:
 			bound = r.o.TaskOpTimeout
 		}
 		slowest = append(slowest, fmt.Sprintf("slowest %s operation %v (bound %v)", w.Name(), s.MaxLatency.Round(time.Millisecond), bound))

@@ -304,10 +304,10 @@ func (w *TaskWorkload) check() []CheckResult {
 // legitimate. A killed worker fails its task's attempt; the owner retries
 // (ray.DefaultMaxRetries), so ErrWorkerCrashed comes back only when every
 // attempt's worker was killed: possible when kills come fast. A killed
-// raylet kills its workers too, and loses the objects only its store held:
-// without lineage (not built yet) a Get of such an object is
-// ErrObjectLost. Head faults make no task error legitimate: the control
-// plane is off the task path.
+// raylet kills its workers too; the objects only its store held are
+// rebuilt from lineage, so ErrObjectLost is never legitimate here (nothing
+// in this workload is made by Put). Head faults make no task error
+// legitimate: the control plane is off the task path.
 func acceptedTaskErrors(faults []string) map[string]bool {
 	acc := map[string]bool{}
 	for _, f := range faults {
@@ -316,7 +316,19 @@ func acceptedTaskErrors(faults []string) map[string]bool {
 			acc[outcomeWorkerCrashed] = true
 		case faultKillRaylet:
 			acc[outcomeWorkerCrashed] = true
-			acc[outcomeObjectLost] = true
+		}
+	}
+	return acc
+}
+
+// acceptedLineageErrors is which errors a run's faults make legitimate for
+// the lineage workload: a task whose every attempt's worker was killed
+// (worker-crashed), never a lost object — lost stages are rebuilt.
+func acceptedLineageErrors(faults []string) map[string]bool {
+	acc := map[string]bool{}
+	for _, f := range faults {
+		if f == faultKillWorker || f == faultKillRaylet {
+			acc[outcomeWorkerCrashed] = true
 		}
 	}
 	return acc

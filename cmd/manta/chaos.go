@@ -101,6 +101,7 @@ and partition-minority refuses to run.`,
 	fs.BoolVar(&f.o.Force, "force", false, "overwrite the report in a non-empty --report directory")
 	fs.IntVar(&f.o.Clients, "clients", 6, "concurrent KV clients")
 	fs.IntVar(&f.o.TaskClients, "task-clients", 3, "concurrent task workload clients (with --nodes)")
+	fs.IntVar(&f.o.LineageClients, "lineage-clients", 2, "lineage workload clients: chains whose lost stages must be rebuilt (with --nodes; negative for none)")
 	fs.IntVar(&f.o.ActorClients, "actor-clients", 2, "actor workload clients, each calling its own counter actor (with --nodes; negative for none)")
 	fs.DurationVar(&f.o.OpTimeout, "op-timeout", chaos.DefaultOpTimeout, "bound on one operation with its retries; 5s past it is a hang")
 	fs.StringVar(&f.o.Partition, "partition", chaos.PartitionAuto, "partition mechanism: auto, iptables or none")

@@ -211,6 +211,8 @@ func (d *demo) run(ctx context.Context, o launcher.Options) (err error) {
 		d.check(false, "%s did not answer after its restart", old.ID)
 	}
 	d.printHeads(ctx, cl, c)
+
+	d.runLineage(ctx, c, cl)
 	return nil
 }
 

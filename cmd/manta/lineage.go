@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -196,7 +198,7 @@ func locateObjects(ctx context.Context, cl *cpclient.Client, token string, objs 
 	var (
 		mu       sync.Mutex
 		where    = map[ids.ObjectID][]string{}
-		unsure   bool
+		unsure   []string // nodes that did not answer
 		wg       sync.WaitGroup
 		alive    = nodes.Nodes
 		deadline = 3 * time.Second
@@ -209,7 +211,7 @@ func locateObjects(ctx context.Context, cl *cpclient.Client, token string, objs 
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				unsure = true
+				unsure = append(unsure, n.NodeId)
 				return
 			}
 			for _, l := range reply.Objects {
@@ -224,8 +226,12 @@ func locateObjects(ctx context.Context, cl *cpclient.Client, token string, objs 
 		if w := where[o]; len(w) > 0 {
 			return fmt.Sprint("on ", w)
 		}
-		if unsure || len(alive) == 0 {
-			return "unknown"
+		switch {
+		case len(alive) == 0:
+			return "unknown (no alive node)"
+		case len(unsure) > 0:
+			sort.Strings(unsure)
+			return fmt.Sprintf("not on any node that answered; unknown on %s", strings.Join(unsure, ", "))
 		}
 		return "lost"
 	}

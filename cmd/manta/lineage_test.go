@@ -35,7 +35,7 @@ func TestLineageCommands(t *testing.T) {
 	final := ids.ReturnID(child, 1)
 
 	r := mantaCmd(t, env, "", "lineage", "show", final.String())
-	for _, want := range []string{"train  TASK_RUNNING  node=node-a  attempts=2", "load  TASK_SUBMITTED", `value 8 B raw "data.csv"`, "[unknown]", out.String()} {
+	for _, want := range []string{"train  TASK_RUNNING  node=node-a  attempts=2", "load  TASK_SUBMITTED", `value 8 B raw "data.csv"`, "[unknown", out.String()} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Fatalf("show lacks %q: %v", want, r)
 		}

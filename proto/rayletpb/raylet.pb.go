@@ -1933,12 +1933,16 @@ func (x *GetStatusReply) GetSpilledBytes() int64 {
 }
 
 type TaskError struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          ErrorKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=manta.raylet.v1.ErrorKind" json:"kind,omitempty"`
-	Function      string                 `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	Stack         string                 `protobuf:"bytes,4,opt,name=stack,proto3" json:"stack,omitempty"`
-	TaskId        string                 `protobuf:"bytes,5,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Kind     ErrorKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=manta.raylet.v1.ErrorKind" json:"kind,omitempty"`
+	Function string                 `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
+	Message  string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Stack    string                 `protobuf:"bytes,4,opt,name=stack,proto3" json:"stack,omitempty"`
+	TaskId   string                 `protobuf:"bytes,5,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The argument object the task could not read (ERROR_OBJECT_LOST or
+	// ERROR_OBJECT_NOT_FOUND of an argument), set by the executing worker so
+	// that the argument's owner can rebuild it and run the task again.
+	ObjectId      []byte `protobuf:"bytes,6,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2006,6 +2010,13 @@ func (x *TaskError) GetTaskId() string {
 		return x.TaskId
 	}
 	return ""
+}
+
+func (x *TaskError) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
 }
 
 // ObjectValue is an object's value inline, where it is stored, or the error
@@ -2776,13 +2787,14 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a<\n" +
 	"\x0eAvailableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xa0\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xbd\x01\n" +
 	"\tTaskError\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.manta.raylet.v1.ErrorKindR\x04kind\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
 	"\x05stack\x18\x04 \x01(\tR\x05stack\x12\x17\n" +
-	"\atask_id\x18\x05 \x01(\tR\x06taskId\"\xb8\x01\n" +
+	"\atask_id\x18\x05 \x01(\tR\x06taskId\x12\x1b\n" +
+	"\tobject_id\x18\x06 \x01(\fR\bobjectId\"\xb8\x01\n" +
 	"\vObjectValue\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12/\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x17.manta.raylet.v1.FormatR\x06format\x12\x1a\n" +

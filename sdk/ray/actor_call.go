@@ -345,11 +345,13 @@ func (ac *actorClient) stream(info *cpb.ActorInfo) ([]*actorCall, error) {
 // is kept); false when one failed (the call is then failed).
 func (ac *actorClient) resolve(call *actorCall) bool {
 	c := ac.c
+	var producers []ids.TaskID
 	for j, i := range call.deps {
 		if call.spec.Args[i].Value != nil {
 			continue
 		}
-		ob := c.objectFor(call.depKeys[j])
+		k := call.depKeys[j]
+		ob := c.objectFor(k)
 		select {
 		case <-ob.ready:
 		case <-c.ctx.Done():
@@ -359,8 +361,15 @@ func (ac *actorClient) resolve(call *actorCall) bool {
 			c.failCall(call, ob.val.Error)
 			return false
 		}
-		call.spec.Args[i].Value = c.valueOf(ob)
+		v := c.valueOf(ob)
+		call.spec.Args[i].Value = v
+		if p, ok := c.producerToWait(k.id, k.owner, v); ok {
+			producers = append(producers, p)
+		}
 	}
+	// The actor consumes outputs of this owner's tasks: their lineage
+	// commits first (lineage.go).
+	c.waitCommitted(c.ctx, producers)
 	return true
 }
 

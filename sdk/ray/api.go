@@ -2,6 +2,7 @@ package ray
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"time"
@@ -42,15 +43,39 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 		}
 	}
 	var v T
-	err = c.readValue(ctx, c.valueOf(o), ref.id, ref.owner, func(data []byte, format pb.Format, mapped bool) error {
-		if mapped && format == pb.Format_FORMAT_RAW {
-			// The mapping is read-only and lasts only while pinned.
-			data = append([]byte(nil), data...)
+	for rebuilds := 0; ; rebuilds++ {
+		val := c.valueOf(o)
+		err = c.readValue(ctx, val, ref.id, ref.owner, func(data []byte, format pb.Format, mapped bool) error {
+			if mapped && format == pb.Format_FORMAT_RAW {
+				// The mapping is read-only and lasts only while pinned.
+				data = append([]byte(nil), data...)
+			}
+			v, err = decode[T](data, format)
+			return err
+		})
+		// A stored object of ours that no node has any more is rebuilt
+		// from its lineage (lineage.go); every Get that saw it lost waits
+		// for the same rebuild.
+		if err == nil || val.Location == "" || ref.owner != c.address || rebuilds >= maxGetRebuilds ||
+			!errors.Is(err, ErrObjectLost) || ctx.Err() != nil {
+			return v, err
 		}
-		v, err = decode[T](data, format)
-		return err
-	})
-	return v, err
+		if o, err = c.recoverObject(ref.id, o); err != nil {
+			return zero, err
+		}
+		select {
+		case <-o.ready:
+		default:
+			done := c.blocked(ctx)
+			select {
+			case <-o.ready:
+				done()
+			case <-ctx.Done():
+				done()
+				return zero, ctx.Err()
+			}
+		}
+	}
 }
 
 // GetAll gets every ref, in order.

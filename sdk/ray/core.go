@@ -71,6 +71,9 @@ type core struct {
 	actorClients map[string]*actorClient
 	hosted       *hostedActor
 
+	// Lineage recording and the retained specs of owned tasks (lineage.go).
+	lin lineageState
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -162,6 +165,7 @@ func (c *core) close() {
 	c.cancel()
 	c.srv.Stop()
 	c.wg.Wait()
+	c.closeRecorder()
 	c.arenas.close()
 	c.mu.Lock()
 	for _, cc := range c.conns {
@@ -276,10 +280,16 @@ func (c *core) GetObject(ctx context.Context, req *pb.OwnerGetRequest) (*pb.Obje
 	}
 	select {
 	case <-o.ready:
-		return c.valueOf(o), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	v := c.valueOf(o)
+	// Commit before consume: the borrower may need the lineage after this
+	// owner is gone.
+	if p, ok := c.producerToWait(id, c.address, v); ok {
+		c.waitCommitted(ctx, []ids.TaskID{p})
+	}
+	return v, nil
 }
 
 // Ping answers raylets checking that an owner is alive.

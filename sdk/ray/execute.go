@@ -52,7 +52,11 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 				if errors.Is(err, ErrObjectNotFound) {
 					kind = pb.ErrorKind_ERROR_OBJECT_NOT_FOUND
 				}
-				return failure(kind, err.Error(), "")
+				res := failure(kind, err.Error(), "")
+				// The owner of the argument can rebuild it and push the
+				// task again: name it.
+				res.Error.ObjectId = a.ObjectId
+				return res
 			}
 		}
 		args[i] = v

@@ -1,6 +1,10 @@
 package ray
 
-import "context"
+import (
+	"context"
+
+	"github.com/manta-ray/manta/lineage"
+)
 
 // CallByName submits a call of a function by name with untyped value
 // arguments, as a binary that registered other types (or none) would.
@@ -25,3 +29,13 @@ func EmbeddedRaylet() (addr, token string) {
 	}
 	return state.raylet.Address(), state.head.Token()
 }
+
+// LineageRebuilds is how many tasks this process resubmitted to rebuild
+// lost objects.
+func LineageRebuilds() int64 { return lineageRebuilds() }
+
+// RetainedTasks is how many task specs this process retains for lineage.
+func RetainedTasks() int { return retainedTasks() }
+
+// LineageRecorderStats is this process's lineage recorder's counters.
+func LineageRecorderStats() lineage.Stats { return recorderStats() }

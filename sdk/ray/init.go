@@ -35,6 +35,7 @@ type initOptions struct {
 	raylet    string
 	resources resources.Set
 	logger    *zap.Logger
+	noLineage bool
 }
 
 // Address connects to a running cluster through any of its heads
@@ -159,6 +160,7 @@ func Init(ctx context.Context, opts ...InitOption) (err error) {
 		return fmt.Errorf("ray: register the job: %w", err)
 	}
 	c.jobID, c.binarySHA, c.cp = jobID, sha, cp
+	c.lin.off = o.noLineage
 	c.root = &taskCtx{id: ids.DriverTaskID(jobID)}
 	state.c = c
 	log.Debug("driver started", zap.String("job", jobID), zap.String("raylet", rayletAddr))

@@ -278,8 +278,8 @@ func TestObjectStoreCluster(t *testing.T) {
 	})
 
 	t.Run("an object whose only node died is lost", func(t *testing.T) {
-		// Made and stored on node-2, which then dies. (Task outputs are not
-		// rebuilt from lineage by the SDK yet.)
+		// Made and stored on node-2, which then dies. MaxRetries(0) leaves
+		// no attempt to rebuild it from lineage with (lineage_test.go).
 		lost := makeBytes.Remote(ctx, ray.Val(1<<20), on(2), ray.MaxRetries(0))
 		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[[]byte]{lost}, 1, 0); err != nil {
 			t.Fatal(err)

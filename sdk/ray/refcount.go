@@ -64,12 +64,13 @@ func (h *refHandle) release() {
 // frees its copies.
 func (c *core) decRef(id ids.ObjectID) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	o := c.objects[id]
 	if o == nil || !o.owned {
+		c.mu.Unlock()
 		return
 	}
 	if o.refs--; o.refs > 0 {
+		c.mu.Unlock()
 		return
 	}
 	delete(c.objects, id)
@@ -77,6 +78,12 @@ func (c *core) decRef(id ids.ObjectID) {
 		c.freeLaterLocked(id, o.val, o.copies)
 	}
 	// Not ready: completeLocked frees the result when it arrives.
+	// The task's spec may outlive the object (lineage.go), the bytes not.
+	released, ok := c.releasedLocked(id)
+	c.mu.Unlock()
+	if ok {
+		c.releaseLineage([]ids.ObjectID{released})
+	}
 }
 
 // pinArgs counts a submission's reference arguments that this process

@@ -16,6 +16,7 @@ import (
 
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -39,6 +40,16 @@ type task struct {
 	pinned          []ids.ObjectID // owned reference arguments (refcount.go)
 	retriesLeft     int
 	retryExceptions bool
+
+	// Reference arguments: their indexes in spec.Args, their objects, and
+	// the entries they were last resolved from (lineage.go).
+	refs    []int
+	refKeys []objectKey
+	argObjs []*object
+	// lin is the task's retained lineage (nil when not recorded);
+	// lostRounds counts the pushes again after an argument was rebuilt.
+	lin        *lineageEntry
+	lostRounds int
 }
 
 // shapeQueue holds the tasks of one resource shape waiting for a worker.
@@ -73,9 +84,11 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	}
 	t.pinned = c.pinArgs(argKeys)
 	runtime.KeepAlive(args)
+	t.refs, t.refKeys = refs, argKeys
 	var keys []objectKey
 	t.returns, keys = c.newReturns(tid, f.nret)
 	q := c.queueFor(o.res)
+	c.recordTask(t, q, &o)
 	if len(refs) == 0 {
 		c.enqueue(q, t)
 		return keys, nil
@@ -84,22 +97,42 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		for j, i := range refs {
-			ob := c.objectFor(argKeys[j])
-			select {
-			case <-ob.ready:
-			case <-c.ctx.Done():
-				return
-			}
-			if ob.val.Error != nil {
-				c.fail(t, ob.val.Error)
-				return
-			}
-			t.spec.Args[i].Value = c.valueOf(ob)
-		}
-		c.enqueue(q, t)
+		c.resolveAndEnqueue(q, t)
 	}()
 	return keys, nil
+}
+
+// resolveAndEnqueue waits for a task's reference arguments, puts their
+// values in its spec and queues it; the records of the tasks that made
+// stored ones commit first (lineage.go). A failed argument fails the task.
+func (c *core) resolveAndEnqueue(q *shapeQueue, t *task) {
+	if len(t.refs) > 0 {
+		t.argObjs = make([]*object, len(t.refs))
+	}
+	var producers []ids.TaskID
+	for j, i := range t.refs {
+		k := t.refKeys[j]
+		ob := c.objectFor(k)
+		select {
+		case <-ob.ready:
+		case <-c.ctx.Done():
+			return
+		}
+		if ob.val.Error != nil {
+			c.fail(t, ob.val.Error)
+			return
+		}
+		v := c.valueOf(ob)
+		// A new TaskArg, not a changed one: the retained lineage shares
+		// the submitted ones.
+		t.spec.Args[i] = &pb.TaskArg{ObjectId: t.spec.Args[i].ObjectId, Value: v}
+		t.argObjs[j] = ob
+		if p, ok := c.producerToWait(k.id, k.owner, v); ok {
+			producers = append(producers, p)
+		}
+	}
+	c.waitCommitted(c.ctx, producers)
+	c.enqueue(q, t)
 }
 
 func (c *core) queueFor(res resources.Set) *shapeQueue {
@@ -155,8 +188,10 @@ func (c *core) fail(t *task, e *pb.TaskError) {
 	}
 	pinned := t.pinned
 	t.pinned = nil
+	c.runEndedLocked(t)
 	c.mu.Unlock()
 	c.unpinArgs(pinned)
+	c.reportAttempt(t, cpb.TaskState_TASK_FAILED, "", e.Message)
 }
 
 // leaseAndRun gets a lease (following spillbacks) and pushes tasks to the
@@ -290,7 +325,7 @@ func (c *core) runLease(q *shapeQueue, l *pb.LeaseReply) (workerFailed bool) {
 			inflight = inflight[n:]
 			mu.Unlock()
 			for i, t := range batch {
-				c.finishTask(q, t, reply.Results[i])
+				c.finishTask(q, t, reply.Results[i], l.NodeId)
 			}
 			lastActive.Store(time.Now().UnixNano())
 			// Wake the sender only when tasks wait for room; an idle
@@ -388,9 +423,13 @@ func (c *core) runLease(q *shapeQueue, l *pb.LeaseReply) (workerFailed bool) {
 	}
 }
 
-// finishTask completes a task from its result, or retries it.
-func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult) {
+// finishTask completes a task from its result (node ran it), or retries
+// it.
+func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult, node string) {
 	if res.Error != nil {
+		if c.lostArg(q, t, res.Error) {
+			return
+		}
 		if t.retryExceptions && (res.Error.Kind == pb.ErrorKind_ERROR_APPLICATION || res.Error.Kind == pb.ErrorKind_ERROR_PANIC) {
 			c.retryOrFail(q, t, res.Error)
 		} else {
@@ -402,8 +441,10 @@ func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult) {
 	c.mu.Lock()
 	pinned := t.pinned
 	t.pinned = nil
+	c.runEndedLocked(t)
 	c.mu.Unlock()
 	c.unpinArgs(pinned)
+	c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "")
 }
 
 // completeReturns completes a finished task's or call's return objects

@@ -1,0 +1,443 @@
+package ray
+
+// Lineage in the owner: recording and reconstruction (Ray's lineage
+// reconstruction, owner side).
+//
+// Recording. Every normal task an owner submits gets a TaskRecord built from
+// its original spec (inline arguments as values, reference arguments by
+// object ID and owner, never their resolved locations), batched into the
+// control plane by a per-core lineage.Recorder, and an update when an attempt
+// finishes. Actor creations and actor calls are not recorded: running an
+// actor method again means nothing without the actor's state at the time of
+// the call, and a restarted actor reruns its constructor from the actor table.
+//
+// Commit before consume. An output stored in a raylet (ObjectValue.Location
+// set) can be lost with its node and rebuilt from lineage, so its record must
+// be committed before anyone but the owner reads it: the resolver waits for
+// the producers' records before pushing a task that takes such an object, and
+// GetObject waits before serving a borrower. Inline outputs live in the owner
+// and die with it, so no one can ever need their lineage: they need no wait,
+// which keeps chains of small tasks as fast as without lineage.
+//
+// Retention. The owner keeps each recorded task's original spec (a
+// lineageEntry) while any of its return objects is referenced (live > 0) or a
+// retained task takes one of its outputs as an argument (dependents > 0); when
+// both are zero the entry goes and its producers lose a dependent (cascade).
+// This is the control plane's rule too, so both forget a task together: the
+// owner tells the Recorder of each return object its count dropped to zero.
+// A workload whose outputs are dropped (no chains) keeps no entries.
+//
+// Reconstruction. An owned return object found lost (a Get reading it, a task
+// whose worker could not read it as an argument, or a freed argument a
+// resubmitted task needs) is rebuilt by resubmitting its task with the same
+// task ID, so the same object IDs. Deduplication is by object generation: the
+// rebuild replaces the lost object in c.objects by a fresh pending one, so
+// whoever saw the lost one afterwards finds a different object and waits on
+// it; every waiter gets the one outcome, value or error. A rebuild consumes
+// one of the task's retries (MaxRetries); a task resubmitted because one of
+// its arguments vanished does not (its own run did not fail), but such rounds
+// are bounded (maxLostArgRounds) so a flapping node cannot livelock it.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/lineage"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+)
+
+const (
+	// maxLostArgRounds bounds how often a task is pushed again because an
+	// argument it could not read was rebuilt.
+	maxLostArgRounds = 3
+	// maxGetRebuilds bounds how often one Get waits for a rebuild of the
+	// object it reads.
+	maxGetRebuilds = 3
+	// recorderCloseTimeout bounds the final lineage flush at shutdown: the
+	// job ends right after, and its lineage with it.
+	recorderCloseTimeout = 2 * time.Second
+	// recorderMaxBatch is the most lineage items in one control-plane write.
+	recorderMaxBatch = 16384
+)
+
+// RecordLineage turns lineage on (the default) or off. Off, tasks are not
+// recorded in the control plane and the owner keeps no specs, so an output
+// lost with its node stays lost (Get returns ErrObjectLost). It applies to
+// the driver; tasks submitted by workers record their lineage regardless.
+func RecordLineage(on bool) InitOption { return func(o *initOptions) { o.noLineage = !on } }
+
+// lineageState is a core's lineage: the recorder (made on first use: a
+// worker makes its control-plane client lazily) and the retained entries.
+type lineageState struct {
+	off    bool
+	once   sync.Once
+	rec    *lineage.Recorder
+	tasks  map[ids.TaskID]*lineageEntry // guarded by core.mu
+	rebuil atomic.Int64                 // rebuild resubmissions (tests)
+}
+
+// lineageEntry is a retained task: what is needed to run it again.
+type lineageEntry struct {
+	t    *task         // its latest run (spec, retries left)
+	args []*pb.TaskArg // as submitted: reference arguments carry only their ID
+	q    *shapeQueue
+	// The task's return objects still in c.objects, and the retained tasks
+	// that take one of its outputs as an argument.
+	live, dependents int
+	// The retained producers of its owned reference arguments.
+	deps []ids.TaskID
+	// A run of it has not finished yet: a freed return it is about to make
+	// again must not start another.
+	inflight bool
+}
+
+// recorder returns the core's lineage recorder, nil when lineage is off or
+// no control plane is reachable from this process.
+func (c *core) recorder() *lineage.Recorder {
+	if c.lin.off {
+		return nil
+	}
+	c.lin.once.Do(func() {
+		cp, err := c.controlPlane()
+		if err != nil {
+			c.log.Warn("lineage is not recorded: no control plane", zap.Error(err))
+			return
+		}
+		// Batches larger than the default: under a stream of small tasks
+		// the recorder's cost per batch (a Raft round, and copying what
+		// stays queued) dominates; 16k items measured twice the
+		// multi-client task rate of 2k.
+		c.lin.rec = lineage.NewRecorder(cp, lineage.Options{Logger: c.log, CloseTimeout: recorderCloseTimeout, MaxBatch: recorderMaxBatch})
+	})
+	return c.lin.rec
+}
+
+// closeRecorder flushes and stops the recorder, if one was made.
+func (c *core) closeRecorder() {
+	c.lin.once.Do(func() {}) // none may be made from now on
+	if c.lin.rec != nil {
+		if err := c.lin.rec.Close(); err != nil {
+			c.log.Debug("lineage recorder closed with an error", zap.Error(err))
+		}
+	}
+}
+
+// recordTask retains a newly submitted task's spec and records it. The
+// spec's arguments are as encodeArgs made them (not resolved yet).
+func (c *core) recordTask(t *task, q *shapeQueue, o *callOptions) {
+	if c.lin.off {
+		return
+	}
+	rec := c.recorder()
+	e := &lineageEntry{t: t, args: t.spec.Args, q: q, live: len(t.returns), inflight: true}
+	if len(t.refs) > 0 {
+		// The resolver replaces resolved arguments in t.spec.Args (it never
+		// changes a TaskArg): a copy of the slice keeps the originals.
+		e.args = slices.Clone(t.spec.Args)
+	}
+	tid, _ := ids.TaskFromBytes(t.spec.TaskId)
+	c.mu.Lock()
+	if c.lin.tasks == nil {
+		c.lin.tasks = map[ids.TaskID]*lineageEntry{}
+	}
+	for _, k := range t.refKeys {
+		if k.owner != c.address || k.id.IsPut() {
+			continue
+		}
+		if p := c.lin.tasks[k.id.Task()]; p != nil {
+			p.dependents++
+			e.deps = append(e.deps, k.id.Task())
+		}
+	}
+	c.lin.tasks[tid] = e
+	t.lin = e
+	c.mu.Unlock()
+	if rec == nil {
+		return
+	}
+	r := &cpb.TaskRecord{TaskId: t.spec.TaskId, JobId: c.jobID, Function: t.spec.Function,
+		Args: make([]*cpb.LineageArg, len(e.args)), NumReturns: t.spec.NumReturns, OwnerAddress: c.address,
+		Resources: q.res, MaxRetries: int32(o.maxRetries), State: cpb.TaskState_TASK_SUBMITTED}
+	for i, a := range e.args {
+		if a.Value != nil {
+			r.Args[i] = &cpb.LineageArg{Value: a.Value.Data, Format: int32(a.Value.Format)}
+		}
+	}
+	for j, i := range t.refs {
+		r.Args[i] = &cpb.LineageArg{ObjectId: e.args[i].ObjectId, OwnerAddress: t.refKeys[j].owner}
+	}
+	if o.retryExceptions {
+		r.Options = map[string]string{"retry_exceptions": "true"}
+	}
+	if err := rec.Record(c.ctx, r); err != nil && c.ctx.Err() == nil {
+		c.log.Warn("lineage record failed", zap.String("function", t.spec.Function), zap.Error(err))
+	}
+}
+
+// reportAttempt sends the outcome (or start) of an attempt of a recorded
+// task to the control plane.
+func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) {
+	if t.lin == nil {
+		return
+	}
+	rec := c.recorder()
+	if rec == nil {
+		return
+	}
+	u := &cpb.TaskUpdate{TaskId: t.spec.TaskId, Attempt: t.spec.Attempt + 1, State: state, NodeId: node, Error: why}
+	if err := rec.Update(c.ctx, u); err != nil && c.ctx.Err() == nil {
+		c.log.Debug("lineage update failed", zap.Error(err))
+	}
+}
+
+// runEndedLocked notes that a run of a recorded task finished. c.mu is held.
+func (c *core) runEndedLocked(t *task) {
+	if t.lin != nil && t.lin.t == t {
+		t.lin.inflight = false
+	}
+}
+
+// waitCommitted waits until the records of the producers of a task's
+// stored, owned arguments are committed (commit before consume).
+func (c *core) waitCommitted(ctx context.Context, producers []ids.TaskID) {
+	if len(producers) == 0 {
+		return
+	}
+	rec := c.recorder()
+	if rec == nil {
+		return
+	}
+	if err := rec.WaitCommitted(ctx, producers...); err != nil && ctx.Err() == nil {
+		// The records are lost: the task may still run, but its inputs
+		// could not be rebuilt by anyone but this owner.
+		c.log.Warn("lineage not committed; consuming the outputs anyway", zap.Error(err))
+	}
+}
+
+// producerToWait is the task whose record must commit before v (an object
+// id owned by owner) is handed to another process, if any.
+func (c *core) producerToWait(id ids.ObjectID, owner string, v *pb.ObjectValue) (ids.TaskID, bool) {
+	if c.lin.off || v == nil || v.Location == "" || owner != c.address || id.IsPut() {
+		return ids.TaskID{}, false
+	}
+	return id.Task(), true
+}
+
+// releasedLocked is called when an owned object's count reached zero and it
+// left c.objects; it returns the object to release in the control plane
+// (ok false: none). c.mu is held.
+func (c *core) releasedLocked(id ids.ObjectID) (ids.ObjectID, bool) {
+	if c.lin.off || id.IsPut() {
+		return id, false
+	}
+	tid := id.Task()
+	e := c.lin.tasks[tid]
+	if e == nil {
+		return id, false
+	}
+	e.live--
+	c.maybeForgetLocked(tid, e)
+	return id, true
+}
+
+// maybeForgetLocked drops a retained entry that nothing needs any more and,
+// in cascade, producers only it needed. c.mu is held.
+func (c *core) maybeForgetLocked(tid ids.TaskID, e *lineageEntry) {
+	for e != nil && e.live <= 0 && e.dependents <= 0 && c.lin.tasks[tid] == e {
+		delete(c.lin.tasks, tid)
+		deps := e.deps
+		e.deps = nil
+		e = nil
+		for _, d := range deps {
+			p := c.lin.tasks[d]
+			if p == nil {
+				continue
+			}
+			p.dependents--
+			c.maybeForgetLocked(d, p)
+		}
+	}
+}
+
+// releaseLineage tells the control plane about released return objects.
+func (c *core) releaseLineage(objs []ids.ObjectID) {
+	if len(objs) == 0 {
+		return
+	}
+	if rec := c.recorder(); rec != nil {
+		if err := rec.Release(c.ctx, objs...); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("lineage release failed", zap.Error(err))
+		}
+	}
+}
+
+// lostError is an ErrObjectLost for object id, for Get and task errors.
+func lostError(id ids.ObjectID, why string) error {
+	return fmt.Errorf("%w: object %s %s", ErrObjectLost, id, why)
+}
+
+// recoverObject is called when owned object id was found lost while seen
+// was its entry. It returns the object to wait on instead: the current one
+// when a rebuild already replaced seen, or the one a rebuild it starts now
+// will complete. It fails when the object cannot be rebuilt.
+func (c *core) recoverObject(id ids.ObjectID, seen *object) (*object, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := c.objects[id]
+	if o == nil || !o.owned {
+		return nil, fmt.Errorf("%w: object %s was released", ErrObjectNotFound, id)
+	}
+	if o != seen {
+		return o, nil
+	}
+	if id.IsPut() {
+		return nil, lostError(id, "was made by Put: it cannot be rebuilt")
+	}
+	e := c.lin.tasks[id.Task()]
+	if e == nil {
+		return nil, lostError(id, "cannot be rebuilt: lineage released (or not recorded)")
+	}
+	if err := c.rebuildLocked(id, e); err != nil {
+		return nil, err
+	}
+	return c.objects[id], nil
+}
+
+// rebuildLocked resubmits a retained task to make its outputs again: its
+// stored returns still referenced are replaced by pending objects (so
+// everyone waiting for them waits for this run), and its owned arguments
+// freed since are made again first, recursively. c.mu is held.
+// id is the object that asked for it.
+func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
+	tid := id.Task()
+	old := e.t
+	if old.retriesLeft <= 0 {
+		return lostError(id, fmt.Sprintf("cannot be rebuilt: its task %s (%s) is out of retries", tid, old.spec.Function))
+	}
+	for _, r := range old.returns {
+		o := c.objects[r]
+		if o == nil || !isReady(o) || o.val.Location == "" {
+			continue // released, already pending, or inline (never lost)
+		}
+		c.objects[r] = &object{ready: make(chan struct{}), owned: true, refs: o.refs}
+	}
+	t := &task{spec: &pb.TaskSpec{TaskId: old.spec.TaskId, JobId: old.spec.JobId, Function: old.spec.Function,
+		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,
+		Attempt: old.spec.Attempt + 1, Args: slices.Clone(e.args)},
+		returns: old.returns, retriesLeft: old.retriesLeft - 1, retryExceptions: old.retryExceptions,
+		refs: old.refs, refKeys: old.refKeys, lin: e}
+	e.t, e.inflight = t, true
+	for _, k := range t.refKeys {
+		if k.owner != c.address {
+			continue
+		}
+		o := c.objects[k.id]
+		if o == nil {
+			o = c.remakeLocked(k.id)
+		}
+		o.refs++
+		t.pinned = append(t.pinned, k.id)
+	}
+	c.lin.rebuil.Add(1)
+	c.log.Info("rebuilding lost objects from lineage", zap.Stringer("task", tid), zap.String("function", t.spec.Function),
+		zap.Int32("attempt", t.spec.Attempt+1))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.reportAttempt(t, cpb.TaskState_TASK_RUNNING, "", "")
+		c.resolveAndEnqueue(e.q, t)
+	}()
+	return nil
+}
+
+// remakeLocked brings back a freed owned object an argument needs: pending
+// while its retained task runs again, or failed at once when it cannot be
+// rebuilt. Its count starts at zero (the caller pins it). c.mu is held.
+func (c *core) remakeLocked(id ids.ObjectID) *object {
+	o := &object{ready: make(chan struct{}), owned: true}
+	c.objects[id] = o
+	var err error
+	if id.IsPut() {
+		err = lostError(id, "was released and made by Put: it cannot be rebuilt")
+	} else if p := c.lin.tasks[id.Task()]; p == nil {
+		err = lostError(id, "was released and cannot be rebuilt: lineage released")
+	} else {
+		p.live++
+		if !p.inflight {
+			err = c.rebuildLocked(id, p)
+		}
+	}
+	if err != nil {
+		o.val = &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: err.Error()}}
+		close(o.ready)
+	}
+	return o
+}
+
+// lostArg handles a task whose worker could not read an argument this
+// process owns: the argument is rebuilt and the task pushed again, without
+// consuming its retries. It reports false when the error is not that.
+func (c *core) lostArg(q *shapeQueue, t *task, e *pb.TaskError) bool {
+	if (e.Kind != pb.ErrorKind_ERROR_OBJECT_LOST && e.Kind != pb.ErrorKind_ERROR_OBJECT_NOT_FOUND) ||
+		len(e.ObjectId) == 0 || t.lostRounds >= maxLostArgRounds || c.lin.off {
+		return false
+	}
+	id, err := ids.ObjectFromBytes(e.ObjectId)
+	if err != nil {
+		return false
+	}
+	j := slices.IndexFunc(t.refKeys, func(k objectKey) bool { return k.id == id && k.owner == c.address })
+	if j < 0 || j >= len(t.argObjs) || t.argObjs[j] == nil {
+		return false
+	}
+	t.lostRounds++
+	seen := t.argObjs[j]
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if _, err := c.recoverObject(id, seen); err != nil {
+			c.fail(t, &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: fmt.Sprintf("argument: %v", err), ObjectId: e.ObjectId})
+			return
+		}
+		c.resolveAndEnqueue(q, t)
+	}()
+	return true
+}
+
+// lineageRebuilds is how many tasks this process resubmitted to rebuild
+// lost objects (tests count them).
+func lineageRebuilds() int64 {
+	c, err := current()
+	if err != nil {
+		return 0
+	}
+	return c.lin.rebuil.Load()
+}
+
+// retainedTasks is how many task specs this process retains (tests).
+func retainedTasks() int {
+	c, err := current()
+	if err != nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lin.tasks)
+}
+
+// recorderStats returns the lineage recorder's counters (tests).
+func recorderStats() lineage.Stats {
+	c, err := current()
+	if err != nil || c.recorder() == nil {
+		return lineage.Stats{}
+	}
+	return c.lin.rec.Stats()
+}

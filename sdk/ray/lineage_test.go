@@ -1,0 +1,321 @@
+package ray_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/launcher"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
+	"github.com/manta-ray/manta/sdk/ray"
+)
+
+// chainBytes is the size of each output of the reconstruction chains.
+const chainBytes = 10 << 20
+
+// chainLen is the number of tasks in a chain.
+const chainLen = 10
+
+// chainNext is one step of a chain: a deterministic function of the
+// previous output, so a rebuilt step makes the same bytes.
+func chainNext(prev []byte, i int) []byte {
+	out := make([]byte, len(prev))
+	for j := range prev {
+		out[j] = prev[j]*31 + byte(i) + byte(j>>8)
+	}
+	return out
+}
+
+var (
+	chainSeed = ray.Func1("test.ChainSeed", func(_ context.Context, n int) ([]byte, error) { return bytesOf(n), nil })
+	chainStep = ray.Func2("test.ChainStep", func(_ context.Context, prev []byte, i int) ([]byte, error) {
+		return chainNext(prev, i), nil
+	})
+)
+
+// chainDigest is the SHA-256 of a chain's last output, computed here.
+func chainDigest() string {
+	b := bytesOf(chainBytes)
+	for i := 2; i <= chainLen; i++ {
+		b = chainNext(b, i)
+	}
+	return shaOf(b)
+}
+
+// taskOf is the task that made a ref's object.
+func taskOf[T any](t *testing.T, ref ray.ObjectRef[T]) ids.TaskID {
+	t.Helper()
+	o, err := ids.ObjectFromBytes(objectID(t, ref.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Task()
+}
+
+// waitRecord waits until the control plane's record of task satisfies ok
+// (a nil record: none) and returns it.
+func waitRecord(t *testing.T, ctx context.Context, cp *cpclient.Client, task ids.TaskID, what string, ok func(*cpb.TaskRecord) bool) *cpb.TaskRecord {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec, err := cp.GetLineageTask(ctx, task, false)
+		if err != nil {
+			rec = nil
+		}
+		if ok(rec) {
+			return rec
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record of task %s: %v (%v); want %s", task, rec, err, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLineageCluster records and rebuilds lineage on a real cluster (3
+// heads, 3 raylets, separate processes): records reach the control plane
+// and go when their refs are released; outputs lost with a SIGKILLed raylet
+// are rebuilt by resubmitting their tasks (once however many Gets ask),
+// also across a leader failover; a lost Put object fails at once.
+func TestLineageCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// node-1 ("a") is the driver's; node-2 ("mid") holds the middle and
+	// last outputs of the first chain; node-3 ("c") holds one of its
+	// early outputs. The nodes added later stand in for a dead "mid".
+	c, err := launcher.Start(ctx, launcher.Options{Binary: buildManta(t), Heads: 3, Nodes: 3, DataDir: t.TempDir(),
+		NodeArgs: func(i int) []string {
+			return []string{"--num-cpus", "2", "--resources", []string{"a=1", "mid=1", "c=1"}[i]}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	nodes := c.Nodes()
+	if err := ray.Init(ctx, ray.Address(strings.Join(c.Addresses(), ",")), ray.Token(c.Token()),
+		ray.Raylet(nodes[0].Address)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ray.Shutdown(context.Background()) })
+	cp, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	on := func(res string) ray.CallOption { return ray.Resources(map[string]float64{res: 1}) }
+	want := chainDigest()
+
+	// chain submits the chain: steps 1-2 on "a", 3 on "c", 4-10 on "mid".
+	chain := func() []ray.ObjectRef[[]byte] {
+		refs := []ray.ObjectRef[[]byte]{chainSeed.Remote(ctx, ray.Val(chainBytes), on("a"))}
+		for i := 2; i <= chainLen; i++ {
+			where := "mid"
+			switch {
+			case i <= 2:
+				where = "a"
+			case i == 3:
+				where = "c"
+			}
+			refs = append(refs, chainStep.Remote(ctx, refs[i-2], ray.Val(i), on(where)))
+		}
+		return refs
+	}
+	// replaceMid kills the raylet holding the "mid" outputs (by PID) and
+	// adds a new one with the resource, where the rebuilt steps run.
+	replaceMid := func(t *testing.T, node int) int {
+		t.Helper()
+		if err := c.KillNode(node); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.AddNode(ctx, "--num-cpus", "2", "--resources", "mid=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	attempts := func(t *testing.T, refs []ray.ObjectRef[[]byte], from, to, want int32) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			waitRecord(t, ctx, cp, taskOf(t, refs[i-1]), fmt.Sprintf("step %d with %d attempts", i, want), func(r *cpb.TaskRecord) bool {
+				return r != nil && r.Attempts == want && r.State == cpb.TaskState_TASK_FINISHED
+			})
+		}
+	}
+
+	t.Run("a record is visible, then collected once released", func(t *testing.T) {
+		base := ray.RetainedTasks()
+		ref := square.Remote(ctx, ray.Val(7))
+		if v, err := ray.Get(ctx, ref); err != nil || v != 49 {
+			t.Fatalf("Square(7) = %d, %v", v, err)
+		}
+		task := taskOf(t, ref)
+		rec := waitRecord(t, ctx, cp, task, "finished", func(r *cpb.TaskRecord) bool {
+			return r != nil && r.State == cpb.TaskState_TASK_FINISHED
+		})
+		if rec.Function != "test.Square" || rec.Attempts != 1 || len(rec.Args) != 1 || len(rec.Args[0].Value) == 0 {
+			t.Fatalf("record %v; want test.Square, 1 attempt, one inline argument", rec)
+		}
+		if ray.RetainedTasks() != base+1 {
+			t.Fatalf("%d retained specs; want %d", ray.RetainedTasks(), base+1)
+		}
+		ref.Release()
+		waitRecord(t, ctx, cp, task, "collected", func(r *cpb.TaskRecord) bool { return r == nil })
+		if n := ray.RetainedTasks(); n != base {
+			t.Fatalf("%d retained specs after the release; want %d", n, base)
+		}
+		// A chain-free workload keeps nothing once its refs are dropped.
+		var refs []ray.ObjectRef[int]
+		for i := range 1000 {
+			refs = append(refs, square.Remote(ctx, ray.Val(i)))
+		}
+		if _, err := ray.GetAll(ctx, refs); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range refs {
+			r.Release()
+		}
+		if n := ray.RetainedTasks(); n != base {
+			t.Fatalf("%d retained specs after 1000 released tasks; want %d", n, base)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st, err := cp.LineageStats(ctx, false)
+			if err == nil && st.Records == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("lineage stats %v (%v); want no records left", st, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	t.Run("a chain whose middle raylet died is rebuilt; 100 Gets rebuild once", func(t *testing.T) {
+		start := time.Now()
+		refs := chain()
+		last := refs[chainLen-1]
+		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[[]byte]{last}, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		compute := time.Since(start)
+		// Another output of "mid", read by 100 Gets at once once lost.
+		lone := makeBytes.Remote(ctx, ray.Val(1<<20), on("mid"))
+		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[[]byte]{lone}, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		attempts(t, refs, 1, chainLen, 1)
+		replaceMid(t, 1)
+
+		before := ray.LineageRebuilds()
+		var wg sync.WaitGroup
+		errs := make([]error, 100)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b, err := ray.Get(ctx, lone)
+				if err == nil && shaOf(b) != shaOf(bytesOf(1<<20)) {
+					err = errors.New("wrong bytes")
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("Get %d of the lost object: %v", i, err)
+			}
+		}
+		if n := ray.LineageRebuilds() - before; n != 1 {
+			t.Fatalf("100 Gets of one lost object resubmitted %d tasks; want 1", n)
+		}
+		waitRecord(t, ctx, cp, taskOf(t, lone), "2 attempts", func(r *cpb.TaskRecord) bool { return r != nil && r.Attempts == 2 })
+
+		start = time.Now()
+		b, err := ray.Get(ctx, last)
+		if err != nil {
+			t.Fatalf("Get of the last output: %v", err)
+		}
+		rebuild := time.Since(start)
+		if got := shaOf(b); got != want {
+			t.Fatalf("last output sha %s; want %s", got, want)
+		}
+		// Steps 4-10 lived on the dead node; 1-3 did not and ran once.
+		attempts(t, refs, 1, 3, 1)
+		attempts(t, refs, 4, chainLen, 2)
+		t.Logf("chain of %d x %d MiB: computed in %v, 7 steps rebuilt in %v", chainLen, chainBytes>>20, compute, rebuild)
+	})
+
+	t.Run("a released chain is rebuilt across a leader failover", func(t *testing.T) {
+		start := time.Now()
+		refs := chain()
+		last := refs[chainLen-1]
+		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[[]byte]{last}, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		compute := time.Since(start)
+		attempts(t, refs, 1, chainLen, 1)
+		// Only the last ref is kept: the others' bytes are freed, their
+		// specs retained because the last depends on them.
+		for _, r := range refs[:chainLen-1] {
+			r.Release()
+		}
+		replaceMid(t, len(c.Nodes())-1)
+		leader, _, err := c.WaitLeader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			b   []byte
+			err error
+		}
+		got := make(chan result, 1)
+		start = time.Now()
+		go func() {
+			b, err := ray.Get(ctx, last)
+			got <- result{b, err}
+		}()
+		if err := c.Kill(leader); err != nil {
+			t.Fatal(err)
+		}
+		r := <-got
+		rebuild := time.Since(start)
+		if r.err != nil {
+			t.Fatalf("Get of the last output: %v", r.err)
+		}
+		if s := shaOf(r.b); s != want {
+			t.Fatalf("last output sha %s; want %s", s, want)
+		}
+		// Every step was freed or lost: all ran again.
+		attempts(t, refs, 1, chainLen, 2)
+		t.Logf("released chain of %d x %d MiB: computed in %v, rebuilt (10 steps, leader killed) in %v",
+			chainLen, chainBytes>>20, compute, rebuild)
+	})
+
+	t.Run("a lost Put object fails at once", func(t *testing.T) {
+		ref, err := ray.Put(ctx, bytesOf(1<<20)) // stored on node-1
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.KillNode(0); err != nil {
+			t.Fatal(err)
+		}
+		bounded, cancelBounded := context.WithTimeout(ctx, 30*time.Second)
+		defer cancelBounded()
+		start := time.Now()
+		_, err = ray.Get(bounded, ref)
+		if !errors.Is(err, ray.ErrObjectLost) || !strings.Contains(err.Error(), "made by Put") {
+			t.Fatalf("Get of a lost Put object: %v; want ErrObjectLost made by Put", err)
+		}
+		t.Logf("lost Put object reported in %v: %v", time.Since(start), err)
+	})
+}
