@@ -180,6 +180,7 @@ func newMicrobenchmarkCommand() *cobra.Command {
 		address  string
 		token    string
 		duration time.Duration
+		noLin    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "microbenchmark [--only NAME,...] [--json] [--address HEADS]",
@@ -199,6 +200,9 @@ func newMicrobenchmarkCommand() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			var opts []ray.InitOption
+			if noLin {
+				opts = append(opts, ray.RecordLineage(false))
+			}
 			if address != "" {
 				opts = append(opts, ray.Address(address))
 				if token != "" {
@@ -247,5 +251,6 @@ func newMicrobenchmarkCommand() *cobra.Command {
 	fs.StringVar(&address, "address", "", "heads of a running cluster (default: an embedded cluster)")
 	fs.StringVar(&token, "token", "", "cluster token with --address (default $MANTA_TOKEN)")
 	fs.DurationVar(&duration, "duration", 3*time.Second, "how long each metric runs")
+	fs.BoolVar(&noLin, "no-lineage", false, "the driver records no lineage (to measure what recording costs)")
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/launcher"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
@@ -153,22 +154,39 @@ func TestLineageCluster(t *testing.T) {
 
 	t.Run("a record is visible, then collected once released", func(t *testing.T) {
 		base := ray.RetainedTasks()
-		ref := square.Remote(ctx, ray.Val(7))
-		if v, err := ray.Get(ctx, ref); err != nil || v != 49 {
-			t.Fatalf("Square(7) = %d, %v", v, err)
+		// An inline output is never lost without its owner: not recorded.
+		sq := square.Remote(ctx, ray.Val(1024))
+		if v, err := ray.Get(ctx, sq); err != nil || v != 1<<20 {
+			t.Fatalf("Square(1024) = %d, %v", v, err)
 		}
-		task := taskOf(t, ref)
-		rec := waitRecord(t, ctx, cp, task, "finished", func(r *cpb.TaskRecord) bool {
+		if rec, err := cp.GetLineageTask(ctx, taskOf(t, sq), false); !errors.Is(err, fsm.ErrLineageNotFound) {
+			t.Fatalf("record of a task with an inline output: %v, %v; want not recorded", rec, err)
+		}
+		// A stored output is recorded when its task finishes, together
+		// with its unrecorded upstream task.
+		ref := makeBytes.Remote(ctx, sq)
+		if b, err := ray.Get(ctx, ref); err != nil || len(b) != 1<<20 {
+			t.Fatalf("MakeBytes(Square(1024)) = %d bytes, %v", len(b), err)
+		}
+		rec := waitRecord(t, ctx, cp, taskOf(t, ref), "finished", func(r *cpb.TaskRecord) bool {
 			return r != nil && r.State == cpb.TaskState_TASK_FINISHED
 		})
-		if rec.Function != "test.Square" || rec.Attempts != 1 || len(rec.Args) != 1 || len(rec.Args[0].Value) == 0 {
-			t.Fatalf("record %v; want test.Square, 1 attempt, one inline argument", rec)
+		if rec.Function != "test.MakeBytes" || rec.Attempts != 1 || len(rec.Args) != 1 || len(rec.Args[0].ObjectId) == 0 {
+			t.Fatalf("record %v; want test.MakeBytes, 1 attempt, one reference argument", rec)
 		}
-		if ray.RetainedTasks() != base+1 {
-			t.Fatalf("%d retained specs; want %d", ray.RetainedTasks(), base+1)
+		up := waitRecord(t, ctx, cp, taskOf(t, sq), "finished", func(r *cpb.TaskRecord) bool {
+			return r != nil && r.State == cpb.TaskState_TASK_FINISHED
+		})
+		if up.Function != "test.Square" || len(up.Args) != 1 || len(up.Args[0].Value) == 0 {
+			t.Fatalf("upstream record %v; want test.Square with one inline argument", up)
 		}
+		if ray.RetainedTasks() != base+2 {
+			t.Fatalf("%d retained specs; want %d", ray.RetainedTasks(), base+2)
+		}
+		sq.Release()
 		ref.Release()
-		waitRecord(t, ctx, cp, task, "collected", func(r *cpb.TaskRecord) bool { return r == nil })
+		waitRecord(t, ctx, cp, taskOf(t, ref), "collected", func(r *cpb.TaskRecord) bool { return r == nil })
+		waitRecord(t, ctx, cp, taskOf(t, sq), "collected", func(r *cpb.TaskRecord) bool { return r == nil })
 		if n := ray.RetainedTasks(); n != base {
 			t.Fatalf("%d retained specs after the release; want %d", n, base)
 		}

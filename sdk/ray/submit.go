@@ -437,6 +437,9 @@ func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult, node strin
 		}
 		return
 	}
+	// A stored return can be lost with its node: record the task before
+	// anyone can consume the returns (lineage.go).
+	sent := storesAny(res) && c.persist(t, node)
 	c.completeReturns(t.returns, t.spec.Function, res, "the task")
 	c.mu.Lock()
 	pinned := t.pinned
@@ -444,7 +447,9 @@ func (c *core) finishTask(q *shapeQueue, t *task, res *pb.TaskResult, node strin
 	c.runEndedLocked(t)
 	c.mu.Unlock()
 	c.unpinArgs(pinned)
-	c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "")
+	if !sent {
+		c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "")
+	}
 }
 
 // completeReturns completes a finished task's or call's return objects
