@@ -3,6 +3,7 @@ package arena
 import (
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,4 +70,15 @@ func (r *Reader) Close() error {
 	err := unix.Munmap(r.data)
 	r.data = nil
 	return err
+}
+
+// Holds says whether b's bytes lie inside this mapping (b is a view from
+// View rather than a copy).
+func (r *Reader) Holds(b []byte) bool {
+	if r.data == nil || len(b) == 0 {
+		return false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(r.data)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return p >= base && p+uintptr(len(b)) <= base+uintptr(len(r.data))
 }

@@ -12,9 +12,21 @@ import (
 // replies; larger ones go to the node's object store (Ray's 100 KiB).
 const InlineLimit = 100 << 10
 
+// ReadOnlyBytes is a []byte a task takes without a copy: as a parameter of
+// a remote function, a large argument arrives as a view of the node's
+// shared-memory object store instead of a private copy (Ray hands out
+// read-only numpy arrays the same way). The view is read-only: writing to
+// it crashes the worker. It is valid until the task returns; keep a copy
+// for longer. Small (inline) arguments arrive as ordinary bytes. Elsewhere
+// (results, Put, Get) it is a []byte like any other.
+type ReadOnlyBytes []byte
+
 // encode is the one codec: msgpack for values, []byte carried raw.
 func encode(v any) (*pb.ObjectValue, error) {
-	if b, ok := v.([]byte); ok {
+	switch b := v.(type) {
+	case []byte:
+		return &pb.ObjectValue{Data: b, Format: pb.Format_FORMAT_RAW}, nil
+	case ReadOnlyBytes:
 		return &pb.ObjectValue{Data: b, Format: pb.Format_FORMAT_RAW}, nil
 	}
 	b, err := msgpack.Marshal(v)
@@ -28,7 +40,11 @@ func encode(v any) (*pb.ObjectValue, error) {
 func decode[T any](data []byte, format pb.Format) (T, error) {
 	var v T
 	if format == pb.Format_FORMAT_RAW {
-		if p, ok := any(&v).(*[]byte); ok {
+		switch p := any(&v).(type) {
+		case *[]byte:
+			*p = data
+			return v, nil
+		case *ReadOnlyBytes:
 			*p = data
 			return v, nil
 		}

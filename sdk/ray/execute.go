@@ -43,7 +43,8 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 		if v.Location != "" {
 			oid, _ := ids.ObjectFromBytes(a.ObjectId)
 			var release func()
-			v, release, err = c.argValue(ctx, v, oid, spec.OwnerAddress)
+			inPlace := f != nil && i < len(f.inPlace) && f.inPlace[i]
+			v, release, err = c.argValue(ctx, v, oid, spec.OwnerAddress, inPlace)
 			if release != nil {
 				releases = append(releases, release)
 			}
@@ -76,13 +77,15 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 // copied out of the mapping: the task owns its []byte and may write it.
 // A worker never unmaps its arenas (it never closes its core), so the
 // view may be held while the task runs.
-func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID, owner string) (*pb.ObjectValue, func(), error) {
+func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID, owner string, inPlace bool) (*pb.ObjectValue, func(), error) {
 	view, format, release, err := c.mapObject(ctx, v, id, owner)
 	if err != nil {
 		return nil, nil, err
 	}
 	if view != nil {
-		if format == pb.Format_FORMAT_RAW {
+		// A ReadOnlyBytes parameter takes the view itself, pinned until the
+		// task returns; a []byte gets its own copy.
+		if format == pb.Format_FORMAT_RAW && !inPlace {
 			data := append([]byte(nil), view...)
 			release()
 			return &pb.ObjectValue{Data: data, Format: format}, nil, nil

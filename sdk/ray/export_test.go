@@ -39,3 +39,13 @@ func RetainedTasks() int { return retainedTasks() }
 
 // LineageRecorderStats is this process's lineage recorder's counters.
 func LineageRecorderStats() lineage.Stats { return recorderStats() }
+
+// InArena says whether b is a view of a node arena this process mapped
+// (an argument read in place) rather than a copy.
+func InArena(b []byte) bool {
+	c, err := current()
+	if err != nil {
+		return false
+	}
+	return c.arenas.holds(b)
+}

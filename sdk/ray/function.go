@@ -16,6 +16,16 @@ type function struct {
 	// call decodes the arguments, runs the function and returns its
 	// results, still to be encoded.
 	call func(ctx context.Context, args []*pb.ObjectValue) ([]any, error)
+	// inPlace marks the parameters of type ReadOnlyBytes: a stored
+	// argument there is handed over as a view of the node's arena.
+	inPlace []bool
+}
+
+// isInPlace says whether a parameter of type T takes stored bytes in place.
+func isInPlace[T any]() bool {
+	var v T
+	_, ok := any(v).(ReadOnlyBytes)
+	return ok
 }
 
 // registry holds every remote function by name; filled at init time.
@@ -102,7 +112,7 @@ type RemoteFunc1[A, R any] struct{ f *function }
 
 // Func1 registers fn as the remote function name.
 func Func1[A, R any](name string, fn func(context.Context, A) (R, error)) RemoteFunc1[A, R] {
-	return RemoteFunc1[A, R]{register(&function{name: name, nargs: 1, nret: 1,
+	return RemoteFunc1[A, R]{register(&function{name: name, nargs: 1, nret: 1, inPlace: []bool{isInPlace[A]()},
 		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 1); err != nil {
 				return nil, err
@@ -130,7 +140,7 @@ type RemoteFunc2[A, B, R any] struct{ f *function }
 
 // Func2 registers fn as the remote function name.
 func Func2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) RemoteFunc2[A, B, R] {
-	return RemoteFunc2[A, B, R]{register(&function{name: name, nargs: 2, nret: 1,
+	return RemoteFunc2[A, B, R]{register(&function{name: name, nargs: 2, nret: 1, inPlace: []bool{isInPlace[A](), isInPlace[B]()},
 		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 2); err != nil {
 				return nil, err
@@ -162,7 +172,7 @@ type RemoteFunc3[A, B, C, R any] struct{ f *function }
 
 // Func3 registers fn as the remote function name.
 func Func3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) RemoteFunc3[A, B, C, R] {
-	return RemoteFunc3[A, B, C, R]{register(&function{name: name, nargs: 3, nret: 1,
+	return RemoteFunc3[A, B, C, R]{register(&function{name: name, nargs: 3, nret: 1, inPlace: []bool{isInPlace[A](), isInPlace[B](), isInPlace[C]()},
 		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 3); err != nil {
 				return nil, err
@@ -199,7 +209,7 @@ type RemoteFunc1x2[A, R1, R2 any] struct{ f *function }
 
 // Func1x2 registers fn as the remote function name.
 func Func1x2[A, R1, R2 any](name string, fn func(context.Context, A) (R1, R2, error)) RemoteFunc1x2[A, R1, R2] {
-	return RemoteFunc1x2[A, R1, R2]{register(&function{name: name, nargs: 1, nret: 2,
+	return RemoteFunc1x2[A, R1, R2]{register(&function{name: name, nargs: 1, nret: 2, inPlace: []bool{isInPlace[A]()},
 		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 1); err != nil {
 				return nil, err

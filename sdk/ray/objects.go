@@ -90,6 +90,18 @@ func (a *arenas) reader(path string) (*arena.Reader, error) {
 	return r, nil
 }
 
+// holds says whether b is a view of one of the arenas this process mapped.
+func (a *arenas) holds(b []byte) bool {
+	a.openMu.Lock()
+	defer a.openMu.Unlock()
+	for _, r := range a.readers {
+		if r.Holds(b) {
+			return true
+		}
+	}
+	return false
+}
+
 // close unmaps every arena once no access is in progress.
 func (a *arenas) close() {
 	a.mu.Lock()

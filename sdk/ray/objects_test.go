@@ -32,9 +32,22 @@ var (
 		s := sha256.Sum256(b)
 		return digest{SHA: hex.EncodeToString(s[:]), Mapped: ray.MappedReads()}, nil
 	})
+	// readInPlace reports what a ReadOnlyBytes parameter saw: its digest
+	// and whether it was a view of the node's arena.
+	readInPlace = ray.Func1("test.ReadInPlace", func(_ context.Context, b ray.ReadOnlyBytes) (inPlace, error) {
+		return inPlace{SHA: shaOf(b), View: ray.InArena(b)}, nil
+	})
+	copyOf = ray.Func1("test.CopyOf", func(_ context.Context, b []byte) (inPlace, error) {
+		return inPlace{SHA: shaOf(b), View: ray.InArena(b)}, nil
+	})
 	// makeBytes returns n bytes of a pattern, stored on the node it ran on.
 	makeBytes = ray.Func1("test.MakeBytes", func(_ context.Context, n int) ([]byte, error) { return bytesOf(n), nil })
 )
+
+type inPlace struct {
+	SHA  string
+	View bool
+}
 
 func shaOf(b []byte) string {
 	s := sha256.Sum256(b)
@@ -103,6 +116,28 @@ func TestObjectRefcountEmbedded(t *testing.T) {
 	t.Cleanup(func() { ray.Shutdown(context.Background()) })
 	addr, token := ray.EmbeddedRaylet()
 	big := bytesOf(4 << 20)
+
+	t.Run("a ReadOnlyBytes parameter reads the arena in place, a []byte one a copy", func(t *testing.T) {
+		ref, err := ray.Put(ctx, ray.ReadOnlyBytes(big))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ref.Release()
+		got, err := ray.Get(ctx, readInPlace.Remote(ctx, ref))
+		if err != nil || got.SHA != shaOf(big) || !got.View {
+			t.Fatalf("ReadOnlyBytes argument: %+v, %v; want the right bytes, viewed in place", got, err)
+		}
+		made := makeBytes.Remote(ctx, ray.Val(len(big)))
+		defer made.Release()
+		got, err = ray.Get(ctx, readInPlace.Remote(ctx, ray.ReadOnly(made)))
+		if err != nil || got.SHA != shaOf(big) || !got.View {
+			t.Fatalf("a []byte result read through ReadOnly: %+v, %v; want the right bytes, viewed in place", got, err)
+		}
+		got, err = ray.Get(ctx, copyOf.Remote(ctx, made))
+		if err != nil || got.SHA != shaOf(big) || got.View {
+			t.Fatalf("[]byte argument: %+v, %v; want the right bytes, copied", got, err)
+		}
+	})
 
 	t.Run("Release frees the object and Get then says not found", func(t *testing.T) {
 		ref, err := ray.Put(ctx, big)

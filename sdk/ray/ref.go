@@ -69,3 +69,10 @@ type argument struct {
 	owner string
 	value *pb.ObjectValue
 }
+
+// ReadOnly is the same object as a ReadOnlyBytes ref, to pass a []byte
+// result to a function that reads it in place (a ReadOnlyBytes parameter).
+// The two refs count as one.
+func ReadOnly(r ObjectRef[[]byte]) ObjectRef[ReadOnlyBytes] {
+	return ObjectRef[ReadOnlyBytes]{id: r.id, owner: r.owner, err: r.err, h: r.h}
+}
