@@ -2,11 +2,13 @@ package raylet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/controlplane/fsm"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/workerpool"
@@ -39,6 +41,55 @@ func (r *Raylet) reportActorFailure(actorID string, w *workerpool.Worker, ownerD
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// strayActorLoop ends actor workers the actor table no longer names. A
+// placement whose leader lost leadership after the lease was granted (but
+// before it heard back) leaves a worker nobody will use or kill: it would
+// hold its resources for as long as the actor's owner lives. Every
+// ActorCheck the raylet asks the control plane (a linearizable read) about
+// each actor lease older than ActorCheck and kills the worker when the
+// actor is unknown, DEAD, or ALIVE on another worker. A PENDING or
+// RESTARTING actor keeps its worker: it may be the placement under way.
+func (r *Raylet) strayActorLoop() {
+	t := time.NewTicker(r.cfg.ActorCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		type held struct{ actor, worker string }
+		var check []held
+		r.mu.Lock()
+		for _, l := range r.leases {
+			if l.actorID != "" && time.Since(l.granted) >= r.cfg.ActorCheck {
+				check = append(check, held{l.actorID, l.worker.ID})
+			}
+		}
+		r.mu.Unlock()
+		for _, h := range check {
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			a, err := r.cp.GetActor(ctx, &cpb.GetActorRequest{ActorId: h.actor})
+			cancel()
+			var why string
+			switch {
+			case errors.Is(err, fsm.ErrActorNotFound):
+				why = "the actor is unknown"
+			case err != nil:
+				continue // no answer: ask again next time
+			case a.State == cpb.ActorState_DEAD:
+				why = "the actor is dead"
+			case a.State == cpb.ActorState_ALIVE && a.WorkerId != h.worker:
+				why = "the actor lives on worker " + a.WorkerId
+			default:
+				continue
+			}
+			r.log.Warn("killing a stray actor worker", zap.String("actor", h.actor), zap.String("worker", h.worker), zap.String("why", why))
+			_, _ = r.KillActorWorker(r.ctx, &pb.KillActorWorkerRequest{ActorId: h.actor, WorkerId: h.worker})
+		}
 	}
 }
 

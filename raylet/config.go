@@ -59,7 +59,10 @@ type Config struct {
 	// default the node's CPUs, negative for none.
 	PrestartWorkers int
 	OwnerCheck      time.Duration // owner liveness check; default 1s
-	MaxSpillHops    int           // default 4
+	// ActorCheck is how often actor workers are checked against the actor
+	// table (strays of an interrupted placement are killed); default 5s.
+	ActorCheck   time.Duration
+	MaxSpillHops int // default 4
 
 	Logger *zap.Logger
 	Knobs  TestingKnobs

@@ -42,6 +42,7 @@ type lease struct {
 	// actorID is set for an actor's dedicated worker: its death is
 	// reported to the control plane, which restarts or buries the actor.
 	actorID string
+	granted time.Time
 }
 
 func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (*pb.LeaseReply, error) {
@@ -298,7 +299,8 @@ func (r *Raylet) grant(q *leaseReq) {
 		return
 	default:
 	}
-	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w, actorID: q.req.ActorId}
+	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w, actorID: q.req.ActorId,
+		granted: time.Now()}
 	if q.req.Detached {
 		r.pool.Detach(w)
 	}

@@ -93,6 +93,9 @@ func New(cfg Config) (*Raylet, error) {
 	if cfg.OwnerCheck == 0 {
 		cfg.OwnerCheck = time.Second
 	}
+	if cfg.ActorCheck == 0 {
+		cfg.ActorCheck = 5 * time.Second
+	}
 	if cfg.MaxSpillHops == 0 {
 		cfg.MaxSpillHops = 4
 	}
@@ -167,6 +170,7 @@ func New(cfg Config) (*Raylet, error) {
 	r.goRun(r.scheduleLoop)
 	r.goRun(r.jobLoop)
 	r.goRun(r.ownerLoop)
+	r.goRun(r.strayActorLoop)
 	r.log.Info("raylet started", zap.String("address", r.Address()), zap.Any("resources", res))
 	return r, nil
 }
