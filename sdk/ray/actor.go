@@ -7,10 +7,14 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"time"
 
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/internal/ids"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -104,7 +108,9 @@ func Actor0[T any](name string, newFn func(context.Context) (T, error)) ActorCla
 
 // Remote creates an actor; it returns once the control plane has
 // registered it (its placement goes on in the background: calls made
-// meanwhile wait for it).
+// meanwhile wait for it). With reference arguments (the other arities)
+// it does not wait for them either: the actor is DEPENDENCIES_UNREADY until
+// they are ready, and DEAD with the argument's error if one fails.
 func (a ActorClass0[T]) Remote(ctx context.Context, opts ...CallOption) (ActorHandle[T], error) {
 	id, err := createActor(ctx, a.c, nil, opts)
 	return ActorHandle[T]{ActorID: id}, err
@@ -136,6 +142,76 @@ func Actor1[T, A any](name string, newFn func(context.Context, A) (T, error)) Ac
 // Remote creates an actor (see ActorClass0.Remote).
 func (a ActorClass1[T, A]) Remote(ctx context.Context, x Arg[A], opts ...CallOption) (ActorHandle[T], error) {
 	id, err := createActor(ctx, a.c, []argumenter{x}, opts)
+	return ActorHandle[T]{ActorID: id}, err
+}
+
+// ActorClass2 is an actor class whose constructor takes two arguments.
+type ActorClass2[T, A, B any] struct{ c *actorClass }
+
+func (a ActorClass2[T, A, B]) class() *actorClass { return a.c }
+func (ActorClass2[T, A, B]) instance(T)           {}
+
+// Name is the class's registered name.
+func (a ActorClass2[T, A, B]) Name() string { return a.c.name }
+
+// Actor2 registers an actor class whose constructor takes two arguments.
+func Actor2[T, A, B any](name string, newFn func(context.Context, A, B) (T, error)) ActorClass2[T, A, B] {
+	return ActorClass2[T, A, B]{registerClass[T](name, func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
+		if err := checkArity(name, args, 2); err != nil {
+			return nil, err
+		}
+		x, err := arg[A](args, 0)
+		if err != nil {
+			return nil, err
+		}
+		y, err := arg[B](args, 1)
+		if err != nil {
+			return nil, err
+		}
+		return newFn(ctx, x, y)
+	})}
+}
+
+// Remote creates an actor (see ActorClass0.Remote).
+func (a ActorClass2[T, A, B]) Remote(ctx context.Context, x Arg[A], y Arg[B], opts ...CallOption) (ActorHandle[T], error) {
+	id, err := createActor(ctx, a.c, []argumenter{x, y}, opts)
+	return ActorHandle[T]{ActorID: id}, err
+}
+
+// ActorClass3 is an actor class whose constructor takes three arguments.
+type ActorClass3[T, A, B, C any] struct{ c *actorClass }
+
+func (a ActorClass3[T, A, B, C]) class() *actorClass { return a.c }
+func (ActorClass3[T, A, B, C]) instance(T)           {}
+
+// Name is the class's registered name.
+func (a ActorClass3[T, A, B, C]) Name() string { return a.c.name }
+
+// Actor3 registers an actor class whose constructor takes three arguments.
+func Actor3[T, A, B, C any](name string, newFn func(context.Context, A, B, C) (T, error)) ActorClass3[T, A, B, C] {
+	return ActorClass3[T, A, B, C]{registerClass[T](name, func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
+		if err := checkArity(name, args, 3); err != nil {
+			return nil, err
+		}
+		x, err := arg[A](args, 0)
+		if err != nil {
+			return nil, err
+		}
+		y, err := arg[B](args, 1)
+		if err != nil {
+			return nil, err
+		}
+		z, err := arg[C](args, 2)
+		if err != nil {
+			return nil, err
+		}
+		return newFn(ctx, x, y, z)
+	})}
+}
+
+// Remote creates an actor (see ActorClass0.Remote).
+func (a ActorClass3[T, A, B, C]) Remote(ctx context.Context, x Arg[A], y Arg[B], z Arg[C], opts ...CallOption) (ActorHandle[T], error) {
+	id, err := createActor(ctx, a.c, []argumenter{x, y, z}, opts)
 	return ActorHandle[T]{ActorID: id}, err
 }
 
@@ -210,8 +286,78 @@ func (m ActorMethod2[T, A, B, R]) Remote(ctx context.Context, h ActorHandle[T], 
 	return refsOf[R](submitActorCall(ctx, h.ActorID, m.m, []argumenter{a, b}))
 }
 
+// ActorMethod3 is a method of three arguments.
+type ActorMethod3[T, A, B, C, R any] struct{ m *actorMethod }
+
+// Method3 registers a method of three arguments.
+func Method3[T, A, B, C, R any](class ActorType[T], name string, fn func(T, context.Context, A, B, C) (R, error)) ActorMethod3[T, A, B, C, R] {
+	return ActorMethod3[T, A, B, C, R]{registerMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
+		if err := checkArity(name, args, 3); err != nil {
+			return nil, err
+		}
+		a, err := arg[A](args, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](args, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](args, 2)
+		if err != nil {
+			return nil, err
+		}
+		r, err := fn(inst.(T), ctx, a, b, c)
+		return []any{r}, err
+	})}
+}
+
+// Remote calls the method (see ActorMethod0.Remote).
+func (m ActorMethod3[T, A, B, C, R]) Remote(ctx context.Context, h ActorHandle[T], a Arg[A], b Arg[B], c Arg[C]) ObjectRef[R] {
+	return refsOf[R](submitActorCall(ctx, h.ActorID, m.m, []argumenter{a, b, c}))
+}
+
+// ActorMethod4 is a method of four arguments.
+type ActorMethod4[T, A, B, C, D, R any] struct{ m *actorMethod }
+
+// Method4 registers a method of four arguments.
+func Method4[T, A, B, C, D, R any](class ActorType[T], name string, fn func(T, context.Context, A, B, C, D) (R, error)) ActorMethod4[T, A, B, C, D, R] {
+	return ActorMethod4[T, A, B, C, D, R]{registerMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
+		if err := checkArity(name, args, 4); err != nil {
+			return nil, err
+		}
+		a, err := arg[A](args, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](args, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](args, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](args, 3)
+		if err != nil {
+			return nil, err
+		}
+		r, err := fn(inst.(T), ctx, a, b, c, d)
+		return []any{r}, err
+	})}
+}
+
+// Remote calls the method (see ActorMethod0.Remote).
+func (m ActorMethod4[T, A, B, C, D, R]) Remote(ctx context.Context, h ActorHandle[T], a Arg[A], b Arg[B], c Arg[C], d Arg[D]) ObjectRef[R] {
+	return refsOf[R](submitActorCall(ctx, h.ActorID, m.m, []argumenter{a, b, c, d}))
+}
+
 // createActor registers an actor with the control plane, whose leader
-// places it. Reference arguments are resolved first (the caller waits).
+// places it. Without reference arguments it is registered PENDING_CREATION
+// with its arguments. With them it is registered DEPENDENCIES_UNREADY (its
+// name taken, so a clash fails here) and an owned goroutine resolves the
+// references and hands the arguments over, as Ray does: the caller gets the
+// handle at once, and calls made meanwhile wait for the actor to be ALIVE.
 func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts []CallOption) (string, error) {
 	c, err := current()
 	if err != nil {
@@ -225,34 +371,16 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 	if err != nil {
 		return "", err
 	}
-	spec := &pb.TaskSpec{}
+	spec := &pb.TaskSpec{NumCpus: o.res[resources.CPU]}
 	refs, refKeys, err := encodeArgs(spec, args)
 	if err != nil {
 		return "", err
 	}
 	// Never unpinned: a restarted actor reruns its constructor with these
-	// arguments, for as long as the actor may restart.
+	// arguments, for as long as the actor may restart. Pinned before this
+	// returns, so the caller may drop its refs at once.
 	c.pinArgs(refKeys)
 	runtime.KeepAlive(args)
-	// The constructor's reference arguments are resolved before the actor
-	// is registered (DEPENDENCIES_UNREADY is not used yet).
-	for j, i := range refs {
-		ob := c.objectFor(refKeys[j])
-		select {
-		case <-ob.ready:
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
-		if ob.val.Error != nil {
-			return "", taskErrorFrom(ob.val.Error)
-		}
-		spec.Args[i].Value = c.valueOf(ob)
-	}
-	spec.NumCpus = o.res[resources.CPU]
-	init, err := proto.Marshal(&pb.PushTasksRequest{Tasks: []*pb.TaskSpec{spec}})
-	if err != nil {
-		return "", err
-	}
 	res := o.res
 	if !o.cpuSet {
 		// As in Ray, an actor holds no CPU unless it asks for one.
@@ -263,13 +391,103 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 	if maxConc == 0 {
 		maxConc = 1
 	}
-	id, err := cp.CreateActor(ctx, &cpb.ActorInfo{JobId: c.jobID, ClassName: cls.name, Name: o.name, Namespace: o.namespace,
+	info := &cpb.ActorInfo{JobId: c.jobID, ClassName: cls.name, Name: o.name, Namespace: o.namespace,
 		Detached: o.detached, MaxRestarts: int32(o.maxRestarts), MaxTaskRetries: int32(o.maxTaskRetries),
-		MaxConcurrency: int32(maxConc), Resources: res, InitArgs: init, BinarySha256: c.binarySHA, OwnerAddress: c.address})
+		MaxConcurrency: int32(maxConc), Resources: res, BinarySha256: c.binarySHA, OwnerAddress: c.address}
+	if len(refs) == 0 {
+		if info.InitArgs, err = marshalInitArgs(spec); err != nil {
+			return "", err
+		}
+	} else {
+		info.State = cpb.ActorState_DEPENDENCIES_UNREADY
+	}
+	id, err := cp.CreateActor(ctx, info)
 	if err != nil {
 		return "", fmt.Errorf("ray: create actor %s: %w", cls.name, err)
 	}
+	if len(refs) > 0 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.resolveActorArgs(cp, id, spec, refs, refKeys)
+		}()
+	}
 	return id, nil
+}
+
+// marshalInitArgs encodes a constructor's (resolved) arguments as the
+// control plane keeps them: the creation task's PushTasks request.
+func marshalInitArgs(spec *pb.TaskSpec) ([]byte, error) {
+	return proto.Marshal(&pb.PushTasksRequest{Tasks: []*pb.TaskSpec{spec}})
+}
+
+// actorArgsReportTimeout bounds the last report of an owner that shuts
+// down before its actor's constructor arguments are ready.
+const actorArgsReportTimeout = 5 * time.Second
+
+// resolveActorArgs waits for the reference arguments of a DEPENDENCIES_UNREADY
+// actor's constructor and tells the control plane: with the arguments (the
+// actor then is placed) or with the first failure (the actor is then DEAD,
+// and calls fail with ErrActorDied naming the argument's error).
+func (c *core) resolveActorArgs(cp *cpclient.Client, id string, spec *pb.TaskSpec, refs []int, refKeys []objectKey) {
+	// fail makes the actor DEAD with cause "a constructor argument failed:
+	// msg". When this process is shutting down its own context is gone, and
+	// the report still matters: a job's actors die with the job, but a
+	// detached one would wait forever. It is then bounded, as the control
+	// plane may be gone too.
+	fail := func(msg string) {
+		ctx := c.ctx
+		if ctx.Err() != nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), actorArgsReportTimeout)
+			defer cancel()
+		}
+		if _, err := cp.ResolveActorDependencies(ctx, id, nil, msg); err != nil {
+			c.log.Warn("could not fail an actor whose constructor arguments failed", zap.String("actor", id), zap.Error(err))
+		}
+	}
+	var producers []ids.TaskID
+	for j, i := range refs {
+		k := refKeys[j]
+		ob := c.objectFor(k)
+		select {
+		case <-ob.ready:
+		case <-c.ctx.Done():
+			fail("its owner exited before they were ready")
+			return
+		}
+		if ob.val.Error != nil {
+			fail(taskErrorFrom(ob.val.Error).Error())
+			return
+		}
+		v := c.valueOf(ob)
+		spec.Args[i].Value = v
+		if p, ok := c.producerToWait(k.id, k.owner, v); ok {
+			producers = append(producers, p)
+		}
+	}
+	// The actor consumes outputs of this owner's tasks: their lineage
+	// commits first (lineage.go), as for an actor call's arguments.
+	c.waitCommitted(c.ctx, producers)
+	if c.ctx.Err() != nil {
+		fail("its owner exited before they were ready")
+		return
+	}
+	init, err := marshalInitArgs(spec)
+	if err != nil {
+		fail("the arguments could not be encoded: " + err.Error())
+		return
+	}
+	if _, err := cp.ResolveActorDependencies(c.ctx, id, init, ""); err != nil {
+		if c.ctx.Err() != nil {
+			fail("its owner exited before they were handed over")
+			return
+		}
+		// Rejected arguments (too large, say) would leave the actor
+		// waiting forever: let it die with the reason instead.
+		c.log.Error("could not hand over an actor's constructor arguments", zap.String("actor", id), zap.Error(err))
+		fail("the arguments could not be handed over: " + err.Error())
+	}
 }
 
 // GetActor returns the handle of the live actor named name (in the

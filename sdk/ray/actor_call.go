@@ -147,6 +147,10 @@ func (ac *actorClient) run() {
 			if a.State == cpb.ActorState_DEAD {
 				return true
 			}
+			// DEPENDENCIES_UNREADY, PENDING_CREATION and RESTARTING all
+			// wait: calls stay queued, in order, until an incarnation is
+			// ALIVE (or the actor is DEAD, a failed constructor argument
+			// included, and they fail with its cause).
 			return a.State == cpb.ActorState_ALIVE && (last == nil || a.NumRestarts != last.NumRestarts || a.WorkerId != last.WorkerId)
 		}, reconnectAfter)
 		if errors.Is(err, errStillAlive) {
