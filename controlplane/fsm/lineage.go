@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"container/heap"
 	"sort"
 
@@ -537,11 +538,23 @@ func (f *FSM) LineageStats() *pb.LineageStatsResponse {
 		s.Jobs = append(s.Jobs, &pb.JobLineageStats{JobId: job, Records: uint64(len(j.tasks)), Bytes: j.bytes})
 	}
 	sort.Slice(s.Jobs, func(i, k int) bool { return s.Jobs[i].JobId < s.Jobs[k].JobId })
+	// Oldest by Raft index; records of one write tie, broken by task ID so
+	// every head (and every call) names the same one.
+	var oldest ids.TaskID
+	found := false
 	for id, r := range l.records {
-		if s.OldestTaskId == nil || r.RecordIndex < l.records[ids.TaskID(s.OldestTaskId)].RecordIndex {
-			s.OldestTaskId = append([]byte(nil), id[:]...)
-			s.OldestSubmittedUnixNano = r.SubmittedUnixNano
+		if !found {
+			oldest, found = id, true
+			continue
 		}
+		o := l.records[oldest]
+		if r.RecordIndex < o.RecordIndex || (r.RecordIndex == o.RecordIndex && bytes.Compare(id[:], oldest[:]) < 0) {
+			oldest = id
+		}
+	}
+	if found {
+		s.OldestTaskId = append([]byte(nil), oldest[:]...)
+		s.OldestSubmittedUnixNano = l.records[oldest].SubmittedUnixNano
 	}
 	return s
 }
