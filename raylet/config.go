@@ -44,6 +44,9 @@ type Config struct {
 	// SpillDir is where primary copies spill when the arena runs short;
 	// default DataDir/spill.
 	SpillDir string
+	// SpillEngine is how spilled objects are kept: one file each (the
+	// default) or in a badger database.
+	SpillEngine objectstore.SpillEngine
 	// PullStallTimeout is how long a pull waits for the next chunk from a
 	// source before trying the next location; default 5s.
 	PullStallTimeout time.Duration

@@ -183,7 +183,7 @@ func (r *Raylet) openStore() error {
 			spillDir = filepath.Join(r.cfg.DataDir, "spill")
 		}
 		s, err := objectstore.NewShared(objectstore.SharedOptions{Capacity: r.cfg.ObjectStoreMemory,
-			SpillDir: spillDir, Logger: r.log})
+			SpillDir: spillDir, SpillEngine: r.cfg.SpillEngine, Logger: r.log})
 		if err != nil {
 			return fmt.Errorf("raylet: object store: %w", err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/objectstore"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
 )
@@ -49,6 +50,7 @@ type startFlags struct {
 	// The raylet's object store.
 	objectStoreMemory string
 	objectSpillDir    string
+	objectSpillEngine string
 
 	heartbeatTimeout  time.Duration
 	electionTimeout   time.Duration
@@ -103,6 +105,7 @@ its cluster on its own.`,
 	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
 	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
+	fs.StringVar(&f.objectSpillEngine, "object-spill-engine", "files", "how spilled objects are kept: files (one per object) or badger")
 	return cmd
 }
 
@@ -149,6 +152,10 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return usageErrorf("--object-store-memory: %v", err)
 	}
+	engine, err := spillEngine(f.objectSpillEngine)
+	if err != nil {
+		return err
+	}
 
 	if f.pprofAddr != "" {
 		stopPprof, err := servePprof(f.pprofAddr, log)
@@ -193,7 +200,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		if ctx.Err() == nil {
 			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
 				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
-				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, Logger: log})
+				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, Logger: log})
 			if err != nil {
 				h.Close()
 				return err
@@ -247,6 +254,10 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return usageErrorf("--object-store-memory: %v", err)
 	}
+	engine, err := spillEngine(f.objectSpillEngine)
+	if err != nil {
+		return err
+	}
 	token := strings.TrimSpace(f.token)
 	if f.tokenFile != "" {
 		if token, err = head.ReadTokenFile(f.tokenFile); err != nil {
@@ -274,7 +285,7 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	defer stop()
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
 		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
-		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, Logger: log})
+		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -346,4 +357,15 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a positive size in bytes", orig)
 	}
 	return int64(v * float64(mult)), nil
+}
+
+// spillEngine parses --object-spill-engine.
+func spillEngine(name string) (objectstore.SpillEngine, error) {
+	switch name {
+	case "", "files":
+		return objectstore.SpillFiles, nil
+	case "badger":
+		return objectstore.SpillBadger, nil
+	}
+	return 0, usageErrorf("--object-spill-engine %q: want files or badger", name)
 }
