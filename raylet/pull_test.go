@@ -147,14 +147,21 @@ func TestPullResumesFromAnotherCopy(t *testing.T) {
 			}
 		}
 	}
-	second := make(chan ids.ObjectID, 2)
-	log.setFault(func(node int, id ids.ObjectID, off int64) raylet.ChunkFault {
+	// Source a stalls at its second chunk of either object; for killed, the
+	// test then closes a. Signals are per object (and sent once), so a
+	// late stall of the first case cannot close a early in the second.
+	reached := map[ids.ObjectID]chan struct{}{stalled: make(chan struct{}, 1), killed: make(chan struct{}, 1)}
+	fault := func(node int, id ids.ObjectID, off int64) raylet.ChunkFault {
 		if node == 0 && off == raylet.ChunkBytes {
-			second <- id
+			select {
+			case reached[id] <- struct{}{}:
+			default:
+			}
 			return raylet.ChunkStall
 		}
 		return raylet.ChunkOK
-	})
+	}
+	log.setFault(fault)
 	// A paused source: the pull gives up on it after PullStallTimeout.
 	sum, m := readMapped(t, ctx, dst.rc, "reader", stalled, a.r.Address(), c.r.Address())
 	if m.Error != nil || sum != sha256.Sum256(data) {
@@ -163,19 +170,13 @@ func TestPullResumesFromAnotherCopy(t *testing.T) {
 	if got := log.served(2); len(got) == 0 || got[0] != raylet.ChunkBytes {
 		t.Fatalf("the second source served offsets %v; want a resume at %d", got, raylet.ChunkBytes)
 	}
-	<-second
 
 	// A source that dies mid-transfer.
-	log.setFault(func(node int, id ids.ObjectID, off int64) raylet.ChunkFault {
-		if node == 0 && off == raylet.ChunkBytes {
-			second <- id
-			return raylet.ChunkStall
-		}
-		return raylet.ChunkOK
-	})
-	go func() { // closes the source once it served its first chunk; ends with the test's ctx
+	log.setFault(fault) // a fresh serve log
+	// Close the source once it served its first chunk (or the test ends).
+	go func() {
 		select {
-		case <-second:
+		case <-reached[killed]:
 			a.r.Close()
 		case <-ctx.Done():
 		}
@@ -184,8 +185,10 @@ func TestPullResumesFromAnotherCopy(t *testing.T) {
 	if m.Error != nil || sum != sha256.Sum256(data) {
 		t.Fatalf("after a dead source: %v, checksum equal %v", m.Error, sum == sha256.Sum256(data))
 	}
-	if got := log.served(2); len(got) == 0 || got[0] != raylet.ChunkBytes {
-		t.Fatalf("the second source served offsets %v; want a resume at %d", got, raylet.ChunkBytes)
+	// Closing a server may drop the chunk it had just sent, so the pull
+	// resumes where its copy ends: at the second chunk, or from the start.
+	if got := log.served(2); len(got) == 0 || (got[0] != raylet.ChunkBytes && got[0] != 0) {
+		t.Fatalf("the second source served offsets %v; want a resume at %d (or 0)", got, raylet.ChunkBytes)
 	}
 }
 
