@@ -143,11 +143,16 @@ func TestLineageCluster(t *testing.T) {
 		}
 		return n
 	}
-	attempts := func(t *testing.T, refs []ray.ObjectRef[[]byte], from, to, want int32) {
+	// attempts waits until steps from..to are FINISHED after lo..hi
+	// attempts. A range, not one number: on a loaded machine a pull can
+	// stall past PullStallTimeout, so a step whose copy is still alive may
+	// be found lost and rebuilt once more (wasted work, never a wrong
+	// answer); the digest and the rebuild counts are the strict checks.
+	attempts := func(t *testing.T, refs []ray.ObjectRef[[]byte], from, to, lo, hi int32) {
 		t.Helper()
 		for i := from; i <= to; i++ {
-			waitRecord(t, ctx, cp, taskOf(t, refs[i-1]), fmt.Sprintf("step %d with %d attempts", i, want), func(r *cpb.TaskRecord) bool {
-				return r != nil && r.Attempts == want && r.State == cpb.TaskState_TASK_FINISHED
+			waitRecord(t, ctx, cp, taskOf(t, refs[i-1]), fmt.Sprintf("step %d with %d..%d attempts", i, lo, hi), func(r *cpb.TaskRecord) bool {
+				return r != nil && r.Attempts >= lo && r.Attempts <= hi && r.State == cpb.TaskState_TASK_FINISHED
 			})
 		}
 	}
@@ -230,7 +235,7 @@ func TestLineageCluster(t *testing.T) {
 		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[[]byte]{lone}, 1, 0); err != nil {
 			t.Fatal(err)
 		}
-		attempts(t, refs, 1, chainLen, 1)
+		attempts(t, refs, 1, chainLen, 1, 1)
 		replaceMid(t, 1)
 
 		before := ray.LineageRebuilds()
@@ -268,8 +273,8 @@ func TestLineageCluster(t *testing.T) {
 			t.Fatalf("last output sha %s; want %s", got, want)
 		}
 		// Steps 4-10 lived on the dead node; 1-3 did not and ran once.
-		attempts(t, refs, 1, 3, 1)
-		attempts(t, refs, 4, chainLen, 2)
+		attempts(t, refs, 1, 3, 1, 2)
+		attempts(t, refs, 4, chainLen, 2, 3)
 		t.Logf("chain of %d x %d MiB: computed in %v, 7 steps rebuilt in %v", chainLen, chainBytes>>20, compute, rebuild)
 	})
 
@@ -281,7 +286,7 @@ func TestLineageCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		compute := time.Since(start)
-		attempts(t, refs, 1, chainLen, 1)
+		attempts(t, refs, 1, chainLen, 1, 1)
 		// Only the last ref is kept: the others' bytes are freed, their
 		// specs retained because the last depends on them.
 		for _, r := range refs[:chainLen-1] {
@@ -314,7 +319,7 @@ func TestLineageCluster(t *testing.T) {
 			t.Fatalf("last output sha %s; want %s", s, want)
 		}
 		// Every step was freed or lost: all ran again.
-		attempts(t, refs, 1, chainLen, 2)
+		attempts(t, refs, 1, chainLen, 2, 3)
 		t.Logf("released chain of %d x %d MiB: computed in %v, rebuilt (10 steps, leader killed) in %v",
 			chainLen, chainBytes>>20, compute, rebuild)
 	})
