@@ -473,6 +473,7 @@ func (c *Cluster) Close() error {
 		}
 		wg.Wait()
 		c.wg.Wait()
+		c.removeDeadArenas()
 		c.closeErr = errors.Join(errs...)
 		c.log.Info("cluster stopped")
 	})

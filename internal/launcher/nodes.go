@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/objectstore/arena"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -112,5 +113,19 @@ func (c *Cluster) KillNode(i int) error {
 	}
 	p := c.nodes[i].proc
 	c.mu.Unlock()
-	return p.kill()
+	if err := p.kill(); err != nil {
+		return err
+	}
+	c.removeDeadArenas()
+	return nil
+}
+
+// removeDeadArenas deletes the shared-memory arenas of raylets that died
+// without removing theirs (SIGKILL): otherwise they hold /dev/shm until
+// the next raylet on the machine sweeps them. Only arenas whose process
+// is gone are touched.
+func (c *Cluster) removeDeadArenas() {
+	if gone, err := arena.RemoveStale(arena.DefaultDir()); err == nil && len(gone) > 0 {
+		c.log.Debug("removed arenas of killed raylets", zap.Strings("paths", gone))
+	}
 }
