@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/manta-ray/manta/sdk/ray"
@@ -72,10 +71,7 @@ type ActorWorkload struct {
 	Accept map[string]bool
 	Seed   uint64
 
-	mu       sync.Mutex
-	stats    OpStats
-	outcomes map[string]int
-	examples map[string][]string
+	opLog
 	// violations of the call semantics, by client.
 	violations []string
 	restarts   int // incarnations seen beyond each client's first
@@ -85,43 +81,15 @@ type ActorWorkload struct {
 // NewActorWorkload returns an actor workload with its defaults.
 func NewActorWorkload(seed uint64) *ActorWorkload {
 	return &ActorWorkload{Clients: 2, OpTimeout: DefaultTaskOpTimeout, Rate: 200, Seed: seed, Accept: map[string]bool{},
-		outcomes: map[string]int{}, examples: map[string][]string{}, bySem: map[string]int{}}
+		bySem: map[string]int{}}
 }
 
 // Name is "actors".
 func (w *ActorWorkload) Name() string { return "actors" }
 
-// Stats counts the calls so far.
-func (w *ActorWorkload) Stats() OpStats {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := w.stats
-	s.Hangs = append([]string(nil), s.Hangs...)
-	return s
-}
-
-// Outcomes counts the calls that returned no value, by outcome.
-func (w *ActorWorkload) Outcomes() map[string]int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]int, len(w.outcomes))
-	for k, v := range w.outcomes {
-		out[k] = v
-	}
-	return out
-}
-
 // Run starts the clients and waits for them.
 func (w *ActorWorkload) Run(ctx context.Context, env *Env) error {
-	var wg sync.WaitGroup
-	for i := range w.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.client(ctx, env, i)
-		}()
-	}
-	wg.Wait()
+	runClients(w.Clients, func(id int) { w.client(ctx, env, id) })
 	return nil
 }
 
@@ -202,7 +170,6 @@ func (w *ActorWorkload) record(env *Env, id int, st *callerState, got CounterRep
 		w.stats.Hangs = append(w.stats.Hangs, fmt.Sprintf("actor call of %s (took %v)", desc, lat.Round(time.Millisecond)))
 	}
 	if err != nil {
-		w.stats.Failed++
 		st.failedSince++
 		o := outcomeOther
 		switch {
@@ -214,11 +181,7 @@ func (w *ActorWorkload) record(env *Env, id int, st *callerState, got CounterRep
 		case errors.Is(err, ray.ErrActorDied):
 			o = outcomeActorDied
 		}
-		key := st.sem + " " + o
-		w.outcomes[key]++
-		if len(w.examples[key]) < 5 {
-			w.examples[key] = append(w.examples[key], desc+": "+err.Error())
-		}
+		w.failedLocked(st.sem+" "+o, desc+": "+err.Error())
 		return
 	}
 	env.Succeeded(w.Name(), call, ret)

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/manta-ray/manta/internal/ids"
@@ -45,53 +44,22 @@ type LineageWorkload struct {
 	Accept map[string]bool
 	Seed   uint64
 
-	mu       sync.Mutex
-	stats    OpStats
-	rebuilt  int
-	outcomes map[string]int
-	examples map[string][]string
+	opLog
+	rebuilt int
 }
 
 // NewLineageWorkload returns a lineage workload with its defaults.
 func NewLineageWorkload(seed uint64) *LineageWorkload {
 	return &LineageWorkload{Clients: 2, Stages: 4, OpTimeout: DefaultTaskOpTimeout, Seed: seed,
-		Accept: map[string]bool{}, outcomes: map[string]int{}, examples: map[string][]string{}}
+		Accept: map[string]bool{}}
 }
 
 // Name is "lineage".
 func (w *LineageWorkload) Name() string { return "lineage" }
 
-// Stats counts the operations so far.
-func (w *LineageWorkload) Stats() OpStats {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := w.stats
-	s.Hangs = append([]string(nil), s.Hangs...)
-	return s
-}
-
-// Outcomes counts the operations that did not return the right value.
-func (w *LineageWorkload) Outcomes() map[string]int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]int, len(w.outcomes))
-	for k, v := range w.outcomes {
-		out[k] = v
-	}
-	return out
-}
-
 // Run starts the clients and waits for them.
 func (w *LineageWorkload) Run(ctx context.Context, env *Env) error {
-	var wg sync.WaitGroup
-	for i := range w.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.client(ctx, env, i)
-		}()
-	}
-	wg.Wait()
+	runClients(w.Clients, func(id int) { w.client(ctx, env, id) })
 	return nil
 }
 
@@ -161,8 +129,6 @@ func (w *LineageWorkload) record(env *Env, id, seed, got, want int, err error, c
 		}
 		return
 	}
-	w.stats.Failed++
-	w.outcomes[outcome]++
 	desc := fmt.Sprintf("client %d chain from %d at %.2fs", id, seed, env.Since(call).Seconds())
 	switch outcome {
 	case outcomeWrong:
@@ -175,9 +141,7 @@ func (w *LineageWorkload) record(env *Env, id, seed, got, want int, err error, c
 	if (outcome == outcomeTimeout || lat > w.OpTimeout+hangGrace) && len(w.stats.Hangs) < 20 {
 		w.stats.Hangs = append(w.stats.Hangs, fmt.Sprintf("lineage %s (took %v)", desc, lat.Round(time.Millisecond)))
 	}
-	if len(w.examples[outcome]) < 5 {
-		w.examples[outcome] = append(w.examples[outcome], desc)
-	}
+	w.failedLocked(outcome, desc)
 }
 
 // Check judges the chains: right digests, no lost objects.

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/manta-ray/manta/sdk/ray"
@@ -61,56 +60,24 @@ type TaskWorkload struct {
 	Accept map[string]bool
 	Seed   uint64
 
-	mu       sync.Mutex
-	stats    OpStats
-	byKind   map[string]int // ok operations per kind
-	outcomes map[string]int // non-ok outcomes
-	examples map[string][]string
+	opLog
+	byKind map[string]int // ok operations per kind
 }
 
 // NewTaskWorkload returns a task workload with its defaults, accepting no
 // error.
 func NewTaskWorkload(seed uint64) *TaskWorkload {
 	return &TaskWorkload{Clients: 3, ChainLength: 6, FanOut: 8, OpTimeout: DefaultTaskOpTimeout, Seed: seed,
-		Accept: map[string]bool{}, byKind: map[string]int{}, outcomes: map[string]int{}, examples: map[string][]string{}}
+		Accept: map[string]bool{}, byKind: map[string]int{}}
 }
 
 // Name is "tasks".
 func (w *TaskWorkload) Name() string { return "tasks" }
 
-// Stats counts the operations so far.
-func (w *TaskWorkload) Stats() OpStats {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := w.stats
-	s.Hangs = append([]string(nil), s.Hangs...)
-	return s
-}
-
-// Outcomes counts the operations that did not return the right value, by
-// outcome.
-func (w *TaskWorkload) Outcomes() map[string]int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]int, len(w.outcomes))
-	for k, v := range w.outcomes {
-		out[k] = v
-	}
-	return out
-}
-
 // Run starts the clients and waits for them. The process must already be
 // a driver of the cluster (ray.Init).
 func (w *TaskWorkload) Run(ctx context.Context, env *Env) error {
-	var wg sync.WaitGroup
-	for i := range w.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.client(ctx, env, i)
-		}()
-	}
-	wg.Wait()
+	runClients(w.Clients, func(id int) { w.client(ctx, env, id) })
 	return nil
 }
 
@@ -193,8 +160,6 @@ func (w *TaskWorkload) do(ctx context.Context, env *Env, kind string, start int,
 		w.byKind[kind]++
 		return
 	}
-	w.stats.Failed++
-	w.outcomes[outcome]++
 	desc := fmt.Sprintf("%s from %d at %.2fs", kind, start, env.Since(call).Seconds())
 	switch outcome {
 	case outcomeWrong:
@@ -208,9 +173,7 @@ func (w *TaskWorkload) do(ctx context.Context, env *Env, kind string, start int,
 	if (outcome == outcomeTimeout || lat > w.OpTimeout+hangGrace) && len(w.stats.Hangs) < 20 {
 		w.stats.Hangs = append(w.stats.Hangs, fmt.Sprintf("task %s (took %v)", desc, lat.Round(time.Millisecond)))
 	}
-	if len(w.examples[outcome]) < 5 {
-		w.examples[outcome] = append(w.examples[outcome], desc)
-	}
+	w.failedLocked(outcome, desc)
 }
 
 // classifyTaskResult names the outcome of an operation: "" for the right

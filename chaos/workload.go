@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -56,3 +57,60 @@ const (
 	Unknown = "UNKNOWN"
 	Skip    = "SKIP"
 )
+
+// opLog is the bookkeeping the driver workloads (tasks, actors, lineage)
+// share: their operation counts and the operations that returned no right
+// value, by outcome, with a few examples each. Embedded; mu guards the
+// embedding workload's other fields too.
+type opLog struct {
+	mu       sync.Mutex
+	stats    OpStats
+	outcomes map[string]int
+	examples map[string][]string
+}
+
+// Stats counts the operations so far.
+func (l *opLog) Stats() OpStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats
+	s.Hangs = append([]string(nil), s.Hangs...)
+	return s
+}
+
+// Outcomes counts the operations that returned no right value, by outcome.
+func (l *opLog) Outcomes() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]int, len(l.outcomes))
+	for k, v := range l.outcomes {
+		out[k] = v
+	}
+	return out
+}
+
+// failedLocked counts a failed operation under outcome and keeps desc as
+// one of its first five examples. mu is held.
+func (l *opLog) failedLocked(outcome, desc string) {
+	if l.outcomes == nil {
+		l.outcomes, l.examples = map[string]int{}, map[string][]string{}
+	}
+	l.stats.Failed++
+	l.outcomes[outcome]++
+	if len(l.examples[outcome]) < 5 {
+		l.examples[outcome] = append(l.examples[outcome], desc)
+	}
+}
+
+// runClients runs n clients and waits for them all to return.
+func runClients(n int, client func(id int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client(i)
+		}()
+	}
+	wg.Wait()
+}

@@ -123,7 +123,6 @@ type item struct {
 	rec     *pb.TaskRecord
 	upd     *pb.TaskUpdate
 	object  []byte
-	task    []byte
 	pending *pendingTask
 	size    int
 }
@@ -190,16 +189,6 @@ func (r *Recorder) Release(ctx context.Context, objects ...ids.ObjectID) error {
 			continue // no lineage to release
 		}
 		if err := r.enqueue(ctx, item{object: append([]byte(nil), o[:]...), size: ids.ObjectIDSize + 2}, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ReleaseTasks queues the release of every return object of tasks.
-func (r *Recorder) ReleaseTasks(ctx context.Context, tasks ...ids.TaskID) error {
-	for _, t := range tasks {
-		if err := r.enqueue(ctx, item{task: append([]byte(nil), t[:]...), size: ids.TaskIDSize + 2}, nil); err != nil {
 			return err
 		}
 	}
@@ -421,9 +410,6 @@ func (r *Recorder) sendBatch() {
 		case it.object != nil:
 			req.ReleasedObjectIds = append(req.ReleasedObjectIds, it.object)
 			st.Releases++
-		case it.task != nil:
-			req.ReleasedTaskIds = append(req.ReleasedTaskIds, it.task)
-			st.Releases++
 		}
 	}
 	err := r.write(req, &st)
@@ -455,7 +441,7 @@ func (r *Recorder) write(req *pb.RecordLineageRequest, st *Stats) error {
 			return nil
 		}
 		if r.ctx.Err() != nil || !retryable(err) {
-			return fmt.Errorf("lineage: record %d items: %w", len(req.Records)+len(req.Updates)+len(req.ReleasedObjectIds)+len(req.ReleasedTaskIds), err)
+			return fmt.Errorf("lineage: record %d items: %w", len(req.Records)+len(req.Updates)+len(req.ReleasedObjectIds), err)
 		}
 		st.Retries++
 		r.log.Debug("retrying lineage batch", zap.Error(err))

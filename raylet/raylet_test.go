@@ -32,17 +32,25 @@ func TestMain(m *testing.M) {
 
 func startRaylet(t *testing.T, res resources.Set, knobs ...raylet.TestingKnobs) (*raylet.Raylet, pb.RayletClient, *testcluster.Cluster) {
 	t.Helper()
-	var k raylet.TestingKnobs
-	if len(knobs) > 0 {
-		k = knobs[0]
-	}
+	return startRayletWith(t, res, func(cfg *raylet.Config) {
+		if len(knobs) > 0 {
+			cfg.Knobs = knobs[0]
+		}
+	})
+}
+
+// startRayletWith is startRaylet with the config adjusted by edit.
+func startRayletWith(t *testing.T, res resources.Set, edit func(*raylet.Config)) (*raylet.Raylet, pb.RayletClient, *testcluster.Cluster) {
+	t.Helper()
 	tc := testcluster.Start(t, 1, nil)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := raylet.New(raylet.Config{NodeID: "n1", Heads: tc.Addresses(), Token: tc.Token(), Resources: res,
-		LocalBinary: exe, DataDir: t.TempDir(), Knobs: k})
+	cfg := raylet.Config{NodeID: "n1", Heads: tc.Addresses(), Token: tc.Token(), Resources: res,
+		LocalBinary: exe, DataDir: t.TempDir()}
+	edit(&cfg)
+	r, err := raylet.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

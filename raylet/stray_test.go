@@ -2,16 +2,10 @@ package raylet_test
 
 import (
 	"context"
-	"os"
 	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/manta-ray/manta/controlplane/testcluster"
-	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -22,24 +16,7 @@ import (
 // the lease back) is killed and its CPU comes back; a task lease of the
 // same age is left alone.
 func TestStrayActorWorkerIsKilled(t *testing.T) {
-	tc := testcluster.Start(t, 1, nil)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := raylet.New(raylet.Config{NodeID: "n1", Heads: tc.Addresses(), Token: tc.Token(), Resources: resources.Set{"CPU": 2},
-		LocalBinary: exe, DataDir: t.TempDir(), ActorCheck: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	cc, err := grpc.NewClient(r.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.Token(func() string { return tc.Token() })))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	rc := pb.NewRayletClient(cc)
+	_, rc, _ := startRayletWith(t, resources.Set{"CPU": 2}, func(cfg *raylet.Config) { cfg.ActorCheck = 100 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -65,12 +42,4 @@ func TestStrayActorWorkerIsKilled(t *testing.T) {
 }
 
 // processAlive is nil while pid exists.
-func processAlive(pid int) error {
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return err
-	}
-	return p.Signal(syscallZero)
-}
-
-var syscallZero = syscall.Signal(0)
+func processAlive(pid int) error { return syscall.Kill(pid, 0) }

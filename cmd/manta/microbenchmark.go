@@ -36,30 +36,7 @@ var microbenchmarks = []microbenchmark{
 	}},
 	{"multi_client_tasks_async", func(ctx context.Context, d time.Duration) (float64, error) {
 		// Four submitting goroutines of one driver (Ray runs separate drivers).
-		var mu sync.Mutex
-		total, start := 0, time.Now()
-		var wg sync.WaitGroup
-		var firstErr error
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Since(start) < d {
-					n, err := asyncBatch(ctx, 1000)
-					mu.Lock()
-					total += n
-					if err != nil && firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return float64(total) / time.Since(start).Seconds(), firstErr
+		return concurrentRate(d, 4, func(int) (int, error) { return asyncBatch(ctx, 1000) })
 	}},
 	{"single_client_get_calls", func(ctx context.Context, d time.Duration) (float64, error) {
 		ref, err := ray.Put(ctx, 1)
@@ -167,6 +144,39 @@ func asyncBatch(ctx context.Context, n int) (int, error) {
 	}
 	_, err := ray.GetAll(ctx, refs)
 	return n, err
+}
+
+// concurrentRate runs op in n goroutines (op gets the goroutine's index)
+// for d and returns the operations per second they completed together; the
+// first error stops its goroutine and is returned.
+func concurrentRate(d time.Duration, n int, op func(i int) (int, error)) (float64, error) {
+	var (
+		mu       sync.Mutex
+		total    int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < d {
+				k, err := op(i)
+				mu.Lock()
+				total += k
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(total) / time.Since(start).Seconds(), firstErr
 }
 
 func rate(d time.Duration, op func() (int, error)) (float64, error) {

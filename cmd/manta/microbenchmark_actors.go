@@ -41,9 +41,6 @@ func init() {
 		microbenchmark{"n_n_actor_calls_async", func(ctx context.Context, d time.Duration) (float64, error) {
 			// n callers (goroutines of this driver), each with its own actor.
 			const n = 4
-			var mu sync.Mutex
-			var firstErr error
-			total := 0
 			handles := make([]ray.ActorHandle[*benchActor], n)
 			for i := range handles {
 				h, err := newBenchActor(ctx)
@@ -53,28 +50,7 @@ func init() {
 				defer ray.Kill(context.WithoutCancel(ctx), h, true)
 				handles[i] = h
 			}
-			start := time.Now()
-			var wg sync.WaitGroup
-			for _, h := range handles {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for time.Since(start) < d {
-						k, err := actorBatch(ctx, h, 1000)
-						mu.Lock()
-						total += k
-						if err != nil && firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-						if err != nil {
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			return float64(total) / time.Since(start).Seconds(), firstErr
+			return concurrentRate(d, n, func(i int) (int, error) { return actorBatch(ctx, handles[i], 1000) })
 		}},
 		microbenchmark{"actor_creations", func(ctx context.Context, d time.Duration) (float64, error) {
 			// Batches of actors created concurrently, each counted once its

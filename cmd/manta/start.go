@@ -148,11 +148,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return err
 	}
-	storeBytes, err := parseBytes(f.objectStoreMemory)
-	if err != nil {
-		return usageErrorf("--object-store-memory: %v", err)
-	}
-	engine, err := spillEngine(f.objectSpillEngine)
+	storeBytes, engine, err := f.objectStore()
 	if err != nil {
 		return err
 	}
@@ -250,11 +246,7 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return err
 	}
-	storeBytes, err := parseBytes(f.objectStoreMemory)
-	if err != nil {
-		return usageErrorf("--object-store-memory: %v", err)
-	}
-	engine, err := spillEngine(f.objectSpillEngine)
+	storeBytes, engine, err := f.objectStore()
 	if err != nil {
 		return err
 	}
@@ -359,13 +351,18 @@ func parseBytes(s string) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
-// spillEngine parses --object-spill-engine.
-func spillEngine(name string) (objectstore.SpillEngine, error) {
-	switch name {
-	case "", "files":
-		return objectstore.SpillFiles, nil
-	case "badger":
-		return objectstore.SpillBadger, nil
+// objectStore parses the raylet's object store flags: the arena's size
+// (--object-store-memory) and the spill engine (--object-spill-engine).
+func (f *startFlags) objectStore() (int64, objectstore.SpillEngine, error) {
+	size, err := parseBytes(f.objectStoreMemory)
+	if err != nil {
+		return 0, 0, usageErrorf("--object-store-memory: %v", err)
 	}
-	return 0, usageErrorf("--object-spill-engine %q: want files or badger", name)
+	switch f.objectSpillEngine {
+	case "", "files":
+		return size, objectstore.SpillFiles, nil
+	case "badger":
+		return size, objectstore.SpillBadger, nil
+	}
+	return 0, 0, usageErrorf("--object-spill-engine %q: want files or badger", f.objectSpillEngine)
 }

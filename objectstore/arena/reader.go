@@ -19,11 +19,21 @@ type Reader struct {
 // in here: a worker usually reads a few objects of a large arena, and View
 // populates just the range it returns.
 func OpenReader(path string) (*Reader, error) {
-	f, err := os.Open(path)
+	data, err := mapFile(path, os.O_RDONLY, unix.PROT_READ)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{data: data}, nil
+}
+
+// mapFile maps the whole arena file at path MAP_SHARED, opened with flag
+// and mapped with prot.
+func mapFile(path string, flag, prot int) ([]byte, error) {
+	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, fmt.Errorf("arena: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() // the mapping outlives the descriptor
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("arena: %w", err)
@@ -31,11 +41,11 @@ func OpenReader(path string) (*Reader, error) {
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("arena: %s is empty", path)
 	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), prot, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("arena: mmap %s: %w", path, err)
 	}
-	return &Reader{data: data}, nil
+	return data, nil
 }
 
 // View returns the size bytes at off without copying. The slice is backed

@@ -18,21 +18,9 @@ type Writer struct {
 
 // OpenWriter maps the arena file at path read-write (MAP_SHARED).
 func OpenWriter(path string) (*Writer, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	data, err := mapFile(path, os.O_RDWR, unix.PROT_READ|unix.PROT_WRITE)
 	if err != nil {
-		return nil, fmt.Errorf("arena: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("arena: %w", err)
-	}
-	if st.Size() == 0 {
-		return nil, fmt.Errorf("arena: %s is empty", path)
-	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("arena: mmap %s: %w", path, err)
+		return nil, err
 	}
 	return &Writer{data: data}, nil
 }

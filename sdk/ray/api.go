@@ -30,17 +30,8 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 	// collector could find the ref dead (and the object freed) mid-read.
 	defer runtime.KeepAlive(ref.h)
 	o := c.objectFor(objectKey{id: ref.id, owner: ref.owner})
-	select {
-	case <-o.ready:
-	default:
-		done := c.blocked(ctx)
-		select {
-		case <-o.ready:
-			done()
-		case <-ctx.Done():
-			done()
-			return zero, ctx.Err()
-		}
+	if err := c.await(ctx, o); err != nil {
+		return zero, err
 	}
 	var v T
 	for rebuilds := 0; ; rebuilds++ {
@@ -63,18 +54,27 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 		if o, err = c.recoverObject(ref.id, o); err != nil {
 			return zero, err
 		}
-		select {
-		case <-o.ready:
-		default:
-			done := c.blocked(ctx)
-			select {
-			case <-o.ready:
-				done()
-			case <-ctx.Done():
-				done()
-				return zero, ctx.Err()
-			}
+		if err := c.await(ctx, o); err != nil {
+			return zero, err
 		}
+	}
+}
+
+// await waits until o is ready or ctx ends; a task that has to wait lends
+// its CPU to its raylet meanwhile.
+func (c *core) await(ctx context.Context, o *object) error {
+	select {
+	case <-o.ready:
+		return nil
+	default:
+	}
+	done := c.blocked(ctx)
+	defer done()
+	select {
+	case <-o.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -312,16 +312,16 @@ func (c *core) producerToWait(id ids.ObjectID, owner string, v *pb.ObjectValue) 
 }
 
 // releasedLocked is called when an owned object's count reached zero and it
-// left c.objects; it returns the object to release in the control plane
-// (ok false: none). c.mu is held.
-func (c *core) releasedLocked(id ids.ObjectID) (ids.ObjectID, bool) {
+// left c.objects; it reports whether the control plane must be told of the
+// release (its task is recorded there). c.mu is held.
+func (c *core) releasedLocked(id ids.ObjectID) bool {
 	if c.lin.off || id.IsPut() {
-		return id, false
+		return false
 	}
 	tid := id.Task()
 	e := c.lin.tasks[tid]
 	if e == nil {
-		return id, false
+		return false
 	}
 	e.live--
 	sent := e.sent
@@ -330,7 +330,7 @@ func (c *core) releasedLocked(id ids.ObjectID) (ids.ObjectID, bool) {
 		e.releasedEarly = append(e.releasedEarly, id)
 	}
 	c.maybeForgetLocked(tid, e)
-	return id, sent
+	return sent
 }
 
 // maybeForgetLocked drops a retained entry that nothing needs any more and,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/objectstore/arena"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet"
 )
 
 // The client side of the node's object store: large objects are written
@@ -24,15 +24,6 @@ import (
 // ReleaseObjects). A raylet that does not serve those RPCs, or an arena
 // this process cannot open (a driver on another host), falls back to
 // streaming the bytes over gRPC.
-
-// chunkBytes is the size of the chunks objects are streamed in.
-const chunkBytes = 4 << 20
-
-// maxObjectBytes bounds an object read from a stream (a corrupt size must
-// not make a reader allocate without limit).
-const maxObjectBytes = 64 << 30
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // arenas caches this process's mappings of node arenas: one per arena
 // path, kept until the core closes (mapping a multi-GiB file per object
@@ -201,20 +192,12 @@ func (c *core) putStream(ctx context.Context, id ids.ObjectID, owner string, v *
 	if err != nil {
 		return err
 	}
-	data := v.Data
-	for off := 0; off < len(data) || off == 0; off += chunkBytes {
-		end := min(off+chunkBytes, len(data))
-		ch := &pb.ObjectChunk{Data: data[off:end], Offset: int64(off), Crc32C: crc32.Checksum(data[off:end], castagnoli)}
-		if off == 0 {
-			ch.ObjectId, ch.Format, ch.Size, ch.JobId, ch.OwnerAddress = id[:], v.Format, int64(len(data)), c.jobID, owner
+	_ = raylet.SendChunks(v.Data, func(ch *pb.ObjectChunk, first bool) error {
+		if first {
+			ch.ObjectId, ch.Format, ch.Size, ch.JobId, ch.OwnerAddress = id[:], v.Format, int64(len(v.Data)), c.jobID, owner
 		}
-		if err := stream.Send(ch); err != nil {
-			break // CloseAndRecv says why
-		}
-		if end == len(data) {
-			break
-		}
-	}
+		return stream.Send(ch)
+	}) // a failed Send: CloseAndRecv says why
 	_, err = stream.CloseAndRecv()
 	return err
 }
@@ -355,14 +338,14 @@ func (c *core) pullFrom(ctx context.Context, loc string, id ids.ObjectID, data *
 			return err
 		}
 		if *size < 0 {
-			if ch.Size < 0 || ch.Size > maxObjectBytes {
+			if ch.Size < 0 || ch.Size > raylet.MaxObjectBytes {
 				return fmt.Errorf("bad object size %d", ch.Size)
 			}
 			*size, *format = ch.Size, ch.Format
 			*data = make([]byte, 0, ch.Size)
 		}
 		// A chunk without a checksum (an older raylet) is taken as is.
-		if ch.Crc32C != 0 && crc32.Checksum(ch.Data, castagnoli) != ch.Crc32C {
+		if ch.Crc32C != 0 && raylet.Checksum(ch.Data) != ch.Crc32C {
 			return errBadChunk
 		}
 		if ch.Offset != 0 && ch.Offset != int64(len(*data)) {

@@ -79,10 +79,10 @@ func (c *core) decRef(id ids.ObjectID) {
 	}
 	// Not ready: completeLocked frees the result when it arrives.
 	// The task's spec may outlive the object (lineage.go), the bytes not.
-	released, ok := c.releasedLocked(id)
+	tell := c.releasedLocked(id)
 	c.mu.Unlock()
-	if ok {
-		c.releaseLineage([]ids.ObjectID{released})
+	if tell {
+		c.releaseLineage([]ids.ObjectID{id})
 	}
 }
 
