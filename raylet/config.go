@@ -55,7 +55,7 @@ type Config struct {
 	MaxPullBytes int64
 
 	HeartbeatInterval time.Duration // default 500ms
-	ViewInterval      time.Duration // cluster view refresh; default 250ms
+	ViewInterval      time.Duration // cluster view refresh; default 100ms
 	IdleWorkerTimeout time.Duration // default 10s
 	// PrestartWorkers bounds the warm workers kept per job (started ahead
 	// of need, so an actor's dedicated worker is usually ready at once);

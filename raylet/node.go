@@ -3,6 +3,7 @@ package raylet
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,9 +33,16 @@ func (r *Raylet) register(ctx context.Context) error {
 // node (a failover, or a registration it lost) gets it registered again; a
 // node marked dead ends the raylet, as Ray's does: its tasks have been
 // given up on, and a restarted raylet registers as a new node.
+//
+// Besides every HeartbeatInterval, it reports within availabilityPoll of
+// a change of its free resources: other raylets spill work here from
+// their view of them, and a stale view leaves CPUs idle while requests
+// wait elsewhere.
 func (r *Raylet) heartbeatLoop() {
-	t := time.NewTicker(r.cfg.HeartbeatInterval)
+	t := time.NewTicker(min(availabilityPoll, r.cfg.HeartbeatInterval))
 	defer t.Stop()
+	var sent resources.Set
+	var last time.Time
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -47,6 +55,10 @@ func (r *Raylet) heartbeatLoop() {
 		r.mu.Lock()
 		avail := r.avail.Clone()
 		r.mu.Unlock()
+		if time.Since(last) < r.cfg.HeartbeatInterval && maps.Equal(avail, sent) {
+			continue
+		}
+		sent, last = avail, time.Now()
 		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		_, err := r.cp.Heartbeat(ctx, &cpb.HeartbeatRequest{NodeId: r.cfg.NodeID, Available: avail})
 		cancel()
@@ -68,6 +80,10 @@ func (r *Raylet) heartbeatLoop() {
 		}
 	}
 }
+
+// availabilityPoll is how often a raylet looks for a change of its free
+// resources to report.
+const availabilityPoll = 50 * time.Millisecond
 
 // viewLoop refreshes the cluster resource view from the leader.
 func (r *Raylet) viewLoop() {

@@ -88,7 +88,7 @@ func New(cfg Config) (*Raylet, error) {
 		cfg.HeartbeatInterval = 500 * time.Millisecond
 	}
 	if cfg.ViewInterval == 0 {
-		cfg.ViewInterval = 250 * time.Millisecond
+		cfg.ViewInterval = 100 * time.Millisecond
 	}
 	if cfg.OwnerCheck == 0 {
 		cfg.OwnerCheck = time.Second

@@ -87,21 +87,24 @@ const (
 	ErrorKind_ERROR_ACTOR_DIED         ErrorKind = 8
 	// The object is unknown or was freed (every reference released).
 	ErrorKind_ERROR_OBJECT_NOT_FOUND ErrorKind = 9
+	// ray.Cancel stopped the task (or actor call) before it finished.
+	ErrorKind_ERROR_TASK_CANCELLED ErrorKind = 10
 )
 
 // Enum value maps for ErrorKind.
 var (
 	ErrorKind_name = map[int32]string{
-		0: "ERROR_NONE",
-		1: "ERROR_APPLICATION",
-		2: "ERROR_PANIC",
-		3: "ERROR_FUNCTION_NOT_FOUND",
-		4: "ERROR_BAD_ARGUMENT",
-		5: "ERROR_WORKER_CRASHED",
-		6: "ERROR_OBJECT_LOST",
-		7: "ERROR_INFEASIBLE",
-		8: "ERROR_ACTOR_DIED",
-		9: "ERROR_OBJECT_NOT_FOUND",
+		0:  "ERROR_NONE",
+		1:  "ERROR_APPLICATION",
+		2:  "ERROR_PANIC",
+		3:  "ERROR_FUNCTION_NOT_FOUND",
+		4:  "ERROR_BAD_ARGUMENT",
+		5:  "ERROR_WORKER_CRASHED",
+		6:  "ERROR_OBJECT_LOST",
+		7:  "ERROR_INFEASIBLE",
+		8:  "ERROR_ACTOR_DIED",
+		9:  "ERROR_OBJECT_NOT_FOUND",
+		10: "ERROR_TASK_CANCELLED",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -114,6 +117,7 @@ var (
 		"ERROR_INFEASIBLE":         7,
 		"ERROR_ACTOR_DIED":         8,
 		"ERROR_OBJECT_NOT_FOUND":   9,
+		"ERROR_TASK_CANCELLED":     10,
 	}
 )
 
@@ -249,8 +253,11 @@ type LeaseRequest struct {
 	// Set when the control plane asks for an actor's dedicated worker: the
 	// lease lasts as long as the actor, its worker's death is reported to
 	// the control plane, and a detached actor's worker outlives its job.
-	ActorId       string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	Detached      bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
+	ActorId  string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	Detached bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
+	// How many tasks of this shape wait in the owner (queued, or pushed to a
+	// busy worker and not started), for `manta status`.
+	Backlog       int32 `protobuf:"varint,20,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -339,6 +346,13 @@ func (x *LeaseRequest) GetDetached() bool {
 		return x.Detached
 	}
 	return false
+}
+
+func (x *LeaseRequest) GetBacklog() int32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
 }
 
 type LeaseReply struct {
@@ -1814,8 +1828,12 @@ type GetStatusReply struct {
 	ObjectStoreCapacity  int64 `protobuf:"varint,10,opt,name=object_store_capacity,json=objectStoreCapacity,proto3" json:"object_store_capacity,omitempty"`
 	ObjectStoreAllocated int64 `protobuf:"varint,11,opt,name=object_store_allocated,json=objectStoreAllocated,proto3" json:"object_store_allocated,omitempty"`
 	SpilledBytes         int64 `protobuf:"varint,12,opt,name=spilled_bytes,json=spilledBytes,proto3" json:"spilled_bytes,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Every lease held now (a worker running an owner's tasks) and every
+	// lease request waiting, so a user can see why a task has not started.
+	Leases        []*LeaseStatus `protobuf:"bytes,20,rep,name=leases,proto3" json:"leases,omitempty"`
+	Waiting       []*LeaseStatus `protobuf:"bytes,21,rep,name=waiting,proto3" json:"waiting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusReply) Reset() {
@@ -1932,6 +1950,141 @@ func (x *GetStatusReply) GetSpilledBytes() int64 {
 	return 0
 }
 
+func (x *GetStatusReply) GetLeases() []*LeaseStatus {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+func (x *GetStatusReply) GetWaiting() []*LeaseStatus {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
+}
+
+type LeaseStatus struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	OwnerAddress string                 `protobuf:"bytes,1,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	JobId        string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Shape        string                 `protobuf:"bytes,3,opt,name=shape,proto3" json:"shape,omitempty"`
+	// Granted leases: the worker; actor_id for an actor's worker.
+	WorkerId  string `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerPid int32  `protobuf:"varint,5,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	ActorId   string `protobuf:"bytes,6,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// Its CPUs are lent back while its task waits in Get or Wait.
+	Blocked bool `protobuf:"varint,7,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	// Since the grant, or since the request arrived.
+	AgeMs int64 `protobuf:"varint,8,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	// The owner's tasks of this shape waiting, as of its last request.
+	Backlog int32 `protobuf:"varint,9,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// A waiting request no live node can run.
+	Infeasible    bool `protobuf:"varint,10,opt,name=infeasible,proto3" json:"infeasible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseStatus) Reset() {
+	*x = LeaseStatus{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseStatus) ProtoMessage() {}
+
+func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
+func (*LeaseStatus) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *LeaseStatus) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *LeaseStatus) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *LeaseStatus) GetShape() string {
+	if x != nil {
+		return x.Shape
+	}
+	return ""
+}
+
+func (x *LeaseStatus) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *LeaseStatus) GetWorkerPid() int32 {
+	if x != nil {
+		return x.WorkerPid
+	}
+	return 0
+}
+
+func (x *LeaseStatus) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *LeaseStatus) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+func (x *LeaseStatus) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
+func (x *LeaseStatus) GetBacklog() int32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *LeaseStatus) GetInfeasible() bool {
+	if x != nil {
+		return x.Infeasible
+	}
+	return false
+}
+
 type TaskError struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Kind     ErrorKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=manta.raylet.v1.ErrorKind" json:"kind,omitempty"`
@@ -1949,7 +2102,7 @@ type TaskError struct {
 
 func (x *TaskError) Reset() {
 	*x = TaskError{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2114,7 @@ func (x *TaskError) String() string {
 func (*TaskError) ProtoMessage() {}
 
 func (x *TaskError) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2127,7 @@ func (x *TaskError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
 func (*TaskError) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TaskError) GetKind() ErrorKind {
@@ -2036,7 +2189,7 @@ type ObjectValue struct {
 
 func (x *ObjectValue) Reset() {
 	*x = ObjectValue{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[31]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2201,7 @@ func (x *ObjectValue) String() string {
 func (*ObjectValue) ProtoMessage() {}
 
 func (x *ObjectValue) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[31]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2214,7 @@ func (x *ObjectValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectValue.ProtoReflect.Descriptor instead.
 func (*ObjectValue) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ObjectValue) GetData() []byte {
@@ -2110,7 +2263,7 @@ type TaskArg struct {
 
 func (x *TaskArg) Reset() {
 	*x = TaskArg{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[32]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2275,7 @@ func (x *TaskArg) String() string {
 func (*TaskArg) ProtoMessage() {}
 
 func (x *TaskArg) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[32]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2288,7 @@ func (x *TaskArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskArg.ProtoReflect.Descriptor instead.
 func (*TaskArg) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskArg) GetValue() *ObjectValue {
@@ -2178,7 +2331,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[33]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2343,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[33]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2356,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -2305,15 +2458,22 @@ func (x *TaskSpec) GetMaxConcurrency() int32 {
 }
 
 type PushTasksRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tasks         []*TaskSpec            `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Tasks []*TaskSpec            `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Work stealing: give back up to this many of the tasks pushed on this
+	// stream that have not started (the last ones first); the reply's
+	// stolen lists them.
+	Steal int32 `protobuf:"varint,2,opt,name=steal,proto3" json:"steal,omitempty"`
+	// Cancel tasks pushed on this stream: a queued one is removed (its
+	// result says cancelled), a running one has its context cancelled.
+	Cancel        []*CancelTask `protobuf:"bytes,3,rep,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PushTasksRequest) Reset() {
 	*x = PushTasksRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[34]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2485,7 @@ func (x *PushTasksRequest) String() string {
 func (*PushTasksRequest) ProtoMessage() {}
 
 func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[34]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2498,7 @@ func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksRequest.ProtoReflect.Descriptor instead.
 func (*PushTasksRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushTasksRequest) GetTasks() []*TaskSpec {
@@ -2348,18 +2508,99 @@ func (x *PushTasksRequest) GetTasks() []*TaskSpec {
 	return nil
 }
 
+func (x *PushTasksRequest) GetSteal() int32 {
+	if x != nil {
+		return x.Steal
+	}
+	return 0
+}
+
+func (x *PushTasksRequest) GetCancel() []*CancelTask {
+	if x != nil {
+		return x.Cancel
+	}
+	return nil
+}
+
+type CancelTask struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Kill the worker process if the task is running (normal tasks only).
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// Also cancel the tasks it submitted.
+	Recursive     bool `protobuf:"varint,3,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTask) Reset() {
+	*x = CancelTask{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTask) ProtoMessage() {}
+
+func (x *CancelTask) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
+func (*CancelTask) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CancelTask) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *CancelTask) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *CancelTask) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
 type TaskResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Returns []*ObjectValue         `protobuf:"bytes,1,rep,name=returns,proto3" json:"returns,omitempty"`
 	// Set when the task failed; returns are then empty.
-	Error         *TaskError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Error *TaskError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The task this answers: results of one stream may come out of push
+	// order (a cancelled queued task answers at once).
+	TaskId []byte `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// How long the function ran in the worker, for the owner's pipelining.
+	RunNanos      int64 `protobuf:"varint,4,opt,name=run_nanos,json=runNanos,proto3" json:"run_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2612,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2625,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TaskResult) GetReturns() []*ObjectValue {
@@ -2401,16 +2642,34 @@ func (x *TaskResult) GetError() *TaskError {
 	return nil
 }
 
+func (x *TaskResult) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *TaskResult) GetRunNanos() int64 {
+	if x != nil {
+		return x.RunNanos
+	}
+	return 0
+}
+
 type PushTasksReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*TaskResult          `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Results []*TaskResult          `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Tasks given back after a steal request, never to run here;
+	// steal_answered marks the answer (stolen may be empty).
+	Stolen        [][]byte `protobuf:"bytes,2,rep,name=stolen,proto3" json:"stolen,omitempty"`
+	StealAnswered bool     `protobuf:"varint,3,opt,name=steal_answered,json=stealAnswered,proto3" json:"steal_answered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PushTasksReply) Reset() {
 	*x = PushTasksReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2681,7 @@ func (x *PushTasksReply) String() string {
 func (*PushTasksReply) ProtoMessage() {}
 
 func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2694,7 @@ func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksReply.ProtoReflect.Descriptor instead.
 func (*PushTasksReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PushTasksReply) GetResults() []*TaskResult {
@@ -2443,6 +2702,127 @@ func (x *PushTasksReply) GetResults() []*TaskResult {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *PushTasksReply) GetStolen() [][]byte {
+	if x != nil {
+		return x.Stolen
+	}
+	return nil
+}
+
+func (x *PushTasksReply) GetStealAnswered() bool {
+	if x != nil {
+		return x.StealAnswered
+	}
+	return false
+}
+
+// CancelTaskRequest asks the owner of a task to cancel it (ray.Cancel from
+// a process that holds a ref it does not own).
+type CancelTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Recursive     bool                   `protobuf:"varint,3,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskRequest) Reset() {
+	*x = CancelTaskRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskRequest) ProtoMessage() {}
+
+func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
+func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CancelTaskRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *CancelTaskRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *CancelTaskRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type CancelTaskReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task had already finished: nothing was done.
+	Finished      bool `protobuf:"varint,1,opt,name=finished,proto3" json:"finished,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskReply) Reset() {
+	*x = CancelTaskReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskReply) ProtoMessage() {}
+
+func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskReply.ProtoReflect.Descriptor instead.
+func (*CancelTaskReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CancelTaskReply) GetFinished() bool {
+	if x != nil {
+		return x.Finished
+	}
+	return false
 }
 
 type OwnerGetRequest struct {
@@ -2454,7 +2834,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2846,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2859,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -2497,7 +2877,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2889,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2902,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
 }
 
 type PingReply struct {
@@ -2533,7 +2913,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2925,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2938,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
 }
 
 type AddObjectLocationRequest struct {
@@ -2571,7 +2951,7 @@ type AddObjectLocationRequest struct {
 
 func (x *AddObjectLocationRequest) Reset() {
 	*x = AddObjectLocationRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2963,7 @@ func (x *AddObjectLocationRequest) String() string {
 func (*AddObjectLocationRequest) ProtoMessage() {}
 
 func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2976,7 @@ func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationRequest.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AddObjectLocationRequest) GetObjectId() []byte {
@@ -2621,7 +3001,7 @@ type AddObjectLocationReply struct {
 
 func (x *AddObjectLocationReply) Reset() {
 	*x = AddObjectLocationReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +3013,7 @@ func (x *AddObjectLocationReply) String() string {
 func (*AddObjectLocationReply) ProtoMessage() {}
 
 func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +3026,7 @@ func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationReply.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
@@ -2657,7 +3037,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16KillActorWorkerRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
-	"\x14KillActorWorkerReply\"\xda\x02\n" +
+	"\x14KillActorWorkerReply\"\xf4\x02\n" +
 	"\fLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12J\n" +
@@ -2666,7 +3046,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x04hops\x18\x05 \x01(\x05R\x04hops\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12\x19\n" +
 	"\bactor_id\x18\a \x01(\tR\aactorId\x12\x1a\n" +
-	"\bdetached\x18\b \x01(\bR\bdetached\x1a<\n" +
+	"\bdetached\x18\b \x01(\bR\bdetached\x12\x18\n" +
+	"\abacklog\x18\x14 \x01(\x05R\abacklog\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xec\x01\n" +
@@ -2764,7 +3145,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x12LocateObjectsReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x129\n" +
 	"\aobjects\x18\x02 \x03(\v2\x1f.manta.raylet.v1.ObjectLocationR\aobjects\"\x12\n" +
-	"\x10GetStatusRequest\"\x83\x05\n" +
+	"\x10GetStatusRequest\"\xf1\x05\n" +
 	"\x0eGetStatusReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12@\n" +
 	"\x05total\x18\x02 \x03(\v2*.manta.raylet.v1.GetStatusReply.TotalEntryR\x05total\x12L\n" +
@@ -2780,14 +3161,31 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x15object_store_capacity\x18\n" +
 	" \x01(\x03R\x13objectStoreCapacity\x124\n" +
 	"\x16object_store_allocated\x18\v \x01(\x03R\x14objectStoreAllocated\x12#\n" +
-	"\rspilled_bytes\x18\f \x01(\x03R\fspilledBytes\x1a8\n" +
+	"\rspilled_bytes\x18\f \x01(\x03R\fspilledBytes\x124\n" +
+	"\x06leases\x18\x14 \x03(\v2\x1c.manta.raylet.v1.LeaseStatusR\x06leases\x126\n" +
+	"\awaiting\x18\x15 \x03(\v2\x1c.manta.raylet.v1.LeaseStatusR\awaiting\x1a8\n" +
 	"\n" +
 	"TotalEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a<\n" +
 	"\x0eAvailableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xbd\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xa1\x02\n" +
+	"\vLeaseStatus\x12#\n" +
+	"\rowner_address\x18\x01 \x01(\tR\fownerAddress\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05shape\x18\x03 \x01(\tR\x05shape\x12\x1b\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12\x1d\n" +
+	"\n" +
+	"worker_pid\x18\x05 \x01(\x05R\tworkerPid\x12\x19\n" +
+	"\bactor_id\x18\x06 \x01(\tR\aactorId\x12\x18\n" +
+	"\ablocked\x18\a \x01(\bR\ablocked\x12\x15\n" +
+	"\x06age_ms\x18\b \x01(\x03R\x05ageMs\x12\x18\n" +
+	"\abacklog\x18\t \x01(\x05R\abacklog\x12\x1e\n" +
+	"\n" +
+	"infeasible\x18\n" +
+	" \x01(\bR\n" +
+	"infeasible\"\xbd\x01\n" +
 	"\tTaskError\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.manta.raylet.v1.ErrorKindR\x04kind\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12\x18\n" +
@@ -2820,15 +3218,32 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06method\x18\v \x01(\tR\x06method\x12\x1b\n" +
 	"\tcaller_id\x18\f \x01(\tR\bcallerId\x12\x10\n" +
 	"\x03seq\x18\r \x01(\x04R\x03seq\x12'\n" +
-	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\"C\n" +
+	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\"\x8e\x01\n" +
 	"\x10PushTasksRequest\x12/\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x19.manta.raylet.v1.TaskSpecR\x05tasks\"v\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x19.manta.raylet.v1.TaskSpecR\x05tasks\x12\x14\n" +
+	"\x05steal\x18\x02 \x01(\x05R\x05steal\x123\n" +
+	"\x06cancel\x18\x03 \x03(\v2\x1b.manta.raylet.v1.CancelTaskR\x06cancel\"Y\n" +
+	"\n" +
+	"CancelTask\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"\xac\x01\n" +
 	"\n" +
 	"TaskResult\x126\n" +
 	"\areturns\x18\x01 \x03(\v2\x1c.manta.raylet.v1.ObjectValueR\areturns\x120\n" +
-	"\x05error\x18\x02 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\"G\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\fR\x06taskId\x12\x1b\n" +
+	"\trun_nanos\x18\x04 \x01(\x03R\brunNanos\"\x86\x01\n" +
 	"\x0ePushTasksReply\x125\n" +
-	"\aresults\x18\x01 \x03(\v2\x1b.manta.raylet.v1.TaskResultR\aresults\".\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.manta.raylet.v1.TaskResultR\aresults\x12\x16\n" +
+	"\x06stolen\x18\x02 \x03(\fR\x06stolen\x12%\n" +
+	"\x0esteal_answered\x18\x03 \x01(\bR\rstealAnswered\"d\n" +
+	"\x11CancelTaskRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"-\n" +
+	"\x0fCancelTaskReply\x12\x1a\n" +
+	"\bfinished\x18\x01 \x01(\bR\bfinished\".\n" +
 	"\x0fOwnerGetRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\r\n" +
 	"\vPingRequest\"\v\n" +
@@ -2840,7 +3255,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\xf2\x01\n" +
+	"FORMAT_RAW\x10\x01*\x8c\x02\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -2852,7 +3267,9 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x11ERROR_OBJECT_LOST\x10\x06\x12\x14\n" +
 	"\x10ERROR_INFEASIBLE\x10\a\x12\x14\n" +
 	"\x10ERROR_ACTOR_DIED\x10\b\x12\x1a\n" +
-	"\x16ERROR_OBJECT_NOT_FOUND\x10\t2\xdc\t\n" +
+	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
+	"\x14ERROR_TASK_CANCELLED\x10\n" +
+	"2\xdc\t\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12^\n" +
@@ -2869,13 +3286,15 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"MapObjects\x12\".manta.raylet.v1.MapObjectsRequest\x1a .manta.raylet.v1.MapObjectsReply\x12^\n" +
 	"\x0eReleaseObjects\x12&.manta.raylet.v1.ReleaseObjectsRequest\x1a$.manta.raylet.v1.ReleaseObjectsReply\x12U\n" +
 	"\vFreeObjects\x12#.manta.raylet.v1.FreeObjectsRequest\x1a!.manta.raylet.v1.FreeObjectsReply\x12[\n" +
-	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply2\xd9\x02\n" +
+	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply2\xad\x03\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
 	"\tGetObject\x12 .manta.raylet.v1.OwnerGetRequest\x1a\x1c.manta.raylet.v1.ObjectValue\x12@\n" +
 	"\x04Ping\x12\x1c.manta.raylet.v1.PingRequest\x1a\x1a.manta.raylet.v1.PingReply\x12g\n" +
-	"\x11AddObjectLocation\x12).manta.raylet.v1.AddObjectLocationRequest\x1a'.manta.raylet.v1.AddObjectLocationReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
+	"\x11AddObjectLocation\x12).manta.raylet.v1.AddObjectLocationRequest\x1a'.manta.raylet.v1.AddObjectLocationReply\x12R\n" +
+	"\n" +
+	"CancelTask\x12\".manta.raylet.v1.CancelTaskRequest\x1a .manta.raylet.v1.CancelTaskReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
 
 var (
 	file_rayletpb_raylet_proto_rawDescOnce sync.Once
@@ -2890,7 +3309,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                      // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                   // 1: manta.raylet.v1.ErrorKind
@@ -2924,83 +3343,92 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*LocateObjectsReply)(nil),       // 29: manta.raylet.v1.LocateObjectsReply
 	(*GetStatusRequest)(nil),         // 30: manta.raylet.v1.GetStatusRequest
 	(*GetStatusReply)(nil),           // 31: manta.raylet.v1.GetStatusReply
-	(*TaskError)(nil),                // 32: manta.raylet.v1.TaskError
-	(*ObjectValue)(nil),              // 33: manta.raylet.v1.ObjectValue
-	(*TaskArg)(nil),                  // 34: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),                 // 35: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),         // 36: manta.raylet.v1.PushTasksRequest
-	(*TaskResult)(nil),               // 37: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),           // 38: manta.raylet.v1.PushTasksReply
-	(*OwnerGetRequest)(nil),          // 39: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),              // 40: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),                // 41: manta.raylet.v1.PingReply
-	(*AddObjectLocationRequest)(nil), // 42: manta.raylet.v1.AddObjectLocationRequest
-	(*AddObjectLocationReply)(nil),   // 43: manta.raylet.v1.AddObjectLocationReply
-	nil,                              // 44: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                              // 45: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                              // 46: manta.raylet.v1.GetStatusReply.AvailableEntry
+	(*LeaseStatus)(nil),              // 32: manta.raylet.v1.LeaseStatus
+	(*TaskError)(nil),                // 33: manta.raylet.v1.TaskError
+	(*ObjectValue)(nil),              // 34: manta.raylet.v1.ObjectValue
+	(*TaskArg)(nil),                  // 35: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),                 // 36: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),         // 37: manta.raylet.v1.PushTasksRequest
+	(*CancelTask)(nil),               // 38: manta.raylet.v1.CancelTask
+	(*TaskResult)(nil),               // 39: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),           // 40: manta.raylet.v1.PushTasksReply
+	(*CancelTaskRequest)(nil),        // 41: manta.raylet.v1.CancelTaskRequest
+	(*CancelTaskReply)(nil),          // 42: manta.raylet.v1.CancelTaskReply
+	(*OwnerGetRequest)(nil),          // 43: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),              // 44: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                // 45: manta.raylet.v1.PingReply
+	(*AddObjectLocationRequest)(nil), // 46: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),   // 47: manta.raylet.v1.AddObjectLocationReply
+	nil,                              // 48: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                              // 49: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                              // 50: manta.raylet.v1.GetStatusReply.AvailableEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	44, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	48, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
 	0,  // 1: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
 	0,  // 2: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
 	19, // 3: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
 	0,  // 4: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
-	32, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	33, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
 	21, // 6: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
 	28, // 7: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	45, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	46, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	1,  // 10: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
-	0,  // 11: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	32, // 12: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	33, // 13: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	34, // 14: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	35, // 15: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	33, // 16: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	32, // 17: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	37, // 18: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	4,  // 19: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	6,  // 20: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	8,  // 21: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	10, // 22: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	12, // 23: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	14, // 24: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	30, // 25: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 26: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	15, // 27: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	17, // 28: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	20, // 29: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	23, // 30: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	25, // 31: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	27, // 32: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	36, // 33: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	39, // 34: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	40, // 35: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	42, // 36: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	5,  // 37: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	7,  // 38: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	9,  // 39: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	11, // 40: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	13, // 41: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	12, // 42: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	31, // 43: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 44: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	16, // 45: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	18, // 46: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	22, // 47: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	24, // 48: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	26, // 49: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	29, // 50: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	38, // 51: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	33, // 52: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	41, // 53: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	43, // 54: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	37, // [37:55] is the sub-list for method output_type
-	19, // [19:37] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	49, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	50, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	32, // 10: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
+	32, // 11: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
+	1,  // 12: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
+	0,  // 13: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
+	33, // 14: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	34, // 15: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	35, // 16: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	36, // 17: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	38, // 18: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
+	34, // 19: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	33, // 20: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	39, // 21: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	4,  // 22: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	6,  // 23: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	8,  // 24: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	10, // 25: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	12, // 26: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	14, // 27: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	30, // 28: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 29: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	15, // 30: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	17, // 31: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	20, // 32: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	23, // 33: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	25, // 34: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	27, // 35: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	37, // 36: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	43, // 37: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	44, // 38: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	46, // 39: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	41, // 40: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	5,  // 41: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	7,  // 42: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	9,  // 43: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	11, // 44: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	13, // 45: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	12, // 46: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	31, // 47: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 48: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	16, // 49: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	18, // 50: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	22, // 51: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	24, // 52: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	26, // 53: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	29, // 54: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	40, // 55: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	34, // 56: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	45, // 57: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	47, // 58: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	42, // 59: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	41, // [41:60] is the sub-list for method output_type
+	22, // [22:41] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -3014,7 +3442,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -667,6 +667,7 @@ const (
 	CoreWorker_GetObject_FullMethodName         = "/manta.raylet.v1.CoreWorker/GetObject"
 	CoreWorker_Ping_FullMethodName              = "/manta.raylet.v1.CoreWorker/Ping"
 	CoreWorker_AddObjectLocation_FullMethodName = "/manta.raylet.v1.CoreWorker/AddObjectLocation"
+	CoreWorker_CancelTask_FullMethodName        = "/manta.raylet.v1.CoreWorker/CancelTask"
 )
 
 // CoreWorkerClient is the client API for CoreWorker service.
@@ -686,6 +687,9 @@ type CoreWorkerClient interface {
 	// one of its objects (a raylet that pulled it), so that later readers can
 	// fetch it from there and Release frees it there too.
 	AddObjectLocation(ctx context.Context, in *AddObjectLocationRequest, opts ...grpc.CallOption) (*AddObjectLocationReply, error)
+	// CancelTask cancels a task this process owns, by one of its return
+	// objects.
+	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskReply, error)
 }
 
 type coreWorkerClient struct {
@@ -739,6 +743,16 @@ func (c *coreWorkerClient) AddObjectLocation(ctx context.Context, in *AddObjectL
 	return out, nil
 }
 
+func (c *coreWorkerClient) CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelTaskReply)
+	err := c.cc.Invoke(ctx, CoreWorker_CancelTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoreWorkerServer is the server API for CoreWorker service.
 // All implementations must embed UnimplementedCoreWorkerServer
 // for forward compatibility.
@@ -756,6 +770,9 @@ type CoreWorkerServer interface {
 	// one of its objects (a raylet that pulled it), so that later readers can
 	// fetch it from there and Release frees it there too.
 	AddObjectLocation(context.Context, *AddObjectLocationRequest) (*AddObjectLocationReply, error)
+	// CancelTask cancels a task this process owns, by one of its return
+	// objects.
+	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskReply, error)
 	mustEmbedUnimplementedCoreWorkerServer()
 }
 
@@ -777,6 +794,9 @@ func (UnimplementedCoreWorkerServer) Ping(context.Context, *PingRequest) (*PingR
 }
 func (UnimplementedCoreWorkerServer) AddObjectLocation(context.Context, *AddObjectLocationRequest) (*AddObjectLocationReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddObjectLocation not implemented")
+}
+func (UnimplementedCoreWorkerServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelTask not implemented")
 }
 func (UnimplementedCoreWorkerServer) mustEmbedUnimplementedCoreWorkerServer() {}
 func (UnimplementedCoreWorkerServer) testEmbeddedByValue()                    {}
@@ -860,6 +880,24 @@ func _CoreWorker_AddObjectLocation_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoreWorker_CancelTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoreWorkerServer).CancelTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoreWorker_CancelTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoreWorkerServer).CancelTask(ctx, req.(*CancelTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoreWorker_ServiceDesc is the grpc.ServiceDesc for CoreWorker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -878,6 +916,10 @@ var CoreWorker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AddObjectLocation",
 			Handler:    _CoreWorker_AddObjectLocation_Handler,
+		},
+		{
+			MethodName: "CancelTask",
+			Handler:    _CoreWorker_CancelTask_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

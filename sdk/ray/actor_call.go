@@ -28,6 +28,7 @@ import (
 // actorCall is one submitted call.
 type actorCall struct {
 	spec       *pb.TaskSpec
+	tid        ids.TaskID
 	returns    []ids.ObjectID
 	deps       []int // argument indices that are refs, resolved before sending
 	depKeys    []objectKey
@@ -51,6 +52,41 @@ type actorClient struct {
 	live    *liveStream   // nil while the actor is not reachable
 	dead    *pb.TaskError // set once the actor is DEAD: new calls fail at once
 	signal  chan struct{}
+	// Calls cancelled after they left pending: the sender skips them, sends
+	// their cancels (toCancel) to the worker, and never resends them.
+	cancelled map[ids.TaskID]bool
+	toCancel  []*pb.CancelTask
+}
+
+// cancel cancels one of this client's calls: a queued one fails at once,
+// a sent one is cancelled by the worker.
+func (ac *actorClient) cancel(tid ids.TaskID) {
+	ac.mu.Lock()
+	for i, call := range ac.pending {
+		if call.tid == tid {
+			ac.pending = append(ac.pending[:i:i], ac.pending[i+1:]...)
+			ac.mu.Unlock()
+			ac.c.failCancelledCall(call)
+			return
+		}
+	}
+	if ac.cancelled == nil {
+		ac.cancelled = map[ids.TaskID]bool{}
+	}
+	ac.cancelled[tid] = true
+	ac.toCancel = append(ac.toCancel, &pb.CancelTask{TaskId: tid[:]})
+	ac.mu.Unlock()
+	select {
+	case ac.signal <- struct{}{}:
+	default:
+	}
+}
+
+// isCancelled says whether a call left pending and was cancelled since.
+func (ac *actorClient) isCancelled(tid ids.TaskID) bool {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	return ac.cancelled[tid]
 }
 
 func submitActorCall(ctx context.Context, actorID string, m *actorMethod, args []argumenter) ([]objectKey, error) {
@@ -63,7 +99,7 @@ func submitActorCall(ctx context.Context, actorID string, m *actorMethod, args [
 	}
 	tc := c.taskOf(ctx)
 	tid := ids.NewTaskID(c.jobID, tc.id, tc.counter.Add(1))
-	call := &actorCall{spec: &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: m.class.name + "." + m.name,
+	call := &actorCall{tid: tid, spec: &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: m.class.name + "." + m.name,
 		NumReturns: int32(m.nret), OwnerAddress: c.address,
 		ActorId: actorID, Method: m.name, CallerId: c.address}}
 	if call.deps, call.depKeys, err = encodeArgs(call.spec, args); err != nil {
@@ -73,6 +109,13 @@ func submitActorCall(ctx context.Context, actorID string, m *actorMethod, args [
 	runtime.KeepAlive(args)
 	var keys []objectKey
 	call.returns, keys = c.newReturns(tid, m.nret)
+	c.mu.Lock()
+	for _, id := range call.returns {
+		if o := c.objects[id]; o != nil {
+			o.actor = actorID // Cancel finds the call's actor from its ref
+		}
+	}
+	c.mu.Unlock()
 	ac, err := c.actorClient(actorID)
 	if err != nil {
 		return nil, err
@@ -175,6 +218,10 @@ func (ac *actorClient) run() {
 		// may have run are resent only within MaxTaskRetries.
 		var retry []*actorCall
 		for _, call := range lost {
+			if ac.isCancelled(call.tid) {
+				c.failCancelledCall(call)
+				continue
+			}
 			if call.retries != 0 {
 				if call.retries > 0 {
 					call.retries--
@@ -213,6 +260,23 @@ type liveStream struct {
 	info     *cpb.ActorInfo
 	mu       sync.Mutex
 	inflight []*actorCall // sent, not answered, in order
+}
+
+// takeLocked removes the call a result answers from inflight: results
+// come in order, except a cancelled call's.
+func (ls *liveStream) takeLocked(id []byte) *actorCall {
+	for i, call := range ls.inflight {
+		if string(call.spec.TaskId) == string(id) {
+			if i == 0 {
+				ls.inflight[0] = nil
+				ls.inflight = ls.inflight[1:]
+			} else {
+				ls.inflight = append(ls.inflight[:i:i], ls.inflight[i+1:]...)
+			}
+			return call
+		}
+	}
+	return nil
 }
 
 // send records calls as in flight and sends them; the caller holds sendMu.
@@ -272,12 +336,17 @@ func (ac *actorClient) stream(info *cpb.ActorInfo) ([]*actorCall, error) {
 				return
 			}
 			ls.mu.Lock()
-			n := min(len(reply.Results), len(ls.inflight))
-			batch := ls.inflight[:n:n]
-			ls.inflight = ls.inflight[n:]
+			batch := make([]*actorCall, 0, len(reply.Results))
+			results := make([]*pb.TaskResult, 0, len(reply.Results))
+			for _, res := range reply.Results {
+				if call := ls.takeLocked(res.TaskId); call != nil {
+					batch = append(batch, call)
+					results = append(results, res)
+				}
+			}
 			ls.mu.Unlock()
 			for i, call := range batch {
-				c.finishCall(call, reply.Results[i])
+				c.finishCall(call, results[i])
 			}
 		}
 	}()
@@ -309,7 +378,15 @@ func (ac *actorClient) stream(info *cpb.ActorInfo) ([]*actorCall, error) {
 		n := min(len(ac.pending), maxBatch)
 		batch := ac.pending[:n:n]
 		ac.pending = ac.pending[n:]
+		cancels := ac.toCancel
+		ac.toCancel = nil
 		ac.mu.Unlock()
+		if len(cancels) > 0 {
+			if err := ls.stream.Send(&pb.PushTasksRequest{Cancel: cancels}); err != nil {
+				ac.sendMu.Unlock()
+				return lostAll(nil)
+			}
+		}
 		if n == 0 {
 			ac.sendMu.Unlock()
 			select {
@@ -330,6 +407,10 @@ func (ac *actorClient) stream(info *cpb.ActorInfo) ([]*actorCall, error) {
 			}
 			if !ac.resolve(call) {
 				continue // its argument failed, and so did it; the rest go on in order
+			}
+			if ac.isCancelled(call.tid) {
+				c.failCancelledCall(call)
+				continue
 			}
 			specs = append(specs, call.spec)
 			sent = append(sent, call)

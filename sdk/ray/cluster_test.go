@@ -272,6 +272,34 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("cancel after the leader head was killed", func(t *testing.T) {
+		// Cancel goes from the owner to the worker, never through the
+		// control plane: a head failover does not stop it.
+		dir := t.TempDir()
+		ref := markAndWait.Remote(ctx, ray.Val(dir), ray.Val("after-failover"))
+		waitMark(t, dir, "after-failover")
+		leader, _, err := c.WaitLeader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(leader); err != nil {
+			t.Fatal(err)
+		}
+		if err := ray.Cancel(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+		_, err = ray.Get(ctx, ref)
+		wantCancelled(t, err)
+		waitMark(t, dir, "after-failover.cancelled")
+		// Two heads were killed by now: bring this one back for quorum.
+		if err := c.Restart(leader); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.WaitLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("a raylet killed while its tasks run", func(t *testing.T) {
 		var refs []ray.ObjectRef[int]
 		for i := range 100 {

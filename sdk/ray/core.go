@@ -18,6 +18,7 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
 
 // core is the runtime of a driver or worker process (Ray's CoreWorker):
@@ -56,7 +57,10 @@ type core struct {
 	mu      sync.Mutex
 	objects map[ids.ObjectID]*object
 	changed chan struct{} // closed and replaced when any object completes
-	queues  map[string]*shapeQueue
+	// The task submitter (made on first use) and the owner's task table.
+	sub     *submitter.Submitter
+	subOnce sync.Once
+	tasks   taskTable
 	conns   map[string]*grpc.ClientConn
 	// Node copies of released objects waiting for freeLoop, by raylet.
 	toFree     map[string][]ids.ObjectID
@@ -115,12 +119,14 @@ type object struct {
 	owned  bool
 	refs   int
 	copies []string
+	// actor is set on the returns of an actor call (Cancel).
+	actor string
 }
 
 func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, error) {
 	c := &core{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
 		objects: map[ids.ObjectID]*object{}, changed: make(chan struct{}),
-		queues: map[string]*shapeQueue{}, conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{},
+		conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{},
 		toFree: map[string][]ids.ObjectID{}, freeSignal: make(chan struct{}, 1)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -163,6 +169,10 @@ func (c *core) conn(addr string) (*grpc.ClientConn, error) {
 
 func (c *core) close() {
 	c.cancel()
+	c.subOnce.Do(func() {}) // none may be made from now on
+	if c.sub != nil {
+		c.sub.Close()
+	}
 	c.srv.Stop()
 	c.wg.Wait()
 	c.closeRecorder()

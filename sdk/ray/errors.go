@@ -33,6 +33,9 @@ var (
 	ErrActorDied = errors.New("ray: actor died")
 	// ErrActorNotFound: no live actor of that name.
 	ErrActorNotFound = errors.New("ray: actor not found")
+	// ErrTaskCancelled: ray.Cancel stopped the task (or actor call) before
+	// it finished.
+	ErrTaskCancelled = errors.New("ray: task cancelled")
 )
 
 // TaskError is a remote task's failure: its function, message and, for an
@@ -76,6 +79,8 @@ func (e *TaskError) Unwrap() error {
 		return ErrObjectNotFound
 	case pb.ErrorKind_ERROR_ACTOR_DIED:
 		return ErrActorDied
+	case pb.ErrorKind_ERROR_TASK_CANCELLED:
+		return ErrTaskCancelled
 	}
 	return nil
 }

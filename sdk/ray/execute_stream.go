@@ -1,35 +1,50 @@
 package ray
 
 import (
+	"bytes"
+	"context"
 	"sync"
+	"time"
 
+	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
 
-// resultSender sends a stream's results in order, batching whatever piled
-// up while a send was in progress. Whoever finds results waiting and no
-// send in progress sends them: the executing goroutine itself after the
-// last task of a request (no hand-off on the latency path), else the
-// sender goroutine, so a slow task never holds back the results before it.
+// The receiver: a worker runs the tasks an owner pushes on a PushTasks
+// stream. Tasks wait in the stream's queue until the executor takes them,
+// one at a time (an actor with MaxConcurrency > 1 runs its calls at once),
+// so that until then the owner can take them back (steal) or cancel them;
+// a running task's context is cancelled by a cancel.
+
+// resultSender sends a stream's answers, batching whatever piled up while
+// a send was in progress. Whoever finds answers waiting and no send in
+// progress sends them: the executing goroutine itself when nothing waits
+// behind its task (no hand-off on the latency path), else the sender
+// goroutine, so a slow task never holds back the answers before it.
 type resultSender struct {
 	stream  pb.CoreWorker_PushTasksServer
 	mu      sync.Mutex
 	cond    *sync.Cond
 	results []*pb.TaskResult
+	stolen  [][]byte
+	answer  bool // a steal request waits for its answer
 	sending bool
 	done    bool
 	err     error
 }
 
+func (s *resultSender) waitingLocked() bool { return len(s.results) > 0 || s.answer }
+
 // drainLocked sends until nothing waits; called with mu held and
 // sending false, returns with mu held.
 func (s *resultSender) drainLocked() {
-	for len(s.results) > 0 && s.err == nil {
-		batch := s.results
-		s.results = nil
+	for s.waitingLocked() && s.err == nil {
+		reply := &pb.PushTasksReply{Results: s.results, Stolen: s.stolen, StealAnswered: s.answer}
+		s.results, s.stolen, s.answer = nil, nil, false
 		s.sending = true
 		s.mu.Unlock()
-		err := s.stream.Send(&pb.PushTasksReply{Results: batch})
+		err := s.stream.Send(reply)
 		s.mu.Lock()
 		s.sending = false
 		if err != nil {
@@ -52,15 +67,24 @@ func (s *resultSender) add(r *pb.TaskResult, inline bool) error {
 	return s.err
 }
 
-// run is the sender goroutine: it sends results the executor left behind.
+// answerSteal queues the answer to a steal request.
+func (s *resultSender) answerSteal(stolen [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stolen = append(s.stolen, stolen...)
+	s.answer = true
+	s.cond.Broadcast()
+}
+
+// run is the sender goroutine: it sends answers the executor left behind.
 func (s *resultSender) run() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
-		for (len(s.results) == 0 || s.sending) && !s.done {
+		for (!s.waitingLocked() || s.sending) && !s.done {
 			s.cond.Wait()
 		}
-		if len(s.results) == 0 && s.done {
+		if !s.waitingLocked() && s.done {
 			return
 		}
 		if !s.sending {
@@ -72,22 +96,47 @@ func (s *resultSender) run() {
 	}
 }
 
-// close waits until every result is sent (or sending failed).
+// close waits until every answer is sent (or sending failed).
 func (s *resultSender) close() error {
 	s.mu.Lock()
 	s.done = true
 	s.cond.Broadcast()
-	for (len(s.results) > 0 || s.sending) && s.err == nil {
+	for (s.waitingLocked() || s.sending) && s.err == nil {
 		s.cond.Wait()
 	}
 	s.mu.Unlock()
 	return s.err
 }
 
-// PushTasks runs the tasks its owner streams, in order, and streams their
-// results back in order (see resultSender).
+// streamExec is the queue and the running tasks of one PushTasks stream.
+type streamExec struct {
+	c   *core
+	s   *resultSender
+	ctx context.Context
+	// concurrent: an actor that runs several calls at once; each call
+	// then runs in its own goroutine as soon as it arrives (the actor's
+	// semaphore admits them).
+	concurrent bool
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []*pb.TaskSpec
+	running map[ids.TaskID]*runningTask
+	closed  bool
+	calls   sync.WaitGroup
+}
+
+// runningTask is a task taken from the queue: its context's cancel, and
+// whether a cancel reached it (its result is then "cancelled") or was
+// answered already (a forced cancel: its worker is about to die).
+type runningTask struct {
+	cancel    context.CancelFunc
+	cancelled bool
+	answered  bool
+}
+
+// PushTasks runs the tasks its owner streams and streams their answers.
 func (c *core) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
-	ctx := stream.Context()
 	s := &resultSender{stream: stream}
 	s.cond = sync.NewCond(&s.mu)
 	senderDone := make(chan struct{})
@@ -95,65 +144,182 @@ func (c *core) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
 		defer close(senderDone)
 		s.run()
 	}()
-	// Calls to an actor that runs several at once execute concurrently;
-	// their results still go back in order (the forwarder).
-	var (
-		futs    chan chan *pb.TaskResult
-		fwdDone chan struct{}
-		calls   sync.WaitGroup
-	)
-	defer func() {
-		if futs != nil {
-			close(futs)
-			<-fwdDone
-		}
-	}()
+	x := &streamExec{c: c, s: s, ctx: stream.Context(), running: map[ids.TaskID]*runningTask{}}
+	x.cond = sync.NewCond(&x.mu)
+	execDone := make(chan struct{})
+	started := false
 	for {
 		req, err := stream.Recv()
 		if err != nil {
 			break // io.EOF: the owner is done with the lease
 		}
-		if futs == nil && len(req.Tasks) > 0 && !req.Tasks[0].ActorCreation {
-			if h := c.hostedFor(req.Tasks[0].ActorId); h != nil && h.concurrent() {
-				futs, fwdDone = make(chan chan *pb.TaskResult, maxInflight), make(chan struct{})
-				go func() {
-					defer close(fwdDone)
-					for f := range futs {
-						_ = s.add(<-f, len(futs) == 0)
-					}
-				}()
+		if !started {
+			started = true
+			if len(req.Tasks) > 0 && !req.Tasks[0].ActorCreation {
+				if h := c.hostedFor(req.Tasks[0].ActorId); h != nil && h.concurrent() {
+					x.concurrent = true
+				}
 			}
+			go func() {
+				defer close(execDone)
+				if !x.concurrent {
+					x.loop()
+				}
+			}()
 		}
-		if futs != nil {
-			for _, spec := range req.Tasks {
-				f := make(chan *pb.TaskResult, 1)
-				calls.Add(1)
-				go func() {
-					defer calls.Done()
-					f <- c.execute(ctx, spec)
-				}()
-				futs <- f
-			}
-			continue
-		}
-		failed := false
-		for i, spec := range req.Tasks {
-			if err := s.add(c.execute(ctx, spec), i == len(req.Tasks)-1); err != nil {
-				failed = true
-				break
-			}
-		}
-		if failed {
-			break
-		}
+		x.handle(req)
 	}
-	if futs != nil {
-		calls.Wait()
-		close(futs)
-		<-fwdDone
-		futs = nil
+	x.mu.Lock()
+	x.closed = true
+	x.cond.Broadcast()
+	x.mu.Unlock()
+	if started {
+		<-execDone
 	}
+	x.calls.Wait()
 	err := s.close()
 	<-senderDone
 	return err
+}
+
+// handle takes one message of the owner's: tasks, a steal, cancels.
+func (x *streamExec) handle(req *pb.PushTasksRequest) {
+	if len(req.Tasks) > 0 {
+		if x.concurrent {
+			for _, spec := range req.Tasks {
+				x.start(spec)
+			}
+		} else {
+			x.mu.Lock()
+			x.queue = append(x.queue, req.Tasks...)
+			x.cond.Signal()
+			x.mu.Unlock()
+		}
+	}
+	for _, cn := range req.Cancel {
+		x.cancel(cn)
+	}
+	if req.Steal > 0 {
+		x.mu.Lock()
+		n := min(int(req.Steal), len(x.queue))
+		taken := x.queue[len(x.queue)-n:]
+		x.queue = x.queue[:len(x.queue)-n]
+		x.mu.Unlock()
+		stolen := make([][]byte, len(taken))
+		for i, spec := range taken {
+			stolen[i] = spec.TaskId
+		}
+		x.s.answerSteal(stolen)
+	}
+}
+
+// cancel removes a queued task (answering it cancelled) or cancels a
+// running one's context; a task not here finished already.
+func (x *streamExec) cancel(cn *pb.CancelTask) {
+	tid, err := ids.TaskFromBytes(cn.TaskId)
+	if err != nil {
+		return
+	}
+	x.mu.Lock()
+	for i, spec := range x.queue {
+		if bytes.Equal(spec.TaskId, cn.TaskId) {
+			x.queue = append(x.queue[:i:i], x.queue[i+1:]...)
+			x.mu.Unlock()
+			_ = x.s.add(cancelledResult(spec, "before it started"), true)
+			return
+		}
+	}
+	rt := x.running[tid]
+	if rt == nil || rt.cancelled {
+		x.mu.Unlock()
+		return
+	}
+	rt.cancelled = true
+	rt.cancel()
+	var stolen [][]byte
+	if cn.Force {
+		// The owner kills this worker once it has the answer: give back
+		// what waits here first, and answer now (the task may never
+		// return).
+		rt.answered = true
+		for _, spec := range x.queue {
+			stolen = append(stolen, spec.TaskId)
+		}
+		x.queue = nil
+	}
+	x.mu.Unlock()
+	if cn.Recursive {
+		x.c.cancelChildren(tid, cn.Force)
+	}
+	if cn.Force {
+		x.s.answerSteal(stolen)
+		_ = x.s.add(&pb.TaskResult{TaskId: cn.TaskId, Error: submitter.CancelledError("", "while it ran (force)")}, true)
+	}
+}
+
+func cancelledResult(spec *pb.TaskSpec, when string) *pb.TaskResult {
+	e := submitter.CancelledError(spec.Function, when)
+	if tid, err := ids.TaskFromBytes(spec.TaskId); err == nil {
+		e.TaskId = tid.String()
+	}
+	return &pb.TaskResult{TaskId: spec.TaskId, Error: e}
+}
+
+// loop runs the queued tasks in order until the stream ends.
+func (x *streamExec) loop() {
+	for {
+		x.mu.Lock()
+		for len(x.queue) == 0 && !x.closed && x.ctx.Err() == nil {
+			x.cond.Wait()
+		}
+		if len(x.queue) == 0 || x.ctx.Err() != nil {
+			x.queue = nil
+			x.mu.Unlock()
+			return
+		}
+		spec := x.queue[0]
+		x.queue[0] = nil
+		x.queue = x.queue[1:]
+		inline := len(x.queue) == 0
+		x.mu.Unlock()
+		if err := x.run(spec, inline); err != nil {
+			return
+		}
+	}
+}
+
+// start runs a concurrent actor's call in its own goroutine.
+func (x *streamExec) start(spec *pb.TaskSpec) {
+	x.calls.Add(1)
+	go func() {
+		defer x.calls.Done()
+		_ = x.run(spec, false)
+	}()
+}
+
+// run executes one task and queues its answer.
+func (x *streamExec) run(spec *pb.TaskSpec, inline bool) error {
+	tid, _ := ids.TaskFromBytes(spec.TaskId)
+	ctx, cancel := context.WithCancel(x.ctx)
+	defer cancel()
+	rt := &runningTask{cancel: cancel}
+	x.mu.Lock()
+	x.running[tid] = rt
+	x.mu.Unlock()
+	start := time.Now()
+	res := x.c.execute(ctx, spec)
+	run := time.Since(start)
+	x.c.forgetChildren(tid)
+	x.mu.Lock()
+	delete(x.running, tid)
+	cancelled, answered := rt.cancelled, rt.answered
+	x.mu.Unlock()
+	if answered {
+		return nil
+	}
+	if cancelled {
+		res = cancelledResult(spec, "while it ran")
+	}
+	res.TaskId, res.RunNanos = spec.TaskId, int64(run)
+	return x.s.add(res, inline)
 }

@@ -62,6 +62,7 @@ import (
 	"github.com/manta-ray/manta/lineage"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/resources"
 )
 
 const (
@@ -98,7 +99,7 @@ type lineageState struct {
 type lineageEntry struct {
 	t    *task         // its latest run (spec, retries left)
 	args []*pb.TaskArg // as submitted: reference arguments carry only their ID
-	q    *shapeQueue
+	res  resources.Set // its resource shape
 	// The task's return objects still in c.objects, and the retained tasks
 	// that take one of its outputs as an argument.
 	live, dependents int
@@ -151,11 +152,11 @@ func (c *core) closeRecorder() {
 // recordTask retains a newly submitted task's spec; its record is sent
 // later, if ever (persist). The spec's arguments are as encodeArgs made
 // them (not resolved yet).
-func (c *core) recordTask(t *task, q *shapeQueue, o *callOptions) {
+func (c *core) recordTask(t *task, o *callOptions) {
 	if c.lin.off {
 		return
 	}
-	e := &lineageEntry{t: t, args: t.spec.Args, q: q, live: len(t.returns), inflight: true,
+	e := &lineageEntry{t: t, args: t.spec.Args, res: o.res, live: len(t.returns), inflight: true,
 		maxRetries: int32(o.maxRetries), retryExc: o.retryExceptions}
 	if len(t.refs) > 0 {
 		// The resolver replaces resolved arguments in t.spec.Args (it never
@@ -235,7 +236,7 @@ func (c *core) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRe
 	t := e.t
 	r := &cpb.TaskRecord{TaskId: t.spec.TaskId, JobId: c.jobID, Function: t.spec.Function,
 		Args: make([]*cpb.LineageArg, len(e.args)), NumReturns: t.spec.NumReturns, OwnerAddress: c.address,
-		Resources: e.q.res, MaxRetries: e.maxRetries, Attempts: t.spec.Attempt + 1, NodeId: e.node,
+		Resources: e.res, MaxRetries: e.maxRetries, Attempts: t.spec.Attempt + 1, NodeId: e.node,
 		State: cpb.TaskState_TASK_FINISHED}
 	if e.inflight && !finished {
 		r.State = cpb.TaskState_TASK_RUNNING // an upstream run still going (a rebuild)
@@ -414,11 +415,11 @@ func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 		}
 		c.objects[r] = &object{ready: make(chan struct{}), owned: true, refs: o.refs}
 	}
-	t := &task{spec: &pb.TaskSpec{TaskId: old.spec.TaskId, JobId: old.spec.JobId, Function: old.spec.Function,
+	t := newTask(&pb.TaskSpec{TaskId: old.spec.TaskId, JobId: old.spec.JobId, Function: old.spec.Function,
 		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,
-		Attempt: old.spec.Attempt + 1, Args: slices.Clone(e.args)},
-		returns: old.returns, retriesLeft: old.retriesLeft - 1, retryExceptions: old.retryExceptions,
-		refs: old.refs, refKeys: old.refKeys, lin: e}
+		Attempt: old.spec.Attempt + 1, Args: slices.Clone(e.args)}, e.res)
+	t.returns, t.retriesLeft, t.retryExceptions = old.returns, old.retriesLeft-1, old.retryExceptions
+	t.refs, t.refKeys, t.lin = old.refs, old.refKeys, e
 	e.t, e.inflight = t, true
 	for _, k := range t.refKeys {
 		if k.owner != c.address {
@@ -438,7 +439,7 @@ func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 	go func() {
 		defer c.wg.Done()
 		c.reportAttempt(t, cpb.TaskState_TASK_RUNNING, "", "")
-		c.resolveAndEnqueue(e.q, t)
+		c.resolveAndEnqueue(t)
 	}()
 	return nil
 }
@@ -470,7 +471,7 @@ func (c *core) remakeLocked(id ids.ObjectID) *object {
 // lostArg handles a task whose worker could not read an argument this
 // process owns: the argument is rebuilt and the task pushed again, without
 // consuming its retries. It reports false when the error is not that.
-func (c *core) lostArg(q *shapeQueue, t *task, e *pb.TaskError) bool {
+func (c *core) lostArg(t *task, e *pb.TaskError) bool {
 	if (e.Kind != pb.ErrorKind_ERROR_OBJECT_LOST && e.Kind != pb.ErrorKind_ERROR_OBJECT_NOT_FOUND) ||
 		len(e.ObjectId) == 0 || t.lostRounds >= maxLostArgRounds || c.lin.off {
 		return false
@@ -492,7 +493,7 @@ func (c *core) lostArg(q *shapeQueue, t *task, e *pb.TaskError) bool {
 			c.fail(t, &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: fmt.Sprintf("argument: %v", err), ObjectId: e.ObjectId})
 			return
 		}
-		c.resolveAndEnqueue(q, t)
+		c.resolveAndEnqueue(t)
 	}()
 	return true
 }

@@ -1,0 +1,817 @@
+// Package submitter is an owner's task submitter (Ray's
+// NormalTaskSubmitter): it gets worker leases from raylets for each
+// resource shape, pushes the owner's tasks to the leased workers, and takes
+// back tasks pushed to a busy worker so that they run elsewhere.
+//
+// The rules that keep every CPU busy and no task behind another:
+//   - The owner keeps asking for leases while any task of a shape waits,
+//     queued here or pushed to a worker and not started, bounded per shape
+//     (MaxLeaseRequests, as Ray bounds pending lease requests); requests
+//     that nothing needs any more are withdrawn.
+//   - A lease pipelines several tasks to its worker only when tasks of the
+//     shape are short: the depth follows the run time the workers report,
+//     so slow tasks go one per worker, and a lease whose running task has
+//     run far longer than usual (stuck) gets nothing more.
+//   - A lease with nothing to do steals the tasks another lease pushed and
+//     its worker has not started (the worker gives back what it still has
+//     queued): all of them from a stuck lease, half otherwise.
+//
+// The submitter owns its queues and leases under its own lock and talks to
+// the rest of the owner through Handler; it never holds its lock while it
+// calls the Handler or the network.
+package submitter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/rpcerr"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/raylet/resources"
+)
+
+// Handler is how the submitter reports what became of a task. It is called
+// without the submitter's lock; it may call Submit again (a retry).
+type Handler interface {
+	// Finished: a worker on node answered for the task (res.Error is set
+	// when the task failed there, or was cancelled).
+	Finished(t *Task, res *pb.TaskResult, node string)
+	// WorkerLost: the worker died (or its stream broke) while the task was
+	// pushed to it, perhaps running.
+	WorkerLost(t *Task, e *pb.TaskError)
+	// Failed: the task never ran and never will from here: its shape is
+	// infeasible, its job ended, or it was cancelled while queued.
+	Failed(t *Task, e *pb.TaskError)
+}
+
+// Conns gives the clients of raylets and workers by address.
+type Conns interface {
+	Raylet(addr string) (pb.RayletClient, error)
+	Worker(addr string) (pb.CoreWorkerClient, error)
+}
+
+// Config configures a Submitter. Zero tuning fields take the defaults.
+type Config struct {
+	JobID     string
+	BinarySHA string
+	// Owner is this process's CoreWorker address.
+	Owner string
+	// Home is the raylet asked first for every lease.
+	Home    string
+	Conns   Conns
+	Handler Handler
+	Log     *zap.Logger
+
+	// MaxLeaseRequests bounds the lease requests in flight per shape.
+	MaxLeaseRequests int
+	// MaxBatch bounds the tasks pushed in one message.
+	MaxBatch int
+	// MaxInflight bounds the tasks pushed to one worker and not answered.
+	MaxInflight int
+	// Linger is how long an idle lease is kept for the next task.
+	Linger time.Duration
+	// PipelineTarget is how much work (by the shape's mean run time) a
+	// lease keeps queued at its worker to hide the round trip.
+	PipelineTarget time.Duration
+	// StuckAfter is the least time a task must run before the tasks
+	// pushed behind it are taken back at once (it is also at least 8
+	// times the shape's mean run time).
+	StuckAfter time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.MaxLeaseRequests <= 0 {
+		c.MaxLeaseRequests = 8
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 128
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 4 * c.MaxBatch
+	}
+	if c.Linger <= 0 {
+		c.Linger = 5 * time.Millisecond
+	}
+	if c.PipelineTarget <= 0 {
+		c.PipelineTarget = 2 * time.Millisecond
+	}
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = 2 * time.Millisecond
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+}
+
+// Task is one task on its way to a worker.
+type Task struct {
+	Spec *pb.TaskSpec
+	ID   ids.TaskID
+	// Res is the task's resource shape.
+	Res resources.Set
+	// Data is the owner's own record of the task.
+	Data any
+
+	// Guarded by Submitter.mu.
+	sh        *shape
+	l         *lease // the lease it was pushed to; nil while queued
+	cancelled bool
+}
+
+// CancelOutcome says what Cancel did.
+type CancelOutcome int
+
+const (
+	// NotHere: the task is neither queued nor pushed (finished, or not
+	// submitted yet).
+	NotHere CancelOutcome = iota
+	// Removed: it was queued; it will never run and Handler.Failed was
+	// called with a cancelled error.
+	Removed
+	// Asked: it was pushed to a worker, which was asked to cancel it; its
+	// answer comes through Handler.Finished (or WorkerLost).
+	Asked
+)
+
+// Submitter pushes one owner's tasks to leased workers.
+type Submitter struct {
+	cfg Config
+
+	mu     sync.Mutex
+	shapes map[string]*shape
+	tasks  map[ids.TaskID]*Task // queued or pushed
+	closed bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// shape holds the tasks of one resource shape and the leases that run them.
+type shape struct {
+	key     string
+	res     resources.Set
+	pending []*Task // next first; stolen tasks go back to the front
+	leases  []*lease
+	// requests counts lease requests in flight; they share reqCtx, which
+	// is cancelled when nothing waits any more.
+	requests int
+	reqCtx   context.Context
+	reqStop  context.CancelFunc
+	// meanRun is a moving average of the run times workers report.
+	meanRun time.Duration
+	known   bool
+}
+
+// lease is a worker leased for one shape.
+type lease struct {
+	sh     *shape
+	reply  *pb.LeaseReply
+	raylet string
+	// inflight are the tasks pushed and not answered, in push order; the
+	// first one is running (or about to) since headSince.
+	inflight  []*Task
+	headSince time.Time
+	lastBusy  time.Time
+	// Control messages the lease's loop sends next: cancels, and a steal
+	// request (stealing: one is outstanding).
+	cancels  []*pb.CancelTask
+	stealAsk int32
+	stealing bool
+	// A force cancel of its running task dooms a lease: nothing more is
+	// pushed, and once the worker confirms the cancel (after giving back
+	// what it had queued) it is killed.
+	doomed ids.TaskID
+	kill   bool
+	wake   chan struct{}
+}
+
+// New returns a submitter; Close stops it.
+func New(cfg Config) *Submitter {
+	cfg.defaults()
+	s := &Submitter{cfg: cfg, shapes: map[string]*shape{}, tasks: map[ids.TaskID]*Task{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Close stops every lease and request and waits for them. Tasks still
+// queued or pushed are abandoned (the owner is going away).
+func (s *Submitter) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Submit queues a task whose arguments are resolved.
+func (s *Submitter) Submit(t *Task) {
+	key := t.Res.Key()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	sh := s.shapes[key]
+	if sh == nil {
+		sh = &shape{key: key, res: t.Res}
+		s.shapes[key] = sh
+	}
+	t.sh, t.l = sh, nil
+	s.tasks[t.ID] = t
+	sh.pending = append(sh.pending, t)
+	s.kickLocked(sh)
+	s.maybeLeaseLocked(sh)
+	s.mu.Unlock()
+}
+
+// Cancel cancels a queued or pushed task; see CancelOutcome.
+func (s *Submitter) Cancel(id ids.TaskID, force, recursive bool) CancelOutcome {
+	s.mu.Lock()
+	t := s.tasks[id]
+	if t == nil {
+		s.mu.Unlock()
+		return NotHere
+	}
+	if t.l == nil {
+		sh := t.sh
+		for i, x := range sh.pending {
+			if x == t {
+				sh.pending = append(sh.pending[:i:i], sh.pending[i+1:]...)
+				break
+			}
+		}
+		delete(s.tasks, id)
+		s.mu.Unlock()
+		s.cfg.Handler.Failed(t, CancelledError(t.Spec.Function, "while it waited for a worker"))
+		return Removed
+	}
+	if !t.cancelled {
+		t.cancelled = true
+		l := t.l
+		l.cancels = append(l.cancels, &pb.CancelTask{TaskId: id[:], Force: force, Recursive: recursive})
+		if force && len(l.inflight) > 0 && l.inflight[0] == t {
+			l.doomed = id
+		}
+		kick(l)
+	}
+	s.mu.Unlock()
+	return Asked
+}
+
+// CancelledError is the error of a cancelled task.
+func CancelledError(function, when string) *pb.TaskError {
+	return &pb.TaskError{Kind: pb.ErrorKind_ERROR_TASK_CANCELLED, Function: function, Message: "task cancelled " + when}
+}
+
+// ShapeStats describes one shape's queue.
+type ShapeStats struct {
+	Shape    string
+	Queued   int // waiting for a worker here
+	Pushed   int // pushed to workers, running or behind a running task
+	Leases   int
+	Requests int
+	MeanRun  time.Duration
+}
+
+// Stats lists every shape with tasks or leases.
+func (s *Submitter) Stats() []ShapeStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ShapeStats
+	for _, sh := range s.shapes {
+		st := ShapeStats{Shape: sh.key, Queued: len(sh.pending), Leases: len(sh.leases), Requests: sh.requests, MeanRun: sh.meanRun}
+		for _, l := range sh.leases {
+			st.Pushed += len(l.inflight)
+		}
+		if st.Queued+st.Pushed+st.Leases+st.Requests > 0 {
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Shape < out[j].Shape })
+	return out
+}
+
+// ---- leases --------------------------------------------------------------------
+
+// waitingLocked counts the shape's tasks that wait: queued here, or pushed
+// behind a running task.
+func (sh *shape) waitingLocked() int {
+	n := len(sh.pending)
+	for _, l := range sh.leases {
+		n += max(0, len(l.inflight)-1)
+	}
+	return n
+}
+
+// idleLocked says whether the shape has no task queued or pushed.
+func (sh *shape) idleLocked() bool {
+	if len(sh.pending) > 0 {
+		return false
+	}
+	for _, l := range sh.leases {
+		if len(l.inflight) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// maybeLeaseLocked asks for leases while tasks wait that the idle leases
+// will not take, and withdraws the requests nothing needs any more.
+func (s *Submitter) maybeLeaseLocked(sh *shape) {
+	need := sh.waitingLocked()
+	for _, l := range sh.leases {
+		if len(l.inflight) == 0 {
+			need-- // an idle lease takes the next task at once
+		}
+	}
+	if need <= 0 {
+		if sh.requests > 0 && sh.reqStop != nil && sh.idleLocked() {
+			// The work is done, not just balanced for a moment: a spilled
+			// request counts against its target node until it is used.
+			sh.reqStop()
+			sh.reqCtx, sh.reqStop = nil, nil
+		}
+		return
+	}
+	for sh.requests < min(s.cfg.MaxLeaseRequests, need) {
+		if sh.reqCtx == nil {
+			sh.reqCtx, sh.reqStop = context.WithCancel(s.ctx)
+		}
+		sh.requests++
+		ctx := sh.reqCtx
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.leaseAndRun(ctx, sh)
+		}()
+	}
+}
+
+func kick(l *lease) {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// kickLocked wakes every lease of the shape: there is work, or something
+// to steal.
+func (s *Submitter) kickLocked(sh *shape) {
+	for _, l := range sh.leases {
+		kick(l)
+	}
+}
+
+// leaseAndRun gets a lease (following spillbacks) and runs tasks on it
+// until it is idle.
+func (s *Submitter) leaseAndRun(ctx context.Context, sh *shape) {
+	addr := s.cfg.Home
+	backoff := 10 * time.Millisecond
+	var reply *pb.LeaseReply
+	done := func() {
+		s.mu.Lock()
+		sh.requests--
+		s.maybeLeaseLocked(sh)
+		s.mu.Unlock()
+	}
+	for {
+		s.mu.Lock()
+		req := &pb.LeaseRequest{JobId: s.cfg.JobID, BinarySha256: s.cfg.BinarySHA, Resources: sh.res,
+			OwnerAddress: s.cfg.Owner, Shape: sh.key, Backlog: int32(sh.waitingLocked())}
+		s.mu.Unlock()
+		var err error
+		for hops := int32(0); ; hops++ {
+			req.Hops = hops
+			var rc pb.RayletClient
+			if rc, err = s.cfg.Conns.Raylet(addr); err == nil {
+				reply, err = rc.RequestWorkerLease(ctx, req)
+			}
+			if err != nil || reply.SpillAddress == "" {
+				break
+			}
+			addr = reply.SpillAddress
+		}
+		if ctx.Err() != nil {
+			done()
+			return
+		}
+		if err == nil {
+			break
+		}
+		switch code := rpcerr.Code(err); {
+		case code == codes.InvalidArgument || status.Code(err) == codes.InvalidArgument:
+			s.failShape(sh, &pb.TaskError{Kind: pb.ErrorKind_ERROR_INFEASIBLE, Message: err.Error()})
+			done()
+			return
+		case errors.Is(err, raylet.ErrJobEnded):
+			s.failShape(sh, &pb.TaskError{Kind: pb.ErrorKind_ERROR_WORKER_CRASHED, Message: err.Error()})
+			done()
+			return
+		}
+		if addr == s.cfg.Home {
+			s.cfg.Log.Warn("lease request failed; retrying", zap.String("raylet", addr), zap.Error(err))
+		} else {
+			// A spillback target that went away: start again at home.
+			s.cfg.Log.Debug("lease request at a spillback target failed", zap.String("raylet", addr), zap.Error(err))
+			addr = s.cfg.Home
+		}
+		select {
+		case <-ctx.Done():
+			done()
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	l := &lease{sh: sh, reply: reply, raylet: addr, wake: make(chan struct{}, 1), lastBusy: time.Now()}
+	s.mu.Lock()
+	sh.requests--
+	sh.leases = append(sh.leases, l)
+	s.mu.Unlock()
+	failed := s.runLease(l)
+	s.mu.Lock()
+	for i, x := range sh.leases {
+		if x == l {
+			sh.leases = append(sh.leases[:i:i], sh.leases[i+1:]...)
+			break
+		}
+	}
+	s.maybeLeaseLocked(sh)
+	s.mu.Unlock()
+	if rc, err := s.cfg.Conns.Raylet(addr); err == nil {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = rc.ReturnWorkerLease(rctx, &pb.ReturnLeaseRequest{LeaseId: reply.LeaseId, WorkerFailed: failed})
+		cancel()
+	}
+}
+
+// failShape fails every queued task of a shape (its leases cannot be had).
+func (s *Submitter) failShape(sh *shape, e *pb.TaskError) {
+	s.mu.Lock()
+	ts := sh.pending
+	sh.pending = nil
+	for _, t := range ts {
+		delete(s.tasks, t.ID)
+	}
+	s.mu.Unlock()
+	for _, t := range ts {
+		s.cfg.Handler.Failed(t, e)
+	}
+}
+
+// depthLocked is how many tasks a lease may have pushed and unanswered.
+func (s *Submitter) depthLocked(sh *shape) int {
+	if !sh.known {
+		return 1 // learn the run time first
+	}
+	if sh.meanRun <= 0 {
+		return s.cfg.MaxInflight
+	}
+	d := math.Ceil(float64(s.cfg.PipelineTarget) / float64(sh.meanRun))
+	return int(min(max(d, 1), float64(s.cfg.MaxInflight)))
+}
+
+func (s *Submitter) stuckAfterLocked(sh *shape) time.Duration {
+	return max(s.cfg.StuckAfter, 8*sh.meanRun)
+}
+
+// stuckLocked says whether l's running task has run so long that what
+// waits behind it should go elsewhere.
+func (s *Submitter) stuckLocked(l *lease, now time.Time) bool {
+	return len(l.inflight) > 0 && now.Sub(l.headSince) > s.stuckAfterLocked(l.sh)
+}
+
+// takeLocked picks the tasks l pushes next.
+func (s *Submitter) takeLocked(l *lease, now time.Time) []*Task {
+	sh := l.sh
+	if len(sh.pending) == 0 || l.doomed != (ids.TaskID{}) || s.stuckLocked(l, now) {
+		return nil
+	}
+	room := min(s.depthLocked(sh), s.cfg.MaxInflight) - len(l.inflight)
+	// At most a fair share of what waits among the leases held and asked
+	// for, so that a burst spreads over every worker leased.
+	leases := max(1, len(sh.leases)+sh.requests)
+	share := (len(sh.pending)+len(l.inflight)+leases-1)/leases - len(l.inflight)
+	n := min(room, s.cfg.MaxBatch, len(sh.pending), share)
+	if n <= 0 {
+		return nil
+	}
+	batch := sh.pending[:n:n]
+	sh.pending = sh.pending[n:]
+	if len(l.inflight) == 0 {
+		l.headSince = now
+	}
+	for _, t := range batch {
+		t.l = l
+	}
+	l.inflight = append(l.inflight, batch...)
+	return batch
+}
+
+// victimLocked picks a lease of l's shape to steal from: the one with the
+// most tasks waiting behind its running task, when stealing pays (it is
+// stuck, or what waits there is worth more than a round trip). It
+// returns how many to steal, or when to look again (0: nothing to wait
+// for).
+func (s *Submitter) victimLocked(l *lease, now time.Time) (v *lease, n int32, retry time.Duration) {
+	sh := l.sh
+	var best *lease
+	for _, x := range sh.leases {
+		if x == l || x.stealing || x.stealAsk > 0 || len(x.inflight) < 2 || x.doomed != (ids.TaskID{}) {
+			continue
+		}
+		if best == nil || len(x.inflight) > len(best.inflight) {
+			best = x
+		}
+	}
+	if best == nil {
+		return nil, 0, 0
+	}
+	waiting := len(best.inflight) - 1
+	if s.stuckLocked(best, now) {
+		return best, int32(waiting), 0
+	}
+	if time.Duration(waiting)*sh.meanRun >= 2*s.cfg.PipelineTarget {
+		return best, int32((waiting + 1) / 2), 0
+	}
+	return nil, 0, s.stuckAfterLocked(sh) - now.Sub(best.headSince) + time.Millisecond
+}
+
+// runLease pushes tasks to a leased worker and handles its answers until
+// the lease has been idle for Linger; it reports whether the worker
+// failed.
+func (s *Submitter) runLease(l *lease) (workerFailed bool) {
+	wc, err := s.cfg.Conns.Worker(l.reply.WorkerAddress)
+	if err != nil {
+		s.lostAll(l, err)
+		return true
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stream, err := wc.PushTasks(ctx)
+	if err != nil {
+		s.lostAll(l, err)
+		return true
+	}
+	recvDone := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		recvDone <- s.receive(l, stream)
+	}()
+	// crashed ends the lease after its stream broke; the receiver has
+	// returned (or will, the stream being cancelled).
+	crashed := func(err error) bool {
+		cancel()
+		if err == nil {
+			err = <-recvDone
+		} else {
+			<-recvDone
+		}
+		if s.ctx.Err() != nil {
+			return false
+		}
+		s.lostAll(l, err)
+		return true
+	}
+	timer := time.NewTimer(s.cfg.Linger)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		s.mu.Lock()
+		if l.kill {
+			s.mu.Unlock()
+			return crashed(errors.New("killed to force a cancel"))
+		}
+		msg := &pb.PushTasksRequest{}
+		if len(l.cancels) > 0 {
+			msg.Cancel, l.cancels = l.cancels, nil
+		}
+		if l.stealAsk > 0 && !l.stealing {
+			msg.Steal, l.stealAsk, l.stealing = l.stealAsk, 0, true
+		}
+		batch := s.takeLocked(l, now)
+		wait := s.cfg.Linger
+		idleDone := false
+		if len(batch) > 0 || len(l.inflight) > 0 {
+			l.lastBusy = now
+		} else if len(l.sh.pending) == 0 && l.doomed == (ids.TaskID{}) {
+			v, n, retry := s.victimLocked(l, now)
+			switch {
+			case v != nil:
+				v.stealAsk = n
+				kick(v)
+				l.lastBusy = now
+			case retry > 0:
+				wait = min(retry, s.cfg.Linger)
+				l.lastBusy = now
+			case now.Sub(l.lastBusy) >= s.cfg.Linger && !s.stealPendingLocked(l.sh):
+				idleDone = true
+			default:
+				wait = s.cfg.Linger - now.Sub(l.lastBusy)
+			}
+		}
+		if idleDone {
+			// Leave the shape's lease list now, under the lock, so no
+			// thief or pusher picks this lease any more.
+			s.dropLeaseLocked(l)
+		}
+		s.mu.Unlock()
+		if idleDone {
+			_ = stream.CloseSend()
+			err := <-recvDone
+			if err != nil && err != io.EOF {
+				s.lostAll(l, err)
+				return true
+			}
+			s.lostAll(l, errors.New("the worker closed the stream with tasks unanswered"))
+			return false
+		}
+		if len(batch) > 0 {
+			msg.Tasks = make([]*pb.TaskSpec, len(batch))
+			for i, t := range batch {
+				msg.Tasks[i] = t.Spec
+			}
+		}
+		if len(msg.Tasks) > 0 || len(msg.Cancel) > 0 || msg.Steal > 0 {
+			if err := stream.Send(msg); err != nil {
+				return crashed(nil)
+			}
+			continue
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(max(wait, 100*time.Microsecond))
+		select {
+		case <-l.wake:
+		case err := <-recvDone:
+			recvDone <- err
+			return crashed(nil)
+		case <-timer.C:
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+}
+
+// stealPendingLocked says whether a steal is asked or outstanding in the
+// shape: its tasks come back to the queue soon.
+func (s *Submitter) stealPendingLocked(sh *shape) bool {
+	for _, l := range sh.leases {
+		if l.stealing || l.stealAsk > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Submitter) dropLeaseLocked(l *lease) {
+	sh := l.sh
+	for i, x := range sh.leases {
+		if x == l {
+			sh.leases = append(sh.leases[:i:i], sh.leases[i+1:]...)
+			return
+		}
+	}
+}
+
+// receive handles a lease's answers until its stream ends.
+func (s *Submitter) receive(l *lease, stream pb.CoreWorker_PushTasksClient) error {
+	sh := l.sh
+	for {
+		reply, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		done := make([]*Task, 0, len(reply.Results))
+		results := make([]*pb.TaskResult, 0, len(reply.Results))
+		s.mu.Lock()
+		for _, res := range reply.Results {
+			t := l.removeLocked(res.TaskId, now)
+			if t == nil {
+				continue // not pushed here (a protocol slip): nothing to do
+			}
+			delete(s.tasks, t.ID)
+			t.l = nil
+			done = append(done, t)
+			results = append(results, res)
+			if l.doomed == t.ID {
+				if res.Error.GetKind() == pb.ErrorKind_ERROR_TASK_CANCELLED {
+					l.kill = true
+					kick(l)
+				} else {
+					l.doomed = ids.TaskID{} // it finished first
+				}
+			}
+			if res.Error == nil {
+				run := time.Duration(res.RunNanos)
+				if !sh.known {
+					sh.meanRun, sh.known = run, true
+				} else {
+					sh.meanRun = (4*sh.meanRun + run) / 5
+				}
+			}
+		}
+		if len(reply.Stolen) > 0 {
+			var back []*Task
+			for _, id := range reply.Stolen {
+				if t := l.removeLocked(id, now); t != nil {
+					t.l = nil
+					if t.cancelled {
+						// Cancelled on its way back: it never runs.
+						delete(s.tasks, t.ID)
+						done = append(done, t)
+						results = append(results, &pb.TaskResult{TaskId: id, Error: CancelledError(t.Spec.Function, "before it started")})
+						continue
+					}
+					back = append(back, t)
+				}
+			}
+			sh.pending = append(back, sh.pending...)
+		}
+		if reply.StealAnswered {
+			l.stealing = false
+		}
+		if len(sh.pending) > 0 || len(reply.Stolen) > 0 {
+			s.kickLocked(sh)
+		}
+		s.maybeLeaseLocked(sh)
+		s.mu.Unlock()
+		for i, t := range done {
+			s.cfg.Handler.Finished(t, results[i], l.reply.NodeId)
+		}
+	}
+}
+
+// removeLocked takes a task out of l's in-flight list by ID.
+func (l *lease) removeLocked(id []byte, now time.Time) *Task {
+	tid, err := ids.TaskFromBytes(id)
+	if err != nil {
+		return nil
+	}
+	for i, t := range l.inflight {
+		if t.ID == tid {
+			if i == 0 {
+				l.inflight[0] = nil
+				l.inflight = l.inflight[1:]
+				l.headSince = now
+			} else {
+				l.inflight = append(l.inflight[:i:i], l.inflight[i+1:]...)
+			}
+			return t
+		}
+	}
+	return nil
+}
+
+// lostAll hands every task still pushed to l back to the owner as lost
+// with its worker.
+func (s *Submitter) lostAll(l *lease, err error) {
+	s.mu.Lock()
+	lost := l.inflight
+	l.inflight = nil
+	for _, t := range lost {
+		delete(s.tasks, t.ID)
+		t.l = nil
+	}
+	s.dropLeaseLocked(l)
+	s.maybeLeaseLocked(l.sh)
+	s.mu.Unlock()
+	if len(lost) == 0 {
+		return
+	}
+	r := l.reply
+	s.cfg.Log.Info("leased worker failed; its tasks go back to their owner", zap.String("worker", r.WorkerId),
+		zap.Int32("pid", r.WorkerPid), zap.Int("tasks", len(lost)), zap.Error(err))
+	e := &pb.TaskError{Kind: pb.ErrorKind_ERROR_WORKER_CRASHED,
+		Message: fmt.Sprintf("worker %s (pid %d) on node %s died: %v", r.WorkerId, r.WorkerPid, r.NodeId, errOr(err))}
+	for _, t := range lost {
+		s.cfg.Handler.WorkerLost(t, e)
+	}
+}
+
+func errOr(err error) error {
+	if err == nil {
+		return errors.New("reply incomplete")
+	}
+	return err
+}
