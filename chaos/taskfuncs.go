@@ -52,6 +52,17 @@ var (
 	})
 )
 
+// taskSlowAdd1 is add1 that runs ms milliseconds unless cancelled: the
+// task the workload cancels.
+var taskSlowAdd1 = ray.Func2("manta.chaos.slowadd1", func(ctx context.Context, x, ms int) (int, error) {
+	select {
+	case <-time.After(time.Duration(ms) * time.Millisecond):
+		return x + 1, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+})
+
 // taskWork is how long each small task runs.
 const taskWork = 5 * time.Millisecond
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/sdk/ray"
 )
 
@@ -23,6 +25,7 @@ const (
 	taskOpChain  = "chain"
 	taskOpFanOut = "fan-out"
 	taskOpBlob   = "blob"
+	taskOpCancel = "cancel"
 )
 
 // Outcomes of a task operation other than the right value. The documented
@@ -43,7 +46,13 @@ const (
 //   - fan-out: FanOut squares of consecutive numbers, summed by a tree of
 //     add tasks (fan-in by reference);
 //   - blob: a task returns 160 KiB (kept in its node's object store), a
-//     second task on any node fetches it and returns its digest.
+//     second task on any node fetches it and returns its digest;
+//   - cancel: four tasks of 0-60 ms, each cancelled 0-40 ms after its
+//     submission (one in four with Force): each Get must be its right
+//     value (it finished first) or ErrTaskCancelled, nothing else.
+//
+// After the run every raylet must have all its CPUs free again: no
+// cancelled (or any) task keeps one.
 //
 // Every Get must return the right value or a documented error the run
 // accepts; a wrong value is always a violation, and so is a Get that does
@@ -61,7 +70,8 @@ type TaskWorkload struct {
 	Seed   uint64
 
 	opLog
-	byKind map[string]int // ok operations per kind
+	byKind    map[string]int // ok operations per kind
+	cancelled int            // cancelled tasks whose Get said so
 }
 
 // NewTaskWorkload returns a task workload with its defaults, accepting no
@@ -81,14 +91,19 @@ func (w *TaskWorkload) Run(ctx context.Context, env *Env) error {
 	return nil
 }
 
-// client runs operations in a closed loop: 45% chains, 40% fan-outs, 15%
-// blobs.
+// client runs operations in a closed loop: 40% chains, 35% fan-outs, 15%
+// blobs, 10% cancels.
 func (w *TaskWorkload) client(ctx context.Context, env *Env, id int) {
 	rng := rand.New(rand.NewPCG(w.Seed, 0x7461736b+uint64(id)))
 	for ctx.Err() == nil {
 		start := rng.IntN(1_000_000)
 		switch r := rng.IntN(20); {
-		case r < 9:
+		case r < 2:
+			seed := rng.Uint64()
+			w.do(ctx, env, taskOpCancel, start, func(ctx context.Context) (int, int, error) {
+				return w.cancels(ctx, start, seed)
+			})
+		case r < 10:
 			w.do(ctx, env, taskOpChain, start, func(ctx context.Context) (int, int, error) {
 				return w.chain(ctx, start)
 			})
@@ -104,6 +119,42 @@ func (w *TaskWorkload) client(ctx context.Context, env *Env, id int) {
 			})
 		}
 	}
+}
+
+// cancels submits four slow tasks and cancels each after a while; the
+// operation's value is their sum, with a cancelled task counting as its
+// right value (its Get said ErrTaskCancelled, which is allowed).
+func (w *TaskWorkload) cancels(ctx context.Context, start int, seed uint64) (got, want int, err error) {
+	rng := rand.New(rand.NewPCG(seed, 0x63616e63))
+	refs := make([]ray.ObjectRef[int], 4)
+	for i := range refs {
+		refs[i] = taskSlowAdd1.Remote(ctx, ray.Val(start+i), ray.Val(rng.IntN(61)))
+		want += start + i + 1
+	}
+	for _, ref := range refs {
+		time.Sleep(time.Duration(rng.IntN(11)) * time.Millisecond) // the shape of a user's cancel, not synchronisation
+		var opts []ray.CancelOption
+		if rng.IntN(4) == 0 {
+			opts = append(opts, ray.Force())
+		}
+		if err := ray.Cancel(ctx, ref, opts...); err != nil {
+			return 0, want, err
+		}
+	}
+	for i, ref := range refs {
+		v, err := ray.Get(ctx, ref)
+		switch {
+		case errors.Is(err, ray.ErrTaskCancelled):
+			v = start + i + 1
+			w.mu.Lock()
+			w.cancelled++
+			w.mu.Unlock()
+		case err != nil:
+			return 0, want, err
+		}
+		got += v
+	}
+	return got, want, nil
 }
 
 func (w *TaskWorkload) chain(ctx context.Context, start int) (got, want int, err error) {
@@ -197,8 +248,46 @@ func classifyTaskResult(got, want int, err error) string {
 
 // Check judges what the clients saw: every value right, every error
 // documented and accepted for this run's faults.
-func (w *TaskWorkload) Check(context.Context, *Env, CheckOptions) []CheckResult {
-	return w.check()
+func (w *TaskWorkload) Check(ctx context.Context, env *Env, _ CheckOptions) []CheckResult {
+	return append(w.check(), checkCPUsFree(ctx, env))
+}
+
+// checkCPUsFree waits (a bounded while: leases linger, killed workers are
+// reaped) until every running raylet has all its CPUs free.
+func checkCPUsFree(ctx context.Context, env *Env) CheckResult {
+	res := CheckResult{Name: "cpus-free-after"}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var busy []string
+		for _, n := range env.Cluster.Nodes() {
+			if !n.Running || n.Address == "" {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := raylet.Status(sctx, n.Address, env.Cluster.Token())
+			cancel()
+			if err != nil {
+				busy = append(busy, fmt.Sprintf("%s: status: %v", n.ID, err))
+				continue
+			}
+			if st.Available[resources.CPU] < st.Total[resources.CPU] {
+				var ls []string
+				for _, l := range st.Leases {
+					ls = append(ls, fmt.Sprintf("{%s} of %s pid %d for %dms (actor %q, blocked %v)", l.Shape, l.OwnerAddress, l.WorkerPid, l.AgeMs, l.ActorId, l.Blocked))
+				}
+				busy = append(busy, fmt.Sprintf("%s: %g of %g CPUs free, leases %s", n.ID, st.Available[resources.CPU], st.Total[resources.CPU], strings.Join(ls, ", ")))
+			}
+		}
+		if len(busy) == 0 {
+			res.Verdict, res.Detail = Pass, "every running raylet has all its CPUs free"
+			return res
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			res.Verdict, res.Detail = Fail, "CPUs still taken 15 s after the run: "+strings.Join(busy, "; ")
+			return res
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (w *TaskWorkload) check() []CheckResult {
@@ -206,9 +295,10 @@ func (w *TaskWorkload) check() []CheckResult {
 	defer w.mu.Unlock()
 	right := CheckResult{Name: "task-results-right"}
 	var kinds []string
-	for _, k := range []string{taskOpChain, taskOpFanOut, taskOpBlob} {
+	for _, k := range []string{taskOpChain, taskOpFanOut, taskOpBlob, taskOpCancel} {
 		kinds = append(kinds, fmt.Sprintf("%d %ss", w.byKind[k], k))
 	}
+	kinds = append(kinds, fmt.Sprintf("%d tasks cancelled", w.cancelled))
 	if n := w.outcomes[outcomeWrong]; n > 0 {
 		right.Verdict = Fail
 		right.Detail = fmt.Sprintf("%d wrong values: %s", n, strings.Join(w.examples[outcomeWrong], "; "))

@@ -22,6 +22,7 @@ type leaseReq struct {
 	once       sync.Once
 	cancelled  bool // under Raylet.mu
 	infeasible bool // under Raylet.mu
+	arrived    time.Time
 }
 
 type leaseResult struct {
@@ -43,6 +44,9 @@ type lease struct {
 	// reported to the control plane, which restarts or buries the actor.
 	actorID string
 	granted time.Time
+	// For `manta status`: how many of the owner's tasks of its shape
+	// waited when it asked.
+	backlog int32
 }
 
 func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (*pb.LeaseReply, error) {
@@ -52,7 +56,7 @@ func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (
 	if err := resources.Validate(req.Resources); err != nil {
 		return nil, err
 	}
-	q := &leaseReq{req: req, res: resources.Set(req.Resources).Clone(), done: make(chan leaseResult, 1)}
+	q := &leaseReq{req: req, res: resources.Set(req.Resources).Clone(), done: make(chan leaseResult, 1), arrived: time.Now()}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -78,6 +82,32 @@ func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// CancelLeaseRequests answers an owner's named requests that still wait
+// here as withdrawn; granted ones are the owner's to return.
+func (r *Raylet) CancelLeaseRequests(_ context.Context, req *pb.CancelLeaseRequestsRequest) (*pb.CancelLeaseRequestsReply, error) {
+	want := make(map[string]bool, len(req.RequestIds))
+	for _, id := range req.RequestIds {
+		want[id] = true
+	}
+	r.mu.Lock()
+	keep := r.queue[:0:0]
+	var gone []*leaseReq
+	for _, q := range r.queue {
+		if q.req.OwnerAddress == req.OwnerAddress && q.req.RequestId != "" && want[q.req.RequestId] {
+			q.cancelled = true
+			gone = append(gone, q)
+			continue
+		}
+		keep = append(keep, q)
+	}
+	r.queue = keep
+	r.mu.Unlock()
+	for _, q := range gone {
+		q.finish(leaseResult{reply: &pb.LeaseReply{Withdrawn: true}})
+	}
+	return &pb.CancelLeaseRequestsReply{}, nil
 }
 
 func (r *Raylet) removeQueuedLocked(q *leaseReq) {
@@ -300,7 +330,7 @@ func (r *Raylet) grant(q *leaseReq) {
 	default:
 	}
 	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w, actorID: q.req.ActorId,
-		granted: time.Now()}
+		granted: time.Now(), backlog: q.req.Backlog}
 	if q.req.Detached {
 		r.pool.Detach(w)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"sync"
 	"time"
 
@@ -310,11 +311,21 @@ func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatus
 		Workers: int32(r.pool.Len()), LeasedWorkers: int32(len(r.leases)), QueuedLeases: int32(len(r.queue)),
 		Objects: objs, ObjectBytes: bytes, ObjectStoreCapacity: u.Capacity, ObjectStoreAllocated: u.Allocated,
 		SpilledBytes: u.SpilledBytes}
+	now := time.Now()
 	for _, q := range r.queue {
 		if q.infeasible {
 			st.Infeasible = append(st.Infeasible, q.res.Key())
 		}
+		st.Waiting = append(st.Waiting, &pb.LeaseStatus{OwnerAddress: q.req.OwnerAddress, JobId: q.req.JobId,
+			Shape: q.res.Key(), ActorId: q.req.ActorId, AgeMs: now.Sub(q.arrived).Milliseconds(),
+			Backlog: q.req.Backlog, Infeasible: q.infeasible})
 	}
+	for _, l := range r.leases {
+		st.Leases = append(st.Leases, &pb.LeaseStatus{OwnerAddress: l.owner, JobId: l.jobID, Shape: l.res.Key(),
+			WorkerId: l.worker.ID, WorkerPid: int32(l.worker.PID), ActorId: l.actorID, Blocked: l.blocked,
+			AgeMs: now.Sub(l.granted).Milliseconds(), Backlog: l.backlog})
+	}
+	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].AgeMs > st.Leases[j].AgeMs })
 	return st, nil
 }
 

@@ -1,6 +1,8 @@
 package raylet_test
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"context"
 	"errors"
 	"os"
@@ -216,5 +218,52 @@ func TestNodeMarkedDeadEndsTheRaylet(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the raylet of a dead node did not stop")
+	}
+}
+
+// TestWithdrawnLeaseRequestIsAnsweredNotLost: an owner withdraws a
+// waiting request with CancelLeaseRequests and the request is answered
+// "withdrawn", so its caller never cancels the call. (Cancelling the call
+// instead lost grants that raced with it: the raylet granted, the owner
+// never saw the reply, and the CPU stayed leased.)
+func TestWithdrawnLeaseRequestIsAnsweredNotLost(t *testing.T) {
+	_, rc, _ := startRaylet(t, resources.Set{"CPU": 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := &pb.LeaseRequest{JobId: "job-1", Resources: map[string]float64{"CPU": 1}, OwnerAddress: "owner-1", RequestId: "r1"}
+	l1, err := rc.RequestWorkerLease(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan *pb.LeaseReply, 1)
+	go func() {
+		r := proto.Clone(req).(*pb.LeaseRequest)
+		r.RequestId = "r2"
+		l, _ := rc.RequestWorkerLease(ctx, r)
+		second <- l
+	}()
+	eventually(t, "the second request to queue", func() bool {
+		st, _ := rc.GetStatus(ctx, &pb.GetStatusRequest{})
+		return st.GetQueuedLeases() == 1 && len(st.Waiting) == 1 && st.Waiting[0].OwnerAddress == "owner-1"
+	})
+	// Another owner's IDs withdraw nothing.
+	if _, err := rc.CancelLeaseRequests(ctx, &pb.CancelLeaseRequestsRequest{OwnerAddress: "owner-2", RequestIds: []string{"r2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := rc.GetStatus(ctx, &pb.GetStatusRequest{}); st.GetQueuedLeases() != 1 {
+		t.Fatalf("another owner withdrew the request: %v", st)
+	}
+	if _, err := rc.CancelLeaseRequests(ctx, &pb.CancelLeaseRequestsRequest{OwnerAddress: "owner-1", RequestIds: []string{"r2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if l := <-second; l == nil || !l.Withdrawn || l.LeaseId != "" {
+		t.Fatalf("the withdrawn request got %v; want withdrawn", l)
+	}
+	if _, err := rc.ReturnWorkerLease(ctx, &pb.ReturnLeaseRequest{LeaseId: l1.LeaseId}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := rc.GetStatus(ctx, &pb.GetStatusRequest{})
+	if st.Available["CPU"] != 1 || st.LeasedWorkers != 0 || st.QueuedLeases != 0 {
+		t.Fatalf("after the withdrawal and the return: %v", st)
 	}
 }

@@ -249,8 +249,15 @@ func newMicrobenchmarkCommand() *cobra.Command {
 				names = append(names, m.name)
 				if !asJSON {
 					unit := "per second"
-					if strings.HasSuffix(m.name, "gigabytes") {
+					switch {
+					case strings.HasSuffix(m.name, "gigabytes"):
 						unit = "GB per second"
+					case strings.HasSuffix(m.name, "_efficiency"):
+						unit = "(ideal time / elapsed)"
+					case strings.HasSuffix(m.name, "_seconds"):
+						unit = "s"
+					case strings.HasSuffix(m.name, "_us"):
+						unit = "µs"
 					}
 					fmt.Fprintf(cmd.OutOrStdout(), "%s %.2f %s\n", m.name, v, unit)
 				}
@@ -270,5 +277,6 @@ func newMicrobenchmarkCommand() *cobra.Command {
 	fs.StringVar(&token, "token", "", "cluster token with --address (default $MANTA_TOKEN)")
 	fs.DurationVar(&duration, "duration", 3*time.Second, "how long each metric runs")
 	fs.BoolVar(&noLin, "no-lineage", false, "the driver records no lineage (to measure what recording costs)")
+	fs.IntVar(&benchCPUs, "cpus", benchCPUs, "the cluster's CPUs, for the efficiency metrics (default: this machine's, as the embedded cluster has)")
 	return cmd
 }

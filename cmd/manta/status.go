@@ -17,6 +17,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
+	rpb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
 )
 
@@ -70,6 +71,32 @@ type nodeReport struct {
 	Infeasible    []string `json:"infeasible,omitempty"`
 	Objects       int64    `json:"objects"`
 	RayletError   string   `json:"raylet_error,omitempty"`
+	// Every lease held (a worker running an owner's tasks) and every
+	// request waiting: why a task has not started.
+	Leases  []leaseReport `json:"leases,omitempty"`
+	Waiting []leaseReport `json:"waiting,omitempty"`
+}
+
+type leaseReport struct {
+	Owner      string `json:"owner"`
+	Job        string `json:"job"`
+	Shape      string `json:"shape"`
+	Worker     string `json:"worker,omitempty"`
+	PID        int32  `json:"pid,omitempty"`
+	Actor      string `json:"actor,omitempty"`
+	Blocked    bool   `json:"blocked,omitempty"`
+	AgeMs      int64  `json:"age_ms"`
+	Backlog    int32  `json:"backlog"`
+	Infeasible bool   `json:"infeasible,omitempty"`
+}
+
+func leaseReports(ls []*rpb.LeaseStatus) []leaseReport {
+	out := make([]leaseReport, len(ls))
+	for i, l := range ls {
+		out[i] = leaseReport{Owner: l.OwnerAddress, Job: l.JobId, Shape: l.Shape, Worker: l.WorkerId, PID: l.WorkerPid,
+			Actor: l.ActorId, Blocked: l.Blocked, AgeMs: l.AgeMs, Backlog: l.Backlog, Infeasible: l.Infeasible}
+	}
+	return out
 }
 
 func newStatusCommand() *cobra.Command {
@@ -215,6 +242,7 @@ func gatherRayletStatus(ctx context.Context, r *statusReport, token string) {
 			}
 			n.Workers, n.LeasedWorkers, n.QueuedLeases = st.Workers, st.LeasedWorkers, st.QueuedLeases
 			n.Infeasible, n.Objects = st.Infeasible, st.Objects
+			n.Leases, n.Waiting = leaseReports(st.Leases), leaseReports(st.Waiting)
 		}()
 	}
 	wg.Wait()
@@ -292,7 +320,45 @@ func printStatus(w io.Writer, r *statusReport) {
 	for _, s := range infeasible {
 		fmt.Fprintf(w, "  ! %s\n", s)
 	}
+	printLeases(w, r.Nodes)
 }
+
+// printLeases lists what runs on each node and what waits for a worker,
+// so a user can see why a task has not started.
+func printLeases(w io.Writer, nodes []nodeReport) {
+	shown := false
+	for _, n := range nodes {
+		shown = shown || len(n.Leases)+len(n.Waiting) > 0
+	}
+	if !shown {
+		return
+	}
+	fmt.Fprintln(w, "\nleases:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tOWNER\tJOB\tSHAPE\tWORKER\tFOR\tOWNER'S TASKS WAITING")
+	for _, n := range nodes {
+		for _, l := range n.Leases {
+			state, worker := "running", fmt.Sprintf("pid %d", l.PID)
+			switch {
+			case l.Actor != "":
+				state, worker = "actor", fmt.Sprintf("pid %d (actor %s)", l.PID, l.Actor)
+			case l.Blocked:
+				state = "blocked in Get"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t{%s}\t%s\t%s\t%d\n", n.ID, state, l.Owner, l.Job, l.Shape, worker, ageOf(l.AgeMs), l.Backlog)
+		}
+		for _, l := range n.Waiting {
+			state := "waiting for resources"
+			if l.Infeasible {
+				state = "infeasible"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t{%s}\t-\t%s\t%d\n", n.ID, state, l.Owner, l.Job, l.Shape, ageOf(l.AgeMs), l.Backlog)
+		}
+	}
+	tw.Flush()
+}
+
+func ageOf(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }
 
 func lastContact(h headReport) string {
 	switch {

@@ -257,7 +257,9 @@ type LeaseRequest struct {
 	Detached bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
 	// How many tasks of this shape wait in the owner (queued, or pushed to a
 	// busy worker and not started), for `manta status`.
-	Backlog       int32 `protobuf:"varint,20,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Backlog int32 `protobuf:"varint,20,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// The owner's ID of this request, to withdraw it (CancelLeaseRequests).
+	RequestId     string `protobuf:"bytes,21,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -355,6 +357,13 @@ func (x *LeaseRequest) GetBacklog() int32 {
 	return 0
 }
 
+func (x *LeaseRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type LeaseReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Granted: the worker to push tasks to.
@@ -364,8 +373,10 @@ type LeaseReply struct {
 	WorkerPid     int32  `protobuf:"varint,4,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
 	NodeId        string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Spillback: ask this raylet instead (worker fields are empty).
-	SpillNodeId   string `protobuf:"bytes,6,opt,name=spill_node_id,json=spillNodeId,proto3" json:"spill_node_id,omitempty"`
-	SpillAddress  string `protobuf:"bytes,7,opt,name=spill_address,json=spillAddress,proto3" json:"spill_address,omitempty"`
+	SpillNodeId  string `protobuf:"bytes,6,opt,name=spill_node_id,json=spillNodeId,proto3" json:"spill_node_id,omitempty"`
+	SpillAddress string `protobuf:"bytes,7,opt,name=spill_address,json=spillAddress,proto3" json:"spill_address,omitempty"`
+	// The owner withdrew the request before it was granted.
+	Withdrawn     bool `protobuf:"varint,20,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -449,6 +460,104 @@ func (x *LeaseReply) GetSpillAddress() string {
 	return ""
 }
 
+func (x *LeaseReply) GetWithdrawn() bool {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return false
+}
+
+// CancelLeaseRequests withdraws an owner's lease requests still waiting
+// here: each is answered (withdrawn) rather than its call cancelled, so
+// that a grant racing with the withdrawal is never lost.
+type CancelLeaseRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OwnerAddress  string                 `protobuf:"bytes,1,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	RequestIds    []string               `protobuf:"bytes,2,rep,name=request_ids,json=requestIds,proto3" json:"request_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelLeaseRequestsRequest) Reset() {
+	*x = CancelLeaseRequestsRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelLeaseRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelLeaseRequestsRequest) ProtoMessage() {}
+
+func (x *CancelLeaseRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelLeaseRequestsRequest.ProtoReflect.Descriptor instead.
+func (*CancelLeaseRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CancelLeaseRequestsRequest) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *CancelLeaseRequestsRequest) GetRequestIds() []string {
+	if x != nil {
+		return x.RequestIds
+	}
+	return nil
+}
+
+type CancelLeaseRequestsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelLeaseRequestsReply) Reset() {
+	*x = CancelLeaseRequestsReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelLeaseRequestsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelLeaseRequestsReply) ProtoMessage() {}
+
+func (x *CancelLeaseRequestsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelLeaseRequestsReply.ProtoReflect.Descriptor instead.
+func (*CancelLeaseRequestsReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{5}
+}
+
 type ReturnLeaseRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -460,7 +569,7 @@ type ReturnLeaseRequest struct {
 
 func (x *ReturnLeaseRequest) Reset() {
 	*x = ReturnLeaseRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	mi := &file_rayletpb_raylet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +581,7 @@ func (x *ReturnLeaseRequest) String() string {
 func (*ReturnLeaseRequest) ProtoMessage() {}
 
 func (x *ReturnLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	mi := &file_rayletpb_raylet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +594,7 @@ func (x *ReturnLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReturnLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{4}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReturnLeaseRequest) GetLeaseId() string {
@@ -510,7 +619,7 @@ type ReturnLeaseReply struct {
 
 func (x *ReturnLeaseReply) Reset() {
 	*x = ReturnLeaseReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	mi := &file_rayletpb_raylet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +631,7 @@ func (x *ReturnLeaseReply) String() string {
 func (*ReturnLeaseReply) ProtoMessage() {}
 
 func (x *ReturnLeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	mi := &file_rayletpb_raylet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +644,7 @@ func (x *ReturnLeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnLeaseReply.ProtoReflect.Descriptor instead.
 func (*ReturnLeaseReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{5}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{7}
 }
 
 type RegisterWorkerRequest struct {
@@ -549,7 +658,7 @@ type RegisterWorkerRequest struct {
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[6]
+	mi := &file_rayletpb_raylet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +670,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[6]
+	mi := &file_rayletpb_raylet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +683,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{6}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterWorkerRequest) GetWorkerId() string {
@@ -607,7 +716,7 @@ type RegisterWorkerReply struct {
 
 func (x *RegisterWorkerReply) Reset() {
 	*x = RegisterWorkerReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[7]
+	mi := &file_rayletpb_raylet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +728,7 @@ func (x *RegisterWorkerReply) String() string {
 func (*RegisterWorkerReply) ProtoMessage() {}
 
 func (x *RegisterWorkerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[7]
+	mi := &file_rayletpb_raylet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +741,7 @@ func (x *RegisterWorkerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerReply.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{7}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterWorkerReply) GetNodeId() string {
@@ -652,7 +761,7 @@ type NotifyBlockedRequest struct {
 
 func (x *NotifyBlockedRequest) Reset() {
 	*x = NotifyBlockedRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[8]
+	mi := &file_rayletpb_raylet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +773,7 @@ func (x *NotifyBlockedRequest) String() string {
 func (*NotifyBlockedRequest) ProtoMessage() {}
 
 func (x *NotifyBlockedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[8]
+	mi := &file_rayletpb_raylet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +786,7 @@ func (x *NotifyBlockedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyBlockedRequest.ProtoReflect.Descriptor instead.
 func (*NotifyBlockedRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{8}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NotifyBlockedRequest) GetWorkerId() string {
@@ -702,7 +811,7 @@ type NotifyBlockedReply struct {
 
 func (x *NotifyBlockedReply) Reset() {
 	*x = NotifyBlockedReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[9]
+	mi := &file_rayletpb_raylet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +823,7 @@ func (x *NotifyBlockedReply) String() string {
 func (*NotifyBlockedReply) ProtoMessage() {}
 
 func (x *NotifyBlockedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[9]
+	mi := &file_rayletpb_raylet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +836,7 @@ func (x *NotifyBlockedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyBlockedReply.ProtoReflect.Descriptor instead.
 func (*NotifyBlockedReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{9}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
 }
 
 // ObjectChunk is a piece of an object; the first of a stream carries its
@@ -753,7 +862,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[10]
+	mi := &file_rayletpb_raylet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +874,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[10]
+	mi := &file_rayletpb_raylet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +887,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{10}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -845,7 +954,7 @@ type PutObjectReply struct {
 
 func (x *PutObjectReply) Reset() {
 	*x = PutObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[11]
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +966,7 @@ func (x *PutObjectReply) String() string {
 func (*PutObjectReply) ProtoMessage() {}
 
 func (x *PutObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[11]
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +979,7 @@ func (x *PutObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObjectReply.ProtoReflect.Descriptor instead.
 func (*PutObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
 }
 
 // GetObjectRequest asks for an object's bytes from offset on (a pull that
@@ -885,7 +994,7 @@ type GetObjectRequest struct {
 
 func (x *GetObjectRequest) Reset() {
 	*x = GetObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[12]
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1006,7 @@ func (x *GetObjectRequest) String() string {
 func (*GetObjectRequest) ProtoMessage() {}
 
 func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[12]
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1019,7 @@ func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectRequest.ProtoReflect.Descriptor instead.
 func (*GetObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{12}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetObjectRequest) GetObjectId() []byte {
@@ -943,7 +1052,7 @@ type CreateObjectRequest struct {
 
 func (x *CreateObjectRequest) Reset() {
 	*x = CreateObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1064,7 @@ func (x *CreateObjectRequest) String() string {
 func (*CreateObjectRequest) ProtoMessage() {}
 
 func (x *CreateObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1077,7 @@ func (x *CreateObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateObjectRequest.ProtoReflect.Descriptor instead.
 func (*CreateObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateObjectRequest) GetObjectId() []byte {
@@ -1027,7 +1136,7 @@ type CreateObjectReply struct {
 
 func (x *CreateObjectReply) Reset() {
 	*x = CreateObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1148,7 @@ func (x *CreateObjectReply) String() string {
 func (*CreateObjectReply) ProtoMessage() {}
 
 func (x *CreateObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1161,7 @@ func (x *CreateObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateObjectReply.ProtoReflect.Descriptor instead.
 func (*CreateObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateObjectReply) GetArenaPath() string {
@@ -1087,7 +1196,7 @@ type SealObjectRequest struct {
 
 func (x *SealObjectRequest) Reset() {
 	*x = SealObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1208,7 @@ func (x *SealObjectRequest) String() string {
 func (*SealObjectRequest) ProtoMessage() {}
 
 func (x *SealObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1221,7 @@ func (x *SealObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealObjectRequest.ProtoReflect.Descriptor instead.
 func (*SealObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SealObjectRequest) GetObjectId() []byte {
@@ -1144,7 +1253,7 @@ type SealObjectReply struct {
 
 func (x *SealObjectReply) Reset() {
 	*x = SealObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1265,7 @@ func (x *SealObjectReply) String() string {
 func (*SealObjectReply) ProtoMessage() {}
 
 func (x *SealObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1278,7 @@ func (x *SealObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealObjectReply.ProtoReflect.Descriptor instead.
 func (*SealObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
 }
 
 // ObjectRequest names an object to map and where copies may be.
@@ -1185,7 +1294,7 @@ type ObjectRequest struct {
 
 func (x *ObjectRequest) Reset() {
 	*x = ObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1306,7 @@ func (x *ObjectRequest) String() string {
 func (*ObjectRequest) ProtoMessage() {}
 
 func (x *ObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1319,7 @@ func (x *ObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRequest.ProtoReflect.Descriptor instead.
 func (*ObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ObjectRequest) GetObjectId() []byte {
@@ -1246,7 +1355,7 @@ type MapObjectsRequest struct {
 
 func (x *MapObjectsRequest) Reset() {
 	*x = MapObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1367,7 @@ func (x *MapObjectsRequest) String() string {
 func (*MapObjectsRequest) ProtoMessage() {}
 
 func (x *MapObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1380,7 @@ func (x *MapObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapObjectsRequest.ProtoReflect.Descriptor instead.
 func (*MapObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MapObjectsRequest) GetObjects() []*ObjectRequest {
@@ -1312,7 +1421,7 @@ type MappedObject struct {
 
 func (x *MappedObject) Reset() {
 	*x = MappedObject{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1433,7 @@ func (x *MappedObject) String() string {
 func (*MappedObject) ProtoMessage() {}
 
 func (x *MappedObject) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1446,7 @@ func (x *MappedObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedObject.ProtoReflect.Descriptor instead.
 func (*MappedObject) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MappedObject) GetObjectId() []byte {
@@ -1391,7 +1500,7 @@ type MapObjectsReply struct {
 
 func (x *MapObjectsReply) Reset() {
 	*x = MapObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1512,7 @@ func (x *MapObjectsReply) String() string {
 func (*MapObjectsReply) ProtoMessage() {}
 
 func (x *MapObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1525,7 @@ func (x *MapObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapObjectsReply.ProtoReflect.Descriptor instead.
 func (*MapObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MapObjectsReply) GetObjects() []*MappedObject {
@@ -1436,7 +1545,7 @@ type ReleaseObjectsRequest struct {
 
 func (x *ReleaseObjectsRequest) Reset() {
 	*x = ReleaseObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1557,7 @@ func (x *ReleaseObjectsRequest) String() string {
 func (*ReleaseObjectsRequest) ProtoMessage() {}
 
 func (x *ReleaseObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1570,7 @@ func (x *ReleaseObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReleaseObjectsRequest) GetObjectIds() [][]byte {
@@ -1486,7 +1595,7 @@ type ReleaseObjectsReply struct {
 
 func (x *ReleaseObjectsReply) Reset() {
 	*x = ReleaseObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1607,7 @@ func (x *ReleaseObjectsReply) String() string {
 func (*ReleaseObjectsReply) ProtoMessage() {}
 
 func (x *ReleaseObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1620,7 @@ func (x *ReleaseObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseObjectsReply.ProtoReflect.Descriptor instead.
 func (*ReleaseObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
 }
 
 type FreeObjectsRequest struct {
@@ -1523,7 +1632,7 @@ type FreeObjectsRequest struct {
 
 func (x *FreeObjectsRequest) Reset() {
 	*x = FreeObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	mi := &file_rayletpb_raylet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1644,7 @@ func (x *FreeObjectsRequest) String() string {
 func (*FreeObjectsRequest) ProtoMessage() {}
 
 func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	mi := &file_rayletpb_raylet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1657,7 @@ func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeObjectsRequest.ProtoReflect.Descriptor instead.
 func (*FreeObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FreeObjectsRequest) GetObjectIds() [][]byte {
@@ -1566,7 +1675,7 @@ type FreeObjectsReply struct {
 
 func (x *FreeObjectsReply) Reset() {
 	*x = FreeObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	mi := &file_rayletpb_raylet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1687,7 @@ func (x *FreeObjectsReply) String() string {
 func (*FreeObjectsReply) ProtoMessage() {}
 
 func (x *FreeObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	mi := &file_rayletpb_raylet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1700,7 @@ func (x *FreeObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeObjectsReply.ProtoReflect.Descriptor instead.
 func (*FreeObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{26}
 }
 
 type LocateObjectsRequest struct {
@@ -1603,7 +1712,7 @@ type LocateObjectsRequest struct {
 
 func (x *LocateObjectsRequest) Reset() {
 	*x = LocateObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[25]
+	mi := &file_rayletpb_raylet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1724,7 @@ func (x *LocateObjectsRequest) String() string {
 func (*LocateObjectsRequest) ProtoMessage() {}
 
 func (x *LocateObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[25]
+	mi := &file_rayletpb_raylet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1737,7 @@ func (x *LocateObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateObjectsRequest.ProtoReflect.Descriptor instead.
 func (*LocateObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{25}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LocateObjectsRequest) GetObjectIds() [][]byte {
@@ -1653,7 +1762,7 @@ type ObjectLocation struct {
 
 func (x *ObjectLocation) Reset() {
 	*x = ObjectLocation{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[26]
+	mi := &file_rayletpb_raylet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1774,7 @@ func (x *ObjectLocation) String() string {
 func (*ObjectLocation) ProtoMessage() {}
 
 func (x *ObjectLocation) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[26]
+	mi := &file_rayletpb_raylet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1787,7 @@ func (x *ObjectLocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectLocation.ProtoReflect.Descriptor instead.
 func (*ObjectLocation) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{26}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ObjectLocation) GetObjectId() []byte {
@@ -1733,7 +1842,7 @@ type LocateObjectsReply struct {
 
 func (x *LocateObjectsReply) Reset() {
 	*x = LocateObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[27]
+	mi := &file_rayletpb_raylet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1854,7 @@ func (x *LocateObjectsReply) String() string {
 func (*LocateObjectsReply) ProtoMessage() {}
 
 func (x *LocateObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[27]
+	mi := &file_rayletpb_raylet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1867,7 @@ func (x *LocateObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateObjectsReply.ProtoReflect.Descriptor instead.
 func (*LocateObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{27}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocateObjectsReply) GetNodeId() string {
@@ -1783,7 +1892,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[28]
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1904,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[28]
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1917,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{28}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
 }
 
 type GetStatusReply struct {
@@ -1838,7 +1947,7 @@ type GetStatusReply struct {
 
 func (x *GetStatusReply) Reset() {
 	*x = GetStatusReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[29]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1959,7 @@ func (x *GetStatusReply) String() string {
 func (*GetStatusReply) ProtoMessage() {}
 
 func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[29]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1972,7 @@ func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusReply.ProtoReflect.Descriptor instead.
 func (*GetStatusReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{29}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetStatusReply) GetNodeId() string {
@@ -1987,7 +2096,7 @@ type LeaseStatus struct {
 
 func (x *LeaseStatus) Reset() {
 	*x = LeaseStatus{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2108,7 @@ func (x *LeaseStatus) String() string {
 func (*LeaseStatus) ProtoMessage() {}
 
 func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2121,7 @@ func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
 func (*LeaseStatus) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LeaseStatus) GetOwnerAddress() string {
@@ -2102,7 +2211,7 @@ type TaskError struct {
 
 func (x *TaskError) Reset() {
 	*x = TaskError{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[31]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2223,7 @@ func (x *TaskError) String() string {
 func (*TaskError) ProtoMessage() {}
 
 func (x *TaskError) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[31]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2236,7 @@ func (x *TaskError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
 func (*TaskError) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskError) GetKind() ErrorKind {
@@ -2189,7 +2298,7 @@ type ObjectValue struct {
 
 func (x *ObjectValue) Reset() {
 	*x = ObjectValue{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[32]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2310,7 @@ func (x *ObjectValue) String() string {
 func (*ObjectValue) ProtoMessage() {}
 
 func (x *ObjectValue) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[32]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2323,7 @@ func (x *ObjectValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectValue.ProtoReflect.Descriptor instead.
 func (*ObjectValue) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ObjectValue) GetData() []byte {
@@ -2263,7 +2372,7 @@ type TaskArg struct {
 
 func (x *TaskArg) Reset() {
 	*x = TaskArg{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[33]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2384,7 @@ func (x *TaskArg) String() string {
 func (*TaskArg) ProtoMessage() {}
 
 func (x *TaskArg) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[33]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2397,7 @@ func (x *TaskArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskArg.ProtoReflect.Descriptor instead.
 func (*TaskArg) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaskArg) GetValue() *ObjectValue {
@@ -2331,7 +2440,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[34]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2452,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[34]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2465,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -2473,7 +2582,7 @@ type PushTasksRequest struct {
 
 func (x *PushTasksRequest) Reset() {
 	*x = PushTasksRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2594,7 @@ func (x *PushTasksRequest) String() string {
 func (*PushTasksRequest) ProtoMessage() {}
 
 func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2607,7 @@ func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksRequest.ProtoReflect.Descriptor instead.
 func (*PushTasksRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushTasksRequest) GetTasks() []*TaskSpec {
@@ -2535,7 +2644,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2656,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2669,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelTask) GetTaskId() []byte {
@@ -2600,7 +2709,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2721,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2734,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TaskResult) GetReturns() []*ObjectValue {
@@ -2669,7 +2778,7 @@ type PushTasksReply struct {
 
 func (x *PushTasksReply) Reset() {
 	*x = PushTasksReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2790,7 @@ func (x *PushTasksReply) String() string {
 func (*PushTasksReply) ProtoMessage() {}
 
 func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2803,7 @@ func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksReply.ProtoReflect.Descriptor instead.
 func (*PushTasksReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PushTasksReply) GetResults() []*TaskResult {
@@ -2731,7 +2840,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2852,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2865,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CancelTaskRequest) GetObjectId() []byte {
@@ -2790,7 +2899,7 @@ type CancelTaskReply struct {
 
 func (x *CancelTaskReply) Reset() {
 	*x = CancelTaskReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2911,7 @@ func (x *CancelTaskReply) String() string {
 func (*CancelTaskReply) ProtoMessage() {}
 
 func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2924,7 @@ func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskReply.ProtoReflect.Descriptor instead.
 func (*CancelTaskReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CancelTaskReply) GetFinished() bool {
@@ -2834,7 +2943,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2955,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2968,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -2877,7 +2986,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +2998,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3011,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
 }
 
 type PingReply struct {
@@ -2913,7 +3022,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2925,7 +3034,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2938,7 +3047,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
 }
 
 type AddObjectLocationRequest struct {
@@ -2951,7 +3060,7 @@ type AddObjectLocationRequest struct {
 
 func (x *AddObjectLocationRequest) Reset() {
 	*x = AddObjectLocationRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3072,7 @@ func (x *AddObjectLocationRequest) String() string {
 func (*AddObjectLocationRequest) ProtoMessage() {}
 
 func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3085,7 @@ func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationRequest.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AddObjectLocationRequest) GetObjectId() []byte {
@@ -3001,7 +3110,7 @@ type AddObjectLocationReply struct {
 
 func (x *AddObjectLocationReply) Reset() {
 	*x = AddObjectLocationReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3122,7 @@ func (x *AddObjectLocationReply) String() string {
 func (*AddObjectLocationReply) ProtoMessage() {}
 
 func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3135,7 @@ func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationReply.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
@@ -3037,7 +3146,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16KillActorWorkerRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
-	"\x14KillActorWorkerReply\"\xf4\x02\n" +
+	"\x14KillActorWorkerReply\"\x93\x03\n" +
 	"\fLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12J\n" +
@@ -3047,10 +3156,12 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12\x19\n" +
 	"\bactor_id\x18\a \x01(\tR\aactorId\x12\x1a\n" +
 	"\bdetached\x18\b \x01(\bR\bdetached\x12\x18\n" +
-	"\abacklog\x18\x14 \x01(\x05R\abacklog\x1a<\n" +
+	"\abacklog\x18\x14 \x01(\x05R\abacklog\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x15 \x01(\tR\trequestId\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x8a\x02\n" +
 	"\n" +
 	"LeaseReply\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1b\n" +
@@ -3060,7 +3171,13 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"worker_pid\x18\x04 \x01(\x05R\tworkerPid\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\"\n" +
 	"\rspill_node_id\x18\x06 \x01(\tR\vspillNodeId\x12#\n" +
-	"\rspill_address\x18\a \x01(\tR\fspillAddress\"T\n" +
+	"\rspill_address\x18\a \x01(\tR\fspillAddress\x12\x1c\n" +
+	"\twithdrawn\x18\x14 \x01(\bR\twithdrawn\"b\n" +
+	"\x1aCancelLeaseRequestsRequest\x12#\n" +
+	"\rowner_address\x18\x01 \x01(\tR\fownerAddress\x12\x1f\n" +
+	"\vrequest_ids\x18\x02 \x03(\tR\n" +
+	"requestIds\"\x1a\n" +
+	"\x18CancelLeaseRequestsReply\"T\n" +
 	"\x12ReturnLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12#\n" +
 	"\rworker_failed\x18\x02 \x01(\bR\fworkerFailed\"\x12\n" +
@@ -3269,10 +3386,12 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x10ERROR_ACTOR_DIED\x10\b\x12\x1a\n" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
-	"2\xdc\t\n" +
+	"2\xcb\n" +
+	"\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
-	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12^\n" +
+	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +
+	"\x13CancelLeaseRequests\x12+.manta.raylet.v1.CancelLeaseRequestsRequest\x1a).manta.raylet.v1.CancelLeaseRequestsReply\x12^\n" +
 	"\x0eRegisterWorker\x12&.manta.raylet.v1.RegisterWorkerRequest\x1a$.manta.raylet.v1.RegisterWorkerReply\x12[\n" +
 	"\rNotifyBlocked\x12%.manta.raylet.v1.NotifyBlockedRequest\x1a#.manta.raylet.v1.NotifyBlockedReply\x12L\n" +
 	"\tPutObject\x12\x1c.manta.raylet.v1.ObjectChunk\x1a\x1f.manta.raylet.v1.PutObjectReply(\x01\x12N\n" +
@@ -3309,123 +3428,127 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_rayletpb_raylet_proto_goTypes = []any{
-	(Format)(0),                      // 0: manta.raylet.v1.Format
-	(ErrorKind)(0),                   // 1: manta.raylet.v1.ErrorKind
-	(*KillActorWorkerRequest)(nil),   // 2: manta.raylet.v1.KillActorWorkerRequest
-	(*KillActorWorkerReply)(nil),     // 3: manta.raylet.v1.KillActorWorkerReply
-	(*LeaseRequest)(nil),             // 4: manta.raylet.v1.LeaseRequest
-	(*LeaseReply)(nil),               // 5: manta.raylet.v1.LeaseReply
-	(*ReturnLeaseRequest)(nil),       // 6: manta.raylet.v1.ReturnLeaseRequest
-	(*ReturnLeaseReply)(nil),         // 7: manta.raylet.v1.ReturnLeaseReply
-	(*RegisterWorkerRequest)(nil),    // 8: manta.raylet.v1.RegisterWorkerRequest
-	(*RegisterWorkerReply)(nil),      // 9: manta.raylet.v1.RegisterWorkerReply
-	(*NotifyBlockedRequest)(nil),     // 10: manta.raylet.v1.NotifyBlockedRequest
-	(*NotifyBlockedReply)(nil),       // 11: manta.raylet.v1.NotifyBlockedReply
-	(*ObjectChunk)(nil),              // 12: manta.raylet.v1.ObjectChunk
-	(*PutObjectReply)(nil),           // 13: manta.raylet.v1.PutObjectReply
-	(*GetObjectRequest)(nil),         // 14: manta.raylet.v1.GetObjectRequest
-	(*CreateObjectRequest)(nil),      // 15: manta.raylet.v1.CreateObjectRequest
-	(*CreateObjectReply)(nil),        // 16: manta.raylet.v1.CreateObjectReply
-	(*SealObjectRequest)(nil),        // 17: manta.raylet.v1.SealObjectRequest
-	(*SealObjectReply)(nil),          // 18: manta.raylet.v1.SealObjectReply
-	(*ObjectRequest)(nil),            // 19: manta.raylet.v1.ObjectRequest
-	(*MapObjectsRequest)(nil),        // 20: manta.raylet.v1.MapObjectsRequest
-	(*MappedObject)(nil),             // 21: manta.raylet.v1.MappedObject
-	(*MapObjectsReply)(nil),          // 22: manta.raylet.v1.MapObjectsReply
-	(*ReleaseObjectsRequest)(nil),    // 23: manta.raylet.v1.ReleaseObjectsRequest
-	(*ReleaseObjectsReply)(nil),      // 24: manta.raylet.v1.ReleaseObjectsReply
-	(*FreeObjectsRequest)(nil),       // 25: manta.raylet.v1.FreeObjectsRequest
-	(*FreeObjectsReply)(nil),         // 26: manta.raylet.v1.FreeObjectsReply
-	(*LocateObjectsRequest)(nil),     // 27: manta.raylet.v1.LocateObjectsRequest
-	(*ObjectLocation)(nil),           // 28: manta.raylet.v1.ObjectLocation
-	(*LocateObjectsReply)(nil),       // 29: manta.raylet.v1.LocateObjectsReply
-	(*GetStatusRequest)(nil),         // 30: manta.raylet.v1.GetStatusRequest
-	(*GetStatusReply)(nil),           // 31: manta.raylet.v1.GetStatusReply
-	(*LeaseStatus)(nil),              // 32: manta.raylet.v1.LeaseStatus
-	(*TaskError)(nil),                // 33: manta.raylet.v1.TaskError
-	(*ObjectValue)(nil),              // 34: manta.raylet.v1.ObjectValue
-	(*TaskArg)(nil),                  // 35: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),                 // 36: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),         // 37: manta.raylet.v1.PushTasksRequest
-	(*CancelTask)(nil),               // 38: manta.raylet.v1.CancelTask
-	(*TaskResult)(nil),               // 39: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),           // 40: manta.raylet.v1.PushTasksReply
-	(*CancelTaskRequest)(nil),        // 41: manta.raylet.v1.CancelTaskRequest
-	(*CancelTaskReply)(nil),          // 42: manta.raylet.v1.CancelTaskReply
-	(*OwnerGetRequest)(nil),          // 43: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),              // 44: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),                // 45: manta.raylet.v1.PingReply
-	(*AddObjectLocationRequest)(nil), // 46: manta.raylet.v1.AddObjectLocationRequest
-	(*AddObjectLocationReply)(nil),   // 47: manta.raylet.v1.AddObjectLocationReply
-	nil,                              // 48: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                              // 49: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                              // 50: manta.raylet.v1.GetStatusReply.AvailableEntry
+	(Format)(0),                        // 0: manta.raylet.v1.Format
+	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
+	(*KillActorWorkerRequest)(nil),     // 2: manta.raylet.v1.KillActorWorkerRequest
+	(*KillActorWorkerReply)(nil),       // 3: manta.raylet.v1.KillActorWorkerReply
+	(*LeaseRequest)(nil),               // 4: manta.raylet.v1.LeaseRequest
+	(*LeaseReply)(nil),                 // 5: manta.raylet.v1.LeaseReply
+	(*CancelLeaseRequestsRequest)(nil), // 6: manta.raylet.v1.CancelLeaseRequestsRequest
+	(*CancelLeaseRequestsReply)(nil),   // 7: manta.raylet.v1.CancelLeaseRequestsReply
+	(*ReturnLeaseRequest)(nil),         // 8: manta.raylet.v1.ReturnLeaseRequest
+	(*ReturnLeaseReply)(nil),           // 9: manta.raylet.v1.ReturnLeaseReply
+	(*RegisterWorkerRequest)(nil),      // 10: manta.raylet.v1.RegisterWorkerRequest
+	(*RegisterWorkerReply)(nil),        // 11: manta.raylet.v1.RegisterWorkerReply
+	(*NotifyBlockedRequest)(nil),       // 12: manta.raylet.v1.NotifyBlockedRequest
+	(*NotifyBlockedReply)(nil),         // 13: manta.raylet.v1.NotifyBlockedReply
+	(*ObjectChunk)(nil),                // 14: manta.raylet.v1.ObjectChunk
+	(*PutObjectReply)(nil),             // 15: manta.raylet.v1.PutObjectReply
+	(*GetObjectRequest)(nil),           // 16: manta.raylet.v1.GetObjectRequest
+	(*CreateObjectRequest)(nil),        // 17: manta.raylet.v1.CreateObjectRequest
+	(*CreateObjectReply)(nil),          // 18: manta.raylet.v1.CreateObjectReply
+	(*SealObjectRequest)(nil),          // 19: manta.raylet.v1.SealObjectRequest
+	(*SealObjectReply)(nil),            // 20: manta.raylet.v1.SealObjectReply
+	(*ObjectRequest)(nil),              // 21: manta.raylet.v1.ObjectRequest
+	(*MapObjectsRequest)(nil),          // 22: manta.raylet.v1.MapObjectsRequest
+	(*MappedObject)(nil),               // 23: manta.raylet.v1.MappedObject
+	(*MapObjectsReply)(nil),            // 24: manta.raylet.v1.MapObjectsReply
+	(*ReleaseObjectsRequest)(nil),      // 25: manta.raylet.v1.ReleaseObjectsRequest
+	(*ReleaseObjectsReply)(nil),        // 26: manta.raylet.v1.ReleaseObjectsReply
+	(*FreeObjectsRequest)(nil),         // 27: manta.raylet.v1.FreeObjectsRequest
+	(*FreeObjectsReply)(nil),           // 28: manta.raylet.v1.FreeObjectsReply
+	(*LocateObjectsRequest)(nil),       // 29: manta.raylet.v1.LocateObjectsRequest
+	(*ObjectLocation)(nil),             // 30: manta.raylet.v1.ObjectLocation
+	(*LocateObjectsReply)(nil),         // 31: manta.raylet.v1.LocateObjectsReply
+	(*GetStatusRequest)(nil),           // 32: manta.raylet.v1.GetStatusRequest
+	(*GetStatusReply)(nil),             // 33: manta.raylet.v1.GetStatusReply
+	(*LeaseStatus)(nil),                // 34: manta.raylet.v1.LeaseStatus
+	(*TaskError)(nil),                  // 35: manta.raylet.v1.TaskError
+	(*ObjectValue)(nil),                // 36: manta.raylet.v1.ObjectValue
+	(*TaskArg)(nil),                    // 37: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),                   // 38: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),           // 39: manta.raylet.v1.PushTasksRequest
+	(*CancelTask)(nil),                 // 40: manta.raylet.v1.CancelTask
+	(*TaskResult)(nil),                 // 41: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),             // 42: manta.raylet.v1.PushTasksReply
+	(*CancelTaskRequest)(nil),          // 43: manta.raylet.v1.CancelTaskRequest
+	(*CancelTaskReply)(nil),            // 44: manta.raylet.v1.CancelTaskReply
+	(*OwnerGetRequest)(nil),            // 45: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),                // 46: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                  // 47: manta.raylet.v1.PingReply
+	(*AddObjectLocationRequest)(nil),   // 48: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),     // 49: manta.raylet.v1.AddObjectLocationReply
+	nil,                                // 50: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                // 51: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 52: manta.raylet.v1.GetStatusReply.AvailableEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	48, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	50, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
 	0,  // 1: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
 	0,  // 2: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
-	19, // 3: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
+	21, // 3: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
 	0,  // 4: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
-	33, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
-	21, // 6: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
-	28, // 7: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	49, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	50, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	32, // 10: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
-	32, // 11: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
+	35, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	23, // 6: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
+	30, // 7: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
+	51, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	52, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	34, // 10: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
+	34, // 11: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
 	1,  // 12: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
 	0,  // 13: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	33, // 14: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	34, // 15: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	35, // 16: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	36, // 17: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	38, // 18: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
-	34, // 19: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	33, // 20: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	39, // 21: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	35, // 14: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	36, // 15: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	37, // 16: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	38, // 17: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	40, // 18: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
+	36, // 19: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	35, // 20: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	41, // 21: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
 	4,  // 22: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	6,  // 23: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	8,  // 24: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	10, // 25: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	12, // 26: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	14, // 27: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	30, // 28: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 29: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	15, // 30: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	17, // 31: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	20, // 32: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	23, // 33: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	25, // 34: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	27, // 35: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	37, // 36: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	43, // 37: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	44, // 38: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	46, // 39: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	41, // 40: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	5,  // 41: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	7,  // 42: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	9,  // 43: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	11, // 44: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	13, // 45: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	12, // 46: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	31, // 47: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 48: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	16, // 49: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	18, // 50: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	22, // 51: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	24, // 52: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	26, // 53: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	29, // 54: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	40, // 55: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	34, // 56: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	45, // 57: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	47, // 58: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	42, // 59: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	41, // [41:60] is the sub-list for method output_type
-	22, // [22:41] is the sub-list for method input_type
+	8,  // 23: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	6,  // 24: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	10, // 25: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	12, // 26: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	14, // 27: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	16, // 28: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	32, // 29: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 30: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	17, // 31: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	19, // 32: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	22, // 33: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	25, // 34: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	27, // 35: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	29, // 36: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	39, // 37: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	45, // 38: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	46, // 39: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	48, // 40: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	43, // 41: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	5,  // 42: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	9,  // 43: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	7,  // 44: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	11, // 45: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	13, // 46: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	15, // 47: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	14, // 48: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	33, // 49: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 50: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	18, // 51: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	20, // 52: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	24, // 53: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	26, // 54: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	28, // 55: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	31, // 56: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	42, // 57: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	36, // 58: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	47, // 59: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	49, // 60: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	44, // 61: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	42, // [42:62] is the sub-list for method output_type
+	22, // [22:42] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -3442,7 +3565,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -24,20 +24,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Raylet_RequestWorkerLease_FullMethodName = "/manta.raylet.v1.Raylet/RequestWorkerLease"
-	Raylet_ReturnWorkerLease_FullMethodName  = "/manta.raylet.v1.Raylet/ReturnWorkerLease"
-	Raylet_RegisterWorker_FullMethodName     = "/manta.raylet.v1.Raylet/RegisterWorker"
-	Raylet_NotifyBlocked_FullMethodName      = "/manta.raylet.v1.Raylet/NotifyBlocked"
-	Raylet_PutObject_FullMethodName          = "/manta.raylet.v1.Raylet/PutObject"
-	Raylet_GetObject_FullMethodName          = "/manta.raylet.v1.Raylet/GetObject"
-	Raylet_GetStatus_FullMethodName          = "/manta.raylet.v1.Raylet/GetStatus"
-	Raylet_KillActorWorker_FullMethodName    = "/manta.raylet.v1.Raylet/KillActorWorker"
-	Raylet_CreateObject_FullMethodName       = "/manta.raylet.v1.Raylet/CreateObject"
-	Raylet_SealObject_FullMethodName         = "/manta.raylet.v1.Raylet/SealObject"
-	Raylet_MapObjects_FullMethodName         = "/manta.raylet.v1.Raylet/MapObjects"
-	Raylet_ReleaseObjects_FullMethodName     = "/manta.raylet.v1.Raylet/ReleaseObjects"
-	Raylet_FreeObjects_FullMethodName        = "/manta.raylet.v1.Raylet/FreeObjects"
-	Raylet_LocateObjects_FullMethodName      = "/manta.raylet.v1.Raylet/LocateObjects"
+	Raylet_RequestWorkerLease_FullMethodName  = "/manta.raylet.v1.Raylet/RequestWorkerLease"
+	Raylet_ReturnWorkerLease_FullMethodName   = "/manta.raylet.v1.Raylet/ReturnWorkerLease"
+	Raylet_CancelLeaseRequests_FullMethodName = "/manta.raylet.v1.Raylet/CancelLeaseRequests"
+	Raylet_RegisterWorker_FullMethodName      = "/manta.raylet.v1.Raylet/RegisterWorker"
+	Raylet_NotifyBlocked_FullMethodName       = "/manta.raylet.v1.Raylet/NotifyBlocked"
+	Raylet_PutObject_FullMethodName           = "/manta.raylet.v1.Raylet/PutObject"
+	Raylet_GetObject_FullMethodName           = "/manta.raylet.v1.Raylet/GetObject"
+	Raylet_GetStatus_FullMethodName           = "/manta.raylet.v1.Raylet/GetStatus"
+	Raylet_KillActorWorker_FullMethodName     = "/manta.raylet.v1.Raylet/KillActorWorker"
+	Raylet_CreateObject_FullMethodName        = "/manta.raylet.v1.Raylet/CreateObject"
+	Raylet_SealObject_FullMethodName          = "/manta.raylet.v1.Raylet/SealObject"
+	Raylet_MapObjects_FullMethodName          = "/manta.raylet.v1.Raylet/MapObjects"
+	Raylet_ReleaseObjects_FullMethodName      = "/manta.raylet.v1.Raylet/ReleaseObjects"
+	Raylet_FreeObjects_FullMethodName         = "/manta.raylet.v1.Raylet/FreeObjects"
+	Raylet_LocateObjects_FullMethodName       = "/manta.raylet.v1.Raylet/LocateObjects"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -51,6 +52,8 @@ type RayletClient interface {
 	RequestWorkerLease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseReply, error)
 	// ReturnWorkerLease gives a leased worker back.
 	ReturnWorkerLease(ctx context.Context, in *ReturnLeaseRequest, opts ...grpc.CallOption) (*ReturnLeaseReply, error)
+	// CancelLeaseRequests withdraws lease requests an owner no longer needs.
+	CancelLeaseRequests(ctx context.Context, in *CancelLeaseRequestsRequest, opts ...grpc.CallOption) (*CancelLeaseRequestsReply, error)
 	// RegisterWorker is a new worker process's handshake.
 	RegisterWorker(ctx context.Context, in *RegisterWorkerRequest, opts ...grpc.CallOption) (*RegisterWorkerReply, error)
 	// NotifyBlocked says a worker blocked in Get/Wait (its CPUs are lent back
@@ -105,6 +108,16 @@ func (c *rayletClient) ReturnWorkerLease(ctx context.Context, in *ReturnLeaseReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReturnLeaseReply)
 	err := c.cc.Invoke(ctx, Raylet_ReturnWorkerLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) CancelLeaseRequests(ctx context.Context, in *CancelLeaseRequestsRequest, opts ...grpc.CallOption) (*CancelLeaseRequestsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelLeaseRequestsReply)
+	err := c.cc.Invoke(ctx, Raylet_CancelLeaseRequests_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +267,8 @@ type RayletServer interface {
 	RequestWorkerLease(context.Context, *LeaseRequest) (*LeaseReply, error)
 	// ReturnWorkerLease gives a leased worker back.
 	ReturnWorkerLease(context.Context, *ReturnLeaseRequest) (*ReturnLeaseReply, error)
+	// CancelLeaseRequests withdraws lease requests an owner no longer needs.
+	CancelLeaseRequests(context.Context, *CancelLeaseRequestsRequest) (*CancelLeaseRequestsReply, error)
 	// RegisterWorker is a new worker process's handshake.
 	RegisterWorker(context.Context, *RegisterWorkerRequest) (*RegisterWorkerReply, error)
 	// NotifyBlocked says a worker blocked in Get/Wait (its CPUs are lent back
@@ -299,6 +314,9 @@ func (UnimplementedRayletServer) RequestWorkerLease(context.Context, *LeaseReque
 }
 func (UnimplementedRayletServer) ReturnWorkerLease(context.Context, *ReturnLeaseRequest) (*ReturnLeaseReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReturnWorkerLease not implemented")
+}
+func (UnimplementedRayletServer) CancelLeaseRequests(context.Context, *CancelLeaseRequestsRequest) (*CancelLeaseRequestsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelLeaseRequests not implemented")
 }
 func (UnimplementedRayletServer) RegisterWorker(context.Context, *RegisterWorkerRequest) (*RegisterWorkerReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterWorker not implemented")
@@ -389,6 +407,24 @@ func _Raylet_ReturnWorkerLease_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(RayletServer).ReturnWorkerLease(ctx, req.(*ReturnLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_CancelLeaseRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelLeaseRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).CancelLeaseRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_CancelLeaseRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).CancelLeaseRequests(ctx, req.(*CancelLeaseRequestsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -605,6 +641,10 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReturnWorkerLease",
 			Handler:    _Raylet_ReturnWorkerLease_Handler,
+		},
+		{
+			MethodName: "CancelLeaseRequests",
+			Handler:    _Raylet_CancelLeaseRequests_Handler,
 		},
 		{
 			MethodName: "RegisterWorker",

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/workerpool"
 	"github.com/manta-ray/manta/sdk/ray"
 )
@@ -158,6 +159,15 @@ func TestParallelTasks(t *testing.T) {
 		// Let the long one take its worker first.
 		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[span]{long}, 1, 50*time.Millisecond); err != nil {
 			t.Fatal(err)
+		}
+		// The node shows what runs: a lease of this driver's.
+		addr, token := ray.EmbeddedRaylet()
+		st, err := raylet.Status(ctx, addr, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Leases) == 0 || st.Leases[0].OwnerAddress == "" || st.Leases[0].JobId == "" || st.Leases[0].WorkerPid == 0 {
+			t.Fatalf("raylet status lists leases %v; want the long task's", st.Leases)
 		}
 		start := time.Now()
 		refs := make([]ray.ObjectRef[int], 1000)

@@ -28,6 +28,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -149,10 +150,11 @@ const (
 type Submitter struct {
 	cfg Config
 
-	mu     sync.Mutex
-	shapes map[string]*shape
-	tasks  map[ids.TaskID]*Task // queued or pushed
-	closed bool
+	mu      sync.Mutex
+	shapes  map[string]*shape
+	tasks   map[ids.TaskID]*Task // queued or pushed
+	closed  bool
+	nextReq uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -165,14 +167,23 @@ type shape struct {
 	res     resources.Set
 	pending []*Task // next first; stolen tasks go back to the front
 	leases  []*lease
-	// requests counts lease requests in flight; they share reqCtx, which
-	// is cancelled when nothing waits any more.
+	// requests counts the lease requests in flight and not withdrawn;
+	// reqs are all those in flight.
 	requests int
-	reqCtx   context.Context
-	reqStop  context.CancelFunc
+	reqs     map[*leaseRequest]struct{}
 	// meanRun is a moving average of the run times workers report.
 	meanRun time.Duration
 	known   bool
+}
+
+// leaseRequest is one lease request in flight: where it waits now, and
+// whether the owner withdrew it (nothing needs it any more). A withdrawn
+// request is answered by its raylet (or granted first: the lease is then
+// used or returned), never abandoned, so no grant is lost.
+type leaseRequest struct {
+	id        string
+	addr      string
+	withdrawn bool
 }
 
 // lease is a worker leased for one shape.
@@ -339,24 +350,53 @@ func (s *Submitter) maybeLeaseLocked(sh *shape) {
 		}
 	}
 	if need <= 0 {
-		if sh.requests > 0 && sh.reqStop != nil && sh.idleLocked() {
+		if sh.requests > 0 && sh.idleLocked() {
 			// The work is done, not just balanced for a moment: a spilled
 			// request counts against its target node until it is used.
-			sh.reqStop()
-			sh.reqCtx, sh.reqStop = nil, nil
+			s.withdrawLocked(sh)
 		}
 		return
 	}
 	for sh.requests < min(s.cfg.MaxLeaseRequests, need) {
-		if sh.reqCtx == nil {
-			sh.reqCtx, sh.reqStop = context.WithCancel(s.ctx)
+		s.nextReq++
+		r := &leaseRequest{id: strconv.FormatUint(s.nextReq, 36), addr: s.cfg.Home}
+		if sh.reqs == nil {
+			sh.reqs = map[*leaseRequest]struct{}{}
 		}
+		sh.reqs[r] = struct{}{}
 		sh.requests++
-		ctx := sh.reqCtx
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.leaseAndRun(ctx, sh)
+			s.leaseAndRun(sh, r)
+		}()
+	}
+}
+
+// withdrawLocked withdraws every request of the shape in flight: each
+// raylet holding one answers it.
+func (s *Submitter) withdrawLocked(sh *shape) {
+	byAddr := map[string][]string{}
+	for r := range sh.reqs {
+		if !r.withdrawn {
+			r.withdrawn = true
+			sh.requests--
+			byAddr[r.addr] = append(byAddr[r.addr], r.id)
+		}
+	}
+	for addr, reqIDs := range byAddr {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			rc, err := s.cfg.Conns.Raylet(addr)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			defer cancel()
+			if _, err := rc.CancelLeaseRequests(ctx, &pb.CancelLeaseRequestsRequest{OwnerAddress: s.cfg.Owner, RequestIds: reqIDs}); err != nil {
+				s.cfg.Log.Debug("withdraw lease requests", zap.String("raylet", addr), zap.Error(err))
+			}
 		}()
 	}
 }
@@ -378,24 +418,47 @@ func (s *Submitter) kickLocked(sh *shape) {
 
 // leaseAndRun gets a lease (following spillbacks) and runs tasks on it
 // until it is idle.
-func (s *Submitter) leaseAndRun(ctx context.Context, sh *shape) {
+func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
+	ctx := s.ctx
 	addr := s.cfg.Home
 	backoff := 10 * time.Millisecond
 	var reply *pb.LeaseReply
+	// settle ends the request's accounting once it is answered.
+	settle := func() {
+		delete(sh.reqs, r)
+		if !r.withdrawn {
+			r.withdrawn = true
+			sh.requests--
+		}
+	}
 	done := func() {
 		s.mu.Lock()
-		sh.requests--
+		settle()
 		s.maybeLeaseLocked(sh)
 		s.mu.Unlock()
 	}
-	for {
+	// send asks addr; false when the request was withdrawn meanwhile.
+	send := func(req *pb.LeaseRequest) bool {
 		s.mu.Lock()
+		defer s.mu.Unlock()
+		if r.withdrawn {
+			return false
+		}
+		r.addr = addr
+		req.Backlog = int32(sh.waitingLocked())
+		return true
+	}
+	for {
 		req := &pb.LeaseRequest{JobId: s.cfg.JobID, BinarySha256: s.cfg.BinarySHA, Resources: sh.res,
-			OwnerAddress: s.cfg.Owner, Shape: sh.key, Backlog: int32(sh.waitingLocked())}
-		s.mu.Unlock()
+			OwnerAddress: s.cfg.Owner, Shape: sh.key, RequestId: r.id}
 		var err error
+		withdrawn := false
 		for hops := int32(0); ; hops++ {
 			req.Hops = hops
+			if !send(req) {
+				withdrawn = true
+				break
+			}
 			var rc pb.RayletClient
 			if rc, err = s.cfg.Conns.Raylet(addr); err == nil {
 				reply, err = rc.RequestWorkerLease(ctx, req)
@@ -405,7 +468,7 @@ func (s *Submitter) leaseAndRun(ctx context.Context, sh *shape) {
 			}
 			addr = reply.SpillAddress
 		}
-		if ctx.Err() != nil {
+		if withdrawn || ctx.Err() != nil || (err == nil && reply.Withdrawn) {
 			done()
 			return
 		}
@@ -439,7 +502,7 @@ func (s *Submitter) leaseAndRun(ctx context.Context, sh *shape) {
 	}
 	l := &lease{sh: sh, reply: reply, raylet: addr, wake: make(chan struct{}, 1), lastBusy: time.Now()}
 	s.mu.Lock()
-	sh.requests--
+	settle()
 	sh.leases = append(sh.leases, l)
 	s.mu.Unlock()
 	failed := s.runLease(l)
