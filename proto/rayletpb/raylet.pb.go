@@ -2702,7 +2702,10 @@ type TaskResult struct {
 	// order (a cancelled queued task answers at once).
 	TaskId []byte `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// How long the function ran in the worker, for the owner's pipelining.
-	RunNanos      int64 `protobuf:"varint,4,opt,name=run_nanos,json=runNanos,proto3" json:"run_nanos,omitempty"`
+	RunNanos int64 `protobuf:"varint,4,opt,name=run_nanos,json=runNanos,proto3" json:"run_nanos,omitempty"`
+	// A forced cancel found the task running: the worker gave back what it
+	// had queued and must now be killed by its owner (through the raylet).
+	KillWorker    bool `protobuf:"varint,5,opt,name=kill_worker,json=killWorker,proto3" json:"kill_worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2763,6 +2766,13 @@ func (x *TaskResult) GetRunNanos() int64 {
 		return x.RunNanos
 	}
 	return 0
+}
+
+func (x *TaskResult) GetKillWorker() bool {
+	if x != nil {
+		return x.KillWorker
+	}
+	return false
 }
 
 type PushTasksReply struct {
@@ -3344,13 +3354,15 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"CancelTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
-	"\trecursive\x18\x03 \x01(\bR\trecursive\"\xac\x01\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"\xcd\x01\n" +
 	"\n" +
 	"TaskResult\x126\n" +
 	"\areturns\x18\x01 \x03(\v2\x1c.manta.raylet.v1.ObjectValueR\areturns\x120\n" +
 	"\x05error\x18\x02 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\x12\x17\n" +
 	"\atask_id\x18\x03 \x01(\fR\x06taskId\x12\x1b\n" +
-	"\trun_nanos\x18\x04 \x01(\x03R\brunNanos\"\x86\x01\n" +
+	"\trun_nanos\x18\x04 \x01(\x03R\brunNanos\x12\x1f\n" +
+	"\vkill_worker\x18\x05 \x01(\bR\n" +
+	"killWorker\"\x86\x01\n" +
 	"\x0ePushTasksReply\x125\n" +
 	"\aresults\x18\x01 \x03(\v2\x1b.manta.raylet.v1.TaskResultR\aresults\x12\x16\n" +
 	"\x06stolen\x18\x02 \x03(\fR\x06stolen\x12%\n" +

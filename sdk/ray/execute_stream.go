@@ -253,7 +253,7 @@ func (x *streamExec) cancel(cn *pb.CancelTask) {
 	}
 	if cn.Force {
 		x.s.answerSteal(stolen)
-		_ = x.s.add(&pb.TaskResult{TaskId: cn.TaskId, Error: submitter.CancelledError("", "while it ran (force)")}, true)
+		_ = x.s.add(&pb.TaskResult{TaskId: cn.TaskId, Error: submitter.CancelledError("", "while it ran (force)"), KillWorker: true}, true)
 	}
 }
 

@@ -155,6 +155,8 @@ type Submitter struct {
 	tasks   map[ids.TaskID]*Task // queued or pushed
 	closed  bool
 	nextReq uint64
+	// settled is signalled when a lease request is answered (Close waits).
+	settled chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -212,17 +214,42 @@ type lease struct {
 // New returns a submitter; Close stops it.
 func New(cfg Config) *Submitter {
 	cfg.defaults()
-	s := &Submitter{cfg: cfg, shapes: map[string]*shape{}, tasks: map[ids.TaskID]*Task{}}
+	s := &Submitter{cfg: cfg, shapes: map[string]*shape{}, tasks: map[ids.TaskID]*Task{}, settled: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
 
 // Close stops every lease and request and waits for them. Tasks still
-// queued or pushed are abandoned (the owner is going away).
+// queued or pushed are abandoned (the owner is going away). Requests are
+// withdrawn first, for a while, so that no grant is lost on the way;
+// every lease held is returned.
 func (s *Submitter) Close() {
 	s.mu.Lock()
 	s.closed = true
+	for _, sh := range s.shapes {
+		s.withdrawLocked(sh)
+		s.kickLocked(sh)
+	}
 	s.mu.Unlock()
+	deadline := time.NewTimer(2 * time.Second)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		n := 0
+		for _, sh := range s.shapes {
+			n += len(sh.reqs)
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-s.settled:
+			continue
+		case <-deadline.C:
+		}
+		break
+	}
 	s.cancel()
 	s.wg.Wait()
 }
@@ -265,6 +292,7 @@ func (s *Submitter) Cancel(id ids.TaskID, force, recursive bool) CancelOutcome {
 			}
 		}
 		delete(s.tasks, id)
+		s.maybeLeaseLocked(sh) // its lease request may be needed no more
 		s.mu.Unlock()
 		s.cfg.Handler.Failed(t, CancelledError(t.Spec.Function, "while it waited for a worker"))
 		return Removed
@@ -273,7 +301,9 @@ func (s *Submitter) Cancel(id ids.TaskID, force, recursive bool) CancelOutcome {
 		t.cancelled = true
 		l := t.l
 		l.cancels = append(l.cancels, &pb.CancelTask{TaskId: id[:], Force: force, Recursive: recursive})
-		if force && len(l.inflight) > 0 && l.inflight[0] == t {
+		if force {
+			// Nothing more goes to this worker until it answers: if the
+			// task runs there, the answer says to kill it.
 			l.doomed = id
 		}
 		kick(l)
@@ -343,6 +373,9 @@ func (sh *shape) idleLocked() bool {
 // maybeLeaseLocked asks for leases while tasks wait that the idle leases
 // will not take, and withdraws the requests nothing needs any more.
 func (s *Submitter) maybeLeaseLocked(sh *shape) {
+	if s.closed {
+		return
+	}
 	need := sh.waitingLocked()
 	for _, l := range sh.leases {
 		if len(l.inflight) == 0 {
@@ -429,6 +462,10 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 		if !r.withdrawn {
 			r.withdrawn = true
 			sh.requests--
+		}
+		select {
+		case s.settled <- struct{}{}:
+		default:
 		}
 	}
 	done := func() {
@@ -660,6 +697,14 @@ func (s *Submitter) runLease(l *lease) (workerFailed bool) {
 			s.mu.Unlock()
 			return crashed(errors.New("killed to force a cancel"))
 		}
+		if s.closed {
+			// The owner is going away: its tasks are abandoned and the
+			// lease goes back; a worker still running one of them is
+			// killed rather than handed to someone else busy.
+			busy := len(l.inflight) > 0
+			s.mu.Unlock()
+			return busy
+		}
 		msg := &pb.PushTasksRequest{}
 		if len(l.cancels) > 0 {
 			msg.Cancel, l.cancels = l.cancels, nil
@@ -777,13 +822,11 @@ func (s *Submitter) receive(l *lease, stream pb.CoreWorker_PushTasksClient) erro
 			t.l = nil
 			done = append(done, t)
 			results = append(results, res)
-			if l.doomed == t.ID {
-				if res.Error.GetKind() == pb.ErrorKind_ERROR_TASK_CANCELLED {
-					l.kill = true
-					kick(l)
-				} else {
-					l.doomed = ids.TaskID{} // it finished first
-				}
+			if res.KillWorker {
+				l.kill = true
+				kick(l)
+			} else if l.doomed == t.ID {
+				l.doomed = ids.TaskID{} // it finished, or had not started
 			}
 			if res.Error == nil {
 				run := time.Duration(res.RunNanos)
