@@ -257,6 +257,30 @@ func (c *core) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRe
 	e.releasedEarly = nil
 }
 
+// reportFinished reports a finished attempt of a task recorded before
+// (a rebuild, or a retry of a recorded task) and waits, a bounded while,
+// until it is committed: the record shows the attempt that made the
+// returns, and where, before anyone reads them. Others send nothing.
+func (c *core) reportFinished(t *task, node string) {
+	if t.lin == nil {
+		return
+	}
+	c.mu.Lock()
+	sent := t.lin.sent
+	c.mu.Unlock()
+	if !sent {
+		return
+	}
+	c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "")
+	if rec := c.recorder(); rec != nil {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		if err := rec.Flush(ctx); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("lineage update not committed", zap.Error(err))
+		}
+	}
+}
+
 // reportAttempt sends the outcome (or start) of an attempt of a task
 // already recorded in the control plane; unrecorded tasks send nothing.
 func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) {

@@ -236,7 +236,8 @@ func TestLineageCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		attempts(t, refs, 1, chainLen, 1, 1)
-		replaceMid(t, 1)
+		mid := replaceMid(t, 1)
+		midNode := c.Nodes()[mid].ID
 
 		before := ray.LineageRebuilds()
 		var wg sync.WaitGroup
@@ -271,6 +272,13 @@ func TestLineageCluster(t *testing.T) {
 		rebuild := time.Since(start)
 		if got := shaOf(b); got != want {
 			t.Fatalf("last output sha %s; want %s", got, want)
+		}
+		// As soon as Get returns, the record shows the attempt that made
+		// the output and where (it used to read TASK_RUNNING on the dead
+		// node until the update was flushed).
+		rec, err := cp.GetLineageTask(ctx, taskOf(t, last), false)
+		if err != nil || rec.State != cpb.TaskState_TASK_FINISHED || rec.NodeId != midNode || rec.Attempts < 2 {
+			t.Fatalf("the rebuilt last step's record right after Get: %v (%v); want FINISHED on %s after 2+ attempts", rec, err, midNode)
 		}
 		// Steps 4-10 lived on the dead node; 1-3 did not and ran once.
 		attempts(t, refs, 1, 3, 1, 2)

@@ -222,6 +222,9 @@ func (c *core) finishTask(t *task, res *pb.TaskResult, node string) {
 	// A stored return can be lost with its node: record the task before
 	// anyone can consume the returns (lineage.go).
 	sent := storesAny(res) && c.persist(t, node)
+	if !sent {
+		c.reportFinished(t, node)
+	}
 	c.completeReturns(t.returns, t.spec.Function, res, "the task")
 	c.mu.Lock()
 	pinned := t.pinned
@@ -230,9 +233,6 @@ func (c *core) finishTask(t *task, res *pb.TaskResult, node string) {
 	c.mu.Unlock()
 	c.tasks.ended(t)
 	c.unpinArgs(pinned)
-	if !sent {
-		c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "")
-	}
 }
 
 // completeReturns completes a finished task's or call's return objects
