@@ -1,0 +1,304 @@
+// Package memstore is an owner's object table: Ray's CoreWorkerMemoryStore
+// (the value of every object this process owns or is fetching, inline or
+// where it is stored, as a future that completes once) together with the
+// ReferenceCounter's counts for the objects it owns.
+//
+// An owned object is kept while its count is above zero: one for the ref
+// handle a submission or Put made (shared by every copy of that ref), one
+// per task or actor call that takes it as an argument until that ends. At
+// zero the object leaves the table, the node copies of a stored value are
+// queued to be freed (TakeFrees), and OnReleased tells the owner's lineage.
+// A value completed after its object was released is freed at once.
+//
+// The store has its own lock, never held while it calls out.
+package memstore
+
+import (
+	"sync"
+
+	"github.com/manta-ray/manta/internal/ids"
+	pb "github.com/manta-ray/manta/proto/rayletpb"
+)
+
+// Object is one entry: a future of its value.
+type Object struct {
+	ready chan struct{}
+	val   *pb.ObjectValue
+
+	// Owned objects only, guarded by Store.mu.
+	owned  bool
+	refs   int
+	copies []string // nodes that pulled a copy since the value was set
+	actor  string   // the actor whose call returns it, if any
+}
+
+// Ready is closed once the value is set.
+func (o *Object) Ready() <-chan struct{} { return o.ready }
+
+// IsReady says whether the value is set.
+func (o *Object) IsReady() bool {
+	select {
+	case <-o.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Raw is the value as completed (without the copies learnt since); only
+// after Ready.
+func (o *Object) Raw() *pb.ObjectValue { return o.val }
+
+// Owned says whether this process owns the object (counts apply).
+func (o *Object) Owned() bool { return o.owned }
+
+// Actor is the actor whose call returns the object ("" for a task or Put).
+func (o *Object) Actor() string { return o.actor }
+
+// Done returns an object that is ready with v, in no table.
+func Done(v *pb.ObjectValue) *Object {
+	o := &Object{ready: make(chan struct{}), val: v}
+	close(o.ready)
+	return o
+}
+
+// Config wires a Store to its owner.
+type Config struct {
+	// OnReleased is told (without the lock) that an owned object's count
+	// reached zero and it left the table.
+	OnReleased func(id ids.ObjectID)
+}
+
+// Store is the table.
+type Store struct {
+	cfg Config
+
+	mu      sync.Mutex
+	objects map[ids.ObjectID]*Object
+	changed chan struct{} // closed and replaced when any object completes
+	// Node copies of released objects, by raylet, until TakeFrees.
+	toFree     map[string][]ids.ObjectID
+	freeSignal chan struct{}
+}
+
+// New returns an empty store.
+func New(cfg Config) *Store {
+	return &Store{cfg: cfg, objects: map[ids.ObjectID]*Object{}, changed: make(chan struct{}),
+		toFree: map[string][]ids.ObjectID{}, freeSignal: make(chan struct{}, 1)}
+}
+
+// Get returns the entry of id, or nil.
+func (s *Store) Get(id ids.ObjectID) *Object {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.objects[id]
+}
+
+// Fetching returns the entry of a borrowed object, adding a pending one
+// (added: the caller fetches it from its owner and completes it).
+func (s *Store) Fetching(id ids.ObjectID) (o *Object, added bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o = s.objects[id]; o != nil {
+		return o, false
+	}
+	o = &Object{ready: make(chan struct{})}
+	s.objects[id] = o
+	return o, true
+}
+
+// NewOwned adds owned objects, pending, each with the one reference of the
+// handle the caller makes for it; actor names the actor whose call returns
+// them ("" otherwise).
+func (s *Store) NewOwned(objs []ids.ObjectID, actor string) []*Object {
+	out := make([]*Object, len(objs))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, id := range objs {
+		o := s.objects[id]
+		if o == nil {
+			o = &Object{ready: make(chan struct{})}
+			s.objects[id] = o
+		}
+		o.owned, o.actor = true, actor
+		o.refs++
+		out[i] = o
+	}
+	return out
+}
+
+// Complete sets the values of objs (vals[i] for objs[i]); an object no
+// longer in the table was released before it was made: its stored copy
+// is freed.
+func (s *Store) Complete(objs []ids.ObjectID, vals []*pb.ObjectValue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := false
+	for i, id := range objs {
+		o := s.objects[id]
+		if o == nil {
+			s.freeLaterLocked(id, vals[i], nil)
+			continue
+		}
+		if o.IsReady() {
+			continue
+		}
+		o.val = vals[i]
+		close(o.ready)
+		changed = true
+	}
+	if changed {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// Changed is closed when an object completes after this call.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// AddRefs counts one more reference to each of objs that is owned and in
+// the table, and returns those it counted.
+func (s *Store) AddRefs(objs []ids.ObjectID) []ids.ObjectID {
+	var counted []ids.ObjectID
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range objs {
+		if o := s.objects[id]; o != nil && o.owned {
+			o.refs++
+			counted = append(counted, id)
+		}
+	}
+	return counted
+}
+
+// PinOrCreate counts a reference to an owned object, adding it pending
+// (created) when it left the table: the caller then makes it again or
+// fails it.
+func (s *Store) PinOrCreate(id ids.ObjectID) (o *Object, created bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o = s.objects[id]; o == nil {
+		o = &Object{ready: make(chan struct{}), owned: true}
+		s.objects[id] = o
+		created = true
+	}
+	o.refs++
+	return o, created
+}
+
+// DecRef drops one reference to an owned object; the last one removes it
+// (see the package comment).
+func (s *Store) DecRef(id ids.ObjectID) {
+	s.mu.Lock()
+	o := s.objects[id]
+	if o == nil || !o.owned {
+		s.mu.Unlock()
+		return
+	}
+	if o.refs--; o.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.objects, id)
+	if o.IsReady() {
+		s.freeLaterLocked(id, o.val, o.copies)
+	}
+	// Not ready: Complete frees the value when it arrives.
+	s.mu.Unlock()
+	if s.cfg.OnReleased != nil {
+		s.cfg.OnReleased(id)
+	}
+}
+
+// Renew replaces a ready, stored, owned object by a pending one with the
+// same references, for a rebuild: everyone who waits for it from now on
+// waits for the new run. It reports whether it did (released, pending
+// and inline objects are left alone).
+func (s *Store) Renew(id ids.ObjectID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.objects[id]
+	if o == nil || !o.IsReady() || o.val.GetLocation() == "" {
+		return false
+	}
+	s.objects[id] = &Object{ready: make(chan struct{}), owned: true, refs: o.refs, actor: o.actor}
+	return true
+}
+
+// AddCopy records a node that pulled a copy of an owned object; a copy of
+// an object released already is freed at once.
+func (s *Store) AddCopy(id ids.ObjectID, loc string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.objects[id]
+	if o == nil || !o.owned {
+		s.toFree[loc] = append(s.toFree[loc], id)
+		s.signalLocked()
+		return
+	}
+	if o.val != nil && o.val.Location == loc {
+		return
+	}
+	for _, l := range o.copies {
+		if l == loc {
+			return
+		}
+	}
+	o.copies = append(o.copies, loc)
+}
+
+// Value is a ready object's value with the copies learnt since it
+// completed. Inline values are returned without locking.
+func (s *Store) Value(o *Object) *pb.ObjectValue {
+	v := o.val
+	if v.Location == "" {
+		return v
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(o.copies) == 0 {
+		return v
+	}
+	// o.val is shared with specs already sent: never modify it.
+	return &pb.ObjectValue{Format: v.Format, Location: v.Location, Copies: append(append([]string(nil), v.Copies...), o.copies...)}
+}
+
+// Len is how many objects the table holds.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.objects)
+}
+
+// FreeSignal receives a value when frees were queued.
+func (s *Store) FreeSignal() <-chan struct{} { return s.freeSignal }
+
+// TakeFrees returns the node copies queued to be freed, by raylet.
+func (s *Store) TakeFrees() map[string][]ids.ObjectID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	batch := s.toFree
+	s.toFree = map[string][]ids.ObjectID{}
+	return batch
+}
+
+func (s *Store) freeLaterLocked(id ids.ObjectID, v *pb.ObjectValue, copies []string) {
+	if v == nil || v.Location == "" {
+		return
+	}
+	for _, loc := range append([]string{v.Location}, append(v.Copies, copies...)...) {
+		s.toFree[loc] = append(s.toFree[loc], id)
+	}
+	s.signalLocked()
+}
+
+func (s *Store) signalLocked() {
+	select {
+	case s.freeSignal <- struct{}{}:
+	default:
+	}
+}
