@@ -36,7 +36,7 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 	var v T
 	for rebuilds := 0; ; rebuilds++ {
 		val := c.valueOf(o)
-		err = c.readValue(ctx, val, ref.id, ref.owner, func(data []byte, format pb.Format, mapped bool) error {
+		err = c.objs.Read(ctx, val, ref.id, ref.owner, func(data []byte, format pb.Format, mapped bool) error {
 			if mapped && format == pb.Format_FORMAT_RAW {
 				// The mapping is read-only and lasts only while pinned.
 				data = append([]byte(nil), data...)
@@ -167,7 +167,7 @@ func Put[T any](ctx context.Context, v T) (ObjectRef[T], error) {
 	if err != nil {
 		return ObjectRef[T]{}, err
 	}
-	if ov, err = c.store(ctx, id, c.address, ov); err != nil {
+	if ov, err = c.objs.Store(ctx, id, c.address, ov); err != nil {
 		return ObjectRef[T]{}, err
 	}
 	c.mu.Lock()

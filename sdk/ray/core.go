@@ -18,6 +18,7 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/sdk/internal/objclient"
 	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
 
@@ -36,12 +37,8 @@ type core struct {
 	rayletAddr string
 	raylet     pb.RayletClient
 
-	// The mappings of the local raylet's arena, whether the raylet serves
-	// only the object streams (or its arena cannot be mapped here), and
-	// how many objects were read in place (tests observe it).
-	arenas      arenas
-	noArena     atomic.Bool
-	mappedReads atomic.Int64
+	// The client of the local raylet's object store (objects.go).
+	objs *objclient.Client
 
 	lis     net.Listener
 	srv     *grpc.Server
@@ -142,6 +139,7 @@ func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, err
 		return nil, err
 	}
 	c.raylet = pb.NewRayletClient(cc)
+	c.objs = c.newObjectClient()
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
@@ -176,7 +174,7 @@ func (c *core) close() {
 	c.srv.Stop()
 	c.wg.Wait()
 	c.closeRecorder()
-	c.arenas.close()
+	c.objs.Close()
 	c.mu.Lock()
 	for _, cc := range c.conns {
 		cc.Close()

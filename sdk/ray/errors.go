@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/objclient"
 )
 
 // Sentinel errors; errors.Is works on what Get returns.
@@ -19,7 +20,7 @@ var (
 	// ErrTaskPanicked: the remote function panicked.
 	ErrTaskPanicked = errors.New("ray: remote function panicked")
 	// ErrObjectLost: no copy of the object is left.
-	ErrObjectLost = errors.New("ray: object lost")
+	ErrObjectLost = objclient.ErrObjectLost
 	// ErrObjectNotFound: the object's owner does not have it: every
 	// reference to it was released (ObjectRef.Release, or garbage
 	// collected), or it never existed.

@@ -78,7 +78,7 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 // A worker never unmaps its arenas (it never closes its core), so the
 // view may be held while the task runs.
 func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID, owner string, inPlace bool) (*pb.ObjectValue, func(), error) {
-	view, format, release, err := c.mapObject(ctx, v, id, owner)
+	view, format, release, err := c.objs.Map(ctx, v, id, owner)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -92,7 +92,7 @@ func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID,
 		}
 		return &pb.ObjectValue{Data: view, Format: format}, release, nil
 	}
-	data, format, err := c.pull(ctx, v, id)
+	data, format, err := c.objs.Pull(ctx, v, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,7 +116,7 @@ func (c *core) taskResult(ctx context.Context, tid ids.TaskID, owner string, res
 	for i, r := range results {
 		v, err := encode(r)
 		if err == nil {
-			v, err = c.store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
+			v, err = c.objs.Store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
 		}
 		if err != nil {
 			return failure(pb.ErrorKind_ERROR_APPLICATION, fmt.Sprintf("result %d: %v", i+1, err), "")

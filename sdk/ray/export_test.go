@@ -47,7 +47,7 @@ func InArena(b []byte) bool {
 	if err != nil {
 		return false
 	}
-	return c.arenas.holds(b)
+	return c.objs.Holds(b)
 }
 
 // CancelThroughOwner cancels ref as a process that does not own it would:

@@ -120,5 +120,5 @@ func mappedReadCount() int64 {
 	if err != nil {
 		return 0
 	}
-	return c.mappedReads.Load()
+	return c.objs.MappedReads()
 }

@@ -503,7 +503,7 @@ func (r *fakeRaylet) failedReturns() int {
 
 // ---- fake worker -------------------------------------------------------------------
 
-// fakeWorker serves PushTasks like sdk/ray/execute_stream.go: it queues
+// fakeWorker serves PushTasks like sdk/internal/receiver: it queues
 // pushed tasks and runs them one at a time in order; a steal gives back
 // up to N not-started tasks from the tail (always answered, perhaps
 // empty); a cancel removes a queued task (answering it cancelled) or
