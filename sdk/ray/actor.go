@@ -451,16 +451,16 @@ func (c *core) resolveActorArgs(cp *cpclient.Client, id string, spec *pb.TaskSpe
 		k := refKeys[j]
 		ob := c.objectFor(k)
 		select {
-		case <-ob.ready:
+		case <-ob.Ready():
 		case <-c.ctx.Done():
 			fail("its owner exited before they were ready")
 			return
 		}
-		if ob.val.Error != nil {
-			fail(taskErrorFrom(ob.val.Error).Error())
+		if e := ob.Raw().Error; e != nil {
+			fail(taskErrorFrom(e).Error())
 			return
 		}
-		v := c.valueOf(ob)
+		v := c.mem.Value(ob)
 		spec.Args[i].Value = v
 		if p, ok := c.producerToWait(k.id, k.owner, v); ok {
 			producers = append(producers, p)

@@ -108,14 +108,8 @@ func submitActorCall(ctx context.Context, actorID string, m *actorMethod, args [
 	call.pinned = c.pinArgs(call.depKeys)
 	runtime.KeepAlive(args)
 	var keys []objectKey
-	call.returns, keys = c.newReturns(tid, m.nret)
-	c.mu.Lock()
-	for _, id := range call.returns {
-		if o := c.objects[id]; o != nil {
-			o.actor = actorID // Cancel finds the call's actor from its ref
-		}
-	}
-	c.mu.Unlock()
+	// Cancel finds the call's actor from its ref's object.
+	call.returns, keys = c.newReturns(tid, m.nret, actorID)
 	ac, err := c.actorClient(actorID)
 	if err != nil {
 		return nil, err
@@ -170,13 +164,13 @@ func (c *core) failCall(call *actorCall, e *pb.TaskError) {
 		e.TaskId = tid.String()
 	}
 	v := &pb.ObjectValue{Error: e}
-	c.mu.Lock()
-	for _, id := range call.returns {
-		c.completeLocked(id, v)
+	vals := make([]*pb.ObjectValue, len(call.returns))
+	for i := range vals {
+		vals[i] = v
 	}
+	c.mem.Complete(call.returns, vals)
 	pinned := call.pinned
 	call.pinned = nil
-	c.mu.Unlock()
 	c.unpinArgs(pinned)
 }
 
@@ -438,15 +432,15 @@ func (ac *actorClient) resolve(call *actorCall) bool {
 		k := call.depKeys[j]
 		ob := c.objectFor(k)
 		select {
-		case <-ob.ready:
+		case <-ob.Ready():
 		case <-c.ctx.Done():
 			return false
 		}
-		if ob.val.Error != nil {
-			c.failCall(call, ob.val.Error)
+		if e := ob.Raw().Error; e != nil {
+			c.failCall(call, e)
 			return false
 		}
-		v := c.valueOf(ob)
+		v := c.mem.Value(ob)
 		call.spec.Args[i].Value = v
 		if p, ok := c.producerToWait(k.id, k.owner, v); ok {
 			producers = append(producers, p)

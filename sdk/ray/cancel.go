@@ -97,24 +97,22 @@ func (c *core) cancelObject(id ids.ObjectID, o cancelOptions) (finished bool, er
 	if id.IsPut() {
 		return false, fmt.Errorf("%w: object %s was made by Put: there is no task to cancel", ErrInvalidOption, id)
 	}
-	c.mu.Lock()
-	ob := c.objects[id]
-	c.mu.Unlock()
-	if ob == nil || !ob.owned {
+	ob := c.mem.Get(id)
+	if ob == nil || !ob.Owned() {
 		return false, fmt.Errorf("%w: object %s is not known to its owner (released)", ErrObjectNotFound, id)
 	}
-	if ob.actor != "" {
+	if ob.Actor() != "" {
 		if o.force {
 			return false, fmt.Errorf("%w: Force cannot cancel an actor call (it would kill the actor); cancel without it", ErrInvalidOption)
 		}
-		if isReady(ob) {
+		if ob.IsReady() {
 			return true, nil
 		}
-		return false, c.cancelActorCall(ob.actor, id.Task())
+		return false, c.cancelActorCall(ob.Actor(), id.Task())
 	}
 	tid := id.Task()
 	c.tasks.markCancelled(tid)
-	if isReady(ob) {
+	if ob.IsReady() {
 		c.tasks.unmarkCancelled(tid)
 		c.log.Debug("cancel: the task had finished; nothing to do", zap.Stringer("task", tid))
 		return true, nil
