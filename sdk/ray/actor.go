@@ -535,10 +535,10 @@ func Kill[T any](ctx context.Context, h ActorHandle[T], noRestart bool) error {
 		// This process's later calls fail at once, without waiting for the
 		// worker's end to come back through the watch.
 		c.mu.Lock()
-		ac := c.actorClients[h.ActorID]
+		as := c.actorSub
 		c.mu.Unlock()
-		if ac != nil {
-			ac.die(&pb.TaskError{Kind: pb.ErrorKind_ERROR_ACTOR_DIED, Message: fmt.Sprintf("actor %s is dead: killed by ray.Kill", h.ActorID)})
+		if as != nil {
+			as.Dead(h.ActorID, &pb.TaskError{Kind: pb.ErrorKind_ERROR_ACTOR_DIED, Message: fmt.Sprintf("actor %s is dead: killed by ray.Kill", h.ActorID)})
 		}
 	}
 	return nil

@@ -155,16 +155,10 @@ func (c *core) forgetChildren(parent ids.TaskID) { c.tasks.takeChildren(parent) 
 // worker to cancel it.
 func (c *core) cancelActorCall(actorID string, tid ids.TaskID) error {
 	c.mu.Lock()
-	ac := c.actorClients[actorID]
+	as := c.actorSub
 	c.mu.Unlock()
-	if ac == nil {
-		return nil
+	if as != nil {
+		as.Cancel(actorID, tid)
 	}
-	ac.cancel(tid)
 	return nil
-}
-
-// failCancelledCall fails an actor call that was cancelled before it ran.
-func (c *core) failCancelledCall(call *actorCall) {
-	c.failCall(call, submitter.CancelledError(call.spec.Function, "before it ran"))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/sdk/internal/actorsubmit"
 	"github.com/manta-ray/manta/sdk/internal/memstore"
 	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
@@ -70,11 +71,10 @@ type core struct {
 	// Actors: the control plane (the driver's client, or one the worker
 	// made: ownCP), the actor view, the senders to actors this process
 	// calls, and the actor this worker hosts.
-	cp           *cpclient.Client
-	ownCP        bool
-	actors       *actorView
-	actorClients map[string]*actorClient
-	hosted       *hostedActor
+	cp       *cpclient.Client
+	ownCP    bool
+	actorSub *actorsubmit.Submitter
+	hosted   *hostedActor
 
 	// Lineage recording and the retained specs of owned tasks (lineage.go).
 	lin lineageState
@@ -111,7 +111,7 @@ type objectKey struct {
 
 func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, error) {
 	c := &core{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
-		conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{},
+		conns: map[string]*grpc.ClientConn{},
 	}
 	c.mem = memstore.New(memstore.Config{OnReleased: c.released})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -158,6 +158,12 @@ func (c *core) close() {
 	c.subOnce.Do(func() {}) // none may be made from now on
 	if c.sub != nil {
 		c.sub.Close()
+	}
+	c.mu.Lock()
+	as := c.actorSub
+	c.mu.Unlock()
+	if as != nil {
+		as.Close()
 	}
 	c.srv.Stop()
 	c.wg.Wait()

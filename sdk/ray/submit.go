@@ -12,13 +12,6 @@ import (
 	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
 
-// maxBatch bounds the calls pushed to an actor in one message.
-const maxBatch = 128
-
-// maxInflight bounds the calls pushed to a concurrent actor's stream and
-// not answered (the worker's result forwarder).
-const maxInflight = 4 * maxBatch
-
 // task is a submitted task in its owner (Ray's TaskManager entry): what it
 // returns, its retries, its arguments, its lineage, and the submitter's
 // view of it (st).
