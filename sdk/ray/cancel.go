@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -55,23 +56,32 @@ func Cancel[T any](ctx context.Context, ref ObjectRef[T], opts ...CancelOption) 
 		return err
 	}
 	if ref.owner != c.address {
-		cc, err := c.conn(ref.owner)
-		if err != nil {
-			return err
-		}
-		_, err = pb.NewCoreWorkerClient(cc).CancelTask(ctx, &pb.CancelTaskRequest{ObjectId: ref.id[:], Force: o.force, Recursive: o.recursive})
-		switch status.Code(err) {
-		case codes.OK:
-			return nil
-		case codes.NotFound:
-			return fmt.Errorf("%w: %s", ErrObjectNotFound, status.Convert(err).Message())
-		case codes.InvalidArgument:
-			return fmt.Errorf("%w: %s", ErrInvalidOption, status.Convert(err).Message())
-		}
-		return fmt.Errorf("ray: cancel through the owner %s: %w", ref.owner, err)
+		return c.cancelRemote(ctx, ref.owner, ref.id, o)
 	}
 	_, err = c.cancelObject(ref.id, o)
 	return err
+}
+
+// cancelRemote asks owner to cancel the task that makes object id.
+func (c *core) cancelRemote(ctx context.Context, owner string, id ids.ObjectID, o cancelOptions) error {
+	cc, err := c.conn(owner)
+	if err != nil {
+		return err
+	}
+	_, err = pb.NewCoreWorkerClient(cc).CancelTask(ctx, &pb.CancelTaskRequest{ObjectId: id[:], Force: o.force, Recursive: o.recursive})
+	// The owner's message starts with the sentinel's own text.
+	msg := func(sentinel error) string {
+		return strings.TrimPrefix(status.Convert(err).Message(), sentinel.Error()+": ")
+	}
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.NotFound:
+		return fmt.Errorf("%w: %s", ErrObjectNotFound, msg(ErrObjectNotFound))
+	case codes.InvalidArgument:
+		return fmt.Errorf("%w: %s", ErrInvalidOption, msg(ErrInvalidOption))
+	}
+	return fmt.Errorf("ray: cancel through the owner %s: %w", owner, err)
 }
 
 // CancelTask serves Cancel for a process that holds a ref this one owns.
@@ -94,12 +104,12 @@ func (c *core) CancelTask(_ context.Context, req *pb.CancelTaskRequest) (*pb.Can
 // cancelObject cancels the owned task or actor call that makes object id; it
 // reports whether that had finished already.
 func (c *core) cancelObject(id ids.ObjectID, o cancelOptions) (finished bool, err error) {
-	if id.IsPut() {
-		return false, fmt.Errorf("%w: object %s was made by Put: there is no task to cancel", ErrInvalidOption, id)
-	}
 	ob := c.mem.Get(id)
 	if ob == nil || !ob.Owned() {
 		return false, fmt.Errorf("%w: object %s is not known to its owner (released)", ErrObjectNotFound, id)
+	}
+	if id.IsPut() {
+		return false, fmt.Errorf("%w: object %s was made by Put: there is no task to cancel", ErrInvalidOption, id)
 	}
 	if ob.Actor() != "" {
 		if o.force {

@@ -157,6 +157,29 @@ func TestCancel(t *testing.T) {
 		waitMark(t, dir, "child.cancelled") // the child's context ended too
 	})
 
+	t.Run("through the owner's RPC", func(t *testing.T) {
+		// What a process holding a ref it does not own does.
+		dir := t.TempDir()
+		ref := markAndWait.Remote(ctx, ray.Val(dir), ray.Val("remote"))
+		waitMark(t, dir, "remote")
+		if err := ray.CancelThroughOwner(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ray.Get(ctx, ref)
+		wantCancelled(t, err)
+		put, err := ray.Put(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ray.CancelThroughOwner(ctx, put); !errors.Is(err, ray.ErrInvalidOption) {
+			t.Fatalf("remote cancel of a Put: %v; want ErrInvalidOption", err)
+		}
+		put.Release()
+		if err := ray.CancelThroughOwner(ctx, put); !errors.Is(err, ray.ErrObjectNotFound) {
+			t.Fatalf("remote cancel of a released object: %v; want ErrObjectNotFound", err)
+		}
+	})
+
 	t.Run("finished and bad refs", func(t *testing.T) {
 		ref := trivial.Remote(ctx, ray.Val(1))
 		if v, err := ray.Get(ctx, ref); err != nil || v != 2 {

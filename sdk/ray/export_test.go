@@ -49,3 +49,17 @@ func InArena(b []byte) bool {
 	}
 	return c.arenas.holds(b)
 }
+
+// CancelThroughOwner cancels ref as a process that does not own it would:
+// through the owner's CancelTask RPC, over gRPC.
+func CancelThroughOwner[T any](ctx context.Context, ref ObjectRef[T], opts ...CancelOption) error {
+	c, err := current()
+	if err != nil {
+		return err
+	}
+	o := cancelOptions{recursive: true}
+	for _, f := range opts {
+		f(&o)
+	}
+	return c.cancelRemote(ctx, ref.owner, ref.id, o)
+}
