@@ -451,16 +451,16 @@ func (c *core) resolveActorArgs(cp *cpclient.Client, id string, spec *pb.TaskSpe
 		k := refKeys[j]
 		ob := c.objectFor(k)
 		select {
-		case <-ob.ready:
+		case <-ob.Ready():
 		case <-c.ctx.Done():
 			fail("its owner exited before they were ready")
 			return
 		}
-		if ob.val.Error != nil {
-			fail(taskErrorFrom(ob.val.Error).Error())
+		if e := ob.Raw().Error; e != nil {
+			fail(taskErrorFrom(e).Error())
 			return
 		}
-		v := c.valueOf(ob)
+		v := c.mem.Value(ob)
 		spec.Args[i].Value = v
 		if p, ok := c.producerToWait(k.id, k.owner, v); ok {
 			producers = append(producers, p)
@@ -535,10 +535,10 @@ func Kill[T any](ctx context.Context, h ActorHandle[T], noRestart bool) error {
 		// This process's later calls fail at once, without waiting for the
 		// worker's end to come back through the watch.
 		c.mu.Lock()
-		ac := c.actorClients[h.ActorID]
+		as := c.actorSub
 		c.mu.Unlock()
-		if ac != nil {
-			ac.die(&pb.TaskError{Kind: pb.ErrorKind_ERROR_ACTOR_DIED, Message: fmt.Sprintf("actor %s is dead: killed by ray.Kill", h.ActorID)})
+		if as != nil {
+			as.Dead(h.ActorID, &pb.TaskError{Kind: pb.ErrorKind_ERROR_ACTOR_DIED, Message: fmt.Sprintf("actor %s is dead: killed by ray.Kill", h.ActorID)})
 		}
 	}
 	return nil

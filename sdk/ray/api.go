@@ -35,7 +35,7 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 	}
 	var v T
 	for rebuilds := 0; ; rebuilds++ {
-		val := c.valueOf(o)
+		val := c.mem.Value(o)
 		err = c.objs.Read(ctx, val, ref.id, ref.owner, func(data []byte, format pb.Format, mapped bool) error {
 			if mapped && format == pb.Format_FORMAT_RAW {
 				// The mapping is read-only and lasts only while pinned.
@@ -64,14 +64,14 @@ func Get[T any](ctx context.Context, ref ObjectRef[T]) (T, error) {
 // its CPU to its raylet meanwhile.
 func (c *core) await(ctx context.Context, o *object) error {
 	select {
-	case <-o.ready:
+	case <-o.Ready():
 		return nil
 	default:
 	}
 	done := c.blocked(ctx)
 	defer done()
 	select {
-	case <-o.ready:
+	case <-o.Ready():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -119,12 +119,10 @@ func Wait[T any](ctx context.Context, refs []ObjectRef[T], numReady int, timeout
 		}
 	}()
 	for {
-		c.mu.Lock()
-		changed := c.changed
-		c.mu.Unlock()
+		changed := c.mem.Changed()
 		ready, pending = ready[:0], pending[:0]
 		for i, r := range refs {
-			if objs[i] == nil || isReady(objs[i]) {
+			if objs[i] == nil || objs[i].IsReady() {
 				ready = append(ready, r)
 			} else {
 				pending = append(pending, r)
@@ -146,15 +144,6 @@ func Wait[T any](ctx context.Context, refs []ObjectRef[T], numReady int, timeout
 	}
 }
 
-func isReady(o *object) bool {
-	select {
-	case <-o.ready:
-		return true
-	default:
-		return false
-	}
-}
-
 // Put stores a value as an object owned by this process and returns its ref.
 func Put[T any](ctx context.Context, v T) (ObjectRef[T], error) {
 	c, err := current()
@@ -170,10 +159,8 @@ func Put[T any](ctx context.Context, v T) (ObjectRef[T], error) {
 	if ov, err = c.objs.Store(ctx, id, c.address, ov); err != nil {
 		return ObjectRef[T]{}, err
 	}
-	c.mu.Lock()
-	o := c.newObjectLocked(id)
-	h := c.newHandleLocked(o, id)
-	c.completeLocked(id, ov)
-	c.mu.Unlock()
+	c.mem.NewOwned([]ids.ObjectID{id}, "")
+	h := c.newHandle(id)
+	c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{ov})
 	return ObjectRef[T]{id: id, owner: c.address, h: h}, nil
 }

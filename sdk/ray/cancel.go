@@ -104,27 +104,25 @@ func (c *core) CancelTask(_ context.Context, req *pb.CancelTaskRequest) (*pb.Can
 // cancelObject cancels the owned task or actor call that makes object id; it
 // reports whether that had finished already.
 func (c *core) cancelObject(id ids.ObjectID, o cancelOptions) (finished bool, err error) {
-	c.mu.Lock()
-	ob := c.objects[id]
-	c.mu.Unlock()
-	if ob == nil || !ob.owned {
+	ob := c.mem.Get(id)
+	if ob == nil || !ob.Owned() {
 		return false, fmt.Errorf("%w: object %s is not known to its owner (released)", ErrObjectNotFound, id)
 	}
 	if id.IsPut() {
 		return false, fmt.Errorf("%w: object %s was made by Put: there is no task to cancel", ErrInvalidOption, id)
 	}
-	if ob.actor != "" {
+	if ob.Actor() != "" {
 		if o.force {
 			return false, fmt.Errorf("%w: Force cannot cancel an actor call (it would kill the actor); cancel without it", ErrInvalidOption)
 		}
-		if isReady(ob) {
+		if ob.IsReady() {
 			return true, nil
 		}
-		return false, c.cancelActorCall(ob.actor, id.Task())
+		return false, c.cancelActorCall(ob.Actor(), id.Task())
 	}
 	tid := id.Task()
 	c.tasks.markCancelled(tid)
-	if isReady(ob) {
+	if ob.IsReady() {
 		c.tasks.unmarkCancelled(tid)
 		c.log.Debug("cancel: the task had finished; nothing to do", zap.Stringer("task", tid))
 		return true, nil
@@ -167,16 +165,10 @@ func (c *core) forgetChildren(parent ids.TaskID) { c.tasks.takeChildren(parent) 
 // worker to cancel it.
 func (c *core) cancelActorCall(actorID string, tid ids.TaskID) error {
 	c.mu.Lock()
-	ac := c.actorClients[actorID]
+	as := c.actorSub
 	c.mu.Unlock()
-	if ac == nil {
-		return nil
+	if as != nil {
+		as.Cancel(actorID, tid)
 	}
-	ac.cancel(tid)
 	return nil
-}
-
-// failCancelledCall fails an actor call that was cancelled before it ran.
-func (c *core) failCancelledCall(call *actorCall) {
-	c.failCall(call, submitter.CancelledError(call.spec.Function, "before it ran"))
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/sdk/internal/actorsubmit"
+	"github.com/manta-ray/manta/sdk/internal/memstore"
 	"github.com/manta-ray/manta/sdk/internal/objclient"
 	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
@@ -51,26 +53,25 @@ type core struct {
 	fixedProcs bool
 	procs      int
 
-	mu      sync.Mutex
-	objects map[ids.ObjectID]*object
-	changed chan struct{} // closed and replaced when any object completes
+	// The object table: values, futures and counts of owned objects
+	// (sdk/internal/memstore), with its own lock.
+	mem *memstore.Store
 	// The task submitter (made on first use) and the owner's task table.
 	sub     *submitter.Submitter
 	subOnce sync.Once
 	tasks   taskTable
-	conns   map[string]*grpc.ClientConn
-	// Node copies of released objects waiting for freeLoop, by raylet.
-	toFree     map[string][]ids.ObjectID
-	freeSignal chan struct{}
+
+	// mu guards the connection cache and the actor state below.
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
 
 	// Actors: the control plane (the driver's client, or one the worker
 	// made: ownCP), the actor view, the senders to actors this process
 	// calls, and the actor this worker hosts.
-	cp           *cpclient.Client
-	ownCP        bool
-	actors       *actorView
-	actorClients map[string]*actorClient
-	hosted       *hostedActor
+	cp       *cpclient.Client
+	ownCP    bool
+	actorSub *actorsubmit.Submitter
+	hosted   *hostedActor
 
 	// Lineage recording and the retained specs of owned tasks (lineage.go).
 	lin lineageState
@@ -105,26 +106,11 @@ type objectKey struct {
 	h     *refHandle
 }
 
-// object is an owned object (or a borrowed one being fetched from its
-// owner). val is set once, when ready is closed.
-type object struct {
-	ready chan struct{}
-	val   *pb.ObjectValue
-	// Owned objects only (guarded by core.mu): the references that keep
-	// it (see refcount.go) and the nodes that pulled a copy since val was
-	// set.
-	owned  bool
-	refs   int
-	copies []string
-	// actor is set on the returns of an actor call (Cancel).
-	actor string
-}
-
 func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, error) {
 	c := &core{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
-		objects: map[ids.ObjectID]*object{}, changed: make(chan struct{}),
-		conns: map[string]*grpc.ClientConn{}, actorClients: map[string]*actorClient{},
-		toFree: map[string][]ids.ObjectID{}, freeSignal: make(chan struct{}, 1)}
+		conns: map[string]*grpc.ClientConn{},
+	}
+	c.mem = memstore.New(memstore.Config{OnReleased: c.released})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -171,6 +157,12 @@ func (c *core) close() {
 	if c.sub != nil {
 		c.sub.Close()
 	}
+	c.mu.Lock()
+	as := c.actorSub
+	c.mu.Unlock()
+	if as != nil {
+		as.Close()
+	}
 	c.srv.Stop()
 	c.wg.Wait()
 	c.closeRecorder()
@@ -188,62 +180,24 @@ func (c *core) close() {
 
 // ---- owned objects -------------------------------------------------------------
 
-// newObjectLocked adds a pending object (owned ones get their references
-// from newHandleLocked).
-func (c *core) newObjectLocked(id ids.ObjectID) *object {
-	o := c.objects[id]
-	if o == nil {
-		o = &object{ready: make(chan struct{})}
-		c.objects[id] = o
-	}
-	return o
-}
-
-// complete makes an object ready with its value (or error).
-func (c *core) complete(id ids.ObjectID, v *pb.ObjectValue) {
-	c.mu.Lock()
-	c.completeLocked(id, v)
-	c.mu.Unlock()
-}
-
-func (c *core) completeLocked(id ids.ObjectID, v *pb.ObjectValue) {
-	o := c.objects[id]
-	if o == nil {
-		// Every reference to it was released before it was made: its
-		// stored copy is garbage already.
-		c.freeLaterLocked(id, v, nil)
-		return
-	}
-	select {
-	case <-o.ready:
-		return
-	default:
-	}
-	o.val = v
-	close(o.ready)
-	close(c.changed)
-	c.changed = make(chan struct{})
-}
+// object is an entry of the object table.
+type object = memstore.Object
 
 // objectFor returns the local entry of an object; a borrowed object not
 // seen before is fetched from its owner in the background.
 func (c *core) objectFor(k objectKey) *object {
-	c.mu.Lock()
-	o := c.objects[k.id]
-	if o != nil {
-		c.mu.Unlock()
+	if o := c.mem.Get(k.id); o != nil {
 		return o
 	}
 	if k.owner == c.address || k.owner == "" {
 		// Owned and forgotten: every reference was released. The entry is
 		// not kept, so a released object stays released.
-		c.mu.Unlock()
-		o = &object{ready: make(chan struct{}), val: notFoundValue(k.id)}
-		close(o.ready)
+		return memstore.Done(notFoundValue(k.id))
+	}
+	o, added := c.mem.Fetching(k.id)
+	if !added {
 		return o
 	}
-	o = c.newObjectLocked(k.id)
-	c.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -251,7 +205,7 @@ func (c *core) objectFor(k objectKey) *object {
 		if err != nil {
 			v = lostValue(k.id, err.Error())
 		}
-		c.complete(k.id, v)
+		c.mem.Complete([]ids.ObjectID{k.id}, []*pb.ObjectValue{v})
 	}()
 	return o
 }
@@ -280,18 +234,16 @@ func (c *core) GetObject(ctx context.Context, req *pb.OwnerGetRequest) (*pb.Obje
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	c.mu.Lock()
-	o := c.objects[id]
-	c.mu.Unlock()
+	o := c.mem.Get(id)
 	if o == nil {
 		return notFoundValue(id), nil
 	}
 	select {
-	case <-o.ready:
+	case <-o.Ready():
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	v := c.valueOf(o)
+	v := c.mem.Value(o)
 	// Commit before consume: the borrower may need the lineage after this
 	// owner is gone.
 	if p, ok := c.producerToWait(id, c.address, v); ok {

@@ -41,7 +41,7 @@ package ray
 // whose worker could not read it as an argument, or a freed argument a
 // resubmitted task needs) is rebuilt by resubmitting its task with the same
 // task ID, so the same object IDs. Deduplication is by object generation: the
-// rebuild replaces the lost object in c.objects by a fresh pending one, so
+// rebuild replaces the lost object in the object table by a fresh pending one, so
 // whoever saw the lost one afterwards finds a different object and waits on
 // it; every waiter gets the one outcome, value or error. A rebuild consumes
 // one of the task's retries (MaxRetries); a task resubmitted because one of
@@ -88,11 +88,14 @@ func RecordLineage(on bool) InitOption { return func(o *initOptions) { o.noLinea
 // lineageState is a core's lineage: the recorder (made on first use: a
 // worker makes its control-plane client lazily) and the retained entries.
 type lineageState struct {
-	off    bool
-	once   sync.Once
-	rec    *lineage.Recorder
-	tasks  map[ids.TaskID]*lineageEntry // guarded by core.mu
-	rebuil atomic.Int64                 // rebuild resubmissions (tests)
+	off  bool
+	once sync.Once
+	rec  *lineage.Recorder
+	// mu guards the retained entries; it is taken before the object
+	// table's lock, never after.
+	mu     sync.Mutex
+	tasks  map[ids.TaskID]*lineageEntry
+	rebuil atomic.Int64 // rebuild resubmissions (tests)
 }
 
 // lineageEntry is a retained task: what is needed to run it again.
@@ -100,7 +103,7 @@ type lineageEntry struct {
 	t    *task         // its latest run (spec, retries left)
 	args []*pb.TaskArg // as submitted: reference arguments carry only their ID
 	res  resources.Set // its resource shape
-	// The task's return objects still in c.objects, and the retained tasks
+	// The task's return objects still in the object table, and the retained tasks
 	// that take one of its outputs as an argument.
 	live, dependents int
 	// The retained producers of its owned reference arguments.
@@ -164,7 +167,7 @@ func (c *core) recordTask(t *task, o *callOptions) {
 		e.args = slices.Clone(t.spec.Args)
 	}
 	tid, _ := ids.TaskFromBytes(t.spec.TaskId)
-	c.mu.Lock()
+	c.lin.mu.Lock()
 	if c.lin.tasks == nil {
 		c.lin.tasks = map[ids.TaskID]*lineageEntry{}
 	}
@@ -179,7 +182,7 @@ func (c *core) recordTask(t *task, o *callOptions) {
 	}
 	c.lin.tasks[tid] = e
 	t.lin = e
-	c.mu.Unlock()
+	c.lin.mu.Unlock()
 }
 
 // storesAny says whether a result has a return stored in a raylet.
@@ -201,17 +204,17 @@ func (c *core) persist(t *task, node string) bool {
 		return false
 	}
 	rec := c.recorder()
-	c.mu.Lock()
+	c.lin.mu.Lock()
 	e := t.lin
 	e.node = node
 	if e.t != t || e.sent {
-		c.mu.Unlock()
+		c.lin.mu.Unlock()
 		return false
 	}
 	var recs []*cpb.TaskRecord
 	var early []ids.ObjectID
 	c.persistLocked(e, true, &recs, &early)
-	c.mu.Unlock()
+	c.lin.mu.Unlock()
 	if rec == nil {
 		return true
 	}
@@ -225,7 +228,7 @@ func (c *core) persist(t *task, node string) bool {
 }
 
 // persistLocked appends the records of e's unsent producers (first) and
-// of e, marking them sent; finished says e's run just ended. c.mu is held.
+// of e, marking them sent; finished says e's run just ended. c.lin.mu is held.
 func (c *core) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRecord, early *[]ids.ObjectID) {
 	e.sent = true
 	for _, d := range e.deps {
@@ -265,9 +268,9 @@ func (c *core) reportFinished(t *task, node string) {
 	if t.lin == nil {
 		return
 	}
-	c.mu.Lock()
+	c.lin.mu.Lock()
 	sent := t.lin.sent
-	c.mu.Unlock()
+	c.lin.mu.Unlock()
 	if !sent {
 		return
 	}
@@ -287,9 +290,9 @@ func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) {
 	if t.lin == nil {
 		return
 	}
-	c.mu.Lock()
+	c.lin.mu.Lock()
 	sent := t.lin.sent
-	c.mu.Unlock()
+	c.lin.mu.Unlock()
 	if !sent {
 		return
 	}
@@ -303,11 +306,17 @@ func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) {
 	}
 }
 
-// runEndedLocked notes that a run of a recorded task finished. c.mu is held.
-func (c *core) runEndedLocked(t *task) {
-	if t.lin != nil && t.lin.t == t {
+// runEnded notes that a run of a retained task finished, before its
+// returns complete: a rebuild asked for after that starts a new run.
+func (c *core) runEnded(t *task) {
+	if t.lin == nil {
+		return
+	}
+	c.lin.mu.Lock()
+	if t.lin.t == t {
 		t.lin.inflight = false
 	}
+	c.lin.mu.Unlock()
 }
 
 // waitCommitted waits until the records of the producers of a task's
@@ -337,8 +346,8 @@ func (c *core) producerToWait(id ids.ObjectID, owner string, v *pb.ObjectValue) 
 }
 
 // releasedLocked is called when an owned object's count reached zero and it
-// left c.objects; it reports whether the control plane must be told of the
-// release (its task is recorded there). c.mu is held.
+// left the object table; it reports whether the control plane must be told of the
+// release (its task is recorded there). c.lin.mu is held.
 func (c *core) releasedLocked(id ids.ObjectID) bool {
 	if c.lin.off || id.IsPut() {
 		return false
@@ -359,7 +368,7 @@ func (c *core) releasedLocked(id ids.ObjectID) bool {
 }
 
 // maybeForgetLocked drops a retained entry that nothing needs any more and,
-// in cascade, producers only it needed. c.mu is held.
+// in cascade, producers only it needed. c.lin.mu is held.
 func (c *core) maybeForgetLocked(tid ids.TaskID, e *lineageEntry) {
 	for e != nil && e.live <= 0 && e.dependents <= 0 && c.lin.tasks[tid] == e {
 		delete(c.lin.tasks, tid)
@@ -399,10 +408,10 @@ func lostError(id ids.ObjectID, why string) error {
 // when a rebuild already replaced seen, or the one a rebuild it starts now
 // will complete. It fails when the object cannot be rebuilt.
 func (c *core) recoverObject(id ids.ObjectID, seen *object) (*object, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	o := c.objects[id]
-	if o == nil || !o.owned {
+	c.lin.mu.Lock()
+	defer c.lin.mu.Unlock()
+	o := c.mem.Get(id)
+	if o == nil || !o.Owned() {
 		return nil, fmt.Errorf("%w: object %s was released", ErrObjectNotFound, id)
 	}
 	if o != seen {
@@ -418,13 +427,13 @@ func (c *core) recoverObject(id ids.ObjectID, seen *object) (*object, error) {
 	if err := c.rebuildLocked(id, e); err != nil {
 		return nil, err
 	}
-	return c.objects[id], nil
+	return c.mem.Get(id), nil
 }
 
 // rebuildLocked resubmits a retained task to make its outputs again: its
 // stored returns still referenced are replaced by pending objects (so
 // everyone waiting for them waits for this run), and its owned arguments
-// freed since are made again first, recursively. c.mu is held.
+// freed since are made again first, recursively. c.lin.mu is held.
 // id is the object that asked for it.
 func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 	tid := id.Task()
@@ -433,11 +442,8 @@ func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 		return lostError(id, fmt.Sprintf("cannot be rebuilt: its task %s (%s) is out of retries", tid, old.spec.Function))
 	}
 	for _, r := range old.returns {
-		o := c.objects[r]
-		if o == nil || !isReady(o) || o.val.Location == "" {
-			continue // released, already pending, or inline (never lost)
-		}
-		c.objects[r] = &object{ready: make(chan struct{}), owned: true, refs: o.refs}
+		// Released, already pending, or inline (never lost) ones stay.
+		c.mem.Renew(r)
 	}
 	t := newTask(&pb.TaskSpec{TaskId: old.spec.TaskId, JobId: old.spec.JobId, Function: old.spec.Function,
 		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,
@@ -449,11 +455,9 @@ func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 		if k.owner != c.address {
 			continue
 		}
-		o := c.objects[k.id]
-		if o == nil {
-			o = c.remakeLocked(k.id)
+		if _, created := c.mem.PinOrCreate(k.id); created {
+			c.remakeLocked(k.id)
 		}
-		o.refs++
 		t.pinned = append(t.pinned, k.id)
 	}
 	c.lin.rebuil.Add(1)
@@ -468,12 +472,11 @@ func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 	return nil
 }
 
-// remakeLocked brings back a freed owned object an argument needs: pending
-// while its retained task runs again, or failed at once when it cannot be
-// rebuilt. Its count starts at zero (the caller pins it). c.mu is held.
-func (c *core) remakeLocked(id ids.ObjectID) *object {
-	o := &object{ready: make(chan struct{}), owned: true}
-	c.objects[id] = o
+// remakeLocked brings back a freed owned object an argument needs, which
+// the object table holds again as pending (PinOrCreate): its retained task
+// runs again, or it fails at once when it cannot be rebuilt. c.lin.mu is
+// held.
+func (c *core) remakeLocked(id ids.ObjectID) {
 	var err error
 	if id.IsPut() {
 		err = lostError(id, "was released and made by Put: it cannot be rebuilt")
@@ -486,10 +489,8 @@ func (c *core) remakeLocked(id ids.ObjectID) *object {
 		}
 	}
 	if err != nil {
-		o.val = &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: err.Error()}}
-		close(o.ready)
+		c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: err.Error()}}})
 	}
-	return o
 }
 
 // lostArg handles a task whose worker could not read an argument this
@@ -538,8 +539,8 @@ func retainedTasks() int {
 	if err != nil {
 		return 0
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lin.mu.Lock()
+	defer c.lin.mu.Unlock()
 	return len(c.lin.tasks)
 }
 

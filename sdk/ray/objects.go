@@ -37,21 +37,6 @@ func (c *core) newObjectClient() *objclient.Client {
 
 // ---- freeing released objects ----------------------------------------------------
 
-// freeLaterLocked queues the node copies of a released object for FreeObjects.
-// c.mu is held.
-func (c *core) freeLaterLocked(id ids.ObjectID, v *pb.ObjectValue, copies []string) {
-	if v == nil || v.Location == "" {
-		return
-	}
-	for _, loc := range append([]string{v.Location}, append(v.Copies, copies...)...) {
-		c.toFree[loc] = append(c.toFree[loc], id)
-	}
-	select {
-	case c.freeSignal <- struct{}{}:
-	default:
-	}
-}
-
 // freeLoop sends the queued frees, batched per node, until the core
 // closes. Frees are best effort: a node that is gone has nothing to free.
 func (c *core) freeLoop() {
@@ -60,12 +45,9 @@ func (c *core) freeLoop() {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-c.freeSignal:
+		case <-c.mem.FreeSignal():
 		}
-		c.mu.Lock()
-		batch := c.toFree
-		c.toFree = map[string][]ids.ObjectID{}
-		c.mu.Unlock()
+		batch := c.mem.TakeFrees()
 		for loc, objs := range batch {
 			req := &pb.FreeObjectsRequest{ObjectIds: make([][]byte, len(objs))}
 			for i := range objs {
@@ -95,42 +77,7 @@ func (c *core) AddObjectLocation(_ context.Context, req *pb.AddObjectLocationReq
 	if req.Location == "" {
 		return nil, status.Error(codes.InvalidArgument, "empty location")
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	o := c.objects[id]
-	if o == nil || !o.owned {
-		// Released already: the new copy is as unwanted as the others.
-		c.toFree[req.Location] = append(c.toFree[req.Location], id)
-		select {
-		case c.freeSignal <- struct{}{}:
-		default:
-		}
-		return &pb.AddObjectLocationReply{}, nil
-	}
-	if o.val != nil && o.val.Location == req.Location {
-		return &pb.AddObjectLocationReply{}, nil
-	}
-	for _, l := range o.copies {
-		if l == req.Location {
-			return &pb.AddObjectLocationReply{}, nil
-		}
-	}
-	o.copies = append(o.copies, req.Location)
+	// A copy of an object released already is freed at once.
+	c.mem.AddCopy(id, req.Location)
 	return &pb.AddObjectLocationReply{}, nil
-}
-
-// valueOf is a ready object's value with the copies learnt since it
-// completed. Inline values are returned without locking.
-func (c *core) valueOf(o *object) *pb.ObjectValue {
-	v := o.val
-	if v.Location == "" {
-		return v
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(o.copies) == 0 {
-		return v
-	}
-	// o.val is shared with specs already sent: never modify it.
-	return &pb.ObjectValue{Format: v.Format, Location: v.Location, Copies: append(append([]string(nil), v.Copies...), o.copies...)}
 }

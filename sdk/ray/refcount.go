@@ -8,7 +8,7 @@ import (
 )
 
 // Reference counting in the owner. An owned object is kept (its value in
-// c.objects, its bytes on every node that holds a copy) while its count is
+// the object table, sdk/internal/memstore, its bytes on every node that holds a copy) while its count is
 // above zero. The count is:
 //
 //   - one for the ObjectRef handle that Put or a task submission made: all
@@ -43,10 +43,9 @@ type refDrop struct {
 
 func (d refDrop) run() { d.c.decRef(d.id) }
 
-// newHandleLocked gives an owned object its handle reference. c.mu is held.
-func (c *core) newHandleLocked(o *object, id ids.ObjectID) *refHandle {
-	o.owned = true
-	o.refs++
+// newHandle makes the handle of an owned object whose handle reference
+// the object table counted (memstore.NewOwned).
+func (c *core) newHandle(id ids.ObjectID) *refHandle {
 	h := &refHandle{drop: refDrop{c, id}}
 	h.cleanup = runtime.AddCleanup(h, refDrop.run, h.drop)
 	return h
@@ -61,26 +60,17 @@ func (h *refHandle) release() {
 }
 
 // decRef drops one reference to an owned object; the last forgets it and
-// frees its copies.
-func (c *core) decRef(id ids.ObjectID) {
-	c.mu.Lock()
-	o := c.objects[id]
-	if o == nil || !o.owned {
-		c.mu.Unlock()
-		return
-	}
-	if o.refs--; o.refs > 0 {
-		c.mu.Unlock()
-		return
-	}
-	delete(c.objects, id)
-	if isReady(o) {
-		c.freeLaterLocked(id, o.val, o.copies)
-	}
-	// Not ready: completeLocked frees the result when it arrives.
-	// The task's spec may outlive the object (lineage.go), the bytes not.
+// frees its copies (the object table does), then tells the lineage
+// (released).
+func (c *core) decRef(id ids.ObjectID) { c.mem.DecRef(id) }
+
+// released is the object table's report that an owned object's last
+// reference went: the task's spec may outlive the object (lineage.go),
+// the bytes not.
+func (c *core) released(id ids.ObjectID) {
+	c.lin.mu.Lock()
 	tell := c.releasedLocked(id)
-	c.mu.Unlock()
+	c.lin.mu.Unlock()
 	if tell {
 		c.releaseLineage([]ids.ObjectID{id})
 	}
@@ -90,19 +80,16 @@ func (c *core) decRef(id ids.ObjectID) {
 // owns and returns them, for unpinArgs when the task finishes. The refs
 // must be reachable until it returns (the caller keeps them alive).
 func (c *core) pinArgs(keys []objectKey) []ids.ObjectID {
-	var pinned []ids.ObjectID
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	var owned []ids.ObjectID
 	for _, k := range keys {
-		if k.owner != c.address {
-			continue
-		}
-		if o := c.objects[k.id]; o != nil && o.owned {
-			o.refs++
-			pinned = append(pinned, k.id)
+		if k.owner == c.address {
+			owned = append(owned, k.id)
 		}
 	}
-	return pinned
+	if len(owned) == 0 {
+		return nil
+	}
+	return c.mem.AddRefs(owned)
 }
 
 // unpinArgs drops the references pinArgs took.

@@ -12,13 +12,6 @@ import (
 	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
 
-// maxBatch bounds the calls pushed to an actor in one message.
-const maxBatch = 128
-
-// maxInflight bounds the calls pushed to a concurrent actor's stream and
-// not answered (the worker's result forwarder).
-const maxInflight = 4 * maxBatch
-
 // task is a submitted task in its owner (Ray's TaskManager entry): what it
 // returns, its retries, its arguments, its lineage, and the submitter's
 // view of it (st).
@@ -76,7 +69,7 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	runtime.KeepAlive(args)
 	t.refs, t.refKeys = refs, argKeys
 	var keys []objectKey
-	t.returns, keys = c.newReturns(tid, f.nret)
+	t.returns, keys = c.newReturns(tid, f.nret, "")
 	if tc.worker {
 		t.parent = tc.id
 		c.tasks.addChild(tc.id, tid)
@@ -107,15 +100,15 @@ func (c *core) resolveAndEnqueue(t *task) {
 		k := t.refKeys[j]
 		ob := c.objectFor(k)
 		select {
-		case <-ob.ready:
+		case <-ob.Ready():
 		case <-c.ctx.Done():
 			return
 		}
-		if ob.val.Error != nil {
-			c.fail(t, ob.val.Error)
+		if e := ob.Raw().Error; e != nil {
+			c.fail(t, e)
 			return
 		}
-		v := c.valueOf(ob)
+		v := c.mem.Value(ob)
 		// A new TaskArg, not a changed one: the retained lineage shares
 		// the submitted ones.
 		t.spec.Args[i] = &pb.TaskArg{ObjectId: t.spec.Args[i].ObjectId, Value: v}
@@ -188,14 +181,14 @@ func (c *core) fail(t *task, e *pb.TaskError) {
 		}
 	}
 	v := &pb.ObjectValue{Error: e}
-	c.mu.Lock()
-	for _, id := range t.returns {
-		c.completeLocked(id, v)
+	vals := make([]*pb.ObjectValue, len(t.returns))
+	for i := range vals {
+		vals[i] = v
 	}
+	c.runEnded(t)
+	c.mem.Complete(t.returns, vals)
 	pinned := t.pinned
 	t.pinned = nil
-	c.runEndedLocked(t)
-	c.mu.Unlock()
 	c.tasks.ended(t)
 	c.unpinArgs(pinned)
 	c.reportAttempt(t, cpb.TaskState_TASK_FAILED, "", e.Message)
@@ -225,12 +218,10 @@ func (c *core) finishTask(t *task, res *pb.TaskResult, node string) {
 	if !sent {
 		c.reportFinished(t, node)
 	}
+	c.runEnded(t)
 	c.completeReturns(t.returns, t.spec.Function, res, "the task")
-	c.mu.Lock()
 	pinned := t.pinned
 	t.pinned = nil
-	c.runEndedLocked(t)
-	c.mu.Unlock()
 	c.tasks.ended(t)
 	c.unpinArgs(pinned)
 }
@@ -238,16 +229,15 @@ func (c *core) finishTask(t *task, res *pb.TaskResult, node string) {
 // completeReturns completes a finished task's or call's return objects
 // from its result; any it did not return fail with a bad-argument error.
 func (c *core) completeReturns(returns []ids.ObjectID, function string, res *pb.TaskResult, what string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for j, id := range returns {
-		if j < len(res.Returns) {
-			c.completeLocked(id, res.Returns[j])
-		} else {
-			c.completeLocked(id, &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT,
-				Function: function, Message: what + " returned too few values"}})
+	vals := res.Returns
+	if len(vals) < len(returns) {
+		vals = append(vals[:len(vals):len(vals)], make([]*pb.ObjectValue, len(returns)-len(vals))...)
+		for j := len(res.Returns); j < len(returns); j++ {
+			vals[j] = &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT,
+				Function: function, Message: what + " returned too few values"}}
 		}
 	}
+	c.mem.Complete(returns, vals[:len(returns)])
 }
 
 func errOr(err error) error {
@@ -292,16 +282,17 @@ func encodeArgs(spec *pb.TaskSpec, args []argumenter) (refs []int, refKeys []obj
 	return refs, refKeys, nil
 }
 
-// newReturns creates the n return objects of task tid, owned here.
-func (c *core) newReturns(tid ids.TaskID, n int) ([]ids.ObjectID, []objectKey) {
+// newReturns creates the n return objects of task tid, owned here (of a
+// call to actor, if not "").
+func (c *core) newReturns(tid ids.TaskID, n int, actor string) ([]ids.ObjectID, []objectKey) {
 	returns := make([]ids.ObjectID, n)
 	keys := make([]objectKey, n)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for i := range n {
 		returns[i] = ids.ReturnID(tid, uint32(i+1))
-		o := c.newObjectLocked(returns[i])
-		keys[i] = objectKey{id: returns[i], owner: c.address, h: c.newHandleLocked(o, returns[i])}
+	}
+	c.mem.NewOwned(returns, actor)
+	for i, id := range returns {
+		keys[i] = objectKey{id: id, owner: c.address, h: c.newHandle(id)}
 	}
 	return returns, keys
 }
