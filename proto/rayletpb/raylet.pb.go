@@ -249,10 +249,14 @@ type LeaseRequest struct {
 	// Set when the control plane asks for an actor's dedicated worker: the
 	// lease lasts as long as the actor, its worker's death is reported to
 	// the control plane, and a detached actor's worker outlives its job.
-	ActorId       string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	Detached      bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ActorId  string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	Detached bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
+	// The runtime env the worker must run in (see TaskSpec): workers are
+	// pooled per runtime env, and one never serves two.
+	RuntimeEnvVars       map[string]string `protobuf:"bytes,9,rep,name=runtime_env_vars,json=runtimeEnvVars,proto3" json:"runtime_env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RuntimeEnvWorkingDir string            `protobuf:"bytes,10,opt,name=runtime_env_working_dir,json=runtimeEnvWorkingDir,proto3" json:"runtime_env_working_dir,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *LeaseRequest) Reset() {
@@ -339,6 +343,20 @@ func (x *LeaseRequest) GetDetached() bool {
 		return x.Detached
 	}
 	return false
+}
+
+func (x *LeaseRequest) GetRuntimeEnvVars() map[string]string {
+	if x != nil {
+		return x.RuntimeEnvVars
+	}
+	return nil
+}
+
+func (x *LeaseRequest) GetRuntimeEnvWorkingDir() string {
+	if x != nil {
+		return x.RuntimeEnvWorkingDir
+	}
+	return ""
 }
 
 type LeaseReply struct {
@@ -2172,8 +2190,13 @@ type TaskSpec struct {
 	CallerId       string `protobuf:"bytes,12,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
 	Seq            uint64 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
 	MaxConcurrency int32  `protobuf:"varint,14,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The task's runtime env (ray.WithRuntimeEnv merged over the job's):
+	// extra environment variables and a working-dir package URI. The lease
+	// that runs it carries the same, so its worker was started in it.
+	RuntimeEnvVars       map[string]string `protobuf:"bytes,15,rep,name=runtime_env_vars,json=runtimeEnvVars,proto3" json:"runtime_env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RuntimeEnvWorkingDir string            `protobuf:"bytes,16,opt,name=runtime_env_working_dir,json=runtimeEnvWorkingDir,proto3" json:"runtime_env_working_dir,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -2302,6 +2325,20 @@ func (x *TaskSpec) GetMaxConcurrency() int32 {
 		return x.MaxConcurrency
 	}
 	return 0
+}
+
+func (x *TaskSpec) GetRuntimeEnvVars() map[string]string {
+	if x != nil {
+		return x.RuntimeEnvVars
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetRuntimeEnvWorkingDir() string {
+	if x != nil {
+		return x.RuntimeEnvWorkingDir
+	}
+	return ""
 }
 
 type PushTasksRequest struct {
@@ -2657,7 +2694,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16KillActorWorkerRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
-	"\x14KillActorWorkerReply\"\xda\x02\n" +
+	"\x14KillActorWorkerReply\"\xb1\x04\n" +
 	"\fLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12J\n" +
@@ -2666,10 +2703,16 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x04hops\x18\x05 \x01(\x05R\x04hops\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12\x19\n" +
 	"\bactor_id\x18\a \x01(\tR\aactorId\x12\x1a\n" +
-	"\bdetached\x18\b \x01(\bR\bdetached\x1a<\n" +
+	"\bdetached\x18\b \x01(\bR\bdetached\x12[\n" +
+	"\x10runtime_env_vars\x18\t \x03(\v21.manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntryR\x0eruntimeEnvVars\x125\n" +
+	"\x17runtime_env_working_dir\x18\n" +
+	" \x01(\tR\x14runtimeEnvWorkingDir\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aA\n" +
+	"\x13RuntimeEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
 	"\n" +
 	"LeaseReply\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1b\n" +
@@ -2803,7 +2846,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06copies\x18\x05 \x03(\tR\x06copies\"Z\n" +
 	"\aTaskArg\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x1b\n" +
-	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xb1\x03\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\x84\x05\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1a\n" +
@@ -2820,7 +2863,12 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06method\x18\v \x01(\tR\x06method\x12\x1b\n" +
 	"\tcaller_id\x18\f \x01(\tR\bcallerId\x12\x10\n" +
 	"\x03seq\x18\r \x01(\x04R\x03seq\x12'\n" +
-	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\"C\n" +
+	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\x12W\n" +
+	"\x10runtime_env_vars\x18\x0f \x03(\v2-.manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntryR\x0eruntimeEnvVars\x125\n" +
+	"\x17runtime_env_working_dir\x18\x10 \x01(\tR\x14runtimeEnvWorkingDir\x1aA\n" +
+	"\x13RuntimeEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
 	"\x10PushTasksRequest\x12/\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x19.manta.raylet.v1.TaskSpecR\x05tasks\"v\n" +
 	"\n" +
@@ -2890,7 +2938,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                      // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                   // 1: manta.raylet.v1.ErrorKind
@@ -2937,70 +2985,74 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*AddObjectLocationRequest)(nil), // 42: manta.raylet.v1.AddObjectLocationRequest
 	(*AddObjectLocationReply)(nil),   // 43: manta.raylet.v1.AddObjectLocationReply
 	nil,                              // 44: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                              // 45: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                              // 46: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                              // 45: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                              // 46: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                              // 47: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                              // 48: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
 	44, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	0,  // 1: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
-	0,  // 2: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
-	19, // 3: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
-	0,  // 4: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
-	32, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
-	21, // 6: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
-	28, // 7: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	45, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	46, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	1,  // 10: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
-	0,  // 11: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	32, // 12: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	33, // 13: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	34, // 14: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	35, // 15: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	33, // 16: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	32, // 17: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	37, // 18: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	4,  // 19: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	6,  // 20: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	8,  // 21: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	10, // 22: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	12, // 23: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	14, // 24: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	30, // 25: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 26: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	15, // 27: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	17, // 28: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	20, // 29: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	23, // 30: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	25, // 31: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	27, // 32: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	36, // 33: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	39, // 34: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	40, // 35: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	42, // 36: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	5,  // 37: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	7,  // 38: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	9,  // 39: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	11, // 40: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	13, // 41: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	12, // 42: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	31, // 43: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 44: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	16, // 45: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	18, // 46: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	22, // 47: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	24, // 48: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	26, // 49: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	29, // 50: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	38, // 51: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	33, // 52: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	41, // 53: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	43, // 54: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	37, // [37:55] is the sub-list for method output_type
-	19, // [19:37] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	45, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
+	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
+	19, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
+	0,  // 5: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
+	32, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	21, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
+	28, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
+	46, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	47, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	1,  // 11: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
+	0,  // 12: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
+	32, // 13: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	33, // 14: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	34, // 15: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	48, // 16: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	35, // 17: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	33, // 18: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	32, // 19: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	37, // 20: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	4,  // 21: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	6,  // 22: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	8,  // 23: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	10, // 24: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	12, // 25: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	14, // 26: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	30, // 27: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 28: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	15, // 29: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	17, // 30: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	20, // 31: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	23, // 32: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	25, // 33: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	27, // 34: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	36, // 35: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	39, // 36: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	40, // 37: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	42, // 38: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	5,  // 39: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	7,  // 40: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	9,  // 41: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	11, // 42: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	13, // 43: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	12, // 44: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	31, // 45: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 46: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	16, // 47: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	18, // 48: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	22, // 49: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	24, // 50: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	26, // 51: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	29, // 52: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	38, // 53: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	33, // 54: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	41, // 55: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	43, // 56: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	39, // [39:57] is the sub-list for method output_type
+	21, // [21:39] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -3014,7 +3066,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
