@@ -112,9 +112,7 @@ func applyJobReport(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 			j.StartUnixNano = c.timeNanos
 		}
 		j.ExitCode, j.HasExitCode = r.ExitCode, r.HasExitCode
-		if r.State == pb.JobSubmissionState_SUBMISSION_FAILED && !r.HasExitCode {
-			j.ErrorType = "JOB_SUPERVISOR_ACTOR_DIED" // Ray's name for a lost supervisor
-		}
+		j.ErrorType = r.ErrorType
 	default:
 		return errResult(rpcerr.Wrapf(ErrBadCommand, "a job cannot be reported %s", r.State))
 	}

@@ -4907,15 +4907,17 @@ func (x *DeleteSubmissionResponse) GetDeleted() bool {
 // ReportSubmissionRequest is a supervisor's report of its entrypoint:
 // RUNNING once started, an end state once it exited.
 type ReportSubmissionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
-	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	State         JobSubmissionState     `protobuf:"varint,3,opt,name=state,proto3,enum=manta.controlplane.v1.JobSubmissionState" json:"state,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	HasExitCode   bool                   `protobuf:"varint,6,opt,name=has_exit_code,json=hasExitCode,proto3" json:"has_exit_code,omitempty"`
-	DriverPid     int32                  `protobuf:"varint,7,opt,name=driver_pid,json=driverPid,proto3" json:"driver_pid,omitempty"`
-	RequestId     string                 `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	NodeId       string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State        JobSubmissionState     `protobuf:"varint,3,opt,name=state,proto3,enum=manta.controlplane.v1.JobSubmissionState" json:"state,omitempty"`
+	Message      string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	ExitCode     int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	HasExitCode  bool                   `protobuf:"varint,6,opt,name=has_exit_code,json=hasExitCode,proto3" json:"has_exit_code,omitempty"`
+	DriverPid    int32                  `protobuf:"varint,7,opt,name=driver_pid,json=driverPid,proto3" json:"driver_pid,omitempty"`
+	RequestId    string                 `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Ray's error_type for a failure (e.g. RUNTIME_ENV_SETUP_FAILURE).
+	ErrorType     string `protobuf:"bytes,9,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5002,6 +5004,13 @@ func (x *ReportSubmissionRequest) GetDriverPid() int32 {
 func (x *ReportSubmissionRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ReportSubmissionRequest) GetErrorType() string {
+	if x != nil {
+		return x.ErrorType
 	}
 	return ""
 }
@@ -6382,7 +6391,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"k\n" +
 	"\x18DeleteSubmissionResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
-	"\adeleted\x18\x02 \x01(\bR\adeleted\"\xb1\x02\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\"\xd0\x02\n" +
 	"\x17ReportSubmissionRequest\x12#\n" +
 	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12?\n" +
@@ -6393,7 +6402,9 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"driver_pid\x18\a \x01(\x05R\tdriverPid\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"Q\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"error_type\x18\t \x01(\tR\terrorType\"Q\n" +
 	"\x18ReportSubmissionResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"e\n" +
 	"\x0eJobLogsRequest\x12#\n" +
