@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
@@ -252,7 +254,8 @@ func (a *api) JobLogs(req *pb.JobLogsRequest, stream pb.ControlPlane_JobLogsServ
 		if j = h.fsm.Submission(req.SubmissionId); j == nil {
 			return rpcerr.Wrapf(fsm.ErrJobNotFound, "no job %q", req.SubmissionId)
 		}
-		if j.NodeAddress != "" || !req.Follow || fsm.SubmissionEnded(j.State) {
+		// A pending job has no output yet: a follow waits for it to start.
+		if j.State != pb.JobSubmissionState_SUBMISSION_PENDING || !req.Follow {
 			break
 		}
 		select {
@@ -261,8 +264,8 @@ func (a *api) JobLogs(req *pb.JobLogsRequest, stream pb.ControlPlane_JobLogsServ
 			return ctx.Err()
 		}
 	}
-	if j.NodeAddress == "" {
-		return nil // never started: no output
+	if j.NodeAddress == "" || j.State == pb.JobSubmissionState_SUBMISSION_PENDING {
+		return nil // not started: no output (yet)
 	}
 	cc, err := h.jobs.conn(j.NodeAddress)
 	if err != nil {
@@ -276,6 +279,9 @@ func (a *api) JobLogs(req *pb.JobLogsRequest, stream pb.ControlPlane_JobLogsServ
 		c, err := rs.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
+		}
+		if status.Code(err) == codes.NotFound {
+			return nil // ended before its supervisor started it: no output
 		}
 		if err != nil {
 			if n := h.fsm.Node(j.NodeId); n != nil && n.State == pb.NodeState_NODE_DEAD {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -24,22 +25,73 @@ var ErrUnsafe = errors.New("unsafe path in package")
 // Zip packs the directory dir (its contents at the archive's root). Regular
 // files and directories go in; symlinks go in as links if they stay inside
 // dir, and are refused otherwise. Over limit bytes (zipped) is ErrTooLarge.
-func Zip(dir string, limit int64) ([]byte, error) {
+func Zip(dir string, limit int64) ([]byte, error) { return ZipWith(dir, nil, limit) }
+
+// ZipWith is Zip with extra files added at the archive's root (name → local
+// path), e.g. a binary built for the job. dir may be "" for none.
+func ZipWith(dir string, extra map[string]string, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	if dir != "" {
+		if err := zipDir(zw, &buf, dir, limit); err != nil {
+			return nil, err
+		}
+	}
+	names := make([]string, 0, len(extra))
+	for n := range extra {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := CheckName(n); err != nil {
+			return nil, err
+		}
+		info, err := os.Stat(extra[n])
+		if err != nil {
+			return nil, err
+		}
+		h, err := zip.FileInfoHeader(info)
+		if err != nil {
+			return nil, err
+		}
+		h.Name, h.Method = n, zip.Deflate
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			return nil, err
+		}
+		f, err := os.Open(extra[n])
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(w, f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("%w: the zipped working dir is %d bytes, over the %d MiB limit", ErrTooLarge, buf.Len(), limit>>20)
+	}
+	return buf.Bytes(), nil
+}
+
+func zipDir(zw *zip.Writer, buf *bytes.Buffer, dir string, limit int64) error {
 	root, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	st, err := os.Stat(root)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("working dir %s is not a directory", dir)
+		return fmt.Errorf("working dir %s is not a directory", dir)
 	}
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
 	var raw int64
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -102,16 +154,6 @@ func Zip(dir string, limit int64) ([]byte, error) {
 			return nil // sockets, devices: nothing a job can ship
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	if int64(buf.Len()) > limit {
-		return nil, fmt.Errorf("%w: the zipped working dir is %d bytes, over the %d MiB limit", ErrTooLarge, buf.Len(), limit>>20)
-	}
-	return buf.Bytes(), nil
 }
 
 // linkInside says whether a symlink at name (slash-separated, relative to
