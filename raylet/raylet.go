@@ -57,6 +57,7 @@ type Raylet struct {
 	peers      peerConns
 	arts       *artifact.Cache
 	pkgs       *pkgstore.Cache
+	jenv       jobEnvs
 	jobs       *jobsupervisor.Supervisor
 	tmp        string // DataDir to remove on Close, when we made it
 
