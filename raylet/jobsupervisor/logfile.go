@@ -105,11 +105,10 @@ func (l *logFile) readAt(off int64, buf []byte) (n int, start int64, done bool, 
 	case off >= base:
 	case prevBase >= 0 && off >= prevBase:
 		path, fileBase = l.path+".1", prevBase
+	case prevBase >= 0: // dropped by rotation: resume at the oldest byte kept
+		off, path, fileBase = prevBase, l.path+".1", prevBase
 	default:
-		off = max(base, prevBase)
-		if prevBase >= 0 {
-			path, fileBase = l.path+".1", prevBase
-		}
+		off = base
 	}
 	if off == end {
 		return 0, off, closed, ch, nil
