@@ -77,13 +77,24 @@ func (s *jobSupervision) reconcile(ctx context.Context) {
 	for _, n := range s.h.fsm.Nodes() {
 		nodes[n.NodeId] = n
 	}
+	// Placements and failures are written concurrently, so that group
+	// commit packs a burst of submissions into few Raft entries.
+	var writes sync.WaitGroup
+	defer writes.Wait()
+	apply := func(t fsm.CommandType, body proto.Message) {
+		writes.Add(1)
+		go func() {
+			defer writes.Done()
+			_, _ = s.apply(ctx, t, body)
+		}()
+	}
 	for _, j := range s.h.fsm.Submissions() {
 		if fsm.SubmissionEnded(j.State) {
 			continue
 		}
 		if j.NodeId == "" {
 			if n := s.pickNode(j, nodes); n != nil {
-				_, _ = s.apply(ctx, fsm.CmdJobAssign, &cpb.JobAssignCommand{SubmissionId: j.SubmissionId, NodeId: n.NodeId, NodeAddress: n.Address})
+				apply(fsm.CmdJobAssign, &cpb.JobAssignCommand{SubmissionId: j.SubmissionId, NodeId: n.NodeId, NodeAddress: n.Address})
 			}
 			continue
 		}
@@ -93,7 +104,7 @@ func (s *jobSupervision) reconcile(ctx context.Context) {
 			if n != nil && n.DeathReason != "" {
 				msg += " (" + n.DeathReason + ")"
 			}
-			_, _ = s.apply(ctx, fsm.CmdJobReport, &cpb.ReportSubmissionRequest{SubmissionId: j.SubmissionId, NodeId: j.NodeId,
+			apply(fsm.CmdJobReport, &cpb.ReportSubmissionRequest{SubmissionId: j.SubmissionId, NodeId: j.NodeId,
 				State: cpb.JobSubmissionState_SUBMISSION_FAILED, Message: msg, ErrorType: "JOB_SUPERVISOR_ACTOR_DIED"})
 			continue
 		}

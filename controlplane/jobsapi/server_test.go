@@ -19,13 +19,13 @@ import (
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	token string
 }
 
 // start runs a head, a raylet and the API on loopback port 0.
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	tc := testcluster.Start(t, 1, nil)
 	r, err := raylet.New(raylet.Config{NodeID: "n1", Heads: tc.Addresses(), Token: tc.Token(), DataDir: t.TempDir(),
 		PrestartWorkers: -1, Resources: map[string]float64{"CPU": 2}})
