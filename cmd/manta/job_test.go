@@ -92,6 +92,33 @@ func TestJobCLI(t *testing.T) {
 		t.Fatalf("logs: %v", r)
 	}
 
+	// A driver with a task running: stop ends it, its driver job, and the
+	// job's workers.
+	workers := func() (leased, all int32) {
+		st := decodeJSON[statusReport](t, mantaCmd(t, env, "", "status", "--json"))
+		for _, n := range st.Nodes {
+			leased, all = leased+n.LeasedWorkers, all+n.Workers
+		}
+		return leased, all
+	}
+	r = mantaCmd(t, env, "", "job", "submit", "--no-wait", "--submission-id", "holder", "--working-dir", dir,
+		"--env", "JOBAPP_HOLD=1", "--go", "../../examples/jobapp")
+	if r.code != 0 {
+		t.Fatalf("submit the holder: %v", r)
+	}
+	eventually(t, 30*time.Second, "the holder's task running", func() bool {
+		leased, _ := workers()
+		logs := mantaCmd(t, env, "", "job", "logs", "holder")
+		return leased > 0 && strings.Contains(logs.stdout, "holding until stopped")
+	})
+	if r := mantaCmd(t, env, "", "job", "stop", "holder"); r.code != 0 || !strings.Contains(r.stdout, "STOPPED") {
+		t.Fatalf("stop the holder: %v", r)
+	}
+	eventually(t, 30*time.Second, "the holder's workers gone", func() bool {
+		_, all := workers()
+		return all == 0
+	})
+
 	r = mantaCmd(t, env, "", "job", "submit", "--", "sh", "-c", "echo failing; exit 7")
 	if r.code != 7 || !strings.Contains(r.stdout, "failing") || !strings.Contains(r.stderr, "exit code 7") {
 		t.Fatalf("a failing job: %v; want exit 7", r)
@@ -139,7 +166,7 @@ func TestJobCLI(t *testing.T) {
 			t.Errorf("%v: %v; want an error", args, r)
 		}
 	}
-	if r := mantaCmd(t, env, "", "job", "list", "--json"); len(decodeJSON[[]jobReport](t, r)) != 2 {
+	if r := mantaCmd(t, env, "", "job", "list", "--json"); len(decodeJSON[[]jobReport](t, r)) != 3 {
 		t.Fatalf("bad submissions created jobs: %v", r)
 	}
 }

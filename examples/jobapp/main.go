@@ -15,11 +15,19 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/manta-ray/manta/sdk/ray"
 )
 
 var square = ray.Func1("examples.jobapp.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
+
+// hold keeps its worker busy: with JOBAPP_HOLD set the job waits for a
+// stop with a task running (tests check that stop ends the workers).
+var hold = ray.Func1("examples.jobapp.hold", func(_ context.Context, d int) (int, error) {
+	time.Sleep(time.Duration(d) * time.Second)
+	return d, nil
+})
 
 func main() {
 	ray.Main(func(ctx context.Context) error {
@@ -51,6 +59,11 @@ func main() {
 		fmt.Println("sum of squares 0..9 =", sum)
 		if sum != 285 {
 			return fmt.Errorf("got %d; want 285", sum)
+		}
+		if os.Getenv("JOBAPP_HOLD") != "" {
+			_ = hold.Remote(ctx, ray.Val(3600))
+			fmt.Println("holding until stopped")
+			<-ctx.Done()
 		}
 		return nil
 	})
