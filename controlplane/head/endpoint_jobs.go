@@ -248,15 +248,23 @@ func (a *api) JobLogs(req *pb.JobLogsRequest, stream pb.ControlPlane_JobLogsServ
 		return rpcerr.Wrapf(ErrBadRequest, "offset %d is negative", req.Offset)
 	}
 	ctx := stream.Context()
-	var j *pb.JobSubmission
-	for {
-		ch, _ := h.fsm.Changed()
-		if j = h.fsm.Submission(req.SubmissionId); j == nil {
-			return rpcerr.Wrapf(fsm.ErrJobNotFound, "no job %q", req.SubmissionId)
+	j := h.fsm.Submission(req.SubmissionId)
+	if j == nil {
+		// This head may lag behind a submission that just committed: the
+		// leader's word decides whether the job exists.
+		r, err := a.GetSubmission(ctx, &pb.GetSubmissionRequest{SubmissionId: req.SubmissionId})
+		if err != nil {
+			return err
 		}
-		// A pending job has no output yet: a follow waits for it to start.
-		if j.State != pb.JobSubmissionState_SUBMISSION_PENDING || !req.Follow {
-			break
+		j = r.Job
+	}
+	// A pending job has no output yet: a follow waits for it to start.
+	for req.Follow && j.State == pb.JobSubmissionState_SUBMISSION_PENDING {
+		ch, _ := h.fsm.Changed()
+		if cur := h.fsm.Submission(req.SubmissionId); cur != nil {
+			if j = cur; j.State != pb.JobSubmissionState_SUBMISSION_PENDING {
+				break
+			}
 		}
 		select {
 		case <-ch:

@@ -258,7 +258,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx, cancel := s.callCtx(r)
-	_, err := s.cfg.Client.GetSubmission(ctx, id, true)
+	_, err := s.cfg.Client.GetSubmission(ctx, id, false)
 	cancel()
 	if err != nil {
 		fail(w, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/jobsapi"
 	"github.com/manta-ray/manta/controlplane/testcluster"
 	"github.com/manta-ray/manta/raylet"
@@ -24,16 +25,23 @@ type env struct {
 	token string
 }
 
-// start runs a head, a raylet and the API on loopback port 0.
+// start runs three heads, a raylet, and the API on loopback port 0 in
+// front of a follower head (which forwards writes to the leader).
 func start(t testing.TB) *env {
-	tc := testcluster.Start(t, 1, nil)
+	tc := testcluster.Start(t, 3, nil)
+	follower := tc.Addresses()[(tc.WaitLeader()+1)%3]
+	cl, err := cpclient.New(cpclient.Config{Addresses: []string{follower}, Token: tc.Token()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
 	r, err := raylet.New(raylet.Config{NodeID: "n1", Heads: tc.Addresses(), Token: tc.Token(), DataDir: t.TempDir(),
 		PrestartWorkers: -1, Resources: map[string]float64{"CPU": 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	api, err := jobsapi.New(jobsapi.Config{Addr: "127.0.0.1:0", Client: tc.Client(), Token: tc.Token})
+	api, err := jobsapi.New(jobsapi.Config{Addr: "127.0.0.1:0", Client: cl, Token: tc.Token})
 	if err != nil {
 		t.Fatal(err)
 	}
