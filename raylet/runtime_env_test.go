@@ -67,6 +67,13 @@ func TestWorkersPooledPerRuntimeEnv(t *testing.T) {
 		RuntimeEnv:          &cpb.RuntimeEnv{EnvVars: map[string]string{"A": "job", "B": "job"}, WorkingDir: pkgstore.URI(name)}}); err != nil {
 		t.Fatal(err)
 	}
+	testcluster.Eventually(t, 10*time.Second, func() error {
+		j, err := cp.GetSubmission(ctx, "env-job", false)
+		if err == nil && !strings.Contains(j.Message, "no alive node has them") {
+			err = errors.New("message: " + j.Message)
+		}
+		return err
+	})
 	job, err := cp.AddJob(ctx, &cpb.JobInfo{Metadata: map[string]string{fsm.SubmissionDriverKey: "env-job"}})
 	if err != nil {
 		t.Fatal(err)

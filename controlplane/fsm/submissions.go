@@ -74,7 +74,16 @@ func applyJobAssign(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		return errResult(rpcerr.Wrapf(ErrJobNotFound, "%q", cmd.SubmissionId))
 	}
 	if old.State != pb.JobSubmissionState_SUBMISSION_PENDING || old.NodeId != "" {
-		return &pb.CommandResult{Flag: old.NodeId == cmd.NodeId}
+		return &pb.CommandResult{Flag: old.NodeId == cmd.NodeId && cmd.NodeId != ""}
+	}
+	if cmd.NodeId == "" {
+		if old.Message == cmd.Message {
+			return &pb.CommandResult{}
+		}
+		j := proto.Clone(old).(*pb.JobSubmission)
+		j.Message = cmd.Message
+		f.submissions[j.SubmissionId] = j
+		return &pb.CommandResult{Flag: true}
 	}
 	if n := f.nodes[cmd.NodeId]; n == nil || n.State != pb.NodeState_NODE_ALIVE {
 		return errResult(rpcerr.Wrapf(ErrNodeNotFound, "no alive node %q", cmd.NodeId))

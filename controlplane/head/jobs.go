@@ -90,11 +90,17 @@ func (s *jobSupervision) reconcile(ctx context.Context) {
 	}
 	for _, j := range s.h.fsm.Submissions() {
 		if fsm.SubmissionEnded(j.State) {
+			s.mu.Lock()
+			delete(s.busy, j.SubmissionId)
+			delete(s.busy, j.SubmissionId+"/stop")
+			s.mu.Unlock()
 			continue
 		}
 		if j.NodeId == "" {
 			if n := s.pickNode(j, nodes); n != nil {
 				apply(fsm.CmdJobAssign, &cpb.JobAssignCommand{SubmissionId: j.SubmissionId, NodeId: n.NodeId, NodeAddress: n.Address})
+			} else if msg := fmt.Sprintf("waiting for a node with the entrypoint's resources %v (no alive node has them)", JobRequirements(j)); j.Message != msg {
+				apply(fsm.CmdJobAssign, &cpb.JobAssignCommand{SubmissionId: j.SubmissionId, Message: msg})
 			}
 			continue
 		}

@@ -933,11 +933,13 @@ func (x *ActorDepsResolvedCommand) GetInitArgs() []byte {
 
 // JobAssignCommand binds a PENDING submission to the node chosen for its
 // entrypoint (the leader's job routine).
+// Without a node_id it only notes why the job waits (message).
 type JobAssignCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
 	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	NodeAddress   string                 `protobuf:"bytes,3,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -989,6 +991,13 @@ func (x *JobAssignCommand) GetNodeId() string {
 func (x *JobAssignCommand) GetNodeAddress() string {
 	if x != nil {
 		return x.NodeAddress
+	}
+	return ""
+}
+
+func (x *JobAssignCommand) GetMessage() string {
+	if x != nil {
+		return x.Message
 	}
 	return ""
 }
@@ -1159,11 +1168,12 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"R\n" +
 	"\x18ActorDepsResolvedCommand\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
-	"\tinit_args\x18\x02 \x01(\fR\binitArgs\"s\n" +
+	"\tinit_args\x18\x02 \x01(\fR\binitArgs\"\x8d\x01\n" +
 	"\x10JobAssignCommand\x12#\n" +
 	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12!\n" +
-	"\fnode_address\x18\x03 \x01(\tR\vnodeAddress\"5\n" +
+	"\fnode_address\x18\x03 \x01(\tR\vnodeAddress\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"5\n" +
 	"\x0eJobStopCommand\x12#\n" +
 	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\"7\n" +
 	"\x10JobDeleteCommand\x12#\n" +
