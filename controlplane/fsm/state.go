@@ -118,7 +118,7 @@ func applyAddJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	j.StartUnixNano = c.timeNanos
 	j.EndUnixNano = 0
 	f.jobs[j.JobId] = &j
-	f.linkDriverLocked(&j)
+	f.linkDriverLocked(c, &j)
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: &j})
 	return &pb.CommandResult{Id: j.JobId}
 }

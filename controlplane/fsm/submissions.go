@@ -60,7 +60,7 @@ func applySubmitJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	s.SubmitUnixNano = c.timeNanos
 	s.SubmitIndex = c.index
 	s.Message = "waiting for a node to run the entrypoint"
-	f.submissions[s.SubmissionId] = s
+	f.putSubmission(c, s)
 	return &pb.CommandResult{Id: s.SubmissionId, Flag: true}
 }
 
@@ -82,7 +82,7 @@ func applyJobAssign(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		}
 		j := proto.Clone(old).(*pb.JobSubmission)
 		j.Message = cmd.Message
-		f.submissions[j.SubmissionId] = j
+		f.putSubmission(c, j)
 		return &pb.CommandResult{Flag: true}
 	}
 	if n := f.nodes[cmd.NodeId]; n == nil || n.State != pb.NodeState_NODE_ALIVE {
@@ -91,7 +91,7 @@ func applyJobAssign(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	j := proto.Clone(old).(*pb.JobSubmission)
 	j.NodeId, j.NodeAddress = cmd.NodeId, cmd.NodeAddress
 	j.Message = "starting on node " + cmd.NodeId
-	f.submissions[j.SubmissionId] = j
+	f.putSubmission(c, j)
 	return &pb.CommandResult{Flag: true}
 }
 
@@ -127,7 +127,7 @@ func applyJobReport(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	}
 	j.State = r.State
 	j.Message = r.Message
-	f.submissions[j.SubmissionId] = j
+	f.putSubmission(c, j)
 	if SubmissionEnded(j.State) {
 		f.endDriverJobsLocked(c, j)
 	}
@@ -171,7 +171,7 @@ func applyJobStop(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	} else {
 		j.StopRequested = true
 	}
-	f.submissions[j.SubmissionId] = j
+	f.putSubmission(c, j)
 	return &pb.CommandResult{Flag: true}
 }
 
@@ -188,12 +188,13 @@ func applyJobDelete(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		return errResult(rpcerr.Wrapf(ErrJobNotEnded, "job %s is %s; stop it first", old.SubmissionId, old.State))
 	}
 	delete(f.submissions, cmd.SubmissionId)
+	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB_SUBMISSION, Submission: old, Deleted: true})
 	return &pb.CommandResult{Flag: true}
 }
 
 // linkDriverLocked records the driver job a submission's entrypoint
 // registered.
-func (f *FSM) linkDriverLocked(j *pb.JobInfo) {
+func (f *FSM) linkDriverLocked(c *applyCtx, j *pb.JobInfo) {
 	id := j.Metadata[SubmissionDriverKey]
 	old := f.submissions[id]
 	if id == "" || old == nil || SubmissionEnded(old.State) || old.DriverJobId != "" {
@@ -201,7 +202,13 @@ func (f *FSM) linkDriverLocked(j *pb.JobInfo) {
 	}
 	s := proto.Clone(old).(*pb.JobSubmission)
 	s.DriverJobId = j.JobId
-	f.submissions[id] = s
+	f.putSubmission(c, s)
+}
+
+// putSubmission stores a (new) submission message and records the change.
+func (f *FSM) putSubmission(c *applyCtx, j *pb.JobSubmission) {
+	f.submissions[j.SubmissionId] = j
+	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB_SUBMISSION, Submission: j})
 }
 
 // ---- reads ------------------------------------------------------------------

@@ -26,6 +26,10 @@ func TestJobSubmissionLifecycle(t *testing.T) {
 	if got := a.f.Submission("s1"); got.State != pb.JobSubmissionState_SUBMISSION_PENDING || got.Entrypoint != "./app" {
 		t.Fatalf("after submit: %v", got)
 	}
+	evs, _, ok := a.f.EventsSince(0, func(k pb.EventKind) bool { return k == pb.EventKind_EVENT_JOB_SUBMISSION })
+	if !ok || len(evs) != 1 || evs[0].Submission.GetSubmissionId() != "s1" {
+		t.Fatalf("watch events: %v %v; want the submission once", evs, ok)
+	}
 	report := func(node string, st pb.JobSubmissionState, code int32) bool {
 		r := a.apply(cmd(t, CmdJobReport, "", &pb.ReportSubmissionRequest{SubmissionId: "s1", NodeId: node, State: st, ExitCode: code, HasExitCode: code >= 0}))[0]
 		if err := ResultError(r); err != nil {

@@ -137,6 +137,8 @@ const (
 	EventKind_EVENT_KV               EventKind = 3
 	EventKind_EVENT_HEAD             EventKind = 4
 	EventKind_EVENT_ACTOR            EventKind = 5
+	// A submitted job (manta job submit) changed, or was deleted.
+	EventKind_EVENT_JOB_SUBMISSION EventKind = 6
 )
 
 // Enum value maps for EventKind.
@@ -148,6 +150,7 @@ var (
 		3: "EVENT_KV",
 		4: "EVENT_HEAD",
 		5: "EVENT_ACTOR",
+		6: "EVENT_JOB_SUBMISSION",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
@@ -156,6 +159,7 @@ var (
 		"EVENT_KV":               3,
 		"EVENT_HEAD":             4,
 		"EVENT_ACTOR":            5,
+		"EVENT_JOB_SUBMISSION":   6,
 	}
 )
 
@@ -2093,13 +2097,14 @@ type Event struct {
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Kind  EventKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=manta.controlplane.v1.EventKind" json:"kind,omitempty"`
 	// For KV: the key was deleted.
-	Deleted       bool       `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
-	Node          *NodeInfo  `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Job           *JobInfo   `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
-	KvNamespace   string     `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
-	KvKey         string     `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
-	Head          *HeadInfo  `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
-	Actor         *ActorInfo `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
+	Deleted       bool           `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Node          *NodeInfo      `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Job           *JobInfo       `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
+	KvNamespace   string         `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
+	KvKey         string         `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
+	Head          *HeadInfo      `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
+	Actor         *ActorInfo     `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
+	Submission    *JobSubmission `protobuf:"bytes,10,opt,name=submission,proto3" json:"submission,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2193,6 +2198,13 @@ func (x *Event) GetHead() *HeadInfo {
 func (x *Event) GetActor() *ActorInfo {
 	if x != nil {
 		return x.Actor
+	}
+	return nil
+}
+
+func (x *Event) GetSubmission() *JobSubmission {
+	if x != nil {
+		return x.Submission
 	}
 	return nil
 }
@@ -6141,7 +6153,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05stale\x18\x03 \x01(\bR\x05stale\"[\n" +
 	"\x0eKVListResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xfb\x02\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xc1\x03\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .manta.controlplane.v1.EventKindR\x04kind\x12\x18\n" +
@@ -6151,7 +6163,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\fkv_namespace\x18\x06 \x01(\tR\vkvNamespace\x12\x15\n" +
 	"\x06kv_key\x18\a \x01(\tR\x05kvKey\x123\n" +
 	"\x04head\x18\b \x01(\v2\x1f.manta.controlplane.v1.HeadInfoR\x04head\x126\n" +
-	"\x05actor\x18\t \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\"e\n" +
+	"\x05actor\x18\t \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\x12D\n" +
+	"\n" +
+	"submission\x18\n" +
+	" \x01(\v2$.manta.controlplane.v1.JobSubmissionR\n" +
+	"submission\"e\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x126\n" +
@@ -6479,7 +6495,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rJOB_SUCCEEDED\x10\x02\x12\x0e\n" +
 	"\n" +
 	"JOB_FAILED\x10\x03\x12\x0f\n" +
-	"\vJOB_STOPPED\x10\x04*u\n" +
+	"\vJOB_STOPPED\x10\x04*\x8f\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -6488,7 +6504,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\bEVENT_KV\x10\x03\x12\x0e\n" +
 	"\n" +
 	"EVENT_HEAD\x10\x04\x12\x0f\n" +
-	"\vEVENT_ACTOR\x10\x05*~\n" +
+	"\vEVENT_ACTOR\x10\x05\x12\x18\n" +
+	"\x14EVENT_JOB_SUBMISSION\x10\x06*~\n" +
 	"\n" +
 	"ActorState\x12\x1b\n" +
 	"\x17ACTOR_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -6703,136 +6720,137 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	20,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
 	9,   // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
 	38,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
-	2,   // 28: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	35,  // 29: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	99,  // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
-	3,   // 31: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	6,   // 32: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 33: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 34: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 35: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 36: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 37: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 38: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 39: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 40: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	51,  // 41: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	100, // 42: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	101, // 43: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
-	4,   // 44: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
-	4,   // 45: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	52,  // 46: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	53,  // 47: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	6,   // 48: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 49: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	52,  // 50: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	6,   // 51: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	52,  // 52: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	6,   // 53: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	61,  // 54: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	102, // 55: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	63,  // 56: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	103, // 57: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	104, // 58: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	5,   // 59: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	64,  // 60: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 61: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 62: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	64,  // 63: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 64: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
-	64,  // 65: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 66: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 67: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	5,   // 68: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	6,   // 69: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	79,  // 70: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	9,   // 71: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	6,   // 72: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	79,  // 73: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	6,   // 74: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 75: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 76: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	9,   // 77: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	6,   // 78: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	7,   // 79: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	80,  // 80: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	12,  // 81: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	14,  // 82: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	16,  // 83: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	18,  // 84: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	21,  // 85: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	23,  // 86: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	25,  // 87: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	27,  // 88: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	29,  // 89: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	31,  // 90: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	33,  // 91: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	36,  // 92: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	41,  // 93: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	43,  // 94: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	45,  // 95: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	47,  // 96: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	49,  // 97: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	39,  // 98: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	54,  // 99: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	56,  // 100: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	58,  // 101: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	60,  // 102: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	65,  // 103: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	67,  // 104: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	69,  // 105: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	71,  // 106: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	73,  // 107: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	75,  // 108: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	77,  // 109: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	82,  // 110: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	84,  // 111: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	86,  // 112: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	88,  // 113: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	90,  // 114: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	92,  // 115: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	8,   // 116: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	81,  // 117: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	13,  // 118: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	15,  // 119: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	17,  // 120: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	19,  // 121: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	22,  // 122: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	24,  // 123: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	26,  // 124: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	28,  // 125: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	30,  // 126: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	32,  // 127: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	34,  // 128: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	37,  // 129: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	42,  // 130: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	44,  // 131: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	46,  // 132: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	48,  // 133: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	50,  // 134: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	40,  // 135: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	55,  // 136: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	57,  // 137: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	59,  // 138: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	62,  // 139: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	66,  // 140: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	68,  // 141: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	70,  // 142: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	72,  // 143: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	74,  // 144: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	76,  // 145: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	78,  // 146: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	83,  // 147: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	85,  // 148: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	87,  // 149: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	89,  // 150: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	91,  // 151: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	93,  // 152: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	116, // [116:153] is the sub-list for method output_type
-	79,  // [79:116] is the sub-list for method input_type
-	79,  // [79:79] is the sub-list for extension type_name
-	79,  // [79:79] is the sub-list for extension extendee
-	0,   // [0:79] is the sub-list for field type_name
+	64,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
+	2,   // 29: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
+	35,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	99,  // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	3,   // 32: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
+	6,   // 33: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 34: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 35: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 36: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 37: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 38: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 39: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 40: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 41: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	51,  // 42: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	100, // 43: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	101, // 44: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,   // 45: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,   // 46: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	52,  // 47: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	53,  // 48: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	6,   // 49: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 50: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	52,  // 51: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	6,   // 52: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	52,  // 53: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	6,   // 54: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	61,  // 55: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	102, // 56: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	63,  // 57: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	103, // 58: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	104, // 59: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	5,   // 60: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	64,  // 61: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 62: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 63: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	64,  // 64: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 65: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	64,  // 66: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 67: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 68: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	5,   // 69: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	6,   // 70: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	79,  // 71: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	9,   // 72: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	6,   // 73: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	79,  // 74: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	6,   // 75: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 76: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 77: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	9,   // 78: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	6,   // 79: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	7,   // 80: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	80,  // 81: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	12,  // 82: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	14,  // 83: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	16,  // 84: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	18,  // 85: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	21,  // 86: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	23,  // 87: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	25,  // 88: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	27,  // 89: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	29,  // 90: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	31,  // 91: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	33,  // 92: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	36,  // 93: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	41,  // 94: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	43,  // 95: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	45,  // 96: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	47,  // 97: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	49,  // 98: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	39,  // 99: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	54,  // 100: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	56,  // 101: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	58,  // 102: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	60,  // 103: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	65,  // 104: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	67,  // 105: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	69,  // 106: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	71,  // 107: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	73,  // 108: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	75,  // 109: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	77,  // 110: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	82,  // 111: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	84,  // 112: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	86,  // 113: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	88,  // 114: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	90,  // 115: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	92,  // 116: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	8,   // 117: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	81,  // 118: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	13,  // 119: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	15,  // 120: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	17,  // 121: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	19,  // 122: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	22,  // 123: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	24,  // 124: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	26,  // 125: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	28,  // 126: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	30,  // 127: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	32,  // 128: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	34,  // 129: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	37,  // 130: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	42,  // 131: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	44,  // 132: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	46,  // 133: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	48,  // 134: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	50,  // 135: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	40,  // 136: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	55,  // 137: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	57,  // 138: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	59,  // 139: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	62,  // 140: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	66,  // 141: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	68,  // 142: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	70,  // 143: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	72,  // 144: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	74,  // 145: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	76,  // 146: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	78,  // 147: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	83,  // 148: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	85,  // 149: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	87,  // 150: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	89,  // 151: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	91,  // 152: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	93,  // 153: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	117, // [117:154] is the sub-list for method output_type
+	80,  // [80:117] is the sub-list for method input_type
+	80,  // [80:80] is the sub-list for extension type_name
+	80,  // [80:80] is the sub-list for extension extendee
+	0,   // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
