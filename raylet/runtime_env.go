@@ -6,19 +6,12 @@ import (
 	"fmt"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/workerpool"
 )
-
-// ErrRuntimeEnvSetup is a lease whose runtime env could not be set up on
-// this node (its working dir could not be fetched or unpacked): the
-// tasks that need it fail with the reason instead of waiting.
-var ErrRuntimeEnvSetup = rpcerr.New(codes.FailedPrecondition, "RUNTIME_ENV_SETUP_FAILED", "runtime env setup failed")
 
 // jobEnvs caches each job's own runtime env: that of the submission whose
 // entrypoint started its driver (`manta job submit --env/--working-dir`),

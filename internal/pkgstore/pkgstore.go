@@ -30,14 +30,6 @@ const ChunkSize = 1<<20 - 4096
 // of every head.
 const MaxPackageBytes = 100 << 20
 
-// Sentinels; wrapped with the details.
-var (
-	ErrTooLarge = errors.New("package too large")
-	ErrNotFound = errors.New("package not found")
-	ErrCorrupt  = errors.New("package content does not match its manifest")
-	ErrBadName  = errors.New("bad package name")
-)
-
 type manifest struct {
 	Size   int64  `json:"size"`
 	Chunks int    `json:"chunks"`

@@ -3,7 +3,6 @@ package pkgstore
 import (
 	"archive/zip"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -17,10 +16,6 @@ import (
 // MaxUnpackedBytes bounds what one package unpacks to (a zip bomb stops
 // there).
 const MaxUnpackedBytes = 1 << 30
-
-// ErrUnsafe is an archive entry that would land outside its directory, or
-// a symlink that points outside it.
-var ErrUnsafe = errors.New("unsafe path in package")
 
 // Zip packs the directory dir (its contents at the archive's root). Regular
 // files and directories go in; symlinks go in as links if they stay inside
