@@ -161,7 +161,11 @@ func (s *jobSupervision) async(ctx context.Context, j *cpb.JobSubmission, call f
 		err := call(cctx)
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			s.h.log.Info("job supervisor call failed; it will be retried", zap.String("job", j.SubmissionId),
+			lvl := zap.InfoLevel
+			if status.Code(err) == codes.ResourceExhausted {
+				lvl = zap.DebugLevel // waits for the node's resources: not news
+			}
+			s.h.log.Log(lvl, "job supervisor call failed; it will be retried", zap.String("job", j.SubmissionId),
 				zap.String("node", j.NodeId), zap.Error(err))
 			if status.Code(err) == codes.FailedPrecondition && !j.StopRequested {
 				// The supervisor cannot run it (e.g. its working dir failed
