@@ -2357,7 +2357,10 @@ type ActorInfo struct {
 	PendingReason string `protobuf:"bytes,21,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"`
 	// The Raft index at which the actor died: the store keeps only the most
 	// recent DEAD actors, and this orders them the same on every head.
-	DeadIndex     uint64 `protobuf:"varint,22,opt,name=dead_index,json=deadIndex,proto3" json:"dead_index,omitempty"`
+	DeadIndex uint64 `protobuf:"varint,22,opt,name=dead_index,json=deadIndex,proto3" json:"dead_index,omitempty"`
+	// The actor's own runtime env (ray.WithRuntimeEnv, its working dir a
+	// package URI), merged over its job's by the raylet that runs it.
+	RuntimeEnv    *RuntimeEnv `protobuf:"bytes,23,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2544,6 +2547,13 @@ func (x *ActorInfo) GetDeadIndex() uint64 {
 		return x.DeadIndex
 	}
 	return 0
+}
+
+func (x *ActorInfo) GetRuntimeEnv() *RuntimeEnv {
+	if x != nil {
+		return x.RuntimeEnv
+	}
+	return nil
 }
 
 type ResolveActorDependenciesRequest struct {
@@ -6175,7 +6185,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x14\n" +
 	"\x05reset\x18\x01 \x01(\bR\x05reset\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x124\n" +
-	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xe0\x06\n" +
+	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xa4\a\n" +
 	"\tActorInfo\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1d\n" +
@@ -6202,7 +6212,9 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x14 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
 	"\x0epending_reason\x18\x15 \x01(\tR\rpendingReason\x12\x1d\n" +
 	"\n" +
-	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x1a<\n" +
+	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x12B\n" +
+	"\vruntime_env\x18\x17 \x01(\v2!.manta.controlplane.v1.RuntimeEnvR\n" +
+	"runtimeEnv\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"o\n" +
@@ -6725,132 +6737,133 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	35,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
 	99,  // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,   // 32: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	6,   // 33: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 34: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 35: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 36: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 37: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 38: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 39: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 40: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 41: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	51,  // 42: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	100, // 43: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	101, // 44: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
-	4,   // 45: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
-	4,   // 46: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	52,  // 47: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	53,  // 48: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	6,   // 49: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 50: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	52,  // 51: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	6,   // 52: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	52,  // 53: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	6,   // 54: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	61,  // 55: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	102, // 56: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	63,  // 57: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	103, // 58: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	104, // 59: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	5,   // 60: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	64,  // 61: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 62: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 63: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	64,  // 64: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 65: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
-	64,  // 66: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 67: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 68: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	5,   // 69: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	6,   // 70: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	79,  // 71: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	9,   // 72: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	6,   // 73: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	79,  // 74: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	6,   // 75: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 76: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 77: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	9,   // 78: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	6,   // 79: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	7,   // 80: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	80,  // 81: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	12,  // 82: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	14,  // 83: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	16,  // 84: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	18,  // 85: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	21,  // 86: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	23,  // 87: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	25,  // 88: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	27,  // 89: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	29,  // 90: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	31,  // 91: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	33,  // 92: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	36,  // 93: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	41,  // 94: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	43,  // 95: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	45,  // 96: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	47,  // 97: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	49,  // 98: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	39,  // 99: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	54,  // 100: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	56,  // 101: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	58,  // 102: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	60,  // 103: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	65,  // 104: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	67,  // 105: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	69,  // 106: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	71,  // 107: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	73,  // 108: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	75,  // 109: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	77,  // 110: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	82,  // 111: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	84,  // 112: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	86,  // 113: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	88,  // 114: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	90,  // 115: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	92,  // 116: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	8,   // 117: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	81,  // 118: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	13,  // 119: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	15,  // 120: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	17,  // 121: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	19,  // 122: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	22,  // 123: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	24,  // 124: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	26,  // 125: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	28,  // 126: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	30,  // 127: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	32,  // 128: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	34,  // 129: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	37,  // 130: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	42,  // 131: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	44,  // 132: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	46,  // 133: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	48,  // 134: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	50,  // 135: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	40,  // 136: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	55,  // 137: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	57,  // 138: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	59,  // 139: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	62,  // 140: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	66,  // 141: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	68,  // 142: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	70,  // 143: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	72,  // 144: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	74,  // 145: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	76,  // 146: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	78,  // 147: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	83,  // 148: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	85,  // 149: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	87,  // 150: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	89,  // 151: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	91,  // 152: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	93,  // 153: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	117, // [117:154] is the sub-list for method output_type
-	80,  // [80:117] is the sub-list for method input_type
-	80,  // [80:80] is the sub-list for extension type_name
-	80,  // [80:80] is the sub-list for extension extendee
-	0,   // [0:80] is the sub-list for field type_name
+	63,  // 33: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	6,   // 34: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 35: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 36: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 37: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 38: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 39: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 40: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 41: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 42: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	51,  // 43: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	100, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	101, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,   // 46: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,   // 47: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	52,  // 48: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	53,  // 49: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	6,   // 50: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 51: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	52,  // 52: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	6,   // 53: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	52,  // 54: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	6,   // 55: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	61,  // 56: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	102, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	63,  // 58: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	103, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	104, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	5,   // 61: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	64,  // 62: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 63: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 64: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	64,  // 65: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 66: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	64,  // 67: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 68: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 69: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	5,   // 70: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	6,   // 71: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	79,  // 72: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	9,   // 73: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	6,   // 74: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	79,  // 75: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	6,   // 76: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 77: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 78: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	9,   // 79: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	6,   // 80: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	7,   // 81: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	80,  // 82: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	12,  // 83: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	14,  // 84: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	16,  // 85: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	18,  // 86: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	21,  // 87: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	23,  // 88: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	25,  // 89: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	27,  // 90: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	29,  // 91: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	31,  // 92: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	33,  // 93: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	36,  // 94: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	41,  // 95: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	43,  // 96: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	45,  // 97: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	47,  // 98: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	49,  // 99: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	39,  // 100: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	54,  // 101: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	56,  // 102: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	58,  // 103: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	60,  // 104: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	65,  // 105: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	67,  // 106: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	69,  // 107: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	71,  // 108: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	73,  // 109: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	75,  // 110: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	77,  // 111: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	82,  // 112: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	84,  // 113: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	86,  // 114: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	88,  // 115: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	90,  // 116: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	92,  // 117: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	8,   // 118: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	81,  // 119: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	13,  // 120: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	15,  // 121: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	17,  // 122: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	19,  // 123: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	22,  // 124: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	24,  // 125: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	26,  // 126: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	28,  // 127: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	30,  // 128: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	32,  // 129: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	34,  // 130: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	37,  // 131: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	42,  // 132: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	44,  // 133: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	46,  // 134: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	48,  // 135: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	50,  // 136: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	40,  // 137: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	55,  // 138: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	57,  // 139: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	59,  // 140: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	62,  // 141: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	66,  // 142: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	68,  // 143: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	70,  // 144: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	72,  // 145: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	74,  // 146: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	76,  // 147: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	78,  // 148: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	83,  // 149: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	85,  // 150: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	87,  // 151: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	89,  // 152: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	91,  // 153: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	93,  // 154: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	118, // [118:155] is the sub-list for method output_type
+	81,  // [81:118] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
