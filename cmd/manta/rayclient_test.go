@@ -51,8 +51,10 @@ func runVenv(t *testing.T, venv string, timeout time.Duration, name string, args
 // Python JobSubmissionClient: no Ray cluster, only Ray's clients.
 func TestRayClientCompatibility(t *testing.T) {
 	venv := rayVenv(t)
-	c := startJobCluster(t, 1)
-	addrB, err := os.ReadFile(filepath.Join(c.Heads()[0].DataDir, "dashboard_address"))
+	// Three heads; the clients talk to head-2's API, usually a follower's,
+	// which forwards writes to the leader.
+	c := startJobCluster(t, 3)
+	addrB, err := os.ReadFile(filepath.Join(c.Heads()[1].DataDir, "dashboard_address"))
 	if err != nil {
 		t.Fatal(err)
 	}
