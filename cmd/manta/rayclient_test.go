@@ -54,10 +54,13 @@ func TestRayClientCompatibility(t *testing.T) {
 	// Three heads; the clients talk to head-2's API, usually a follower's,
 	// which forwards writes to the leader.
 	c := startJobCluster(t, 3)
-	addrB, err := os.ReadFile(filepath.Join(c.Heads()[1].DataDir, "dashboard_address"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var addrB []byte
+	// A head writes the file once it knows the cluster token.
+	eventually(t, 30*time.Second, "head-2's jobs api address", func() bool {
+		var err error
+		addrB, err = os.ReadFile(filepath.Join(c.Heads()[1].DataDir, "dashboard_address"))
+		return err == nil && len(addrB) > 0
+	})
 	addr := "http://" + strings.TrimSpace(string(addrB))
 	headers := `{"Authorization": "Bearer ` + c.Token() + `"}`
 	ray := func(sub string, args ...string) (string, int) {
