@@ -50,7 +50,13 @@ func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit boo
 		}
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(f.dataDir, dashboardAddressFile), []byte(api.Address()+"\n"), 0o644); err != nil {
+	// Written whole, then renamed: a reader never sees half an address.
+	path := filepath.Join(f.dataDir, dashboardAddressFile)
+	err = os.WriteFile(path+".tmp", []byte(api.Address()+"\n"), 0o644)
+	if err == nil {
+		err = os.Rename(path+".tmp", path)
+	}
+	if err != nil {
 		api.Close()
 		cl.Close()
 		return nil, err
