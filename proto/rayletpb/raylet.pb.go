@@ -89,6 +89,8 @@ const (
 	ErrorKind_ERROR_OBJECT_NOT_FOUND ErrorKind = 9
 	// ray.Cancel stopped the task (or actor call) before it finished.
 	ErrorKind_ERROR_TASK_CANCELLED ErrorKind = 10
+	// The runtime env the task asked for could not be set up on its node.
+	ErrorKind_ERROR_RUNTIME_ENV_SETUP ErrorKind = 11
 )
 
 // Enum value maps for ErrorKind.
@@ -105,6 +107,7 @@ var (
 		8:  "ERROR_ACTOR_DIED",
 		9:  "ERROR_OBJECT_NOT_FOUND",
 		10: "ERROR_TASK_CANCELLED",
+		11: "ERROR_RUNTIME_ENV_SETUP",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -118,6 +121,7 @@ var (
 		"ERROR_ACTOR_DIED":         8,
 		"ERROR_OBJECT_NOT_FOUND":   9,
 		"ERROR_TASK_CANCELLED":     10,
+		"ERROR_RUNTIME_ENV_SETUP":  11,
 	}
 )
 
@@ -3432,7 +3436,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\x8c\x02\n" +
+	"FORMAT_RAW\x10\x01*\xa9\x02\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -3446,7 +3450,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x10ERROR_ACTOR_DIED\x10\b\x12\x1a\n" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
-	"2\xcb\n" +
+	"\x12\x1b\n" +
+	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v2\xcb\n" +
 	"\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +

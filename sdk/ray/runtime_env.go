@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/internal/pkgstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
-	"github.com/manta-ray/manta/raylet"
 )
 
 // ErrRuntimeEnvSetup: the runtime env a task or actor asked for could not
@@ -34,17 +32,16 @@ type RuntimeEnv struct {
 	WorkingDir string
 }
 
-// WithRuntimeEnv runs a task or actor in env, merged over its job's.
-//
-// Not wired into the submit path yet: until it is, using it fails the call
-// with ErrInvalidOption rather than running in the wrong environment.
+// WithRuntimeEnv runs a task or actor in env, merged over its job's. A
+// local working dir is zipped and uploaded once per process; a setup that
+// fails on the node fails the task with ErrRuntimeEnvSetup.
 func WithRuntimeEnv(env RuntimeEnv) CallOption {
 	return func(o *callOptions) {
 		if err := env.validate(); err != nil {
 			o.err = err
 			return
 		}
-		o.err = fmt.Errorf("%w: ray.WithRuntimeEnv is not wired into the task submitter yet", ErrInvalidOption)
+		o.runtimeEnv = env
 	}
 }
 
@@ -58,32 +55,25 @@ func (e RuntimeEnv) validate() error {
 // isZero says whether the env adds nothing to the job's.
 func (e RuntimeEnv) isZero() bool { return len(e.EnvVars) == 0 && e.WorkingDir == "" }
 
-// key names the env in a lease queue's scheduling key: tasks of different
-// envs must not share a lease (its worker runs in one env).
-func (e RuntimeEnv) key() string {
-	if e.isZero() {
-		return ""
-	}
-	kv := make([]string, 0, len(e.EnvVars))
-	for k, v := range e.EnvVars {
-		kv = append(kv, k+"="+v)
-	}
-	sort.Strings(kv)
-	return "env{" + strings.Join(kv, ",") + ";wd=" + e.WorkingDir + "}"
-}
-
 // apply sets the env (resolved: its working dir a package URI) on a task
-// spec and the lease request that runs it.
-func (e RuntimeEnv) apply(spec *pb.TaskSpec, req *pb.LeaseRequest) {
+// spec; the submitter puts it on the lease requests of the spec's shape.
+func (e RuntimeEnv) apply(spec *pb.TaskSpec) {
 	if e.isZero() {
 		return
 	}
-	if spec != nil {
-		spec.RuntimeEnvVars, spec.RuntimeEnvWorkingDir = e.EnvVars, e.WorkingDir
+	spec.RuntimeEnvVars, spec.RuntimeEnvWorkingDir = e.EnvVars, e.WorkingDir
+}
+
+// resolveEnv uploads a runtime env's local working dir (once per process).
+func (c *core) resolveEnv(ctx context.Context, e RuntimeEnv) (RuntimeEnv, error) {
+	if e.WorkingDir == "" || strings.HasPrefix(e.WorkingDir, "gcs://") {
+		return e, nil
 	}
-	if req != nil {
-		req.RuntimeEnvVars, req.RuntimeEnvWorkingDir = e.EnvVars, e.WorkingDir
+	cp, err := c.controlPlane()
+	if err != nil {
+		return e, err
 	}
+	return c.envs.resolve(ctx, cp, e)
 }
 
 // envUploads uploads local working dirs once per process.
@@ -120,11 +110,4 @@ func (u *envUploads) resolve(ctx context.Context, cp *cpclient.Client, e Runtime
 	return e, nil
 }
 
-// runtimeEnvError turns a lease refused for its runtime env into the error
-// the task fails with (nil for other errors).
-func runtimeEnvError(err error) error {
-	if errors.Is(err, raylet.ErrRuntimeEnvSetup) {
-		return fmt.Errorf("%w: %v", ErrRuntimeEnvSetup, err)
-	}
-	return nil
-}
+
