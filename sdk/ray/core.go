@@ -62,8 +62,8 @@ type core struct {
 	subOnce sync.Once
 	tasks   taskTable
 	// Local working dirs of runtime envs uploaded so far.
-	envs envUploads
-	conns   map[string]*grpc.ClientConn
+	envs  envUploads
+	conns map[string]*grpc.ClientConn
 	// Node copies of released objects waiting for freeLoop, by raylet.
 	toFree     map[string][]ids.ObjectID
 	freeSignal chan struct{}

@@ -11,7 +11,7 @@ import (
 type CallOption func(*callOptions)
 
 type callOptions struct {
-	runtimeEnv RuntimeEnv
+	runtimeEnv      RuntimeEnv
 	res             resources.Set
 	maxRetries      int
 	retryExceptions bool

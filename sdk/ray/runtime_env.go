@@ -109,5 +109,3 @@ func (u *envUploads) resolve(ctx context.Context, cp *cpclient.Client, e Runtime
 	e.WorkingDir = pkgstore.URI(name)
 	return e, nil
 }
-
-
