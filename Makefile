@@ -15,6 +15,7 @@ vet:
 # The whole suite: vet, unit and in-process cluster tests with -race, then the
 # multi-process tests (which build and start real manta binaries).
 test: vet
+	@test -x .venv/bin/ray || echo "note: no .venv/bin/ray: TestRayClientCompatibility (Ray's own job clients against manta) will be skipped; .ci/run creates the virtualenv"
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/ -e /objectstore -e /raylet -e /sdk/)
 

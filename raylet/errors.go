@@ -27,4 +27,8 @@ var (
 	ErrJobEnded = rpcerr.New(codes.FailedPrecondition, "JOB_ENDED", "the job has ended")
 	// ErrWorkerStart is a lease that failed because no worker could start.
 	ErrWorkerStart = rpcerr.New(codes.Internal, "WORKER_START_FAILED", "could not start a worker")
+	// ErrRuntimeEnvSetup is a lease whose runtime env could not be set up
+	// on this node (its working dir could not be fetched or unpacked): the
+	// tasks that need it fail with the reason instead of waiting.
+	ErrRuntimeEnvSetup = rpcerr.New(codes.FailedPrecondition, "RUNTIME_ENV_SETUP_FAILED", "runtime env setup failed")
 )

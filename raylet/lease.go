@@ -2,6 +2,7 @@ package raylet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -304,12 +305,20 @@ func (r *Raylet) grant(q *leaseReq) {
 		fail(fmt.Errorf("%w: the job names no binary and this raylet has no local one", ErrWorkerStart))
 		return
 	}
-	w, err := r.pool.Pop(r.ctx, q.req.JobId, binary, q.req.BinarySha256)
+	env, err := r.leaseEnv(r.ctx, q.req)
+	if err != nil {
+		if !errors.Is(err, ErrRuntimeEnvSetup) {
+			err = fmt.Errorf("%w: %v", ErrWorkerStart, err)
+		}
+		fail(err)
+		return
+	}
+	w, err := r.pool.PopEnv(r.ctx, q.req.JobId, binary, q.req.BinarySha256, env)
 	if err != nil {
 		fail(fmt.Errorf("%w: %v", ErrWorkerStart, err))
 		return
 	}
-	if q.req.ActorId != "" {
+	if q.req.ActorId != "" && env.Key() == "" {
 		// An actor's worker is dedicated to it and never comes back: warm
 		// the job's next ones, as Ray prestarts workers.
 		r.pool.Prestart(q.req.JobId, binary, q.req.BinarySha256)

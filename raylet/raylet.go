@@ -26,9 +26,11 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/artifact"
 	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/internal/pkgstore"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	"github.com/manta-ray/manta/objectstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/jobsupervisor"
 	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/raylet/workerpool"
 )
@@ -55,6 +57,9 @@ type Raylet struct {
 	pullBudget *byteBudget
 	peers      peerConns
 	arts       *artifact.Cache
+	pkgs       *pkgstore.Cache
+	jenv       jobEnvs
+	jobs       *jobsupervisor.Supervisor
 	tmp        string // DataDir to remove on Close, when we made it
 
 	ctx    context.Context
@@ -159,6 +164,7 @@ func New(cfg Config) (*Raylet, error) {
 	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)),
 		grpc.StreamInterceptor(streamServer(cfg.Token)))...)
 	pb.RegisterRayletServer(r.srv, r)
+	r.startJobSupervisor()
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 
 	if err := r.register(r.ctx); err != nil {
@@ -272,6 +278,9 @@ func (r *Raylet) Close() error {
 		}
 		if r.pool != nil {
 			r.pool.Close()
+		}
+		if r.jobs != nil {
+			r.jobs.Close()
 		}
 		r.wg.Wait()
 		r.cp.Close()

@@ -76,6 +76,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "error: %s\n", describe(err))
+	var ec exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code
+	}
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 		fmt.Fprintln(stderr, "run 'manta --help' or 'manta <command> --help' for usage")

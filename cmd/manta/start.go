@@ -41,6 +41,7 @@ type startFlags struct {
 	noRaylet        bool
 	logLevel        string
 	pprofAddr       string
+	dashboardPort   int
 
 	// The raylet's.
 	numCPUs   float64
@@ -92,6 +93,7 @@ its cluster on its own.`,
 	fs.StringVar(&f.address, "address", "", "heads' addresses, to start a raylet that joins their cluster")
 	fs.BoolVar(&f.noRaylet, "no-raylet", false, "start only the head, without a raylet")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&f.dashboardPort, "dashboard-port", defaultDashboardPort, "HTTP port of Ray's Jobs REST API on this head; 0 picks a free one (written to DATA_DIR/"+dashboardAddressFile+"), -1 disables it")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's net/http/pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 0, "Raft heartbeat timeout (default 500ms)")
 	fs.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 500ms)")
@@ -184,6 +186,17 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
+	if f.dashboardPort >= 0 {
+		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), log)
+		if err != nil {
+			h.Close()
+			return err
+		}
+		if api != nil {
+			defer api.Close()
+			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s\n", api.Address())
+		}
+	}
 	var fatal <-chan error
 	if !f.noRaylet {
 		// The raylet needs the cluster's token, known once it bootstrapped.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -92,7 +93,11 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	addrs := strings.Join(c.Addresses(), ",")
 	fmt.Fprintf(out, "cluster ready: %d heads at %s; token file %s\n", f.heads, addrs, c.TokenFile())
 	for _, h := range c.Heads() {
-		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log\n", h.ID, h.Address, h.PID, h.DataDir)
+		api := ""
+		if b, err := os.ReadFile(filepath.Join(h.DataDir, dashboardAddressFile)); err == nil {
+			api = "  jobs api http://" + strings.TrimSpace(string(b))
+		}
+		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log%s\n", h.ID, h.Address, h.PID, h.DataDir, api)
 	}
 	for _, n := range c.Nodes() {
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/raylet.log\n", n.ID, n.Address, n.PID, n.DataDir)

@@ -37,6 +37,11 @@ const (
 	CmdActorPending                         // ActorPendingCommand
 	CmdLineage                              // LineageCommand
 	CmdActorDepsResolved                    // ActorDepsResolvedCommand
+	CmdSubmitJob                            // JobSubmission
+	CmdJobAssign                            // JobAssignCommand
+	CmdJobReport                            // ReportSubmissionRequest
+	CmdJobStop                              // JobStopCommand
+	CmdJobDelete                            // JobDeleteCommand
 	cmdCount                                // keep last: sizes the handler table
 )
 
@@ -56,6 +61,11 @@ var cmdNames = [...]string{
 	CmdActorPending:      "ActorPending",
 	CmdLineage:           "Lineage",
 	CmdActorDepsResolved: "ActorDepsResolved",
+	CmdSubmitJob:         "SubmitJob",
+	CmdJobAssign:         "JobAssign",
+	CmdJobReport:         "JobReport",
+	CmdJobStop:           "JobStop",
+	CmdJobDelete:         "JobDelete",
 }
 
 func (t CommandType) String() string {

@@ -21,7 +21,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(17) {
+		switch rng.IntN(22) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -48,6 +48,20 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdLineage, randomLineage(rng)
 		case 15:
 			typ, body = CmdActorDepsResolved, &pb.ActorDepsResolvedCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), InitArgs: []byte{byte(rng.IntN(3))}}
+		case 16:
+			typ, body = CmdSubmitJob, &pb.JobSubmission{SubmissionId: fmt.Sprint("s", rng.IntN(4)), Entrypoint: fmt.Sprint("e", rng.IntN(2)),
+				RuntimeEnv: &pb.RuntimeEnv{EnvVars: map[string]string{"A": "1", "B": "2"}}, Metadata: map[string]string{"m": "1", "n": "2"}}
+		case 17:
+			typ, body = CmdJobAssign, &pb.JobAssignCommand{SubmissionId: fmt.Sprint("s", rng.IntN(4)), NodeId: fmt.Sprint("n", rng.IntN(5))}
+		case 18:
+			typ, body = CmdJobReport, &pb.ReportSubmissionRequest{SubmissionId: fmt.Sprint("s", rng.IntN(4)), NodeId: fmt.Sprint("n", rng.IntN(5)),
+				State: pb.JobSubmissionState(rng.IntN(6)), ExitCode: int32(rng.IntN(3)), HasExitCode: rng.IntN(2) == 0}
+		case 19:
+			typ, body = CmdJobStop, &pb.JobStopCommand{SubmissionId: fmt.Sprint("s", rng.IntN(4))}
+		case 20:
+			typ, body = CmdJobDelete, &pb.JobDeleteCommand{SubmissionId: fmt.Sprint("s", rng.IntN(4))}
+		case 21:
+			typ, body = CmdAddJob, &pb.JobInfo{Entrypoint: "e", Metadata: map[string]string{SubmissionDriverKey: fmt.Sprint("s", rng.IntN(4))}}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}

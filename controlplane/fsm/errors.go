@@ -9,10 +9,14 @@ import (
 // Sentinel errors of the control store. They travel to clients inside
 // command results and gRPC statuses (internal/rpcerr).
 var (
-	ErrKeyNotFound    = rpcerr.New(codes.NotFound, "KEY_NOT_FOUND", "key not found")
-	ErrNodeNotFound   = rpcerr.New(codes.NotFound, "NODE_NOT_FOUND", "node not found")
-	ErrNodeDead       = rpcerr.New(codes.FailedPrecondition, "NODE_DEAD", "node is marked dead")
-	ErrJobNotFound    = rpcerr.New(codes.NotFound, "JOB_NOT_FOUND", "job not found")
+	ErrKeyNotFound  = rpcerr.New(codes.NotFound, "KEY_NOT_FOUND", "key not found")
+	ErrNodeNotFound = rpcerr.New(codes.NotFound, "NODE_NOT_FOUND", "node not found")
+	ErrNodeDead     = rpcerr.New(codes.FailedPrecondition, "NODE_DEAD", "node is marked dead")
+	ErrJobNotFound  = rpcerr.New(codes.NotFound, "JOB_NOT_FOUND", "job not found")
+	// ErrSubmissionExists: a submission ID already names another job spec.
+	ErrSubmissionExists = rpcerr.New(codes.AlreadyExists, "SUBMISSION_EXISTS", "submission ID already used by another job")
+	// ErrJobNotEnded: only an ended job can be deleted.
+	ErrJobNotEnded    = rpcerr.New(codes.FailedPrecondition, "JOB_NOT_ENDED", "job has not ended")
 	ErrHeadNotFound   = rpcerr.New(codes.NotFound, "HEAD_NOT_FOUND", "head not found")
 	ErrBadCommand     = rpcerr.New(codes.InvalidArgument, "BAD_COMMAND", "malformed command")
 	ErrClusterExists  = rpcerr.New(codes.FailedPrecondition, "CLUSTER_EXISTS", "cluster identity already set")

@@ -38,8 +38,10 @@ type FSM struct {
 	nodes   map[string]*pb.NodeInfo
 	jobs    map[string]*pb.JobInfo
 	nextJob uint32
-	kv      map[string]map[string][]byte
-	actors  map[string]*pb.ActorInfo
+	// submissions are the submitted jobs (manta job submit), by ID.
+	submissions map[string]*pb.JobSubmission
+	kv          map[string]map[string][]byte
+	actors      map[string]*pb.ActorInfo
 	// actorNames indexes live named actors (namespace NUL name → ID); it
 	// is derived from actors, so snapshots do not carry it.
 	actorNames map[string]string
@@ -70,6 +72,7 @@ func (f *FSM) reset() {
 	f.nodes = map[string]*pb.NodeInfo{}
 	f.jobs = map[string]*pb.JobInfo{}
 	f.nextJob = 1
+	f.submissions = map[string]*pb.JobSubmission{}
 	f.kv = map[string]map[string][]byte{}
 	f.actors = map[string]*pb.ActorInfo{}
 	f.actorNames = map[string]string{}
@@ -107,6 +110,11 @@ var handlers = [cmdCount]handler{
 	CmdActorPending:      applyActorPending,
 	CmdLineage:           applyLineage,
 	CmdActorDepsResolved: applyActorDepsResolved,
+	CmdSubmitJob:         applySubmitJob,
+	CmdJobAssign:         applyJobAssign,
+	CmdJobReport:         applyJobReport,
+	CmdJobStop:           applyJobStop,
+	CmdJobDelete:         applyJobDelete,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

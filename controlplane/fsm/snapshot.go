@@ -25,14 +25,15 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *FSM) snapshotLocked() *pb.Snapshot {
 	s := &pb.Snapshot{
-		Index:   f.index,
-		Cluster: f.cluster,
-		Heads:   sortedValues(f.heads, func(h *pb.HeadInfo) string { return h.Id }),
-		Nodes:   sortedValues(f.nodes, func(n *pb.NodeInfo) string { return n.NodeId }),
-		Jobs:    sortedValues(f.jobs, func(j *pb.JobInfo) string { return j.JobId }),
-		NextJob: f.nextJob,
-		Dedup:   f.dedup.entries(),
-		Actors:  sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
+		Index:       f.index,
+		Cluster:     f.cluster,
+		Heads:       sortedValues(f.heads, func(h *pb.HeadInfo) string { return h.Id }),
+		Nodes:       sortedValues(f.nodes, func(n *pb.NodeInfo) string { return n.NodeId }),
+		Jobs:        sortedValues(f.jobs, func(j *pb.JobInfo) string { return j.JobId }),
+		NextJob:     f.nextJob,
+		Dedup:       f.dedup.entries(),
+		Actors:      sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
+		Submissions: sortedValues(f.submissions, func(j *pb.JobSubmission) string { return j.SubmissionId }),
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -93,6 +94,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, j := range s.Jobs {
 		f.jobs[j.JobId] = j
+	}
+	for _, j := range s.Submissions {
+		f.submissions[j.SubmissionId] = j
 	}
 	if s.NextJob > 0 {
 		f.nextJob = s.NextJob

@@ -118,6 +118,7 @@ func applyAddJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	j.StartUnixNano = c.timeNanos
 	j.EndUnixNano = 0
 	f.jobs[j.JobId] = &j
+	f.linkDriverLocked(c, &j)
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: &j})
 	return &pb.CommandResult{Id: j.JobId}
 }
@@ -127,25 +128,31 @@ func applyFinishJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	if err := decode(body, &req); err != nil {
 		return errResult(err)
 	}
-	old, ok := f.jobs[req.JobId]
-	if !ok {
+	if _, ok := f.jobs[req.JobId]; !ok {
 		return errResult(rpcerr.Wrapf(ErrJobNotFound, "%q", req.JobId))
 	}
-	if old.State != pb.JobState_JOB_RUNNING {
-		return okResult() // already ended: the first end wins
+	return &pb.CommandResult{Flag: f.finishJobLocked(c, req.JobId, req.State, req.Message)}
+}
+
+// finishJobLocked ends a running driver job: its non-detached actors die
+// and its lineage goes. The first end wins; it reports whether this one did.
+func (f *FSM) finishJobLocked(c *applyCtx, jobID string, state pb.JobState, message string) bool {
+	old, ok := f.jobs[jobID]
+	if !ok || old.State != pb.JobState_JOB_RUNNING {
+		return false
 	}
 	j := proto.Clone(old).(*pb.JobInfo)
-	j.State = req.State
+	j.State = state
 	if j.State == pb.JobState_JOB_STATE_UNSPECIFIED || j.State == pb.JobState_JOB_RUNNING {
 		j.State = pb.JobState_JOB_SUCCEEDED
 	}
-	j.Message = req.Message
+	j.Message = message
 	j.EndUnixNano = c.timeNanos
 	f.jobs[j.JobId] = j
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: j})
 	f.killJobActorsLocked(c, j.JobId, "its job "+j.JobId+" ended")
 	f.dropJobLineageLocked(j.JobId)
-	return &pb.CommandResult{Flag: true}
+	return true
 }
 
 func applyKVPut(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {

@@ -182,7 +182,8 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 	}
 	addr := node.Address
 	req := &rpb.LeaseRequest{JobId: a.JobId, BinarySha256: a.BinarySha256, Resources: a.Resources,
-		ActorId: a.ActorId, Detached: a.Detached, Shape: "actor:" + a.ClassName}
+		ActorId: a.ActorId, Detached: a.Detached, Shape: "actor:" + a.ClassName,
+		RuntimeEnvVars: a.GetRuntimeEnv().GetEnvVars(), RuntimeEnvWorkingDir: a.GetRuntimeEnv().GetWorkingDir()}
 	if !a.Detached {
 		// The raylet watches the owner: a non-detached actor dies with it.
 		req.OwnerAddress = a.OwnerAddress

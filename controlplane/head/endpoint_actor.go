@@ -7,6 +7,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/internal/pkgstore"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -31,6 +32,14 @@ func (a *api) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*pb.
 	}
 	if err := checkResources("actor", spec.Resources); err != nil {
 		return nil, err
+	}
+	if err := CheckEnvVars(spec.GetRuntimeEnv().GetEnvVars()); err != nil {
+		return nil, err
+	}
+	if wd := spec.GetRuntimeEnv().GetWorkingDir(); wd != "" {
+		if _, err := pkgstore.ParseURI(wd); err != nil {
+			return nil, rpcerr.Wrapf(ErrBadRequest, "actor: %v", err)
+		}
 	}
 	if spec.MaxRestarts < -1 || spec.MaxTaskRetries < -1 || spec.MaxConcurrency < 0 {
 		return nil, rpcerr.Wrapf(ErrBadRequest, "max_restarts and max_task_retries must be >= -1, max_concurrency >= 0")

@@ -43,6 +43,7 @@ type Head struct {
 	applier  *applier
 	liveness *liveness
 	actors   *actorPlacer
+	jobs     *jobSupervision
 	peers    *peerBook
 	leader   *leaderLoop
 
@@ -104,6 +105,7 @@ func New(cfg Config) (*Head, error) {
 	h.applier = newApplier(h)
 	h.liveness = newLiveness(h)
 	h.actors = newActorPlacer(h)
+	h.jobs = newJobSupervision(h)
 	h.leader = newLeaderLoop(h)
 
 	opts := append([]grpc.ServerOption{
@@ -292,6 +294,9 @@ func (h *Head) Close() error {
 		h.wg.Wait()
 		if h.peers != nil {
 			h.peers.close()
+		}
+		if h.jobs != nil {
+			h.jobs.close()
 		}
 		if h.trans != nil {
 			h.trans.Close()

@@ -87,6 +87,11 @@ func (h *Head) resetEvents(want func(pb.EventKind) bool) []*pb.Event {
 			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_JOB, Job: j})
 		}
 	}
+	if want(pb.EventKind_EVENT_JOB_SUBMISSION) {
+		for _, j := range h.fsm.Submissions() {
+			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_JOB_SUBMISSION, Submission: j})
+		}
+	}
 	if want(pb.EventKind_EVENT_ACTOR) {
 		for _, a := range h.fsm.Actors() {
 			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_ACTOR, Actor: a})

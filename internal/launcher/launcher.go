@@ -149,7 +149,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		_, rport, _ := strings.Cut(raftAddrs[i], ":")
 		args := []string{"start", "--head", "--node-id", id, "--data-dir", dir,
 			"--host", "127.0.0.1", "--port", port, "--raft-port", rport,
-			"--peers", strings.Join(grpcAddrs, ","), "--no-raylet"}
+			"--peers", strings.Join(grpcAddrs, ","), "--no-raylet",
+			// Heads share this machine: each takes a free port for the Jobs API
+			// (written to its data dir) instead of all fighting for 8265.
+			"--dashboard-port", "0"}
 		args = append(append(args, tokenArgs...), o.ExtraHeadArgs...)
 		c.heads = append(c.heads, &headState{
 			HeadProc: HeadProc{ID: id, Address: grpcAddrs[i], RaftAddress: raftAddrs[i], DataDir: dir},

@@ -137,6 +137,8 @@ const (
 	EventKind_EVENT_KV               EventKind = 3
 	EventKind_EVENT_HEAD             EventKind = 4
 	EventKind_EVENT_ACTOR            EventKind = 5
+	// A submitted job (manta job submit) changed, or was deleted.
+	EventKind_EVENT_JOB_SUBMISSION EventKind = 6
 )
 
 // Enum value maps for EventKind.
@@ -148,6 +150,7 @@ var (
 		3: "EVENT_KV",
 		4: "EVENT_HEAD",
 		5: "EVENT_ACTOR",
+		6: "EVENT_JOB_SUBMISSION",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
@@ -156,6 +159,7 @@ var (
 		"EVENT_KV":               3,
 		"EVENT_HEAD":             4,
 		"EVENT_ACTOR":            5,
+		"EVENT_JOB_SUBMISSION":   6,
 	}
 )
 
@@ -300,6 +304,66 @@ func (x TaskState) Number() protoreflect.EnumNumber {
 // Deprecated: Use TaskState.Descriptor instead.
 func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{4}
+}
+
+// JobSubmissionState is where a submitted job is: PENDING until its
+// entrypoint starts on a node, then RUNNING, then one of the three ends.
+type JobSubmissionState int32
+
+const (
+	JobSubmissionState_SUBMISSION_STATE_UNSPECIFIED JobSubmissionState = 0
+	JobSubmissionState_SUBMISSION_PENDING           JobSubmissionState = 1
+	JobSubmissionState_SUBMISSION_RUNNING           JobSubmissionState = 2
+	JobSubmissionState_SUBMISSION_SUCCEEDED         JobSubmissionState = 3
+	JobSubmissionState_SUBMISSION_FAILED            JobSubmissionState = 4
+	JobSubmissionState_SUBMISSION_STOPPED           JobSubmissionState = 5
+)
+
+// Enum value maps for JobSubmissionState.
+var (
+	JobSubmissionState_name = map[int32]string{
+		0: "SUBMISSION_STATE_UNSPECIFIED",
+		1: "SUBMISSION_PENDING",
+		2: "SUBMISSION_RUNNING",
+		3: "SUBMISSION_SUCCEEDED",
+		4: "SUBMISSION_FAILED",
+		5: "SUBMISSION_STOPPED",
+	}
+	JobSubmissionState_value = map[string]int32{
+		"SUBMISSION_STATE_UNSPECIFIED": 0,
+		"SUBMISSION_PENDING":           1,
+		"SUBMISSION_RUNNING":           2,
+		"SUBMISSION_SUCCEEDED":         3,
+		"SUBMISSION_FAILED":            4,
+		"SUBMISSION_STOPPED":           5,
+	}
+)
+
+func (x JobSubmissionState) Enum() *JobSubmissionState {
+	p := new(JobSubmissionState)
+	*p = x
+	return p
+}
+
+func (x JobSubmissionState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobSubmissionState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[5].Descriptor()
+}
+
+func (JobSubmissionState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[5]
+}
+
+func (x JobSubmissionState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobSubmissionState.Descriptor instead.
+func (JobSubmissionState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{5}
 }
 
 // Header is on every reply: the Raft index the answer reflects (read your
@@ -2033,13 +2097,14 @@ type Event struct {
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Kind  EventKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=manta.controlplane.v1.EventKind" json:"kind,omitempty"`
 	// For KV: the key was deleted.
-	Deleted       bool       `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
-	Node          *NodeInfo  `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Job           *JobInfo   `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
-	KvNamespace   string     `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
-	KvKey         string     `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
-	Head          *HeadInfo  `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
-	Actor         *ActorInfo `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
+	Deleted       bool           `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Node          *NodeInfo      `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Job           *JobInfo       `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
+	KvNamespace   string         `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
+	KvKey         string         `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
+	Head          *HeadInfo      `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
+	Actor         *ActorInfo     `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
+	Submission    *JobSubmission `protobuf:"bytes,10,opt,name=submission,proto3" json:"submission,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2133,6 +2198,13 @@ func (x *Event) GetHead() *HeadInfo {
 func (x *Event) GetActor() *ActorInfo {
 	if x != nil {
 		return x.Actor
+	}
+	return nil
+}
+
+func (x *Event) GetSubmission() *JobSubmission {
+	if x != nil {
+		return x.Submission
 	}
 	return nil
 }
@@ -2285,7 +2357,10 @@ type ActorInfo struct {
 	PendingReason string `protobuf:"bytes,21,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"`
 	// The Raft index at which the actor died: the store keeps only the most
 	// recent DEAD actors, and this orders them the same on every head.
-	DeadIndex     uint64 `protobuf:"varint,22,opt,name=dead_index,json=deadIndex,proto3" json:"dead_index,omitempty"`
+	DeadIndex uint64 `protobuf:"varint,22,opt,name=dead_index,json=deadIndex,proto3" json:"dead_index,omitempty"`
+	// The actor's own runtime env (ray.WithRuntimeEnv, its working dir a
+	// package URI), merged over its job's by the raylet that runs it.
+	RuntimeEnv    *RuntimeEnv `protobuf:"bytes,23,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2472,6 +2547,13 @@ func (x *ActorInfo) GetDeadIndex() uint64 {
 		return x.DeadIndex
 	}
 	return 0
+}
+
+func (x *ActorInfo) GetRuntimeEnv() *RuntimeEnv {
+	if x != nil {
+		return x.RuntimeEnv
+	}
+	return nil
 }
 
 type ResolveActorDependenciesRequest struct {
@@ -4047,6 +4129,1082 @@ func (x *LineageStatsResponse) GetEvictions() uint64 {
 	return 0
 }
 
+// RuntimeEnv is what a job's (or a task's) processes run in: extra
+// environment variables and a working directory, a package URI
+// ("gcs://_ray_pkg_<hash>.zip") in the replicated package store.
+type RuntimeEnv struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EnvVars       map[string]string      `protobuf:"bytes,1,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	WorkingDir    string                 `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuntimeEnv) Reset() {
+	*x = RuntimeEnv{}
+	mi := &file_controlpb_control_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuntimeEnv) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeEnv) ProtoMessage() {}
+
+func (x *RuntimeEnv) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeEnv.ProtoReflect.Descriptor instead.
+func (*RuntimeEnv) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *RuntimeEnv) GetEnvVars() map[string]string {
+	if x != nil {
+		return x.EnvVars
+	}
+	return nil
+}
+
+func (x *RuntimeEnv) GetWorkingDir() string {
+	if x != nil {
+		return x.WorkingDir
+	}
+	return ""
+}
+
+// JobSubmission is one submitted job: its spec (set at submission) and its
+// state (set by the leader's job routine and the node's supervisor).
+type JobSubmission struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	Entrypoint   string                 `protobuf:"bytes,2,opt,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	RuntimeEnv   *RuntimeEnv            `protobuf:"bytes,3,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
+	// The runtime env as submitted (JSON), returned to REST clients as is.
+	RuntimeEnvJson      string             `protobuf:"bytes,4,opt,name=runtime_env_json,json=runtimeEnvJson,proto3" json:"runtime_env_json,omitempty"`
+	Metadata            map[string]string  `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	EntrypointNumCpus   float64            `protobuf:"fixed64,6,opt,name=entrypoint_num_cpus,json=entrypointNumCpus,proto3" json:"entrypoint_num_cpus,omitempty"`
+	EntrypointNumGpus   float64            `protobuf:"fixed64,7,opt,name=entrypoint_num_gpus,json=entrypointNumGpus,proto3" json:"entrypoint_num_gpus,omitempty"`
+	EntrypointMemory    float64            `protobuf:"fixed64,8,opt,name=entrypoint_memory,json=entrypointMemory,proto3" json:"entrypoint_memory,omitempty"`
+	EntrypointResources map[string]float64 `protobuf:"bytes,9,rep,name=entrypoint_resources,json=entrypointResources,proto3" json:"entrypoint_resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	State               JobSubmissionState `protobuf:"varint,10,opt,name=state,proto3,enum=manta.controlplane.v1.JobSubmissionState" json:"state,omitempty"`
+	Message             string             `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	// The node whose supervisor runs (or ran) the entrypoint.
+	NodeId string `protobuf:"bytes,12,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The driver job the entrypoint registered (ray.Init), if any.
+	DriverJobId   string `protobuf:"bytes,13,opt,name=driver_job_id,json=driverJobId,proto3" json:"driver_job_id,omitempty"`
+	ExitCode      int32  `protobuf:"varint,14,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	HasExitCode   bool   `protobuf:"varint,15,opt,name=has_exit_code,json=hasExitCode,proto3" json:"has_exit_code,omitempty"`
+	DriverPid     int32  `protobuf:"varint,16,opt,name=driver_pid,json=driverPid,proto3" json:"driver_pid,omitempty"`
+	StopRequested bool   `protobuf:"varint,17,opt,name=stop_requested,json=stopRequested,proto3" json:"stop_requested,omitempty"`
+	// Stamped by the leader.
+	SubmitUnixNano int64 `protobuf:"varint,18,opt,name=submit_unix_nano,json=submitUnixNano,proto3" json:"submit_unix_nano,omitempty"`
+	StartUnixNano  int64 `protobuf:"varint,19,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
+	EndUnixNano    int64 `protobuf:"varint,20,opt,name=end_unix_nano,json=endUnixNano,proto3" json:"end_unix_nano,omitempty"`
+	// Ray's error_type: "JOB_SUPERVISOR_ACTOR_DIED"-like causes, or empty.
+	ErrorType string `protobuf:"bytes,21,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	// The Raft index of the submission: list order on every head.
+	SubmitIndex uint64 `protobuf:"varint,22,opt,name=submit_index,json=submitIndex,proto3" json:"submit_index,omitempty"`
+	// The driver node's raylet address, for log requests.
+	NodeAddress   string `protobuf:"bytes,23,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobSubmission) Reset() {
+	*x = JobSubmission{}
+	mi := &file_controlpb_control_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobSubmission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobSubmission) ProtoMessage() {}
+
+func (x *JobSubmission) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobSubmission.ProtoReflect.Descriptor instead.
+func (*JobSubmission) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *JobSubmission) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetEntrypoint() string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetRuntimeEnv() *RuntimeEnv {
+	if x != nil {
+		return x.RuntimeEnv
+	}
+	return nil
+}
+
+func (x *JobSubmission) GetRuntimeEnvJson() string {
+	if x != nil {
+		return x.RuntimeEnvJson
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *JobSubmission) GetEntrypointNumCpus() float64 {
+	if x != nil {
+		return x.EntrypointNumCpus
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetEntrypointNumGpus() float64 {
+	if x != nil {
+		return x.EntrypointNumGpus
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetEntrypointMemory() float64 {
+	if x != nil {
+		return x.EntrypointMemory
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetEntrypointResources() map[string]float64 {
+	if x != nil {
+		return x.EntrypointResources
+	}
+	return nil
+}
+
+func (x *JobSubmission) GetState() JobSubmissionState {
+	if x != nil {
+		return x.State
+	}
+	return JobSubmissionState_SUBMISSION_STATE_UNSPECIFIED
+}
+
+func (x *JobSubmission) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetDriverJobId() string {
+	if x != nil {
+		return x.DriverJobId
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetHasExitCode() bool {
+	if x != nil {
+		return x.HasExitCode
+	}
+	return false
+}
+
+func (x *JobSubmission) GetDriverPid() int32 {
+	if x != nil {
+		return x.DriverPid
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetStopRequested() bool {
+	if x != nil {
+		return x.StopRequested
+	}
+	return false
+}
+
+func (x *JobSubmission) GetSubmitUnixNano() int64 {
+	if x != nil {
+		return x.SubmitUnixNano
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetStartUnixNano() int64 {
+	if x != nil {
+		return x.StartUnixNano
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetEndUnixNano() int64 {
+	if x != nil {
+		return x.EndUnixNano
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetErrorType() string {
+	if x != nil {
+		return x.ErrorType
+	}
+	return ""
+}
+
+func (x *JobSubmission) GetSubmitIndex() uint64 {
+	if x != nil {
+		return x.SubmitIndex
+	}
+	return 0
+}
+
+func (x *JobSubmission) GetNodeAddress() string {
+	if x != nil {
+		return x.NodeAddress
+	}
+	return ""
+}
+
+type SubmitJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *JobSubmission         `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobRequest) Reset() {
+	*x = SubmitJobRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobRequest) ProtoMessage() {}
+
+func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
+func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *SubmitJobRequest) GetJob() *JobSubmission {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *SubmitJobRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type SubmitJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	SubmissionId  string                 `protobuf:"bytes,2,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobResponse) Reset() {
+	*x = SubmitJobResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobResponse) ProtoMessage() {}
+
+func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
+func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *SubmitJobResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SubmitJobResponse) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+type GetSubmissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	Stale         bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubmissionRequest) Reset() {
+	*x = GetSubmissionRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubmissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubmissionRequest) ProtoMessage() {}
+
+func (x *GetSubmissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubmissionRequest.ProtoReflect.Descriptor instead.
+func (*GetSubmissionRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *GetSubmissionRequest) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *GetSubmissionRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type GetSubmissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Job           *JobSubmission         `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubmissionResponse) Reset() {
+	*x = GetSubmissionResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubmissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubmissionResponse) ProtoMessage() {}
+
+func (x *GetSubmissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubmissionResponse.ProtoReflect.Descriptor instead.
+func (*GetSubmissionResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *GetSubmissionResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetSubmissionResponse) GetJob() *JobSubmission {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type ListSubmissionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubmissionsRequest) Reset() {
+	*x = ListSubmissionsRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubmissionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubmissionsRequest) ProtoMessage() {}
+
+func (x *ListSubmissionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubmissionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSubmissionsRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ListSubmissionsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type ListSubmissionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Jobs          []*JobSubmission       `protobuf:"bytes,2,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubmissionsResponse) Reset() {
+	*x = ListSubmissionsResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubmissionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubmissionsResponse) ProtoMessage() {}
+
+func (x *ListSubmissionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubmissionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSubmissionsResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ListSubmissionsResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListSubmissionsResponse) GetJobs() []*JobSubmission {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+type StopSubmissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopSubmissionRequest) Reset() {
+	*x = StopSubmissionRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopSubmissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopSubmissionRequest) ProtoMessage() {}
+
+func (x *StopSubmissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopSubmissionRequest.ProtoReflect.Descriptor instead.
+func (*StopSubmissionRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *StopSubmissionRequest) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *StopSubmissionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type StopSubmissionResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// False when the job had already ended.
+	Stopped       bool `protobuf:"varint,2,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopSubmissionResponse) Reset() {
+	*x = StopSubmissionResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopSubmissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopSubmissionResponse) ProtoMessage() {}
+
+func (x *StopSubmissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopSubmissionResponse.ProtoReflect.Descriptor instead.
+func (*StopSubmissionResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *StopSubmissionResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *StopSubmissionResponse) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
+type DeleteSubmissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSubmissionRequest) Reset() {
+	*x = DeleteSubmissionRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSubmissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSubmissionRequest) ProtoMessage() {}
+
+func (x *DeleteSubmissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSubmissionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSubmissionRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *DeleteSubmissionRequest) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *DeleteSubmissionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type DeleteSubmissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Deleted       bool                   `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSubmissionResponse) Reset() {
+	*x = DeleteSubmissionResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSubmissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSubmissionResponse) ProtoMessage() {}
+
+func (x *DeleteSubmissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSubmissionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSubmissionResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DeleteSubmissionResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DeleteSubmissionResponse) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+// ReportSubmissionRequest is a supervisor's report of its entrypoint:
+// RUNNING once started, an end state once it exited.
+type ReportSubmissionRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	NodeId       string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State        JobSubmissionState     `protobuf:"varint,3,opt,name=state,proto3,enum=manta.controlplane.v1.JobSubmissionState" json:"state,omitempty"`
+	Message      string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	ExitCode     int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	HasExitCode  bool                   `protobuf:"varint,6,opt,name=has_exit_code,json=hasExitCode,proto3" json:"has_exit_code,omitempty"`
+	DriverPid    int32                  `protobuf:"varint,7,opt,name=driver_pid,json=driverPid,proto3" json:"driver_pid,omitempty"`
+	RequestId    string                 `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Ray's error_type for a failure (e.g. RUNTIME_ENV_SETUP_FAILURE).
+	ErrorType     string `protobuf:"bytes,9,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSubmissionRequest) Reset() {
+	*x = ReportSubmissionRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSubmissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSubmissionRequest) ProtoMessage() {}
+
+func (x *ReportSubmissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSubmissionRequest.ProtoReflect.Descriptor instead.
+func (*ReportSubmissionRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ReportSubmissionRequest) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *ReportSubmissionRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReportSubmissionRequest) GetState() JobSubmissionState {
+	if x != nil {
+		return x.State
+	}
+	return JobSubmissionState_SUBMISSION_STATE_UNSPECIFIED
+}
+
+func (x *ReportSubmissionRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ReportSubmissionRequest) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *ReportSubmissionRequest) GetHasExitCode() bool {
+	if x != nil {
+		return x.HasExitCode
+	}
+	return false
+}
+
+func (x *ReportSubmissionRequest) GetDriverPid() int32 {
+	if x != nil {
+		return x.DriverPid
+	}
+	return 0
+}
+
+func (x *ReportSubmissionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ReportSubmissionRequest) GetErrorType() string {
+	if x != nil {
+		return x.ErrorType
+	}
+	return ""
+}
+
+type ReportSubmissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSubmissionResponse) Reset() {
+	*x = ReportSubmissionResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSubmissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSubmissionResponse) ProtoMessage() {}
+
+func (x *ReportSubmissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSubmissionResponse.ProtoReflect.Descriptor instead.
+func (*ReportSubmissionResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ReportSubmissionResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+// JobLogsRequest reads a job's driver output from byte offset on; follow
+// keeps the stream open until the job ends.
+type JobLogsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Follow        bool                   `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobLogsRequest) Reset() {
+	*x = JobLogsRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobLogsRequest) ProtoMessage() {}
+
+func (x *JobLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobLogsRequest.ProtoReflect.Descriptor instead.
+func (*JobLogsRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *JobLogsRequest) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *JobLogsRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *JobLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type JobLogsChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// The offset just past data.
+	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Bytes dropped by rotation before data (the reader fell behind).
+	Skipped       int64 `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobLogsChunk) Reset() {
+	*x = JobLogsChunk{}
+	mi := &file_controlpb_control_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobLogsChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobLogsChunk) ProtoMessage() {}
+
+func (x *JobLogsChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobLogsChunk.ProtoReflect.Descriptor instead.
+func (*JobLogsChunk) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *JobLogsChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *JobLogsChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *JobLogsChunk) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
 type RaftPeer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -4058,7 +5216,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_controlpb_control_proto_msgTypes[57]
+	mi := &file_controlpb_control_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4070,7 +5228,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[57]
+	mi := &file_controlpb_control_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4083,7 +5241,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{57}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -4115,7 +5273,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[58]
+	mi := &file_controlpb_control_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4127,7 +5285,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[58]
+	mi := &file_controlpb_control_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4140,7 +5298,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{58}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{74}
 }
 
 type StatusResponse struct {
@@ -4167,7 +5325,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[59]
+	mi := &file_controlpb_control_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4179,7 +5337,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[59]
+	mi := &file_controlpb_control_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4192,7 +5350,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{59}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *StatusResponse) GetHeadId() string {
@@ -4308,7 +5466,7 @@ type RaftListPeersRequest struct {
 
 func (x *RaftListPeersRequest) Reset() {
 	*x = RaftListPeersRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[60]
+	mi := &file_controlpb_control_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4320,7 +5478,7 @@ func (x *RaftListPeersRequest) String() string {
 func (*RaftListPeersRequest) ProtoMessage() {}
 
 func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[60]
+	mi := &file_controlpb_control_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4333,7 +5491,7 @@ func (x *RaftListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersRequest.ProtoReflect.Descriptor instead.
 func (*RaftListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{60}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{76}
 }
 
 type RaftListPeersResponse struct {
@@ -4346,7 +5504,7 @@ type RaftListPeersResponse struct {
 
 func (x *RaftListPeersResponse) Reset() {
 	*x = RaftListPeersResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[61]
+	mi := &file_controlpb_control_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4358,7 +5516,7 @@ func (x *RaftListPeersResponse) String() string {
 func (*RaftListPeersResponse) ProtoMessage() {}
 
 func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[61]
+	mi := &file_controlpb_control_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4371,7 +5529,7 @@ func (x *RaftListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftListPeersResponse.ProtoReflect.Descriptor instead.
 func (*RaftListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{61}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RaftListPeersResponse) GetHeader() *Header {
@@ -4400,7 +5558,7 @@ type RaftAddPeerRequest struct {
 
 func (x *RaftAddPeerRequest) Reset() {
 	*x = RaftAddPeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[62]
+	mi := &file_controlpb_control_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4412,7 +5570,7 @@ func (x *RaftAddPeerRequest) String() string {
 func (*RaftAddPeerRequest) ProtoMessage() {}
 
 func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[62]
+	mi := &file_controlpb_control_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4425,7 +5583,7 @@ func (x *RaftAddPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{62}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RaftAddPeerRequest) GetId() string {
@@ -4465,7 +5623,7 @@ type RaftAddPeerResponse struct {
 
 func (x *RaftAddPeerResponse) Reset() {
 	*x = RaftAddPeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[63]
+	mi := &file_controlpb_control_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4477,7 +5635,7 @@ func (x *RaftAddPeerResponse) String() string {
 func (*RaftAddPeerResponse) ProtoMessage() {}
 
 func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[63]
+	mi := &file_controlpb_control_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4490,7 +5648,7 @@ func (x *RaftAddPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAddPeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftAddPeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{63}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *RaftAddPeerResponse) GetHeader() *Header {
@@ -4509,7 +5667,7 @@ type RaftRemovePeerRequest struct {
 
 func (x *RaftRemovePeerRequest) Reset() {
 	*x = RaftRemovePeerRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[64]
+	mi := &file_controlpb_control_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4521,7 +5679,7 @@ func (x *RaftRemovePeerRequest) String() string {
 func (*RaftRemovePeerRequest) ProtoMessage() {}
 
 func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[64]
+	mi := &file_controlpb_control_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4534,7 +5692,7 @@ func (x *RaftRemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{64}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RaftRemovePeerRequest) GetId() string {
@@ -4553,7 +5711,7 @@ type RaftRemovePeerResponse struct {
 
 func (x *RaftRemovePeerResponse) Reset() {
 	*x = RaftRemovePeerResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[65]
+	mi := &file_controlpb_control_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4565,7 +5723,7 @@ func (x *RaftRemovePeerResponse) String() string {
 func (*RaftRemovePeerResponse) ProtoMessage() {}
 
 func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[65]
+	mi := &file_controlpb_control_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4578,7 +5736,7 @@ func (x *RaftRemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RaftRemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{65}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RaftRemovePeerResponse) GetHeader() *Header {
@@ -4598,7 +5756,7 @@ type RaftTransferLeaderRequest struct {
 
 func (x *RaftTransferLeaderRequest) Reset() {
 	*x = RaftTransferLeaderRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[66]
+	mi := &file_controlpb_control_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4610,7 +5768,7 @@ func (x *RaftTransferLeaderRequest) String() string {
 func (*RaftTransferLeaderRequest) ProtoMessage() {}
 
 func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[66]
+	mi := &file_controlpb_control_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4623,7 +5781,7 @@ func (x *RaftTransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{66}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RaftTransferLeaderRequest) GetId() string {
@@ -4642,7 +5800,7 @@ type RaftTransferLeaderResponse struct {
 
 func (x *RaftTransferLeaderResponse) Reset() {
 	*x = RaftTransferLeaderResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[67]
+	mi := &file_controlpb_control_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4654,7 +5812,7 @@ func (x *RaftTransferLeaderResponse) String() string {
 func (*RaftTransferLeaderResponse) ProtoMessage() {}
 
 func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[67]
+	mi := &file_controlpb_control_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4667,7 +5825,7 @@ func (x *RaftTransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*RaftTransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{67}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RaftTransferLeaderResponse) GetHeader() *Header {
@@ -4686,7 +5844,7 @@ type RegisterHeadRequest struct {
 
 func (x *RegisterHeadRequest) Reset() {
 	*x = RegisterHeadRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[68]
+	mi := &file_controlpb_control_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4698,7 +5856,7 @@ func (x *RegisterHeadRequest) String() string {
 func (*RegisterHeadRequest) ProtoMessage() {}
 
 func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[68]
+	mi := &file_controlpb_control_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4711,7 +5869,7 @@ func (x *RegisterHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadRequest.ProtoReflect.Descriptor instead.
 func (*RegisterHeadRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{68}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RegisterHeadRequest) GetHead() *HeadInfo {
@@ -4730,7 +5888,7 @@ type RegisterHeadResponse struct {
 
 func (x *RegisterHeadResponse) Reset() {
 	*x = RegisterHeadResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[69]
+	mi := &file_controlpb_control_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4742,7 +5900,7 @@ func (x *RegisterHeadResponse) String() string {
 func (*RegisterHeadResponse) ProtoMessage() {}
 
 func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[69]
+	mi := &file_controlpb_control_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4755,7 +5913,7 @@ func (x *RegisterHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHeadResponse.ProtoReflect.Descriptor instead.
 func (*RegisterHeadResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{69}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RegisterHeadResponse) GetHeader() *Header {
@@ -4773,7 +5931,7 @@ type StateHashRequest struct {
 
 func (x *StateHashRequest) Reset() {
 	*x = StateHashRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[70]
+	mi := &file_controlpb_control_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4785,7 +5943,7 @@ func (x *StateHashRequest) String() string {
 func (*StateHashRequest) ProtoMessage() {}
 
 func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[70]
+	mi := &file_controlpb_control_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4798,7 +5956,7 @@ func (x *StateHashRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashRequest.ProtoReflect.Descriptor instead.
 func (*StateHashRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{70}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{86}
 }
 
 type StateHashResponse struct {
@@ -4812,7 +5970,7 @@ type StateHashResponse struct {
 
 func (x *StateHashResponse) Reset() {
 	*x = StateHashResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[71]
+	mi := &file_controlpb_control_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4824,7 +5982,7 @@ func (x *StateHashResponse) String() string {
 func (*StateHashResponse) ProtoMessage() {}
 
 func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[71]
+	mi := &file_controlpb_control_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4837,7 +5995,7 @@ func (x *StateHashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateHashResponse.ProtoReflect.Descriptor instead.
 func (*StateHashResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{71}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *StateHashResponse) GetHeadId() string {
@@ -5005,7 +6163,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05stale\x18\x03 \x01(\bR\x05stale\"[\n" +
 	"\x0eKVListResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xfb\x02\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xc1\x03\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .manta.controlplane.v1.EventKindR\x04kind\x12\x18\n" +
@@ -5015,7 +6173,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\fkv_namespace\x18\x06 \x01(\tR\vkvNamespace\x12\x15\n" +
 	"\x06kv_key\x18\a \x01(\tR\x05kvKey\x123\n" +
 	"\x04head\x18\b \x01(\v2\x1f.manta.controlplane.v1.HeadInfoR\x04head\x126\n" +
-	"\x05actor\x18\t \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\"e\n" +
+	"\x05actor\x18\t \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\x12D\n" +
+	"\n" +
+	"submission\x18\n" +
+	" \x01(\v2$.manta.controlplane.v1.JobSubmissionR\n" +
+	"submission\"e\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x126\n" +
@@ -5023,7 +6185,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x14\n" +
 	"\x05reset\x18\x01 \x01(\bR\x05reset\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x124\n" +
-	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xe0\x06\n" +
+	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xa4\a\n" +
 	"\tActorInfo\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1d\n" +
@@ -5050,7 +6212,9 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x14 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
 	"\x0epending_reason\x18\x15 \x01(\tR\rpendingReason\x12\x1d\n" +
 	"\n" +
-	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x1a<\n" +
+	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x12B\n" +
+	"\vruntime_env\x18\x17 \x01(\v2!.manta.controlplane.v1.RuntimeEnvR\n" +
+	"runtimeEnv\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"o\n" +
@@ -5179,7 +6343,106 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x04jobs\x18\x04 \x03(\v2&.manta.controlplane.v1.JobLineageStatsR\x04jobs\x12;\n" +
 	"\x1aoldest_submitted_unix_nano\x18\x05 \x01(\x03R\x17oldestSubmittedUnixNano\x12$\n" +
 	"\x0eoldest_task_id\x18\x06 \x01(\fR\foldestTaskId\x12\x1c\n" +
-	"\tevictions\x18\a \x01(\x04R\tevictions\"P\n" +
+	"\tevictions\x18\a \x01(\x04R\tevictions\"\xb4\x01\n" +
+	"\n" +
+	"RuntimeEnv\x12I\n" +
+	"\benv_vars\x18\x01 \x03(\v2..manta.controlplane.v1.RuntimeEnv.EnvVarsEntryR\aenvVars\x12\x1f\n" +
+	"\vworking_dir\x18\x02 \x01(\tR\n" +
+	"workingDir\x1a:\n" +
+	"\fEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\t\n" +
+	"\rJobSubmission\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\x02 \x01(\tR\n" +
+	"entrypoint\x12B\n" +
+	"\vruntime_env\x18\x03 \x01(\v2!.manta.controlplane.v1.RuntimeEnvR\n" +
+	"runtimeEnv\x12(\n" +
+	"\x10runtime_env_json\x18\x04 \x01(\tR\x0eruntimeEnvJson\x12N\n" +
+	"\bmetadata\x18\x05 \x03(\v22.manta.controlplane.v1.JobSubmission.MetadataEntryR\bmetadata\x12.\n" +
+	"\x13entrypoint_num_cpus\x18\x06 \x01(\x01R\x11entrypointNumCpus\x12.\n" +
+	"\x13entrypoint_num_gpus\x18\a \x01(\x01R\x11entrypointNumGpus\x12+\n" +
+	"\x11entrypoint_memory\x18\b \x01(\x01R\x10entrypointMemory\x12p\n" +
+	"\x14entrypoint_resources\x18\t \x03(\v2=.manta.controlplane.v1.JobSubmission.EntrypointResourcesEntryR\x13entrypointResources\x12?\n" +
+	"\x05state\x18\n" +
+	" \x01(\x0e2).manta.controlplane.v1.JobSubmissionStateR\x05state\x12\x18\n" +
+	"\amessage\x18\v \x01(\tR\amessage\x12\x17\n" +
+	"\anode_id\x18\f \x01(\tR\x06nodeId\x12\"\n" +
+	"\rdriver_job_id\x18\r \x01(\tR\vdriverJobId\x12\x1b\n" +
+	"\texit_code\x18\x0e \x01(\x05R\bexitCode\x12\"\n" +
+	"\rhas_exit_code\x18\x0f \x01(\bR\vhasExitCode\x12\x1d\n" +
+	"\n" +
+	"driver_pid\x18\x10 \x01(\x05R\tdriverPid\x12%\n" +
+	"\x0estop_requested\x18\x11 \x01(\bR\rstopRequested\x12(\n" +
+	"\x10submit_unix_nano\x18\x12 \x01(\x03R\x0esubmitUnixNano\x12&\n" +
+	"\x0fstart_unix_nano\x18\x13 \x01(\x03R\rstartUnixNano\x12\"\n" +
+	"\rend_unix_nano\x18\x14 \x01(\x03R\vendUnixNano\x12\x1d\n" +
+	"\n" +
+	"error_type\x18\x15 \x01(\tR\terrorType\x12!\n" +
+	"\fsubmit_index\x18\x16 \x01(\x04R\vsubmitIndex\x12!\n" +
+	"\fnode_address\x18\x17 \x01(\tR\vnodeAddress\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aF\n" +
+	"\x18EntrypointResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"i\n" +
+	"\x10SubmitJobRequest\x126\n" +
+	"\x03job\x18\x01 \x01(\v2$.manta.controlplane.v1.JobSubmissionR\x03job\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"o\n" +
+	"\x11SubmitJobResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12#\n" +
+	"\rsubmission_id\x18\x02 \x01(\tR\fsubmissionId\"Q\n" +
+	"\x14GetSubmissionRequest\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"\x86\x01\n" +
+	"\x15GetSubmissionResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x126\n" +
+	"\x03job\x18\x02 \x01(\v2$.manta.controlplane.v1.JobSubmissionR\x03job\".\n" +
+	"\x16ListSubmissionsRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"\x8a\x01\n" +
+	"\x17ListSubmissionsResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x128\n" +
+	"\x04jobs\x18\x02 \x03(\v2$.manta.controlplane.v1.JobSubmissionR\x04jobs\"[\n" +
+	"\x15StopSubmissionRequest\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"i\n" +
+	"\x16StopSubmissionResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\astopped\x18\x02 \x01(\bR\astopped\"]\n" +
+	"\x17DeleteSubmissionRequest\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"k\n" +
+	"\x18DeleteSubmissionResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\"\xd0\x02\n" +
+	"\x17ReportSubmissionRequest\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12?\n" +
+	"\x05state\x18\x03 \x01(\x0e2).manta.controlplane.v1.JobSubmissionStateR\x05state\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\"\n" +
+	"\rhas_exit_code\x18\x06 \x01(\bR\vhasExitCode\x12\x1d\n" +
+	"\n" +
+	"driver_pid\x18\a \x01(\x05R\tdriverPid\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"error_type\x18\t \x01(\tR\terrorType\"Q\n" +
+	"\x18ReportSubmissionResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"e\n" +
+	"\x0eJobLogsRequest\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"T\n" +
+	"\fJobLogsChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\x03R\askipped\"P\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -5244,7 +6507,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rJOB_SUCCEEDED\x10\x02\x12\x0e\n" +
 	"\n" +
 	"JOB_FAILED\x10\x03\x12\x0f\n" +
-	"\vJOB_STOPPED\x10\x04*u\n" +
+	"\vJOB_STOPPED\x10\x04*\x8f\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -5253,7 +6516,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\bEVENT_KV\x10\x03\x12\x0e\n" +
 	"\n" +
 	"EVENT_HEAD\x10\x04\x12\x0f\n" +
-	"\vEVENT_ACTOR\x10\x05*~\n" +
+	"\vEVENT_ACTOR\x10\x05\x12\x18\n" +
+	"\x14EVENT_JOB_SUBMISSION\x10\x06*~\n" +
 	"\n" +
 	"ActorState\x12\x1b\n" +
 	"\x17ACTOR_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -5268,7 +6532,14 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x0eTASK_SUBMITTED\x10\x01\x12\x10\n" +
 	"\fTASK_RUNNING\x10\x02\x12\x11\n" +
 	"\rTASK_FINISHED\x10\x03\x12\x0f\n" +
-	"\vTASK_FAILED\x10\x042\x95\x16\n" +
+	"\vTASK_FAILED\x10\x04*\xaf\x01\n" +
+	"\x12JobSubmissionState\x12 \n" +
+	"\x1cSUBMISSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12SUBMISSION_PENDING\x10\x01\x12\x16\n" +
+	"\x12SUBMISSION_RUNNING\x10\x02\x12\x18\n" +
+	"\x14SUBMISSION_SUCCEEDED\x10\x03\x12\x15\n" +
+	"\x11SUBMISSION_FAILED\x10\x04\x12\x16\n" +
+	"\x12SUBMISSION_STOPPED\x10\x052\x85\x1c\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -5295,7 +6566,14 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x0eGetLineageTask\x12,.manta.controlplane.v1.GetLineageTaskRequest\x1a-.manta.controlplane.v1.GetLineageTaskResponse\x12a\n" +
 	"\n" +
 	"GetLineage\x12(.manta.controlplane.v1.GetLineageRequest\x1a).manta.controlplane.v1.GetLineageResponse\x12g\n" +
-	"\fLineageStats\x12*.manta.controlplane.v1.LineageStatsRequest\x1a+.manta.controlplane.v1.LineageStatsResponse\x12j\n" +
+	"\fLineageStats\x12*.manta.controlplane.v1.LineageStatsRequest\x1a+.manta.controlplane.v1.LineageStatsResponse\x12^\n" +
+	"\tSubmitJob\x12'.manta.controlplane.v1.SubmitJobRequest\x1a(.manta.controlplane.v1.SubmitJobResponse\x12j\n" +
+	"\rGetSubmission\x12+.manta.controlplane.v1.GetSubmissionRequest\x1a,.manta.controlplane.v1.GetSubmissionResponse\x12p\n" +
+	"\x0fListSubmissions\x12-.manta.controlplane.v1.ListSubmissionsRequest\x1a..manta.controlplane.v1.ListSubmissionsResponse\x12m\n" +
+	"\x0eStopSubmission\x12,.manta.controlplane.v1.StopSubmissionRequest\x1a-.manta.controlplane.v1.StopSubmissionResponse\x12s\n" +
+	"\x10DeleteSubmission\x12..manta.controlplane.v1.DeleteSubmissionRequest\x1a/.manta.controlplane.v1.DeleteSubmissionResponse\x12s\n" +
+	"\x10ReportSubmission\x12..manta.controlplane.v1.ReportSubmissionRequest\x1a/.manta.controlplane.v1.ReportSubmissionResponse\x12W\n" +
+	"\aJobLogs\x12%.manta.controlplane.v1.JobLogsRequest\x1a#.manta.controlplane.v1.JobLogsChunk0\x01\x12j\n" +
 	"\rRaftListPeers\x12+.manta.controlplane.v1.RaftListPeersRequest\x1a,.manta.controlplane.v1.RaftListPeersResponse\x12d\n" +
 	"\vRaftAddPeer\x12).manta.controlplane.v1.RaftAddPeerRequest\x1a*.manta.controlplane.v1.RaftAddPeerResponse\x12m\n" +
 	"\x0eRaftRemovePeer\x12,.manta.controlplane.v1.RaftRemovePeerRequest\x1a-.manta.controlplane.v1.RaftRemovePeerResponse\x12y\n" +
@@ -5316,225 +6594,276 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
 	(EventKind)(0),                           // 2: manta.controlplane.v1.EventKind
 	(ActorState)(0),                          // 3: manta.controlplane.v1.ActorState
 	(TaskState)(0),                           // 4: manta.controlplane.v1.TaskState
-	(*Header)(nil),                           // 5: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),                 // 6: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),                // 7: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                         // 8: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                      // 9: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                         // 10: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),              // 11: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),             // 12: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),                 // 13: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),                // 14: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),            // 15: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),           // 16: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),                 // 17: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),                // 18: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                          // 19: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),                    // 20: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),                   // 21: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),                 // 22: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),                // 23: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),                  // 24: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),                 // 25: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),                     // 26: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),                    // 27: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),                     // 28: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),                    // 29: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),                  // 30: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),                 // 31: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),                    // 32: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),                   // 33: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                            // 34: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),                     // 35: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 36: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                        // 37: manta.controlplane.v1.ActorInfo
-	(*ResolveActorDependenciesRequest)(nil),  // 38: manta.controlplane.v1.ResolveActorDependenciesRequest
-	(*ResolveActorDependenciesResponse)(nil), // 39: manta.controlplane.v1.ResolveActorDependenciesResponse
-	(*CreateActorRequest)(nil),               // 40: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),              // 41: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),                  // 42: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),                 // 43: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),                // 44: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),               // 45: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),                 // 46: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),                // 47: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),        // 48: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil),       // 49: manta.controlplane.v1.ReportActorFailureResponse
-	(*LineageArg)(nil),                       // 50: manta.controlplane.v1.LineageArg
-	(*TaskRecord)(nil),                       // 51: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),                       // 52: manta.controlplane.v1.TaskUpdate
-	(*RecordLineageRequest)(nil),             // 53: manta.controlplane.v1.RecordLineageRequest
-	(*RecordLineageResponse)(nil),            // 54: manta.controlplane.v1.RecordLineageResponse
-	(*GetLineageTaskRequest)(nil),            // 55: manta.controlplane.v1.GetLineageTaskRequest
-	(*GetLineageTaskResponse)(nil),           // 56: manta.controlplane.v1.GetLineageTaskResponse
-	(*GetLineageRequest)(nil),                // 57: manta.controlplane.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),               // 58: manta.controlplane.v1.GetLineageResponse
-	(*LineageStatsRequest)(nil),              // 59: manta.controlplane.v1.LineageStatsRequest
-	(*JobLineageStats)(nil),                  // 60: manta.controlplane.v1.JobLineageStats
-	(*LineageStatsResponse)(nil),             // 61: manta.controlplane.v1.LineageStatsResponse
-	(*RaftPeer)(nil),                         // 62: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),                    // 63: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),                   // 64: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),             // 65: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),            // 66: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),               // 67: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),              // 68: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),            // 69: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),           // 70: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),        // 71: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil),       // 72: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),              // 73: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),             // 74: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),                 // 75: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),                // 76: manta.controlplane.v1.StateHashResponse
-	nil,                                      // 77: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 78: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 79: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 80: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 81: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 82: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 83: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 84: manta.controlplane.v1.TaskRecord.OptionsEntry
+	(JobSubmissionState)(0),                  // 5: manta.controlplane.v1.JobSubmissionState
+	(*Header)(nil),                           // 6: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),                 // 7: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),                // 8: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                         // 9: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                      // 10: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                         // 11: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),              // 12: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),             // 13: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),                 // 14: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),                // 15: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),            // 16: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),           // 17: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),                 // 18: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),                // 19: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                          // 20: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),                    // 21: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),                   // 22: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),                 // 23: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),                // 24: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),                  // 25: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),                 // 26: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),                     // 27: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),                    // 28: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),                     // 29: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),                    // 30: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),                  // 31: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),                 // 32: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),                    // 33: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),                   // 34: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                            // 35: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),                     // 36: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 37: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                        // 38: manta.controlplane.v1.ActorInfo
+	(*ResolveActorDependenciesRequest)(nil),  // 39: manta.controlplane.v1.ResolveActorDependenciesRequest
+	(*ResolveActorDependenciesResponse)(nil), // 40: manta.controlplane.v1.ResolveActorDependenciesResponse
+	(*CreateActorRequest)(nil),               // 41: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),              // 42: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),                  // 43: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),                 // 44: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),                // 45: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),               // 46: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),                 // 47: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),                // 48: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),        // 49: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil),       // 50: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                       // 51: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                       // 52: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                       // 53: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),             // 54: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),            // 55: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),            // 56: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),           // 57: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),                // 58: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),               // 59: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),              // 60: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),                  // 61: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),             // 62: manta.controlplane.v1.LineageStatsResponse
+	(*RuntimeEnv)(nil),                       // 63: manta.controlplane.v1.RuntimeEnv
+	(*JobSubmission)(nil),                    // 64: manta.controlplane.v1.JobSubmission
+	(*SubmitJobRequest)(nil),                 // 65: manta.controlplane.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),                // 66: manta.controlplane.v1.SubmitJobResponse
+	(*GetSubmissionRequest)(nil),             // 67: manta.controlplane.v1.GetSubmissionRequest
+	(*GetSubmissionResponse)(nil),            // 68: manta.controlplane.v1.GetSubmissionResponse
+	(*ListSubmissionsRequest)(nil),           // 69: manta.controlplane.v1.ListSubmissionsRequest
+	(*ListSubmissionsResponse)(nil),          // 70: manta.controlplane.v1.ListSubmissionsResponse
+	(*StopSubmissionRequest)(nil),            // 71: manta.controlplane.v1.StopSubmissionRequest
+	(*StopSubmissionResponse)(nil),           // 72: manta.controlplane.v1.StopSubmissionResponse
+	(*DeleteSubmissionRequest)(nil),          // 73: manta.controlplane.v1.DeleteSubmissionRequest
+	(*DeleteSubmissionResponse)(nil),         // 74: manta.controlplane.v1.DeleteSubmissionResponse
+	(*ReportSubmissionRequest)(nil),          // 75: manta.controlplane.v1.ReportSubmissionRequest
+	(*ReportSubmissionResponse)(nil),         // 76: manta.controlplane.v1.ReportSubmissionResponse
+	(*JobLogsRequest)(nil),                   // 77: manta.controlplane.v1.JobLogsRequest
+	(*JobLogsChunk)(nil),                     // 78: manta.controlplane.v1.JobLogsChunk
+	(*RaftPeer)(nil),                         // 79: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),                    // 80: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),                   // 81: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),             // 82: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),            // 83: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),               // 84: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),              // 85: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),            // 86: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),           // 87: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),        // 88: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil),       // 89: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),              // 90: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),             // 91: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),                 // 92: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),                // 93: manta.controlplane.v1.StateHashResponse
+	nil,                                      // 94: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 95: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 96: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 97: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 98: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 99: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 100: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 101: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 102: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 103: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 104: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	77, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	78, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
-	0,  // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	79, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	10, // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	5,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	80, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	5,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	10, // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	1,  // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	81, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	19, // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	5,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
-	1,  // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	5,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	19, // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	5,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
-	2,  // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	10, // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	19, // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	8,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	37, // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
-	2,  // 28: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	34, // 29: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	82, // 30: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
-	3,  // 31: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	5,  // 32: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	37, // 33: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	5,  // 34: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 35: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	37, // 36: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	5,  // 37: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	37, // 38: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	5,  // 39: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 40: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	50, // 41: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	83, // 42: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	84, // 43: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
-	4,  // 44: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
-	4,  // 45: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	51, // 46: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	52, // 47: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	5,  // 48: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 49: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	51, // 50: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	5,  // 51: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	51, // 52: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	5,  // 53: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	60, // 54: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	62, // 55: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	8,  // 56: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	5,  // 57: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	62, // 58: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	5,  // 59: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 60: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	5,  // 61: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	8,  // 62: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	5,  // 63: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	6,  // 64: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	63, // 65: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	11, // 66: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	13, // 67: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	15, // 68: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	17, // 69: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	20, // 70: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	22, // 71: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	24, // 72: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	26, // 73: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	28, // 74: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	30, // 75: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	32, // 76: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	35, // 77: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	40, // 78: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	42, // 79: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	44, // 80: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	46, // 81: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	48, // 82: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	38, // 83: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	53, // 84: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	55, // 85: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	57, // 86: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	59, // 87: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	65, // 88: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	67, // 89: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	69, // 90: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	71, // 91: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	73, // 92: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	75, // 93: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	7,  // 94: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	64, // 95: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	12, // 96: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	14, // 97: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	16, // 98: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	18, // 99: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	21, // 100: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	23, // 101: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	25, // 102: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	27, // 103: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	29, // 104: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	31, // 105: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	33, // 106: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	36, // 107: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	41, // 108: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	43, // 109: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	45, // 110: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	47, // 111: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	49, // 112: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	39, // 113: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	54, // 114: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	56, // 115: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	58, // 116: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	61, // 117: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	66, // 118: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	68, // 119: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	70, // 120: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	72, // 121: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	74, // 122: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	76, // 123: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	94, // [94:124] is the sub-list for method output_type
-	64, // [64:94] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	94,  // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	95,  // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
+	96,  // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	11,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	6,   // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	97,  // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	6,   // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
+	98,  // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	20,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	6,   // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
+	6,   // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	20,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	6,   // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	2,   // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
+	11,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	20,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	9,   // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	38,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	64,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
+	2,   // 29: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
+	35,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	99,  // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	3,   // 32: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
+	63,  // 33: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	6,   // 34: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 35: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 36: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 37: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 38: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 39: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	38,  // 40: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	6,   // 41: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 42: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	51,  // 43: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	100, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	101, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,   // 46: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,   // 47: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	52,  // 48: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	53,  // 49: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	6,   // 50: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 51: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	52,  // 52: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	6,   // 53: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	52,  // 54: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	6,   // 55: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	61,  // 56: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	102, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	63,  // 58: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	103, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	104, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	5,   // 61: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	64,  // 62: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 63: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 64: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	64,  // 65: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 66: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	64,  // 67: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	6,   // 68: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 69: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	5,   // 70: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	6,   // 71: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	79,  // 72: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	9,   // 73: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	6,   // 74: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	79,  // 75: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	6,   // 76: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 77: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	6,   // 78: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	9,   // 79: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	6,   // 80: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	7,   // 81: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	80,  // 82: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	12,  // 83: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	14,  // 84: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	16,  // 85: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	18,  // 86: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	21,  // 87: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	23,  // 88: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	25,  // 89: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	27,  // 90: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	29,  // 91: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	31,  // 92: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	33,  // 93: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	36,  // 94: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	41,  // 95: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	43,  // 96: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	45,  // 97: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	47,  // 98: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	49,  // 99: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	39,  // 100: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	54,  // 101: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	56,  // 102: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	58,  // 103: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	60,  // 104: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	65,  // 105: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	67,  // 106: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	69,  // 107: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	71,  // 108: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	73,  // 109: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	75,  // 110: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	77,  // 111: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	82,  // 112: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	84,  // 113: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	86,  // 114: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	88,  // 115: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	90,  // 116: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	92,  // 117: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	8,   // 118: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	81,  // 119: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	13,  // 120: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	15,  // 121: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	17,  // 122: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	19,  // 123: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	22,  // 124: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	24,  // 125: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	26,  // 126: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	28,  // 127: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	30,  // 128: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	32,  // 129: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	34,  // 130: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	37,  // 131: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	42,  // 132: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	44,  // 133: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	46,  // 134: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	48,  // 135: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	50,  // 136: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	40,  // 137: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	55,  // 138: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	57,  // 139: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	59,  // 140: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	62,  // 141: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	66,  // 142: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	68,  // 143: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	70,  // 144: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	72,  // 145: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	74,  // 146: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	76,  // 147: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	78,  // 148: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	83,  // 149: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	85,  // 150: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	87,  // 151: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	89,  // 152: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	91,  // 153: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	93,  // 154: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	118, // [118:155] is the sub-list for method output_type
+	81,  // [81:118] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -5547,8 +6876,8 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   80,
+			NumEnums:      6,
+			NumMessages:   99,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -46,6 +46,13 @@ const (
 	ControlPlane_GetLineageTask_FullMethodName           = "/manta.controlplane.v1.ControlPlane/GetLineageTask"
 	ControlPlane_GetLineage_FullMethodName               = "/manta.controlplane.v1.ControlPlane/GetLineage"
 	ControlPlane_LineageStats_FullMethodName             = "/manta.controlplane.v1.ControlPlane/LineageStats"
+	ControlPlane_SubmitJob_FullMethodName                = "/manta.controlplane.v1.ControlPlane/SubmitJob"
+	ControlPlane_GetSubmission_FullMethodName            = "/manta.controlplane.v1.ControlPlane/GetSubmission"
+	ControlPlane_ListSubmissions_FullMethodName          = "/manta.controlplane.v1.ControlPlane/ListSubmissions"
+	ControlPlane_StopSubmission_FullMethodName           = "/manta.controlplane.v1.ControlPlane/StopSubmission"
+	ControlPlane_DeleteSubmission_FullMethodName         = "/manta.controlplane.v1.ControlPlane/DeleteSubmission"
+	ControlPlane_ReportSubmission_FullMethodName         = "/manta.controlplane.v1.ControlPlane/ReportSubmission"
+	ControlPlane_JobLogs_FullMethodName                  = "/manta.controlplane.v1.ControlPlane/JobLogs"
 	ControlPlane_RaftListPeers_FullMethodName            = "/manta.controlplane.v1.ControlPlane/RaftListPeers"
 	ControlPlane_RaftAddPeer_FullMethodName              = "/manta.controlplane.v1.ControlPlane/RaftAddPeer"
 	ControlPlane_RaftRemovePeer_FullMethodName           = "/manta.controlplane.v1.ControlPlane/RaftRemovePeer"
@@ -87,6 +94,17 @@ type ControlPlaneClient interface {
 	GetLineageTask(ctx context.Context, in *GetLineageTaskRequest, opts ...grpc.CallOption) (*GetLineageTaskResponse, error)
 	GetLineage(ctx context.Context, in *GetLineageRequest, opts ...grpc.CallOption) (*GetLineageResponse, error)
 	LineageStats(ctx context.Context, in *LineageStatsRequest, opts ...grpc.CallOption) (*LineageStatsResponse, error)
+	// Submitted jobs (manta job, Ray's Jobs REST API). A submission ID is
+	// idempotent: the same spec again is the same job; another spec under
+	// the same ID is AlreadyExists.
+	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
+	GetSubmission(ctx context.Context, in *GetSubmissionRequest, opts ...grpc.CallOption) (*GetSubmissionResponse, error)
+	ListSubmissions(ctx context.Context, in *ListSubmissionsRequest, opts ...grpc.CallOption) (*ListSubmissionsResponse, error)
+	StopSubmission(ctx context.Context, in *StopSubmissionRequest, opts ...grpc.CallOption) (*StopSubmissionResponse, error)
+	DeleteSubmission(ctx context.Context, in *DeleteSubmissionRequest, opts ...grpc.CallOption) (*DeleteSubmissionResponse, error)
+	ReportSubmission(ctx context.Context, in *ReportSubmissionRequest, opts ...grpc.CallOption) (*ReportSubmissionResponse, error)
+	// JobLogs streams the driver's output from the raylet of its node.
+	JobLogs(ctx context.Context, in *JobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobLogsChunk], error)
 	RaftListPeers(ctx context.Context, in *RaftListPeersRequest, opts ...grpc.CallOption) (*RaftListPeersResponse, error)
 	RaftAddPeer(ctx context.Context, in *RaftAddPeerRequest, opts ...grpc.CallOption) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(ctx context.Context, in *RaftRemovePeerRequest, opts ...grpc.CallOption) (*RaftRemovePeerResponse, error)
@@ -350,6 +368,85 @@ func (c *controlPlaneClient) LineageStats(ctx context.Context, in *LineageStatsR
 	return out, nil
 }
 
+func (c *controlPlaneClient) SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitJobResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_SubmitJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetSubmission(ctx context.Context, in *GetSubmissionRequest, opts ...grpc.CallOption) (*GetSubmissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSubmissionResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_GetSubmission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ListSubmissions(ctx context.Context, in *ListSubmissionsRequest, opts ...grpc.CallOption) (*ListSubmissionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSubmissionsResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ListSubmissions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) StopSubmission(ctx context.Context, in *StopSubmissionRequest, opts ...grpc.CallOption) (*StopSubmissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopSubmissionResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_StopSubmission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) DeleteSubmission(ctx context.Context, in *DeleteSubmissionRequest, opts ...grpc.CallOption) (*DeleteSubmissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSubmissionResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_DeleteSubmission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ReportSubmission(ctx context.Context, in *ReportSubmissionRequest, opts ...grpc.CallOption) (*ReportSubmissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportSubmissionResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ReportSubmission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) JobLogs(ctx context.Context, in *JobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobLogsChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlPlane_ServiceDesc.Streams[1], ControlPlane_JobLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[JobLogsRequest, JobLogsChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlane_JobLogsClient = grpc.ServerStreamingClient[JobLogsChunk]
+
 func (c *controlPlaneClient) RaftListPeers(ctx context.Context, in *RaftListPeersRequest, opts ...grpc.CallOption) (*RaftListPeersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RaftListPeersResponse)
@@ -425,6 +522,17 @@ type ControlPlaneServer interface {
 	GetLineageTask(context.Context, *GetLineageTaskRequest) (*GetLineageTaskResponse, error)
 	GetLineage(context.Context, *GetLineageRequest) (*GetLineageResponse, error)
 	LineageStats(context.Context, *LineageStatsRequest) (*LineageStatsResponse, error)
+	// Submitted jobs (manta job, Ray's Jobs REST API). A submission ID is
+	// idempotent: the same spec again is the same job; another spec under
+	// the same ID is AlreadyExists.
+	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
+	GetSubmission(context.Context, *GetSubmissionRequest) (*GetSubmissionResponse, error)
+	ListSubmissions(context.Context, *ListSubmissionsRequest) (*ListSubmissionsResponse, error)
+	StopSubmission(context.Context, *StopSubmissionRequest) (*StopSubmissionResponse, error)
+	DeleteSubmission(context.Context, *DeleteSubmissionRequest) (*DeleteSubmissionResponse, error)
+	ReportSubmission(context.Context, *ReportSubmissionRequest) (*ReportSubmissionResponse, error)
+	// JobLogs streams the driver's output from the raylet of its node.
+	JobLogs(*JobLogsRequest, grpc.ServerStreamingServer[JobLogsChunk]) error
 	RaftListPeers(context.Context, *RaftListPeersRequest) (*RaftListPeersResponse, error)
 	RaftAddPeer(context.Context, *RaftAddPeerRequest) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(context.Context, *RaftRemovePeerRequest) (*RaftRemovePeerResponse, error)
@@ -510,6 +618,27 @@ func (UnimplementedControlPlaneServer) GetLineage(context.Context, *GetLineageRe
 }
 func (UnimplementedControlPlaneServer) LineageStats(context.Context, *LineageStatsRequest) (*LineageStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LineageStats not implemented")
+}
+func (UnimplementedControlPlaneServer) SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitJob not implemented")
+}
+func (UnimplementedControlPlaneServer) GetSubmission(context.Context, *GetSubmissionRequest) (*GetSubmissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSubmission not implemented")
+}
+func (UnimplementedControlPlaneServer) ListSubmissions(context.Context, *ListSubmissionsRequest) (*ListSubmissionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSubmissions not implemented")
+}
+func (UnimplementedControlPlaneServer) StopSubmission(context.Context, *StopSubmissionRequest) (*StopSubmissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopSubmission not implemented")
+}
+func (UnimplementedControlPlaneServer) DeleteSubmission(context.Context, *DeleteSubmissionRequest) (*DeleteSubmissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSubmission not implemented")
+}
+func (UnimplementedControlPlaneServer) ReportSubmission(context.Context, *ReportSubmissionRequest) (*ReportSubmissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportSubmission not implemented")
+}
+func (UnimplementedControlPlaneServer) JobLogs(*JobLogsRequest, grpc.ServerStreamingServer[JobLogsChunk]) error {
+	return status.Error(codes.Unimplemented, "method JobLogs not implemented")
 }
 func (UnimplementedControlPlaneServer) RaftListPeers(context.Context, *RaftListPeersRequest) (*RaftListPeersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftListPeers not implemented")
@@ -969,6 +1098,125 @@ func _ControlPlane_LineageStats_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_SubmitJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).SubmitJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_SubmitJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).SubmitJob(ctx, req.(*SubmitJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetSubmission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSubmissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetSubmission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_GetSubmission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetSubmission(ctx, req.(*GetSubmissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ListSubmissions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSubmissionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ListSubmissions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ListSubmissions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ListSubmissions(ctx, req.(*ListSubmissionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_StopSubmission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopSubmissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).StopSubmission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_StopSubmission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).StopSubmission(ctx, req.(*StopSubmissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_DeleteSubmission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSubmissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).DeleteSubmission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_DeleteSubmission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).DeleteSubmission(ctx, req.(*DeleteSubmissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ReportSubmission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportSubmissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ReportSubmission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ReportSubmission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ReportSubmission(ctx, req.(*ReportSubmissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_JobLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(JobLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlPlaneServer).JobLogs(m, &grpc.GenericServerStream[JobLogsRequest, JobLogsChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlane_JobLogsServer = grpc.ServerStreamingServer[JobLogsChunk]
+
 func _ControlPlane_RaftListPeers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RaftListPeersRequest)
 	if err := dec(in); err != nil {
@@ -1141,6 +1389,30 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ControlPlane_LineageStats_Handler,
 		},
 		{
+			MethodName: "SubmitJob",
+			Handler:    _ControlPlane_SubmitJob_Handler,
+		},
+		{
+			MethodName: "GetSubmission",
+			Handler:    _ControlPlane_GetSubmission_Handler,
+		},
+		{
+			MethodName: "ListSubmissions",
+			Handler:    _ControlPlane_ListSubmissions_Handler,
+		},
+		{
+			MethodName: "StopSubmission",
+			Handler:    _ControlPlane_StopSubmission_Handler,
+		},
+		{
+			MethodName: "DeleteSubmission",
+			Handler:    _ControlPlane_DeleteSubmission_Handler,
+		},
+		{
+			MethodName: "ReportSubmission",
+			Handler:    _ControlPlane_ReportSubmission_Handler,
+		},
+		{
 			MethodName: "RaftListPeers",
 			Handler:    _ControlPlane_RaftListPeers_Handler,
 		},
@@ -1161,6 +1433,11 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Watch",
 			Handler:       _ControlPlane_Watch_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "JobLogs",
+			Handler:       _ControlPlane_JobLogs_Handler,
 			ServerStreams: true,
 		},
 	},

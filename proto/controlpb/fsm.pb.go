@@ -458,8 +458,9 @@ type Snapshot struct {
 	// Lineage records by task ID.
 	Lineage []*TaskRecord `protobuf:"bytes,10,rep,name=lineage,proto3" json:"lineage,omitempty"`
 	// Task IDs the bound evicted, oldest first (a bounded memory of them).
-	LineageEvicted   [][]byte `protobuf:"bytes,11,rep,name=lineage_evicted,json=lineageEvicted,proto3" json:"lineage_evicted,omitempty"`
-	LineageEvictions uint64   `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
+	LineageEvicted   [][]byte         `protobuf:"bytes,11,rep,name=lineage_evicted,json=lineageEvicted,proto3" json:"lineage_evicted,omitempty"`
+	LineageEvictions uint64           `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
+	Submissions      []*JobSubmission `protobuf:"bytes,13,rep,name=submissions,proto3" json:"submissions,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -576,6 +577,13 @@ func (x *Snapshot) GetLineageEvictions() uint64 {
 		return x.LineageEvictions
 	}
 	return 0
+}
+
+func (x *Snapshot) GetSubmissions() []*JobSubmission {
+	if x != nil {
+		return x.Submissions
+	}
+	return nil
 }
 
 // LineageCommand is one RecordLineage write. The leader stamps the bound
@@ -923,6 +931,168 @@ func (x *ActorDepsResolvedCommand) GetInitArgs() []byte {
 	return nil
 }
 
+// JobAssignCommand binds a PENDING submission to the node chosen for its
+// entrypoint (the leader's job routine).
+// Without a node_id it only notes why the job waits (message).
+type JobAssignCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeAddress   string                 `protobuf:"bytes,3,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAssignCommand) Reset() {
+	*x = JobAssignCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAssignCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAssignCommand) ProtoMessage() {}
+
+func (x *JobAssignCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAssignCommand.ProtoReflect.Descriptor instead.
+func (*JobAssignCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JobAssignCommand) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+func (x *JobAssignCommand) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JobAssignCommand) GetNodeAddress() string {
+	if x != nil {
+		return x.NodeAddress
+	}
+	return ""
+}
+
+func (x *JobAssignCommand) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// JobStopCommand asks for a submission to stop: a PENDING one not yet
+// on a node is STOPPED at once, a running one is marked for its supervisor.
+type JobStopCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStopCommand) Reset() {
+	*x = JobStopCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStopCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStopCommand) ProtoMessage() {}
+
+func (x *JobStopCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStopCommand.ProtoReflect.Descriptor instead.
+func (*JobStopCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *JobStopCommand) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
+// JobDeleteCommand removes an ended submission.
+type JobDeleteCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SubmissionId  string                 `protobuf:"bytes,1,opt,name=submission_id,json=submissionId,proto3" json:"submission_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobDeleteCommand) Reset() {
+	*x = JobDeleteCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobDeleteCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobDeleteCommand) ProtoMessage() {}
+
+func (x *JobDeleteCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobDeleteCommand.ProtoReflect.Descriptor instead.
+func (*JobDeleteCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *JobDeleteCommand) GetSubmissionId() string {
+	if x != nil {
+		return x.SubmissionId
+	}
+	return ""
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -957,7 +1127,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xd1\x04\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\x99\x05\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -971,7 +1141,8 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\alineage\x18\n" +
 	" \x03(\v2!.manta.controlplane.v1.TaskRecordR\alineage\x12'\n" +
 	"\x0flineage_evicted\x18\v \x03(\fR\x0elineageEvicted\x12+\n" +
-	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\"\xa4\x02\n" +
+	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\x12F\n" +
+	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -997,7 +1168,16 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"R\n" +
 	"\x18ActorDepsResolvedCommand\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
-	"\tinit_args\x18\x02 \x01(\fR\binitArgsB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\tinit_args\x18\x02 \x01(\fR\binitArgs\"\x8d\x01\n" +
+	"\x10JobAssignCommand\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12!\n" +
+	"\fnode_address\x18\x03 \x01(\tR\vnodeAddress\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"5\n" +
+	"\x0eJobStopCommand\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\"7\n" +
+	"\x10JobDeleteCommand\x12#\n" +
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionIdB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -1011,7 +1191,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),                  // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),             // 1: manta.controlplane.v1.CommandBatch
@@ -1026,32 +1206,37 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*ActorFailedCommand)(nil),       // 10: manta.controlplane.v1.ActorFailedCommand
 	(*ActorPendingCommand)(nil),      // 11: manta.controlplane.v1.ActorPendingCommand
 	(*ActorDepsResolvedCommand)(nil), // 12: manta.controlplane.v1.ActorDepsResolvedCommand
-	(*ClusterInfo)(nil),              // 13: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),                 // 14: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),                 // 15: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),                  // 16: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),                // 17: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),               // 18: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),               // 19: manta.controlplane.v1.TaskUpdate
+	(*JobAssignCommand)(nil),         // 13: manta.controlplane.v1.JobAssignCommand
+	(*JobStopCommand)(nil),           // 14: manta.controlplane.v1.JobStopCommand
+	(*JobDeleteCommand)(nil),         // 15: manta.controlplane.v1.JobDeleteCommand
+	(*ClusterInfo)(nil),              // 16: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                 // 17: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                 // 18: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                  // 19: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                // 20: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),               // 21: manta.controlplane.v1.TaskRecord
+	(*JobSubmission)(nil),            // 22: manta.controlplane.v1.JobSubmission
+	(*TaskUpdate)(nil),               // 23: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	13, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	14, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	15, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	16, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	16, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	17, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	18, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	19, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	17, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	18, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	18, // 10: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	19, // 11: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	20, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	21, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	22, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
+	21, // 11: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	23, // 12: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -1066,7 +1251,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

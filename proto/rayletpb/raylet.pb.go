@@ -89,6 +89,8 @@ const (
 	ErrorKind_ERROR_OBJECT_NOT_FOUND ErrorKind = 9
 	// ray.Cancel stopped the task (or actor call) before it finished.
 	ErrorKind_ERROR_TASK_CANCELLED ErrorKind = 10
+	// The runtime env the task asked for could not be set up on its node.
+	ErrorKind_ERROR_RUNTIME_ENV_SETUP ErrorKind = 11
 )
 
 // Enum value maps for ErrorKind.
@@ -105,6 +107,7 @@ var (
 		8:  "ERROR_ACTOR_DIED",
 		9:  "ERROR_OBJECT_NOT_FOUND",
 		10: "ERROR_TASK_CANCELLED",
+		11: "ERROR_RUNTIME_ENV_SETUP",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -118,6 +121,7 @@ var (
 		"ERROR_ACTOR_DIED":         8,
 		"ERROR_OBJECT_NOT_FOUND":   9,
 		"ERROR_TASK_CANCELLED":     10,
+		"ERROR_RUNTIME_ENV_SETUP":  11,
 	}
 )
 
@@ -255,6 +259,10 @@ type LeaseRequest struct {
 	// the control plane, and a detached actor's worker outlives its job.
 	ActorId  string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	Detached bool   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
+	// The runtime env the worker must run in (see TaskSpec): workers are
+	// pooled per runtime env, and one never serves two.
+	RuntimeEnvVars       map[string]string `protobuf:"bytes,9,rep,name=runtime_env_vars,json=runtimeEnvVars,proto3" json:"runtime_env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RuntimeEnvWorkingDir string            `protobuf:"bytes,10,opt,name=runtime_env_working_dir,json=runtimeEnvWorkingDir,proto3" json:"runtime_env_working_dir,omitempty"`
 	// How many tasks of this shape wait in the owner (queued, or pushed to a
 	// busy worker and not started), for `manta status`.
 	Backlog int32 `protobuf:"varint,20,opt,name=backlog,proto3" json:"backlog,omitempty"`
@@ -348,6 +356,20 @@ func (x *LeaseRequest) GetDetached() bool {
 		return x.Detached
 	}
 	return false
+}
+
+func (x *LeaseRequest) GetRuntimeEnvVars() map[string]string {
+	if x != nil {
+		return x.RuntimeEnvVars
+	}
+	return nil
+}
+
+func (x *LeaseRequest) GetRuntimeEnvWorkingDir() string {
+	if x != nil {
+		return x.RuntimeEnvWorkingDir
+	}
+	return ""
 }
 
 func (x *LeaseRequest) GetBacklog() int32 {
@@ -2434,8 +2456,13 @@ type TaskSpec struct {
 	CallerId       string `protobuf:"bytes,12,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
 	Seq            uint64 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
 	MaxConcurrency int32  `protobuf:"varint,14,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The task's runtime env (ray.WithRuntimeEnv merged over the job's):
+	// extra environment variables and a working-dir package URI. The lease
+	// that runs it carries the same, so its worker was started in it.
+	RuntimeEnvVars       map[string]string `protobuf:"bytes,15,rep,name=runtime_env_vars,json=runtimeEnvVars,proto3" json:"runtime_env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RuntimeEnvWorkingDir string            `protobuf:"bytes,16,opt,name=runtime_env_working_dir,json=runtimeEnvWorkingDir,proto3" json:"runtime_env_working_dir,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -2564,6 +2591,20 @@ func (x *TaskSpec) GetMaxConcurrency() int32 {
 		return x.MaxConcurrency
 	}
 	return 0
+}
+
+func (x *TaskSpec) GetRuntimeEnvVars() map[string]string {
+	if x != nil {
+		return x.RuntimeEnvVars
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetRuntimeEnvWorkingDir() string {
+	if x != nil {
+		return x.RuntimeEnvWorkingDir
+	}
+	return ""
 }
 
 type PushTasksRequest struct {
@@ -3156,7 +3197,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16KillActorWorkerRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
-	"\x14KillActorWorkerReply\"\x93\x03\n" +
+	"\x14KillActorWorkerReply\"\xea\x04\n" +
 	"\fLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12J\n" +
@@ -3165,13 +3206,19 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x04hops\x18\x05 \x01(\x05R\x04hops\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12\x19\n" +
 	"\bactor_id\x18\a \x01(\tR\aactorId\x12\x1a\n" +
-	"\bdetached\x18\b \x01(\bR\bdetached\x12\x18\n" +
+	"\bdetached\x18\b \x01(\bR\bdetached\x12[\n" +
+	"\x10runtime_env_vars\x18\t \x03(\v21.manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntryR\x0eruntimeEnvVars\x125\n" +
+	"\x17runtime_env_working_dir\x18\n" +
+	" \x01(\tR\x14runtimeEnvWorkingDir\x12\x18\n" +
 	"\abacklog\x18\x14 \x01(\x05R\abacklog\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x15 \x01(\tR\trequestId\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x8a\x02\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aA\n" +
+	"\x13RuntimeEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x02\n" +
 	"\n" +
 	"LeaseReply\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1b\n" +
@@ -3328,7 +3375,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06copies\x18\x05 \x03(\tR\x06copies\"Z\n" +
 	"\aTaskArg\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x1b\n" +
-	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xb1\x03\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\x84\x05\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1a\n" +
@@ -3345,7 +3392,12 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06method\x18\v \x01(\tR\x06method\x12\x1b\n" +
 	"\tcaller_id\x18\f \x01(\tR\bcallerId\x12\x10\n" +
 	"\x03seq\x18\r \x01(\x04R\x03seq\x12'\n" +
-	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\"\x8e\x01\n" +
+	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\x12W\n" +
+	"\x10runtime_env_vars\x18\x0f \x03(\v2-.manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntryR\x0eruntimeEnvVars\x125\n" +
+	"\x17runtime_env_working_dir\x18\x10 \x01(\tR\x14runtimeEnvWorkingDir\x1aA\n" +
+	"\x13RuntimeEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
 	"\x10PushTasksRequest\x12/\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x19.manta.raylet.v1.TaskSpecR\x05tasks\x12\x14\n" +
 	"\x05steal\x18\x02 \x01(\x05R\x05steal\x123\n" +
@@ -3384,7 +3436,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\x8c\x02\n" +
+	"FORMAT_RAW\x10\x01*\xa9\x02\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -3398,7 +3450,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x10ERROR_ACTOR_DIED\x10\b\x12\x1a\n" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
-	"2\xcb\n" +
+	"\x12\x1b\n" +
+	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v2\xcb\n" +
 	"\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
@@ -3440,7 +3493,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                        // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
@@ -3493,77 +3546,81 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*AddObjectLocationRequest)(nil),   // 48: manta.raylet.v1.AddObjectLocationRequest
 	(*AddObjectLocationReply)(nil),     // 49: manta.raylet.v1.AddObjectLocationReply
 	nil,                                // 50: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 51: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 52: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 51: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                // 52: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 53: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 54: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
 	50, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	0,  // 1: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
-	0,  // 2: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
-	21, // 3: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
-	0,  // 4: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
-	35, // 5: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
-	23, // 6: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
-	30, // 7: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	51, // 8: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	52, // 9: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	34, // 10: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
-	34, // 11: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
-	1,  // 12: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
-	0,  // 13: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	35, // 14: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	36, // 15: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	37, // 16: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	38, // 17: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	40, // 18: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
-	36, // 19: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	35, // 20: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	41, // 21: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	4,  // 22: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	8,  // 23: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 24: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	10, // 25: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	12, // 26: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	14, // 27: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	16, // 28: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	32, // 29: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 30: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	17, // 31: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	19, // 32: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	22, // 33: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	25, // 34: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	27, // 35: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	29, // 36: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	39, // 37: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	45, // 38: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	46, // 39: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	48, // 40: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	43, // 41: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	5,  // 42: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	9,  // 43: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 44: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	11, // 45: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	13, // 46: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	15, // 47: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	14, // 48: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	33, // 49: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 50: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	18, // 51: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	20, // 52: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	24, // 53: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	26, // 54: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	28, // 55: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	31, // 56: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	42, // 57: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	36, // 58: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	47, // 59: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	49, // 60: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	44, // 61: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	42, // [42:62] is the sub-list for method output_type
-	22, // [22:42] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	51, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
+	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
+	21, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
+	0,  // 5: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
+	35, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	23, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
+	30, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
+	52, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	53, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	34, // 11: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
+	34, // 12: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
+	1,  // 13: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
+	0,  // 14: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
+	35, // 15: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	36, // 16: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	37, // 17: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	54, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	38, // 19: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	40, // 20: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
+	36, // 21: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	35, // 22: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	41, // 23: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	4,  // 24: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	8,  // 25: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	6,  // 26: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	10, // 27: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	12, // 28: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	14, // 29: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	16, // 30: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	32, // 31: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 32: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	17, // 33: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	19, // 34: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	22, // 35: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	25, // 36: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	27, // 37: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	29, // 38: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	39, // 39: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	45, // 40: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	46, // 41: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	48, // 42: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	43, // 43: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	5,  // 44: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	9,  // 45: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	7,  // 46: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	11, // 47: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	13, // 48: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	15, // 49: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	14, // 50: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	33, // 51: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 52: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	18, // 53: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	20, // 54: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	24, // 55: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	26, // 56: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	28, // 57: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	31, // 58: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	42, // 59: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	36, // 60: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	47, // 61: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	49, // 62: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	44, // 63: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	44, // [44:64] is the sub-list for method output_type
+	24, // [24:44] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -3577,7 +3634,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -82,6 +82,10 @@ type Worker struct {
 	PID     int
 	Address string // its CoreWorker server, once registered
 
+	// Env is the runtime env the process was started in; key pools it
+	// (the job ID alone for the job's plain env).
+	Env        RuntimeEnv
+	key        string
 	cmd        *exec.Cmd
 	registered chan struct{}
 	exited     chan struct{}
@@ -99,9 +103,9 @@ type Pool struct {
 
 	mu   sync.Mutex
 	all  map[string]*Worker
-	idle map[string][]*Worker // by job ID
+	idle map[string][]*Worker // by pool key: job ID (+ runtime env)
 	// warming are prestarted workers not yet handshaken nor claimed, by
-	// job ID; they move to idle on their handshake.
+	// pool key; they move to idle on their handshake.
 	warming map[string][]*Worker
 	// ended are jobs whose workers were killed: never prestarted again.
 	ended  map[string]bool
@@ -132,14 +136,21 @@ func New(cfg Config) *Pool {
 // Pop returns an idle worker of the job, or starts one and waits for its
 // handshake.
 func (p *Pool) Pop(ctx context.Context, jobID, binary, sha string) (*Worker, error) {
+	return p.PopEnv(ctx, jobID, binary, sha, RuntimeEnv{})
+}
+
+// PopEnv is Pop for a runtime env: only a worker started in that env
+// serves it (a worker never serves two envs).
+func (p *Pool) PopEnv(ctx context.Context, jobID, binary, sha string, env RuntimeEnv) (*Worker, error) {
+	key := poolKey(jobID, env)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	for q := p.idle[jobID]; len(q) > 0; q = p.idle[jobID] {
+	for q := p.idle[key]; len(q) > 0; q = p.idle[key] {
 		w := q[len(q)-1]
-		p.idle[jobID] = q[:len(q)-1]
+		p.idle[key] = q[:len(q)-1]
 		select {
 		case <-w.exited:
 			continue
@@ -153,7 +164,7 @@ func (p *Pool) Pop(ctx context.Context, jobID, binary, sha string) (*Worker, err
 	}
 	// A prestarted worker still starting is further along than a new one.
 	var w *Worker
-	for q := p.warming[jobID]; len(q) > 0 && w == nil; q = p.warming[jobID] {
+	for q := p.warming[key]; len(q) > 0 && w == nil; q = p.warming[key] {
 		x := q[0]
 		p.removeWarmingLocked(x)
 		select {
@@ -169,7 +180,7 @@ func (p *Pool) Pop(ctx context.Context, jobID, binary, sha string) (*Worker, err
 	}
 	if w == nil {
 		var err error
-		if w, err = p.startLocked(jobID, binary, sha); err != nil {
+		if w, err = p.startLocked(jobID, binary, sha, env); err != nil {
 			p.mu.Unlock()
 			return nil, err
 		}
@@ -190,15 +201,16 @@ func (p *Pool) Pop(ctx context.Context, jobID, binary, sha string) (*Worker, err
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		w.idleSince = time.Now()
-		p.idle[jobID] = append(p.idle[jobID], w)
+		p.idle[key] = append(p.idle[key], w)
 		return nil, ctx.Err()
 	}
 }
 
-func (p *Pool) startLocked(jobID, binary, sha string) (*Worker, error) {
+func (p *Pool) startLocked(jobID, binary, sha string, env RuntimeEnv) (*Worker, error) {
 	id := auth.RandomHex(8)
 	cmd := exec.Command(binary)
-	cmd.Env = append(os.Environ(),
+	// The runtime env's variables come before the worker's own, which win.
+	cmd.Env = append(append(os.Environ(), env.vars()...),
 		EnvWorkerID+"="+id,
 		EnvRayletAddress+"="+p.cfg.RayletAddress,
 		EnvJobID+"="+jobID,
@@ -210,6 +222,7 @@ func (p *Pool) startLocked(jobID, binary, sha string) (*Worker, error) {
 	if os.Getenv("GOMAXPROCS") == "" {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1", EnvProcsPreset+"=1")
 	}
+	cmd.Dir = env.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var logFile *os.File
 	if p.cfg.Output != nil {
@@ -231,7 +244,7 @@ func (p *Pool) startLocked(jobID, binary, sha string) (*Worker, error) {
 		}
 		return nil, fmt.Errorf("workerpool: start %s: %w", binary, err)
 	}
-	w := &Worker{ID: id, JobID: jobID, Binary: binary, PID: cmd.Process.Pid, cmd: cmd,
+	w := &Worker{ID: id, JobID: jobID, Binary: binary, PID: cmd.Process.Pid, cmd: cmd, Env: env, key: poolKey(jobID, env),
 		registered: make(chan struct{}), exited: make(chan struct{})}
 	p.all[id] = w
 	p.log.Debug("worker started", zap.String("worker", id), zap.String("job", jobID), zap.Int("pid", w.PID))
@@ -287,7 +300,7 @@ func (p *Pool) Prestart(jobID, binary, sha string) {
 		return
 	}
 	for n := len(p.idle[jobID]) + len(p.warming[jobID]); n < p.cfg.Prestart; n++ {
-		w, err := p.startLocked(jobID, binary, sha)
+		w, err := p.startLocked(jobID, binary, sha, RuntimeEnv{})
 		if err != nil {
 			p.log.Warn("prestart a worker", zap.String("job", jobID), zap.Error(err))
 			return
@@ -323,7 +336,7 @@ func (p *Pool) warm(w *Worker) {
 	defer p.mu.Unlock()
 	if p.removeWarmingLocked(w) && !p.closed {
 		w.idleSince = time.Now()
-		p.idle[w.JobID] = append(p.idle[w.JobID], w)
+		p.idle[w.key] = append(p.idle[w.key], w)
 	}
 }
 
@@ -348,7 +361,7 @@ func (p *Pool) Push(w *Worker) {
 	default:
 	}
 	w.idleSince = time.Now()
-	p.idle[w.JobID] = append(p.idle[w.JobID], w)
+	p.idle[w.key] = append(p.idle[w.key], w)
 }
 
 // Kill kills a worker process (its reaper reports the exit).
@@ -366,12 +379,12 @@ func (p *Pool) killLocked(w *Worker) {
 
 // removeWarmingLocked unlists a warming worker; false if it was not.
 func (p *Pool) removeWarmingLocked(w *Worker) bool {
-	q := p.warming[w.JobID]
+	q := p.warming[w.key]
 	for i, x := range q {
 		if x == w {
-			p.warming[w.JobID] = append(q[:i:i], q[i+1:]...)
-			if len(p.warming[w.JobID]) == 0 {
-				delete(p.warming, w.JobID)
+			p.warming[w.key] = append(q[:i:i], q[i+1:]...)
+			if len(p.warming[w.key]) == 0 {
+				delete(p.warming, w.key)
 			}
 			return true
 		}
@@ -380,15 +393,15 @@ func (p *Pool) removeWarmingLocked(w *Worker) bool {
 }
 
 func (p *Pool) removeIdleLocked(w *Worker) {
-	q := p.idle[w.JobID]
+	q := p.idle[w.key]
 	for i, x := range q {
 		if x == w {
-			p.idle[w.JobID] = append(q[:i:i], q[i+1:]...)
+			p.idle[w.key] = append(q[:i:i], q[i+1:]...)
 			break
 		}
 	}
-	if len(p.idle[w.JobID]) == 0 {
-		delete(p.idle, w.JobID)
+	if len(p.idle[w.key]) == 0 {
+		delete(p.idle, w.key)
 	}
 }
 

@@ -394,6 +394,13 @@ func createActor(ctx context.Context, cls *actorClass, args []argumenter, opts [
 	info := &cpb.ActorInfo{JobId: c.jobID, ClassName: cls.name, Name: o.name, Namespace: o.namespace,
 		Detached: o.detached, MaxRestarts: int32(o.maxRestarts), MaxTaskRetries: int32(o.maxTaskRetries),
 		MaxConcurrency: int32(maxConc), Resources: res, BinarySha256: c.binarySHA, OwnerAddress: c.address}
+	if !o.runtimeEnv.isZero() {
+		env, err := c.resolveEnv(ctx, o.runtimeEnv)
+		if err != nil {
+			return "", err
+		}
+		info.RuntimeEnv = &cpb.RuntimeEnv{EnvVars: env.EnvVars, WorkingDir: env.WorkingDir}
+	}
 	if len(refs) == 0 {
 		if info.InitArgs, err = marshalInitArgs(spec); err != nil {
 			return "", err

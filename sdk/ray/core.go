@@ -60,6 +60,8 @@ type core struct {
 	sub     *submitter.Submitter
 	subOnce sync.Once
 	tasks   taskTable
+	// Local working dirs of runtime envs uploaded so far.
+	envs envUploads
 
 	// mu guards the connection cache and the actor state below.
 	mu    sync.Mutex

@@ -82,6 +82,8 @@ func (e *TaskError) Unwrap() error {
 		return ErrActorDied
 	case pb.ErrorKind_ERROR_TASK_CANCELLED:
 		return ErrTaskCancelled
+	case pb.ErrorKind_ERROR_RUNTIME_ENV_SETUP:
+		return ErrRuntimeEnvSetup
 	}
 	return nil
 }

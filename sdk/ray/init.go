@@ -87,6 +87,7 @@ func Init(ctx context.Context, opts ...InitOption) (err error) {
 	for _, f := range opts {
 		f(&o)
 	}
+	o.fromEnv()
 	if o.logger == nil {
 		cfg := zap.NewProductionConfig()
 		cfg.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
@@ -154,7 +155,7 @@ func Init(ctx context.Context, opts ...InitOption) (err error) {
 		return err
 	}
 	jobID, err := cp.AddJob(ctx, &cpb.JobInfo{DriverAddress: c.address, Entrypoint: strings.Join(os.Args, " "),
-		Metadata: map[string]string{"binary_sha256": sha}})
+		Metadata: driverMetadata(map[string]string{"binary_sha256": sha})})
 	if err != nil {
 		c.close()
 		return fmt.Errorf("ray: register the job: %w", err)

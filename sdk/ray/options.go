@@ -11,6 +11,7 @@ import (
 type CallOption func(*callOptions)
 
 type callOptions struct {
+	runtimeEnv      RuntimeEnv
 	res             resources.Set
 	maxRetries      int
 	retryExceptions bool

@@ -65,6 +65,13 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	if err != nil {
 		return nil, err
 	}
+	if !o.runtimeEnv.isZero() {
+		env, err := c.resolveEnv(ctx, o.runtimeEnv)
+		if err != nil {
+			return nil, err
+		}
+		env.apply(t.spec)
+	}
 	t.pinned = c.pinArgs(argKeys)
 	runtime.KeepAlive(args)
 	t.refs, t.refKeys = refs, argKeys

@@ -29,6 +29,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,7 +121,8 @@ func (c *Config) defaults() {
 type Task struct {
 	Spec *pb.TaskSpec
 	ID   ids.TaskID
-	// Res is the task's resource shape.
+	// Res is the task's resource shape; a runtime env (the spec's
+	// runtime_env_*) is part of it: a worker runs in one env.
 	Res resources.Set
 	// Data is the owner's own record of the task.
 	Data any
@@ -167,6 +169,8 @@ type Submitter struct {
 type shape struct {
 	key     string
 	res     resources.Set
+	envVars map[string]string
+	envDir  string
 	pending []*Task // next first; stolen tasks go back to the front
 	leases  []*lease
 	// requests counts the lease requests in flight and not withdrawn;
@@ -256,7 +260,7 @@ func (s *Submitter) Close() {
 
 // Submit queues a task whose arguments are resolved.
 func (s *Submitter) Submit(t *Task) {
-	key := t.Res.Key()
+	key := t.Res.Key() + envKey(t.Spec)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -264,7 +268,7 @@ func (s *Submitter) Submit(t *Task) {
 	}
 	sh := s.shapes[key]
 	if sh == nil {
-		sh = &shape{key: key, res: t.Res}
+		sh = &shape{key: key, res: t.Res, envVars: t.Spec.RuntimeEnvVars, envDir: t.Spec.RuntimeEnvWorkingDir}
 		s.shapes[key] = sh
 	}
 	t.sh, t.l = sh, nil
@@ -310,6 +314,20 @@ func (s *Submitter) Cancel(id ids.TaskID, force, recursive bool) CancelOutcome {
 	}
 	s.mu.Unlock()
 	return Asked
+}
+
+// envKey names a spec's runtime env in its shape's key: tasks of different
+// envs never share a lease.
+func envKey(spec *pb.TaskSpec) string {
+	if len(spec.RuntimeEnvVars) == 0 && spec.RuntimeEnvWorkingDir == "" {
+		return ""
+	}
+	kv := make([]string, 0, len(spec.RuntimeEnvVars))
+	for k, v := range spec.RuntimeEnvVars {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return " env{" + strings.Join(kv, ",") + ";wd=" + spec.RuntimeEnvWorkingDir + "}"
 }
 
 // CancelledError is the error of a cancelled task.
@@ -487,7 +505,8 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 	}
 	for {
 		req := &pb.LeaseRequest{JobId: s.cfg.JobID, BinarySha256: s.cfg.BinarySHA, Resources: sh.res,
-			OwnerAddress: s.cfg.Owner, Shape: sh.key, RequestId: r.id}
+			OwnerAddress: s.cfg.Owner, Shape: sh.key, RequestId: r.id,
+			RuntimeEnvVars: sh.envVars, RuntimeEnvWorkingDir: sh.envDir}
 		var err error
 		withdrawn := false
 		for hops := int32(0); ; hops++ {
@@ -499,6 +518,7 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 			var rc pb.RayletClient
 			if rc, err = s.cfg.Conns.Raylet(addr); err == nil {
 				reply, err = rc.RequestWorkerLease(ctx, req)
+				err = rpcerr.FromStatus(err) // the raylet's sentinels, for errors.Is
 			}
 			if err != nil || reply.SpillAddress == "" {
 				break
@@ -515,6 +535,10 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 		switch code := rpcerr.Code(err); {
 		case code == codes.InvalidArgument || status.Code(err) == codes.InvalidArgument:
 			s.failShape(sh, &pb.TaskError{Kind: pb.ErrorKind_ERROR_INFEASIBLE, Message: err.Error()})
+			done()
+			return
+		case errors.Is(err, raylet.ErrRuntimeEnvSetup):
+			s.failShape(sh, &pb.TaskError{Kind: pb.ErrorKind_ERROR_RUNTIME_ENV_SETUP, Message: err.Error()})
 			done()
 			return
 		case errors.Is(err, raylet.ErrJobEnded):
