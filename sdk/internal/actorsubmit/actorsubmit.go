@@ -159,12 +159,7 @@ func (s *Submitter) Cancel(id string, task ids.TaskID) {
 // Dead fails every queued and later call to actor id with e (it was
 // killed for good: the caller need not wait for the watch to say so).
 func (s *Submitter) Dead(id string, e *pb.TaskError) {
-	s.mu.Lock()
-	ac := s.clients[id]
-	s.mu.Unlock()
-	if ac != nil {
-		ac.die(e)
-	}
+	s.client(id).die(e)
 }
 
 // client returns (starting it on first use) the sender to an actor.
@@ -250,6 +245,12 @@ func (ac *client) run() {
 	s := ac.s
 	var last *cpb.ActorInfo
 	for {
+		ac.mu.Lock()
+		dead := ac.dead != nil
+		ac.mu.Unlock()
+		if dead {
+			return // Dead: every call fails at once, none is sent
+		}
 		info, err := s.view.wait(s.ctx, ac.id, func(a *cpb.ActorInfo) bool {
 			if a.State == cpb.ActorState_DEAD {
 				return true
@@ -358,6 +359,19 @@ func (ls *liveStream) send(calls []*Call, specs []*pb.TaskSpec) error {
 	return ls.stream.Send(&pb.PushTasksRequest{Tasks: specs})
 }
 
+// errMoved ends a stream whose actor the control plane says died or moved.
+var errMoved = errors.New("actorsubmit: the actor died or moved to another worker")
+
+// requeue puts calls taken from pending back at its front, in order.
+func (ac *client) requeue(calls []*Call) {
+	if len(calls) == 0 {
+		return
+	}
+	ac.mu.Lock()
+	ac.pending = append(append([]*Call(nil), calls...), ac.pending...)
+	ac.mu.Unlock()
+}
+
 // trySendNow sends a call from the caller's goroutine when nothing is
 // queued before it and no send is under way: the synchronous-call path
 // then skips the hand-off to the sender goroutine. It holds sendMu, so
@@ -369,7 +383,7 @@ func (ac *client) trySendNow(call *Call) bool {
 	defer ac.sendMu.Unlock()
 	ac.mu.Lock()
 	ls := ac.live
-	if ac.dead != nil || ls == nil || len(ac.pending) > 0 {
+	if ac.dead != nil || ls == nil || len(ac.pending) > 0 || ac.s.view.state(ls.info) != here {
 		ac.mu.Unlock()
 		return false
 	}
@@ -443,6 +457,7 @@ func (ac *client) stream(info *cpb.ActorInfo) ([]*Call, error) {
 		defer ls.mu.Unlock()
 		return ls.inflight, err
 	}
+	viewChanged := s.view.changes()
 	for {
 		ac.sendMu.Lock()
 		ac.mu.Lock()
@@ -458,10 +473,26 @@ func (ac *client) stream(info *cpb.ActorInfo) ([]*Call, error) {
 				return lostAll(nil)
 			}
 		}
+		switch s.view.state(info) {
+		case gone:
+			// The control plane says the actor died, or lives on another
+			// worker now: this stream is over.
+			ac.requeue(batch)
+			ac.sendMu.Unlock()
+			return lostAll(errMoved)
+		case leaving:
+			// Not ALIVE here any more (restarting): nothing new goes to
+			// this worker, but what it runs may still answer.
+			ac.requeue(batch)
+			n = 0
+		}
 		if n == 0 {
 			ac.sendMu.Unlock()
 			select {
 			case <-ac.signal:
+				continue
+			case <-viewChanged:
+				viewChanged = s.view.changes()
 				continue
 			case err := <-recvDone:
 				recvDone <- err
@@ -472,11 +503,22 @@ func (ac *client) stream(info *cpb.ActorInfo) ([]*Call, error) {
 		}
 		specs := make([]*pb.TaskSpec, 0, n)
 		sent := make([]*Call, 0, n)
-		for _, call := range batch {
+		var err error
+		for i, call := range batch {
 			if !call.retriesSet {
 				call.retries, call.retriesSet = int(info.MaxTaskRetries), true
 			}
 			if call.Unresolved {
+				// The calls before it go first: its argument may be one of
+				// their results (a.g(a.f())).
+				if len(specs) > 0 {
+					if err = ls.send(sent, specs); err != nil {
+						ac.requeue(batch[i:]) // the rest go to the next incarnation
+						specs = nil
+						break
+					}
+					specs, sent = specs[:0:0], sent[:0:0]
+				}
 				if !s.cfg.Handler.Resolve(s.ctx, call) {
 					continue // its argument failed, and so did it; the rest go on in order
 				}
@@ -489,8 +531,7 @@ func (ac *client) stream(info *cpb.ActorInfo) ([]*Call, error) {
 			specs = append(specs, call.Spec)
 			sent = append(sent, call)
 		}
-		var err error
-		if len(specs) > 0 {
+		if err == nil && len(specs) > 0 {
 			err = ls.send(sent, specs)
 		}
 		ac.sendMu.Unlock()
@@ -564,6 +605,38 @@ func (v *View) wait(ctx context.Context, id string, ok func(*cpb.ActorInfo) bool
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// changes is closed at the view's next change.
+func (v *View) changes() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changed
+}
+
+// incarnation says where the view puts an incarnation of an actor.
+type incarnation int
+
+const (
+	here    incarnation = iota // ALIVE on its worker
+	leaving                    // not ALIVE (restarting, or being placed)
+	gone                       // DEAD, or ALIVE as another incarnation
+)
+
+// state says where the view puts incarnation info.
+func (v *View) state(info *cpb.ActorInfo) incarnation {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	a := v.actors[info.ActorId]
+	switch {
+	case a == nil || a.State == cpb.ActorState_DEAD:
+		return gone
+	case a.State != cpb.ActorState_ALIVE:
+		return leaving
+	case a.WorkerId != info.WorkerId || a.NumRestarts != info.NumRestarts:
+		return gone
+	}
+	return here
 }
 
 // Current returns the view's copy of an actor, or nil.
