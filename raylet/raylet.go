@@ -335,6 +335,23 @@ func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatus
 			AgeMs: now.Sub(l.granted).Milliseconds(), Backlog: l.backlog})
 	}
 	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].AgeMs > st.Leases[j].AgeMs })
+	// Every row of an owner's shape shows the backlog its latest request
+	// reported (the youngest row's), not a stale one.
+	type ownerShape struct{ owner, shape string }
+	latest := map[ownerShape]*pb.LeaseStatus{}
+	for _, rows := range [][]*pb.LeaseStatus{st.Leases, st.Waiting} {
+		for _, x := range rows {
+			k := ownerShape{x.OwnerAddress, x.Shape}
+			if y := latest[k]; y == nil || x.AgeMs < y.AgeMs {
+				latest[k] = x
+			}
+		}
+	}
+	for _, rows := range [][]*pb.LeaseStatus{st.Leases, st.Waiting} {
+		for _, x := range rows {
+			x.Backlog = latest[ownerShape{x.OwnerAddress, x.Shape}].Backlog
+		}
+	}
 	return st, nil
 }
 
