@@ -396,3 +396,16 @@ func Status(ctx context.Context, addr, token string) (*pb.GetStatusReply, error)
 	st, err := pb.NewRayletClient(cc).GetStatus(ctx, &pb.GetStatusRequest{})
 	return st, rpcerr.FromStatus(err)
 }
+
+// OwnerStatus asks the owner (a driver or worker) at addr what its tasks
+// wait for.
+func OwnerStatus(ctx context.Context, addr, token string) (*pb.OwnerStatusReply, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	st, err := pb.NewCoreWorkerClient(cc).GetOwnerStatus(ctx, &pb.OwnerStatusRequest{})
+	return st, rpcerr.FromStatus(err)
+}

@@ -26,11 +26,13 @@ var errNoHeadAnswered = errors.New("no head answered")
 
 // statusReport is `manta status --json`.
 type statusReport struct {
-	Leader     *leaderInfo  `json:"leader"`
-	Heads      []headReport `json:"heads"`
-	Nodes      []nodeReport `json:"nodes"`
-	NodesStale bool         `json:"nodes_stale,omitempty"`
-	NodesError string       `json:"nodes_error,omitempty"`
+	Leader *leaderInfo  `json:"leader"`
+	Heads  []headReport `json:"heads"`
+	Nodes  []nodeReport `json:"nodes"`
+	// What each running job's driver says its tasks wait for.
+	Owners     []ownerReport `json:"owners,omitempty"`
+	NodesStale bool          `json:"nodes_stale,omitempty"`
+	NodesError string        `json:"nodes_error,omitempty"`
 }
 
 type leaderInfo struct {
@@ -75,6 +77,24 @@ type nodeReport struct {
 	// request waiting: why a task has not started.
 	Leases  []leaseReport `json:"leases,omitempty"`
 	Waiting []leaseReport `json:"waiting,omitempty"`
+}
+
+// ownerReport is what a running job's driver says its tasks wait for.
+type ownerReport struct {
+	Job       string             `json:"job"`
+	Driver    string             `json:"driver"`
+	Resolving int32              `json:"resolving"`
+	Shapes    []ownerShapeReport `json:"shapes,omitempty"`
+	Error     string             `json:"error,omitempty"`
+}
+
+type ownerShapeReport struct {
+	Shape         string  `json:"shape"`
+	Queued        int32   `json:"queued"`
+	Pushed        int32   `json:"pushed"`
+	Leases        int32   `json:"leases"`
+	LeaseRequests int32   `json:"lease_requests"`
+	MeanRunMs     float64 `json:"mean_run_ms"`
 }
 
 type leaseReport struct {
@@ -126,6 +146,7 @@ head answers.`,
 			defer cancel()
 			r := gatherStatus(ctx, cl)
 			gatherRayletStatus(ctx, r, cfg.Token)
+			gatherOwnerStatus(ctx, cl, r, cfg.Token)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -321,6 +342,75 @@ func printStatus(w io.Writer, r *statusReport) {
 		fmt.Fprintf(w, "  ! %s\n", s)
 	}
 	printLeases(w, r.Nodes)
+	printOwners(w, r.Owners)
+}
+
+// gatherOwnerStatus asks each running job's driver what its tasks wait
+// for (a driver that does not answer says why).
+func gatherOwnerStatus(ctx context.Context, cl *cpclient.Client, r *statusReport, token string) {
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	jobs, err := cl.ListJobs(lctx, true)
+	cancel()
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, j := range jobs {
+		if j.State != pb.JobState_JOB_RUNNING || j.DriverAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := ownerReport{Job: j.JobId, Driver: j.DriverAddress}
+			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			st, err := raylet.OwnerStatus(octx, j.DriverAddress, token)
+			if err != nil {
+				o.Error = describe(err)
+			} else {
+				o.Resolving = st.Resolving
+				for _, s := range st.Shapes {
+					o.Shapes = append(o.Shapes, ownerShapeReport{Shape: s.Shape, Queued: s.Queued, Pushed: s.Pushed,
+						Leases: s.Leases, LeaseRequests: s.LeaseRequests, MeanRunMs: s.MeanRunMs})
+				}
+			}
+			mu.Lock()
+			r.Owners = append(r.Owners, o)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(r.Owners, func(i, j int) bool { return r.Owners[i].Job < r.Owners[j].Job })
+}
+
+// printOwners lists, per running job's driver, its tasks by what they
+// wait for.
+func printOwners(w io.Writer, owners []ownerReport) {
+	if len(owners) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ndrivers' tasks:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tDRIVER\tSHAPE\tWAITING FOR ARGS\tWAITING FOR A WORKER\tPUSHED (RUNNING OR BEHIND ONE)\tLEASES\tLEASE REQUESTS\tMEAN RUN")
+	for _, o := range owners {
+		switch {
+		case o.Error != "":
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", o.Job, o.Driver, o.Error)
+		case len(o.Shapes) == 0:
+			fmt.Fprintf(tw, "%s\t%s\t-\t%d\t0\t0\t0\t0\t-\n", o.Job, o.Driver, o.Resolving)
+		}
+		for i, s := range o.Shapes {
+			resolving := "-"
+			if i == 0 {
+				resolving = fmt.Sprint(o.Resolving)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t{%s}\t%s\t%d\t%d\t%d\t%d\t%.1fms\n", o.Job, o.Driver, s.Shape, resolving,
+				s.Queued, s.Pushed, s.Leases, s.LeaseRequests, s.MeanRunMs)
+		}
+	}
+	tw.Flush()
 }
 
 // printLeases lists what runs on each node and what waits for a worker,

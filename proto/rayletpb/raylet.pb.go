@@ -2940,6 +2940,181 @@ func (x *CancelTaskRequest) GetRecursive() bool {
 	return false
 }
 
+type OwnerStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerStatusRequest) Reset() {
+	*x = OwnerStatusRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerStatusRequest) ProtoMessage() {}
+
+func (x *OwnerStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerStatusRequest.ProtoReflect.Descriptor instead.
+func (*OwnerStatusRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
+}
+
+type OwnerStatusReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks whose reference arguments are not ready yet.
+	Resolving     int32               `protobuf:"varint,1,opt,name=resolving,proto3" json:"resolving,omitempty"`
+	Shapes        []*OwnerShapeStatus `protobuf:"bytes,2,rep,name=shapes,proto3" json:"shapes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerStatusReply) Reset() {
+	*x = OwnerStatusReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerStatusReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerStatusReply) ProtoMessage() {}
+
+func (x *OwnerStatusReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerStatusReply.ProtoReflect.Descriptor instead.
+func (*OwnerStatusReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *OwnerStatusReply) GetResolving() int32 {
+	if x != nil {
+		return x.Resolving
+	}
+	return 0
+}
+
+func (x *OwnerStatusReply) GetShapes() []*OwnerShapeStatus {
+	if x != nil {
+		return x.Shapes
+	}
+	return nil
+}
+
+type OwnerShapeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shape string                 `protobuf:"bytes,1,opt,name=shape,proto3" json:"shape,omitempty"`
+	// Waiting here for a worker; pushed to workers (running, or queued behind
+	// a running task there).
+	Queued        int32   `protobuf:"varint,2,opt,name=queued,proto3" json:"queued,omitempty"`
+	Pushed        int32   `protobuf:"varint,3,opt,name=pushed,proto3" json:"pushed,omitempty"`
+	Leases        int32   `protobuf:"varint,4,opt,name=leases,proto3" json:"leases,omitempty"`
+	LeaseRequests int32   `protobuf:"varint,5,opt,name=lease_requests,json=leaseRequests,proto3" json:"lease_requests,omitempty"`
+	MeanRunMs     float64 `protobuf:"fixed64,6,opt,name=mean_run_ms,json=meanRunMs,proto3" json:"mean_run_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerShapeStatus) Reset() {
+	*x = OwnerShapeStatus{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerShapeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerShapeStatus) ProtoMessage() {}
+
+func (x *OwnerShapeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerShapeStatus.ProtoReflect.Descriptor instead.
+func (*OwnerShapeStatus) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *OwnerShapeStatus) GetShape() string {
+	if x != nil {
+		return x.Shape
+	}
+	return ""
+}
+
+func (x *OwnerShapeStatus) GetQueued() int32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *OwnerShapeStatus) GetPushed() int32 {
+	if x != nil {
+		return x.Pushed
+	}
+	return 0
+}
+
+func (x *OwnerShapeStatus) GetLeases() int32 {
+	if x != nil {
+		return x.Leases
+	}
+	return 0
+}
+
+func (x *OwnerShapeStatus) GetLeaseRequests() int32 {
+	if x != nil {
+		return x.LeaseRequests
+	}
+	return 0
+}
+
+func (x *OwnerShapeStatus) GetMeanRunMs() float64 {
+	if x != nil {
+		return x.MeanRunMs
+	}
+	return 0
+}
+
 type CancelTaskReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task had already finished: nothing was done.
@@ -2950,7 +3125,7 @@ type CancelTaskReply struct {
 
 func (x *CancelTaskReply) Reset() {
 	*x = CancelTaskReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3137,7 @@ func (x *CancelTaskReply) String() string {
 func (*CancelTaskReply) ProtoMessage() {}
 
 func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3150,7 @@ func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskReply.ProtoReflect.Descriptor instead.
 func (*CancelTaskReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CancelTaskReply) GetFinished() bool {
@@ -2994,7 +3169,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +3181,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +3194,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -3037,7 +3212,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3224,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3237,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
 }
 
 type PingReply struct {
@@ -3073,7 +3248,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3085,7 +3260,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3098,7 +3273,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{48}
 }
 
 type AddObjectLocationRequest struct {
@@ -3111,7 +3286,7 @@ type AddObjectLocationRequest struct {
 
 func (x *AddObjectLocationRequest) Reset() {
 	*x = AddObjectLocationRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[46]
+	mi := &file_rayletpb_raylet_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3123,7 +3298,7 @@ func (x *AddObjectLocationRequest) String() string {
 func (*AddObjectLocationRequest) ProtoMessage() {}
 
 func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[46]
+	mi := &file_rayletpb_raylet_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3136,7 +3311,7 @@ func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationRequest.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddObjectLocationRequest) GetObjectId() []byte {
@@ -3161,7 +3336,7 @@ type AddObjectLocationReply struct {
 
 func (x *AddObjectLocationReply) Reset() {
 	*x = AddObjectLocationReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[47]
+	mi := &file_rayletpb_raylet_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3348,7 @@ func (x *AddObjectLocationReply) String() string {
 func (*AddObjectLocationReply) ProtoMessage() {}
 
 func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[47]
+	mi := &file_rayletpb_raylet_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3361,7 @@ func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationReply.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{50}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
@@ -3422,7 +3597,18 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x11CancelTaskRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
-	"\trecursive\x18\x03 \x01(\bR\trecursive\"-\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"\x14\n" +
+	"\x12OwnerStatusRequest\"k\n" +
+	"\x10OwnerStatusReply\x12\x1c\n" +
+	"\tresolving\x18\x01 \x01(\x05R\tresolving\x129\n" +
+	"\x06shapes\x18\x02 \x03(\v2!.manta.raylet.v1.OwnerShapeStatusR\x06shapes\"\xb7\x01\n" +
+	"\x10OwnerShapeStatus\x12\x14\n" +
+	"\x05shape\x18\x01 \x01(\tR\x05shape\x12\x16\n" +
+	"\x06queued\x18\x02 \x01(\x05R\x06queued\x12\x16\n" +
+	"\x06pushed\x18\x03 \x01(\x05R\x06pushed\x12\x16\n" +
+	"\x06leases\x18\x04 \x01(\x05R\x06leases\x12%\n" +
+	"\x0elease_requests\x18\x05 \x01(\x05R\rleaseRequests\x12\x1e\n" +
+	"\vmean_run_ms\x18\x06 \x01(\x01R\tmeanRunMs\"-\n" +
 	"\x0fCancelTaskReply\x12\x1a\n" +
 	"\bfinished\x18\x01 \x01(\bR\bfinished\".\n" +
 	"\x0fOwnerGetRequest\x12\x1b\n" +
@@ -3470,7 +3656,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"MapObjects\x12\".manta.raylet.v1.MapObjectsRequest\x1a .manta.raylet.v1.MapObjectsReply\x12^\n" +
 	"\x0eReleaseObjects\x12&.manta.raylet.v1.ReleaseObjectsRequest\x1a$.manta.raylet.v1.ReleaseObjectsReply\x12U\n" +
 	"\vFreeObjects\x12#.manta.raylet.v1.FreeObjectsRequest\x1a!.manta.raylet.v1.FreeObjectsReply\x12[\n" +
-	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply2\xad\x03\n" +
+	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply2\x87\x04\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -3478,7 +3664,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x04Ping\x12\x1c.manta.raylet.v1.PingRequest\x1a\x1a.manta.raylet.v1.PingReply\x12g\n" +
 	"\x11AddObjectLocation\x12).manta.raylet.v1.AddObjectLocationRequest\x1a'.manta.raylet.v1.AddObjectLocationReply\x12R\n" +
 	"\n" +
-	"CancelTask\x12\".manta.raylet.v1.CancelTaskRequest\x1a .manta.raylet.v1.CancelTaskReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
+	"CancelTask\x12\".manta.raylet.v1.CancelTaskRequest\x1a .manta.raylet.v1.CancelTaskReply\x12X\n" +
+	"\x0eGetOwnerStatus\x12#.manta.raylet.v1.OwnerStatusRequest\x1a!.manta.raylet.v1.OwnerStatusReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
 
 var (
 	file_rayletpb_raylet_proto_rawDescOnce sync.Once
@@ -3493,7 +3680,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                        // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
@@ -3539,21 +3726,24 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*TaskResult)(nil),                 // 41: manta.raylet.v1.TaskResult
 	(*PushTasksReply)(nil),             // 42: manta.raylet.v1.PushTasksReply
 	(*CancelTaskRequest)(nil),          // 43: manta.raylet.v1.CancelTaskRequest
-	(*CancelTaskReply)(nil),            // 44: manta.raylet.v1.CancelTaskReply
-	(*OwnerGetRequest)(nil),            // 45: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),                // 46: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),                  // 47: manta.raylet.v1.PingReply
-	(*AddObjectLocationRequest)(nil),   // 48: manta.raylet.v1.AddObjectLocationRequest
-	(*AddObjectLocationReply)(nil),     // 49: manta.raylet.v1.AddObjectLocationReply
-	nil,                                // 50: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 51: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	nil,                                // 52: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 53: manta.raylet.v1.GetStatusReply.AvailableEntry
-	nil,                                // 54: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	(*OwnerStatusRequest)(nil),         // 44: manta.raylet.v1.OwnerStatusRequest
+	(*OwnerStatusReply)(nil),           // 45: manta.raylet.v1.OwnerStatusReply
+	(*OwnerShapeStatus)(nil),           // 46: manta.raylet.v1.OwnerShapeStatus
+	(*CancelTaskReply)(nil),            // 47: manta.raylet.v1.CancelTaskReply
+	(*OwnerGetRequest)(nil),            // 48: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),                // 49: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                  // 50: manta.raylet.v1.PingReply
+	(*AddObjectLocationRequest)(nil),   // 51: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),     // 52: manta.raylet.v1.AddObjectLocationReply
+	nil,                                // 53: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                // 54: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                // 55: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 56: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 57: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	50, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	51, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	53, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	54, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
 	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
 	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
 	21, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
@@ -3561,8 +3751,8 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
 	23, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
 	30, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	52, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	53, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	55, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	56, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
 	34, // 11: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
 	34, // 12: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
 	1,  // 13: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
@@ -3570,57 +3760,60 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 15: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
 	36, // 16: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
 	37, // 17: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	54, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	57, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 	38, // 19: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
 	40, // 20: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
 	36, // 21: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
 	35, // 22: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
 	41, // 23: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	4,  // 24: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	8,  // 25: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 26: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	10, // 27: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	12, // 28: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	14, // 29: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	16, // 30: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	32, // 31: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 32: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	17, // 33: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	19, // 34: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	22, // 35: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	25, // 36: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	27, // 37: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	29, // 38: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	39, // 39: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	45, // 40: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	46, // 41: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	48, // 42: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	43, // 43: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	5,  // 44: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	9,  // 45: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 46: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	11, // 47: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	13, // 48: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	15, // 49: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	14, // 50: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	33, // 51: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 52: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	18, // 53: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	20, // 54: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	24, // 55: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	26, // 56: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	28, // 57: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	31, // 58: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	42, // 59: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	36, // 60: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	47, // 61: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	49, // 62: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	44, // 63: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	44, // [44:64] is the sub-list for method output_type
-	24, // [24:44] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	46, // 24: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
+	4,  // 25: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	8,  // 26: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	6,  // 27: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	10, // 28: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	12, // 29: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	14, // 30: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	16, // 31: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	32, // 32: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 33: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	17, // 34: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	19, // 35: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	22, // 36: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	25, // 37: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	27, // 38: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	29, // 39: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	39, // 40: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	48, // 41: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	49, // 42: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	51, // 43: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	43, // 44: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	44, // 45: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
+	5,  // 46: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	9,  // 47: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	7,  // 48: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	11, // 49: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	13, // 50: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	15, // 51: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	14, // 52: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	33, // 53: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 54: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	18, // 55: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	20, // 56: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	24, // 57: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	26, // 58: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	28, // 59: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	31, // 60: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	42, // 61: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	36, // 62: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	50, // 63: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	52, // 64: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	47, // 65: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	45, // 66: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
+	46, // [46:67] is the sub-list for method output_type
+	25, // [25:46] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -3634,7 +3827,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   53,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -708,6 +708,7 @@ const (
 	CoreWorker_Ping_FullMethodName              = "/manta.raylet.v1.CoreWorker/Ping"
 	CoreWorker_AddObjectLocation_FullMethodName = "/manta.raylet.v1.CoreWorker/AddObjectLocation"
 	CoreWorker_CancelTask_FullMethodName        = "/manta.raylet.v1.CoreWorker/CancelTask"
+	CoreWorker_GetOwnerStatus_FullMethodName    = "/manta.raylet.v1.CoreWorker/GetOwnerStatus"
 )
 
 // CoreWorkerClient is the client API for CoreWorker service.
@@ -730,6 +731,9 @@ type CoreWorkerClient interface {
 	// CancelTask cancels a task this process owns, by one of its return
 	// objects.
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskReply, error)
+	// GetOwnerStatus says what this owner's tasks wait for, per resource
+	// shape, for `manta status`.
+	GetOwnerStatus(ctx context.Context, in *OwnerStatusRequest, opts ...grpc.CallOption) (*OwnerStatusReply, error)
 }
 
 type coreWorkerClient struct {
@@ -793,6 +797,16 @@ func (c *coreWorkerClient) CancelTask(ctx context.Context, in *CancelTaskRequest
 	return out, nil
 }
 
+func (c *coreWorkerClient) GetOwnerStatus(ctx context.Context, in *OwnerStatusRequest, opts ...grpc.CallOption) (*OwnerStatusReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OwnerStatusReply)
+	err := c.cc.Invoke(ctx, CoreWorker_GetOwnerStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoreWorkerServer is the server API for CoreWorker service.
 // All implementations must embed UnimplementedCoreWorkerServer
 // for forward compatibility.
@@ -813,6 +827,9 @@ type CoreWorkerServer interface {
 	// CancelTask cancels a task this process owns, by one of its return
 	// objects.
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskReply, error)
+	// GetOwnerStatus says what this owner's tasks wait for, per resource
+	// shape, for `manta status`.
+	GetOwnerStatus(context.Context, *OwnerStatusRequest) (*OwnerStatusReply, error)
 	mustEmbedUnimplementedCoreWorkerServer()
 }
 
@@ -837,6 +854,9 @@ func (UnimplementedCoreWorkerServer) AddObjectLocation(context.Context, *AddObje
 }
 func (UnimplementedCoreWorkerServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelTask not implemented")
+}
+func (UnimplementedCoreWorkerServer) GetOwnerStatus(context.Context, *OwnerStatusRequest) (*OwnerStatusReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOwnerStatus not implemented")
 }
 func (UnimplementedCoreWorkerServer) mustEmbedUnimplementedCoreWorkerServer() {}
 func (UnimplementedCoreWorkerServer) testEmbeddedByValue()                    {}
@@ -938,6 +958,24 @@ func _CoreWorker_CancelTask_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoreWorker_GetOwnerStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OwnerStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoreWorkerServer).GetOwnerStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoreWorker_GetOwnerStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoreWorkerServer).GetOwnerStatus(ctx, req.(*OwnerStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoreWorker_ServiceDesc is the grpc.ServiceDesc for CoreWorker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -960,6 +998,10 @@ var CoreWorker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTask",
 			Handler:    _CoreWorker_CancelTask_Handler,
+		},
+		{
+			MethodName: "GetOwnerStatus",
+			Handler:    _CoreWorker_GetOwnerStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -60,6 +60,8 @@ type core struct {
 	sub     *submitter.Submitter
 	subOnce sync.Once
 	tasks   taskTable
+	// Tasks waiting for their reference arguments (manta status).
+	resolving atomic.Int64
 	// Local working dirs of runtime envs uploaded so far.
 	envs envUploads
 

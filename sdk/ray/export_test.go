@@ -63,3 +63,12 @@ func CancelThroughOwner[T any](ctx context.Context, ref ObjectRef[T], opts ...Ca
 	}
 	return c.cancelRemote(ctx, ref.owner, ref.id, o)
 }
+
+// OwnerAddress is this process's CoreWorker address.
+func OwnerAddress() string {
+	c, err := current()
+	if err != nil {
+		return ""
+	}
+	return c.address
+}

@@ -169,6 +169,11 @@ func TestParallelTasks(t *testing.T) {
 		if len(st.Leases) == 0 || st.Leases[0].OwnerAddress == "" || st.Leases[0].JobId == "" || st.Leases[0].WorkerPid == 0 {
 			t.Fatalf("raylet status lists leases %v; want the long task's", st.Leases)
 		}
+		// And the driver says what its tasks wait for.
+		own, err := raylet.OwnerStatus(ctx, ray.OwnerAddress(), token)
+		if err != nil || len(own.Shapes) == 0 || own.Shapes[0].Pushed < 1 || own.Shapes[0].Leases < 1 {
+			t.Fatalf("the driver's status %v (%v); want the long task pushed on a lease", own, err)
+		}
 		start := time.Now()
 		refs := make([]ray.ObjectRef[int], 1000)
 		for i := range refs {

@@ -88,8 +88,10 @@ func submit(ctx context.Context, f *function, args []argumenter, opts []CallOpti
 	}
 	// Resolve reference arguments first (Ray's dependency resolver).
 	c.wg.Add(1)
+	c.resolving.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer c.resolving.Add(-1)
 		c.resolveAndEnqueue(t)
 	}()
 	return keys, nil
@@ -302,4 +304,18 @@ func (c *core) newReturns(tid ids.TaskID, n int, actor string) ([]ids.ObjectID, 
 		keys[i] = objectKey{id: id, owner: c.address, h: c.newHandle(id)}
 	}
 	return returns, keys
+}
+
+// GetOwnerStatus serves manta status: what this owner's tasks wait for.
+func (c *core) GetOwnerStatus(context.Context, *pb.OwnerStatusRequest) (*pb.OwnerStatusReply, error) {
+	r := &pb.OwnerStatusReply{Resolving: int32(c.resolving.Load())}
+	sub := c.submitter() // made idle if need be; nil once the core closed
+	if sub == nil {
+		return r, nil
+	}
+	for _, st := range sub.Stats() {
+		r.Shapes = append(r.Shapes, &pb.OwnerShapeStatus{Shape: st.Shape, Queued: int32(st.Queued), Pushed: int32(st.Pushed),
+			Leases: int32(st.Leases), LeaseRequests: int32(st.Requests), MeanRunMs: float64(st.MeanRun) / 1e6})
+	}
+	return r, nil
 }
