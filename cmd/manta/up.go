@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -21,6 +22,7 @@ type upFlags struct {
 	token        string
 	timeout      time.Duration
 	logLevel     string
+	hosts        string
 	// objectStoreMemory is every raylet's --object-store-memory ("" for
 	// its default).
 	objectStoreMemory string
@@ -45,6 +47,7 @@ cluster of the same size restarts it on its old addresses.`,
 	fs.StringVar(&f.dataDir, "data-dir", "", "cluster directory (default: a fresh temp dir, removed on exit)")
 	fs.StringVar(&f.token, "token", "", "preset cluster token (default: generated)")
 	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the cluster to form")
+	fs.StringVar(&f.hosts, "hosts", launcher.HostsLocal, "local: every process on loopback; netns: each head and raylet a host of its own (network namespace on a bridge, private /dev/shm; needs root)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "launcher log level: debug, info, warn or error")
 	return cmd
 }
@@ -82,14 +85,23 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	}
 	c, err := launcher.Start(startCtx, launcher.Options{
 		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log,
-		ExtraHeadArgs: storeArgs, NodeArgs: func(int) []string { return storeArgs },
+		ExtraHeadArgs: storeArgs, NodeArgs: func(int) []string { return storeArgs }, Hosts: f.hosts,
 	})
+	if errors.Is(err, launcher.ErrHostsUnsupported) {
+		return fmt.Errorf("%w\n(run as root on Linux with iproute2 and util-linux, or use --hosts local)", err)
+	}
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 
 	addrs := strings.Join(c.Addresses(), ",")
+	if n := c.Network(); n != nil {
+		fmt.Fprintf(out, "netns hosts on bridge %s (%s); this host is %s\n", n.Bridge(), n.Subnet(), n.Gateway())
+		for _, h := range n.Hosts() {
+			fmt.Fprintf(out, "  %s  %s  ip netns exec %s ...\n", h.Name, h.IP, h.Namespace)
+		}
+	}
 	fmt.Fprintf(out, "cluster ready: %d heads at %s; token file %s\n", f.heads, addrs, c.TokenFile())
 	for _, h := range c.Heads() {
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log\n", h.ID, h.Address, h.PID, h.DataDir)
