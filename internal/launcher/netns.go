@@ -386,4 +386,3 @@ func lockFile(path string) (func(), error) {
 		f.Close()
 	}, nil
 }
-
