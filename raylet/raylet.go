@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,6 +55,9 @@ type Raylet struct {
 	pullBudget *byteBudget
 	peers      peerConns
 	arts       *artifact.Cache
+	// Transfer counters (GetStatus): what pulls brought in, what
+	// GetObject streams sent out.
+	pulledObjects, pulledBytes, servedBytes atomic.Int64
 	tmp        string // DataDir to remove on Close, when we made it
 
 	ctx    context.Context
@@ -309,7 +313,8 @@ func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatus
 	st := &pb.GetStatusReply{NodeId: r.cfg.NodeID, Total: r.total.Clone(), Available: r.avail.Clone(),
 		Workers: int32(r.pool.Len()), LeasedWorkers: int32(len(r.leases)), QueuedLeases: int32(len(r.queue)),
 		Objects: objs, ObjectBytes: bytes, ObjectStoreCapacity: u.Capacity, ObjectStoreAllocated: u.Allocated,
-		SpilledBytes: u.SpilledBytes}
+		SpilledBytes: u.SpilledBytes, PulledObjects: r.pulledObjects.Load(), PulledBytes: r.pulledBytes.Load(),
+		ServedBytes: r.servedBytes.Load()}
 	for _, q := range r.queue {
 		if q.infeasible {
 			st.Infeasible = append(st.Infeasible, q.res.Key())
