@@ -58,7 +58,7 @@ type Raylet struct {
 	// Transfer counters (GetStatus): what pulls brought in, what
 	// GetObject streams sent out.
 	pulledObjects, pulledBytes, servedBytes atomic.Int64
-	tmp        string // DataDir to remove on Close, when we made it
+	tmp                                     string // DataDir to remove on Close, when we made it
 
 	ctx    context.Context
 	cancel context.CancelFunc
