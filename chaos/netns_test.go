@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,5 +255,36 @@ func TestNetnsDriver(t *testing.T) {
 		if v, err := ray.Get(ctx, netnsIncr.Remote(ctx, h)); err != nil || v != want {
 			t.Fatalf("actor call %d: %v, %v", want, v, err)
 		}
+	}
+}
+
+// TestChaosNetnsSmoke runs a short netns scenario end to end: the
+// leader's host slowed to 50±20 ms each way while KV, task, lineage and
+// actor workloads run on 2 raylets, every checker passing, and nothing of
+// the run's network left behind.
+func TestChaosNetnsSmoke(t *testing.T) {
+	if why := launcher.NetnsSupport(); why != "" {
+		t.Skip(why)
+	}
+	if why := NetShapeSupport(); why != "" {
+		t.Skip(why)
+	}
+	ctx := tc.Ctx(t, 3*time.Minute)
+	rep := runChaos(t, ctx, Options{Scenario: "slow-leader", Hosts: launcher.HostsNetns, Nodes: 2, Duration: 20 * time.Second, Seed: 1})
+	var sb strings.Builder
+	rep.Summary(&sb)
+	t.Logf("summary:\n%s", sb.String())
+	if !rep.Pass() {
+		t.Fatalf("verdict %s", rep.Verdict)
+	}
+	if len(rep.Faults) < 1 {
+		t.Fatal("no fault injected")
+	}
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mine := fmt.Sprintf("manta-%d", os.Getpid()); strings.Contains(string(out), mine) {
+		t.Fatalf("namespaces of this run left behind:\n%s", out)
 	}
 }
