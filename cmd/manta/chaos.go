@@ -141,7 +141,7 @@ func runChaos(cmd *cobra.Command, f *chaosRunFlags) error {
 	rep, err := chaos.Run(ctx, o)
 	switch {
 	case errors.Is(err, chaos.ErrHostsUnsupported):
-		return fmt.Errorf("%w\n(run as root on Linux with iproute2, util-linux and iptables, or drop --hosts netns)", err)
+		return hostsError(err)
 	case errors.Is(err, chaos.ErrUnknownScenario), errors.Is(err, chaos.ErrBadOptions), errors.Is(err, chaos.ErrReportDirNotEmpty):
 		return usageError{err}
 	case rep == nil:
