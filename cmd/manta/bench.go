@@ -23,7 +23,7 @@ func newBenchCommand() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks of the control plane (figures, not tests)",
 	}
-	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand())
+	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand(), newBenchTransferCommand())
 	return cmd
 }
 
