@@ -57,6 +57,7 @@ type startFlags struct {
 	leaseTimeout      time.Duration
 	nodeTimeout       time.Duration
 	pullStallTimeout  time.Duration
+	forwardTimeout    time.Duration
 	snapshotThreshold uint64
 	maxKVValue        int
 }
@@ -98,6 +99,7 @@ its cluster on its own.`,
 	fs.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 500ms)")
 	fs.DurationVar(&f.leaseTimeout, "lease-timeout", 0, "Raft leader lease timeout (default 250ms)")
 	fs.DurationVar(&f.nodeTimeout, "node-timeout", 0, "how long a node may miss heartbeats before it is marked dead (default 5s)")
+	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 0, "how long a follower waits for the leader to answer a write it forwarded (default 4 × --election-timeout)")
 	fs.DurationVar(&f.pullStallTimeout, "pull-stall-timeout", 0, "how long a raylet's pull waits for the next chunk before it tries another copy (default 5s)")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
 	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
@@ -183,6 +185,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		ElectionTimeout:    f.electionTimeout,
 		LeaderLeaseTimeout: f.leaseTimeout,
 		NodeTimeout:        f.nodeTimeout,
+		ForwardTimeout:     f.forwardTimeout,
 		SnapshotThreshold:  f.snapshotThreshold,
 		MaxKVValueBytes:    f.maxKVValue,
 		Logger:             log,
