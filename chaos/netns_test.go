@@ -288,3 +288,21 @@ func TestChaosNetnsSmoke(t *testing.T) {
 		t.Fatalf("namespaces of this run left behind:\n%s", out)
 	}
 }
+
+// TestNetworkScenariosNeedNetnsHosts: a network scenario on loopback hosts
+// is bad input, told before anything starts.
+func TestNetworkScenariosNeedNetnsHosts(t *testing.T) {
+	for _, name := range []string{"slow-leader", "lossy-links", "asymmetric-partition"} {
+		dir := t.TempDir()
+		_, err := Run(t.Context(), Options{Scenario: name, ReportDir: dir})
+		if !errors.Is(err, ErrBadOptions) || !strings.Contains(err.Error(), "--hosts netns") {
+			t.Errorf("%s on loopback: %v; want ErrBadOptions naming --hosts netns", name, err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("%s: bad options wrote %d entries into the report dir", name, len(entries))
+		}
+	}
+	if _, err := Run(t.Context(), Options{Scenario: "slow-leader", Hosts: "vms", ReportDir: t.TempDir()}); !errors.Is(err, ErrBadOptions) {
+		t.Errorf("hosts vms: %v; want ErrBadOptions", err)
+	}
+}
