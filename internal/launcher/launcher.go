@@ -1,6 +1,7 @@
 // Package launcher runs a local cluster of separate manta processes: the
 // heads of `manta up` and `manta demo`, the chaos harness and the
-// multi-process tests. Each head is a `manta start --head` child in its own
+// multi-process tests. With Options.Hosts = HostsNetns each head and
+// raylet runs as a host of its own (netns.go). Each head is a `manta start --head` child in its own
 // process group that dies with the launcher; the Cluster reaps every child
 // and can kill, stop, pause, resume and restart them one by one.
 package launcher
@@ -151,6 +152,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}()
 	var hosts []*Host
 	if o.Hosts == HostsNetns {
+		// Raft keeps its peers' addresses, and netns hosts get new ones
+		// every run: a cluster in this data dir could not form again.
+		if cf, ok, _ := readClusterFile(filepath.Join(o.DataDir, ClusterFile)); ok && len(cf.Heads) > 0 {
+			return nil, fmt.Errorf("launcher: %s holds a cluster already; netns hosts get fresh addresses every run, so use an empty data dir", o.DataDir)
+		}
 		if c.net, err = NewNetwork(o.Logger); err != nil {
 			return nil, err
 		}
