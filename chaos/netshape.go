@@ -10,9 +10,9 @@ package chaos
 //   - drop (partitions, one direction or both): iptables DROP by
 //     destination address.
 //   - loss: iptables' statistic match drops a random share.
-//   - latency and jitter: tc netem where the kernel has it; otherwise
-//     (this machine's kernel has no sch_netem) NFQUEUE and a delayer in
-//     this process (nfqueue.go).
+//   - latency and jitter: NFQUEUE and a delayer in this process
+//     (nfqueue.go), on the receiving host (MANTA-NET-IN, from INPUT), since
+//     this machine's kernel (and CI's) has no sch_netem.
 //   - bandwidth: tc tbf on the host's eth0 (its egress) and on its veth
 //     end on the bridge (its ingress).
 
@@ -92,7 +92,12 @@ func NetShapeSupport() string {
 	return ""
 }
 
-const netChain = "MANTA-NET"
+// netChain holds a host's rules for what it sends (drops, losses),
+// netChainIn for what it receives (delays: see Impair).
+const (
+	netChain   = "MANTA-NET"
+	netChainIn = "MANTA-NET-IN"
+)
 
 func (s *NetShaper) host(name string) (*launcher.Host, error) {
 	h := s.net.Host(name)
@@ -113,6 +118,12 @@ func (s *NetShaper) chain(h *launcher.Host) error {
 		return err
 	}
 	if err := h.Exec("iptables", "-w", "-A", "OUTPUT", "-o", "eth0", "-j", netChain); err != nil {
+		return err
+	}
+	if err := h.Exec("iptables", "-w", "-N", netChainIn); err != nil {
+		return err
+	}
+	if err := h.Exec("iptables", "-w", "-A", "INPUT", "-i", "eth0", "-j", netChainIn); err != nil {
 		return err
 	}
 	s.chains[h.Name] = true
@@ -182,20 +193,47 @@ func (s *NetShaper) Impair(from string, to []string, spec LinkSpec) (undo func()
 		}
 	}
 	if spec.Delay > 0 && !spec.Drop {
-		s.mu.Lock()
-		s.queue++
-		q := s.queue
-		s.mu.Unlock()
-		d, err := newDelayer("/run/netns/"+h.Namespace, q, spec.Delay, spec.Jitter, s.seed)
-		if err != nil {
-			return nil, fmt.Errorf("delay on %s: %w", from, err)
+		// Packets are held where they arrive, not where they leave: a
+		// packet held in its sender's namespace still counts against its
+		// socket's TCP small-queue budget (about 1 ms of data), which caps
+		// a delayed flow at a trickle; once across the veth it belongs to
+		// no socket. (netem orphans the packets it holds for the same
+		// reason.) So the delay of A -> B is an NFQUEUE rule in B's
+		// namespace on packets from A; for all of A's traffic, one in
+		// every other host (the launcher's own host excepted).
+		var dstHosts []string
+		if len(to) > 0 {
+			dstHosts = to
+		} else {
+			for _, o := range s.net.Hosts() {
+				if o.Name != from {
+					dstHosts = append(dstHosts, o.Name)
+				}
+			}
 		}
-		undos = append(undos, func() error { d.Close(); return nil })
-		for _, dst := range dsts {
-			// --queue-bypass: should the delayer be gone, packets pass.
-			if err := rule(false, "-d", dst, "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(q)), "--queue-bypass"); err != nil {
+		for _, name := range dstHosts {
+			dh, err := s.host(name)
+			if err != nil {
 				return nil, err
 			}
+			if err := s.chain(dh); err != nil {
+				return nil, err
+			}
+			s.mu.Lock()
+			s.queue++
+			q := s.queue
+			s.mu.Unlock()
+			d, err := newDelayer("/run/netns/"+dh.Namespace, q, spec.Delay, spec.Jitter, s.seed)
+			if err != nil {
+				return nil, fmt.Errorf("delay on %s: %w", name, err)
+			}
+			undos = append(undos, func() error { d.Close(); return nil })
+			// --queue-bypass: should the delayer be gone, packets pass.
+			args := []string{"-s", h.IP, "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(q)), "--queue-bypass"}
+			if err := dh.Exec("iptables", append([]string{"-w", "-A", netChainIn}, args...)...); err != nil {
+				return nil, err
+			}
+			undos = append(undos, func() error { return dh.Exec("iptables", append([]string{"-w", "-D", netChainIn}, args...)...) })
 		}
 	}
 	if spec.RateBits > 0 {
