@@ -21,7 +21,7 @@ func addHostFlags(cmd *cobra.Command) *hostFlags {
 	f := &hostFlags{}
 	fs := cmd.Flags()
 	fs.StringVar(&f.hosts, "hosts", launcher.HostsLocal, "local: every process on loopback; netns: each head and raylet a host of its own (network namespace on a bridge, private /dev/shm; needs root)")
-	fs.DurationVar(&f.link.Delay, "link-delay", 0, "with --hosts netns: latency added to every packet a host sends (one way; a round trip between hosts gets twice this)")
+	fs.DurationVar(&f.link.Delay, "link-delay", 0, "with --hosts netns: latency added to every packet a host sends to another host (one way; a round trip between hosts gets twice this)")
 	fs.DurationVar(&f.link.Jitter, "link-jitter", 0, "with --link-delay: ± this much, without reordering")
 	fs.Float64Var(&f.link.Loss, "link-loss", 0, "with --hosts netns: share of the packets each host sends that are dropped (0.01 is 1%)")
 	fs.Int64Var(&f.link.RateBits, "link-rate", 0, "with --hosts netns: each host's bandwidth, bits/s each way (0: unlimited)")
