@@ -100,6 +100,13 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		return err
 	}
 	defer c.Close()
+	if c.Network() != nil {
+		// A host of its own for drivers (nothing runs there until one is
+		// started in it), shaped like the others.
+		if _, err := c.AddHost("driver"); err != nil {
+			return err
+		}
+	}
 	unshape, err := f.hf.shape(c, log)
 	if err != nil {
 		return err
@@ -114,6 +121,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 		for _, h := range n.Hosts() {
 			fmt.Fprintf(out, "  %s  %s  ip netns exec %s ...\n", h.Name, h.IP, h.Namespace)
+		}
+		if d := n.Host("driver"); d != nil {
+			fmt.Fprintf(out, "run a driver on a host of its own: ip netns exec %s PROGRAM (with the exports below)\n", d.Namespace)
 		}
 	}
 	fmt.Fprintf(out, "cluster ready: %d heads at %s; token file %s\n", f.heads, addrs, c.TokenFile())
