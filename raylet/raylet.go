@@ -55,10 +55,10 @@ type Raylet struct {
 	pullBudget *byteBudget
 	peers      peerConns
 	arts       *artifact.Cache
+	tmp        string // DataDir to remove on Close, when we made it
 	// Transfer counters (GetStatus): what pulls brought in, what
 	// GetObject streams sent out.
 	pulledObjects, pulledBytes, servedBytes atomic.Int64
-	tmp                                     string // DataDir to remove on Close, when we made it
 
 	ctx    context.Context
 	cancel context.CancelFunc
