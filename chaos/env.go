@@ -44,6 +44,7 @@ type Env struct {
 	byName   map[string]*progress // each workload's own
 	procs    procTracker
 	part     Partitioner
+	shaper   *NetShaper // network faults, with netns hosts
 }
 
 // NewEnv wraps a running cluster; the run's clock starts now.

@@ -16,6 +16,9 @@ var (
 	// ErrPartitionUnsupported is returned when a scenario made of
 	// partitions runs where no partition mechanism works.
 	ErrPartitionUnsupported = errors.New("network partitions are not supported here")
+	// ErrHostsUnsupported: netns hosts cannot be made here (not root, no
+	// network namespaces); the message says what to do.
+	ErrHostsUnsupported = errors.New("netns hosts are not supported here")
 	// ErrBadOptions marks invalid Options (counts, durations, modes).
 	ErrBadOptions = errors.New("bad chaos options")
 )

@@ -53,6 +53,9 @@ var measuredBy = map[string]string{
 	faultRestartNext:  "kv",
 	faultKillRaylet:   "tasks",
 	faultKillWorker:   "tasks",
+	faultSlowLeader:   "kv",
+	faultLossyLinks:   "kv",
+	faultAsymCut:      "kv",
 }
 
 // holdRanges bound how long each fault lasts before it is undone.
@@ -69,6 +72,10 @@ var holdRanges = map[string][2]time.Duration{
 	faultKillRaylet: {500 * time.Millisecond, 3 * time.Second},
 	// Nothing to undo: the raylet starts workers as leases need them.
 	faultKillWorker: {200 * time.Millisecond, time.Second},
+	// Long enough for many heartbeats and leases over the slow links.
+	faultSlowLeader: {3 * time.Second, 8 * time.Second},
+	faultLossyLinks: {3 * time.Second, 6 * time.Second},
+	faultAsymCut:    {2 * time.Second, 5 * time.Second},
 }
 
 // newFaults returns a fresh set of faults (restart-next keeps its place).
@@ -81,6 +88,9 @@ func newFaults() map[string]Fault {
 		faultRestartNext:  &headRestart{},
 		faultKillRaylet:   rayletKill{},
 		faultKillWorker:   workerKill{},
+		faultSlowLeader:   slowLeader{},
+		faultLossyLinks:   lossyLinks{},
+		faultAsymCut:      asymCut{},
 	}
 }
 

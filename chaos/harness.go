@@ -62,8 +62,14 @@ type Options struct {
 	// OpTimeout bounds one operation with its retries; default 10s.
 	OpTimeout time.Duration
 	// Partition is PartitionAuto (default), PartitionIPTables or
-	// PartitionNone.
+	// PartitionNone. With netns hosts partitions are made in the hosts'
+	// namespaces instead (unless PartitionNone).
 	Partition string
+	// Hosts is launcher.HostsLocal (default) or launcher.HostsNetns: each
+	// head and raylet a host of its own, which the network faults need;
+	// the harness (and its driver) is then the host at the bridge's
+	// address.
+	Hosts string
 	// LinearizabilityTimeout bounds the porcupine search; default 60s.
 	LinearizabilityTimeout time.Duration
 	Logger                 *zap.Logger
@@ -125,7 +131,12 @@ func (o *Options) validate() (Scenario, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	if o.Hosts == "" {
+		o.Hosts = launcher.HostsLocal
+	}
 	switch {
+	case o.Hosts != launcher.HostsLocal && o.Hosts != launcher.HostsNetns:
+		return sc, fmt.Errorf("%w: hosts %q; want %s or %s", ErrBadOptions, o.Hosts, launcher.HostsLocal, launcher.HostsNetns)
 	case o.Duration < 0:
 		return sc, fmt.Errorf("%w: duration %v", ErrBadOptions, o.Duration)
 	case o.Heads < 3:
@@ -152,7 +163,13 @@ func (o *Options) validate() (Scenario, error) {
 	if onlyPartitions && o.Partition == PartitionNone {
 		return sc, fmt.Errorf("%w: scenario %s with --partition none", ErrPartitionUnsupported, sc.Name)
 	}
-	if onlyPartitions {
+	var probe Partitioner = noPartition{}
+	if o.Hosts == launcher.HostsNetns {
+		if why := launcher.NetnsSupport(); why != "" {
+			return sc, fmt.Errorf("%w: --hosts netns: %s", ErrHostsUnsupported, why)
+		}
+		probe = &netnsPartition{}
+	} else if onlyPartitions {
 		if why := PartitionSupport(); why != "" {
 			return sc, fmt.Errorf("%w: scenario %s: %s", ErrPartitionUnsupported, sc.Name, why)
 		}
@@ -164,7 +181,7 @@ func (o *Options) validate() (Scenario, error) {
 		if name == faultPartitionOne {
 			return sc, nil // decided once the partitioner is set up
 		}
-		w := newFaults()[name].Unsupported(o.Heads, o.Nodes, noPartition{})
+		w := newFaults()[name].Unsupported(o.Heads, o.Nodes, probe)
 		if w == "" {
 			return sc, nil
 		}
@@ -261,7 +278,10 @@ func (r *runner) run(ctx context.Context) (err error) {
 	clusterDir := filepath.Join(r.o.ReportDir, reportCluster)
 	var part Partitioner = noPartition{reason: "not used by scenario " + r.sc.Name}
 	binary := r.o.Binary
-	if slices.Contains(r.sc.Faults, faultPartitionOne) {
+	if r.o.Hosts == launcher.HostsNetns && r.o.Partition != PartitionNone {
+		// Cuts are rules inside the hosts' namespaces, made once they exist.
+		part = &netnsPartition{}
+	} else if slices.Contains(r.sc.Faults, faultPartitionOne) {
 		// Only a scenario that partitions puts heads in cgroups and rules
 		// in the kernel.
 		if part, binary, err = setupPartition(r.o.Partition, r.o.Heads, r.o.Binary, clusterDir, r.log); err != nil {
@@ -280,7 +300,8 @@ func (r *runner) run(ctx context.Context) (err error) {
 
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	c, err := launcher.Start(startCtx, launcher.Options{Binary: binary, Heads: r.o.Heads, Nodes: r.o.Nodes, DataDir: clusterDir, Logger: r.log})
+	c, err := launcher.Start(startCtx, launcher.Options{Binary: binary, Heads: r.o.Heads, Nodes: r.o.Nodes, DataDir: clusterDir,
+		Hosts: r.o.Hosts, Logger: r.log})
 	if err != nil {
 		r.addError("start the cluster: %v", err)
 		return err
@@ -289,6 +310,12 @@ func (r *runner) run(ctx context.Context) (err error) {
 	r.env = NewEnv(c, r.log)
 	r.env.OpTimeout = r.o.OpTimeout
 	r.env.part = part
+	if n := c.Network(); n != nil {
+		r.env.shaper = NewNetShaper(n, r.o.Seed, r.log)
+		if np, ok := part.(*netnsPartition); ok {
+			np.bind(r.env.shaper)
+		}
+	}
 	r.env.Nodes = r.o.Nodes
 	r.startProcSampler()
 	r.log.Info("cluster up", zap.Strings("heads", c.Addresses()), zap.Int("nodes", r.o.Nodes), zap.String("partition", part.Mechanism()))
@@ -734,6 +761,12 @@ func (r *runner) cleanup() {
 	if r.part != nil {
 		if err := r.part.HealAll(); err != nil {
 			r.addError("heal partitions: %v", err)
+		}
+	}
+	if r.env != nil && r.env.shaper != nil {
+		// Before the processes stop: a held packet must not outlive them.
+		if err := r.env.shaper.HealAll(); err != nil {
+			r.addError("heal network faults: %v", err)
 		}
 	}
 	if r.cluster != nil {

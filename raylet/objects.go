@@ -256,6 +256,7 @@ func (r *Raylet) GetObject(req *pb.GetObjectRequest, stream pb.Raylet_GetObjectS
 		if err := stream.Send(c); err != nil {
 			return err
 		}
+		r.servedBytes.Add(int64(len(c.Data)))
 		off = end
 	}
 	return nil

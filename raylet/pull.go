@@ -150,6 +150,8 @@ func (r *Raylet) runPull(ctx context.Context, id ids.ObjectID, locs []string, ow
 						return &localError{err}
 					}
 					sealed = true
+					r.pulledObjects.Add(1)
+					r.pulledBytes.Add(st.size)
 					r.recordMeta(id, st.job, st.owner)
 					r.notifyOwner(st.owner, id)
 				}

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +62,9 @@ type Raylet struct {
 	jenv       jobEnvs
 	jobs       *jobsupervisor.Supervisor
 	tmp        string // DataDir to remove on Close, when we made it
+	// Transfer counters (GetStatus): what pulls brought in, what
+	// GetObject streams sent out.
+	pulledObjects, pulledBytes, servedBytes atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -319,7 +323,8 @@ func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatus
 	st := &pb.GetStatusReply{NodeId: r.cfg.NodeID, Total: r.total.Clone(), Available: r.avail.Clone(),
 		Workers: int32(r.pool.Len()), LeasedWorkers: int32(len(r.leases)), QueuedLeases: int32(len(r.queue)),
 		Objects: objs, ObjectBytes: bytes, ObjectStoreCapacity: u.Capacity, ObjectStoreAllocated: u.Allocated,
-		SpilledBytes: u.SpilledBytes}
+		SpilledBytes: u.SpilledBytes, PulledObjects: r.pulledObjects.Load(), PulledBytes: r.pulledBytes.Load(),
+		ServedBytes: r.servedBytes.Load()}
 	now := time.Now()
 	for _, q := range r.queue {
 		if q.infeasible {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,22 +23,40 @@ func newBenchCommand() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks of the control plane (figures, not tests)",
 	}
-	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand())
+	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand(), newBenchTransferCommand())
 	return cmd
 }
 
 // localCluster starts a throw-away cluster of separate head processes.
 func localCluster(ctx context.Context, heads int) (*launcher.Cluster, func(), error) {
+	return localClusterWith(ctx, launcher.Options{Heads: heads}, nil)
+}
+
+// localClusterWith starts a throw-away cluster with o (and, with netns
+// hosts, the link flags of hf applied).
+func localClusterWith(ctx context.Context, o launcher.Options, hf *hostFlags) (*launcher.Cluster, func(), error) {
 	dir, err := os.MkdirTemp("", "manta-bench-")
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := launcher.Start(ctx, launcher.Options{Heads: heads, DataDir: dir})
+	o.DataDir = dir
+	c, err := launcher.Start(ctx, o)
+	if errors.Is(err, launcher.ErrHostsUnsupported) {
+		err = hostsError(err)
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
-	return c, func() { c.Close(); os.RemoveAll(dir) }, nil
+	unshape := func() {}
+	if hf != nil {
+		if unshape, err = hf.shape(c, o.Logger); err != nil {
+			c.Close()
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+	}
+	return c, func() { unshape(); c.Close(); os.RemoveAll(dir) }, nil
 }
 
 func newBenchKVCommand() *cobra.Command {
@@ -109,10 +128,16 @@ func newBenchFailoverCommand() *cobra.Command {
 	cmd.Flags().IntVar(&reps, "reps", 5, "how many leader kills")
 	cmd.Flags().IntVar(&heads, "heads", 3, "heads of the local cluster")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	var raftArgs []string
+	cmd.Flags().StringSliceVar(&raftArgs, "head-arg", nil, "extra `manta start` arguments for every head, e.g. --head-arg=--election-timeout=1s")
+	hf := addHostFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := hf.validate(); err != nil {
+			return err
+		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		c, done, err := localCluster(ctx, heads)
+		c, done, err := localClusterWith(ctx, launcher.Options{Heads: heads, Hosts: hf.hosts, ExtraHeadArgs: raftArgs}, hf)
 		if err != nil {
 			return err
 		}

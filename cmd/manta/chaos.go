@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/chaos"
+	"github.com/manta-ray/manta/internal/launcher"
 )
 
 func init() { extraCommands = append(extraCommands, newChaosCommand) }
@@ -104,6 +105,7 @@ and partition-minority refuses to run.`,
 	fs.IntVar(&f.o.LineageClients, "lineage-clients", 2, "lineage workload clients: chains whose lost stages must be rebuilt (with --nodes; negative for none)")
 	fs.IntVar(&f.o.ActorClients, "actor-clients", 2, "actor workload clients, each calling its own counter actor (with --nodes; negative for none)")
 	fs.DurationVar(&f.o.OpTimeout, "op-timeout", chaos.DefaultOpTimeout, "bound on one operation with its retries; 5s past it is a hang")
+	fs.StringVar(&f.o.Hosts, "hosts", launcher.HostsLocal, "local: every process on loopback; netns: each head and raylet a host of its own (network namespace, private /dev/shm; needs root), which slow-leader, lossy-links and asymmetric-partition need")
 	fs.StringVar(&f.o.Partition, "partition", chaos.PartitionAuto, "partition mechanism: auto, iptables or none")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
@@ -138,6 +140,8 @@ func runChaos(cmd *cobra.Command, f *chaosRunFlags) error {
 	defer stop()
 	rep, err := chaos.Run(ctx, o)
 	switch {
+	case errors.Is(err, chaos.ErrHostsUnsupported):
+		return hostsError(err)
 	case errors.Is(err, chaos.ErrUnknownScenario), errors.Is(err, chaos.ErrBadOptions), errors.Is(err, chaos.ErrReportDirNotEmpty):
 		return usageError{err}
 	case rep == nil:

@@ -30,7 +30,7 @@ const (
 
 func newDemoCommand() *cobra.Command {
 	var keep bool
-	var logLevel string
+	var logLevel, hosts string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run tasks on a local cluster and watch it lose its leader and carry on",
@@ -48,12 +48,13 @@ killed head to see it catch up. Exits non-zero if a check fails.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			d := &demo{out: cmd.OutOrStdout(), keep: keep}
-			return d.run(ctx, launcher.Options{Heads: demoHeads, Nodes: demoNodes, Logger: log,
+			return d.run(ctx, launcher.Options{Heads: demoHeads, Nodes: demoNodes, Logger: log, Hosts: hosts,
 				NodeArgs: func(int) []string { return []string{"--num-cpus", "2"} }})
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir (logs, Raft data) instead of removing it")
 	cmd.Flags().StringVar(&logLevel, "log-level", "error", "launcher log level")
+	cmd.Flags().StringVar(&hosts, "hosts", launcher.HostsLocal, "local: every process on loopback; netns: each head and raylet a host of its own, the demo's driver on this one (needs root)")
 	return cmd
 }
 

@@ -148,3 +148,19 @@ func TestDemo(t *testing.T) {
 	}
 	t.Log(r.stdout)
 }
+
+// TestDemoNetns runs `manta demo --hosts netns`: every check of the demo
+// with each head and raylet a host of its own and the demo's driver on
+// the launcher's host.
+func TestDemoNetns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills a 3-head cluster")
+	}
+	if why := launcher.NetnsSupport(); why != "" {
+		t.Skip(why)
+	}
+	r := mantaCmd(t, nil, "", "demo", "--hosts", "netns")
+	if r.code != 0 || !strings.Contains(r.stdout, "demo passed") {
+		t.Fatalf("demo --hosts netns: %v", r)
+	}
+}

@@ -57,6 +57,8 @@ type startFlags struct {
 	electionTimeout   time.Duration
 	leaseTimeout      time.Duration
 	nodeTimeout       time.Duration
+	pullStallTimeout  time.Duration
+	forwardTimeout    time.Duration
 	snapshotThreshold uint64
 	maxKVValue        int
 }
@@ -82,7 +84,7 @@ its cluster on its own.`,
 	fs.BoolVar(&f.head, "head", false, "start a head: a control-plane server and Raft voter")
 	fs.StringVar(&f.nodeID, "node-id", "", "the head's ID, stable across restarts (required with --head)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and token (required with --head)")
-	fs.StringVar(&f.host, "host", "127.0.0.1", "address to listen on and advertise, for gRPC and Raft")
+	fs.StringVar(&f.host, "host", "127.0.0.1", "this host's address that the other hosts reach it at: heads listen on it and advertise it for gRPC and Raft, raylets for their server, and a raylet's workers listen on it too (not 0.0.0.0: it is advertised)")
 	fs.IntVar(&f.port, "port", defaultPort, "gRPC port; 0 picks a free one")
 	fs.IntVar(&f.raftPort, "raft-port", 0, "Raft port (default --port + 1, or a free one with --port 0)")
 	fs.StringSliceVar(&f.peers, "peers", nil, "gRPC addresses of the heads that form the cluster, this one's included")
@@ -99,6 +101,8 @@ its cluster on its own.`,
 	fs.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 500ms)")
 	fs.DurationVar(&f.leaseTimeout, "lease-timeout", 0, "Raft leader lease timeout (default 250ms)")
 	fs.DurationVar(&f.nodeTimeout, "node-timeout", 0, "how long a node may miss heartbeats before it is marked dead (default 5s)")
+	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 0, "how long a follower waits for the leader to answer a write it forwarded (default 4 × --election-timeout)")
+	fs.DurationVar(&f.pullStallTimeout, "pull-stall-timeout", 0, "how long a raylet's pull waits for the next chunk before it tries another copy (default 5s)")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
 	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
 	fs.Float64Var(&f.numCPUs, "num-cpus", -1, "CPUs the raylet offers (default: the machine's)")
@@ -112,6 +116,11 @@ its cluster on its own.`,
 }
 
 func runStart(cmd *cobra.Command, f *startFlags) error {
+	if ip := net.ParseIP(f.host); f.host == "" || ip != nil && ip.IsUnspecified() {
+		// Every address a process listens on is also the one it tells
+		// the others to dial.
+		return usageErrorf("--host %q: give this host's address that the other hosts reach it at (it is advertised as well as listened on)", f.host)
+	}
 	switch {
 	case f.head && f.address != "":
 		return usageErrorf("--head starts a head, --address a raylet: pass one of them")
@@ -178,6 +187,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		ElectionTimeout:    f.electionTimeout,
 		LeaderLeaseTimeout: f.leaseTimeout,
 		NodeTimeout:        f.nodeTimeout,
+		ForwardTimeout:     f.forwardTimeout,
 		SnapshotThreshold:  f.snapshotThreshold,
 		MaxKVValueBytes:    f.maxKVValue,
 		Logger:             log,
@@ -209,7 +219,8 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		if ctx.Err() == nil {
 			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
 				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
-				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, Logger: log})
+				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine,
+				PullStallTimeout: f.pullStallTimeout, Logger: log})
 			if err != nil {
 				h.Close()
 				return err
@@ -290,7 +301,7 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	defer stop()
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
 		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
-		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, Logger: log})
+		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, PullStallTimeout: f.pullStallTimeout, Logger: log})
 	if err != nil {
 		return err
 	}

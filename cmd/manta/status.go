@@ -72,7 +72,11 @@ type nodeReport struct {
 	QueuedLeases  int32    `json:"queued_leases"`
 	Infeasible    []string `json:"infeasible,omitempty"`
 	Objects       int64    `json:"objects"`
-	RayletError   string   `json:"raylet_error,omitempty"`
+	// Transfer counters: what the node pulled from others, what it sent.
+	PulledObjects int64  `json:"pulled_objects"`
+	PulledBytes   int64  `json:"pulled_bytes"`
+	ServedBytes   int64  `json:"served_bytes"`
+	RayletError   string `json:"raylet_error,omitempty"`
 	// Every lease held (a worker running an owner's tasks) and every
 	// request waiting: why a task has not started.
 	Leases  []leaseReport `json:"leases,omitempty"`
@@ -264,6 +268,7 @@ func gatherRayletStatus(ctx context.Context, r *statusReport, token string) {
 			n.Workers, n.LeasedWorkers, n.QueuedLeases = st.Workers, st.LeasedWorkers, st.QueuedLeases
 			n.Infeasible, n.Objects = st.Infeasible, st.Objects
 			n.Leases, n.Waiting = leaseReports(st.Leases), leaseReports(st.Waiting)
+			n.PulledObjects, n.PulledBytes, n.ServedBytes = st.PulledObjects, st.PulledBytes, st.ServedBytes
 		}()
 	}
 	wg.Wait()

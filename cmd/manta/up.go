@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/manta-ray/manta/chaos"
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/launcher"
 )
@@ -22,6 +24,8 @@ type upFlags struct {
 	token        string
 	timeout      time.Duration
 	logLevel     string
+	hf           *hostFlags
+	headArgs     []string
 	// objectStoreMemory is every raylet's --object-store-memory ("" for
 	// its default).
 	objectStoreMemory string
@@ -39,8 +43,10 @@ cluster of the same size restarts it on its old addresses.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, f) },
 	}
+	f.hf = addHostFlags(cmd)
 	fs := cmd.Flags()
 	fs.IntVar(&f.heads, "heads", 3, "number of heads")
+	fs.StringSliceVar(&f.headArgs, "head-arg", nil, "extra `manta start` arguments for every head, e.g. --head-arg=--election-timeout=1s")
 	fs.IntVar(&f.nodes, "nodes", 0, "number of raylets, separate processes (node-1 ... node-N)")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "each raylet's shared-memory object store, e.g. 512MiB (default: 30% of RAM, committed as used)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cluster directory (default: a fresh temp dir, removed on exit)")
@@ -52,6 +58,9 @@ cluster of the same size restarts it on its old addresses.`,
 
 func runUp(cmd *cobra.Command, f *upFlags) error {
 	out := cmd.OutOrStdout()
+	if err := f.hf.validate(); err != nil {
+		return err
+	}
 	log, err := newLogger(f.logLevel)
 	if err != nil {
 		return err
@@ -83,14 +92,41 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	}
 	c, err := launcher.Start(startCtx, launcher.Options{
 		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log,
-		ExtraHeadArgs: storeArgs, NodeArgs: func(int) []string { return storeArgs },
+		ExtraHeadArgs: append(append([]string(nil), storeArgs...), f.headArgs...), NodeArgs: func(int) []string { return storeArgs }, Hosts: f.hf.hosts,
 	})
+	if errors.Is(err, launcher.ErrHostsUnsupported) {
+		return hostsError(err)
+	}
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if c.Network() != nil {
+		// A host of its own for drivers (nothing runs there until one is
+		// started in it), shaped like the others.
+		if _, err := c.AddHost("driver"); err != nil {
+			return err
+		}
+	}
+	unshape, err := f.hf.shape(c, log)
+	if err != nil {
+		return err
+	}
+	defer unshape()
 
 	addrs := strings.Join(c.Addresses(), ",")
+	if n := c.Network(); n != nil {
+		fmt.Fprintf(out, "netns hosts on bridge %s (%s); this host is %s\n", n.Bridge(), n.Subnet(), n.Gateway())
+		if f.hf.link != (chaos.LinkSpec{}) {
+			fmt.Fprintf(out, "every host's outgoing packets: %s\n", f.hf.link)
+		}
+		for _, h := range n.Hosts() {
+			fmt.Fprintf(out, "  %s  %s  ip netns exec %s ...\n", h.Name, h.IP, h.Namespace)
+		}
+		if d := n.Host("driver"); d != nil {
+			fmt.Fprintf(out, "run a driver on a host of its own: ip netns exec %s PROGRAM (with the exports below)\n", d.Namespace)
+		}
+	}
 	fmt.Fprintf(out, "cluster ready: %d heads at %s; token file %s\n", f.heads, addrs, c.TokenFile())
 	for _, h := range c.Heads() {
 		api := ""
@@ -115,5 +151,6 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	<-ctx.Done()
 	stop() // a second signal ends the process at once; the heads die with it
 	fmt.Fprintln(cmd.ErrOrStderr(), "stopping the cluster")
+	unshape()
 	return c.Close()
 }

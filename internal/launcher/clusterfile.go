@@ -24,6 +24,8 @@ type clusterFileHead struct {
 	RaftAddress string `json:"raft_address"`
 	PID         int    `json:"pid"`
 	DataDir     string `json:"data_dir"`
+	// Netns is the head's network namespace with netns hosts.
+	Netns string `json:"netns,omitempty"`
 }
 
 // clusterFileNode is a raylet.
@@ -32,15 +34,17 @@ type clusterFileNode struct {
 	Address string `json:"address"`
 	PID     int    `json:"pid"`
 	DataDir string `json:"data_dir"`
+	Netns   string `json:"netns,omitempty"`
 }
 
 func (c *Cluster) writeClusterFile() error {
 	cf := clusterFile{Heads: []clusterFileHead{}, Nodes: []clusterFileNode{}, TokenFile: c.TokenFile()}
 	for _, h := range c.Heads() {
-		cf.Heads = append(cf.Heads, clusterFileHead{ID: h.ID, Address: h.Address, RaftAddress: h.RaftAddress, PID: h.PID, DataDir: h.DataDir})
+		cf.Heads = append(cf.Heads, clusterFileHead{ID: h.ID, Address: h.Address, RaftAddress: h.RaftAddress, PID: h.PID, DataDir: h.DataDir,
+			Netns: c.netnsOf(h.Host)})
 	}
 	for _, n := range c.Nodes() {
-		cf.Nodes = append(cf.Nodes, clusterFileNode{ID: n.ID, Address: n.Address, PID: n.PID, DataDir: n.DataDir})
+		cf.Nodes = append(cf.Nodes, clusterFileNode{ID: n.ID, Address: n.Address, PID: n.PID, DataDir: n.DataDir, Netns: c.netnsOf(n.Host)})
 	}
 	b, err := json.MarshalIndent(cf, "", "  ")
 	if err != nil {
@@ -52,6 +56,17 @@ func (c *Cluster) writeClusterFile() error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// netnsOf is the namespace of the netns host named host, or "".
+func (c *Cluster) netnsOf(host string) string {
+	if c.net == nil || host == "" {
+		return ""
+	}
+	if h := c.net.Host(host); h != nil {
+		return h.Namespace
+	}
+	return ""
 }
 
 func readClusterFile(path string) (clusterFile, bool, error) {

@@ -1,6 +1,7 @@
 // Package launcher runs a local cluster of separate manta processes: the
 // heads of `manta up` and `manta demo`, the chaos harness and the
-// multi-process tests. Each head is a `manta start --head` child in its own
+// multi-process tests. With Options.Hosts = HostsNetns each head and
+// raylet runs as a host of its own (netns.go). Each head is a `manta start --head` child in its own
 // process group that dies with the launcher; the Cluster reaps every child
 // and can kill, stop, pause, resume and restart them one by one.
 package launcher
@@ -9,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,6 +24,9 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
 )
+
+// DefaultHeadPort is a netns head's gRPC port; Raft takes the next one.
+const DefaultHeadPort = 7379
 
 // DefaultStartTimeout bounds Start when its context has no deadline.
 const DefaultStartTimeout = 60 * time.Second
@@ -50,7 +55,11 @@ type Options struct {
 	Token string
 	// ExtraHeadArgs are appended to every head's command line.
 	ExtraHeadArgs []string
-	Logger        *zap.Logger
+	// Hosts is HostsLocal (default: every process on loopback) or
+	// HostsNetns (each head and raylet a host of its own in a network
+	// namespace with a private /dev/shm; see netns.go). Needs root.
+	Hosts  string
+	Logger *zap.Logger
 }
 
 // HeadProc describes one head of the cluster.
@@ -62,12 +71,15 @@ type HeadProc struct {
 	PID         int // of the latest start
 	Running     bool
 	Paused      bool
+	// Host is the head's netns host (HostsNetns), else "".
+	Host string
 }
 
 type headState struct {
 	HeadProc
 	args []string
 	proc *proc
+	host *Host // its netns host, or nil on loopback
 }
 
 // Cluster is a running local cluster. Its methods are safe for concurrent
@@ -81,6 +93,8 @@ type Cluster struct {
 	nodes  []*nodeState
 	token  string
 	closed bool
+	// net is the hosts' network in HostsNetns mode, else nil.
+	net *Network
 
 	wg        sync.WaitGroup // reapers, one per child ever started
 	closeOnce sync.Once
@@ -111,6 +125,13 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	switch o.Hosts {
+	case "":
+		o.Hosts = HostsLocal
+	case HostsLocal, HostsNetns:
+	default:
+		return nil, fmt.Errorf("launcher: hosts mode %q; want %s or %s", o.Hosts, HostsLocal, HostsNetns)
+	}
 	if o.DataDir, err = filepath.Abs(o.DataDir); err != nil {
 		return nil, err
 	}
@@ -129,7 +150,25 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			c.Close()
 		}
 	}()
-	grpcAddrs, raftAddrs, err := c.addresses()
+	var hosts []*Host
+	if o.Hosts == HostsNetns {
+		// Raft keeps its peers' addresses, and netns hosts get new ones
+		// every run: a cluster in this data dir could not form again.
+		if cf, ok, _ := readClusterFile(filepath.Join(o.DataDir, ClusterFile)); ok && len(cf.Heads) > 0 {
+			return nil, fmt.Errorf("launcher: %s holds a cluster already; netns hosts get fresh addresses every run, so use an empty data dir", o.DataDir)
+		}
+		if c.net, err = NewNetwork(o.Logger); err != nil {
+			return nil, err
+		}
+		for i := range o.Heads {
+			h, err := c.net.AddHost("head-" + strconv.Itoa(i+1))
+			if err != nil {
+				return nil, err
+			}
+			hosts = append(hosts, h)
+		}
+	}
+	grpcAddrs, raftAddrs, err := c.addresses(hosts)
 	if err != nil {
 		return nil, err
 	}
@@ -145,10 +184,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	for i := range o.Heads {
 		id := "head-" + strconv.Itoa(i+1)
 		dir := filepath.Join(o.DataDir, id)
-		_, port, _ := strings.Cut(grpcAddrs[i], ":")
+		host, port, _ := strings.Cut(grpcAddrs[i], ":")
 		_, rport, _ := strings.Cut(raftAddrs[i], ":")
 		args := []string{"start", "--head", "--node-id", id, "--data-dir", dir,
-			"--host", "127.0.0.1", "--port", port, "--raft-port", rport,
+			"--host", host, "--port", port, "--raft-port", rport,
 			"--peers", strings.Join(grpcAddrs, ","), "--no-raylet",
 			// Heads share this machine: each takes a free port for the Jobs API
 			// (written to its data dir) instead of all fighting for 8265.
@@ -158,6 +197,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			HeadProc: HeadProc{ID: id, Address: grpcAddrs[i], RaftAddress: raftAddrs[i], DataDir: dir},
 			args:     args,
 		})
+		if hosts != nil {
+			c.heads[i].host, c.heads[i].Host = hosts[i], hosts[i].Name
+		}
 	}
 	for i := range c.heads {
 		if err := c.start(i); err != nil {
@@ -185,8 +227,17 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 
 // addresses reuses the addresses of a cluster.json of the same size in the
 // data dir, so a restarted cluster keeps its Raft membership, and otherwise
-// allocates fresh loopback ports.
-func (c *Cluster) addresses() (grpcAddrs, raftAddrs []string, err error) {
+// allocates fresh loopback ports. Netns hosts each have an address of
+// their own and take the default ports on it; their network is new every
+// run, so a cluster in a reused data dir does not keep its addresses.
+func (c *Cluster) addresses(hosts []*Host) (grpcAddrs, raftAddrs []string, err error) {
+	if hosts != nil {
+		for _, h := range hosts {
+			grpcAddrs = append(grpcAddrs, net.JoinHostPort(h.IP, strconv.Itoa(DefaultHeadPort)))
+			raftAddrs = append(raftAddrs, net.JoinHostPort(h.IP, strconv.Itoa(DefaultHeadPort+1)))
+		}
+		return grpcAddrs, raftAddrs, nil
+	}
 	if cf, ok, err := readClusterFile(filepath.Join(c.opts.DataDir, ClusterFile)); err != nil {
 		return nil, nil, err
 	} else if ok && len(cf.Heads) == c.opts.Heads {
@@ -222,7 +273,7 @@ func (c *Cluster) start(i int) error {
 	if err := os.MkdirAll(h.DataDir, 0o700); err != nil {
 		return err
 	}
-	p, err := c.spawn(h.args, filepath.Join(h.DataDir, "head.log"))
+	p, err := c.spawn(h.host, h.args, filepath.Join(h.DataDir, "head.log"))
 	if err != nil {
 		return fmt.Errorf("launcher: %s: %w", h.ID, err)
 	}
@@ -354,6 +405,19 @@ func (c *Cluster) TokenFile() string {
 	return filepath.Join(c.opts.DataDir, "head-1", head.TokenFile)
 }
 
+// Network is the hosts' network in HostsNetns mode, else nil.
+func (c *Cluster) Network() *Network { return c.net }
+
+// AddHost makes a host of its own on the cluster's network (e.g. for a
+// driver) in HostsNetns mode; the caller runs processes there with
+// Host.Command and ends them before Close.
+func (c *Cluster) AddHost(name string) (*Host, error) {
+	if c.net == nil {
+		return nil, fmt.Errorf("launcher: hosts are %s; a host of its own needs %s", c.opts.Hosts, HostsNetns)
+	}
+	return c.net.AddHost(name)
+}
+
 // DataDir is the cluster's data directory.
 func (c *Cluster) DataDir() string { return c.opts.DataDir }
 
@@ -477,6 +541,11 @@ func (c *Cluster) Close() error {
 		wg.Wait()
 		c.wg.Wait()
 		c.removeDeadArenas()
+		if c.net != nil {
+			// Every process inside has been reaped; workers die with
+			// their raylet (Pdeathsig).
+			errs = append(errs, c.net.Close())
+		}
 		c.closeErr = errors.Join(errs...)
 		c.log.Info("cluster stopped")
 	})

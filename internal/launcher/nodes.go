@@ -21,6 +21,8 @@ type NodeProc struct {
 	DataDir string
 	PID     int
 	Running bool
+	// Host is the raylet's netns host (HostsNetns), else "".
+	Host string
 }
 
 type nodeState struct {
@@ -44,18 +46,33 @@ func (c *Cluster) AddNode(ctx context.Context, extraArgs ...string) (int, error)
 	for j, h := range c.heads {
 		addrs[j] = h.Address
 	}
-	args := append([]string{"start", "--address", strings.Join(addrs, ","), "--node-id", id,
-		"--data-dir", dir, "--token-file", c.TokenFile()}, extraArgs...)
+	args := []string{"start", "--address", strings.Join(addrs, ","), "--node-id", id,
+		"--data-dir", dir, "--token-file", c.TokenFile()}
+	var host *Host
+	if c.net != nil {
+		var err error
+		if host, err = c.net.AddHost(id); err != nil {
+			c.mu.Unlock()
+			return 0, err
+		}
+		// The raylet listens, and its workers listen, on the host's address.
+		args = append(args, "--host", host.IP)
+	}
+	args = append(args, extraArgs...)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		c.mu.Unlock()
 		return 0, err
 	}
-	p, err := c.spawn(args, filepath.Join(dir, "raylet.log"))
+	p, err := c.spawn(host, args, filepath.Join(dir, "raylet.log"))
 	if err != nil {
 		c.mu.Unlock()
 		return 0, fmt.Errorf("launcher: %s: %w", id, err)
 	}
-	c.nodes = append(c.nodes, &nodeState{NodeProc: NodeProc{ID: id, DataDir: dir, PID: p.pid}, proc: p})
+	ns := &nodeState{NodeProc: NodeProc{ID: id, DataDir: dir, PID: p.pid}, proc: p}
+	if host != nil {
+		ns.Host = host.Name
+	}
+	c.nodes = append(c.nodes, ns)
 	c.mu.Unlock()
 	c.log.Info("raylet started", zap.String("node", id), zap.Int("pid", p.pid))
 

@@ -32,7 +32,7 @@ type proc struct {
 // threads unless a goroutine exits while locked to one, so do not start
 // heads from such a goroutine. The reaper goroutine is owned by c and
 // counted in c.wg.
-func (c *Cluster) spawn(args []string, logPath string) (*proc, error) {
+func (c *Cluster) spawn(host *Host, args []string, logPath string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -40,6 +40,9 @@ func (c *Cluster) spawn(args []string, logPath string) (*proc, error) {
 	// The child holds its own copy of the descriptor.
 	defer logf.Close()
 	cmd := exec.Command(c.opts.Binary, args...)
+	if host != nil {
+		cmd = host.Command(c.opts.Binary, args...)
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

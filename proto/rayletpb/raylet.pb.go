@@ -1959,6 +1959,12 @@ type GetStatusReply struct {
 	ObjectStoreCapacity  int64 `protobuf:"varint,10,opt,name=object_store_capacity,json=objectStoreCapacity,proto3" json:"object_store_capacity,omitempty"`
 	ObjectStoreAllocated int64 `protobuf:"varint,11,opt,name=object_store_allocated,json=objectStoreAllocated,proto3" json:"object_store_allocated,omitempty"`
 	SpilledBytes         int64 `protobuf:"varint,12,opt,name=spilled_bytes,json=spilledBytes,proto3" json:"spilled_bytes,omitempty"`
+	// Transfer counters since the raylet started: objects and bytes this
+	// node pulled from other nodes, and bytes it sent in GetObject streams
+	// (to other nodes' pulls and to clients that cannot map its arena).
+	PulledObjects int64 `protobuf:"varint,13,opt,name=pulled_objects,json=pulledObjects,proto3" json:"pulled_objects,omitempty"`
+	PulledBytes   int64 `protobuf:"varint,14,opt,name=pulled_bytes,json=pulledBytes,proto3" json:"pulled_bytes,omitempty"`
+	ServedBytes   int64 `protobuf:"varint,15,opt,name=served_bytes,json=servedBytes,proto3" json:"served_bytes,omitempty"`
 	// Every lease held now (a worker running an owner's tasks) and every
 	// lease request waiting, so a user can see why a task has not started.
 	Leases        []*LeaseStatus `protobuf:"bytes,20,rep,name=leases,proto3" json:"leases,omitempty"`
@@ -2077,6 +2083,27 @@ func (x *GetStatusReply) GetObjectStoreAllocated() int64 {
 func (x *GetStatusReply) GetSpilledBytes() int64 {
 	if x != nil {
 		return x.SpilledBytes
+	}
+	return 0
+}
+
+func (x *GetStatusReply) GetPulledObjects() int64 {
+	if x != nil {
+		return x.PulledObjects
+	}
+	return 0
+}
+
+func (x *GetStatusReply) GetPulledBytes() int64 {
+	if x != nil {
+		return x.PulledBytes
+	}
+	return 0
+}
+
+func (x *GetStatusReply) GetServedBytes() int64 {
+	if x != nil {
+		return x.ServedBytes
 	}
 	return 0
 }
@@ -3494,7 +3521,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x12LocateObjectsReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x129\n" +
 	"\aobjects\x18\x02 \x03(\v2\x1f.manta.raylet.v1.ObjectLocationR\aobjects\"\x12\n" +
-	"\x10GetStatusRequest\"\xf1\x05\n" +
+	"\x10GetStatusRequest\"\xde\x06\n" +
 	"\x0eGetStatusReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12@\n" +
 	"\x05total\x18\x02 \x03(\v2*.manta.raylet.v1.GetStatusReply.TotalEntryR\x05total\x12L\n" +
@@ -3510,7 +3537,10 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x15object_store_capacity\x18\n" +
 	" \x01(\x03R\x13objectStoreCapacity\x124\n" +
 	"\x16object_store_allocated\x18\v \x01(\x03R\x14objectStoreAllocated\x12#\n" +
-	"\rspilled_bytes\x18\f \x01(\x03R\fspilledBytes\x124\n" +
+	"\rspilled_bytes\x18\f \x01(\x03R\fspilledBytes\x12%\n" +
+	"\x0epulled_objects\x18\r \x01(\x03R\rpulledObjects\x12!\n" +
+	"\fpulled_bytes\x18\x0e \x01(\x03R\vpulledBytes\x12!\n" +
+	"\fserved_bytes\x18\x0f \x01(\x03R\vservedBytes\x124\n" +
 	"\x06leases\x18\x14 \x03(\v2\x1c.manta.raylet.v1.LeaseStatusR\x06leases\x126\n" +
 	"\awaiting\x18\x15 \x03(\v2\x1c.manta.raylet.v1.LeaseStatusR\awaiting\x1a8\n" +
 	"\n" +

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/internal/artifact"
 	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/localaddr"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -145,10 +145,7 @@ func Init(ctx context.Context, opts ...InitOption) (err error) {
 			return err
 		}
 	}
-	host, _, _ := net.SplitHostPort(rayletAddr)
-	if host == "" {
-		host = "127.0.0.1"
-	}
+	host := localaddr.For(rayletAddr)
 	// The driver's server must be reachable from the raylets' workers.
 	c, err := newCore(log, "", token, rayletAddr, host)
 	if err != nil {
