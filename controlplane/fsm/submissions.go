@@ -236,3 +236,24 @@ func (f *FSM) Submissions() []*pb.JobSubmission {
 	})
 	return out
 }
+
+// EntrypointResources is a submitted job's entrypoint's resource shape:
+// what the node that runs it must have free, and holds while it runs.
+func EntrypointResources(j *pb.JobSubmission) map[string]float64 {
+	r := map[string]float64{}
+	for k, v := range j.EntrypointResources {
+		if v > 0 {
+			r[k] = v
+		}
+	}
+	if j.EntrypointNumCpus > 0 {
+		r["CPU"] = j.EntrypointNumCpus
+	}
+	if j.EntrypointNumGpus > 0 {
+		r["GPU"] = j.EntrypointNumGpus
+	}
+	if j.EntrypointMemory > 0 {
+		r["memory"] = j.EntrypointMemory
+	}
+	return r
+}

@@ -94,24 +94,7 @@ func checkSubmission(j *pb.JobSubmission) error {
 }
 
 // JobRequirements is the entrypoint's resource shape.
-func JobRequirements(j *pb.JobSubmission) map[string]float64 {
-	r := map[string]float64{}
-	for k, v := range j.EntrypointResources {
-		if v > 0 {
-			r[k] = v
-		}
-	}
-	if j.EntrypointNumCpus > 0 {
-		r["CPU"] = j.EntrypointNumCpus
-	}
-	if j.EntrypointNumGpus > 0 {
-		r["GPU"] = j.EntrypointNumGpus
-	}
-	if j.EntrypointMemory > 0 {
-		r["memory"] = j.EntrypointMemory
-	}
-	return r
-}
+func JobRequirements(j *pb.JobSubmission) map[string]float64 { return fsm.EntrypointResources(j) }
 
 func (a *api) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
 	h := a.h

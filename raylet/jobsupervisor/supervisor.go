@@ -169,24 +169,7 @@ func (s *Supervisor) StartJob(_ context.Context, req *rpb.StartJobRequest) (*rpb
 	return &rpb.StartJobReply{Started: true}, nil
 }
 
-func entrypointResources(j *cpb.JobSubmission) map[string]float64 {
-	r := map[string]float64{}
-	for k, v := range j.EntrypointResources {
-		if v > 0 {
-			r[k] = v
-		}
-	}
-	if j.EntrypointNumCpus > 0 {
-		r["CPU"] = j.EntrypointNumCpus
-	}
-	if j.EntrypointNumGpus > 0 {
-		r["GPU"] = j.EntrypointNumGpus
-	}
-	if j.EntrypointMemory > 0 {
-		r["memory"] = j.EntrypointMemory
-	}
-	return r
-}
+func entrypointResources(j *cpb.JobSubmission) map[string]float64 { return fsm.EntrypointResources(j) }
 
 // run sets the job up, runs it to its end and reports both.
 func (s *Supervisor) run(jb *job, j *cpb.JobSubmission, dir string) {

@@ -265,16 +265,9 @@ func (c *core) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRe
 // until it is committed: the record shows the attempt that made the
 // returns, and where, before anyone reads them. Others send nothing.
 func (c *core) reportFinished(t *task, node string) {
-	if t.lin == nil {
+	if !c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "") {
 		return
 	}
-	c.lin.mu.Lock()
-	sent := t.lin.sent
-	c.lin.mu.Unlock()
-	if !sent {
-		return
-	}
-	c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "")
 	if rec := c.recorder(); rec != nil {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 		defer cancel()
@@ -285,25 +278,27 @@ func (c *core) reportFinished(t *task, node string) {
 }
 
 // reportAttempt sends the outcome (or start) of an attempt of a task
-// already recorded in the control plane; unrecorded tasks send nothing.
-func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) {
+// already recorded in the control plane, and says whether it did;
+// unrecorded tasks send nothing.
+func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) bool {
 	if t.lin == nil {
-		return
+		return false
 	}
 	c.lin.mu.Lock()
 	sent := t.lin.sent
 	c.lin.mu.Unlock()
 	if !sent {
-		return
+		return false
 	}
 	rec := c.recorder()
 	if rec == nil {
-		return
+		return false
 	}
 	u := &cpb.TaskUpdate{TaskId: t.spec.TaskId, Attempt: t.spec.Attempt + 1, State: state, NodeId: node, Error: why}
 	if err := rec.Update(c.ctx, u); err != nil && c.ctx.Err() == nil {
 		c.log.Debug("lineage update failed", zap.Error(err))
 	}
+	return true
 }
 
 // runEnded notes that a run of a retained task finished, before its
