@@ -135,7 +135,11 @@ func (c *core) cancelObject(id ids.ObjectID, o cancelOptions) (finished bool, er
 // submitter removes it or asks its worker; a task between the two (its
 // arguments resolving, or a retry on its way) sees the mark.
 func (c *core) cancelTask(tid ids.TaskID, force, recursive bool) {
-	switch c.submitter().Cancel(tid, force, recursive) {
+	sub := c.submitter()
+	if sub == nil {
+		return // shutting down
+	}
+	switch sub.Cancel(tid, force, recursive) {
 	case submitter.Removed:
 		c.log.Debug("cancel: removed a queued task", zap.Stringer("task", tid))
 	case submitter.Asked:

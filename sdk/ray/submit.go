@@ -132,8 +132,19 @@ func (c *core) resolveAndEnqueue(t *task) {
 
 // enqueue hands a task to the submitter, unless it was cancelled.
 func (c *core) enqueue(t *task) {
-	if !c.tasks.submitUnlessCancelled(t.st.ID, func() { c.submitter().Submit(t.st) }) {
+	if c.tasks.isCancelled(t.st.ID) {
 		c.fail(t, submitter.CancelledError(t.spec.Function, "before it was scheduled"))
+		return
+	}
+	sub := c.submitter()
+	if sub == nil {
+		return // the process is shutting down: its tasks go with it
+	}
+	sub.Submit(t.st)
+	// Cancel marks first, then asks the submitter: one that came between
+	// the check above and Submit found nothing there to cancel.
+	if c.tasks.isCancelled(t.st.ID) {
+		sub.Cancel(t.st.ID, false, false)
 	}
 }
 

@@ -2,6 +2,7 @@ package ray
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/manta-ray/manta/internal/ids"
 )
@@ -14,20 +15,11 @@ type taskTable struct {
 	mu        sync.Mutex
 	cancelled map[ids.TaskID]struct{}
 	children  map[ids.TaskID]map[ids.TaskID]struct{}
+	// entries counts both maps' entries, so that the common case (no
+	// cancel, no nested task) takes no lock per task.
+	entries atomic.Int64
 }
 
-// submitUnlessCancelled runs submit unless id was cancelled, atomically
-// with cancel's mark: a task is either submitted before the mark (and the
-// submitter then has it to cancel) or never.
-func (tt *taskTable) submitUnlessCancelled(id ids.TaskID, submit func()) bool {
-	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	if _, ok := tt.cancelled[id]; ok {
-		return false
-	}
-	submit()
-	return true
-}
 
 func (tt *taskTable) markCancelled(id ids.TaskID) {
 	tt.mu.Lock()
@@ -35,16 +27,25 @@ func (tt *taskTable) markCancelled(id ids.TaskID) {
 	if tt.cancelled == nil {
 		tt.cancelled = map[ids.TaskID]struct{}{}
 	}
-	tt.cancelled[id] = struct{}{}
+	if _, ok := tt.cancelled[id]; !ok {
+		tt.cancelled[id] = struct{}{}
+		tt.entries.Add(1)
+	}
 }
 
 func (tt *taskTable) unmarkCancelled(id ids.TaskID) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	delete(tt.cancelled, id)
+	if _, ok := tt.cancelled[id]; ok {
+		delete(tt.cancelled, id)
+		tt.entries.Add(-1)
+	}
 }
 
 func (tt *taskTable) isCancelled(id ids.TaskID) bool {
+	if tt.entries.Load() == 0 {
+		return false
+	}
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
 	_, ok := tt.cancelled[id]
@@ -53,13 +54,20 @@ func (tt *taskTable) isCancelled(id ids.TaskID) bool {
 
 // ended forgets a task that completed (with a value or an error).
 func (tt *taskTable) ended(t *task) {
+	if tt.entries.Load() == 0 {
+		return
+	}
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	if len(tt.cancelled) > 0 {
+	if _, ok := tt.cancelled[t.st.ID]; ok {
 		delete(tt.cancelled, t.st.ID)
+		tt.entries.Add(-1)
 	}
 	if kids := tt.children[t.parent]; kids != nil {
-		delete(kids, t.st.ID)
+		if _, ok := kids[t.st.ID]; ok {
+			delete(kids, t.st.ID)
+			tt.entries.Add(-1)
+		}
 	}
 }
 
@@ -75,16 +83,26 @@ func (tt *taskTable) addChild(parent, child ids.TaskID) {
 		kids = map[ids.TaskID]struct{}{}
 		tt.children[parent] = kids
 	}
-	kids[child] = struct{}{}
+	if _, ok := kids[child]; !ok {
+		kids[child] = struct{}{}
+		tt.entries.Add(1)
+	}
 }
 
 // takeChildren returns the unfinished tasks parent submitted and forgets
 // them (as its children: they are being cancelled, or it ended).
 func (tt *taskTable) takeChildren(parent ids.TaskID) []ids.TaskID {
+	if tt.entries.Load() == 0 {
+		return nil
+	}
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
 	kids := tt.children[parent]
+	if len(kids) == 0 {
+		return nil
+	}
 	delete(tt.children, parent)
+	tt.entries.Add(-int64(len(kids)))
 	out := make([]ids.TaskID, 0, len(kids))
 	for k := range kids {
 		out = append(out, k)

@@ -213,6 +213,9 @@ type lease struct {
 	doomed ids.TaskID
 	kill   bool
 	wake   chan struct{}
+	// stuckNoted: the running task's lateness was acted on (leases asked
+	// for what waits behind it); reset when the head changes.
+	stuckNoted bool
 }
 
 // New returns a submitter; Close stops it.
@@ -366,11 +369,26 @@ func (s *Submitter) Stats() []ShapeStats {
 // ---- leases --------------------------------------------------------------------
 
 // waitingLocked counts the shape's tasks that wait: queued here, or pushed
-// behind a running task.
+// behind a running task (the owner's backlog, for the raylet's status).
 func (sh *shape) waitingLocked() int {
 	n := len(sh.pending)
 	for _, l := range sh.leases {
 		n += max(0, len(l.inflight)-1)
+	}
+	return n
+}
+
+// needLocked counts the shape's tasks that another lease would start
+// sooner: queued here, or pushed behind a stuck task. Tasks pipelined
+// behind a task that runs as long as usual are about PipelineTarget of
+// work: not worth a lease (a lease request per pipelined task would cost
+// a stream of trivial tasks more than it gains).
+func (s *Submitter) needLocked(sh *shape, now time.Time) int {
+	n := len(sh.pending)
+	for _, l := range sh.leases {
+		if s.stuckLocked(l, now) {
+			n += len(l.inflight) - 1
+		}
 	}
 	return n
 }
@@ -394,7 +412,7 @@ func (s *Submitter) maybeLeaseLocked(sh *shape) {
 	if s.closed {
 		return
 	}
-	need := sh.waitingLocked()
+	need := s.needLocked(sh, time.Now())
 	for _, l := range sh.leases {
 		if len(l.inflight) == 0 {
 			need-- // an idle lease takes the next task at once
@@ -626,9 +644,11 @@ func (s *Submitter) takeLocked(l *lease, now time.Time) []*Task {
 		return nil
 	}
 	room := min(s.depthLocked(sh), s.cfg.MaxInflight) - len(l.inflight)
-	// At most a fair share of what waits among the leases held and asked
-	// for, so that a burst spreads over every worker leased.
-	leases := max(1, len(sh.leases)+sh.requests)
+	// At most a fair share of what waits among the leases held, so that a
+	// burst spreads over every worker leased. (Requests do not count: most
+	// may never be granted, and a lease granted later takes its share of
+	// what is still queued, or steals.)
+	leases := max(1, len(sh.leases))
 	share := (len(sh.pending)+len(l.inflight)+leases-1)/leases - len(l.inflight)
 	n := min(room, s.cfg.MaxBatch, len(sh.pending), share)
 	if n <= 0 {
@@ -637,7 +657,7 @@ func (s *Submitter) takeLocked(l *lease, now time.Time) []*Task {
 	batch := sh.pending[:n:n]
 	sh.pending = sh.pending[n:]
 	if len(l.inflight) == 0 {
-		l.headSince = now
+		l.headSince, l.stuckNoted = now, false
 	}
 	for _, t := range batch {
 		t.l = l
@@ -739,6 +759,17 @@ func (s *Submitter) runLease(l *lease) (workerFailed bool) {
 		batch := s.takeLocked(l, now)
 		wait := s.cfg.Linger
 		idleDone := false
+		if len(l.inflight) > 1 {
+			// Tasks wait behind the running one: once it has run long
+			// enough to be stuck, they need another lease (and thieves).
+			if until := l.headSince.Add(s.stuckAfterLocked(l.sh)).Sub(now); until > 0 {
+				wait = min(wait, until+time.Millisecond)
+			} else if !l.stuckNoted {
+				l.stuckNoted = true
+				s.maybeLeaseLocked(l.sh)
+				s.kickLocked(l.sh)
+			}
+		}
 		if len(batch) > 0 || len(l.inflight) > 0 {
 			l.lastBusy = now
 		} else if len(l.sh.pending) == 0 && l.doomed == (ids.TaskID{}) {
@@ -903,7 +934,7 @@ func (l *lease) removeLocked(id []byte, now time.Time) *Task {
 			if i == 0 {
 				l.inflight[0] = nil
 				l.inflight = l.inflight[1:]
-				l.headSince = now
+				l.headSince, l.stuckNoted = now, false
 			} else {
 				l.inflight = append(l.inflight[:i:i], l.inflight[i+1:]...)
 			}
