@@ -20,7 +20,6 @@ type taskTable struct {
 	entries atomic.Int64
 }
 
-
 func (tt *taskTable) markCancelled(id ids.TaskID) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()

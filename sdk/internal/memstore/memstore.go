@@ -110,11 +110,10 @@ func (s *Store) Fetching(id ids.ObjectID) (o *Object, added bool) {
 // NewOwned adds owned objects, pending, each with the one reference of the
 // handle the caller makes for it; actor names the actor whose call returns
 // them ("" otherwise).
-func (s *Store) NewOwned(objs []ids.ObjectID, actor string) []*Object {
-	out := make([]*Object, len(objs))
+func (s *Store) NewOwned(objs []ids.ObjectID, actor string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, id := range objs {
+	for _, id := range objs {
 		o := s.objects[id]
 		if o == nil {
 			o = &Object{ready: make(chan struct{})}
@@ -122,9 +121,7 @@ func (s *Store) NewOwned(objs []ids.ObjectID, actor string) []*Object {
 		}
 		o.owned, o.actor = true, actor
 		o.refs++
-		out[i] = o
 	}
-	return out
 }
 
 // Complete sets the values of objs (vals[i] for objs[i]); an object no

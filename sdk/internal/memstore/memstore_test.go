@@ -46,7 +46,8 @@ func TestCountsKeepAndRelease(t *testing.T) {
 	var rel released
 	s := New(Config{OnReleased: rel.add})
 	a, b := oid(1), oid(2)
-	objs := s.NewOwned([]ids.ObjectID{a, b}, "")
+	s.NewOwned([]ids.ObjectID{a, b}, "")
+	objs := []*Object{s.Get(a), s.Get(b)}
 	if objs[0].IsReady() || !objs[0].Owned() {
 		t.Fatalf("a new owned object: ready %v owned %v", objs[0].IsReady(), objs[0].Owned())
 	}

@@ -412,6 +412,9 @@ func (s *Submitter) maybeLeaseLocked(sh *shape) {
 	if s.closed {
 		return
 	}
+	if sh.requests >= s.cfg.MaxLeaseRequests && len(sh.pending) > 0 {
+		return // as many requests as allowed, and still needed
+	}
 	need := s.needLocked(sh, time.Now())
 	for _, l := range sh.leases {
 		if len(l.inflight) == 0 {
