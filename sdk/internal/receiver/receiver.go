@@ -103,7 +103,10 @@ type streamExec struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []*pb.TaskSpec
+	// running holds a concurrent actor's calls; current the one task a
+	// sequential stream runs (no map operation per task on that path).
 	running map[ids.TaskID]*runningTask
+	current *runningTask
 	closed  bool
 	calls   sync.WaitGroup
 }
@@ -112,6 +115,7 @@ type streamExec struct {
 // whether a cancel reached it (its result is then "cancelled") or was
 // answered already (a forced cancel: its worker is about to die).
 type runningTask struct {
+	id        ids.TaskID
 	cancel    context.CancelFunc
 	cancelled bool
 	answered  bool
@@ -168,6 +172,9 @@ func (x *streamExec) cancel(cn *pb.CancelTask) {
 		}
 	}
 	rt := x.running[tid]
+	if c := x.current; c != nil && c.id == tid {
+		rt = c
+	}
 	if rt == nil || rt.cancelled {
 		x.mu.Unlock()
 		return
@@ -242,16 +249,24 @@ func (x *streamExec) run(spec *pb.TaskSpec, inline bool) error {
 	tid, _ := ids.TaskFromBytes(spec.TaskId)
 	ctx, cancel := context.WithCancel(x.ctx)
 	defer cancel()
-	rt := &runningTask{cancel: cancel}
+	rt := &runningTask{id: tid, cancel: cancel}
 	x.mu.Lock()
-	x.running[tid] = rt
+	if x.concurrent {
+		x.running[tid] = rt
+	} else {
+		x.current = rt
+	}
 	x.mu.Unlock()
 	start := time.Now()
 	res := x.ex.Execute(ctx, spec)
 	run := time.Since(start)
 	x.ex.TaskEnded(tid)
 	x.mu.Lock()
-	delete(x.running, tid)
+	if x.concurrent {
+		delete(x.running, tid)
+	} else {
+		x.current = nil
+	}
 	cancelled, answered := rt.cancelled, rt.answered
 	x.mu.Unlock()
 	if answered {
