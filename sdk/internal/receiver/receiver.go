@@ -100,9 +100,9 @@ type streamExec struct {
 	// semaphore admits them).
 	concurrent bool
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	queue   []*pb.TaskSpec
+	mu    sync.Mutex
+	cond  *sync.Cond
+	queue []*pb.TaskSpec
 	// running holds a concurrent actor's calls; current the one task a
 	// sequential stream runs (no map operation per task on that path).
 	running map[ids.TaskID]*runningTask
