@@ -25,12 +25,18 @@
 // same in the driver and inside tasks (nested tasks); a task blocked in
 // Get or Wait lends its CPU back to its node meanwhile.
 //
-// Init without an address starts an embedded single-node cluster in the
-// process (a head and a raylet; workers are still separate processes of
-// this binary). The runtime is per process: Init once, Shutdown at the end
-// (Main does it).
+// Init without an address joins the cluster MANTA_ADDRESS names (as a job
+// submitted with `manta job submit` finds its cluster), or else starts an
+// embedded single-node cluster in the process (a head and a raylet; workers
+// are still separate processes of this binary). The runtime is per
+// process: Init once, Shutdown at the end (Main does it).
+//
+// Cancel stops a task or actor call: a queued one never runs, a running
+// one sees its context cancelled (Force kills a task's worker), and its Get
+// returns ErrTaskCancelled.
 //
 // A task's failure comes back from Get as a *TaskError (function, message,
 // remote stack), which unwraps to ErrTaskPanicked, ErrFunctionNotFound,
-// ErrBadArgument, ErrWorkerCrashed or ErrObjectLost as the case may be.
+// ErrBadArgument, ErrWorkerCrashed, ErrObjectLost, ErrTaskCancelled or
+// ErrRuntimeEnvSetup as the case may be.
 package ray
