@@ -2,7 +2,6 @@ package ray
 
 import (
 	"context"
-	"errors"
 	"runtime"
 
 	"github.com/manta-ray/manta/internal/ids"
@@ -260,12 +259,6 @@ func (c *core) completeReturns(returns []ids.ObjectID, function string, res *pb.
 	c.mem.Complete(returns, vals[:len(returns)])
 }
 
-func errOr(err error) error {
-	if err == nil {
-		return errors.New("reply incomplete")
-	}
-	return err
-}
 
 // retryOrFail runs a task again after a failed attempt while it has
 // retries left (a cancelled one never).
