@@ -259,7 +259,6 @@ func (c *core) completeReturns(returns []ids.ObjectID, function string, res *pb.
 	c.mem.Complete(returns, vals[:len(returns)])
 }
 
-
 // retryOrFail runs a task again after a failed attempt while it has
 // retries left (a cancelled one never).
 func (c *core) retryOrFail(t *task, e *pb.TaskError) {
