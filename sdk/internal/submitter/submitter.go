@@ -194,9 +194,8 @@ type leaseRequest struct {
 
 // lease is a worker leased for one shape.
 type lease struct {
-	sh     *shape
-	reply  *pb.LeaseReply
-	raylet string
+	sh    *shape
+	reply *pb.LeaseReply
 	// inflight are the tasks pushed and not answered, in push order; the
 	// first one is running (or about to) since headSince.
 	inflight  []*Task
@@ -582,7 +581,7 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	l := &lease{sh: sh, reply: reply, raylet: addr, wake: make(chan struct{}, 1), lastBusy: time.Now()}
+	l := &lease{sh: sh, reply: reply, wake: make(chan struct{}, 1), lastBusy: time.Now()}
 	s.mu.Lock()
 	settle()
 	sh.leases = append(sh.leases, l)
