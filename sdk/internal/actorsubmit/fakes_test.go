@@ -329,7 +329,15 @@ func (ws *wstream) handle(req *pb.PushTasksRequest) {
 }
 
 func (w *fakeWorker) PushTasks(srv pb.CoreWorker_PushTasksServer) error {
+	// Add under the net's lock, and not once it closed: close waits on wg,
+	// and an Add racing that Wait is a misuse.
+	w.n.mu.Lock()
+	if w.n.closed {
+		w.n.mu.Unlock()
+		return status.Error(codes.Unavailable, "fake net closed")
+	}
 	w.n.wg.Add(1)
+	w.n.mu.Unlock()
 	defer w.n.wg.Done()
 	w.mu.Lock()
 	w.streams++

@@ -582,7 +582,16 @@ func (w *fakeWorker) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
 	}()
 
 	recvDone := make(chan error, 1)
+	// Add under the cluster's lock, and not once it closed: close waits
+	// on wg, and an Add racing that Wait is a misuse (the race detector
+	// caught one, a stream starting while the test ended).
+	w.c.mu.Lock()
+	if w.c.closed {
+		w.c.mu.Unlock()
+		return status.Error(codes.Unavailable, "fake cluster closed")
+	}
 	w.c.wg.Add(2)
+	w.c.mu.Unlock()
 	go func() {
 		defer w.c.wg.Done()
 		for {
