@@ -4,10 +4,11 @@
 // back tasks pushed to a busy worker so that they run elsewhere.
 //
 // The rules that keep every CPU busy and no task behind another:
-//   - The owner keeps asking for leases while any task of a shape waits,
-//     queued here or pushed to a worker and not started, bounded per shape
+//   - The owner keeps asking for leases while tasks of a shape wait, queued
+//     here or pushed behind a task that is stuck (below), bounded per shape
 //     (MaxLeaseRequests, as Ray bounds pending lease requests); requests
-//     that nothing needs any more are withdrawn.
+//     that nothing needs any more are withdrawn (answered by the raylet,
+//     never abandoned, so no grant is lost).
 //   - A lease pipelines several tasks to its worker only when tasks of the
 //     shape are short: the depth follows the run time the workers report,
 //     so slow tasks go one per worker, and a lease whose running task has
