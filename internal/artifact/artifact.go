@@ -38,6 +38,35 @@ type manifest struct {
 	Chunks int   `json:"chunks"`
 }
 
+// PutChunks stores data under key in namespace ns as chunks of at most
+// ChunkSize ("<key>/chunk/<i>", one at least) and returns how many; the
+// caller writes its manifest after, so a manifest means they are all there.
+func PutChunks(ctx context.Context, cp *cpclient.Client, ns, key string, data []byte) (int, error) {
+	n := 0
+	for off := 0; off < len(data) || n == 0; off += ChunkSize {
+		end := min(off+ChunkSize, len(data))
+		if _, err := cp.Put(ctx, ns, key+"/chunk/"+strconv.Itoa(n), data[off:end]); err != nil {
+			return n, fmt.Errorf("upload chunk %d: %w", n, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// GetChunks writes the n chunks PutChunks stored under key to w, in order.
+func GetChunks(ctx context.Context, cp *cpclient.Client, ns, key string, n int, w io.Writer) error {
+	for i := range n {
+		b, err := cp.Get(ctx, ns, key+"/chunk/"+strconv.Itoa(i))
+		if err != nil {
+			return fmt.Errorf("chunk %d: %w", i, err)
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // HashFile returns the hex SHA-256 of a file.
 func HashFile(path string) (string, error) {
 	f, err := os.Open(path)
@@ -66,13 +95,9 @@ func Upload(ctx context.Context, cp *cpclient.Client, path string) (string, erro
 	} else if !errors.Is(err, fsm.ErrKeyNotFound) {
 		return "", fmt.Errorf("artifact: look up %s: %w", sha, err)
 	}
-	n := 0
-	for off := 0; off < len(data) || n == 0; off += ChunkSize {
-		end := min(off+ChunkSize, len(data))
-		if _, err := cp.Put(ctx, Namespace, sha+"/chunk/"+strconv.Itoa(n), data[off:end]); err != nil {
-			return "", fmt.Errorf("artifact: upload chunk %d of %s: %w", n, sha, err)
-		}
-		n++
+	n, err := PutChunks(ctx, cp, Namespace, sha, data)
+	if err != nil {
+		return "", fmt.Errorf("artifact %s: %w", sha, err)
 	}
 	m, _ := json.Marshal(manifest{Size: int64(len(data)), Chunks: n})
 	if _, err := cp.Put(ctx, Namespace, sha+"/manifest", m); err != nil {
@@ -130,17 +155,9 @@ func (c *Cache) Path(ctx context.Context, sha string) (string, error) {
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	w := io.MultiWriter(tmp, h)
-	for i := range m.Chunks {
-		b, err := c.CP.Get(ctx, Namespace, sha+"/chunk/"+strconv.Itoa(i))
-		if err != nil {
-			tmp.Close()
-			return "", fmt.Errorf("artifact %s: chunk %d: %w", sha, i, err)
-		}
-		if _, err := w.Write(b); err != nil {
-			tmp.Close()
-			return "", err
-		}
+	if err := GetChunks(ctx, c.CP, Namespace, sha, m.Chunks, io.MultiWriter(tmp, h)); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("artifact %s: %w", sha, err)
 	}
 	if err := tmp.Close(); err != nil {
 		return "", err

@@ -7,24 +7,21 @@
 package pkgstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/internal/artifact"
 )
 
 // Namespace is the KV namespace of packages (head.PackageNamespace).
 const Namespace = "packages"
-
-// ChunkSize is the largest chunk: under the heads' default 1 MiB KV value
-// limit.
-const ChunkSize = 1<<20 - 4096
 
 // MaxPackageBytes bounds one package (the zip): it is kept in the memory
 // of every head.
@@ -82,13 +79,9 @@ func Upload(ctx context.Context, cp *cpclient.Client, name string, data []byte) 
 	if ok, err := Exists(ctx, cp, name); err != nil || ok {
 		return err
 	}
-	n := 0
-	for off := 0; off < len(data) || n == 0; off += ChunkSize {
-		end := min(off+ChunkSize, len(data))
-		if _, err := cp.Put(ctx, Namespace, name+"/chunk/"+strconv.Itoa(n), data[off:end]); err != nil {
-			return fmt.Errorf("package %s: upload chunk %d: %w", name, n, err)
-		}
-		n++
+	n, err := artifact.PutChunks(ctx, cp, Namespace, name, data)
+	if err != nil {
+		return fmt.Errorf("package %s: %w", name, err)
 	}
 	sum := sha256.Sum256(data)
 	m, _ := json.Marshal(manifest{Size: int64(len(data)), Chunks: n, SHA256: hex.EncodeToString(sum[:])})
@@ -114,14 +107,11 @@ func Fetch(ctx context.Context, cp *cpclient.Client, name string) ([]byte, error
 	if err := json.Unmarshal(mb, &m); err != nil || m.Size > MaxPackageBytes || m.Size < 0 {
 		return nil, fmt.Errorf("%w: %s: bad manifest", ErrCorrupt, name)
 	}
-	data := make([]byte, 0, m.Size)
-	for i := range m.Chunks {
-		b, err := cp.Get(ctx, Namespace, name+"/chunk/"+strconv.Itoa(i))
-		if err != nil {
-			return nil, fmt.Errorf("package %s: chunk %d: %w", name, i, err)
-		}
-		data = append(data, b...)
+	buf := bytes.NewBuffer(make([]byte, 0, m.Size))
+	if err := artifact.GetChunks(ctx, cp, Namespace, name, m.Chunks, buf); err != nil {
+		return nil, fmt.Errorf("package %s: %w", name, err)
 	}
+	data := buf.Bytes()
 	sum := sha256.Sum256(data)
 	if int64(len(data)) != m.Size || hex.EncodeToString(sum[:]) != m.SHA256 {
 		return nil, fmt.Errorf("%w: %s", ErrCorrupt, name)
