@@ -133,7 +133,18 @@ func (a *applier) propose(batch []*pendingWrite) {
 	f := a.h.raft.Apply(data, a.h.cfg.ApplyTimeout)
 	a.h.goRun("apply-wait", func() {
 		defer release()
-		err := f.Error()
+		// Raft can leave a future unanswered once it has shut down (a
+		// clean-clone CI run hung 15 min in Close on one): a closing head
+		// stops waiting, and the write's outcome is unknown to its caller.
+		errc := make(chan error, 1)
+		go func() { errc <- f.Error() }()
+		var err error
+		select {
+		case err = <-errc:
+		case <-a.h.ctx.Done():
+			fail(batch, rpcerr.Wrapf(ErrOutcomeUnknown, "the head is shutting down"))
+			return
+		}
 		if err != nil {
 			fail(batch, raftErr(err))
 			return

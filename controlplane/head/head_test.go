@@ -135,6 +135,8 @@ func TestLeaderFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 				select {
 				case <-stop:
 					return
+				case <-ctx.Done():
+					return // not a tight loop of failing writes once the test's time is up
 				default:
 				}
 				k := fmt.Sprintf("w%d-%d", w, i)
