@@ -45,6 +45,9 @@ type Config struct {
 	// every request is then 503).
 	Token  func() string
 	Logger *zap.Logger
+	// Mount, when set, adds more handlers (the State API, the dashboard,
+	// metrics) to the same server, behind the same token check.
+	Mount []func(mux *http.ServeMux)
 }
 
 // Server is a running Jobs API server. Close stops it.
@@ -82,6 +85,9 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /api/jobs/{id}/logs/tail", s.tail)
 	mux.HandleFunc("GET /api/packages/{protocol}/{name}", s.packageExists)
 	mux.HandleFunc("PUT /api/packages/{protocol}/{name}", s.uploadPackage)
+	for _, m := range cfg.Mount {
+		m(mux)
+	}
 	s.srv = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	s.wg.Add(1)
