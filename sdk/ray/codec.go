@@ -6,11 +6,12 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/core"
 )
 
 // InlineLimit is the largest value that travels inline in specs and
 // replies; larger ones go to the node's object store (Ray's 100 KiB).
-const InlineLimit = 100 << 10
+const InlineLimit = core.InlineLimit
 
 // ReadOnlyBytes is a []byte a task takes without a copy: as a parameter of
 // a remote function, a large argument arrives as a view of the node's
@@ -19,24 +20,9 @@ const InlineLimit = 100 << 10
 // it crashes the worker. It is valid until the task returns; keep a copy
 // for longer. Small (inline) arguments arrive as ordinary bytes. Elsewhere
 // (results, Put, Get) it is a []byte like any other.
-type ReadOnlyBytes []byte
+type ReadOnlyBytes = core.ReadOnlyBytes
 
-// encode is the one codec: msgpack for values, []byte carried raw.
-func encode(v any) (*pb.ObjectValue, error) {
-	switch b := v.(type) {
-	case []byte:
-		return &pb.ObjectValue{Data: b, Format: pb.Format_FORMAT_RAW}, nil
-	case ReadOnlyBytes:
-		return &pb.ObjectValue{Data: b, Format: pb.Format_FORMAT_RAW}, nil
-	}
-	b, err := msgpack.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("ray: encode %T: %w", v, err)
-	}
-	return &pb.ObjectValue{Data: b}, nil
-}
-
-// decode reads a value as T.
+// decode reads a value as T (the runtime encodes: core.Encode).
 func decode[T any](data []byte, format pb.Format) (T, error) {
 	var v T
 	if format == pb.Format_FORMAT_RAW {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/manta-ray/manta/lineage"
+	"github.com/manta-ray/manta/sdk/internal/core"
 )
 
 // CallByName submits a call of a function by name with untyped value
@@ -13,62 +14,75 @@ func CallByName[R any](ctx context.Context, name string, args ...any) ObjectRef[
 	for i, a := range args {
 		as[i] = Val(a)
 	}
-	keys, err := submit(ctx, &function{name: name, nargs: len(args), nret: 1}, as, nil)
+	keys, err := call(ctx, &core.Function{Name: name, NArgs: len(args), NRet: 1}, as, nil)
 	return refsOf[R](keys, err)
 }
 
+// worker is the process's runtime, nil before Init.
+func worker() *core.Worker {
+	c, _ := core.Current()
+	return c
+}
+
 // MappedReads is how many stored objects this process read in place.
-func MappedReads() int64 { return mappedReadCount() }
+func MappedReads() int64 {
+	if c := worker(); c != nil {
+		return c.MappedReads()
+	}
+	return 0
+}
 
 // EmbeddedRaylet is the embedded cluster's raylet address and token.
-func EmbeddedRaylet() (addr, token string) {
-	state.Lock()
-	defer state.Unlock()
-	if state.raylet == nil || state.head == nil {
-		return "", ""
-	}
-	return state.raylet.Address(), state.head.Token()
-}
+func EmbeddedRaylet() (addr, token string) { return core.EmbeddedRaylet() }
 
 // LineageRebuilds is how many tasks this process resubmitted to rebuild
 // lost objects.
-func LineageRebuilds() int64 { return lineageRebuilds() }
+func LineageRebuilds() int64 {
+	if c := worker(); c != nil {
+		return c.LineageRebuilds()
+	}
+	return 0
+}
 
 // RetainedTasks is how many task specs this process retains for lineage.
-func RetainedTasks() int { return retainedTasks() }
+func RetainedTasks() int {
+	if c := worker(); c != nil {
+		return c.RetainedTasks()
+	}
+	return 0
+}
 
 // LineageRecorderStats is this process's lineage recorder's counters.
-func LineageRecorderStats() lineage.Stats { return recorderStats() }
+func LineageRecorderStats() lineage.Stats {
+	if c := worker(); c != nil {
+		return c.RecorderStats()
+	}
+	return lineage.Stats{}
+}
 
 // InArena says whether b is a view of a node arena this process mapped
 // (an argument read in place) rather than a copy.
 func InArena(b []byte) bool {
-	c, err := current()
-	if err != nil {
-		return false
+	if c := worker(); c != nil {
+		return c.InArena(b)
 	}
-	return c.objs.Holds(b)
+	return false
 }
 
 // CancelThroughOwner cancels ref as a process that does not own it would:
 // through the owner's CancelTask RPC, over gRPC.
 func CancelThroughOwner[T any](ctx context.Context, ref ObjectRef[T], opts ...CancelOption) error {
-	c, err := current()
+	c, err := core.Current()
 	if err != nil {
 		return err
 	}
-	o := cancelOptions{recursive: true}
-	for _, f := range opts {
-		f(&o)
-	}
-	return c.cancelRemote(ctx, ref.owner, ref.id, o)
+	return c.CancelRemote(ctx, ref.owner, ref.id, cancelOptions(opts))
 }
 
 // OwnerAddress is this process's CoreWorker address.
 func OwnerAddress() string {
-	c, err := current()
-	if err != nil {
-		return ""
+	if c := worker(); c != nil {
+		return c.Address()
 	}
-	return c.address
+	return ""
 }

@@ -3,51 +3,17 @@ package ray
 import (
 	"context"
 	"fmt"
-	"sync"
+	"runtime"
 
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/core"
 )
-
-// function is a registered remote function in untyped form.
-type function struct {
-	name  string
-	nargs int
-	nret  int
-	// call decodes the arguments, runs the function and returns its
-	// results, still to be encoded.
-	call func(ctx context.Context, args []*pb.ObjectValue) ([]any, error)
-	// inPlace marks the parameters of type ReadOnlyBytes: a stored
-	// argument there is handed over as a view of the node's arena.
-	inPlace []bool
-}
 
 // isInPlace says whether a parameter of type T takes stored bytes in place.
 func isInPlace[T any]() bool {
 	var v T
 	_, ok := any(v).(ReadOnlyBytes)
 	return ok
-}
-
-// registry holds every remote function by name; filled at init time.
-var registry = struct {
-	sync.RWMutex
-	m map[string]*function
-}{m: map[string]*function{}}
-
-func register(f *function) *function {
-	registry.Lock()
-	defer registry.Unlock()
-	if _, dup := registry.m[f.name]; dup {
-		panic(fmt.Sprintf("ray: remote function %q registered twice", f.name))
-	}
-	registry.m[f.name] = f
-	return f
-}
-
-func lookup(name string) *function {
-	registry.RLock()
-	defer registry.RUnlock()
-	return registry.m[name]
 }
 
 func arg[T any](args []*pb.ObjectValue, i int) (T, error) {
@@ -69,27 +35,48 @@ func checkArity(name string, args []*pb.ObjectValue, n int) error {
 	return nil
 }
 
-func refsOf[R any](ids []objectKey, err error) ObjectRef[R] {
+// call submits a task of f and returns the refs of its returns (the
+// runtime's untyped form), keeping args reachable until their refs are
+// pinned.
+func call(ctx context.Context, f *core.Function, args []argumenter, opts []CallOption) ([]core.ObjectKey, error) {
+	c, err := core.Current()
 	if err != nil {
-		return ObjectRef[R]{err: err}
+		return nil, err
 	}
-	return ObjectRef[R]{id: ids[0].id, owner: ids[0].owner, h: ids[0].h}
+	o := newCallOptions(opts)
+	if o.Err != nil {
+		return nil, o.Err
+	}
+	as, err := untyped(args)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := c.Submit(ctx, f, as, &o)
+	runtime.KeepAlive(args)
+	return keys, err
 }
 
-func ref2[R any](ids []objectKey, i int, err error) ObjectRef[R] {
+func refsOf[R any](keys []core.ObjectKey, err error) ObjectRef[R] {
 	if err != nil {
 		return ObjectRef[R]{err: err}
 	}
-	return ObjectRef[R]{id: ids[i].id, owner: ids[i].owner, h: ids[i].h}
+	return refOf[R](keys[0])
+}
+
+func ref2[R any](keys []core.ObjectKey, i int, err error) ObjectRef[R] {
+	if err != nil {
+		return ObjectRef[R]{err: err}
+	}
+	return refOf[R](keys[i])
 }
 
 // RemoteFunc0 is a remote function without arguments.
-type RemoteFunc0[R any] struct{ f *function }
+type RemoteFunc0[R any] struct{ f *core.Function }
 
 // Func0 registers fn as the remote function name.
 func Func0[R any](name string, fn func(context.Context) (R, error)) RemoteFunc0[R] {
-	return RemoteFunc0[R]{register(&function{name: name, nargs: 0, nret: 1,
-		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+	return RemoteFunc0[R]{core.Register(&core.Function{Name: name, NArgs: 0, NRet: 1,
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 0); err != nil {
 				return nil, err
 			}
@@ -100,20 +87,20 @@ func Func0[R any](name string, fn func(context.Context) (R, error)) RemoteFunc0[
 
 // Remote submits a call and returns the ref of its result at once.
 func (f RemoteFunc0[R]) Remote(ctx context.Context, opts ...CallOption) ObjectRef[R] {
-	ids, err := submit(ctx, f.f, nil, opts)
-	return refsOf[R](ids, err)
+	keys, err := call(ctx, f.f, nil, opts)
+	return refsOf[R](keys, err)
 }
 
 // Name is the function's registered name.
-func (f RemoteFunc0[R]) Name() string { return f.f.name }
+func (f RemoteFunc0[R]) Name() string { return f.f.Name }
 
 // RemoteFunc1 is a remote function of one argument.
-type RemoteFunc1[A, R any] struct{ f *function }
+type RemoteFunc1[A, R any] struct{ f *core.Function }
 
 // Func1 registers fn as the remote function name.
 func Func1[A, R any](name string, fn func(context.Context, A) (R, error)) RemoteFunc1[A, R] {
-	return RemoteFunc1[A, R]{register(&function{name: name, nargs: 1, nret: 1, inPlace: []bool{isInPlace[A]()},
-		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+	return RemoteFunc1[A, R]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 1, InPlace: []bool{isInPlace[A]()},
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 1); err != nil {
 				return nil, err
 			}
@@ -128,20 +115,20 @@ func Func1[A, R any](name string, fn func(context.Context, A) (R, error)) Remote
 
 // Remote submits a call and returns the ref of its result at once.
 func (f RemoteFunc1[A, R]) Remote(ctx context.Context, a Arg[A], opts ...CallOption) ObjectRef[R] {
-	ids, err := submit(ctx, f.f, []argumenter{a}, opts)
-	return refsOf[R](ids, err)
+	keys, err := call(ctx, f.f, []argumenter{a}, opts)
+	return refsOf[R](keys, err)
 }
 
 // Name is the function's registered name.
-func (f RemoteFunc1[A, R]) Name() string { return f.f.name }
+func (f RemoteFunc1[A, R]) Name() string { return f.f.Name }
 
 // RemoteFunc2 is a remote function of two arguments.
-type RemoteFunc2[A, B, R any] struct{ f *function }
+type RemoteFunc2[A, B, R any] struct{ f *core.Function }
 
 // Func2 registers fn as the remote function name.
 func Func2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) RemoteFunc2[A, B, R] {
-	return RemoteFunc2[A, B, R]{register(&function{name: name, nargs: 2, nret: 1, inPlace: []bool{isInPlace[A](), isInPlace[B]()},
-		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+	return RemoteFunc2[A, B, R]{core.Register(&core.Function{Name: name, NArgs: 2, NRet: 1, InPlace: []bool{isInPlace[A](), isInPlace[B]()},
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 2); err != nil {
 				return nil, err
 			}
@@ -160,20 +147,20 @@ func Func2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) 
 
 // Remote submits a call and returns the ref of its result at once.
 func (f RemoteFunc2[A, B, R]) Remote(ctx context.Context, a Arg[A], b Arg[B], opts ...CallOption) ObjectRef[R] {
-	ids, err := submit(ctx, f.f, []argumenter{a, b}, opts)
-	return refsOf[R](ids, err)
+	keys, err := call(ctx, f.f, []argumenter{a, b}, opts)
+	return refsOf[R](keys, err)
 }
 
 // Name is the function's registered name.
-func (f RemoteFunc2[A, B, R]) Name() string { return f.f.name }
+func (f RemoteFunc2[A, B, R]) Name() string { return f.f.Name }
 
 // RemoteFunc3 is a remote function of three arguments.
-type RemoteFunc3[A, B, C, R any] struct{ f *function }
+type RemoteFunc3[A, B, C, R any] struct{ f *core.Function }
 
 // Func3 registers fn as the remote function name.
 func Func3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) RemoteFunc3[A, B, C, R] {
-	return RemoteFunc3[A, B, C, R]{register(&function{name: name, nargs: 3, nret: 1, inPlace: []bool{isInPlace[A](), isInPlace[B](), isInPlace[C]()},
-		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+	return RemoteFunc3[A, B, C, R]{core.Register(&core.Function{Name: name, NArgs: 3, NRet: 1, InPlace: []bool{isInPlace[A](), isInPlace[B](), isInPlace[C]()},
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 3); err != nil {
 				return nil, err
 			}
@@ -196,21 +183,21 @@ func Func3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, er
 
 // Remote submits a call and returns the ref of its result at once.
 func (f RemoteFunc3[A, B, C, R]) Remote(ctx context.Context, a Arg[A], b Arg[B], c Arg[C], opts ...CallOption) ObjectRef[R] {
-	ids, err := submit(ctx, f.f, []argumenter{a, b, c}, opts)
-	return refsOf[R](ids, err)
+	keys, err := call(ctx, f.f, []argumenter{a, b, c}, opts)
+	return refsOf[R](keys, err)
 }
 
 // Name is the function's registered name.
-func (f RemoteFunc3[A, B, C, R]) Name() string { return f.f.name }
+func (f RemoteFunc3[A, B, C, R]) Name() string { return f.f.Name }
 
 // RemoteFunc1x2 is a remote function of one argument with two results
 // (num_returns=2): each result is its own object.
-type RemoteFunc1x2[A, R1, R2 any] struct{ f *function }
+type RemoteFunc1x2[A, R1, R2 any] struct{ f *core.Function }
 
 // Func1x2 registers fn as the remote function name.
 func Func1x2[A, R1, R2 any](name string, fn func(context.Context, A) (R1, R2, error)) RemoteFunc1x2[A, R1, R2] {
-	return RemoteFunc1x2[A, R1, R2]{register(&function{name: name, nargs: 1, nret: 2, inPlace: []bool{isInPlace[A]()},
-		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+	return RemoteFunc1x2[A, R1, R2]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 2, InPlace: []bool{isInPlace[A]()},
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 1); err != nil {
 				return nil, err
 			}
@@ -225,20 +212,20 @@ func Func1x2[A, R1, R2 any](name string, fn func(context.Context, A) (R1, R2, er
 
 // Remote submits a call and returns the refs of its two results at once.
 func (f RemoteFunc1x2[A, R1, R2]) Remote(ctx context.Context, a Arg[A], opts ...CallOption) (ObjectRef[R1], ObjectRef[R2]) {
-	ids, err := submit(ctx, f.f, []argumenter{a}, opts)
-	return ref2[R1](ids, 0, err), ref2[R2](ids, 1, err)
+	keys, err := call(ctx, f.f, []argumenter{a}, opts)
+	return ref2[R1](keys, 0, err), ref2[R2](keys, 1, err)
 }
 
 // Name is the function's registered name.
-func (f RemoteFunc1x2[A, R1, R2]) Name() string { return f.f.name }
+func (f RemoteFunc1x2[A, R1, R2]) Name() string { return f.f.Name }
 
 // RemoteFunc0x2 is a remote function without arguments and with two results.
-type RemoteFunc0x2[R1, R2 any] struct{ f *function }
+type RemoteFunc0x2[R1, R2 any] struct{ f *core.Function }
 
 // Func0x2 registers fn as the remote function name.
 func Func0x2[R1, R2 any](name string, fn func(context.Context) (R1, R2, error)) RemoteFunc0x2[R1, R2] {
-	return RemoteFunc0x2[R1, R2]{register(&function{name: name, nargs: 0, nret: 2,
-		call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+	return RemoteFunc0x2[R1, R2]{core.Register(&core.Function{Name: name, NArgs: 0, NRet: 2,
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
 			if err := checkArity(name, args, 0); err != nil {
 				return nil, err
 			}
@@ -249,11 +236,6 @@ func Func0x2[R1, R2 any](name string, fn func(context.Context) (R1, R2, error)) 
 
 // Remote submits a call and returns the refs of its two results at once.
 func (f RemoteFunc0x2[R1, R2]) Remote(ctx context.Context, opts ...CallOption) (ObjectRef[R1], ObjectRef[R2]) {
-	ids, err := submit(ctx, f.f, nil, opts)
-	return ref2[R1](ids, 0, err), ref2[R2](ids, 1, err)
-}
-
-// argumenter is an Arg of any type.
-type argumenter interface {
-	argument() (argument, error)
+	keys, err := call(ctx, f.f, nil, opts)
+	return ref2[R1](keys, 0, err), ref2[R2](keys, 1, err)
 }

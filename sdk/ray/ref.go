@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/manta-ray/manta/internal/ids"
-	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/core"
 )
 
 // ObjectRef refers to a value of type T that a task returns or Put
@@ -16,35 +16,48 @@ import (
 // frees the object on every node. Release frees it sooner.
 type ObjectRef[T any] struct {
 	id    ids.ObjectID
-	owner string     // the owner's CoreWorker address
-	err   error      // a failure to submit, reported by Get
-	h     *refHandle // shared by the copies of this ref; nil for a failed one
+	owner string       // the owner's CoreWorker address
+	err   error        // a failure to submit, reported by Get
+	h     *core.Handle // shared by the copies of this ref; nil for a failed one
 }
 
 // Release drops this ref (and every copy of it) at once instead of when the
 // garbage collector finds it unreachable. Once no task still running takes
 // it as an argument, the object is freed on every node; Get of the ref, or
 // of a copy of it, then returns ErrObjectNotFound. Release is idempotent.
-func (r ObjectRef[T]) Release() { r.h.release() }
+func (r ObjectRef[T]) Release() { r.h.Release() }
 
 // ID is the object's ID in hex.
 func (r ObjectRef[T]) ID() string { return r.id.String() }
 
-func (r ObjectRef[T]) argument() (argument, error) {
+// released is the error of using a released ref, nil if it is not.
+func (r ObjectRef[T]) released() error {
+	if r.h.Released() {
+		return fmt.Errorf("%w: object %s was released", ErrObjectNotFound, r.id)
+	}
+	return nil
+}
+
+func (r ObjectRef[T]) argument() (core.Arg, error) {
 	if r.err != nil {
-		return argument{}, r.err
+		return core.Arg{}, r.err
 	}
-	if r.h != nil && r.h.released.Load() {
-		return argument{}, fmt.Errorf("%w: object %s was released", ErrObjectNotFound, r.id)
+	if err := r.released(); err != nil {
+		return core.Arg{}, err
 	}
-	return argument{ref: true, id: r.id, owner: r.owner}, nil
+	return core.Arg{Ref: true, ID: r.id, Owner: r.owner}, nil
 }
 func (ObjectRef[T]) isArg(T) {}
+
+// refOf makes the ref of an object the runtime returned.
+func refOf[T any](k core.ObjectKey) ObjectRef[T] {
+	return ObjectRef[T]{id: k.ID, owner: k.Owner, h: k.H}
+}
 
 // Arg is a task argument of type T: a value (Val) or an ObjectRef[T],
 // which the task receives as its value.
 type Arg[T any] interface {
-	argument() (argument, error)
+	argument() (core.Arg, error)
 	isArg(T)
 }
 
@@ -53,21 +66,32 @@ func Val[T any](v T) Arg[T] { return value[T]{v} }
 
 type value[T any] struct{ v T }
 
-func (v value[T]) argument() (argument, error) {
-	ov, err := encode(v.v)
+func (v value[T]) argument() (core.Arg, error) {
+	ov, err := core.Encode(v.v)
 	if err != nil {
-		return argument{}, err
+		return core.Arg{}, err
 	}
-	return argument{value: ov}, nil
+	return core.Arg{Value: ov}, nil
 }
 func (value[T]) isArg(T) {}
 
-// argument is an Arg in untyped form.
-type argument struct {
-	ref   bool
-	id    ids.ObjectID
-	owner string
-	value *pb.ObjectValue
+// argumenter is an Arg of any type.
+type argumenter interface {
+	argument() (core.Arg, error)
+}
+
+// untyped turns a call's arguments into the runtime's form; the first
+// that cannot be (a released ref, a value that does not encode) fails it.
+func untyped(args []argumenter) ([]core.Arg, error) {
+	out := make([]core.Arg, len(args))
+	for i, a := range args {
+		av, err := a.argument()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = av
+	}
+	return out, nil
 }
 
 // ReadOnly is the same object as a ReadOnlyBytes ref, to pass a []byte

@@ -1,4 +1,11 @@
-package ray
+package core
+
+// The executor, a worker's side of a task: the receiver
+// (sdk/internal/receiver) queues what owners push and calls Execute,
+// which reads the arguments (mapped in place from the node's arena or
+// pulled), looks the function or actor method up in the registry, runs
+// it, and encodes and stores its results. The actor instance a worker
+// hosts lives here too.
 
 import (
 	"context"
@@ -10,9 +17,32 @@ import (
 
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/receiver"
 )
 
-func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
+// PushTasks runs the tasks its owner streams and streams their answers
+// (the stream's queue, steals and cancels are sdk/internal/receiver's).
+func (c *Worker) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
+	return receiver.Serve(stream, executor{c})
+}
+
+// executor runs the tasks the receiver takes from its streams.
+type executor struct{ c *Worker }
+
+func (e executor) Execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
+	return e.c.execute(ctx, spec)
+}
+
+func (e executor) Concurrent(actorID string) bool {
+	h := e.c.hostedFor(actorID)
+	return h != nil && h.concurrent()
+}
+
+func (e executor) CancelChildren(task ids.TaskID, force bool) { e.c.cancelChildren(task, force) }
+
+func (e executor) TaskEnded(task ids.TaskID) { e.c.tasks.table.takeChildren(task) }
+
+func (c *Worker) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 	tid, err := ids.TaskFromBytes(spec.TaskId)
 	if err != nil {
 		return &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT, Function: spec.Function, Message: err.Error()}}
@@ -20,9 +50,9 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 	failure := func(kind pb.ErrorKind, msg, stack string) *pb.TaskResult {
 		return &pb.TaskResult{Error: &pb.TaskError{Kind: kind, Function: spec.Function, Message: msg, Stack: stack, TaskId: tid.String()}}
 	}
-	var f *function
+	var f *Function
 	if spec.ActorId == "" {
-		if f = lookup(spec.Function); f == nil {
+		if f = Lookup(spec.Function); f == nil {
 			return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("no remote function %q is registered in this binary", spec.Function), "")
 		}
 	}
@@ -43,7 +73,7 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 		if v.Location != "" {
 			oid, _ := ids.ObjectFromBytes(a.ObjectId)
 			var release func()
-			inPlace := f != nil && i < len(f.inPlace) && f.inPlace[i]
+			inPlace := f != nil && i < len(f.InPlace) && f.InPlace[i]
 			v, release, err = c.argValue(ctx, v, oid, spec.OwnerAddress, inPlace)
 			if release != nil {
 				releases = append(releases, release)
@@ -75,9 +105,9 @@ func (c *core) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
 // argValue reads a stored argument: mapped in place (valid until release,
 // which is then non-nil) or streamed into this process. Raw bytes are
 // copied out of the mapping: the task owns its []byte and may write it.
-// A worker never unmaps its arenas (it never closes its core), so the
+// A worker never unmaps its arenas (it never closes its Worker), so the
 // view may be held while the task runs.
-func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID, owner string, inPlace bool) (*pb.ObjectValue, func(), error) {
+func (c *Worker) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID, owner string, inPlace bool) (*pb.ObjectValue, func(), error) {
 	view, format, release, err := c.objs.Map(ctx, v, id, owner)
 	if err != nil {
 		return nil, nil, err
@@ -101,7 +131,7 @@ func (c *core) argValue(ctx context.Context, v *pb.ObjectValue, id ids.ObjectID,
 
 // taskResult encodes a finished task's (or actor call's) results; owner
 // owns the objects they become.
-func (c *core) taskResult(ctx context.Context, tid ids.TaskID, owner string, results []any, err error, stack string,
+func (c *Worker) taskResult(ctx context.Context, tid ids.TaskID, owner string, results []any, err error, stack string,
 	failure func(pb.ErrorKind, string, string) *pb.TaskResult) *pb.TaskResult {
 	if stack != "" {
 		return failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
@@ -114,7 +144,7 @@ func (c *core) taskResult(ctx context.Context, tid ids.TaskID, owner string, res
 	}
 	res := &pb.TaskResult{Returns: make([]*pb.ObjectValue, len(results))}
 	for i, r := range results {
-		v, err := encode(r)
+		v, err := Encode(r)
 		if err == nil {
 			v, err = c.objs.Store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
 		}
@@ -129,7 +159,7 @@ func (c *core) taskResult(ctx context.Context, tid ids.TaskID, owner string, res
 // fitProcs sets GOMAXPROCS to the task's CPUs (at least 1) unless the
 // user fixed it: a worker's goroutines then use what its lease holds, and
 // an idle P does not spin on a busy machine (as Ray sets OMP_NUM_THREADS).
-func (c *core) fitProcs(cpus float64) {
+func (c *Worker) fitProcs(cpus float64) {
 	if c.fixedProcs {
 		return
 	}
@@ -140,13 +170,67 @@ func (c *core) fitProcs(cpus float64) {
 	}
 }
 
-// invoke runs f, turning a panic into an error and its stack.
-func invoke(ctx context.Context, f *function, args []*pb.ObjectValue) (results []any, err error, stack string) {
-	defer func() {
-		if p := recover(); p != nil {
-			err, stack = fmt.Errorf("%v", p), string(debug.Stack())
+// hostedActor is the actor instance a worker process hosts.
+type hostedActor struct {
+	id    string
+	class *ActorClass
+	inst  any
+	// sem admits MaxConcurrency calls at once (1: one at a time, so calls
+	// from every caller are serialised).
+	sem chan struct{}
+}
+
+func (h *hostedActor) concurrent() bool { return cap(h.sem) > 1 }
+
+// hostedFor returns the actor this worker hosts, if it is id.
+func (c *Worker) hostedFor(id string) *hostedActor {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hosted != nil && c.hosted.id == id {
+		return c.hosted
+	}
+	return nil
+}
+
+// executeActor runs an actor's constructor or one of its methods.
+func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.TaskID, args []*pb.ObjectValue,
+	failure func(pb.ErrorKind, string, string) *pb.TaskResult) *pb.TaskResult {
+	tc := &taskCtx{id: tid, worker: true}
+	tctx := context.WithValue(ctx, taskKey{}, tc)
+	if spec.ActorCreation {
+		cls := LookupClass(spec.Function)
+		if cls == nil {
+			return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("no actor class %q is registered in this binary", spec.Function), "")
 		}
-	}()
-	results, err = f.call(ctx, args)
-	return results, err, ""
+		c.fitProcs(spec.NumCpus)
+		// The constructor's context outlives its creation call: the
+		// instance may keep it.
+		inst, err, stack := invokeCtor(context.WithValue(c.ctx, taskKey{}, tc), cls, args)
+		if stack != "" {
+			return failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
+		}
+		if err != nil {
+			return failure(pb.ErrorKind_ERROR_APPLICATION, err.Error(), "")
+		}
+		c.mu.Lock()
+		c.hosted = &hostedActor{id: spec.ActorId, class: cls, inst: inst, sem: make(chan struct{}, max(1, int(spec.MaxConcurrency)))}
+		c.mu.Unlock()
+		return &pb.TaskResult{}
+	}
+	h := c.hostedFor(spec.ActorId)
+	if h == nil {
+		return failure(pb.ErrorKind_ERROR_ACTOR_DIED, fmt.Sprintf("actor %s does not live in this worker (it restarted elsewhere)", spec.ActorId), "")
+	}
+	m := h.class.method(spec.Method)
+	if m == nil {
+		return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("actor class %s has no method %q in this binary", h.class.Name, spec.Method), "")
+	}
+	select {
+	case h.sem <- struct{}{}:
+	case <-ctx.Done():
+		return failure(pb.ErrorKind_ERROR_WORKER_CRASHED, ctx.Err().Error(), "")
+	}
+	results, err, stack := invokeMethod(tctx, m, h.inst, args)
+	<-h.sem
+	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
 }

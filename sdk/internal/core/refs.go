@@ -1,11 +1,4 @@
-package ray
-
-import (
-	"runtime"
-	"sync/atomic"
-
-	"github.com/manta-ray/manta/internal/ids"
-)
+package core
 
 // Reference counting in the owner. An owned object is kept (its value in
 // the object table, sdk/internal/memstore, its bytes on every node that holds a copy) while its count is
@@ -26,9 +19,16 @@ import (
 // forgets the object (a borrower asking for it gets ERROR_OBJECT_NOT_FOUND)
 // and frees its node copies (freeLoop).
 
-// refHandle is shared by every copy of one ObjectRef value made in its
+import (
+	"runtime"
+	"sync/atomic"
+
+	"github.com/manta-ray/manta/internal/ids"
+)
+
+// Handle is shared by every copy of one ObjectRef value made in its
 // owner's process.
-type refHandle struct {
+type Handle struct {
 	released atomic.Bool
 	cleanup  runtime.Cleanup
 	drop     refDrop
@@ -37,75 +37,43 @@ type refHandle struct {
 // refDrop is what a handle's cleanup needs: it must not point at the
 // handle, or the handle would never become unreachable.
 type refDrop struct {
-	c  *core
+	c  *Worker
 	id ids.ObjectID
 }
 
-func (d refDrop) run() { d.c.decRef(d.id) }
+func (d refDrop) run() { d.c.mem.DecRef(d.id) }
 
 // newHandle makes the handle of an owned object whose handle reference
 // the object table counted (memstore.NewOwned).
-func (c *core) newHandle(id ids.ObjectID) *refHandle {
-	h := &refHandle{drop: refDrop{c, id}}
+func (c *Worker) newHandle(id ids.ObjectID) *Handle {
+	h := &Handle{drop: refDrop{c, id}}
 	h.cleanup = runtime.AddCleanup(h, refDrop.run, h.drop)
 	return h
 }
 
-// release drops the handle's reference once, whoever comes first.
-func (h *refHandle) release() {
+// Release drops the handle's reference once, whoever comes first.
+func (h *Handle) Release() {
 	if h != nil && h.released.CompareAndSwap(false, true) {
 		h.cleanup.Stop()
 		h.drop.run()
 	}
 }
 
-// decRef drops one reference to an owned object; the last forgets it and
-// frees its copies (the object table does), then tells the lineage
-// (released).
-func (c *core) decRef(id ids.ObjectID) { c.mem.DecRef(id) }
-
-// released is the object table's report that an owned object's last
-// reference went: the task's spec may outlive the object (lineage.go),
-// the bytes not.
-func (c *core) released(id ids.ObjectID) {
-	c.lin.mu.Lock()
-	tell := c.releasedLocked(id)
-	c.lin.mu.Unlock()
-	if tell {
-		c.releaseLineage([]ids.ObjectID{id})
-	}
-}
+// Released says whether Release was called (a nil handle never is).
+func (h *Handle) Released() bool { return h != nil && h.released.Load() }
 
 // pinArgs counts a submission's reference arguments that this process
-// owns and returns them, for unpinArgs when the task finishes. The refs
+// owns and returns them, for unpin when the task finishes. The refs
 // must be reachable until it returns (the caller keeps them alive).
-func (c *core) pinArgs(keys []objectKey) []ids.ObjectID {
+func (c *Worker) pinArgs(keys []ObjectKey) []ids.ObjectID {
 	var owned []ids.ObjectID
 	for _, k := range keys {
-		if k.owner == c.address {
-			owned = append(owned, k.id)
+		if k.Owner == c.address {
+			owned = append(owned, k.ID)
 		}
 	}
 	if len(owned) == 0 {
 		return nil
 	}
 	return c.mem.AddRefs(owned)
-}
-
-// unpinArgs drops the references pinArgs took.
-func (c *core) unpinArgs(pinned []ids.ObjectID) {
-	for _, id := range pinned {
-		c.decRef(id)
-	}
-}
-
-// mappedReadCount is how many stored objects this process read in place
-// from its node's shared arena (rather than through a stream): tests use
-// it to see that a worker mapped an object.
-func mappedReadCount() int64 {
-	c, err := current()
-	if err != nil {
-		return 0
-	}
-	return c.objs.MappedReads()
 }

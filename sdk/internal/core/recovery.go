@@ -1,5 +1,12 @@
-package ray
+package core
 
+// Recovery (Ray's ObjectRecoveryManager with the lineage part of its
+// TaskManager): the owner's lineage, recorded and replayed. It owns the
+// retained entries under its own lock (taken before the object table's,
+// never after) and the lineage recorder; it reaches the object table
+// (recoveryObjects), the control plane (recordSink) and the resolver that
+// runs a task again (resolve) through small interfaces and funcs.
+//
 // Lineage in the owner: recording and reconstruction (Ray's lineage
 // reconstruction, owner side).
 //
@@ -37,17 +44,6 @@ package ray
 // owner tells the Recorder of each return object its count dropped to zero.
 // A workload whose outputs are dropped (no chains) keeps no entries.
 //
-// Reconstruction. An owned return object found lost (a Get reading it, a task
-// whose worker could not read it as an argument, or a freed argument a
-// resubmitted task needs) is rebuilt by resubmitting its task with the same
-// task ID, so the same object IDs. Deduplication is by object generation: the
-// rebuild replaces the lost object in the object table by a fresh pending one, so
-// whoever saw the lost one afterwards finds a different object and waits on
-// it; every waiter gets the one outcome, value or error. A rebuild consumes
-// one of the task's retries (MaxRetries); a task resubmitted because one of
-// its arguments vanished does not (its own run did not fail), but such rounds
-// are bounded (maxLostArgRounds) so a flapping node cannot livelock it.
-
 import (
 	"context"
 	"fmt"
@@ -79,23 +75,52 @@ const (
 	recorderMaxBatch = 16384
 )
 
-// RecordLineage turns lineage on (the default) or off. Off, tasks are not
-// recorded in the control plane and the owner keeps no specs, so an output
-// lost with its node stays lost (Get returns ErrObjectLost). It applies to
-// the driver; tasks submitted by workers record their lineage regardless.
-func RecordLineage(on bool) InitOption { return func(o *initOptions) { o.noLineage = !on } }
+// recordSink is what recovery needs of the control plane's lineage table
+// (a *lineage.Recorder).
+type recordSink interface {
+	Record(ctx context.Context, rec *cpb.TaskRecord) error
+	Update(ctx context.Context, u *cpb.TaskUpdate) error
+	Release(ctx context.Context, objects ...ids.ObjectID) error
+	WaitCommitted(ctx context.Context, tasks ...ids.TaskID) error
+	Flush(ctx context.Context) error
+}
 
-// lineageState is a core's lineage: the recorder (made on first use: a
+// recoveryObjects is what recovery needs of the object table.
+type recoveryObjects interface {
+	Get(id ids.ObjectID) *object
+	// Renew replaces a lost stored object by a pending one.
+	Renew(id ids.ObjectID) bool
+	// PinOrCreate counts a reference to an owned object, making it again
+	// (pending) if it was freed.
+	PinOrCreate(id ids.ObjectID) (o *object, created bool)
+	Complete(objs []ids.ObjectID, vals []*pb.ObjectValue)
+}
+
+// recovery is an owner's lineage: the recorder (opened on first use: a
 // worker makes its control-plane client lazily) and the retained entries.
-type lineageState struct {
-	off  bool
+type recovery struct {
+	off   bool
+	owner string // this process's address: what it owns
+	jobID string
+	log   *zap.Logger
+	ctx   context.Context // ends when the Worker closes
+	objs  recoveryObjects
+	// open makes the recorder (nil: lineage is not recorded); spawn runs
+	// a goroutine the Worker owns; resolve resolves a task's arguments and
+	// queues it (the Worker's resolver); fail fails a task (the task
+	// manager's).
+	open    func() recordSink
+	spawn   func(func())
+	resolve func(t *task)
+	fail    func(t *task, e *pb.TaskError)
+
 	once sync.Once
-	rec  *lineage.Recorder
+	rec  recordSink
 	// mu guards the retained entries; it is taken before the object
 	// table's lock, never after.
-	mu     sync.Mutex
-	tasks  map[ids.TaskID]*lineageEntry
-	rebuil atomic.Int64 // rebuild resubmissions (tests)
+	mu       sync.Mutex
+	tasks    map[ids.TaskID]*lineageEntry
+	rebuilds atomic.Int64 // rebuild resubmissions (tests)
 }
 
 // lineageEntry is a retained task: what is needed to run it again.
@@ -121,141 +146,147 @@ type lineageEntry struct {
 	releasedEarly []ids.ObjectID
 }
 
-// recorder returns the core's lineage recorder, nil when lineage is off or
-// no control plane is reachable from this process.
-func (c *core) recorder() *lineage.Recorder {
-	if c.lin.off {
+// openRecorder makes the Worker's lineage recorder, nil when no control
+// plane is reachable from this process.
+func (c *Worker) openRecorder() recordSink {
+	cp, err := c.controlPlane()
+	if err != nil {
+		c.log.Warn("lineage is not recorded: no control plane", zap.Error(err))
 		return nil
 	}
-	c.lin.once.Do(func() {
-		cp, err := c.controlPlane()
-		if err != nil {
-			c.log.Warn("lineage is not recorded: no control plane", zap.Error(err))
-			return
-		}
-		// Batches larger than the default: under a stream of small tasks
-		// the recorder's cost per batch (a Raft round, and copying what
-		// stays queued) dominates; 16k items measured twice the
-		// multi-client task rate of 2k.
-		c.lin.rec = lineage.NewRecorder(cp, lineage.Options{Logger: c.log, CloseTimeout: recorderCloseTimeout, MaxBatch: recorderMaxBatch})
-	})
-	return c.lin.rec
+	// Batches larger than the default: under a stream of small tasks
+	// the recorder's cost per batch (a Raft round, and copying what
+	// stays queued) dominates; 16k items measured twice the
+	// multi-client task rate of 2k.
+	return lineage.NewRecorder(cp, lineage.Options{Logger: c.log, CloseTimeout: recorderCloseTimeout, MaxBatch: recorderMaxBatch})
 }
 
-// closeRecorder flushes and stops the recorder, if one was made.
-func (c *core) closeRecorder() {
-	c.lin.once.Do(func() {}) // none may be made from now on
-	if c.lin.rec != nil {
-		if err := c.lin.rec.Close(); err != nil {
-			c.log.Debug("lineage recorder closed with an error", zap.Error(err))
+// recorder returns the lineage recorder, nil when lineage is off or no
+// control plane is reachable.
+func (r *recovery) recorder() recordSink {
+	if r.off {
+		return nil
+	}
+	r.once.Do(func() {
+		if rec := r.open(); rec != nil {
+			r.rec = rec
+		}
+	})
+	return r.rec
+}
+
+// close flushes and stops the recorder, if one was made.
+func (r *recovery) close() {
+	r.once.Do(func() {}) // none may be made from now on
+	if c, ok := r.rec.(interface{ Close() error }); ok {
+		if err := c.Close(); err != nil {
+			r.log.Debug("lineage recorder closed with an error", zap.Error(err))
 		}
 	}
+}
+
+// stats returns the recorder's counters (tests).
+func (r *recovery) stats() lineage.Stats {
+	if s, ok := r.recorder().(interface{ Stats() lineage.Stats }); ok {
+		return s.Stats()
+	}
+	return lineage.Stats{}
 }
 
 // recordTask retains a newly submitted task's spec; its record is sent
 // later, if ever (persist). The spec's arguments are as encodeArgs made
 // them (not resolved yet).
-func (c *core) recordTask(t *task, o *callOptions) {
-	if c.lin.off {
+func (r *recovery) recordTask(t *task, o *CallOptions) {
+	if r.off {
 		return
 	}
-	e := &lineageEntry{t: t, args: t.spec.Args, res: o.res, live: len(t.returns), inflight: true,
-		maxRetries: int32(o.maxRetries), retryExc: o.retryExceptions}
+	e := &lineageEntry{t: t, args: t.spec.Args, res: o.Res, live: len(t.returns), inflight: true,
+		maxRetries: int32(o.MaxRetries), retryExc: o.RetryExceptions}
 	if len(t.refs) > 0 {
 		// The resolver replaces resolved arguments in t.spec.Args (it never
 		// changes a TaskArg): a copy of the slice keeps the originals.
 		e.args = slices.Clone(t.spec.Args)
 	}
 	tid, _ := ids.TaskFromBytes(t.spec.TaskId)
-	c.lin.mu.Lock()
-	if c.lin.tasks == nil {
-		c.lin.tasks = map[ids.TaskID]*lineageEntry{}
+	r.mu.Lock()
+	if r.tasks == nil {
+		r.tasks = map[ids.TaskID]*lineageEntry{}
 	}
 	for _, k := range t.refKeys {
-		if k.owner != c.address || k.id.IsPut() {
+		if k.Owner != r.owner || k.ID.IsPut() {
 			continue
 		}
-		if p := c.lin.tasks[k.id.Task()]; p != nil {
+		if p := r.tasks[k.ID.Task()]; p != nil {
 			p.dependents++
-			e.deps = append(e.deps, k.id.Task())
+			e.deps = append(e.deps, k.ID.Task())
 		}
 	}
-	c.lin.tasks[tid] = e
+	r.tasks[tid] = e
 	t.lin = e
-	c.lin.mu.Unlock()
-}
-
-// storesAny says whether a result has a return stored in a raylet.
-func storesAny(res *pb.TaskResult) bool {
-	for _, v := range res.Returns {
-		if v.GetLocation() != "" {
-			return true
-		}
-	}
-	return false
+	r.mu.Unlock()
 }
 
 // persist records a finished attempt of t that stored a return, before its
 // returns are completed: the task itself (or an update, when it was
 // recorded before) and every retained task upstream of it not recorded
 // yet. It reports whether it sent the task's record.
-func (c *core) persist(t *task, node string) bool {
-	if c.lin.off || t.lin == nil {
+func (r *recovery) persist(t *task, node string) bool {
+	if r.off || t.lin == nil {
 		return false
 	}
-	rec := c.recorder()
-	c.lin.mu.Lock()
+	rec := r.recorder()
+	r.mu.Lock()
 	e := t.lin
 	e.node = node
 	if e.t != t || e.sent {
-		c.lin.mu.Unlock()
+		r.mu.Unlock()
 		return false
 	}
 	var recs []*cpb.TaskRecord
 	var early []ids.ObjectID
-	c.persistLocked(e, true, &recs, &early)
-	c.lin.mu.Unlock()
+	r.persistLocked(e, true, &recs, &early)
+	r.mu.Unlock()
 	if rec == nil {
 		return true
 	}
-	for _, r := range recs {
-		if err := rec.Record(c.ctx, r); err != nil && c.ctx.Err() == nil {
-			c.log.Warn("lineage record failed", zap.String("function", r.Function), zap.Error(err))
+	for _, tr := range recs {
+		if err := rec.Record(r.ctx, tr); err != nil && r.ctx.Err() == nil {
+			r.log.Warn("lineage record failed", zap.String("function", tr.Function), zap.Error(err))
 		}
 	}
-	c.releaseLineage(early)
+	r.releaseLineage(early)
 	return true
 }
 
 // persistLocked appends the records of e's unsent producers (first) and
-// of e, marking them sent; finished says e's run just ended. c.lin.mu is held.
-func (c *core) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRecord, early *[]ids.ObjectID) {
+// of e, marking them sent; finished says e's run just ended. r.mu is held.
+func (r *recovery) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRecord, early *[]ids.ObjectID) {
 	e.sent = true
 	for _, d := range e.deps {
-		if p := c.lin.tasks[d]; p != nil && !p.sent {
-			c.persistLocked(p, false, recs, early)
+		if p := r.tasks[d]; p != nil && !p.sent {
+			r.persistLocked(p, false, recs, early)
 		}
 	}
 	t := e.t
-	r := &cpb.TaskRecord{TaskId: t.spec.TaskId, JobId: c.jobID, Function: t.spec.Function,
-		Args: make([]*cpb.LineageArg, len(e.args)), NumReturns: t.spec.NumReturns, OwnerAddress: c.address,
+	tr := &cpb.TaskRecord{TaskId: t.spec.TaskId, JobId: r.jobID, Function: t.spec.Function,
+		Args: make([]*cpb.LineageArg, len(e.args)), NumReturns: t.spec.NumReturns, OwnerAddress: r.owner,
 		Resources: e.res, MaxRetries: e.maxRetries, Attempts: t.spec.Attempt + 1, NodeId: e.node,
 		State: cpb.TaskState_TASK_FINISHED}
 	if e.inflight && !finished {
-		r.State = cpb.TaskState_TASK_RUNNING // an upstream run still going (a rebuild)
+		tr.State = cpb.TaskState_TASK_RUNNING // an upstream run still going (a rebuild)
 	}
 	for i, a := range e.args {
 		if a.Value != nil {
-			r.Args[i] = &cpb.LineageArg{Value: a.Value.Data, Format: int32(a.Value.Format)}
+			tr.Args[i] = &cpb.LineageArg{Value: a.Value.Data, Format: int32(a.Value.Format)}
 		}
 	}
 	for j, i := range t.refs {
-		r.Args[i] = &cpb.LineageArg{ObjectId: e.args[i].ObjectId, OwnerAddress: t.refKeys[j].owner}
+		tr.Args[i] = &cpb.LineageArg{ObjectId: e.args[i].ObjectId, OwnerAddress: t.refKeys[j].Owner}
 	}
 	if e.retryExc {
-		r.Options = map[string]string{"retry_exceptions": "true"}
+		tr.Options = map[string]string{"retry_exceptions": "true"}
 	}
-	*recs = append(*recs, r)
+	*recs = append(*recs, tr)
 	*early = append(*early, e.releasedEarly...)
 	e.releasedEarly = nil
 }
@@ -264,15 +295,15 @@ func (c *core) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRe
 // (a rebuild, or a retry of a recorded task) and waits, a bounded while,
 // until it is committed: the record shows the attempt that made the
 // returns, and where, before anyone reads them. Others send nothing.
-func (c *core) reportFinished(t *task, node string) {
-	if !c.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "") {
+func (r *recovery) reportFinished(t *task, node string) {
+	if !r.reportAttempt(t, cpb.TaskState_TASK_FINISHED, node, "") {
 		return
 	}
-	if rec := c.recorder(); rec != nil {
-		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	if rec := r.recorder(); rec != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		defer cancel()
-		if err := rec.Flush(ctx); err != nil && c.ctx.Err() == nil {
-			c.log.Debug("lineage update not committed", zap.Error(err))
+		if err := rec.Flush(ctx); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("lineage update not committed", zap.Error(err))
 		}
 	}
 }
@@ -280,75 +311,86 @@ func (c *core) reportFinished(t *task, node string) {
 // reportAttempt sends the outcome (or start) of an attempt of a task
 // already recorded in the control plane, and says whether it did;
 // unrecorded tasks send nothing.
-func (c *core) reportAttempt(t *task, state cpb.TaskState, node, why string) bool {
+func (r *recovery) reportAttempt(t *task, state cpb.TaskState, node, why string) bool {
 	if t.lin == nil {
 		return false
 	}
-	c.lin.mu.Lock()
+	r.mu.Lock()
 	sent := t.lin.sent
-	c.lin.mu.Unlock()
+	r.mu.Unlock()
 	if !sent {
 		return false
 	}
-	rec := c.recorder()
+	rec := r.recorder()
 	if rec == nil {
 		return false
 	}
 	u := &cpb.TaskUpdate{TaskId: t.spec.TaskId, Attempt: t.spec.Attempt + 1, State: state, NodeId: node, Error: why}
-	if err := rec.Update(c.ctx, u); err != nil && c.ctx.Err() == nil {
-		c.log.Debug("lineage update failed", zap.Error(err))
+	if err := rec.Update(r.ctx, u); err != nil && r.ctx.Err() == nil {
+		r.log.Debug("lineage update failed", zap.Error(err))
 	}
 	return true
 }
 
 // runEnded notes that a run of a retained task finished, before its
 // returns complete: a rebuild asked for after that starts a new run.
-func (c *core) runEnded(t *task) {
+func (r *recovery) runEnded(t *task) {
 	if t.lin == nil {
 		return
 	}
-	c.lin.mu.Lock()
+	r.mu.Lock()
 	if t.lin.t == t {
 		t.lin.inflight = false
 	}
-	c.lin.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // waitCommitted waits until the records of the producers of a task's
 // stored, owned arguments are committed (commit before consume).
-func (c *core) waitCommitted(ctx context.Context, producers []ids.TaskID) {
+func (r *recovery) waitCommitted(ctx context.Context, producers []ids.TaskID) {
 	if len(producers) == 0 {
 		return
 	}
-	rec := c.recorder()
+	rec := r.recorder()
 	if rec == nil {
 		return
 	}
 	if err := rec.WaitCommitted(ctx, producers...); err != nil && ctx.Err() == nil {
 		// The records are lost: the task may still run, but its inputs
 		// could not be rebuilt by anyone but this owner.
-		c.log.Warn("lineage not committed; consuming the outputs anyway", zap.Error(err))
+		r.log.Warn("lineage not committed; consuming the outputs anyway", zap.Error(err))
 	}
 }
 
 // producerToWait is the task whose record must commit before v (an object
 // id owned by owner) is handed to another process, if any.
-func (c *core) producerToWait(id ids.ObjectID, owner string, v *pb.ObjectValue) (ids.TaskID, bool) {
-	if c.lin.off || v == nil || v.Location == "" || owner != c.address || id.IsPut() {
+func (r *recovery) producerToWait(id ids.ObjectID, owner string, v *pb.ObjectValue) (ids.TaskID, bool) {
+	if r.off || v == nil || v.Location == "" || owner != r.owner || id.IsPut() {
 		return ids.TaskID{}, false
 	}
 	return id.Task(), true
 }
 
+// released is the object table's report that an owned object's last
+// reference went: the task's spec may outlive the object, the bytes not.
+func (r *recovery) released(id ids.ObjectID) {
+	r.mu.Lock()
+	tell := r.releasedLocked(id)
+	r.mu.Unlock()
+	if tell {
+		r.releaseLineage([]ids.ObjectID{id})
+	}
+}
+
 // releasedLocked is called when an owned object's count reached zero and it
 // left the object table; it reports whether the control plane must be told of the
-// release (its task is recorded there). c.lin.mu is held.
-func (c *core) releasedLocked(id ids.ObjectID) bool {
-	if c.lin.off || id.IsPut() {
+// release (its task is recorded there). r.mu is held.
+func (r *recovery) releasedLocked(id ids.ObjectID) bool {
+	if r.off || id.IsPut() {
 		return false
 	}
 	tid := id.Task()
-	e := c.lin.tasks[tid]
+	e := r.tasks[tid]
 	if e == nil {
 		return false
 	}
@@ -358,54 +400,49 @@ func (c *core) releasedLocked(id ids.ObjectID) bool {
 		// Not in the control plane yet: released there if it ever is.
 		e.releasedEarly = append(e.releasedEarly, id)
 	}
-	c.maybeForgetLocked(tid, e)
+	r.maybeForgetLocked(tid, e)
 	return sent
 }
 
 // maybeForgetLocked drops a retained entry that nothing needs any more and,
-// in cascade, producers only it needed. c.lin.mu is held.
-func (c *core) maybeForgetLocked(tid ids.TaskID, e *lineageEntry) {
-	for e != nil && e.live <= 0 && e.dependents <= 0 && c.lin.tasks[tid] == e {
-		delete(c.lin.tasks, tid)
+// in cascade, producers only it needed. r.mu is held.
+func (r *recovery) maybeForgetLocked(tid ids.TaskID, e *lineageEntry) {
+	for e != nil && e.live <= 0 && e.dependents <= 0 && r.tasks[tid] == e {
+		delete(r.tasks, tid)
 		deps := e.deps
 		e.deps = nil
 		e = nil
 		for _, d := range deps {
-			p := c.lin.tasks[d]
+			p := r.tasks[d]
 			if p == nil {
 				continue
 			}
 			p.dependents--
-			c.maybeForgetLocked(d, p)
+			r.maybeForgetLocked(d, p)
 		}
 	}
 }
 
 // releaseLineage tells the control plane about released return objects.
-func (c *core) releaseLineage(objs []ids.ObjectID) {
+func (r *recovery) releaseLineage(objs []ids.ObjectID) {
 	if len(objs) == 0 {
 		return
 	}
-	if rec := c.recorder(); rec != nil {
-		if err := rec.Release(c.ctx, objs...); err != nil && c.ctx.Err() == nil {
-			c.log.Debug("lineage release failed", zap.Error(err))
+	if rec := r.recorder(); rec != nil {
+		if err := rec.Release(r.ctx, objs...); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("lineage release failed", zap.Error(err))
 		}
 	}
-}
-
-// lostError is an ErrObjectLost for object id, for Get and task errors.
-func lostError(id ids.ObjectID, why string) error {
-	return fmt.Errorf("%w: object %s %s", ErrObjectLost, id, why)
 }
 
 // recoverObject is called when owned object id was found lost while seen
 // was its entry. It returns the object to wait on instead: the current one
 // when a rebuild already replaced seen, or the one a rebuild it starts now
 // will complete. It fails when the object cannot be rebuilt.
-func (c *core) recoverObject(id ids.ObjectID, seen *object) (*object, error) {
-	c.lin.mu.Lock()
-	defer c.lin.mu.Unlock()
-	o := c.mem.Get(id)
+func (r *recovery) recoverObject(id ids.ObjectID, seen *object) (*object, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.objs.Get(id)
 	if o == nil || !o.Owned() {
 		return nil, fmt.Errorf("%w: object %s was released", ErrObjectNotFound, id)
 	}
@@ -415,30 +452,30 @@ func (c *core) recoverObject(id ids.ObjectID, seen *object) (*object, error) {
 	if id.IsPut() {
 		return nil, lostError(id, "was made by Put: it cannot be rebuilt")
 	}
-	e := c.lin.tasks[id.Task()]
+	e := r.tasks[id.Task()]
 	if e == nil {
 		return nil, lostError(id, "cannot be rebuilt: lineage released (or not recorded)")
 	}
-	if err := c.rebuildLocked(id, e); err != nil {
+	if err := r.rebuildLocked(id, e); err != nil {
 		return nil, err
 	}
-	return c.mem.Get(id), nil
+	return r.objs.Get(id), nil
 }
 
 // rebuildLocked resubmits a retained task to make its outputs again: its
 // stored returns still referenced are replaced by pending objects (so
 // everyone waiting for them waits for this run), and its owned arguments
-// freed since are made again first, recursively. c.lin.mu is held.
+// freed since are made again first, recursively. r.mu is held.
 // id is the object that asked for it.
-func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
+func (r *recovery) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 	tid := id.Task()
 	old := e.t
 	if old.retriesLeft <= 0 {
 		return lostError(id, fmt.Sprintf("cannot be rebuilt: its task %s (%s) is out of retries", tid, old.spec.Function))
 	}
-	for _, r := range old.returns {
+	for _, ret := range old.returns {
 		// Released, already pending, or inline (never lost) ones stay.
-		c.mem.Renew(r)
+		r.objs.Renew(ret)
 	}
 	t := newTask(&pb.TaskSpec{TaskId: old.spec.TaskId, JobId: old.spec.JobId, Function: old.spec.Function,
 		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,
@@ -447,103 +484,76 @@ func (c *core) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 	t.refs, t.refKeys, t.lin = old.refs, old.refKeys, e
 	e.t, e.inflight = t, true
 	for _, k := range t.refKeys {
-		if k.owner != c.address {
+		if k.Owner != r.owner {
 			continue
 		}
-		if _, created := c.mem.PinOrCreate(k.id); created {
-			c.remakeLocked(k.id)
+		if _, created := r.objs.PinOrCreate(k.ID); created {
+			r.remakeLocked(k.ID)
 		}
-		t.pinned = append(t.pinned, k.id)
+		t.pinned = append(t.pinned, k.ID)
 	}
-	c.lin.rebuil.Add(1)
-	c.log.Info("rebuilding lost objects from lineage", zap.Stringer("task", tid), zap.String("function", t.spec.Function),
+	r.rebuilds.Add(1)
+	r.log.Info("rebuilding lost objects from lineage", zap.Stringer("task", tid), zap.String("function", t.spec.Function),
 		zap.Int32("attempt", t.spec.Attempt+1))
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.reportAttempt(t, cpb.TaskState_TASK_RUNNING, "", "")
-		c.resolveAndEnqueue(t)
-	}()
+	r.spawn(func() {
+		r.reportAttempt(t, cpb.TaskState_TASK_RUNNING, "", "")
+		r.resolve(t)
+	})
 	return nil
 }
 
 // remakeLocked brings back a freed owned object an argument needs, which
 // the object table holds again as pending (PinOrCreate): its retained task
-// runs again, or it fails at once when it cannot be rebuilt. c.lin.mu is
+// runs again, or it fails at once when it cannot be rebuilt. r.mu is
 // held.
-func (c *core) remakeLocked(id ids.ObjectID) {
+func (r *recovery) remakeLocked(id ids.ObjectID) {
 	var err error
 	if id.IsPut() {
 		err = lostError(id, "was released and made by Put: it cannot be rebuilt")
-	} else if p := c.lin.tasks[id.Task()]; p == nil {
+	} else if p := r.tasks[id.Task()]; p == nil {
 		err = lostError(id, "was released and cannot be rebuilt: lineage released")
 	} else {
 		p.live++
 		if !p.inflight {
-			err = c.rebuildLocked(id, p)
+			err = r.rebuildLocked(id, p)
 		}
 	}
 	if err != nil {
-		c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: err.Error()}}})
+		r.objs.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: err.Error()}}})
 	}
 }
 
 // lostArg handles a task whose worker could not read an argument this
 // process owns: the argument is rebuilt and the task pushed again, without
 // consuming its retries. It reports false when the error is not that.
-func (c *core) lostArg(t *task, e *pb.TaskError) bool {
+func (r *recovery) lostArg(t *task, e *pb.TaskError) bool {
 	if (e.Kind != pb.ErrorKind_ERROR_OBJECT_LOST && e.Kind != pb.ErrorKind_ERROR_OBJECT_NOT_FOUND) ||
-		len(e.ObjectId) == 0 || t.lostRounds >= maxLostArgRounds || c.lin.off {
+		len(e.ObjectId) == 0 || t.lostRounds >= maxLostArgRounds || r.off {
 		return false
 	}
 	id, err := ids.ObjectFromBytes(e.ObjectId)
 	if err != nil {
 		return false
 	}
-	j := slices.IndexFunc(t.refKeys, func(k objectKey) bool { return k.id == id && k.owner == c.address })
+	j := slices.IndexFunc(t.refKeys, func(k ObjectKey) bool { return k.ID == id && k.Owner == r.owner })
 	if j < 0 || j >= len(t.argObjs) || t.argObjs[j] == nil {
 		return false
 	}
 	t.lostRounds++
 	seen := t.argObjs[j]
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		if _, err := c.recoverObject(id, seen); err != nil {
-			c.fail(t, &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: fmt.Sprintf("argument: %v", err), ObjectId: e.ObjectId})
+	r.spawn(func() {
+		if _, err := r.recoverObject(id, seen); err != nil {
+			r.fail(t, &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: fmt.Sprintf("argument: %v", err), ObjectId: e.ObjectId})
 			return
 		}
-		c.resolveAndEnqueue(t)
-	}()
+		r.resolve(t)
+	})
 	return true
 }
 
-// lineageRebuilds is how many tasks this process resubmitted to rebuild
-// lost objects (tests count them).
-func lineageRebuilds() int64 {
-	c, err := current()
-	if err != nil {
-		return 0
-	}
-	return c.lin.rebuil.Load()
-}
-
-// retainedTasks is how many task specs this process retains (tests).
-func retainedTasks() int {
-	c, err := current()
-	if err != nil {
-		return 0
-	}
-	c.lin.mu.Lock()
-	defer c.lin.mu.Unlock()
-	return len(c.lin.tasks)
-}
-
-// recorderStats returns the lineage recorder's counters (tests).
-func recorderStats() lineage.Stats {
-	c, err := current()
-	if err != nil || c.recorder() == nil {
-		return lineage.Stats{}
-	}
-	return c.lin.rec.Stats()
+// retained is how many task specs are retained (tests).
+func (r *recovery) retained() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.tasks)
 }

@@ -1,4 +1,11 @@
-package ray
+package core
+
+// The Worker is the runtime of one driver or worker process (Ray's
+// CoreWorker). It owns nothing itself but the wiring: its parts each own
+// their state under their own lock (the object table in memstore, the
+// task manager in tasks.go, recovery in recovery.go, the submitters, the
+// object client) and it serves the CoreWorker gRPC service over them.
+// This file makes a Worker, its connections and its shutdown.
 
 import (
 	"context"
@@ -9,9 +16,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/auth"
@@ -24,11 +29,10 @@ import (
 	"github.com/manta-ray/manta/sdk/internal/submitter"
 )
 
-// core is the runtime of a driver or worker process (Ray's CoreWorker):
-// it owns the objects its tasks return and Put, submits tasks through
-// worker leases, serves its owned objects to borrowers and, in a worker,
-// runs the tasks pushed to it.
-type core struct {
+// Worker is the runtime of a driver or worker process: it owns the objects
+// its tasks return and Put, submits tasks through worker leases, serves its
+// owned objects to borrowers and, in a worker, runs the tasks pushed to it.
+type Worker struct {
 	pb.UnimplementedCoreWorkerServer
 
 	log        *zap.Logger
@@ -56,10 +60,13 @@ type core struct {
 	// The object table: values, futures and counts of owned objects
 	// (sdk/internal/memstore), with its own lock.
 	mem *memstore.Store
-	// The task submitter (made on first use) and the owner's task table.
+	// The task manager (tasks.go) and recovery (recovery.go), each with
+	// its own lock.
+	tasks *taskManager
+	lin   *recovery
+	// The task submitter, made on first use.
 	sub     *submitter.Submitter
 	subOnce sync.Once
-	tasks   taskTable
 	// Tasks waiting for their reference arguments (manta status).
 	resolving atomic.Int64
 	// Local working dirs of runtime envs uploaded so far.
@@ -77,9 +84,6 @@ type core struct {
 	actorSub *actorsubmit.Submitter
 	hosted   *hostedActor
 
-	// Lineage recording and the retained specs of owned tasks (lineage.go).
-	lin lineageState
-
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -95,32 +99,31 @@ type taskCtx struct {
 
 type taskKey struct{}
 
-func (c *core) taskOf(ctx context.Context) *taskCtx {
+func (c *Worker) taskOf(ctx context.Context) *taskCtx {
 	if t, ok := ctx.Value(taskKey{}).(*taskCtx); ok {
 		return t
 	}
 	return c.root
 }
 
-// objectKey names an object and its owner; h is the handle of a ref
-// just made for an owned object.
-type objectKey struct {
-	id    ids.ObjectID
-	owner string
-	h     *refHandle
-}
-
-func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, error) {
-	c := &core{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
+// newWorker makes the runtime of a process whose raylet is rayletAddr and
+// starts its server on host; the job is set later (setJob) in a driver.
+func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker, error) {
+	c := &Worker{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
 		conns: map[string]*grpc.ClientConn{},
 	}
-	c.mem = memstore.New(memstore.Config{OnReleased: c.released})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id) }})
+	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue}
+	c.lin = &recovery{objs: c.mem, log: c.log, ctx: c.ctx, jobID: jobID, open: c.openRecorder,
+		spawn: c.spawn, resolve: c.resolveAndEnqueue, fail: c.tasks.fail}
+	c.tasks.lin = c.lin
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return nil, fmt.Errorf("ray: listen: %w", err)
 	}
 	c.lis, c.address = lis, lis.Addr().String()
+	c.lin.owner = c.address
 	c.srv = grpc.NewServer(append(raylet.ServerOptions(), grpc.UnaryInterceptor(auth.UnaryServer(token)))...)
 	pb.RegisterCoreWorkerServer(c.srv, c)
 	cc, err := c.conn(rayletAddr)
@@ -139,8 +142,27 @@ func newCore(log *zap.Logger, jobID, token, rayletAddr, host string) (*core, err
 	return c, nil
 }
 
+// setJob sets a driver's job once the control plane registered it.
+func (c *Worker) setJob(jobID, binarySHA string) {
+	c.jobID, c.binarySHA = jobID, binarySHA
+	c.lin.jobID = jobID
+}
+
+// spawn runs fn in a goroutine the Worker waits for when it closes.
+func (c *Worker) spawn(fn func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+}
+
+// Address is this process's CoreWorker address: the owner address of the
+// objects it owns.
+func (c *Worker) Address() string { return c.address }
+
 // conn returns a cached connection to a raylet or core worker.
-func (c *core) conn(addr string) (*grpc.ClientConn, error) {
+func (c *Worker) conn(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cc := c.conns[addr]; cc != nil {
@@ -155,7 +177,26 @@ func (c *core) conn(addr string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-func (c *core) close() {
+// workerConns gives the submitters this process's cached connections.
+type workerConns struct{ c *Worker }
+
+func (wc workerConns) Raylet(addr string) (pb.RayletClient, error) {
+	conn, err := wc.c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewRayletClient(conn), nil
+}
+
+func (wc workerConns) Worker(addr string) (pb.CoreWorkerClient, error) {
+	conn, err := wc.c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewCoreWorkerClient(conn), nil
+}
+
+func (c *Worker) close() {
 	c.cancel()
 	c.subOnce.Do(func() {}) // none may be made from now on
 	if c.sub != nil {
@@ -169,7 +210,7 @@ func (c *core) close() {
 	}
 	c.srv.Stop()
 	c.wg.Wait()
-	c.closeRecorder()
+	c.lin.close()
 	c.objs.Close()
 	c.mu.Lock()
 	for _, cc := range c.conns {
@@ -182,81 +223,7 @@ func (c *core) close() {
 	c.mu.Unlock()
 }
 
-// ---- owned objects -------------------------------------------------------------
-
-// object is an entry of the object table.
-type object = memstore.Object
-
-// objectFor returns the local entry of an object; a borrowed object not
-// seen before is fetched from its owner in the background.
-func (c *core) objectFor(k objectKey) *object {
-	if o := c.mem.Get(k.id); o != nil {
-		return o
-	}
-	if k.owner == c.address || k.owner == "" {
-		// Owned and forgotten: every reference was released. The entry is
-		// not kept, so a released object stays released.
-		return memstore.Done(notFoundValue(k.id))
-	}
-	o, added := c.mem.Fetching(k.id)
-	if !added {
-		return o
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		v, err := c.fetchFromOwner(k)
-		if err != nil {
-			v = lostValue(k.id, err.Error())
-		}
-		c.mem.Complete([]ids.ObjectID{k.id}, []*pb.ObjectValue{v})
-	}()
-	return o
-}
-
-// notFoundValue stands for an object its owner does not have (released).
-func notFoundValue(id ids.ObjectID) *pb.ObjectValue {
-	return &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_NOT_FOUND,
-		Message: fmt.Sprintf("object %s is not known to its owner (released)", id)}}
-}
-
-func lostValue(id ids.ObjectID, why string) *pb.ObjectValue {
-	return &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: fmt.Sprintf("object %s: %s", id, why)}}
-}
-
-func (c *core) fetchFromOwner(k objectKey) (*pb.ObjectValue, error) {
-	cc, err := c.conn(k.owner)
-	if err != nil {
-		return nil, err
-	}
-	return pb.NewCoreWorkerClient(cc).GetObject(c.ctx, &pb.OwnerGetRequest{ObjectId: k.id[:]})
-}
-
-// GetObject serves an owned object to a borrower once it is ready.
-func (c *core) GetObject(ctx context.Context, req *pb.OwnerGetRequest) (*pb.ObjectValue, error) {
-	id, err := ids.ObjectFromBytes(req.ObjectId)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	o := c.mem.Get(id)
-	if o == nil {
-		return notFoundValue(id), nil
-	}
-	select {
-	case <-o.Ready():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	v := c.mem.Value(o)
-	// Commit before consume: the borrower may need the lineage after this
-	// owner is gone.
-	if p, ok := c.producerToWait(id, c.address, v); ok {
-		c.waitCommitted(ctx, []ids.TaskID{p})
-	}
-	return v, nil
-}
-
 // Ping answers raylets checking that an owner is alive.
-func (c *core) Ping(context.Context, *pb.PingRequest) (*pb.PingReply, error) {
+func (c *Worker) Ping(context.Context, *pb.PingRequest) (*pb.PingReply, error) {
 	return &pb.PingReply{}, nil
 }
