@@ -304,7 +304,8 @@ func createActor(ctx context.Context, cls *core.ActorClass, args []argumenter, o
 	if o.Err != nil {
 		return "", o.Err
 	}
-	as, err := untyped(args)
+	var buf [4]core.Arg
+	as, err := untyped(args, &buf)
 	if err != nil {
 		return "", err
 	}
@@ -320,7 +321,8 @@ func callActor(ctx context.Context, actorID string, m *core.ActorMethod, args []
 	if err != nil {
 		return nil, err
 	}
-	as, err := untyped(args)
+	var buf [4]core.Arg
+	as, err := untyped(args, &buf)
 	if err != nil {
 		return nil, err
 	}

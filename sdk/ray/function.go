@@ -47,7 +47,8 @@ func call(ctx context.Context, f *core.Function, args []argumenter, opts []CallO
 	if o.Err != nil {
 		return nil, o.Err
 	}
-	as, err := untyped(args)
+	var buf [4]core.Arg
+	as, err := untyped(args, &buf)
 	if err != nil {
 		return nil, err
 	}

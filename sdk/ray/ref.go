@@ -80,10 +80,16 @@ type argumenter interface {
 	argument() (core.Arg, error)
 }
 
-// untyped turns a call's arguments into the runtime's form; the first
-// that cannot be (a released ref, a value that does not encode) fails it.
-func untyped(args []argumenter) ([]core.Arg, error) {
-	out := make([]core.Arg, len(args))
+// untyped turns a call's arguments into the runtime's form in buf (when
+// they fit: the runtime does not keep the slice, so no allocation per
+// call); the first that cannot be (a released ref, a value that does not
+// encode) fails it.
+func untyped(args []argumenter, buf *[4]core.Arg) ([]core.Arg, error) {
+	out := buf[:0]
+	if len(args) > len(buf) {
+		out = make([]core.Arg, 0, len(args))
+	}
+	out = out[:len(args)]
 	for i, a := range args {
 		av, err := a.argument()
 		if err != nil {
