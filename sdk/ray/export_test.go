@@ -44,7 +44,8 @@ func LineageRebuilds() int64 {
 	return 0
 }
 
-// RetainedTasks is how many task specs this process retains for lineage.
+// RetainedTasks is how many task specs this process indexes for lineage
+// (those something may need).
 func RetainedTasks() int {
 	if c := worker(); c != nil {
 		return c.RetainedTasks()

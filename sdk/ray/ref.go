@@ -45,7 +45,7 @@ func (r ObjectRef[T]) argument() (core.Arg, error) {
 	if err := r.released(); err != nil {
 		return core.Arg{}, err
 	}
-	return core.Arg{Ref: true, ID: r.id, Owner: r.owner}, nil
+	return core.Arg{Ref: true, ID: r.id, Owner: r.owner, H: r.h}, nil
 }
 func (ObjectRef[T]) isArg(T) {}
 

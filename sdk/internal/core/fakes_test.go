@@ -173,6 +173,7 @@ type testRecovery struct {
 	*recovery
 	store    *memstore.Store
 	sink     *fakeSink
+	handles  map[ids.ObjectID]*Handle // the refs the test holds
 	spawned  []func()
 	resolved []*task
 	failed   []*pb.TaskError
@@ -180,7 +181,7 @@ type testRecovery struct {
 
 func newTestRecovery(t *testing.T) *testRecovery {
 	t.Helper()
-	tr := &testRecovery{sink: &fakeSink{}}
+	tr := &testRecovery{sink: &fakeSink{}, handles: map[ids.ObjectID]*Handle{}}
 	tr.store = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { tr.released(id) }})
 	tr.recovery = &recovery{owner: testOwner, jobID: testJob, log: zap.NewNop(), ctx: context.Background(),
 		objs: tr.store, open: func() recordSink { return tr.sink },
@@ -200,17 +201,28 @@ func (tr *testRecovery) runSpawned() {
 }
 
 // submit makes a task whose returns are in the object table (one handle
-// reference each) and retains its lineage, as Submit does.
+// reference each, held in tr.handles) and notes its lineage, as Submit
+// does; owned reference arguments are pinned until release(t).
 func (tr *testRecovery) submit(fn string, n, retries int, args ...Arg) *task {
 	t := newTestTask(fn, n, retries, args)
 	tr.store.NewOwned(t.returns, "")
+	var owned []ids.ObjectID
+	for _, k := range t.refKeys {
+		owned = append(owned, k.ID)
+	}
+	t.pinned = tr.store.AddRefs(owned)
+	keys := make([]ObjectKey, n)
+	for i, id := range t.returns {
+		keys[i] = ObjectKey{ID: id, Owner: testOwner, H: &Handle{}}
+		tr.handles[id] = keys[i].H
+	}
 	o := CallOptions{Res: resources.Set{resources.CPU: 1}, MaxRetries: retries}
-	tr.recordTask(t, &o)
+	tr.recordTask(t, &o, args, keys)
 	return t
 }
 
 // finish ends a run of t whose returns are stored on node (or inline when
-// node is ""), as the task manager does.
+// node is ""), as the task manager does, and drops its arguments' pins.
 func (tr *testRecovery) finish(t *task, node string) {
 	vals := make([]*pb.ObjectValue, len(t.returns))
 	for i := range vals {
@@ -221,7 +233,17 @@ func (tr *testRecovery) finish(t *task, node string) {
 	}
 	tr.runEnded(t)
 	tr.store.Complete(t.returns, vals)
+	for _, id := range t.pinned {
+		tr.store.DecRef(id)
+	}
+	t.pinned = nil
 }
 
-// ref is a reference argument to an object this test's owner owns.
-func ref(id ids.ObjectID) Arg { return Arg{Ref: true, ID: id, Owner: testOwner} }
+// drop releases the test's ref to an object (its handle's reference).
+func (tr *testRecovery) drop(id ids.ObjectID) { tr.store.DecRef(id) }
+
+// ref is a reference argument to an object this test's owner owns,
+// through the ref the test holds.
+func (tr *testRecovery) ref(id ids.ObjectID) Arg {
+	return Arg{Ref: true, ID: id, Owner: testOwner, H: tr.handles[id]}
+}

@@ -395,7 +395,8 @@ func (c *Worker) blocked(ctx context.Context) func() {
 // lost objects (tests count them).
 func (c *Worker) LineageRebuilds() int64 { return c.lin.rebuilds.Load() }
 
-// RetainedTasks is how many task specs this process retains (tests).
+// RetainedTasks is how many tasks are in this process's lineage index:
+// those whose lineage something needs (tests).
 func (c *Worker) RetainedTasks() int { return c.lin.retained() }
 
 // RecorderStats returns the lineage recorder's counters (tests).

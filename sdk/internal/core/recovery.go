@@ -44,9 +44,23 @@ package core
 // owner tells the Recorder of each return object its count dropped to zero.
 // A workload whose outputs are dropped (no chains) keeps no entries.
 //
+// The index. Most tasks' lineage is never needed: their outputs are inline
+// and nobody passes them on. Such a task keeps no entry and no place in the
+// by-task index; its task (which the refs of its returns point to, through
+// their handles) is enough to make the entry later. The entry is made and
+// indexed when its lineage is first needed: a task that takes one of its
+// returns is submitted (the returns' handles lead to it), or a run of it
+// stores a return (persist). Tasks with reference arguments make their
+// entry at submission (their original arguments are kept before the
+// resolver replaces them) and index it if they take an owned output.
+// Releases and ended runs before that are not tracked: indexing reads them
+// back (which returns are still in the object table, whether a run ended),
+// so releases skip recovery's lock entirely while the index is empty.
+//
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -120,17 +134,22 @@ type recovery struct {
 	// table's lock, never after.
 	mu       sync.Mutex
 	tasks    map[ids.TaskID]*lineageEntry
+	indexed  atomic.Int64 // len(tasks), read without the lock
 	rebuilds atomic.Int64 // rebuild resubmissions (tests)
 }
 
-// lineageEntry is a retained task: what is needed to run it again.
+// lineageEntry is a retained task: what is needed to run it again. Once
+// indexed its fields are guarded by r.mu (sent is also read without it).
 type lineageEntry struct {
 	t    *task         // its latest run (spec, retries left)
 	args []*pb.TaskArg // as submitted: reference arguments carry only their ID
 	res  resources.Set // its resource shape
-	// The task's return objects still in the object table, and the retained tasks
-	// that take one of its outputs as an argument.
-	live, dependents int
+	// gone marks its returns no longer in the object table (bit i for
+	// return i+1; a task has at most 64, the API makes at most 2): live()
+	// counts the others. dependents counts the retained tasks that take
+	// one of its outputs as an argument.
+	gone       uint64
+	dependents int
 	// The retained producers of its owned reference arguments.
 	deps []ids.TaskID
 	// A run of it has not finished yet: a freed return it is about to make
@@ -140,10 +159,20 @@ type lineageEntry struct {
 	maxRetries int32
 	retryExc   bool
 	node       string // where its last attempt ran
+	// indexed: it went into the index (it may have left it since).
+	indexed bool
 	// sent: its record went to the control plane. Returns released before
 	// that are released there right after the record.
-	sent          bool
+	sent          atomic.Bool
 	releasedEarly []ids.ObjectID
+}
+
+// live is how many of the task's returns are in the object table.
+func (e *lineageEntry) live() int { return len(e.t.returns) - bits.OnesCount64(e.gone) }
+
+// newEntry makes the entry of task t whose arguments as submitted are args.
+func newEntry(t *task, args []*pb.TaskArg) *lineageEntry {
+	return &lineageEntry{t: t, args: args, res: t.st.Res, inflight: true, maxRetries: t.maxRetries, retryExc: t.retryExceptions}
 }
 
 // openRecorder makes the Worker's lineage recorder, nil when no control
@@ -193,37 +222,89 @@ func (r *recovery) stats() lineage.Stats {
 	return lineage.Stats{}
 }
 
-// recordTask retains a newly submitted task's spec; its record is sent
-// later, if ever (persist). The spec's arguments are as encodeArgs made
-// them (not resolved yet).
-func (r *recovery) recordTask(t *task, o *CallOptions) {
+// recordTask notes a newly submitted task's lineage: the handles of its
+// returns lead to it, and a task with reference arguments keeps its
+// original arguments (the spec's are as encodeArgs made them, not resolved
+// yet) and, when it takes owned outputs, is indexed with its producers.
+// Its record is sent later, if ever (persist). args are the submission's
+// (their handles lead to the producers), keys its returns'.
+func (r *recovery) recordTask(t *task, o *CallOptions, args []Arg, keys []ObjectKey) {
 	if r.off {
 		return
 	}
-	e := &lineageEntry{t: t, args: t.spec.Args, res: o.Res, live: len(t.returns), inflight: true,
-		maxRetries: int32(o.MaxRetries), retryExc: o.RetryExceptions}
-	if len(t.refs) > 0 {
-		// The resolver replaces resolved arguments in t.spec.Args (it never
-		// changes a TaskArg): a copy of the slice keeps the originals.
-		e.args = slices.Clone(t.spec.Args)
+	t.lineage, t.maxRetries = true, int32(o.MaxRetries)
+	for _, k := range keys {
+		k.H.producer = t
 	}
-	tid, _ := ids.TaskFromBytes(t.spec.TaskId)
-	r.mu.Lock()
-	if r.tasks == nil {
-		r.tasks = map[ids.TaskID]*lineageEntry{}
+	if len(t.refs) == 0 {
+		return // its entry is made if its lineage is ever needed
 	}
+	// The resolver replaces resolved arguments in t.spec.Args (it never
+	// changes a TaskArg): a copy of the slice keeps the originals.
+	e := newEntry(t, slices.Clone(t.spec.Args))
+	t.lin.Store(e)
+	owned := false
 	for _, k := range t.refKeys {
+		owned = owned || (k.Owner == r.owner && !k.ID.IsPut())
+	}
+	if !owned {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for j, i := range t.refs {
+		k := t.refKeys[j]
 		if k.Owner != r.owner || k.ID.IsPut() {
 			continue
 		}
-		if p := r.tasks[k.ID.Task()]; p != nil {
+		ptid := k.ID.Task()
+		p := r.tasks[ptid]
+		if h := args[i].H; p == nil && h != nil && h.producer != nil {
+			p = r.indexLocked(h.producer)
+		}
+		if p != nil && r.tasks[ptid] == p {
 			p.dependents++
-			e.deps = append(e.deps, k.ID.Task())
+			e.deps = append(e.deps, ptid)
 		}
 	}
-	r.tasks[tid] = e
-	t.lin = e
-	r.mu.Unlock()
+	if len(e.deps) > 0 {
+		r.indexLocked(t)
+	}
+}
+
+// indexLocked returns the entry of task t (made if it has none yet) and
+// puts it in the index if it never was: what happened to it before is
+// read back (which of its returns are still in the object table; whether
+// a run ended). r.mu is held.
+func (r *recovery) indexLocked(t *task) *lineageEntry {
+	e := t.lin.Load()
+	if e == nil {
+		// A task without reference arguments: its spec's are as submitted.
+		e = newEntry(t, t.spec.Args)
+		t.lin.Store(e)
+	}
+	if e.indexed {
+		return e
+	}
+	e.indexed = true
+	// After t.lin is set: runEnded sets ended, then looks at t.lin, so
+	// either it is seen here or runEnded takes the lock after this.
+	if t.ended.Load() {
+		e.inflight = false
+	}
+	for i, ret := range e.t.returns {
+		if i < 64 && r.objs.Get(ret) == nil {
+			// Released before: the control plane hears of it with the record.
+			e.gone |= 1 << i
+			e.releasedEarly = append(e.releasedEarly, ret)
+		}
+	}
+	if r.tasks == nil {
+		r.tasks = map[ids.TaskID]*lineageEntry{}
+	}
+	r.tasks[t.st.ID] = e
+	r.indexed.Add(1)
+	return e
 }
 
 // persist records a finished attempt of t that stored a return, before its
@@ -231,20 +312,22 @@ func (r *recovery) recordTask(t *task, o *CallOptions) {
 // recorded before) and every retained task upstream of it not recorded
 // yet. It reports whether it sent the task's record.
 func (r *recovery) persist(t *task, node string) bool {
-	if r.off || t.lin == nil {
+	if r.off || !t.lineage {
 		return false
 	}
 	rec := r.recorder()
 	r.mu.Lock()
-	e := t.lin
+	e := r.indexLocked(t)
 	e.node = node
-	if e.t != t || e.sent {
+	if e.t != t || e.sent.Load() {
 		r.mu.Unlock()
 		return false
 	}
 	var recs []*cpb.TaskRecord
 	var early []ids.ObjectID
 	r.persistLocked(e, true, &recs, &early)
+	// Its returns may all have been released while it ran.
+	r.maybeForgetLocked(t.st.ID, e)
 	r.mu.Unlock()
 	if rec == nil {
 		return true
@@ -261,9 +344,9 @@ func (r *recovery) persist(t *task, node string) bool {
 // persistLocked appends the records of e's unsent producers (first) and
 // of e, marking them sent; finished says e's run just ended. r.mu is held.
 func (r *recovery) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.TaskRecord, early *[]ids.ObjectID) {
-	e.sent = true
+	e.sent.Store(true)
 	for _, d := range e.deps {
-		if p := r.tasks[d]; p != nil && !p.sent {
+		if p := r.tasks[d]; p != nil && !p.sent.Load() {
 			r.persistLocked(p, false, recs, early)
 		}
 	}
@@ -312,13 +395,7 @@ func (r *recovery) reportFinished(t *task, node string) {
 // already recorded in the control plane, and says whether it did;
 // unrecorded tasks send nothing.
 func (r *recovery) reportAttempt(t *task, state cpb.TaskState, node, why string) bool {
-	if t.lin == nil {
-		return false
-	}
-	r.mu.Lock()
-	sent := t.lin.sent
-	r.mu.Unlock()
-	if !sent {
+	if e := t.lin.Load(); e == nil || !e.sent.Load() {
 		return false
 	}
 	rec := r.recorder()
@@ -335,12 +412,14 @@ func (r *recovery) reportAttempt(t *task, state cpb.TaskState, node, why string)
 // runEnded notes that a run of a retained task finished, before its
 // returns complete: a rebuild asked for after that starts a new run.
 func (r *recovery) runEnded(t *task) {
-	if t.lin == nil {
+	t.ended.Store(true) // before t.lin is read: see indexLocked
+	e := t.lin.Load()
+	if e == nil {
 		return
 	}
 	r.mu.Lock()
-	if t.lin.t == t {
-		t.lin.inflight = false
+	if e.t == t {
+		e.inflight = false
 	}
 	r.mu.Unlock()
 }
@@ -374,6 +453,10 @@ func (r *recovery) producerToWait(id ids.ObjectID, owner string, v *pb.ObjectVal
 // released is the object table's report that an owned object's last
 // reference went: the task's spec may outlive the object, the bytes not.
 func (r *recovery) released(id ids.ObjectID) {
+	if r.off || id.IsPut() || r.indexed.Load() == 0 {
+		// Not indexed: indexing reads the release back.
+		return
+	}
 	r.mu.Lock()
 	tell := r.releasedLocked(id)
 	r.mu.Unlock()
@@ -391,11 +474,13 @@ func (r *recovery) releasedLocked(id ids.ObjectID) bool {
 	}
 	tid := id.Task()
 	e := r.tasks[tid]
-	if e == nil {
+	bit := uint64(1) << (id.Index() - 1)
+	if e == nil || id.Index() == 0 || id.Index() > 64 || e.gone&bit != 0 {
+		// Not indexed (or read back as released already when it was).
 		return false
 	}
-	e.live--
-	sent := e.sent
+	e.gone |= bit
+	sent := e.sent.Load()
 	if !sent {
 		// Not in the control plane yet: released there if it ever is.
 		e.releasedEarly = append(e.releasedEarly, id)
@@ -407,8 +492,9 @@ func (r *recovery) releasedLocked(id ids.ObjectID) bool {
 // maybeForgetLocked drops a retained entry that nothing needs any more and,
 // in cascade, producers only it needed. r.mu is held.
 func (r *recovery) maybeForgetLocked(tid ids.TaskID, e *lineageEntry) {
-	for e != nil && e.live <= 0 && e.dependents <= 0 && r.tasks[tid] == e {
+	for e != nil && e.live() <= 0 && e.dependents <= 0 && r.tasks[tid] == e {
 		delete(r.tasks, tid)
+		r.indexed.Add(-1)
 		deps := e.deps
 		e.deps = nil
 		e = nil
@@ -481,7 +567,8 @@ func (r *recovery) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,
 		Attempt: old.spec.Attempt + 1, Args: slices.Clone(e.args)}, e.res)
 	t.returns, t.retriesLeft, t.retryExceptions = old.returns, old.retriesLeft-1, old.retryExceptions
-	t.refs, t.refKeys, t.lin = old.refs, old.refKeys, e
+	t.refs, t.refKeys, t.lineage, t.maxRetries = old.refs, old.refKeys, true, old.maxRetries
+	t.lin.Store(e)
 	e.t, e.inflight = t, true
 	for _, k := range t.refKeys {
 		if k.Owner != r.owner {
@@ -513,7 +600,7 @@ func (r *recovery) remakeLocked(id ids.ObjectID) {
 	} else if p := r.tasks[id.Task()]; p == nil {
 		err = lostError(id, "was released and cannot be rebuilt: lineage released")
 	} else {
-		p.live++
+		p.gone &^= uint64(1) << (id.Index() - 1) // made again
 		if !p.inflight {
 			err = r.rebuildLocked(id, p)
 		}

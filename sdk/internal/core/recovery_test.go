@@ -17,8 +17,8 @@ func TestRecoveryRecordsUpstreamFirstOnlyWhenStored(t *testing.T) {
 	tr := newTestRecovery(t)
 	a := tr.submit("a", 1, 3)
 	tr.finish(a, "") // inline: nothing recorded
-	b := tr.submit("b", 1, 3, ref(a.returns[0]))
-	c := tr.submit("c", 1, 3, ref(b.returns[0]), Arg{Value: &pb.ObjectValue{Data: []byte{7}}})
+	b := tr.submit("b", 1, 3, tr.ref(a.returns[0]))
+	c := tr.submit("c", 1, 3, tr.ref(b.returns[0]), Arg{Value: &pb.ObjectValue{Data: []byte{7}}})
 	if len(tr.sink.records) != 0 {
 		t.Fatalf("%d records before any output was stored", len(tr.sink.records))
 	}
@@ -105,7 +105,7 @@ func TestRecoveryRefusesWhatCannotBeRebuilt(t *testing.T) {
 	gone := tr.submit("gone", 1, 3)
 	tr.finish(gone, "node-2")
 	seen := tr.store.Get(gone.returns[0])
-	tr.store.DecRef(gone.returns[0])
+	tr.drop(gone.returns[0])
 	if _, err := tr.recoverObject(gone.returns[0], seen); !errors.Is(err, ErrObjectNotFound) {
 		t.Fatalf("released: %v, want ErrObjectNotFound", err)
 	}
@@ -129,9 +129,9 @@ func TestRecoveryRemakesFreedArgument(t *testing.T) {
 	tr := newTestRecovery(t)
 	a := tr.submit("a", 1, 3)
 	tr.finish(a, "node-2")
-	b := tr.submit("b", 1, 3, ref(a.returns[0]))
+	b := tr.submit("b", 1, 3, tr.ref(a.returns[0]))
 	tr.finish(b, "node-3")
-	tr.store.DecRef(a.returns[0]) // the driver dropped a's ref
+	tr.drop(a.returns[0]) // the driver dropped a's ref
 	if tr.store.Get(a.returns[0]) != nil || tr.retained() != 2 {
 		t.Fatalf("after a's release: object kept %v, %d retained; want freed, 2", tr.store.Get(a.returns[0]) != nil, tr.retained())
 	}
@@ -164,18 +164,69 @@ func TestRecoveryForgetsInCascade(t *testing.T) {
 	tr := newTestRecovery(t)
 	a := tr.submit("a", 1, 3)
 	tr.finish(a, "")
-	b := tr.submit("b", 1, 3, ref(a.returns[0]))
-	tr.store.DecRef(a.returns[0])
+	b := tr.submit("b", 1, 3, tr.ref(a.returns[0]))
+	tr.finish(b, "")
+	tr.drop(a.returns[0])
 	if tr.retained() != 2 {
 		t.Fatalf("%d retained, want 2: b depends on a", tr.retained())
 	}
-	tr.finish(b, "node-2")
-	if len(tr.sink.released) != 1 || tr.sink.released[0] != a.returns[0] {
-		t.Fatalf("a's early release reached the control plane as %v", tr.sink.released)
+	if len(tr.sink.released) != 0 {
+		t.Fatalf("a release reached the control plane before any record: %v", tr.sink.released)
 	}
-	tr.store.DecRef(b.returns[0])
+	c := tr.submit("c", 1, 3, tr.ref(b.returns[0]))
+	tr.finish(c, "node-2")
+	if len(tr.sink.records) != 3 || len(tr.sink.released) != 1 || tr.sink.released[0] != a.returns[0] {
+		t.Fatalf("%d records, released %v; want a, b, c and a's early release", len(tr.sink.records), tr.sink.released)
+	}
+	tr.drop(b.returns[0])
+	if tr.retained() != 3 {
+		t.Fatalf("%d retained, want 3: c is referenced", tr.retained())
+	}
+	tr.drop(c.returns[0])
 	if tr.retained() != 0 {
 		t.Fatalf("%d retained after every return was released, want 0", tr.retained())
+	}
+	if len(tr.sink.released) != 3 {
+		t.Fatalf("released in the control plane: %v, want a, b and c", tr.sink.released)
+	}
+}
+
+// TestRecoveryIndexesOnlyWhatIsNeeded: tasks whose outputs stay inline and
+// go nowhere are never indexed (their releases take no lock); a stored
+// output indexes its task until its returns go; a task whose returns were
+// all released while it ran is recorded with the releases, then forgotten.
+func TestRecoveryIndexesOnlyWhatIsNeeded(t *testing.T) {
+	tr := newTestRecovery(t)
+	for range 100 {
+		a := tr.submit("a", 2, 3)
+		tr.finish(a, "")
+		tr.drop(a.returns[0])
+		tr.drop(a.returns[1])
+		if a.lin.Load() != nil {
+			t.Fatal("a task whose lineage was never needed has an entry")
+		}
+	}
+	if tr.retained() != 0 || tr.indexed.Load() != 0 {
+		t.Fatalf("%d retained, want 0", tr.retained())
+	}
+	s := tr.submit("stored", 1, 3)
+	tr.finish(s, "node-2")
+	if tr.retained() != 1 {
+		t.Fatalf("%d retained with a stored output referenced, want 1", tr.retained())
+	}
+	tr.drop(s.returns[0])
+	if tr.retained() != 0 || len(tr.sink.released) != 1 {
+		t.Fatalf("%d retained, released %v after the stored output went", tr.retained(), tr.sink.released)
+	}
+	gone := tr.submit("gone", 2, 3)
+	tr.drop(gone.returns[0])
+	tr.drop(gone.returns[1])
+	tr.finish(gone, "node-2")
+	if n := len(tr.sink.records); n != 2 || tr.sink.records[1].Function != "gone" {
+		t.Fatalf("%d records, want stored and gone", n)
+	}
+	if tr.retained() != 0 || len(tr.sink.released) != 3 {
+		t.Fatalf("%d retained, released %v; want 0 and gone's two returns with its record", tr.retained(), tr.sink.released)
 	}
 }
 
@@ -186,7 +237,7 @@ func TestRecoveryLostArgument(t *testing.T) {
 	tr := newTestRecovery(t)
 	a := tr.submit("a", 1, 3)
 	tr.finish(a, "node-2")
-	b := tr.submit("b", 1, 1, ref(a.returns[0]))
+	b := tr.submit("b", 1, 1, tr.ref(a.returns[0]))
 	b.argObjs = []*object{tr.store.Get(a.returns[0])}
 	lost := &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, ObjectId: a.returns[0][:]}
 	if !tr.lostArg(b, lost) {

@@ -32,6 +32,10 @@ type Handle struct {
 	released atomic.Bool
 	cleanup  runtime.Cleanup
 	drop     refDrop
+	// producer is the task that returns the object, when its lineage is
+	// recorded: a task that takes the ref as an argument finds it here
+	// (recovery.go). Nothing the task holds points back at the handle.
+	producer *task
 }
 
 // refDrop is what a handle's cleanup needs: it must not point at the

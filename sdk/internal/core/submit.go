@@ -22,6 +22,9 @@ type Arg struct {
 	ID    ids.ObjectID
 	Owner string
 	Value *pb.ObjectValue
+	// H is the ref's handle when this process made it (nil otherwise):
+	// recovery finds the task that makes the object through it.
+	H *Handle
 }
 
 // Submit builds a task of f, creates its return objects and queues it
@@ -49,7 +52,7 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 		t.parent = tc.id
 		c.tasks.table.addChild(tc.id, tid)
 	}
-	c.lin.recordTask(t, o)
+	c.lin.recordTask(t, o, args, keys)
 	if len(refs) == 0 {
 		c.tasks.enqueue(t)
 		return keys, nil

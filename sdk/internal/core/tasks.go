@@ -55,10 +55,18 @@ type task struct {
 	refs    []int
 	refKeys []ObjectKey
 	argObjs []*object
-	// lin is the task's retained lineage (nil when not recorded);
 	// lostRounds counts the pushes again after an argument was rebuilt.
-	lin        *lineageEntry
 	lostRounds int
+
+	// Lineage (recovery.go): lineage says it is recorded (lineage was on
+	// when it was submitted), with maxRetries as submitted. lin is its
+	// entry, made only once its lineage is needed (a reference argument,
+	// a stored return, a task taking one of its returns); ended is set
+	// when a run of it ended.
+	lineage    bool
+	maxRetries int32
+	lin        atomic.Pointer[lineageEntry]
+	ended      atomic.Bool
 }
 
 // newTask makes a task of spec for the resource shape res.
