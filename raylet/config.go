@@ -21,6 +21,10 @@ type Config struct {
 	Token string
 	// ListenAddr is where the raylet serves; default 127.0.0.1:0.
 	ListenAddr string
+	// MetricsAddr is where it serves Prometheus /metrics (behind the
+	// token); default ListenAddr's host with an ephemeral port. The
+	// address is registered with the node.
+	MetricsAddr string
 	// DataDir holds worker logs and cached job binaries; default a
 	// temporary directory removed on Close.
 	DataDir string

@@ -62,6 +62,7 @@ type Raylet struct {
 	jenv       jobEnvs
 	jobs       *jobsupervisor.Supervisor
 	tmp        string // DataDir to remove on Close, when we made it
+	metrics    *rayletMetrics
 	// Transfer counters (GetStatus): what pulls brought in, what
 	// GetObject streams sent out.
 	pulledObjects, pulledBytes, servedBytes atomic.Int64
@@ -165,12 +166,18 @@ func New(cfg Config) (*Raylet, error) {
 	})
 	// WaitForHandlers: Stop returns only once no handler runs, so none can
 	// still be sending from the arena when Close unmaps it.
-	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)),
-		grpc.StreamInterceptor(streamServer(cfg.Token)))...)
+	r.metrics = newRayletMetrics(r)
+	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true),
+		grpc.ChainUnaryInterceptor(r.metrics.grpc.UnaryServerInterceptor(), auth.UnaryServer(cfg.Token)),
+		grpc.ChainStreamInterceptor(r.metrics.grpc.StreamServerInterceptor(), streamServer(cfg.Token)))...)
 	pb.RegisterRayletServer(r.srv, r)
 	r.startJobSupervisor()
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 
+	if err := r.startMetrics(); err != nil {
+		r.Close()
+		return nil, err
+	}
 	if err := r.register(r.ctx); err != nil {
 		r.Close()
 		return nil, err
@@ -230,6 +237,7 @@ func (r *Raylet) removeTmp() {
 // onWorkerExit is the pool's exit hook: the lease goes, and the worker's
 // pins and unsealed objects with it.
 func (r *Raylet) onWorkerExit(w *workerpool.Worker) {
+	r.metrics.workerExits.Add(1)
 	r.workerExited(w)
 	r.clientGone(w.ID)
 }
@@ -259,6 +267,7 @@ func (r *Raylet) Fatal() <-chan error { return r.fatal }
 // Close unregisters the node, kills the workers and stops. Idempotent.
 func (r *Raylet) Close() error {
 	r.closeOnce.Do(func() {
+		r.closeMetrics()
 		r.mu.Lock()
 		r.closed = true
 		r.objs.mu.Lock()

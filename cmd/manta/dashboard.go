@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/controlplane/jobsapi"
+	"github.com/manta-ray/manta/internal/metrics"
 )
 
 // defaultDashboardPort is Ray's dashboard port, where its clients look.
@@ -41,7 +43,12 @@ func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit boo
 		return nil, err
 	}
 	api, err := jobsapi.New(jobsapi.Config{Addr: net.JoinHostPort(f.host, strconv.Itoa(f.dashboardPort)),
-		Client: cl, Token: h.Token, Logger: log})
+		Client: cl, Token: h.Token, Logger: log,
+		// The head's metrics on the dashboard port too, as Ray's dashboard
+		// serves them; the token check covers this path as every other.
+		Mount: []func(*http.ServeMux){func(mux *http.ServeMux) {
+			mux.Handle("GET "+metrics.Path, metrics.Handler(h.Registry(), log))
+		}}})
 	if err != nil {
 		cl.Close()
 		if !explicit && errors.Is(err, syscall.EADDRINUSE) {

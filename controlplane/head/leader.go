@@ -105,9 +105,7 @@ func (l *leaderLoop) establish(ctx context.Context) bool {
 			err = l.initCluster(ctx)
 		}
 		if err == nil {
-			_, err = h.applier.Apply(ctx, fsm.CmdUpsertHead, "", &pb.HeadInfo{
-				Id: h.cfg.ID, GrpcAddress: h.Address(), RaftAddress: h.RaftAddress(),
-			})
+			_, err = h.applier.Apply(ctx, fsm.CmdUpsertHead, "", h.selfInfo())
 		}
 		if err == nil {
 			l.ready.Store(true)

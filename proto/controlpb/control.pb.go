@@ -553,12 +553,15 @@ func (x *HandshakeResponse) GetHasState() bool {
 }
 
 type HeadInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// Where the head serves Prometheus /metrics (its --metrics-port, else
+	// its dashboard port); empty when it serves none.
+	MetricsAddress string `protobuf:"bytes,4,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HeadInfo) Reset() {
@@ -608,6 +611,13 @@ func (x *HeadInfo) GetGrpcAddress() string {
 func (x *HeadInfo) GetRaftAddress() string {
 	if x != nil {
 		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *HeadInfo) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
 	}
 	return ""
 }
@@ -686,8 +696,10 @@ type NodeInfo struct {
 	Available             map[string]float64 `protobuf:"bytes,9,rep,name=available,proto3" json:"available,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	LastHeartbeatUnixNano int64              `protobuf:"varint,10,opt,name=last_heartbeat_unix_nano,json=lastHeartbeatUnixNano,proto3" json:"last_heartbeat_unix_nano,omitempty"`
 	ObjectStoreAddress    string             `protobuf:"bytes,11,opt,name=object_store_address,json=objectStoreAddress,proto3" json:"object_store_address,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Where the node's raylet serves Prometheus /metrics.
+	MetricsAddress string `protobuf:"bytes,12,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -793,6 +805,13 @@ func (x *NodeInfo) GetLastHeartbeatUnixNano() int64 {
 func (x *NodeInfo) GetObjectStoreAddress() string {
 	if x != nil {
 		return x.ObjectStoreAddress
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
 	}
 	return ""
 }
@@ -6036,16 +6055,17 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x1b\n" +
-	"\thas_state\x18\x05 \x01(\bR\bhasState\"`\n" +
+	"\thas_state\x18\x05 \x01(\bR\bhasState\"\x89\x01\n" +
 	"\bHeadInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\"n\n" +
+	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x12'\n" +
+	"\x0fmetrics_address\x18\x04 \x01(\tR\x0emetricsAddress\"n\n" +
 	"\vClusterInfo\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12*\n" +
-	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\xf3\x05\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\x9c\x06\n" +
 	"\bNodeInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12L\n" +
@@ -6058,7 +6078,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\tavailable\x18\t \x03(\v2..manta.controlplane.v1.NodeInfo.AvailableEntryR\tavailable\x127\n" +
 	"\x18last_heartbeat_unix_nano\x18\n" +
 	" \x01(\x03R\x15lastHeartbeatUnixNano\x120\n" +
-	"\x14object_store_address\x18\v \x01(\tR\x12objectStoreAddress\x1a<\n" +
+	"\x14object_store_address\x18\v \x01(\tR\x12objectStoreAddress\x12'\n" +
+	"\x0fmetrics_address\x18\f \x01(\tR\x0emetricsAddress\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a9\n" +
