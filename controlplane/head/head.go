@@ -124,6 +124,7 @@ func New(cfg Config) (*Head, error) {
 		return nil, err
 	}
 
+	h.goRun("metrics-leaders", h.watchLeaders())
 	h.goRun("grpc", func() {
 		if err := h.srv.Serve(h.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			h.log.Error("grpc server stopped", zap.Error(err))
@@ -133,7 +134,6 @@ func New(cfg Config) (*Head, error) {
 	h.goRun("cluster-watch", h.watchCluster)
 	h.goRun("bootstrap", h.bootstrapOrJoin)
 	h.goRun("register-self", h.registerSelf)
-	h.goRun("metrics-leaders", h.watchLeaders)
 	h.goRun("metrics-sd", h.writeSD)
 	started = true
 	log.Info("head started", zap.String("grpc", h.Address()), zap.String("raft", string(h.trans.LocalAddr())),

@@ -92,25 +92,28 @@ func (h *Head) startMetrics() error {
 	return nil
 }
 
-// watchLeaders counts leader changes through a Raft observer.
-func (h *Head) watchLeaders() {
+// watchLeaders counts leader changes through a Raft observer, registered
+// before the head bootstraps or joins so the first election is seen.
+func (h *Head) watchLeaders() func() {
 	ch := make(chan raft.Observation, 16)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
 	h.raft.RegisterObserver(obs)
-	defer h.raft.DeregisterObserver(obs)
-	var last raft.ServerID
-	for {
-		select {
-		case o := <-ch:
-			if lo := o.Data.(raft.LeaderObservation); lo.LeaderID != "" && lo.LeaderID != last {
-				last = lo.LeaderID
-				h.metrics.leaderChanges.Inc()
+	return func() {
+		defer h.raft.DeregisterObserver(obs)
+		var last raft.ServerID
+		for {
+			select {
+			case o := <-ch:
+				if lo := o.Data.(raft.LeaderObservation); lo.LeaderID != "" && lo.LeaderID != last {
+					last = lo.LeaderID
+					h.metrics.leaderChanges.Inc()
+				}
+			case <-h.ctx.Done():
+				return
 			}
-		case <-h.ctx.Done():
-			return
 		}
 	}
 }
