@@ -152,3 +152,37 @@ func TestRayletMetricsMove(t *testing.T) {
 		return nil
 	})
 }
+
+// TestObjectTransferMetrics pulls an object from one raylet to another
+// and checks both sides count it.
+func TestObjectTransferMetrics(t *testing.T) {
+	nodes, tc := startNodes(t, 2, nil)
+	src, dst, ctx := nodes[0], nodes[1], testCtx(t)
+	owner := startFakeOwner(t)
+	data := randomBytes(3<<20 + 5)
+	id := newObjectID(t)
+	if err := putObject(ctx, src.rc, id, data, "job-x", owner.addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, m := readMapped(t, ctx, dst.rc, "reader", id, dst.r.Address(), src.r.Address()); m.Error != nil {
+		t.Fatalf("pull: %v", m.Error)
+	}
+	size := float64(len(data))
+	in := scrapeRaylet(t, ctx, dst.r, tc.Token())
+	if v := mustValue(t, in, "manta_object_pulls_total"); v != 1 {
+		t.Fatalf("pulls on the destination: %v", v)
+	}
+	if v := mustValue(t, in, "manta_object_transfer_bytes_total", "direction", "in"); v != size {
+		t.Fatalf("bytes in: %v, want %v", v, size)
+	}
+	if v := mustValue(t, in, "manta_object_store_objects"); v != 1 {
+		t.Fatalf("objects on the destination: %v", v)
+	}
+	out := scrapeRaylet(t, ctx, src.r, tc.Token())
+	if v := mustValue(t, out, "manta_object_transfer_bytes_total", "direction", "out"); v != size {
+		t.Fatalf("bytes out: %v, want %v", v, size)
+	}
+	if v := mustValue(t, out, "manta_object_store_used_bytes"); v < size {
+		t.Fatalf("source's store use %v < the object's %v", v, size)
+	}
+}
