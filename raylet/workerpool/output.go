@@ -1,8 +1,7 @@
 package workerpool
 
 import (
-	"bufio"
-	"errors"
+	"bytes"
 	"io"
 	"os"
 	"path/filepath"
@@ -39,11 +38,11 @@ func (p *Pool) outputOf(w *Worker) (io.Writer, *logmonitor.RotatingFile) {
 	return io.Discard, nil
 }
 
-// copyOutput copies a worker's output pipe to out line by line (so a
-// rotation falls between lines; a line longer than the buffer goes in
-// pieces) until the pipe ends, then closes the pipe and the file, and
-// closes done. A failing writer does not stop the copy: the pipe must be
-// drained or the worker would block on a full pipe.
+// copyOutput copies a worker's output pipe to out until the pipe ends,
+// then closes the pipe and the file, and closes done. It writes whole lines
+// (up to a buffer of them per write, so a rotation falls between lines; a
+// line longer than the buffer goes in pieces). A failing writer does not
+// stop the copy: the pipe must be drained or the worker would block on it.
 func (p *Pool) copyOutput(pr *os.File, out io.Writer, file *logmonitor.RotatingFile, done chan struct{}) {
 	defer p.wg.Done()
 	defer close(done)
@@ -51,17 +50,29 @@ func (p *Pool) copyOutput(pr *os.File, out io.Writer, file *logmonitor.RotatingF
 	if file != nil {
 		defer file.Close()
 	}
-	br := bufio.NewReaderSize(pr, logmonitor.MaxLine)
 	warned := false
-	for {
-		b, err := br.ReadSlice('\n')
-		if len(b) > 0 {
-			if _, werr := out.Write(b); werr != nil && !warned {
-				warned = true
-				p.log.Warn("write worker output", zap.Error(werr))
-			}
+	write := func(b []byte) {
+		if _, err := out.Write(b); err != nil && !warned {
+			warned = true
+			p.log.Warn("write worker output", zap.Error(err))
 		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+	}
+	buf := make([]byte, logmonitor.MaxLine)
+	n := 0
+	for {
+		k, err := pr.Read(buf[n:])
+		n += k
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			write(buf[:i+1])
+			n = copy(buf, buf[i+1:n])
+		} else if n == len(buf) {
+			write(buf)
+			n = 0
+		}
+		if err != nil {
+			if n > 0 {
+				write(buf[:n])
+			}
 			return
 		}
 	}

@@ -124,3 +124,30 @@ func TestWorkerLogRotationKeepsFilesBounded(t *testing.T) {
 		t.Fatalf("the current file does not end with the last line: ...%q", b[max(0, len(b)-120):])
 	}
 }
+
+// BenchmarkWorkerOutput: a worker printing 100 MB (1M lines of 100 bytes)
+// through the pool's pipe into its rotated file, start to exit.
+func BenchmarkWorkerOutput(b *testing.B) {
+	b.Setenv(envTestWorker, "flood:1000000")
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(100 * 1_000_000)
+	for b.Loop() {
+		p := New(Config{LogDir: b.TempDir()})
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { _, err := p.Pop(ctx, "job-1", exe, ""); errc <- err }()
+		var w *Worker
+		for w == nil {
+			if ws := p.Workers(); len(ws) > 0 {
+				w = ws[0]
+			}
+		}
+		<-w.Exited()
+		cancel()
+		<-errc
+		p.Close()
+	}
+}

@@ -47,6 +47,14 @@ func runWorker() {
 	if err != nil {
 		os.Exit(4)
 	}
+	if job == "flood" {
+		line := strings.Repeat("x", 200)
+		for i := range 100_000 { // 20 MB: past gRPC's 16 MiB window cap
+			fmt.Printf("%06d %s\n", i, line)
+		}
+		fmt.Println("flood done")
+		select {}
+	}
 	if node == "n1" {
 		_ = workerlog.WriteTaskMarker(os.Stdout, "t1", 0, "square", "")
 	} else {
@@ -161,4 +169,36 @@ func TestWorkerLinesReachTheDriverWithPrefix(t *testing.T) {
 	s.Close()
 	closed = true
 	s.Close() // idempotent
+}
+
+// TestStuckReaderDoesNotBlockWorkers: a follower that never reads its
+// stream does not hold up a worker printing far more than gRPC buffers;
+// the worker's last line is on disk and served to another reader.
+func TestStuckReaderDoesNotBlockWorkers(t *testing.T) {
+	tc := testcluster.Start(t, 1, nil)
+	r := startRaylet(t, tc, "n1")
+	cc, err := grpc.NewClient(r.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return tc.Token() })))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stuck, err := pb.NewRayletClient(cc).StreamLogs(ctx, &pb.StreamLogsRequest{JobId: "flood", Tail: -1, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stuck // never received from
+	lease(t, tc, r, "flood")
+	eventually(t, "the flooding worker's last line", func() bool {
+		var last []byte
+		err := raylet.StreamLogs(ctx, r.Address(), tc.Token(), &pb.StreamLogsRequest{JobId: "flood", Tail: 1}, func(b *pb.LogBatch) error {
+			for _, l := range b.Lines {
+				last = l.Line
+			}
+			return nil
+		})
+		return err == nil && string(last) == "flood done"
+	})
 }
