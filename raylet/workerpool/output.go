@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/raylet/logmonitor"
+	"github.com/manta-ray/manta/raylet/workerlog"
 )
 
 // outputOf is where worker w's output goes: its rotated log file under
@@ -29,13 +30,40 @@ func (p *Pool) outputOf(w *Worker) (io.Writer, *logmonitor.RotatingFile) {
 	}
 	switch {
 	case file != nil && p.cfg.Output != nil:
-		return io.MultiWriter(file, p.cfg.Output), file
+		return io.MultiWriter(file, markerFilter{p.cfg.Output}), file
 	case file != nil:
 		return file, file
 	case p.cfg.Output != nil:
-		return p.cfg.Output, nil
+		return markerFilter{p.cfg.Output}, nil
 	}
 	return io.Discard, nil
+}
+
+// markerFilter drops workerlog marker lines on their way to Config.Output,
+// which a person reads. copyOutput writes whole lines, so a marker is
+// never split across writes.
+type markerFilter struct{ w io.Writer }
+
+func (f markerFilter) Write(b []byte) (int, error) {
+	n := len(b)
+	var out []byte
+	for rest := b; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		if _, ok := workerlog.Parse(line); !ok {
+			out = append(out, line...)
+		}
+	}
+	if len(out) == 0 {
+		return n, nil
+	}
+	if _, err := f.w.Write(out); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // copyOutput copies a worker's output pipe to out until the pipe ends,

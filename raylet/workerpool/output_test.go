@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/manta-ray/manta/raylet/logmonitor"
@@ -77,7 +78,8 @@ func startExiting(t *testing.T, p *Pool, mode string) *Worker {
 // exited.
 func TestWorkerOutputGoesToItsOwnFile(t *testing.T) {
 	dir := t.TempDir()
-	p := New(Config{LogDir: dir})
+	var echo lockedBuffer
+	p := New(Config{LogDir: dir, Output: &echo})
 	t.Cleanup(p.Close)
 	w := startExiting(t, p, "lines")
 	want := filepath.Join(dir, logmonitor.FileName(w.ID, "job-1", w.PID))
@@ -92,6 +94,27 @@ func TestWorkerOutputGoesToItsOwnFile(t *testing.T) {
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], workerlog.TaskPrefix) || lines[1] != "to stdout" || lines[2] != "to stderr" {
 		t.Fatalf("log file holds %q", lines)
 	}
+	// Output (embedded mode's stderr) gets the same lines without markers.
+	if got := echo.String(); got != "to stdout\nto stderr\n" {
+		t.Fatalf("Output got %q", got)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestWorkerLogRotationKeepsFilesBounded: a worker printing ten times the
