@@ -3,8 +3,10 @@ package logmonitor
 import (
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // A worker's log file is worker-<workerID>-<jobID>-<pid>.log in the node's
@@ -70,4 +72,46 @@ func ListFiles(dir string) ([]File, error) {
 		}
 	}
 	return out, nil
+}
+
+// PruneExited removes the log files (with their backups) of exited
+// workers beyond the newest keep, by modification time, so that a node's
+// log directory stays bounded in files as well as per file. live holds the
+// workers that may still write.
+func PruneExited(dir string, keep int, live map[string]bool) (int, error) {
+	files, err := ListFiles(dir)
+	if err != nil {
+		return 0, err
+	}
+	type aged struct {
+		path string
+		mod  time.Time
+	}
+	var exited []aged
+	for _, f := range files {
+		if live[f.WorkerID] {
+			continue
+		}
+		st, err := os.Stat(f.Path)
+		if err != nil {
+			continue
+		}
+		exited = append(exited, aged{f.Path, st.ModTime()})
+	}
+	if len(exited) <= keep {
+		return 0, nil
+	}
+	sort.Slice(exited, func(i, j int) bool { return exited[i].mod.Before(exited[j].mod) })
+	n := 0
+	for _, a := range exited[:len(exited)-keep] {
+		for i := 1; ; i++ {
+			if os.Remove(BackupPath(a.path, i)) != nil {
+				break
+			}
+		}
+		if err := os.Remove(a.path); err == nil {
+			n++
+		}
+	}
+	return n, nil
 }

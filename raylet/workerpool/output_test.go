@@ -174,3 +174,26 @@ func BenchmarkWorkerOutput(b *testing.B) {
 		p.Close()
 	}
 }
+
+// TestExitedWorkersLogsAreBounded: past KeepExitedLogs exited workers, the
+// oldest one's file goes; the newest stay.
+func TestExitedWorkersLogsAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	p := New(Config{LogDir: dir, KeepExitedLogs: 2})
+	t.Cleanup(p.Close)
+	var last []*Worker
+	for range 5 {
+		last = append(last, startExiting(t, p, "lines"))
+	}
+	files, err := logmonitor.ListFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]bool{}
+	for _, f := range files {
+		kept[f.WorkerID] = true
+	}
+	if len(files) != 2 || !kept[last[3].ID] || !kept[last[4].ID] {
+		t.Fatalf("kept %v, want the last two of %d workers", kept, len(last))
+	}
+}

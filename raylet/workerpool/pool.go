@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/raylet/logmonitor"
 )
 
 // Environment a worker process starts with.
@@ -51,8 +52,9 @@ const (
 // Defaults of Config.LogMaxBytes and LogBackups: at most 160 MiB of output
 // kept per worker.
 const (
-	DefaultLogMaxBytes = 32 << 20
-	DefaultLogBackups  = 4
+	DefaultLogMaxBytes    = 32 << 20
+	DefaultLogBackups     = 4
+	DefaultKeepExitedLogs = 1000
 )
 
 // ErrClosed is returned once the pool is closed.
@@ -73,6 +75,9 @@ type Config struct {
 	// LogBackups is how many rotated files are kept (default 4).
 	LogMaxBytes int64
 	LogBackups  int
+	// KeepExitedLogs bounds the exited workers whose log files are kept
+	// (the oldest go first); default 1000, negative keeps all.
+	KeepExitedLogs int
 	// StartTimeout bounds a worker's start up to its handshake; default 30s.
 	StartTimeout time.Duration
 	// IdleTimeout retires idle workers; default 10s.
@@ -123,6 +128,8 @@ type Pool struct {
 	// ended are jobs whose workers were killed: never prestarted again.
 	ended  map[string]bool
 	closed bool
+	// exits counts worker exits since the log directory was last pruned.
+	exits int
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -144,6 +151,9 @@ func New(cfg Config) *Pool {
 	}
 	if cfg.LogBackups == 0 {
 		cfg.LogBackups = DefaultLogBackups
+	}
+	if cfg.KeepExitedLogs == 0 {
+		cfg.KeepExitedLogs = DefaultKeepExitedLogs
 	}
 	p := &Pool{cfg: cfg, log: cfg.Logger.Named("workerpool"), all: map[string]*Worker{}, idle: map[string][]*Worker{},
 		warming: map[string][]*Worker{}, ended: map[string]bool{}, stop: make(chan struct{})}
@@ -297,6 +307,7 @@ func (p *Pool) startLocked(jobID, binary, sha string, env RuntimeEnv) (*Worker, 
 		p.removeIdleLocked(w)
 		p.removeWarmingLocked(w)
 		p.mu.Unlock()
+		p.pruneLogs()
 		close(w.exited)
 		p.log.Debug("worker exited", zap.String("worker", id), zap.Int("pid", w.PID), zap.Error(err))
 		if p.cfg.OnExit != nil {
@@ -304,6 +315,33 @@ func (p *Pool) startLocked(jobID, binary, sha string, env RuntimeEnv) (*Worker, 
 		}
 	}()
 	return w, nil
+}
+
+// pruneLogs bounds the log files of exited workers (Config.KeepExitedLogs).
+// It lists the directory once every tenth of the bound's exits, so the
+// bound may be passed by that tenth.
+func (p *Pool) pruneLogs() {
+	keep := p.cfg.KeepExitedLogs
+	if p.cfg.LogDir == "" || keep < 0 {
+		return
+	}
+	p.mu.Lock()
+	p.exits++
+	if p.exits < max(1, keep/10) {
+		p.mu.Unlock()
+		return
+	}
+	p.exits = 0
+	live := make(map[string]bool, len(p.all))
+	for id := range p.all {
+		live[id] = true
+	}
+	p.mu.Unlock()
+	if n, err := logmonitor.PruneExited(p.cfg.LogDir, keep, live); err != nil {
+		p.log.Warn("prune worker logs", zap.Error(err))
+	} else if n > 0 {
+		p.log.Debug("pruned exited workers' logs", zap.Int("files", n))
+	}
 }
 
 // Register records a worker's handshake.
