@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -71,7 +72,17 @@ is every worker of it on every node. --node narrows to one node.`,
 		if err != nil {
 			return err
 		}
-		return streamNodeLogs(cmd.Context(), cmd.OutOrStdout(), cfg.Token, targets, req)
+		for {
+			err := streamNodeLogs(cmd.Context(), cmd.OutOrStdout(), cfg.Token, targets, req)
+			if actor == "" || !follow || (err != nil && !errors.Is(err, rpcerr.ErrUnavailable)) {
+				return err // (an actor's node that died is a worker that ended)
+			}
+			// The actor's worker ended: follow its next incarnation, whole.
+			if targets, err = nextIncarnation(cmd, cf, cl, node, actor, req); targets == nil {
+				return err
+			}
+			req.Tail = -1
+		}
 	}
 	return cmd
 }
@@ -126,6 +137,34 @@ func logTargets(ctx context.Context, cf *clusterFlags, cl *cpclient.Client, node
 		return nil, fmt.Errorf("%w: %s", fsm.ErrJobNotFound, job)
 	}
 	return alive, nil
+}
+
+// nextIncarnation waits until the actor runs on a worker other than
+// req's, and returns its node; nil once the actor is dead or the command
+// is interrupted.
+func nextIncarnation(cmd *cobra.Command, cf *clusterFlags, cl *cpclient.Client, node, actor string, req *pb.StreamLogsRequest) (map[string]string, error) {
+	ended := req.WorkerId
+	for {
+		ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+		a, err := cl.GetActor(ctx, &cpb.GetActorRequest{ActorId: actor})
+		cancel()
+		switch {
+		case cmd.Context().Err() != nil:
+			return nil, nil
+		case err != nil:
+			return nil, err
+		case a.State == cpb.ActorState_DEAD:
+			fmt.Fprintf(cmd.ErrOrStderr(), "actor %s is dead: %s\n", actor, a.DeathCause)
+			return nil, nil
+		case a.State == cpb.ActorState_ALIVE && a.WorkerId != ended:
+			return logTargets(cmd.Context(), cf, cl, node, actor, "", req)
+		}
+		select {
+		case <-cmd.Context().Done():
+			return nil, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // rpcNotFound matches any NotFound error, the nodes' included.

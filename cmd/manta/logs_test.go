@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,7 +70,7 @@ func TestLogsFollowsAnActor(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ray.Shutdown(context.Background()) })
-	actor, err := printerClass.Remote(ctx)
+	actor, err := printerClass.Remote(ctx, ray.MaxRestarts(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,6 @@ func TestLogsFollowsAnActor(t *testing.T) {
 		t.Fatalf("line without Ray's prefix: %q\nstderr: %s", line, errb.String())
 	}
 
-	t.Logf("manta logs --actor --follow printed:\n%s", out.String())
 	cl, err := c.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +128,26 @@ func TestLogsFollowsAnActor(t *testing.T) {
 		}
 	}
 
+	// Kill the actor's worker: it restarts on a new one, which the follower
+	// picks up.
+	pid, err := strconv.Atoi(strings.TrimPrefix(line[:strings.IndexByte(line, ',')], "(pid="))
+	if err != nil {
+		t.Fatalf("pid in %q: %v", line, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "a call to the restarted actor", func() bool {
+		_, err := ray.Get(ctx, printerSay.Remote(ctx, actor, ray.Val("three")))
+		return err == nil // a call in flight when the worker died fails
+	})
+	eventually(t, 30*time.Second, "the restarted actor's line in `manta logs --follow`", func() bool {
+		return strings.Contains(out.String(), "printer says three")
+	})
+	if strings.Contains(out.String(), fmt.Sprintf("(pid=%d, node=node-1) printer says three", pid)) {
+		t.Fatalf("the restarted actor printed from the killed PID:\n%s", out.String())
+	}
+	t.Logf("manta logs --actor --follow printed:\n%s", out.String())
 	for _, args := range [][]string{
 		{"--actor", "ffffffffffffffffffffffff"},
 		{"--worker", "nosuchworker"},
