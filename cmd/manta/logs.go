@@ -16,6 +16,7 @@ import (
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/raylet/logmonitor"
 )
 
 func init() { extraCommands = append(extraCommands, newLogsCommand) }
@@ -44,7 +45,7 @@ is every worker of it on every node. --node narrows to one node.`,
 	fs.StringVar(&worker, "worker", "", "the worker's output")
 	fs.StringVar(&job, "job", "", "every worker of the job")
 	fs.BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted")
-	fs.IntVar(&tail, "tail", 1000, "lines of each worker's kept output to print first; -1 for all")
+	fs.IntVar(&tail, "tail", 1000, "lines of each worker's kept output to print first; -1 for all (at most 100000 otherwise)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		n := 0
 		for _, s := range []string{actor, task, worker, job} {
@@ -57,6 +58,10 @@ is every worker of it on every node. --node narrows to one node.`,
 		}
 		if tail < -1 {
 			return usageErrorf("--tail %d: want -1 (all) or more", tail)
+		}
+		if tail > logmonitor.MaxTail {
+			fmt.Fprintf(cmd.ErrOrStderr(), "note: --tail %d is capped at %d lines per worker\n", tail, logmonitor.MaxTail)
+			tail = logmonitor.MaxTail
 		}
 		cfg, err := cf.config()
 		if err != nil {

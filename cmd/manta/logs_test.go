@@ -128,6 +128,11 @@ func TestLogsFollowsAnActor(t *testing.T) {
 		}
 	}
 
+	if r := mantaCmd(t, env, "", "logs", "--worker", info.WorkerId, "--tail", "200000"); r.code != 0 ||
+		!strings.Contains(r.stderr, "capped at 100000") || !strings.Contains(r.stdout, "printer says one") {
+		t.Fatalf("a tail above the cap: %v", r)
+	}
+
 	// Kill the actor's worker: it restarts on a new one, which the follower
 	// picks up.
 	pid, err := strconv.Atoi(strings.TrimPrefix(line[:strings.IndexByte(line, ',')], "(pid="))

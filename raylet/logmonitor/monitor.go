@@ -41,6 +41,10 @@ type Monitor struct {
 	Poll time.Duration
 }
 
+// MaxTail caps Query.Tail: the lines held back while catching up are
+// buffered, one worker at a time.
+const MaxTail = 100_000
+
 // Batch bounds: a batch is sent once it holds this many lines or bytes.
 const (
 	batchLines = 512
@@ -64,6 +68,7 @@ func (m *Monitor) Stream(ctx context.Context, q Query, send func([]Line) error) 
 	if n > 1 {
 		return fmt.Errorf("%w: name at most one of worker, task and actor", ErrBadQuery)
 	}
+	q.Tail = min(q.Tail, MaxTail)
 	poll := m.Poll
 	if poll <= 0 {
 		poll = 100 * time.Millisecond
