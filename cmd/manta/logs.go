@@ -43,7 +43,7 @@ is every worker of it on every node. --node narrows to one node.`,
 	fs.StringVar(&actor, "actor", "", "the actor's output (its current worker)")
 	fs.StringVar(&task, "task", "", "what the task printed (hex task ID)")
 	fs.StringVar(&worker, "worker", "", "the worker's output")
-	fs.StringVar(&job, "job", "", "every worker of the job")
+	fs.StringVar(&job, "job", "", "every worker of the job (a job ID, or a submission's ID)")
 	fs.BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted")
 	fs.IntVar(&tail, "tail", 1000, "lines of each worker's kept output to print first; -1 for all (at most 100000 otherwise)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -138,6 +138,11 @@ func logTargets(ctx context.Context, cf *clusterFlags, cl *cpclient.Client, node
 			if j.JobId == job {
 				return alive, nil
 			}
+		}
+		// A submission ID (manta job submit) names the driver job it ran.
+		if sub, err := cl.GetSubmission(ctx, job, false); err == nil && sub.DriverJobId != "" {
+			req.JobId = sub.DriverJobId
+			return alive, nil
 		}
 		return nil, fmt.Errorf("%w: %s", fsm.ErrJobNotFound, job)
 	}
