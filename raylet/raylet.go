@@ -32,6 +32,7 @@ import (
 	"github.com/manta-ray/manta/objectstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/jobsupervisor"
+	"github.com/manta-ray/manta/raylet/logmonitor"
 	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/raylet/workerpool"
 )
@@ -61,6 +62,7 @@ type Raylet struct {
 	pkgs       *pkgstore.Cache
 	jenv       jobEnvs
 	jobs       *jobsupervisor.Supervisor
+	logs       *logmonitor.Monitor
 	tmp        string // DataDir to remove on Close, when we made it
 	metrics    *rayletMetrics
 	// Transfer counters (GetStatus): what pulls brought in, what
@@ -159,11 +161,13 @@ func New(cfg Config) (*Raylet, error) {
 	if prestart == 0 {
 		prestart = max(1, int(res[resources.CPU]))
 	}
+	logDir := filepath.Join(r.cfg.DataDir, "logs")
 	r.pool = workerpool.New(workerpool.Config{
 		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
-		LogDir: filepath.Join(r.cfg.DataDir, "logs"), Output: cfg.WorkerOutput,
+		LogDir: logDir, Output: cfg.WorkerOutput, LogMaxBytes: cfg.WorkerLogMaxBytes, LogBackups: cfg.WorkerLogBackups,
 		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.onWorkerExit, Logger: r.log,
 	})
+	r.logs = r.newLogMonitor(logDir)
 	// WaitForHandlers: Stop returns only once no handler runs, so none can
 	// still be sending from the arena when Close unmaps it.
 	r.metrics = newRayletMetrics(r)

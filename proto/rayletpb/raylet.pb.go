@@ -3391,6 +3391,260 @@ func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
 	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{50}
 }
 
+// StreamLogsRequest names at most one of worker_id, task_id and actor_id;
+// job_id narrows any of them; none of the four streams every worker.
+type StreamLogsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	WorkerId string                 `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Hex task ID, as the task's markers carry it.
+	TaskId  string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	ActorId string `protobuf:"bytes,4,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// Lines of each worker's kept output to send before following; -1 sends
+	// all of it.
+	Tail int32 `protobuf:"varint,5,opt,name=tail,proto3" json:"tail,omitempty"`
+	// Keep streaming new output (and new workers) until the call ends; a
+	// worker's stream ends once the worker has exited.
+	Follow        bool `protobuf:"varint,6,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamLogsRequest) Reset() {
+	*x = StreamLogsRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamLogsRequest) ProtoMessage() {}
+
+func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamLogsRequest.ProtoReflect.Descriptor instead.
+func (*StreamLogsRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *StreamLogsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StreamLogsRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *StreamLogsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *StreamLogsRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *StreamLogsRequest) GetTail() int32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *StreamLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// LogLine is one line of a worker's output and what the worker ran then.
+type LogLine struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	JobId    string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pid      int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	TaskId   string                 `protobuf:"bytes,4,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt  int32                  `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The task's function, or Class.method.
+	TaskName  string `protobuf:"bytes,6,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
+	ActorId   string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	ClassName string `protobuf:"bytes,8,opt,name=class_name,json=className,proto3" json:"class_name,omitempty"`
+	// Without its newline; bytes because a worker may print anything.
+	Line          []byte `protobuf:"bytes,9,opt,name=line,proto3" json:"line,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *LogLine) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *LogLine) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *LogLine) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *LogLine) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *LogLine) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *LogLine) GetTaskName() string {
+	if x != nil {
+		return x.TaskName
+	}
+	return ""
+}
+
+func (x *LogLine) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *LogLine) GetClassName() string {
+	if x != nil {
+		return x.ClassName
+	}
+	return ""
+}
+
+func (x *LogLine) GetLine() []byte {
+	if x != nil {
+		return x.Line
+	}
+	return nil
+}
+
+type LogBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Lines         []*LogLine             `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogBatch) Reset() {
+	*x = LogBatch{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogBatch) ProtoMessage() {}
+
+func (x *LogBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
+func (*LogBatch) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *LogBatch) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *LogBatch) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
 
 const file_rayletpb_raylet_proto_rawDesc = "" +
@@ -3648,7 +3902,28 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x18AddObjectLocationRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation\"\x18\n" +
-	"\x16AddObjectLocationReply*,\n" +
+	"\x16AddObjectLocationReply\"\xa7\x01\n" +
+	"\x11StreamLogsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x19\n" +
+	"\bactor_id\x18\x04 \x01(\tR\aactorId\x12\x12\n" +
+	"\x04tail\x18\x05 \x01(\x05R\x04tail\x12\x16\n" +
+	"\x06follow\x18\x06 \x01(\bR\x06follow\"\xed\x01\n" +
+	"\aLogLine\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x17\n" +
+	"\atask_id\x18\x04 \x01(\tR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\x05R\aattempt\x12\x1b\n" +
+	"\ttask_name\x18\x06 \x01(\tR\btaskName\x12\x19\n" +
+	"\bactor_id\x18\a \x01(\tR\aactorId\x12\x1d\n" +
+	"\n" +
+	"class_name\x18\b \x01(\tR\tclassName\x12\x12\n" +
+	"\x04line\x18\t \x01(\fR\x04line\"S\n" +
+	"\bLogBatch\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12.\n" +
+	"\x05lines\x18\x02 \x03(\v2\x18.manta.raylet.v1.LogLineR\x05lines*,\n" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -3667,8 +3942,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
 	"\x12\x1b\n" +
-	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v2\xcb\n" +
-	"\n" +
+	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v2\x9a\v\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +
@@ -3686,7 +3960,9 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"MapObjects\x12\".manta.raylet.v1.MapObjectsRequest\x1a .manta.raylet.v1.MapObjectsReply\x12^\n" +
 	"\x0eReleaseObjects\x12&.manta.raylet.v1.ReleaseObjectsRequest\x1a$.manta.raylet.v1.ReleaseObjectsReply\x12U\n" +
 	"\vFreeObjects\x12#.manta.raylet.v1.FreeObjectsRequest\x1a!.manta.raylet.v1.FreeObjectsReply\x12[\n" +
-	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply2\x87\x04\n" +
+	"\rLocateObjects\x12%.manta.raylet.v1.LocateObjectsRequest\x1a#.manta.raylet.v1.LocateObjectsReply\x12M\n" +
+	"\n" +
+	"StreamLogs\x12\".manta.raylet.v1.StreamLogsRequest\x1a\x19.manta.raylet.v1.LogBatch0\x012\x87\x04\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -3710,7 +3986,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                        // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
@@ -3765,15 +4041,18 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*PingReply)(nil),                  // 50: manta.raylet.v1.PingReply
 	(*AddObjectLocationRequest)(nil),   // 51: manta.raylet.v1.AddObjectLocationRequest
 	(*AddObjectLocationReply)(nil),     // 52: manta.raylet.v1.AddObjectLocationReply
-	nil,                                // 53: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 54: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	nil,                                // 55: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 56: manta.raylet.v1.GetStatusReply.AvailableEntry
-	nil,                                // 57: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	(*StreamLogsRequest)(nil),          // 53: manta.raylet.v1.StreamLogsRequest
+	(*LogLine)(nil),                    // 54: manta.raylet.v1.LogLine
+	(*LogBatch)(nil),                   // 55: manta.raylet.v1.LogBatch
+	nil,                                // 56: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                // 57: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                // 58: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 59: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 60: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	53, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	54, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	56, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	57, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
 	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
 	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
 	21, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
@@ -3781,8 +4060,8 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
 	23, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
 	30, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	55, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	56, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	58, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	59, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
 	34, // 11: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
 	34, // 12: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
 	1,  // 13: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
@@ -3790,60 +4069,63 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 15: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
 	36, // 16: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
 	37, // 17: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	57, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	60, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 	38, // 19: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
 	40, // 20: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
 	36, // 21: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
 	35, // 22: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
 	41, // 23: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
 	46, // 24: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
-	4,  // 25: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	8,  // 26: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 27: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	10, // 28: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	12, // 29: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	14, // 30: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	16, // 31: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	32, // 32: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 33: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	17, // 34: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	19, // 35: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	22, // 36: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	25, // 37: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	27, // 38: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	29, // 39: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	39, // 40: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	48, // 41: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	49, // 42: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	51, // 43: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	43, // 44: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	44, // 45: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
-	5,  // 46: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	9,  // 47: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 48: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	11, // 49: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	13, // 50: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	15, // 51: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	14, // 52: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	33, // 53: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 54: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	18, // 55: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	20, // 56: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	24, // 57: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	26, // 58: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	28, // 59: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	31, // 60: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	42, // 61: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	36, // 62: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	50, // 63: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	52, // 64: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	47, // 65: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	45, // 66: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
-	46, // [46:67] is the sub-list for method output_type
-	25, // [25:46] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	54, // 25: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
+	4,  // 26: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	8,  // 27: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	6,  // 28: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	10, // 29: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	12, // 30: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	14, // 31: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	16, // 32: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	32, // 33: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 34: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	17, // 35: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	19, // 36: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	22, // 37: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	25, // 38: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	27, // 39: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	29, // 40: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	53, // 41: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
+	39, // 42: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	48, // 43: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	49, // 44: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	51, // 45: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	43, // 46: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	44, // 47: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
+	5,  // 48: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	9,  // 49: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	7,  // 50: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	11, // 51: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	13, // 52: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	15, // 53: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	14, // 54: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	33, // 55: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 56: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	18, // 57: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	20, // 58: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	24, // 59: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	26, // 60: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	28, // 61: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	31, // 62: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	55, // 63: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
+	42, // 64: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	36, // 65: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	50, // 66: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	52, // 67: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	47, // 68: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	45, // 69: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
+	48, // [48:70] is the sub-list for method output_type
+	26, // [26:48] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -3857,7 +4139,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   56,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

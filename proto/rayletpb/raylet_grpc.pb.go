@@ -39,6 +39,7 @@ const (
 	Raylet_ReleaseObjects_FullMethodName      = "/manta.raylet.v1.Raylet/ReleaseObjects"
 	Raylet_FreeObjects_FullMethodName         = "/manta.raylet.v1.Raylet/FreeObjects"
 	Raylet_LocateObjects_FullMethodName       = "/manta.raylet.v1.Raylet/LocateObjects"
+	Raylet_StreamLogs_FullMethodName          = "/manta.raylet.v1.Raylet/StreamLogs"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -84,6 +85,11 @@ type RayletClient interface {
 	// LocateObjects says which of the objects this node holds, and where
 	// (memory or spilled); an empty request lists every object.
 	LocateObjects(ctx context.Context, in *LocateObjectsRequest, opts ...grpc.CallOption) (*LocateObjectsReply, error)
+	// StreamLogs streams the output of this node's workers, kept in rotated
+	// files: a job's (every worker of it), a worker's, or the lines a task
+	// or actor printed (found by the markers workers print). NotFound when
+	// the node has no output of the worker, task or actor named.
+	StreamLogs(ctx context.Context, in *StreamLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogBatch], error)
 }
 
 type rayletClient struct {
@@ -256,6 +262,25 @@ func (c *rayletClient) LocateObjects(ctx context.Context, in *LocateObjectsReque
 	return out, nil
 }
 
+func (c *rayletClient) StreamLogs(ctx context.Context, in *StreamLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Raylet_ServiceDesc.Streams[2], Raylet_StreamLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamLogsRequest, LogBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raylet_StreamLogsClient = grpc.ServerStreamingClient[LogBatch]
+
 // RayletServer is the server API for Raylet service.
 // All implementations must embed UnimplementedRayletServer
 // for forward compatibility.
@@ -299,6 +324,11 @@ type RayletServer interface {
 	// LocateObjects says which of the objects this node holds, and where
 	// (memory or spilled); an empty request lists every object.
 	LocateObjects(context.Context, *LocateObjectsRequest) (*LocateObjectsReply, error)
+	// StreamLogs streams the output of this node's workers, kept in rotated
+	// files: a job's (every worker of it), a worker's, or the lines a task
+	// or actor printed (found by the markers workers print). NotFound when
+	// the node has no output of the worker, task or actor named.
+	StreamLogs(*StreamLogsRequest, grpc.ServerStreamingServer[LogBatch]) error
 	mustEmbedUnimplementedRayletServer()
 }
 
@@ -353,6 +383,9 @@ func (UnimplementedRayletServer) FreeObjects(context.Context, *FreeObjectsReques
 }
 func (UnimplementedRayletServer) LocateObjects(context.Context, *LocateObjectsRequest) (*LocateObjectsReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocateObjects not implemented")
+}
+func (UnimplementedRayletServer) StreamLogs(*StreamLogsRequest, grpc.ServerStreamingServer[LogBatch]) error {
+	return status.Error(codes.Unimplemented, "method StreamLogs not implemented")
 }
 func (UnimplementedRayletServer) mustEmbedUnimplementedRayletServer() {}
 func (UnimplementedRayletServer) testEmbeddedByValue()                {}
@@ -627,6 +660,17 @@ func _Raylet_LocateObjects_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raylet_StreamLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RayletServer).StreamLogs(m, &grpc.GenericServerStream[StreamLogsRequest, LogBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raylet_StreamLogsServer = grpc.ServerStreamingServer[LogBatch]
+
 // Raylet_ServiceDesc is the grpc.ServiceDesc for Raylet service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -696,6 +740,11 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetObject",
 			Handler:       _Raylet_GetObject_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamLogs",
+			Handler:       _Raylet_StreamLogs_Handler,
 			ServerStreams: true,
 		},
 	},
