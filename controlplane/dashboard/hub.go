@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,7 +250,7 @@ func headsFrom(all []cpclient.HeadStatus, self []string) headsView {
 		st := hs.Status
 		if st == nil {
 			v.Heads = append(v.Heads, headView{ID: idByAddr[hs.Address], Address: hs.Address, Role: "Unreachable",
-				Error: hs.Err.Error(), Self: isSelf[hs.Address]})
+				Error: shortError(hs.Err), Self: isSelf[hs.Address]})
 			continue
 		}
 		if seen[st.HeadId] {
@@ -287,4 +288,22 @@ func headsFrom(all []cpclient.HeadStatus, self []string) headsView {
 		return v.Heads[i].Address < v.Heads[j].Address
 	})
 	return v
+}
+
+// shortError keeps what a reader of the heads table needs from a dial
+// error: gRPC's "transport: Error while dialing ..." ends with the cause.
+func shortError(err error) string {
+	if err == nil {
+		return "no answer"
+	}
+	s := err.Error()
+	for _, cause := range []string{"connection refused", "no route to host", "i/o timeout", "context deadline exceeded"} {
+		if strings.Contains(s, cause) {
+			return cause
+		}
+	}
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
 }

@@ -123,12 +123,16 @@
         if (!kinds || m.reset || m.kinds.some((k) => kinds.includes(k))) fn();
       }
     });
-    es.addEventListener("heads", (ev) => {
-      const v = JSON.parse(ev.data);
+    const showHead = (v) => {
       const self = v.heads.find((h) => h.self);
       $("#live-head").textContent = self ? `${self.id} (${self.role})` : "?";
+    };
+    es.addEventListener("heads", (ev) => {
+      const v = JSON.parse(ev.data);
+      showHead(v);
       for (const fn of onTick) fn(v);
     });
+    getJSON("/api/manta/heads").then(showHead).catch(() => {});
   }
 
   // ---- pages ----------------------------------------------------------------------
