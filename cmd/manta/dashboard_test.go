@@ -348,4 +348,3 @@ func newBrowser(t *testing.T, ctx context.Context) context.Context {
 	})
 	return bctx
 }
-
