@@ -151,7 +151,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b := newBrowser(t, ctx)
 	shot := func(name string) {
 		t.Helper()
-		png, err := chromedp.Run(b, chromedp.FullScreenshot(100))
+		png, err := chromedp.Run(b, chromedp.CaptureScreenshot())
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
