@@ -79,7 +79,7 @@ button{margin-top:14px;width:100%;padding:9px;border:0;border-radius:4px;backgro
 </style></head>
 <body><form method="post" action="/login" id="login">
 <h1>manta dashboard</h1>
-<p>Log in with the cluster token (<code>manta token</code> prints it).</p>
+<p>Log in with the cluster token: the file <code>token</code> in a head's data dir, or the token the heads were started with.</p>
 {{if .Error}}<div class="err" id="login-error">{{.Error}}</div>{{end}}
 <label for="token">Cluster token</label>
 <input type="password" id="token" name="token" autocomplete="current-password" autofocus required>
