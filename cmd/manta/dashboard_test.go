@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -287,11 +288,64 @@ func TestDashboardInBrowser(t *testing.T) {
 	beforeN, _ := strconv.ParseUint(strings.TrimSpace(before), 10, 64)
 	wait("the page's raft index to move past "+before, fmt.Sprintf(`Number(%s) > %d && document.querySelector("#live").classList.contains("up")`, text("#live-index"), beforeN))
 	shot("overview-after-failover")
+
+	// Any head serves it: a follower's page (the session cookie is good on
+	// every head) moves with the leader's next write.
+	var hv struct {
+		Heads []struct {
+			Address string `json:"address"`
+			Role    string `json:"role"`
+		} `json:"heads"`
+	}
+	getJSON(t, base+"/api/manta/heads", c.Token(), &hv)
+	fbase := ""
+	for _, h := range hv.Heads {
+		for i, hp := range c.Heads() {
+			if h.Role == "Follower" && hp.Address == h.Address && i != leader {
+				b, err := os.ReadFile(filepath.Join(hp.DataDir, dashboardAddressFile))
+				if err == nil {
+					fbase = "http://" + strings.TrimSpace(string(b))
+				}
+			}
+		}
+	}
+	if fbase == "" {
+		t.Fatalf("no follower among %+v", hv.Heads)
+	}
+	if err := chromedp.Do(b, chromedp.Navigate(fbase+"/")); err != nil {
+		t.Fatal(err)
+	}
+	wait("a follower's overview, live", `document.body.dataset.page === "overview" && document.querySelector("#live").classList.contains("up") && /\(Follower\)/.test(`+text("#live-head")+`) && Number(`+text("#live-index")+`) > 0`)
+	before, err = chromedp.Run(b, chromedp.Text(chromedp.CSS("#live-index")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := cl.Put(ctx, "dashboard-test", "on-the-follower", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	beforeN, _ = strconv.ParseUint(strings.TrimSpace(before), 10, 64)
+	wait("the follower's page to reach the write's index", fmt.Sprintf(`Number(%s) >= %d && Number(%s) > %d`, text("#live-index"), idx, text("#live-index"), beforeN))
+	shot("overview-follower")
 	// Screenshots are for people: the test only checks they were written.
-	for _, n := range []string{"login", "overview", "nodes", "actors", "tasks", "task", "lineage", "jobs", "job", "objects", "workers", "placement_groups", "overview-after-failover"} {
+	for _, n := range []string{"login", "overview", "nodes", "actors", "tasks", "task", "lineage", "jobs", "job", "objects", "workers", "placement_groups", "overview-after-failover", "overview-follower"} {
 		if fi, err := os.Stat(filepath.Join(shots, n+".png")); err != nil || fi.Size() == 0 {
 			t.Errorf("screenshot %s missing: %v", n, err)
 		}
+	}
+}
+
+func getJSON(t *testing.T, url, token string, out any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 }
 
