@@ -250,8 +250,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	wait("the chain drawn", `document.querySelectorAll('svg.lineage g.gnode.task').length === 3 && document.querySelectorAll('svg.lineage g.gnode.obj').length === 3 && document.querySelectorAll('svg.lineage path.edge').length === 5`)
 	shot("lineage")
 
+	if r := mantaCmd(t, clusterEnv(c), "", "job", "submit", "--submission-id", "dash-1", "--", "sh", "-c", "echo hello-from-a-submitted-job"); r.code != 0 {
+		t.Fatalf("job submit: %v", r)
+	}
 	open("/jobs", "jobs")
 	wait("the driver's job running", `[...document.querySelectorAll('#drivers tr[data-job]')].some(r => /RUNNING/.test(r.textContent))`)
+	wait("the submitted job succeeded", `/SUCCEEDED/.test(`+text(`#submissions tr[data-job="dash-1"]`)+`)`)
 	shot("jobs")
 	jobID, err := chromedp.Run(b, chromedp.Evaluate[string](`[...document.querySelectorAll('#drivers tr[data-job]')].find(r => /RUNNING/.test(r.textContent)).dataset.job`))
 	if err != nil {
@@ -260,6 +264,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	open("/jobs/"+jobID, "job")
 	wait("the driver job's details", `/RUNNING/.test(`+text("#job-info")+`)`)
 	shot("job")
+	open("/jobs/dash-1", "job")
+	wait("the submitted job's logs", `/hello-from-a-submitted-job/.test(`+text("#job-logs")+`) && /SUCCEEDED/.test(`+text("#job-info")+`)`)
+	shot("job-submitted")
 	for _, p := range []struct{ path, page string }{{"/objects", "objects"}, {"/workers", "workers"}, {"/placement-groups", "placement_groups"}} {
 		open(p.path, p.page)
 		shot(p.page)
@@ -328,7 +335,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	wait("the follower's page to reach the write's index", fmt.Sprintf(`Number(%s) >= %d && Number(%s) > %d`, text("#live-index"), idx, text("#live-index"), beforeN))
 	shot("overview-follower")
 	// Screenshots are for people: the test only checks they were written.
-	for _, n := range []string{"login", "overview", "nodes", "actors", "tasks", "task", "lineage", "jobs", "job", "objects", "workers", "placement_groups", "overview-after-failover", "overview-follower"} {
+	for _, n := range []string{"login", "overview", "nodes", "actors", "tasks", "task", "lineage", "jobs", "job", "job-submitted", "objects", "workers", "placement_groups", "overview-after-failover", "overview-follower"} {
 		if fi, err := os.Stat(filepath.Join(shots, n+".png")); err != nil || fi.Size() == 0 {
 			t.Errorf("screenshot %s missing: %v", n, err)
 		}

@@ -91,6 +91,7 @@ type headsView struct {
 		Lag   *uint64 `json:"lag"`
 		Self  bool    `json:"self"`
 		Error string  `json:"error"`
+		Vote  string  `json:"suffrage"`
 	} `json:"heads"`
 	Leader string `json:"leader"`
 	Self   string `json:"self"`
@@ -142,8 +143,8 @@ func TestPagesAndViews(t *testing.T) {
 				t.Errorf("leader %+v: lag %d", h, *h.Lag)
 			}
 		}
-		if h.Term == 0 {
-			t.Errorf("head %s has term 0", h.ID)
+		if h.Term == 0 || h.Vote != "Voter" {
+			t.Errorf("head %s: term %d, suffrage %q; want a term and Voter", h.ID, h.Term, h.Vote)
 		}
 	}
 	if leaders != 1 || hv.Self == "" || hv.Self == hv.Leader {

@@ -193,6 +193,9 @@ type headView struct {
 	LastContactMs int64   `json:"last_contact_ms"`
 	QuorumProblem string  `json:"quorum_problem,omitempty"`
 	Error         string  `json:"error,omitempty"`
+	// Suffrage is the head's vote in the Raft configuration (Voter,
+	// Nonvoter), as the answering heads list their peers.
+	Suffrage string `json:"suffrage,omitempty"`
 	// Self marks the head serving this dashboard.
 	Self bool `json:"self,omitempty"`
 }
@@ -237,9 +240,13 @@ func headsFrom(all []cpclient.HeadStatus, self []string) headsView {
 		isSelf[a] = true
 	}
 	idByAddr := map[string]string{}
+	suffrage := map[string]string{}
 	for _, hs := range all {
 		for _, hi := range hs.Status.GetHeads() {
 			idByAddr[hi.GrpcAddress] = hi.Id
+		}
+		for _, p := range hs.Status.GetPeers() {
+			suffrage[p.Id] = p.Suffrage
 		}
 	}
 	v := headsView{Heads: []headView{}, At: time.Now().UnixMilli()}
@@ -268,6 +275,9 @@ func headsFrom(all []cpclient.HeadStatus, self []string) headsView {
 			leaderTerm, leaderCommit, v.Leader = st.Term, st.CommitIndex, st.HeadId
 		}
 		v.Heads = append(v.Heads, hv)
+	}
+	for i := range v.Heads {
+		v.Heads[i].Suffrage = suffrage[v.Heads[i].ID]
 	}
 	if v.Leader != "" {
 		for i := range v.Heads {

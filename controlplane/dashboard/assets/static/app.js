@@ -139,12 +139,12 @@
   function renderHeads(v) {
     const rows = v.heads.map((h) => `<tr data-head="${esc(h.id)}" class="${h.self ? "self" : ""}">
       <td>${esc(h.id || "?")}${h.self ? ' <span class="badge">this page</span>' : ""}</td>
-      <td class="mono">${esc(h.address)}</td><td>${badge(h.role)}</td>
+      <td class="mono">${esc(h.address)}</td><td>${badge(h.role)}</td><td>${esc(h.suffrage || "–")}</td>
       <td>${h.error ? "–" : esc(h.term)}</td><td>${h.error ? "–" : esc(h.commit_index)}</td>
       <td>${h.error ? "–" : esc(h.applied_index)}</td><td>${h.lag == null ? "–" : esc(h.lag)}</td>
       <td>${h.error || h.role === "Leader" ? "–" : esc(h.last_contact_ms) + " ms"}</td>
       <td class="muted">${esc(h.error || h.quorum_problem || "")}</td></tr>`);
-    setRows("#heads", rows, 9, "no head answered");
+    setRows("#heads", rows, 10, "no head answered");
   }
   function nodeRow(n, wide) {
     const cpuT = (n.resources_total || {}).CPU || 0;
