@@ -113,6 +113,9 @@ func (d *Dashboard) serveNodes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Dashboard) nodesView(ctx context.Context) (nodesView, error) {
+	// The answer is shared by every page for a second: one page going
+	// away must not cut it short.
+	ctx = d.ctx
 	d.nodes.mu.Lock()
 	defer d.nodes.mu.Unlock()
 	if time.Since(d.nodes.at) < time.Second {
