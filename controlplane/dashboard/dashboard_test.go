@@ -20,7 +20,7 @@ import (
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	tc    *testcluster.Cluster
 	base  string
 	token string
@@ -29,7 +29,7 @@ type env struct {
 
 // start runs three heads, a raylet, and the dashboard on the Jobs API's
 // server in front of a follower, as cmd/manta wires it.
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	tc := testcluster.Start(t, 3, nil)
 	follower := tc.Addresses()[(tc.WaitLeader()+1)%3]
 	cl, err := cpclient.New(cpclient.Config{Addresses: []string{follower}, Token: tc.Token()})
@@ -316,4 +316,57 @@ func TestLineageGraph(t *testing.T) {
 	if code, _ := e.get("/api/manta/tasks/abc", nil); code != 400 {
 		t.Errorf("bad task id: %d; want 400", code)
 	}
+}
+
+// BenchmarkFollowerPageDelay measures how long after a write is
+// acknowledged (through the leader) the dashboard of a follower head
+// sends the change frame that carries it: what a follower's page lags
+// the leader's by.
+func BenchmarkFollowerPageDelay(b *testing.B) {
+	e := start(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/api/manta/events", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	indexes := make(chan uint64, 1024)
+	go func() {
+		defer close(indexes)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var c struct {
+					Index uint64 `json:"index"`
+				}
+				if json.Unmarshal([]byte(d), &c) == nil && c.Index > 0 {
+					select {
+					case indexes <- c.Index:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}()
+	cl := e.tc.Client()
+	var total time.Duration
+	for b.Loop() {
+		idx, err := cl.Put(ctx, "bench", "k", []byte("v"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		acked := time.Now()
+		for got := uint64(0); got < idx; {
+			var ok bool
+			if got, ok = <-indexes; !ok {
+				b.Fatal("the event stream ended")
+			}
+		}
+		total += time.Since(acked)
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms_after_ack")
 }
