@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"sort"
 	"strings"
@@ -341,7 +340,7 @@ func (d *Dashboard) serveLineage(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	resp, err := d.cfg.Client.GetLineage(ctx, o, 0, true)
 	if err != nil {
-		if errors.Is(err, rpcerr.ErrFailedPrecondition) || rpcerr.Code(err) == codes.FailedPrecondition {
+		if rpcerr.Code(err) == codes.FailedPrecondition {
 			httpError(w, http.StatusConflict, "object "+o.String()+" was made by Put: it has no lineage")
 			return
 		}
