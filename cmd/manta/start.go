@@ -209,7 +209,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		}
 		if api != nil {
 			defer api.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s\n", api.Address())
+			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s (dashboard: http://%s/)\n", api.Address(), api.Address())
 		}
 	}
 	var fatal <-chan error

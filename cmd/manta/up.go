@@ -132,7 +132,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	for _, h := range c.Heads() {
 		api := ""
 		if b, err := os.ReadFile(filepath.Join(h.DataDir, dashboardAddressFile)); err == nil {
-			api = "  jobs api http://" + strings.TrimSpace(string(b))
+			api = "  dashboard and jobs api http://" + strings.TrimSpace(string(b)) + "/"
 		}
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log%s\n", h.ID, h.Address, h.PID, h.DataDir, api)
 	}
