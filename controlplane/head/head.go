@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/controlplane/taskevents"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -46,6 +47,7 @@ type Head struct {
 	jobs     *jobSupervision
 	peers    *peerBook
 	leader   *leaderLoop
+	tasks    *taskevents.Buffer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -107,6 +109,7 @@ func New(cfg Config) (*Head, error) {
 	h.actors = newActorPlacer(h)
 	h.jobs = newJobSupervision(h)
 	h.leader = newLeaderLoop(h)
+	h.tasks = taskevents.New(taskevents.Config{MaxTasks: cfg.MaxTaskEvents})
 
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(h.unaryAuth),

@@ -1,0 +1,395 @@
+// Package taskevents is the owner's side of the State API's task events:
+// the task manager and the receiver Add a state change as it happens, and a
+// Reporter sends them to the control plane in batches, off the task path.
+// It keeps the latest state of its recent tasks, so when the leader's
+// buffer epoch changes (a new leader starts empty) or a send failed, it
+// re-sends them and the new leader's view is rebuilt; what it had to drop
+// by its bounds it counts and reports, so listings say they are partial.
+package taskevents
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	pb "github.com/manta-ray/manta/proto/controlpb"
+)
+
+// Sender is the control plane as the reporter sees it (cpclient.Client).
+type Sender interface {
+	ReportTaskEvents(ctx context.Context, req *pb.ReportTaskEventsRequest) (*pb.ReportTaskEventsResponse, error)
+}
+
+// Config configures a Reporter; zero values take the defaults.
+type Config struct {
+	Sender Sender
+	// FlushInterval is how often pending events are sent; default 1s.
+	FlushInterval time.Duration
+	// BatchSize sends early once this many events are pending, and splits
+	// re-sends; default 1000.
+	BatchSize int
+	// MaxPending bounds events not yet sent; the oldest are dropped (and
+	// counted) beyond it. Default 10000.
+	MaxPending int
+	// MaxRecent bounds the tasks whose latest state is kept for re-sending
+	// to a new leader. Default 10000.
+	MaxRecent int
+	// SendTimeout bounds one send; default 5s.
+	SendTimeout time.Duration
+	Logger      *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 10_000
+	}
+	if c.MaxRecent <= 0 {
+		c.MaxRecent = 10_000
+	}
+	if c.SendTimeout <= 0 {
+		c.SendTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Stats are a reporter's counters.
+type Stats struct {
+	Added, Sent, Resent, Dropped uint64
+	// Epoch is the leader buffer epoch of the last reply.
+	Epoch string
+	// Recent is how many tasks' latest states are kept for re-sending.
+	Recent int
+}
+
+// pending is an event with the time Add saw it; the flusher stamps it
+// into the event, so Add allocates nothing.
+type pending struct {
+	ev *pb.TaskEvent
+	at int64
+}
+
+type key struct {
+	id      string
+	attempt int32
+}
+
+// recent is a task attempt's merged state as this reporter last knew it.
+type recent struct {
+	ev    *pb.TaskEvent
+	acked string // the epoch that has it, "" if none has
+}
+
+// Reporter batches task events to the control plane. Add is safe from any
+// goroutine; Close stops it.
+type Reporter struct {
+	cfg Config
+	log *zap.Logger
+
+	// mu guards only the hand-off from Add to the flusher.
+	mu          sync.Mutex
+	queue       []pending
+	droppedJobs map[string]uint64 // dropped since the last successful send
+	added       uint64
+	kick        chan struct{}
+
+	// sendMu serialises flushes; the fields below are the flusher's.
+	sendMu     sync.Mutex
+	recent     map[key]*recent
+	order      []key // insertion order of recent, for its bound
+	evicted    map[string]uint64
+	unsentLost map[string]uint64 // dropped, not yet reported
+	epoch      string
+	resend     bool
+	sent       uint64
+	resent     uint64
+	dropped    uint64
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// New starts a reporter.
+func New(cfg Config) *Reporter {
+	cfg.setDefaults()
+	r := &Reporter{cfg: cfg, log: cfg.Logger.Named("taskevents"), droppedJobs: map[string]uint64{},
+		kick: make(chan struct{}, 1), recent: map[key]*recent{}, evicted: map[string]uint64{},
+		unsentLost: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go r.loop()
+	return r
+}
+
+// Add queues a state change. It never blocks on the network: it appends
+// under a short lock, and drops the oldest queued event when the queue is
+// full. The reporter owns ev afterwards.
+func (r *Reporter) Add(ev *pb.TaskEvent) {
+	now := time.Now().UnixNano()
+	r.mu.Lock()
+	r.added++
+	if len(r.queue) >= r.cfg.MaxPending {
+		old := r.queue[0]
+		r.queue = r.queue[1:]
+		r.droppedJobs[old.ev.JobId]++
+	}
+	r.queue = append(r.queue, pending{ev, now})
+	full := len(r.queue) >= r.cfg.BatchSize
+	r.mu.Unlock()
+	if full {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (r *Reporter) loop() {
+	defer close(r.done)
+	t := time.NewTicker(r.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		case <-r.kick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.SendTimeout)
+		if err := r.Flush(ctx); err != nil {
+			r.log.Debug("task events not sent; re-sending later", zap.Error(err))
+		}
+		cancel()
+	}
+}
+
+// Flush sends what is queued now (and re-sends recent tasks if the leader
+// changed or a send failed).
+func (r *Reporter) Flush(ctx context.Context) error {
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	r.mu.Lock()
+	q := r.queue
+	r.queue = nil
+	for job, n := range r.droppedJobs {
+		r.unsentLost[job] += n
+		r.dropped += n
+	}
+	clear(r.droppedJobs)
+	r.mu.Unlock()
+
+	batch := make([]*pb.TaskEvent, 0, len(q))
+	touched := make([]*recent, 0, len(q))
+	for _, p := range q {
+		ev := p.ev
+		if ev.State != pb.TaskEventState_TASK_EVENT_STATE_UNSPECIFIED && ev.StateUnixNano[int32(ev.State)] == 0 {
+			if ev.StateUnixNano == nil {
+				ev.StateUnixNano = map[int32]int64{}
+			}
+			ev.StateUnixNano[int32(ev.State)] = p.at
+		}
+		batch = append(batch, ev)
+		touched = append(touched, r.remember(ev))
+	}
+	if r.resend {
+		return r.resendAll(ctx)
+	}
+	for len(batch) > 0 {
+		n := min(len(batch), r.cfg.BatchSize)
+		epoch, err := r.send(ctx, batch[:n])
+		if err != nil {
+			r.resend = true // what failed is in recent
+			return err
+		}
+		if r.noteEpoch(epoch) {
+			return r.resendAll(ctx)
+		}
+		for _, t := range touched[:n] {
+			if t != nil {
+				t.acked = epoch
+			}
+		}
+		r.sent += uint64(n)
+		batch, touched = batch[n:], touched[n:]
+	}
+	if len(r.unsentLost) > 0 {
+		// Nothing else to carry the count: say it on its own.
+		epoch, err := r.send(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if r.noteEpoch(epoch) {
+			return r.resendAll(ctx)
+		}
+	}
+	return nil
+}
+
+// noteEpoch records the epoch of a reply and says whether it changed (a
+// new leader, whose buffer started empty). The tasks this reporter has
+// already forgotten are then lost to the new leader: they are reported
+// as dropped.
+func (r *Reporter) noteEpoch(epoch string) bool {
+	changed := r.epoch != "" && epoch != r.epoch
+	if changed {
+		r.log.Info("the control plane's task event buffer changed (new leader); re-sending recent tasks",
+			zap.String("old_epoch", r.epoch), zap.String("epoch", epoch))
+		for job, n := range r.evicted {
+			r.unsentLost[job] += n
+		}
+	}
+	r.epoch = epoch
+	return changed
+}
+
+// resendAll sends the latest state of every recent task the current epoch
+// may lack.
+func (r *Reporter) resendAll(ctx context.Context) error {
+	var todo []*recent
+	for _, k := range r.order {
+		if rc := r.recent[k]; rc != nil && (r.epoch == "" || rc.acked != r.epoch) {
+			todo = append(todo, rc)
+		}
+	}
+	for len(todo) > 0 {
+		n := min(len(todo), r.cfg.BatchSize)
+		evs := make([]*pb.TaskEvent, n)
+		for i, rc := range todo[:n] {
+			evs[i] = rc.ev
+		}
+		epoch, err := r.send(ctx, evs)
+		if err != nil {
+			r.resend = true
+			return err
+		}
+		if r.noteEpoch(epoch) {
+			// Another leader change while re-sending: start over.
+			return r.resendAll(ctx)
+		}
+		for _, rc := range todo[:n] {
+			rc.acked = epoch
+		}
+		r.resent += uint64(n)
+		todo = todo[n:]
+	}
+	r.resend = false
+	return nil
+}
+
+func (r *Reporter) send(ctx context.Context, evs []*pb.TaskEvent) (string, error) {
+	req := &pb.ReportTaskEventsRequest{Events: evs}
+	if len(r.unsentLost) > 0 {
+		req.DroppedByJob = r.unsentLost
+	}
+	resp, err := r.cfg.Sender.ReportTaskEvents(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	if len(req.DroppedByJob) > 0 {
+		r.unsentLost = map[string]uint64{}
+	}
+	return resp.Epoch, nil
+}
+
+// remember merges ev into the task's latest state, evicting the oldest
+// task beyond the bound.
+func (r *Reporter) remember(ev *pb.TaskEvent) *recent {
+	k := key{string(ev.TaskId), ev.Attempt}
+	rc := r.recent[k]
+	if rc == nil {
+		for len(r.recent) >= r.cfg.MaxRecent && len(r.order) > 0 {
+			old := r.order[0]
+			r.order = r.order[1:]
+			if o := r.recent[old]; o != nil {
+				delete(r.recent, old)
+				if o.acked == "" {
+					// Never reached any leader: lost for good.
+					r.unsentLost[o.ev.JobId]++
+					r.dropped++
+				} else {
+					r.evicted[o.ev.JobId]++
+				}
+			}
+		}
+		rc = &recent{ev: &pb.TaskEvent{}}
+		r.recent[k] = rc
+		r.order = append(r.order, k)
+	}
+	Merge(rc.ev, ev)
+	rc.acked = ""
+	return rc
+}
+
+// Stats returns the reporter's counters.
+func (r *Reporter) Stats() Stats {
+	r.mu.Lock()
+	added := r.added
+	r.mu.Unlock()
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	return Stats{Added: added, Sent: r.sent, Resent: r.resent, Dropped: r.dropped, Epoch: r.epoch, Recent: len(r.recent)}
+}
+
+// Close stops the reporter after a last flush bounded by ctx. Idempotent.
+func (r *Reporter) Close(ctx context.Context) error {
+	var err error
+	r.once.Do(func() {
+		close(r.stop)
+		<-r.done
+		err = r.Flush(ctx)
+	})
+	return err
+}
+
+// Merge folds src into dst as the leader does: set fields overwrite, state
+// timestamps add up, and the state never goes back.
+func Merge(dst, src *pb.TaskEvent) {
+	if len(src.TaskId) > 0 {
+		dst.TaskId = src.TaskId
+	}
+	dst.Attempt = src.Attempt
+	str := func(d *string, s string) {
+		if s != "" {
+			*d = s
+		}
+	}
+	str(&dst.JobId, src.JobId)
+	str(&dst.ActorId, src.ActorId)
+	str(&dst.FuncOrClassName, src.FuncOrClassName)
+	str(&dst.NodeId, src.NodeId)
+	str(&dst.WorkerId, src.WorkerId)
+	str(&dst.ErrorType, src.ErrorType)
+	str(&dst.ErrorMessage, src.ErrorMessage)
+	str(&dst.Stack, src.Stack)
+	str(&dst.CallSite, src.CallSite)
+	str(&dst.Name, src.Name)
+	if len(src.ParentTaskId) > 0 {
+		dst.ParentTaskId = src.ParentTaskId
+	}
+	if src.WorkerPid != 0 {
+		dst.WorkerPid = src.WorkerPid
+	}
+	if src.Type != pb.TaskType_TASK_TYPE_UNSPECIFIED {
+		dst.Type = src.Type
+	}
+	if len(src.RequiredResources) > 0 {
+		dst.RequiredResources = src.RequiredResources
+	}
+	if src.State > dst.State {
+		dst.State = src.State
+	}
+	for s, t := range src.StateUnixNano {
+		if dst.StateUnixNano == nil {
+			dst.StateUnixNano = map[int32]int64{}
+		}
+		dst.StateUnixNano[s] = t
+	}
+}
