@@ -1,0 +1,109 @@
+package taskevents_test
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/controlplane/taskevents"
+	tc "github.com/manta-ray/manta/controlplane/testcluster"
+	pb "github.com/manta-ray/manta/proto/controlpb"
+	reporter "github.com/manta-ray/manta/sdk/internal/taskevents"
+)
+
+func taskID(n int) []byte {
+	b := make([]byte, taskevents.TaskIDSize)
+	binary.BigEndian.PutUint64(b[8:], uint64(n))
+	return b
+}
+
+// TestTaskEventsSurviveLeaderFailover reports task events through a
+// follower, stops the leader, and checks that the new leader starts a new
+// epoch empty and that the reporter's re-send rebuilds its view: every
+// task, with its final state and error, is listed by any head.
+func TestTaskEventsSurviveLeaderFailover(t *testing.T) {
+	c := tc.Start(t, 3, nil)
+	ctx := tc.Ctx(t, 60*time.Second)
+	leader := c.WaitLeader()
+	follower := (leader + 1) % 3
+	// The reporter goes through a follower first: it forwards.
+	rep := reporter.New(reporter.Config{Sender: c.Client(), FlushInterval: 50 * time.Millisecond})
+	t.Cleanup(func() { rep.Close(ctx) })
+	for i := range 30 {
+		rep.Add(&pb.TaskEvent{TaskId: taskID(i), JobId: "job1", FuncOrClassName: "square", Type: pb.TaskType_NORMAL_TASK,
+			State: pb.TaskEventState_RUNNING, NodeId: "node-1"})
+	}
+	for i := range 30 {
+		ev := &pb.TaskEvent{TaskId: taskID(i), State: pb.TaskEventState_FINISHED}
+		if i%10 == 0 {
+			ev.State, ev.ErrorType, ev.ErrorMessage = pb.TaskEventState_FAILED, "TASK_EXECUTION_EXCEPTION", fmt.Sprintf("panic: boom %d", i)
+		}
+		rep.Add(ev)
+	}
+	viaFollower := pinned(t, c, follower, 10*time.Second)
+	var firstEpoch string
+	tc.Eventually(t, 20*time.Second, func() error {
+		r, err := viaFollower.ListTasks(ctx, &pb.ListTasksRequest{Filters: []*pb.StateFilter{{Key: "state", Predicate: "=", Value: "FAILED"}}})
+		if err != nil {
+			return err
+		}
+		if r.NumFiltered != 3 || r.Total != 30 {
+			return fmt.Errorf("%d failed of %d", r.NumFiltered, r.Total)
+		}
+		firstEpoch = r.Epoch
+		return nil
+	})
+
+	c.Stop(leader)
+	newLeader := c.WaitLeader()
+	other := 3 - leader - newLeader
+	viaOther := pinned(t, c, other, 10*time.Second)
+	// The reporter sees the new epoch on its next flush (a new task's
+	// event) and re-sends everything it holds.
+	rep.Add(&pb.TaskEvent{TaskId: taskID(99), JobId: "job1", FuncOrClassName: "cube", State: pb.TaskEventState_RUNNING})
+	tc.Eventually(t, 30*time.Second, func() error {
+		r, err := viaOther.ListTasks(ctx, &pb.ListTasksRequest{Limit: 1000})
+		if err != nil {
+			return err
+		}
+		if r.Epoch == firstEpoch {
+			return fmt.Errorf("epoch did not change")
+		}
+		if r.Total != 31 {
+			return fmt.Errorf("new leader lists %d tasks", r.Total)
+		}
+		return nil
+	})
+	g, err := viaOther.GetTask(ctx, hex.EncodeToString(taskID(10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := g.Attempts[0]; a.State != pb.TaskEventState_FAILED || a.ErrorMessage != "panic: boom 10" || a.NodeId != "node-1" || a.FuncOrClassName != "square" {
+		t.Fatalf("task 10 on the new leader: %v", a)
+	}
+	s, err := viaOther.SummarizeTasks(ctx, &pb.SummarizeTasksRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Summaries) != 2 || s.Summaries[1].FuncOrClassName != "square" ||
+		s.Summaries[1].StateCounts["FINISHED"] != 27 || s.Summaries[1].StateCounts["FAILED"] != 3 {
+		t.Fatalf("summary: %v", s.Summaries)
+	}
+	if st := rep.Stats(); st.Resent < 30 {
+		t.Fatalf("reporter stats %+v", st)
+	}
+}
+
+// pinned returns a client that talks to one head only.
+func pinned(t *testing.T, c *tc.Cluster, i int, timeout time.Duration) *cpclient.Client {
+	t.Helper()
+	cl, err := cpclient.New(cpclient.Config{Addresses: []string{c.Addresses()[i]}, Token: c.Token(), Timeout: timeout, AttemptTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
