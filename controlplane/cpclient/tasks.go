@@ -34,3 +34,7 @@ func (c *Client) SummarizeTasks(ctx context.Context, req *pb.SummarizeTasksReque
 		return cl.SummarizeTasks(ctx, req)
 	})
 }
+
+// Token is the cluster token the client sends (the State API uses it to
+// reach raylets too).
+func (c *Client) Token() string { return c.cfg.Token }
