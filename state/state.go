@@ -314,8 +314,9 @@ func GetTask(ctx context.Context, cl *cpclient.Client, id string) ([]Row, error)
 // fields, plus manta's own where Ray has none).
 var briefColumns = map[string][]string{
 	Tasks: {"task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
-		"parent_task_id", "node_id", "worker_id", "worker_pid", "error_type"},
-	Actors:  {"actor_id", "class_name", "state", "job_id", "name", "node_id", "pid", "ray_namespace"},
+		"parent_task_id", "node_id", "worker_id", "worker_pid", "error_type", "error_message"},
+	Actors: {"actor_id", "class_name", "state", "job_id", "name", "node_id", "pid", "ray_namespace", "num_restarts",
+		"pending_reason", "death_cause"},
 	Nodes:   {"node_id", "node_ip", "is_head_node", "state", "state_message", "node_name", "resources_total", "labels"},
 	Workers: {"worker_id", "is_alive", "worker_type", "exit_type", "node_id", "ip", "pid", "job_id", "state", "actor_id"},
 	Objects: {"object_id", "object_size", "task_status", "attempt_number", "reference_type", "call_site", "type", "pid", "ip",
@@ -419,7 +420,7 @@ func actorRows(ctx context.Context, cl *cpclient.Client) ([]Row, error) {
 		rows = append(rows, Row{"actor_id": a.ActorId, "class_name": a.ClassName, "state": a.State.String(),
 			"job_id": a.JobId, "name": a.Name, "node_id": nilIfEmpty(a.NodeId), "pid": nil, "ray_namespace": a.Namespace,
 			"required_resources": a.Resources, "death_cause": nilIfEmpty(a.DeathCause), "is_detached": a.Detached,
-			"num_restarts": a.NumRestarts, "repr_name": ""})
+			"num_restarts": a.NumRestarts, "repr_name": "", "pending_reason": nilIfEmpty(a.PendingReason)})
 	}
 	return rows, nil
 }
