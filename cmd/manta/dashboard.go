@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/controlplane/jobsapi"
+	"github.com/manta-ray/manta/controlplane/stateapi"
 )
 
 // defaultDashboardPort is Ray's dashboard port, where its clients look.
@@ -41,7 +43,7 @@ func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit boo
 		return nil, err
 	}
 	api, err := jobsapi.New(jobsapi.Config{Addr: net.JoinHostPort(f.host, strconv.Itoa(f.dashboardPort)),
-		Client: cl, Token: h.Token, Logger: log})
+		Client: cl, Token: h.Token, Logger: log, Mount: []func(*http.ServeMux){stateapi.Register(cl)}})
 	if err != nil {
 		cl.Close()
 		if !explicit && errors.Is(err, syscall.EADDRINUSE) {

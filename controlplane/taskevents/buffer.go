@@ -50,6 +50,9 @@ var Schema = statefilter.Schema{
 	"type": statefilter.String, "func_or_class_name": statefilter.String, "parent_task_id": statefilter.String,
 	"node_id": statefilter.String, "worker_id": statefilter.String, "worker_pid": statefilter.Int,
 	"error_type": statefilter.String,
+	// ray_state is the state as Ray names it (CANCELED is FAILED), for
+	// Ray's clients.
+	"ray_state": statefilter.String,
 }
 
 // Config bounds a Buffer; zero values take the defaults.
@@ -310,6 +313,11 @@ func (e *entry) field(k string) any {
 	case "name":
 		return e.displayName()
 	case "state":
+		return e.state.String()
+	case "ray_state":
+		if e.state == pb.TaskEventState_CANCELED {
+			return pb.TaskEventState_FAILED.String()
+		}
 		return e.state.String()
 	case "job_id":
 		return e.job
