@@ -170,8 +170,14 @@ func summarize(w http.ResponseWriter, r *http.Request, cl *cpclient.Client, kind
 		warnings = s.Warnings
 	}
 	// Ray's SummaryApiResponse around a StateSummary.
-	res := map[string]any{"total": len(s.Keys), "num_after_truncation": len(s.Keys), "num_filtered": len(s.Keys),
-		"result": map[string]any{"node_id_to_summary": map[string]any{"cluster": cluster}},
-		"partial_failure_warning": nil, "warnings": warnings}
+	n := len(s.Keys)
+	res := map[string]any{
+		"total":                   n,
+		"num_after_truncation":    n,
+		"num_filtered":            n,
+		"result":                  map[string]any{"node_id_to_summary": map[string]any{"cluster": cluster}},
+		"partial_failure_warning": nil,
+		"warnings":                warnings,
+	}
 	reply(w, http.StatusOK, "", res)
 }
