@@ -1,12 +1,14 @@
 package head_test
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/statefilter"
 	"github.com/manta-ray/manta/controlplane/taskevents"
 	tc "github.com/manta-ray/manta/controlplane/testcluster"
@@ -46,5 +48,43 @@ func TestTaskEventsBadInput(t *testing.T) {
 	r, err := cl.ListTasks(ctx, &pb.ListTasksRequest{Limit: 1 << 30})
 	if err != nil || r.Limit != taskevents.DefaultMaxLimit || !strings.Contains(strings.Join(r.Warnings, ";"), "capped") {
 		t.Fatalf("capped: %v %v", r, err)
+	}
+}
+
+// BenchmarkReportTaskEvents measures ReportTaskEvents over gRPC on real
+// heads, in batches of 1000 events (a reporter's batch), straight to the
+// leader and through a follower that forwards.
+func BenchmarkReportTaskEvents(b *testing.B) {
+	c := tc.Start(b, 3, nil)
+	ctx := tc.Ctx(b, 10*time.Minute)
+	leader := c.WaitLeader()
+	for _, via := range []struct {
+		name string
+		head int
+	}{{"leader", leader}, {"follower", (leader + 1) % 3}} {
+		b.Run(via.name, func(b *testing.B) {
+			cl, err := cpclient.New(cpclient.Config{Addresses: []string{c.Addresses()[via.head]}, Token: c.Token()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cl.Close()
+			batch := make([]*pb.TaskEvent, 1000)
+			n := 0
+			b.ResetTimer()
+			for range b.N {
+				for j := range batch {
+					id := make([]byte, taskevents.TaskIDSize)
+					binary.BigEndian.PutUint64(id[8:], uint64(n/3))
+					batch[j] = &pb.TaskEvent{TaskId: id, JobId: "job1", FuncOrClassName: "square", NodeId: "node-1",
+						Type: pb.TaskType_NORMAL_TASK, State: pb.TaskEventState(3 + n%3),
+						StateUnixNano: map[int32]int64{int32(3 + n%3): int64(n)}}
+					n++
+				}
+				if _, err := cl.ReportTaskEvents(ctx, &pb.ReportTaskEventsRequest{Events: batch}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }
