@@ -358,26 +358,33 @@ func TaskRow(t *pb.TaskEvent) Row {
 		"error_type": nilIfEmpty(t.ErrorType), "language": "GO", "required_resources": t.RequiredResources,
 		"error_message": nilIfEmpty(joinNonEmpty(t.ErrorMessage, t.Stack)), "call_site": nilIfEmpty(t.CallSite)}
 	ts := t.StateUnixNano
+	at := func(st pb.TaskEventState) int64 {
+		if int(st) < len(ts) {
+			return ts[st]
+		}
+		return 0
+	}
 	first := int64(0)
-	for _, v := range ts {
+	var states []int
+	for s, v := range ts {
+		if v == 0 {
+			continue
+		}
+		states = append(states, s)
 		if first == 0 || v < first {
 			first = v
 		}
 	}
 	r["creation_time_ms"] = ms(first)
-	r["start_time_ms"] = ms(ts[int32(pb.TaskEventState_RUNNING)])
-	end := ts[int32(pb.TaskEventState_FINISHED)]
+	r["start_time_ms"] = ms(at(pb.TaskEventState_RUNNING))
+	end := at(pb.TaskEventState_FINISHED)
 	for _, s := range []pb.TaskEventState{pb.TaskEventState_FAILED, pb.TaskEventState_CANCELED} {
-		if v := ts[int32(s)]; v != 0 {
+		if v := at(s); v != 0 {
 			end = v
 		}
 	}
 	r["end_time_ms"] = ms(end)
-	var states []int32
-	for s := range ts {
-		states = append(states, s)
-	}
-	sort.Slice(states, func(i, j int) bool { return ts[states[i]] < ts[states[j]] })
+	sort.SliceStable(states, func(i, j int) bool { return ts[states[i]] < ts[states[j]] })
 	events := make([]map[string]any, 0, len(states))
 	for _, s := range states {
 		events = append(events, map[string]any{"state": pb.TaskEventState(s).String(), "created_ms": ts[s] / 1e6})

@@ -37,7 +37,7 @@ func TestRayStateCLICompatibility(t *testing.T) {
 	defer cancel()
 	evs := []*pb.TaskEvent{
 		{TaskId: stateTaskID(1), JobId: "job1", FuncOrClassName: "square", Type: pb.TaskType_NORMAL_TASK,
-			State: pb.TaskEventState_FINISHED, StateUnixNano: map[int32]int64{4: 1e18, 5: 1e18 + 1e6}},
+			State: pb.TaskEventState_FINISHED, StateUnixNano: []int64{4: 1e18, 5: 1e18 + 1e6}},
 		{TaskId: stateTaskID(2), JobId: "job1", FuncOrClassName: "square", Type: pb.TaskType_NORMAL_TASK,
 			State: pb.TaskEventState_FAILED, ErrorType: "TASK_EXECUTION_EXCEPTION", ErrorMessage: "panic: boom"},
 		{TaskId: stateTaskID(3), JobId: "job1", FuncOrClassName: "slow", Type: pb.TaskType_NORMAL_TASK,

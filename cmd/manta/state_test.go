@@ -36,7 +36,7 @@ func TestStateCommands(t *testing.T) {
 	var evs []*pb.TaskEvent
 	for i := range 10 {
 		ev := &pb.TaskEvent{TaskId: stateTaskID(i), JobId: "job1", FuncOrClassName: "square", Type: pb.TaskType_NORMAL_TASK,
-			State: pb.TaskEventState_FINISHED, NodeId: "node-1", StateUnixNano: map[int32]int64{5: time.Now().UnixNano()}}
+			State: pb.TaskEventState_FINISHED, NodeId: "node-1", StateUnixNano: []int64{5: time.Now().UnixNano()}}
 		switch {
 		case i < 2:
 			ev.State, ev.ErrorType, ev.ErrorMessage = pb.TaskEventState_FAILED, "TASK_EXECUTION_EXCEPTION", fmt.Sprintf("panic: square %d exploded", i)

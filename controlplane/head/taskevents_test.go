@@ -77,7 +77,8 @@ func BenchmarkReportTaskEvents(b *testing.B) {
 					binary.BigEndian.PutUint64(id[8:], uint64(n/3))
 					batch[j] = &pb.TaskEvent{TaskId: id, JobId: "job1", FuncOrClassName: "square", NodeId: "node-1",
 						Type: pb.TaskType_NORMAL_TASK, State: pb.TaskEventState(3 + n%3),
-						StateUnixNano: map[int32]int64{int32(3 + n%3): int64(n)}}
+						StateUnixNano: make([]int64, 6)}
+					batch[j].StateUnixNano[3+n%3] = int64(n)
 					n++
 				}
 				if _, err := cl.ReportTaskEvents(ctx, &pb.ReportTaskEventsRequest{Events: batch}); err != nil {

@@ -244,7 +244,7 @@ func (b *Buffer) mergeLocked(ev *pb.TaskEvent) {
 		sort.Slice(e.resources, func(i, j int) bool { return e.resources[i].name < e.resources[j].name })
 	}
 	for s, t := range ev.StateUnixNano {
-		if s > 0 && int(s) < len(e.ts) && t != 0 {
+		if s > 0 && s < len(e.ts) && t != 0 {
 			e.ts[s] = t
 		}
 	}
@@ -353,12 +353,10 @@ func (e *entry) proto() *pb.TaskEvent {
 		ParentTaskId: e.parent, ActorId: e.actor, FuncOrClassName: e.fn, Type: e.typ, State: e.state,
 		NodeId: e.node, WorkerId: e.worker, WorkerPid: e.pid, ErrorType: e.errType, ErrorMessage: e.errMsg,
 		Stack: e.stack, CallSite: e.callSite, Name: e.name}
-	for s, t := range e.ts {
-		if t != 0 {
-			if ev.StateUnixNano == nil {
-				ev.StateUnixNano = map[int32]int64{}
-			}
-			ev.StateUnixNano[int32(s)] = t
+	for s := len(e.ts) - 1; s > 0; s-- {
+		if e.ts[s] != 0 {
+			ev.StateUnixNano = append([]int64(nil), e.ts[:s+1]...)
+			break
 		}
 	}
 	if len(e.resources) > 0 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,4 +107,33 @@ func pinned(t *testing.T, c *tc.Cluster, i int, timeout time.Duration) *cpclient
 	}
 	t.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// BenchmarkReporterCPU is the reporter's whole cost per event, against a
+// real head: Add on the caller's goroutine plus the flusher's stamping,
+// merging into the recent set, marshalling and sending, as process CPU
+// time (user+system) per event. A task makes about four events (pending,
+// submitted to a worker, running, finished); compare 4× this with a task's
+// cost in tasks_async.
+func BenchmarkReporterCPU(b *testing.B) {
+	c := tc.Start(b, 1, nil)
+	rep := reporter.New(reporter.Config{Sender: c.Client(), FlushInterval: 100 * time.Millisecond})
+	defer rep.Close(tc.Ctx(b, time.Minute))
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	// The head runs in this process too; its share is measured apart by
+	// BenchmarkReportTaskEvents, so this figure is an upper bound.
+	start := cpu()
+	b.ResetTimer()
+	for i := range b.N {
+		rep.Add(&pb.TaskEvent{TaskId: taskID(i / 4), JobId: "job1", FuncOrClassName: "square",
+			Type: pb.TaskType_NORMAL_TASK, State: pb.TaskEventState(2 + i%4)})
+	}
+	if err := rep.Flush(tc.Ctx(b, time.Minute)); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/event")
 }

@@ -64,6 +64,8 @@ func (c *Config) setDefaults() {
 
 // Stats are a reporter's counters.
 type Stats struct {
+	// Added counts events; Sent and Resent count task states sent (the
+	// events of one task in one flush are merged into one).
 	Added, Sent, Resent, Dropped uint64
 	// Epoch is the leader buffer epoch of the last reply.
 	Epoch string
@@ -74,19 +76,28 @@ type Stats struct {
 // pending is an event with the time Add saw it; the flusher stamps it
 // into the event, so Add allocates nothing.
 type pending struct {
-	ev *pb.TaskEvent
-	at int64
+	ev    *pb.TaskEvent // nil for a bare state change (State)
+	k     key
+	state pb.TaskEventState
+	at    int64
 }
 
 type key struct {
-	id      string
+	id      [16]byte
 	attempt int32
+}
+
+func keyOf(ev *pb.TaskEvent) key {
+	k := key{attempt: ev.Attempt}
+	copy(k.id[:], ev.TaskId)
+	return k
 }
 
 // recent is a task attempt's merged state as this reporter last knew it.
 type recent struct {
 	ev    *pb.TaskEvent
 	acked string // the epoch that has it, "" if none has
+	dirty bool   // changed in the flush being built
 }
 
 // Reporter batches task events to the control plane. Add is safe from any
@@ -98,6 +109,7 @@ type Reporter struct {
 	// mu guards only the hand-off from Add to the flusher.
 	mu          sync.Mutex
 	queue       []pending
+	spare       []pending // the flusher's last queue, reused by the next
 	droppedJobs map[string]uint64 // dropped since the last successful send
 	added       uint64
 	kick        chan struct{}
@@ -133,15 +145,32 @@ func New(cfg Config) *Reporter {
 // under a short lock, and drops the oldest queued event when the queue is
 // full. The reporter owns ev afterwards.
 func (r *Reporter) Add(ev *pb.TaskEvent) {
-	now := time.Now().UnixNano()
+	r.enqueue(pending{ev: ev, state: ev.State})
+}
+
+// State queues a bare state change of a task attempt already Added (no
+// field but the state and its time changes): the cheapest call, for the
+// transitions after a task's first event.
+func (r *Reporter) State(taskID []byte, attempt int32, s pb.TaskEventState) {
+	p := pending{state: s, k: key{attempt: attempt}}
+	copy(p.k.id[:], taskID)
+	r.enqueue(p)
+}
+
+func (r *Reporter) enqueue(p pending) {
+	p.at = time.Now().UnixNano()
 	r.mu.Lock()
 	r.added++
 	if len(r.queue) >= r.cfg.MaxPending {
 		old := r.queue[0]
 		r.queue = r.queue[1:]
-		r.droppedJobs[old.ev.JobId]++
+		job := ""
+		if old.ev != nil {
+			job = old.ev.JobId
+		}
+		r.droppedJobs[job]++
 	}
-	r.queue = append(r.queue, pending{ev, now})
+	r.queue = append(r.queue, p)
 	full := len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	if full {
@@ -178,7 +207,8 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	defer r.sendMu.Unlock()
 	r.mu.Lock()
 	q := r.queue
-	r.queue = nil
+	// Swap in the previous queue's array: Add appends without growing.
+	r.queue, r.spare = r.spare[:0], nil
 	for job, n := range r.droppedJobs {
 		r.unsentLost[job] += n
 		r.dropped += n
@@ -186,19 +216,27 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	clear(r.droppedJobs)
 	r.mu.Unlock()
 
-	batch := make([]*pb.TaskEvent, 0, len(q))
-	touched := make([]*recent, 0, len(q))
+	// Events of one task in this flush are merged first: the leader gets
+	// each changed task once, in its latest state (merging is idempotent).
+	var touched []*recent
 	for _, p := range q {
-		ev := p.ev
-		if ev.State != pb.TaskEventState_TASK_EVENT_STATE_UNSPECIFIED && ev.StateUnixNano[int32(ev.State)] == 0 {
-			if ev.StateUnixNano == nil {
-				ev.StateUnixNano = map[int32]int64{}
-			}
-			ev.StateUnixNano[int32(ev.State)] = p.at
+		rc := r.remember(p)
+		if !rc.dirty {
+			rc.dirty = true
+			touched = append(touched, rc)
 		}
-		batch = append(batch, ev)
-		touched = append(touched, r.remember(ev))
 	}
+	batch := make([]*pb.TaskEvent, len(touched))
+	for i, rc := range touched {
+		rc.dirty = false
+		batch[i] = rc.ev
+	}
+	clear(q)
+	r.mu.Lock()
+	if cap(q) <= 2*r.cfg.MaxPending {
+		r.spare = q[:0]
+	}
+	r.mu.Unlock()
 	if r.resend {
 		return r.resendAll(ctx)
 	}
@@ -299,10 +337,13 @@ func (r *Reporter) send(ctx context.Context, evs []*pb.TaskEvent) (string, error
 	return resp.Epoch, nil
 }
 
-// remember merges ev into the task's latest state, evicting the oldest
-// task beyond the bound.
-func (r *Reporter) remember(ev *pb.TaskEvent) *recent {
-	k := key{string(ev.TaskId), ev.Attempt}
+// remember merges a queued change into its task's latest state, evicting
+// the oldest task beyond the bound.
+func (r *Reporter) remember(p pending) *recent {
+	k := p.k
+	if p.ev != nil {
+		k = keyOf(p.ev)
+	}
 	rc := r.recent[k]
 	if rc == nil {
 		for len(r.recent) >= r.cfg.MaxRecent && len(r.order) > 0 {
@@ -310,8 +351,9 @@ func (r *Reporter) remember(ev *pb.TaskEvent) *recent {
 			r.order = r.order[1:]
 			if o := r.recent[old]; o != nil {
 				delete(r.recent, old)
-				if o.acked == "" {
-					// Never reached any leader: lost for good.
+				if o.acked == "" && !o.dirty {
+					// Never reached any leader: lost for good. (A dirty
+					// one is in the batch being built and goes out.)
 					r.unsentLost[o.ev.JobId]++
 					r.dropped++
 				} else {
@@ -319,11 +361,19 @@ func (r *Reporter) remember(ev *pb.TaskEvent) *recent {
 				}
 			}
 		}
-		rc = &recent{ev: &pb.TaskEvent{}}
+		rc = &recent{ev: &pb.TaskEvent{TaskId: append([]byte(nil), k.id[:]...), Attempt: k.attempt,
+			StateUnixNano: make([]int64, 0, len(pb.TaskEventState_name))}}
 		r.recent[k] = rc
 		r.order = append(r.order, k)
 	}
-	Merge(rc.ev, ev)
+	if p.ev != nil {
+		Merge(rc.ev, p.ev)
+	} else if p.state > rc.ev.State {
+		rc.ev.State = p.state
+	}
+	if st := int(p.state); st > 0 && (p.ev == nil || st >= len(p.ev.StateUnixNano) || p.ev.StateUnixNano[st] == 0) {
+		SetStateTime(rc.ev, p.state, p.at)
+	}
 	rc.acked = ""
 	return rc
 }
@@ -387,9 +437,16 @@ func Merge(dst, src *pb.TaskEvent) {
 		dst.State = src.State
 	}
 	for s, t := range src.StateUnixNano {
-		if dst.StateUnixNano == nil {
-			dst.StateUnixNano = map[int32]int64{}
+		if t != 0 {
+			SetStateTime(dst, pb.TaskEventState(s), t)
 		}
-		dst.StateUnixNano[s] = t
 	}
+}
+
+// SetStateTime records when ev entered state s.
+func SetStateTime(ev *pb.TaskEvent, s pb.TaskEventState, unixNano int64) {
+	for len(ev.StateUnixNano) <= int(s) {
+		ev.StateUnixNano = append(ev.StateUnixNano, 0)
+	}
+	ev.StateUnixNano[s] = unixNano
 }
