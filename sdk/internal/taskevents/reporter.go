@@ -109,7 +109,7 @@ type Reporter struct {
 	// mu guards only the hand-off from Add to the flusher.
 	mu          sync.Mutex
 	queue       []pending
-	spare       []pending // the flusher's last queue, reused by the next
+	spare       []pending         // the flusher's last queue, reused by the next
 	droppedJobs map[string]uint64 // dropped since the last successful send
 	added       uint64
 	kick        chan struct{}
