@@ -42,6 +42,8 @@ paged: the next page's token is printed when there is one.`,
 	cmd.Flags().StringVar(&format, "format", "table", "table, json or yaml")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "same as --format json")
 	cmd.Flags().StringVar(&page, "page-token", "", "continue a task listing")
+	var job string
+	cmd.Flags().StringVar(&job, "job", "", "same as --filter job_id=ID")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if asJSON {
 			format = "json"
@@ -52,6 +54,9 @@ paged: the next page's token is printed when there is one.`,
 		opts := []state.Option{state.WithLimit(limit), state.WithDetail(detail), state.WithPageToken(page)}
 		for _, f := range filters {
 			opts = append(opts, state.WithFilter(f))
+		}
+		if job != "" {
+			opts = append(opts, state.WithFilter("job_id="+job))
 		}
 		return cf.withClient(cmd, func(ctx context.Context, cl *cpclient.Client) error {
 			l, err := state.ListKind(ctx, cl, args[0], opts...)

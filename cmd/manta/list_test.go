@@ -46,6 +46,9 @@ func TestListActors(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if r := mantaCmd(t, env, "", "list", "actors", "--job", "nosuchjob", "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("another job's actors: %v", r)
+	}
 	r := mantaCmd(t, env, "", "list", "actors")
 	if r.code != 0 || !strings.Contains(r.stdout, " c ") || !strings.Contains(r.stdout, "Counter") {
 		t.Fatalf("text list: %v", r)

@@ -69,7 +69,8 @@ func TestStateCommands(t *testing.T) {
 	if r := mantaCmd(t, env, "", "list", "tasks", "--limit", "50000"); r.code != 0 || !strings.Contains(r.stderr, "capped") {
 		t.Fatalf("capped: %v", r)
 	}
-	if r := mantaCmd(t, env, "", "list", "tasks", "--filter", "colour=red"); r.code == 0 || !strings.Contains(r.stderr, `"colour"`) {
+	if r := mantaCmd(t, env, "", "list", "tasks", "--filter", "colour=red"); r.code != 1 || !strings.Contains(r.stderr, `"colour"`) ||
+		!strings.Contains(r.stderr, "InvalidArgument") {
 		t.Fatalf("unknown field: %v", r)
 	}
 	if r := mantaCmd(t, env, "", "list", "tasks", "--filter", "worker_pid=abc"); r.code == 0 || !strings.Contains(r.stderr, "worker_pid") {
