@@ -27,11 +27,14 @@ type Config struct {
 	Sender Sender
 	// FlushInterval is how often pending events are sent; default 1s.
 	FlushInterval time.Duration
-	// BatchSize sends early once this many events are pending, and splits
-	// re-sends; default 1000.
+	// BatchSize is the most task states one RPC carries; default 1000.
 	BatchSize int
+	// FlushAt flushes before the interval once this many events are
+	// queued; default 20000. (Each flush merges a task's events into one,
+	// so rarer flushes send less.)
+	FlushAt int
 	// MaxPending bounds events not yet sent; the oldest are dropped (and
-	// counted) beyond it. Default 10000.
+	// counted) beyond it. Default 100000, as Ray's worker-side buffer.
 	MaxPending int
 	// MaxRecent bounds the tasks whose latest state is kept for re-sending
 	// to a new leader. Default 10000.
@@ -49,7 +52,10 @@ func (c *Config) setDefaults() {
 		c.BatchSize = 1000
 	}
 	if c.MaxPending <= 0 {
-		c.MaxPending = 10_000
+		c.MaxPending = 100_000
+	}
+	if c.FlushAt <= 0 {
+		c.FlushAt = min(20_000, c.MaxPending)
 	}
 	if c.MaxRecent <= 0 {
 		c.MaxRecent = 10_000
@@ -94,10 +100,18 @@ func keyOf(ev *pb.TaskEvent) key {
 }
 
 // recent is a task attempt's merged state as this reporter last knew it.
+// It is one allocation: the event's ID and state times point into it.
 type recent struct {
 	ev    *pb.TaskEvent
+	msg   pb.TaskEvent
+	id    [16]byte
+	times [8]int64
 	acked string // the epoch that has it, "" if none has
 	dirty bool   // changed in the flush being built
+	// known is the epoch that has had the task's full event; after it,
+	// a bare state change is sent as task ID, state and times only.
+	known string
+	full  bool // a field other than the state changed since the last send
 }
 
 // Reporter batches task events to the control plane. Add is safe from any
@@ -171,7 +185,7 @@ func (r *Reporter) enqueue(p pending) {
 		r.droppedJobs[job]++
 	}
 	r.queue = append(r.queue, p)
-	full := len(r.queue) >= r.cfg.BatchSize
+	full := len(r.queue) == r.cfg.FlushAt
 	r.mu.Unlock()
 	if full {
 		select {
@@ -229,7 +243,7 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	batch := make([]*pb.TaskEvent, len(touched))
 	for i, rc := range touched {
 		rc.dirty = false
-		batch[i] = rc.ev
+		batch[i] = rc.wire(r.epoch)
 	}
 	clear(q)
 	r.mu.Lock()
@@ -251,9 +265,7 @@ func (r *Reporter) Flush(ctx context.Context) error {
 			return r.resendAll(ctx)
 		}
 		for _, t := range touched[:n] {
-			if t != nil {
-				t.acked = epoch
-			}
+			t.acked, t.known, t.full = epoch, epoch, false
 		}
 		r.sent += uint64(n)
 		batch, touched = batch[n:], touched[n:]
@@ -313,7 +325,7 @@ func (r *Reporter) resendAll(ctx context.Context) error {
 			return r.resendAll(ctx)
 		}
 		for _, rc := range todo[:n] {
-			rc.acked = epoch
+			rc.acked, rc.known, rc.full = epoch, epoch, false
 		}
 		r.resent += uint64(n)
 		todo = todo[n:]
@@ -361,13 +373,15 @@ func (r *Reporter) remember(p pending) *recent {
 				}
 			}
 		}
-		rc = &recent{ev: &pb.TaskEvent{TaskId: append([]byte(nil), k.id[:]...), Attempt: k.attempt,
-			StateUnixNano: make([]int64, 0, len(pb.TaskEventState_name))}}
+		rc = &recent{id: k.id}
+		rc.ev = &rc.msg
+		rc.ev.TaskId, rc.ev.Attempt, rc.ev.StateUnixNano = rc.id[:], k.attempt, rc.times[:0]
 		r.recent[k] = rc
 		r.order = append(r.order, k)
 	}
 	if p.ev != nil {
 		Merge(rc.ev, p.ev)
+		rc.full = true
 	} else if p.state > rc.ev.State {
 		rc.ev.State = p.state
 	}
@@ -376,6 +390,17 @@ func (r *Reporter) remember(p pending) *recent {
 	}
 	rc.acked = ""
 	return rc
+}
+
+// wire is what a send carries for the task: the full merged event, or,
+// when the leader of this epoch has it and only the state moved, just the
+// state and its times (the resources map and strings cost the most to
+// encode, and the leader merges either the same).
+func (rc *recent) wire(epoch string) *pb.TaskEvent {
+	if rc.full || epoch == "" || rc.known != epoch {
+		return rc.ev
+	}
+	return &pb.TaskEvent{TaskId: rc.ev.TaskId, Attempt: rc.ev.Attempt, State: rc.ev.State, StateUnixNano: rc.ev.StateUnixNano}
 }
 
 // Stats returns the reporter's counters.
@@ -402,7 +427,7 @@ func (r *Reporter) Close(ctx context.Context) error {
 // Merge folds src into dst as the leader does: set fields overwrite, state
 // timestamps add up, and the state never goes back.
 func Merge(dst, src *pb.TaskEvent) {
-	if len(src.TaskId) > 0 {
+	if len(dst.TaskId) == 0 {
 		dst.TaskId = src.TaskId
 	}
 	dst.Attempt = src.Attempt

@@ -180,7 +180,7 @@ func TestFailedSendIsResentOnTheNextFlush(t *testing.T) {
 
 func TestBoundsDropOldestAndReportIt(t *testing.T) {
 	f := newFake()
-	r := manual(t, f, func(c *Config) { c.MaxPending = 3; c.MaxRecent = 4; c.BatchSize = 100 })
+	r := manual(t, f, func(c *Config) { c.MaxPending = 3; c.MaxRecent = 4; c.BatchSize = 100; c.FlushAt = 1000 })
 	for i := range 5 {
 		r.Add(state(i, pb.TaskEventState_FINISHED))
 	}
