@@ -100,11 +100,13 @@ func keyOf(ev *pb.TaskEvent) key {
 }
 
 // recent is a task attempt's merged state as this reporter last knew it.
-// It is one allocation: the event's ID and state times point into it.
+// Recents live in a ring of slots reused in turn, so remembering a task
+// allocates nothing: the event's ID and state times point into its slot.
 type recent struct {
 	ev    *pb.TaskEvent
 	msg   pb.TaskEvent
-	id    [16]byte
+	light pb.TaskEvent // what wire sends for a bare state change
+	k     key
 	times [8]int64
 	acked string // the epoch that has it, "" if none has
 	dirty bool   // changed in the flush being built
@@ -130,8 +132,8 @@ type Reporter struct {
 
 	// sendMu serialises flushes; the fields below are the flusher's.
 	sendMu     sync.Mutex
-	recent     map[key]*recent
-	order      []key // insertion order of recent, for its bound
+	recent     map[key]int32 // slot of each remembered task
+	slots      slotRing
 	evicted    map[string]uint64
 	unsentLost map[string]uint64 // dropped, not yet reported
 	epoch      string
@@ -149,7 +151,7 @@ type Reporter struct {
 func New(cfg Config) *Reporter {
 	cfg.setDefaults()
 	r := &Reporter{cfg: cfg, log: cfg.Logger.Named("taskevents"), droppedJobs: map[string]uint64{},
-		kick: make(chan struct{}, 1), recent: map[key]*recent{}, evicted: map[string]uint64{},
+		kick: make(chan struct{}, 1), recent: map[key]int32{}, evicted: map[string]uint64{},
 		unsentLost: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go r.loop()
 	return r
@@ -304,11 +306,11 @@ func (r *Reporter) noteEpoch(epoch string) bool {
 // may lack.
 func (r *Reporter) resendAll(ctx context.Context) error {
 	var todo []*recent
-	for _, k := range r.order {
-		if rc := r.recent[k]; rc != nil && (r.epoch == "" || rc.acked != r.epoch) {
+	r.slots.each(func(rc *recent) {
+		if r.epoch == "" || rc.acked != r.epoch {
 			todo = append(todo, rc)
 		}
-	}
+	})
 	for len(todo) > 0 {
 		n := min(len(todo), r.cfg.BatchSize)
 		evs := make([]*pb.TaskEvent, n)
@@ -356,28 +358,25 @@ func (r *Reporter) remember(p pending) *recent {
 	if p.ev != nil {
 		k = keyOf(p.ev)
 	}
-	rc := r.recent[k]
-	if rc == nil {
-		for len(r.recent) >= r.cfg.MaxRecent && len(r.order) > 0 {
-			old := r.order[0]
-			r.order = r.order[1:]
-			if o := r.recent[old]; o != nil {
-				delete(r.recent, old)
-				if o.acked == "" && !o.dirty {
-					// Never reached any leader: lost for good. (A dirty
-					// one is in the batch being built and goes out.)
-					r.unsentLost[o.ev.JobId]++
-					r.dropped++
-				} else {
-					r.evicted[o.ev.JobId]++
-				}
+	var rc *recent
+	if i, ok := r.recent[k]; ok {
+		rc = r.slots.at(i)
+	} else {
+		i, slot, reused := r.slots.take(r.cfg.MaxRecent)
+		rc = slot
+		if old := slot; reused {
+			delete(r.recent, old.k)
+			if old.acked == "" && !old.dirty {
+				// Never reached any leader: lost for good. (A dirty one
+				// is in the batch being built and goes out.)
+				r.unsentLost[old.ev.JobId]++
+				r.dropped++
+			} else {
+				r.evicted[old.ev.JobId]++
 			}
 		}
-		rc = &recent{id: k.id}
-		rc.ev = &rc.msg
-		rc.ev.TaskId, rc.ev.Attempt, rc.ev.StateUnixNano = rc.id[:], k.attempt, rc.times[:0]
-		r.recent[k] = rc
-		r.order = append(r.order, k)
+		rc.reset(k)
+		r.recent[k] = i
 	}
 	if p.ev != nil {
 		Merge(rc.ev, p.ev)
@@ -400,7 +399,50 @@ func (rc *recent) wire(epoch string) *pb.TaskEvent {
 	if rc.full || epoch == "" || rc.known != epoch {
 		return rc.ev
 	}
-	return &pb.TaskEvent{TaskId: rc.ev.TaskId, Attempt: rc.ev.Attempt, State: rc.ev.State, StateUnixNano: rc.ev.StateUnixNano}
+	rc.light.TaskId, rc.light.Attempt, rc.light.State, rc.light.StateUnixNano = rc.ev.TaskId, rc.ev.Attempt, rc.ev.State, rc.ev.StateUnixNano
+	return &rc.light
+}
+
+// reset makes rc a new, empty task's.
+func (rc *recent) reset(k key) {
+	*rc = recent{k: k}
+	rc.ev = &rc.msg
+	rc.ev.TaskId, rc.ev.Attempt, rc.ev.StateUnixNano = rc.k.id[:], k.attempt, rc.times[:0]
+}
+
+// slotRing holds recents in chunks (their addresses never move) and hands
+// out slots in turn: new ones until the bound, then the oldest again.
+type slotRing struct {
+	chunks [][]recent
+	n      int32 // slots made
+	next   int32 // the oldest slot, once the ring is full
+}
+
+const chunkSize = 1024
+
+func (s *slotRing) at(i int32) *recent { return &s.chunks[i/chunkSize][i%chunkSize] }
+
+// take returns a slot for a new task; reused says it still holds the
+// oldest task, which the caller accounts for before resetting it.
+func (s *slotRing) take(max int) (i int32, rc *recent, reused bool) {
+	if int(s.n) < max {
+		if int(s.n)%chunkSize == 0 {
+			s.chunks = append(s.chunks, make([]recent, chunkSize))
+		}
+		i = s.n
+		s.n++
+		return i, s.at(i), false
+	}
+	i = s.next
+	s.next = (s.next + 1) % s.n
+	return i, s.at(i), true
+}
+
+// each visits the recents oldest first.
+func (s *slotRing) each(fn func(*recent)) {
+	for j := int32(0); j < s.n; j++ {
+		fn(s.at((s.next + j) % s.n))
+	}
 }
 
 // Stats returns the reporter's counters.
