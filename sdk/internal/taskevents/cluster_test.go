@@ -137,3 +137,48 @@ func BenchmarkReporterCPU(b *testing.B) {
 	}
 	b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/event")
 }
+
+// TestTaskEventsSurviveLeadershipTransfer: a transfer (no head dies) also
+// starts the new leader's buffer empty in a new epoch; the reporter's
+// re-send rebuilds it.
+func TestTaskEventsSurviveLeadershipTransfer(t *testing.T) {
+	c := tc.Start(t, 3, nil)
+	ctx := tc.Ctx(t, 60*time.Second)
+	old := c.WaitLeader()
+	cl := c.Client()
+	rep := reporter.New(reporter.Config{Sender: cl, FlushInterval: 50 * time.Millisecond})
+	t.Cleanup(func() { rep.Close(ctx) })
+	for i := range 10 {
+		rep.Add(&pb.TaskEvent{TaskId: taskID(i), JobId: "job1", FuncOrClassName: "f", State: pb.TaskEventState_FINISHED})
+	}
+	var epoch string
+	tc.Eventually(t, 20*time.Second, func() error {
+		r, err := cl.ListTasks(ctx, &pb.ListTasksRequest{})
+		if err != nil || r.Total != 10 {
+			return fmt.Errorf("%v %v", r.GetTotal(), err)
+		}
+		epoch = r.Epoch
+		return nil
+	})
+	if err := cl.RaftTransferLeader(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	tc.Eventually(t, 20*time.Second, func() error {
+		if l := c.Leader(); l == old || l < 0 {
+			return fmt.Errorf("leader %d", l)
+		}
+		return nil
+	})
+	c.WaitLeader()
+	rep.Add(&pb.TaskEvent{TaskId: taskID(10), JobId: "job1", FuncOrClassName: "f", State: pb.TaskEventState_RUNNING})
+	tc.Eventually(t, 20*time.Second, func() error {
+		r, err := cl.ListTasks(ctx, &pb.ListTasksRequest{})
+		if err != nil {
+			return err
+		}
+		if r.Epoch == epoch || r.Total != 11 {
+			return fmt.Errorf("epoch %s (was %s), %d tasks", r.Epoch, epoch, r.Total)
+		}
+		return nil
+	})
+}
