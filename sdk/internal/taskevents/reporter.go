@@ -235,17 +235,21 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	// Events of one task in this flush are merged first: the leader gets
 	// each changed task once, in its latest state (merging is idempotent).
 	var touched []*recent
+	var firstErr error
 	for _, p := range q {
+		if r.slots.nextIsDirty(r.cfg.MaxRecent) {
+			// More tasks in this flush than the ring holds: send what is
+			// merged so far before its slots are reused.
+			if err := r.sendTouched(ctx, touched); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			touched = touched[:0]
+		}
 		rc := r.remember(p)
 		if !rc.dirty {
 			rc.dirty = true
 			touched = append(touched, rc)
 		}
-	}
-	batch := make([]*pb.TaskEvent, len(touched))
-	for i, rc := range touched {
-		rc.dirty = false
-		batch[i] = rc.wire(r.epoch)
 	}
 	clear(q)
 	r.mu.Lock()
@@ -253,24 +257,11 @@ func (r *Reporter) Flush(ctx context.Context) error {
 		r.spare = q[:0]
 	}
 	r.mu.Unlock()
-	if r.resend {
-		return r.resendAll(ctx)
+	if err := r.sendTouched(ctx, touched); err != nil && firstErr == nil {
+		firstErr = err
 	}
-	for len(batch) > 0 {
-		n := min(len(batch), r.cfg.BatchSize)
-		epoch, err := r.send(ctx, batch[:n])
-		if err != nil {
-			r.resend = true // what failed is in recent
-			return err
-		}
-		if r.noteEpoch(epoch) {
-			return r.resendAll(ctx)
-		}
-		for _, t := range touched[:n] {
-			t.acked, t.known, t.full = epoch, epoch, false
-		}
-		r.sent += uint64(n)
-		batch, touched = batch[n:], touched[n:]
+	if firstErr != nil {
+		return firstErr
 	}
 	if len(r.unsentLost) > 0 {
 		// Nothing else to carry the count: say it on its own.
@@ -281,6 +272,39 @@ func (r *Reporter) Flush(ctx context.Context) error {
 		if r.noteEpoch(epoch) {
 			return r.resendAll(ctx)
 		}
+	}
+	return nil
+}
+
+// sendTouched sends the merged states of tasks changed in this flush, or,
+// after a failed send or a leader change, everything the leader lacks.
+func (r *Reporter) sendTouched(ctx context.Context, touched []*recent) error {
+	for _, rc := range touched {
+		rc.dirty = false
+	}
+	if r.resend {
+		return r.resendAll(ctx) // touched tasks are unacked: it sends them
+	}
+	batch := make([]*pb.TaskEvent, 0, min(len(touched), r.cfg.BatchSize))
+	for len(touched) > 0 {
+		n := min(len(touched), r.cfg.BatchSize)
+		batch = batch[:0]
+		for _, rc := range touched[:n] {
+			batch = append(batch, rc.wire(r.epoch))
+		}
+		epoch, err := r.send(ctx, batch)
+		if err != nil {
+			r.resend = true // what failed is in recent
+			return err
+		}
+		if r.noteEpoch(epoch) {
+			return r.resendAll(ctx)
+		}
+		for _, rc := range touched[:n] {
+			rc.acked, rc.known, rc.full = epoch, epoch, false
+		}
+		r.sent += uint64(n)
+		touched = touched[n:]
 	}
 	return nil
 }
@@ -366,9 +390,9 @@ func (r *Reporter) remember(p pending) *recent {
 		rc = slot
 		if old := slot; reused {
 			delete(r.recent, old.k)
-			if old.acked == "" && !old.dirty {
-				// Never reached any leader: lost for good. (A dirty one
-				// is in the batch being built and goes out.)
+			if old.acked == "" {
+				// Its latest state never reached a leader: lost for good.
+				// (Flush sends a changed one before its slot is taken.)
 				r.unsentLost[old.ev.JobId]++
 				r.dropped++
 			} else {
@@ -436,6 +460,12 @@ func (s *slotRing) take(max int) (i int32, rc *recent, reused bool) {
 	i = s.next
 	s.next = (s.next + 1) % s.n
 	return i, s.at(i), true
+}
+
+// nextIsDirty says whether the next new task would take the slot of a
+// task changed in the flush being built.
+func (s *slotRing) nextIsDirty(max int) bool {
+	return int(s.n) >= max && s.n > 0 && s.at(s.next).dirty
 }
 
 // each visits the recents oldest first.

@@ -297,3 +297,27 @@ func BenchmarkOwnerCPU(b *testing.B) {
 	}
 	b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/event")
 }
+
+// TestMoreTasksInAFlushThanRecentHolds: a flush with more new tasks than
+// the recent ring holds sends them all (in parts) and loses none.
+func TestMoreTasksInAFlushThanRecentHolds(t *testing.T) {
+	f := newFake()
+	r := manual(t, f, func(c *Config) { c.MaxRecent = 4; c.FlushAt = 1000 })
+	for i := range 10 {
+		r.Add(state(i, pb.TaskEventState_RUNNING))
+		r.State(tid(i), 0, pb.TaskEventState_FINISHED)
+	}
+	flush(t, r)
+	tasks, dropped, _ := f.snapshot()
+	if len(tasks) != 10 || len(dropped) != 0 {
+		t.Fatalf("%d tasks, dropped %v", len(tasks), dropped)
+	}
+	for _, ev := range tasks {
+		if ev.State != pb.TaskEventState_FINISHED || ev.FuncOrClassName != "f" {
+			t.Fatalf("task %v", ev)
+		}
+	}
+	if st := r.Stats(); st.Recent != 4 || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
