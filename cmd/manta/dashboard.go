@@ -17,6 +17,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/dashboard"
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/controlplane/jobsapi"
+	"github.com/manta-ray/manta/controlplane/stateapi"
 	"github.com/manta-ray/manta/internal/metrics"
 )
 
@@ -48,7 +49,7 @@ func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit boo
 		Client: cl, Token: h.Token, Logger: log,
 		// The head's metrics on the dashboard port too, as Ray's dashboard
 		// serves them; the token check covers this path as every other.
-		Mount: []func(*http.ServeMux){dash.Register, func(mux *http.ServeMux) {
+		Mount: []func(*http.ServeMux){stateapi.Register(cl), dash.Register, func(mux *http.ServeMux) {
 			mux.Handle("GET "+metrics.Path, metrics.Handler(h.Registry(), log))
 		}}, Public: []string{dashboard.StaticPrefix}})
 	if err != nil {

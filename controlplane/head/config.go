@@ -76,6 +76,10 @@ type Config struct {
 	ServerOptions []grpc.ServerOption
 	DialOptions   []grpc.DialOption
 
+	// MaxTaskEvents bounds the leader's task event buffer (soft state, not
+	// in Raft), in task attempts; default taskevents.DefaultMaxTasks.
+	MaxTaskEvents int
+
 	Logger *zap.Logger
 	Knobs  TestingKnobs
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/controlplane/taskevents"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -47,6 +48,7 @@ type Head struct {
 	peers    *peerBook
 	leader   *leaderLoop
 	metrics  *headMetrics
+	tasks    *taskevents.Buffer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,6 +111,7 @@ func New(cfg Config) (*Head, error) {
 	h.actors = newActorPlacer(h)
 	h.jobs = newJobSupervision(h)
 	h.leader = newLeaderLoop(h)
+	h.tasks = taskevents.New(taskevents.Config{MaxTasks: cfg.MaxTaskEvents})
 
 	opts := append([]grpc.ServerOption{
 		// Metrics first, so refused calls count too.

@@ -41,6 +41,7 @@ func (l *leaderLoop) routines() []leaderRoutine {
 		{"node-liveness", l.h.liveness.run},
 		{"actor-placement", l.h.actors.run},
 		{"job-supervision", l.h.jobs.run},
+		{"task-events", l.h.runTaskEvents},
 	}
 }
 
