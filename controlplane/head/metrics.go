@@ -218,11 +218,14 @@ var (
 	descLinRecs   = prometheus.NewDesc("manta_lineage_records", "Task records in the lineage table.", nil, nil)
 	descLinBytes  = prometheus.NewDesc("manta_lineage_bytes", "Bytes of task specs in the lineage table.", nil, nil)
 	descLinEvict  = prometheus.NewDesc("manta_lineage_evictions_total", "Lineage records dropped by the table's bound since the cluster began.", nil, nil)
+	// Task events are the leader's soft state: only the leader reports them.
+	descTasks     = prometheus.NewDesc("manta_tasks", "Task attempts in the leader's task-event buffer, by state (reported by the leader only).", []string{"state"}, nil)
+	descTasksLost = prometheus.NewDesc("manta_task_events_lost", "Task attempts this leadership's buffer lacks: evicted by its bound or dropped by reporters (reported by the leader only).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRaftState, descTerm, descCommit, descApplied, descLastIndex, descContact,
-		descVoters, descEntries, descNodes, descActors, descJobs, descLinRecs, descLinBytes, descLinEvict} {
+		descVoters, descEntries, descNodes, descActors, descJobs, descLinRecs, descLinBytes, descLinEvict, descTasks, descTasksLost} {
 		ch <- d
 	}
 }
@@ -276,4 +279,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLinRecs, float64(ls.Records))
 	gauge(descLinBytes, float64(ls.Bytes))
 	ch <- prometheus.MustNewConstMetric(descLinEvict, prometheus.CounterValue, float64(ls.Evictions))
+	if tc := c.h.tasks.Counts(); tc.Epoch != "" {
+		for _, s := range []pb.TaskEventState{pb.TaskEventState_PENDING_ARGS_AVAIL, pb.TaskEventState_PENDING_NODE_ASSIGNMENT,
+			pb.TaskEventState_SUBMITTED_TO_WORKER, pb.TaskEventState_RUNNING, pb.TaskEventState_FINISHED,
+			pb.TaskEventState_FAILED, pb.TaskEventState_CANCELED} {
+			gauge(descTasks, float64(tc.ByState[s]), s.String())
+		}
+		gauge(descTasksLost, float64(tc.Lost))
+	}
 }

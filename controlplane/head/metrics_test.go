@@ -84,8 +84,25 @@ func TestHeadMetricsMove(t *testing.T) {
 		{TaskId: task[:], JobId: "job", Function: "f", NumReturns: 1, Args: []*pb.LineageArg{{Value: []byte{1, 2, 3}}}}}}); err != nil {
 		t.Fatal(err)
 	}
+	// Task events: two finished and one failed attempt, counted by state
+	// from the leader's soft-state buffer.
+	var evs []*pb.TaskEvent
+	for i, st := range []pb.TaskEventState{pb.TaskEventState_FINISHED, pb.TaskEventState_FINISHED, pb.TaskEventState_FAILED} {
+		id := ids.NewTaskID("job", ids.TaskID{}, uint64(10+i))
+		evs = append(evs, &pb.TaskEvent{TaskId: id[:], JobId: "job", FuncOrClassName: "f", State: st})
+	}
+	tc.Eventually(t, 10*time.Second, func() error {
+		_, err := cl.ReportTaskEvents(ctx, &pb.ReportTaskEventsRequest{Events: evs})
+		return err
+	})
 
 	after := scrape(t, ctx, leader, c.Token())
+	if v := value(t, after, "manta_tasks", "state", "FINISHED"); v != 2 {
+		t.Fatalf("finished tasks %v, want 2", v)
+	}
+	if v := value(t, after, "manta_tasks", "state", "FAILED"); v != 1 {
+		t.Fatalf("failed tasks %v, want 1", v)
+	}
 	if v := value(t, after, "grpc_server_handled_total", "grpc_method", "KVPut", "grpc_code", "OK"); v != puts0+n {
 		t.Fatalf("KVPut OK calls %v → %v, want +%d", puts0, v, n)
 	}
@@ -119,6 +136,9 @@ func TestHeadMetricsMove(t *testing.T) {
 		}
 		if v, _ := f.Value("manta_fsm_entries", "table", "kv"); v < n {
 			return fmt.Errorf("follower kv entries %v", v)
+		}
+		if _, ok := f.Value("manta_tasks", "state", "FINISHED"); ok {
+			return fmt.Errorf("a follower reports the leader's task events")
 		}
 		return nil
 	})

@@ -501,3 +501,23 @@ func (b *Buffer) Summarize(req *pb.SummarizeTasksRequest) (*pb.SummarizeTasksRes
 	})
 	return resp, nil
 }
+
+// Counts are the attempts held by state, and what this epoch has lost
+// (evicted here or dropped by reporters), for the metrics.
+type Counts struct {
+	Epoch   string
+	ByState map[pb.TaskEventState]int
+	Lost    uint64
+}
+
+// Counts walks the buffer once; a scrape every few seconds over the
+// default 100k attempts costs about a millisecond.
+func (b *Buffer) Counts() Counts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := Counts{Epoch: b.epoch, ByState: map[pb.TaskEventState]int{}, Lost: b.lostSum}
+	for _, e := range b.byKey {
+		c.ByState[e.state]++
+	}
+	return c
+}
