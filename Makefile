@@ -16,6 +16,7 @@ vet:
 # multi-process tests (which build and start real manta binaries).
 test: vet
 	@test -x .venv/bin/ray || echo "note: no .venv/bin/ray: TestRayClientCompatibility (Ray's own job clients against manta) will be skipped; .ci/run creates the virtualenv"
+	@test -x /usr/bin/chromium || echo "note: no /usr/bin/chromium: the dashboard's browser tests will be skipped; .ci/run installs it"
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/ -e /objectstore -e /raylet -e /sdk/)
 

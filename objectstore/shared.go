@@ -183,6 +183,7 @@ type Shared struct {
 	garbage    int64 // bytes deleted from the spiller since its last GC
 	gen        uint64
 	closed     bool
+	counters   Counters // cumulative, for metrics
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -479,6 +480,8 @@ func (s *Shared) restoreLocked(e *entry) error {
 	}
 	e.inMem, e.off = true, off
 	e.lru = s.lru.PushBack(e)
+	s.counters.Restores++
+	s.counters.RestoredBytes += e.size
 	if e.primary {
 		s.primaryMem += n
 	}
@@ -583,6 +586,8 @@ func (s *Shared) spillLocked(e *entry) error {
 	}
 	e.onDisk = true
 	s.spilled += e.size
+	s.counters.Spills++
+	s.counters.SpilledBytes += e.size
 	if e.pins == 0 && !e.deleted {
 		s.freeMemLocked(e)
 	}

@@ -21,6 +21,10 @@ type Config struct {
 	Token string
 	// ListenAddr is where the raylet serves; default 127.0.0.1:0.
 	ListenAddr string
+	// MetricsAddr is where it serves Prometheus /metrics (behind the
+	// token); default ListenAddr's host with an ephemeral port. The
+	// address is registered with the node.
+	MetricsAddr string
 	// DataDir holds worker logs and cached job binaries; default a
 	// temporary directory removed on Close.
 	DataDir string
@@ -29,9 +33,15 @@ type Config struct {
 	// LocalBinary is the worker binary for jobs that name none (embedded
 	// mode: the driver's own executable).
 	LocalBinary string
-	// WorkerOutput, when set, receives every worker's stdout and stderr
-	// (embedded mode); otherwise each worker logs to DataDir/logs.
+	// Each worker's stdout and stderr go to its own rotated file in
+	// DataDir/logs (served by StreamLogs); WorkerOutput, when set, receives
+	// them too (embedded mode).
 	WorkerOutput io.Writer
+	// WorkerLogMaxBytes bounds a worker's log file before it rotates, and
+	// WorkerLogBackups is how many rotated files are kept; defaults
+	// workerpool.DefaultLogMaxBytes and DefaultLogBackups.
+	WorkerLogMaxBytes int64
+	WorkerLogBackups  int
 	// Store injects an object store (the caller closes it); default a
 	// shared-memory one (objectstore.Shared) of ObjectStoreMemory bytes
 	// that Close removes. Only a Shared store serves CreateObject and

@@ -57,6 +57,7 @@ func (r *Raylet) RequestWorkerLease(ctx context.Context, req *pb.LeaseRequest) (
 	if err := resources.Validate(req.Resources); err != nil {
 		return nil, err
 	}
+	r.metrics.leaseRequests.Inc()
 	q := &leaseReq{req: req, res: resources.Set(req.Resources).Clone(), done: make(chan leaseResult, 1), arrived: time.Now()}
 	r.mu.Lock()
 	if r.closed {
@@ -254,6 +255,7 @@ func (r *Raylet) schedule() {
 		case placeInfeasible:
 			if !q.infeasible {
 				q.infeasible = true
+				r.metrics.leaseInfeasible.Inc()
 				r.log.Warn("infeasible lease request: no live node has the resources; it waits for one to join",
 					zap.String("job", q.req.JobId), zap.String("resources", q.res.Key()))
 			}
@@ -267,6 +269,7 @@ func (r *Raylet) schedule() {
 
 func (r *Raylet) spillLocked(q *leaseReq, n *remoteNode) {
 	n.avail.Sub(q.res) // until the next view refresh
+	r.metrics.leaseSpillbacks.Inc()
 	if q.infeasible {
 		r.log.Info("infeasible lease request found a node", zap.String("node", n.id), zap.String("resources", q.res.Key()))
 	}
@@ -286,6 +289,7 @@ func (r *Raylet) grantLocked(q *leaseReq) {
 
 func (r *Raylet) grant(q *leaseReq) {
 	fail := func(err error) {
+		r.metrics.leaseFailures.Inc()
 		r.mu.Lock()
 		r.avail.Add(q.res)
 		r.mu.Unlock()
@@ -346,6 +350,7 @@ func (r *Raylet) grant(q *leaseReq) {
 	r.leases[l.id] = l
 	r.byWorker[w.ID] = l
 	r.mu.Unlock()
+	r.metrics.leaseGrants.Inc()
 	q.finish(leaseResult{reply: &pb.LeaseReply{LeaseId: l.id, WorkerId: w.ID, WorkerAddress: w.Address,
 		WorkerPid: int32(w.PID), NodeId: r.cfg.NodeID}})
 }

@@ -21,7 +21,7 @@ type remoteNode struct {
 
 func (r *Raylet) register(ctx context.Context) error {
 	_, err := r.cp.RegisterNode(ctx, &cpb.NodeInfo{NodeId: r.cfg.NodeID, Address: r.Address(),
-		Resources: r.total.Clone(), ObjectStoreAddress: r.Address()})
+		Resources: r.total.Clone(), ObjectStoreAddress: r.Address(), MetricsAddress: r.MetricsAddress()})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/manta-ray/manta/objectstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/jobsupervisor"
+	"github.com/manta-ray/manta/raylet/logmonitor"
 	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/raylet/workerpool"
 )
@@ -61,7 +62,9 @@ type Raylet struct {
 	pkgs       *pkgstore.Cache
 	jenv       jobEnvs
 	jobs       *jobsupervisor.Supervisor
+	logs       *logmonitor.Monitor
 	tmp        string // DataDir to remove on Close, when we made it
+	metrics    *rayletMetrics
 	// Transfer counters (GetStatus): what pulls brought in, what
 	// GetObject streams sent out.
 	pulledObjects, pulledBytes, servedBytes atomic.Int64
@@ -158,19 +161,27 @@ func New(cfg Config) (*Raylet, error) {
 	if prestart == 0 {
 		prestart = max(1, int(res[resources.CPU]))
 	}
+	logDir := filepath.Join(r.cfg.DataDir, "logs")
 	r.pool = workerpool.New(workerpool.Config{
 		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
-		LogDir: filepath.Join(r.cfg.DataDir, "logs"), Output: cfg.WorkerOutput,
+		LogDir: logDir, Output: cfg.WorkerOutput, LogMaxBytes: cfg.WorkerLogMaxBytes, LogBackups: cfg.WorkerLogBackups,
 		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.onWorkerExit, Logger: r.log,
 	})
+	r.logs = r.newLogMonitor(logDir)
 	// WaitForHandlers: Stop returns only once no handler runs, so none can
 	// still be sending from the arena when Close unmaps it.
-	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true), grpc.UnaryInterceptor(auth.UnaryServer(cfg.Token)),
-		grpc.StreamInterceptor(streamServer(cfg.Token)))...)
+	r.metrics = newRayletMetrics(r)
+	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true),
+		grpc.ChainUnaryInterceptor(r.metrics.grpc.UnaryServerInterceptor(), auth.UnaryServer(cfg.Token)),
+		grpc.ChainStreamInterceptor(r.metrics.grpc.StreamServerInterceptor(), streamServer(cfg.Token)))...)
 	pb.RegisterRayletServer(r.srv, r)
 	r.startJobSupervisor()
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 
+	if err := r.startMetrics(); err != nil {
+		r.Close()
+		return nil, err
+	}
 	if err := r.register(r.ctx); err != nil {
 		r.Close()
 		return nil, err
@@ -230,6 +241,7 @@ func (r *Raylet) removeTmp() {
 // onWorkerExit is the pool's exit hook: the lease goes, and the worker's
 // pins and unsealed objects with it.
 func (r *Raylet) onWorkerExit(w *workerpool.Worker) {
+	r.metrics.workerExits.Add(1)
 	r.workerExited(w)
 	r.clientGone(w.ID)
 }
@@ -259,6 +271,7 @@ func (r *Raylet) Fatal() <-chan error { return r.fatal }
 // Close unregisters the node, kills the workers and stops. Idempotent.
 func (r *Raylet) Close() error {
 	r.closeOnce.Do(func() {
+		r.closeMetrics()
 		r.mu.Lock()
 		r.closed = true
 		r.objs.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/rpcerr"
@@ -90,7 +91,9 @@ func (r *Raylet) leaseEnv(ctx context.Context, req *pb.LeaseRequest) (workerpool
 		env.EnvVars = vars
 	}
 	if uri != "" {
+		start := time.Now()
 		dir, err := r.pkgs.WorkingDir(ctx, uri)
+		r.metrics.observeEnvSetup(start, err)
 		if err != nil {
 			return env, rpcerr.Wrapf(ErrRuntimeEnvSetup, "working_dir %s: %v", uri, err)
 		}

@@ -91,6 +91,10 @@ func TestJobCLI(t *testing.T) {
 	if r := mantaCmd(t, env, "", "job", "logs", "app-1"); r.code != 0 || !strings.Contains(r.stdout, "GREETING=hello") {
 		t.Fatalf("logs: %v", r)
 	}
+	// `manta logs --job` takes a submission ID for its driver job's workers.
+	if r := mantaCmd(t, env, "", "logs", "--job", "app-1"); r.code != 0 {
+		t.Fatalf("worker logs of a submission: %v", r)
+	}
 
 	// A driver with a task running: stop ends it, its driver job, and the
 	// job's workers.

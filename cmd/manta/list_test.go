@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +36,9 @@ func TestListActors(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		r := mantaCmd(t, env, "", "list", "actors", "--json")
-		list := decodeJSON[[]actorReport](t, r)
-		if len(list) == 1 && list[0].ID == id && list[0].State == "PENDING_CREATION" && strings.Contains(list[0].Pending, "infeasible") {
+		list := decodeJSON[[]map[string]any](t, r)
+		if len(list) == 1 && list[0]["actor_id"] == id && list[0]["state"] == "PENDING_CREATION" &&
+			strings.Contains(fmt.Sprint(list[0]["pending_reason"]), "infeasible") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -44,8 +46,11 @@ func TestListActors(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if r := mantaCmd(t, env, "", "list", "actors", "--job", "nosuchjob", "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("another job's actors: %v", r)
+	}
 	r := mantaCmd(t, env, "", "list", "actors")
-	if r.code != 0 || !strings.Contains(r.stdout, "ns/c") || !strings.Contains(r.stdout, "Counter") {
+	if r.code != 0 || !strings.Contains(r.stdout, " c ") || !strings.Contains(r.stdout, "Counter") {
 		t.Fatalf("text list: %v", r)
 	}
 }

@@ -19,12 +19,18 @@ import (
 	"time"
 
 	"github.com/manta-ray/manta/internal/launcher"
+	"github.com/manta-ray/manta/sdk/ray"
 )
 
 // mantaBin is the binary TestMain builds.
 var mantaBin string
 
 func TestMain(m *testing.M) {
+	// A driver in a test (TestLogsFollowsAnActor) makes this binary its
+	// job's worker.
+	if ray.IsWorker() {
+		ray.Main(func(context.Context) error { return nil })
+	}
 	dir, err := os.MkdirTemp("", "manta-test-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

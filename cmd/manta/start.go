@@ -17,6 +17,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/internal/metrics"
 	"github.com/manta-ray/manta/objectstore"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -42,6 +43,7 @@ type startFlags struct {
 	logLevel        string
 	pprofAddr       string
 	dashboardPort   int
+	metricsPort     int
 
 	// The raylet's.
 	numCPUs   float64
@@ -96,6 +98,7 @@ its cluster on its own.`,
 	fs.BoolVar(&f.noRaylet, "no-raylet", false, "start only the head, without a raylet")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.IntVar(&f.dashboardPort, "dashboard-port", defaultDashboardPort, "HTTP port of Ray's Jobs REST API on this head; 0 picks a free one (written to DATA_DIR/"+dashboardAddressFile+"), -1 disables it")
+	fs.IntVar(&f.metricsPort, "metrics-port", 0, "port of Prometheus /metrics (behind the cluster token) of the head, or of the raylet with --address; 0 picks a free one (a head's own raylet always does); targets are listed in DATA_DIR/"+metrics.SDFileName)
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's net/http/pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 0, "Raft heartbeat timeout (default 500ms)")
 	fs.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 500ms)")
@@ -190,12 +193,14 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		ForwardTimeout:     f.forwardTimeout,
 		SnapshotThreshold:  f.snapshotThreshold,
 		MaxKVValueBytes:    f.maxKVValue,
+		MetricsAddr:        net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)),
 		Logger:             log,
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
+	fmt.Fprintf(cmd.OutOrStdout(), "head metrics on http://%s%s\n", h.MetricsAddress(), metrics.Path)
 	if f.dashboardPort >= 0 {
 		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), log)
 		if err != nil {
@@ -204,7 +209,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		}
 		if api != nil {
 			defer api.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s\n", api.Address())
+			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s (dashboard: http://%s/)\n", api.Address(), api.Address())
 		}
 	}
 	var fatal <-chan error
@@ -227,7 +232,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 			}
 			defer r.Close()
 			fatal = r.Fatal()
-			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s\n", r.NodeID(), r.Address())
+			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics http://%s%s)\n", r.NodeID(), r.Address(), r.MetricsAddress(), metrics.Path)
 		}
 	}
 	select {
@@ -301,11 +306,12 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	defer stop()
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
 		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
-		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, PullStallTimeout: f.pullStallTimeout, Logger: log})
+		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, PullStallTimeout: f.pullStallTimeout,
+		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), Logger: log})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s\n", r.NodeID(), r.Address())
+	fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics http://%s%s)\n", r.NodeID(), r.Address(), r.MetricsAddress(), metrics.Path)
 	select {
 	case <-ctx.Done():
 		stop()

@@ -16,6 +16,7 @@ import (
 	"github.com/manta-ray/manta/chaos"
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/launcher"
+	"github.com/manta-ray/manta/internal/metrics"
 )
 
 type upFlags struct {
@@ -131,7 +132,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	for _, h := range c.Heads() {
 		api := ""
 		if b, err := os.ReadFile(filepath.Join(h.DataDir, dashboardAddressFile)); err == nil {
-			api = "  jobs api http://" + strings.TrimSpace(string(b))
+			api = "  dashboard and jobs api http://" + strings.TrimSpace(string(b)) + "/"
 		}
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log%s\n", h.ID, h.Address, h.PID, h.DataDir, api)
 	}
@@ -139,6 +140,20 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/raylet.log\n", n.ID, n.Address, n.PID, n.DataDir)
 	}
 	fmt.Fprintf(out, "cluster file %s\n", c.ClusterFile())
+	sdCl, err := c.Client()
+	if err != nil {
+		return err
+	}
+	defer sdCl.Close()
+	sdPath := filepath.Join(dir, metrics.SDFileName)
+	sdCtx, sdStop := context.WithCancel(ctx)
+	sdDone := make(chan struct{})
+	go func() {
+		defer close(sdDone)
+		writeSDLoop(sdCtx, sdCl, sdPath, log)
+	}()
+	defer func() { sdStop(); <-sdDone }()
+	fmt.Fprintf(out, "prometheus targets %s (file_sd; scrape with the token file)\n", sdPath)
 	fmt.Fprintln(out, "to use it from another shell:")
 	fmt.Fprintf(out, "  export %s=%s\n", cpclient.EnvAddress, addrs)
 	fmt.Fprintf(out, "  export %s=%s\n", cpclient.EnvTokenFile, c.TokenFile())

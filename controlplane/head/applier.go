@@ -130,6 +130,7 @@ func (a *applier) propose(batch []*pendingWrite) {
 		release()
 		return
 	}
+	start := time.Now()
 	f := a.h.raft.Apply(data, a.h.cfg.ApplyTimeout)
 	a.h.goRun("apply-wait", func() {
 		defer release()
@@ -145,6 +146,7 @@ func (a *applier) propose(batch []*pendingWrite) {
 			fail(batch, rpcerr.Wrapf(ErrOutcomeUnknown, "the head is shutting down"))
 			return
 		}
+		a.h.metrics.observeApply(start, len(batch))
 		if err != nil {
 			fail(batch, raftErr(err))
 			return

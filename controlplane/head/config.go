@@ -66,10 +66,19 @@ type Config struct {
 	// default 4 × ElectionTimeout.
 	ForwardTimeout time.Duration
 
+	// MetricsAddr, when set, is where the head serves Prometheus
+	// /metrics (behind the token); "host:0" picks a port. The address is
+	// published in the heads table and the service-discovery file.
+	MetricsAddr string
+
 	// ServerOptions and DialOptions are the seam for TLS: they are added to
 	// the gRPC server and to head-to-head connections.
 	ServerOptions []grpc.ServerOption
 	DialOptions   []grpc.DialOption
+
+	// MaxTaskEvents bounds the leader's task event buffer (soft state, not
+	// in Raft), in task attempts; default taskevents.DefaultMaxTasks.
+	MaxTaskEvents int
 
 	Logger *zap.Logger
 	Knobs  TestingKnobs

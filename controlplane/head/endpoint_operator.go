@@ -235,12 +235,12 @@ func (a *headAPI) StateHash(ctx context.Context, _ *pb.StateHashRequest) (*pb.St
 // registerSelf keeps this head's entry in the heads table current, so
 // peers can forward to it after it becomes leader and clients find it.
 func (h *Head) registerSelf() {
-	want := &pb.HeadInfo{Id: h.cfg.ID, GrpcAddress: h.Address(), RaftAddress: h.RaftAddress()}
+	want := h.selfInfo()
 	backoff := 100 * time.Millisecond
 	for {
 		ch, _ := h.fsm.Changed()
 		cur := h.fsm.Head(h.cfg.ID)
-		if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress {
+		if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress || cur.MetricsAddress != want.MetricsAddress {
 			if !h.IsLeader() && h.Token() != "" {
 				if err := h.callRegisterHead(want); err != nil {
 					h.log.Debug("register head", zap.Error(err))

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/controlplane/taskevents"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -46,6 +47,8 @@ type Head struct {
 	jobs     *jobSupervision
 	peers    *peerBook
 	leader   *leaderLoop
+	metrics  *headMetrics
+	tasks    *taskevents.Buffer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -75,6 +78,7 @@ func New(cfg Config) (*Head, error) {
 		}
 	}()
 	h.peers = newPeerBook(h)
+	h.metrics = newHeadMetrics(h)
 
 	if cfg.Listener != nil {
 		h.lis = cfg.Listener
@@ -107,16 +111,23 @@ func New(cfg Config) (*Head, error) {
 	h.actors = newActorPlacer(h)
 	h.jobs = newJobSupervision(h)
 	h.leader = newLeaderLoop(h)
+	h.tasks = taskevents.New(taskevents.Config{MaxTasks: cfg.MaxTaskEvents})
 
 	opts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(h.unaryAuth),
-		grpc.ChainStreamInterceptor(h.streamAuth),
+		// Metrics first, so refused calls count too.
+		grpc.ChainUnaryInterceptor(h.metrics.grpc.UnaryServerInterceptor(), h.unaryAuth),
+		grpc.ChainStreamInterceptor(h.metrics.grpc.StreamServerInterceptor(), h.streamAuth),
 		grpc.MaxRecvMsgSize(16 << 20),
 	}, cfg.ServerOptions...)
 	h.srv = grpc.NewServer(opts...)
 	pb.RegisterControlPlaneServer(h.srv, &api{h: h})
 	pb.RegisterHeadServiceServer(h.srv, &headAPI{h: h})
 
+	if err := h.startMetrics(); err != nil {
+		return nil, err
+	}
+
+	h.goRun("metrics-leaders", h.watchLeaders())
 	h.goRun("grpc", func() {
 		if err := h.srv.Serve(h.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			h.log.Error("grpc server stopped", zap.Error(err))
@@ -126,6 +137,7 @@ func New(cfg Config) (*Head, error) {
 	h.goRun("cluster-watch", h.watchCluster)
 	h.goRun("bootstrap", h.bootstrapOrJoin)
 	h.goRun("register-self", h.registerSelf)
+	h.goRun("metrics-sd", h.writeSD)
 	started = true
 	log.Info("head started", zap.String("grpc", h.Address()), zap.String("raft", string(h.trans.LocalAddr())),
 		zap.String("data_dir", cfg.DataDir))
@@ -189,7 +201,7 @@ func (h *Head) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("raft transport on %s: %w", h.cfg.RaftAddr, err)
 	}
-	h.raft, err = raft.NewRaft(rc, h.fsm, h.store, h.store, snaps, h.trans)
+	h.raft, err = raft.NewRaft(rc, h.fsm, h.store, h.store, h.metrics.wrapSnapshots(snaps), h.trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -292,6 +304,9 @@ func (h *Head) Close() error {
 			}
 		}
 		h.wg.Wait()
+		if h.metrics != nil && h.metrics.srv != nil {
+			h.metrics.srv.Close()
+		}
 		if h.peers != nil {
 			h.peers.close()
 		}

@@ -41,6 +41,7 @@ func (l *leaderLoop) routines() []leaderRoutine {
 		{"node-liveness", l.h.liveness.run},
 		{"actor-placement", l.h.actors.run},
 		{"job-supervision", l.h.jobs.run},
+		{"task-events", l.h.runTaskEvents},
 	}
 }
 
@@ -105,9 +106,7 @@ func (l *leaderLoop) establish(ctx context.Context) bool {
 			err = l.initCluster(ctx)
 		}
 		if err == nil {
-			_, err = h.applier.Apply(ctx, fsm.CmdUpsertHead, "", &pb.HeadInfo{
-				Id: h.cfg.ID, GrpcAddress: h.Address(), RaftAddress: h.RaftAddress(),
-			})
+			_, err = h.applier.Apply(ctx, fsm.CmdUpsertHead, "", h.selfInfo())
 		}
 		if err == nil {
 			l.ready.Store(true)

@@ -5,6 +5,9 @@
 // clients upload working dirs to. Every request needs the cluster token
 // (Authorization: Bearer); the handlers are a thin layer over the control
 // plane's client, so a follower head forwards writes to the leader.
+//
+// Browsers log in instead (login.go): the token typed into /login is kept
+// in an HttpOnly, SameSite=Strict cookie that every later request carries.
 package jobsapi
 
 import (
@@ -16,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +52,9 @@ type Config struct {
 	// Mount, when set, adds more handlers (the State API, the dashboard,
 	// metrics) to the same server, behind the same token check.
 	Mount []func(mux *http.ServeMux)
+	// Public are path prefixes served without a token (the dashboard's
+	// static assets, which the login page needs). /login always is.
+	Public []string
 }
 
 // Server is a running Jobs API server. Close stops it.
@@ -85,6 +92,9 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /api/jobs/{id}/logs/tail", s.tail)
 	mux.HandleFunc("GET /api/packages/{protocol}/{name}", s.packageExists)
 	mux.HandleFunc("PUT /api/packages/{protocol}/{name}", s.uploadPackage)
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
 	for _, m := range cfg.Mount {
 		m(mux)
 	}
@@ -118,7 +128,10 @@ func (s *Server) Close() error {
 }
 
 // auth refuses every request without the cluster token: Ray's job API
-// without it was remote code execution for anyone (CVE-2023-48022).
+// without it was remote code execution for anyone (CVE-2023-48022). The
+// token comes as Authorization: Bearer (Ray's clients, the CLI) or as the
+// login cookie (a browser). Only /login and the Public prefixes pass
+// without one.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		want := s.cfg.Token()
@@ -126,15 +139,53 @@ func (s *Server) auth(next http.Handler) http.Handler {
 			httpError(w, http.StatusServiceUnavailable, "the cluster has not finished bootstrapping")
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(want)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="manta"`)
-			httpError(w, http.StatusUnauthorized, "missing or wrong cluster token: send Authorization: Bearer <token>")
+		if s.public(r.URL.Path) {
+			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			if tokenEqual(got, want) {
+				next.ServeHTTP(w, r)
+				return
+			}
+		} else if cookieOK(r, want) {
+			if !sameOrigin(r) {
+				httpError(w, http.StatusForbidden, "a cross-site request with the login cookie is refused")
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		if wantsPage(r) {
+			// A browser that has not logged in (or whose token is stale)
+			// goes to the login form, and comes back after.
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="manta"`)
+		httpError(w, http.StatusUnauthorized, "missing or wrong cluster token: send Authorization: Bearer <token> (or log in at /login)")
 	})
 }
+
+func (s *Server) public(path string) bool {
+	if path == "/login" {
+		return true
+	}
+	for _, p := range s.cfg.Public {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenEqual compares in constant time, so the answer's timing tells
+// nothing about how much of a guess was right.
+func tokenEqual(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(want)) == 1
+}
+
+func zapRemote(r *http.Request) zap.Field { return zap.String("remote", r.RemoteAddr) }
 
 func httpError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

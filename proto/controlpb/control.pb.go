@@ -366,6 +366,125 @@ func (JobSubmissionState) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{5}
 }
 
+// TaskEventState names a task's states as Ray's State API does; CANCELED is
+// manta's own (Ray shows a cancelled task as FAILED with TASK_CANCELLED).
+// The numbers order a task's life: a merge keeps the furthest state.
+type TaskEventState int32
+
+const (
+	TaskEventState_TASK_EVENT_STATE_UNSPECIFIED TaskEventState = 0
+	TaskEventState_PENDING_ARGS_AVAIL           TaskEventState = 1
+	TaskEventState_PENDING_NODE_ASSIGNMENT      TaskEventState = 2
+	TaskEventState_SUBMITTED_TO_WORKER          TaskEventState = 3
+	TaskEventState_RUNNING                      TaskEventState = 4
+	TaskEventState_FINISHED                     TaskEventState = 5
+	TaskEventState_FAILED                       TaskEventState = 6
+	TaskEventState_CANCELED                     TaskEventState = 7
+)
+
+// Enum value maps for TaskEventState.
+var (
+	TaskEventState_name = map[int32]string{
+		0: "TASK_EVENT_STATE_UNSPECIFIED",
+		1: "PENDING_ARGS_AVAIL",
+		2: "PENDING_NODE_ASSIGNMENT",
+		3: "SUBMITTED_TO_WORKER",
+		4: "RUNNING",
+		5: "FINISHED",
+		6: "FAILED",
+		7: "CANCELED",
+	}
+	TaskEventState_value = map[string]int32{
+		"TASK_EVENT_STATE_UNSPECIFIED": 0,
+		"PENDING_ARGS_AVAIL":           1,
+		"PENDING_NODE_ASSIGNMENT":      2,
+		"SUBMITTED_TO_WORKER":          3,
+		"RUNNING":                      4,
+		"FINISHED":                     5,
+		"FAILED":                       6,
+		"CANCELED":                     7,
+	}
+)
+
+func (x TaskEventState) Enum() *TaskEventState {
+	p := new(TaskEventState)
+	*p = x
+	return p
+}
+
+func (x TaskEventState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskEventState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[6].Descriptor()
+}
+
+func (TaskEventState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[6]
+}
+
+func (x TaskEventState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskEventState.Descriptor instead.
+func (TaskEventState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{6}
+}
+
+type TaskType int32
+
+const (
+	TaskType_TASK_TYPE_UNSPECIFIED TaskType = 0
+	TaskType_NORMAL_TASK           TaskType = 1
+	TaskType_ACTOR_CREATION_TASK   TaskType = 2
+	TaskType_ACTOR_TASK            TaskType = 3
+)
+
+// Enum value maps for TaskType.
+var (
+	TaskType_name = map[int32]string{
+		0: "TASK_TYPE_UNSPECIFIED",
+		1: "NORMAL_TASK",
+		2: "ACTOR_CREATION_TASK",
+		3: "ACTOR_TASK",
+	}
+	TaskType_value = map[string]int32{
+		"TASK_TYPE_UNSPECIFIED": 0,
+		"NORMAL_TASK":           1,
+		"ACTOR_CREATION_TASK":   2,
+		"ACTOR_TASK":            3,
+	}
+)
+
+func (x TaskType) Enum() *TaskType {
+	p := new(TaskType)
+	*p = x
+	return p
+}
+
+func (x TaskType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskType) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[7].Descriptor()
+}
+
+func (TaskType) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[7]
+}
+
+func (x TaskType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskType.Descriptor instead.
+func (TaskType) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{7}
+}
+
 // Header is on every reply: the Raft index the answer reflects (read your
 // writes by passing it as min_index) and who the leader was.
 type Header struct {
@@ -553,12 +672,15 @@ func (x *HandshakeResponse) GetHasState() bool {
 }
 
 type HeadInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// Where the head serves Prometheus /metrics (its --metrics-port, else
+	// its dashboard port); empty when it serves none.
+	MetricsAddress string `protobuf:"bytes,4,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HeadInfo) Reset() {
@@ -608,6 +730,13 @@ func (x *HeadInfo) GetGrpcAddress() string {
 func (x *HeadInfo) GetRaftAddress() string {
 	if x != nil {
 		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *HeadInfo) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
 	}
 	return ""
 }
@@ -686,8 +815,10 @@ type NodeInfo struct {
 	Available             map[string]float64 `protobuf:"bytes,9,rep,name=available,proto3" json:"available,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	LastHeartbeatUnixNano int64              `protobuf:"varint,10,opt,name=last_heartbeat_unix_nano,json=lastHeartbeatUnixNano,proto3" json:"last_heartbeat_unix_nano,omitempty"`
 	ObjectStoreAddress    string             `protobuf:"bytes,11,opt,name=object_store_address,json=objectStoreAddress,proto3" json:"object_store_address,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Where the node's raylet serves Prometheus /metrics.
+	MetricsAddress string `protobuf:"bytes,12,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -793,6 +924,13 @@ func (x *NodeInfo) GetLastHeartbeatUnixNano() int64 {
 func (x *NodeInfo) GetObjectStoreAddress() string {
 	if x != nil {
 		return x.ObjectStoreAddress
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
 	}
 	return ""
 }
@@ -6019,6 +6157,840 @@ func (x *StateHashResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
+// TaskEvent is what a reporter knows of one attempt of one task. Reporters
+// send only what changed; the leader merges events of the same (task_id,
+// attempt): set fields overwrite, state timestamps add up.
+type TaskEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16 bytes (ids.TaskID).
+	TaskId       []byte `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt      int32  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	JobId        string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	ParentTaskId []byte `protobuf:"bytes,4,opt,name=parent_task_id,json=parentTaskId,proto3" json:"parent_task_id,omitempty"`
+	ActorId      string `protobuf:"bytes,5,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// A function's registered name, or "Class.method" for an actor call.
+	FuncOrClassName string   `protobuf:"bytes,6,opt,name=func_or_class_name,json=funcOrClassName,proto3" json:"func_or_class_name,omitempty"`
+	Type            TaskType `protobuf:"varint,7,opt,name=type,proto3,enum=manta.controlplane.v1.TaskType" json:"type,omitempty"`
+	// The furthest state reached (a merge never goes back).
+	State TaskEventState `protobuf:"varint,8,opt,name=state,proto3,enum=manta.controlplane.v1.TaskEventState" json:"state,omitempty"`
+	// When each state was entered (Unix ns), indexed by TaskEventState
+	// number; 0 (or a short list) means not reached. A list, not a map:
+	// it is on every event, and maps cost far more to build and encode.
+	StateUnixNano     []int64            `protobuf:"varint,9,rep,packed,name=state_unix_nano,json=stateUnixNano,proto3" json:"state_unix_nano,omitempty"`
+	NodeId            string             `protobuf:"bytes,10,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	WorkerId          string             `protobuf:"bytes,11,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerPid         int32              `protobuf:"varint,12,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	RequiredResources map[string]float64 `protobuf:"bytes,13,rep,name=required_resources,json=requiredResources,proto3" json:"required_resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// For FAILED and CANCELED.
+	ErrorType    string `protobuf:"bytes,14,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	ErrorMessage string `protobuf:"bytes,15,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Stack        string `protobuf:"bytes,16,opt,name=stack,proto3" json:"stack,omitempty"`
+	CallSite     string `protobuf:"bytes,17,opt,name=call_site,json=callSite,proto3" json:"call_site,omitempty"`
+	// The task's name option when set (else func_or_class_name).
+	Name          string `protobuf:"bytes,18,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskEvent) Reset() {
+	*x = TaskEvent{}
+	mi := &file_controlpb_control_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskEvent) ProtoMessage() {}
+
+func (x *TaskEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
+func (*TaskEvent) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *TaskEvent) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *TaskEvent) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetParentTaskId() []byte {
+	if x != nil {
+		return x.ParentTaskId
+	}
+	return nil
+}
+
+func (x *TaskEvent) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetFuncOrClassName() string {
+	if x != nil {
+		return x.FuncOrClassName
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetType() TaskType {
+	if x != nil {
+		return x.Type
+	}
+	return TaskType_TASK_TYPE_UNSPECIFIED
+}
+
+func (x *TaskEvent) GetState() TaskEventState {
+	if x != nil {
+		return x.State
+	}
+	return TaskEventState_TASK_EVENT_STATE_UNSPECIFIED
+}
+
+func (x *TaskEvent) GetStateUnixNano() []int64 {
+	if x != nil {
+		return x.StateUnixNano
+	}
+	return nil
+}
+
+func (x *TaskEvent) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetWorkerPid() int32 {
+	if x != nil {
+		return x.WorkerPid
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetRequiredResources() map[string]float64 {
+	if x != nil {
+		return x.RequiredResources
+	}
+	return nil
+}
+
+func (x *TaskEvent) GetErrorType() string {
+	if x != nil {
+		return x.ErrorType
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetStack() string {
+	if x != nil {
+		return x.Stack
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetCallSite() string {
+	if x != nil {
+		return x.CallSite
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ReportTaskEventsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*TaskEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Events the reporter dropped (its own bound) since it last reported,
+	// per job: the leader adds them to what its listings say is missing.
+	DroppedByJob  map[string]uint64 `protobuf:"bytes,2,rep,name=dropped_by_job,json=droppedByJob,proto3" json:"dropped_by_job,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportTaskEventsRequest) Reset() {
+	*x = ReportTaskEventsRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportTaskEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportTaskEventsRequest) ProtoMessage() {}
+
+func (x *ReportTaskEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportTaskEventsRequest.ProtoReflect.Descriptor instead.
+func (*ReportTaskEventsRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *ReportTaskEventsRequest) GetEvents() []*TaskEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ReportTaskEventsRequest) GetDroppedByJob() map[string]uint64 {
+	if x != nil {
+		return x.DroppedByJob
+	}
+	return nil
+}
+
+type ReportTaskEventsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The leader's buffer epoch: random per leadership. A reporter that sees
+	// it change re-sends the latest state of its recent tasks.
+	Epoch string `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Task attempts the buffer has dropped in this epoch (its bound).
+	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportTaskEventsResponse) Reset() {
+	*x = ReportTaskEventsResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportTaskEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportTaskEventsResponse) ProtoMessage() {}
+
+func (x *ReportTaskEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportTaskEventsResponse.ProtoReflect.Descriptor instead.
+func (*ReportTaskEventsResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *ReportTaskEventsResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ReportTaskEventsResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ReportTaskEventsResponse) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// StateFilter is one k=v or k!=v condition of a listing.
+type StateFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// "=" or "!=".
+	Predicate     string `protobuf:"bytes,2,opt,name=predicate,proto3" json:"predicate,omitempty"`
+	Value         string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateFilter) Reset() {
+	*x = StateFilter{}
+	mi := &file_controlpb_control_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateFilter) ProtoMessage() {}
+
+func (x *StateFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateFilter.ProtoReflect.Descriptor instead.
+func (*StateFilter) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *StateFilter) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *StateFilter) GetPredicate() string {
+	if x != nil {
+		return x.Predicate
+	}
+	return ""
+}
+
+func (x *StateFilter) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ListTasksRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Filters []*StateFilter         `protobuf:"bytes,1,rep,name=filters,proto3" json:"filters,omitempty"`
+	// At most this many (capped at the server's maximum; 0 means the default).
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// From a previous reply's next_page_token; empty starts at the oldest.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksRequest) Reset() {
+	*x = ListTasksRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksRequest) ProtoMessage() {}
+
+func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
+func (*ListTasksRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *ListTasksRequest) GetFilters() []*StateFilter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+func (x *ListTasksRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListTasksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListTasksResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Tasks  []*TaskEvent           `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Task attempts in the buffer, and how many of them match the filters.
+	Total       uint64 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	NumFiltered uint64 `protobuf:"varint,5,opt,name=num_filtered,json=numFiltered,proto3" json:"num_filtered,omitempty"`
+	// Task attempts dropped by the buffer's bound or by reporters.
+	NumDropped uint64 `protobuf:"varint,6,opt,name=num_dropped,json=numDropped,proto3" json:"num_dropped,omitempty"`
+	// Why the list may be incomplete (dropped events, a new leader still
+	// being re-sent events, a capped limit); empty when it is not.
+	Warnings []string `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Epoch    string   `protobuf:"bytes,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The limit applied (after the cap).
+	Limit         int32 `protobuf:"varint,9,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksResponse) Reset() {
+	*x = ListTasksResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksResponse) ProtoMessage() {}
+
+func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
+func (*ListTasksResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *ListTasksResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListTasksResponse) GetTasks() []*TaskEvent {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *ListTasksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListTasksResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ListTasksResponse) GetNumFiltered() uint64 {
+	if x != nil {
+		return x.NumFiltered
+	}
+	return 0
+}
+
+func (x *ListTasksResponse) GetNumDropped() uint64 {
+	if x != nil {
+		return x.NumDropped
+	}
+	return 0
+}
+
+func (x *ListTasksResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *ListTasksResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ListTasksResponse) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type GetTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex.
+	TaskId        string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskRequest) Reset() {
+	*x = GetTaskRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskRequest) ProtoMessage() {}
+
+func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
+func (*GetTaskRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *GetTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type GetTaskResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Every attempt known, oldest first.
+	Attempts      []*TaskEvent `protobuf:"bytes,2,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	Warnings      []string     `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskResponse) Reset() {
+	*x = GetTaskResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskResponse) ProtoMessage() {}
+
+func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
+func (*GetTaskResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *GetTaskResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetTaskResponse) GetAttempts() []*TaskEvent {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *GetTaskResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+type SummarizeTasksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filters       []*StateFilter         `protobuf:"bytes,1,rep,name=filters,proto3" json:"filters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeTasksRequest) Reset() {
+	*x = SummarizeTasksRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeTasksRequest) ProtoMessage() {}
+
+func (x *SummarizeTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeTasksRequest.ProtoReflect.Descriptor instead.
+func (*SummarizeTasksRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *SummarizeTasksRequest) GetFilters() []*StateFilter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+type TaskSummary struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FuncOrClassName string                 `protobuf:"bytes,1,opt,name=func_or_class_name,json=funcOrClassName,proto3" json:"func_or_class_name,omitempty"`
+	Type            TaskType               `protobuf:"varint,2,opt,name=type,proto3,enum=manta.controlplane.v1.TaskType" json:"type,omitempty"`
+	// By state name (TaskEventState).
+	StateCounts   map[string]uint64 `protobuf:"bytes,3,rep,name=state_counts,json=stateCounts,proto3" json:"state_counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskSummary) Reset() {
+	*x = TaskSummary{}
+	mi := &file_controlpb_control_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskSummary) ProtoMessage() {}
+
+func (x *TaskSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskSummary.ProtoReflect.Descriptor instead.
+func (*TaskSummary) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *TaskSummary) GetFuncOrClassName() string {
+	if x != nil {
+		return x.FuncOrClassName
+	}
+	return ""
+}
+
+func (x *TaskSummary) GetType() TaskType {
+	if x != nil {
+		return x.Type
+	}
+	return TaskType_TASK_TYPE_UNSPECIFIED
+}
+
+func (x *TaskSummary) GetStateCounts() map[string]uint64 {
+	if x != nil {
+		return x.StateCounts
+	}
+	return nil
+}
+
+type SummarizeTasksResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Sorted by func_or_class_name, then type.
+	Summaries     []*TaskSummary `protobuf:"bytes,2,rep,name=summaries,proto3" json:"summaries,omitempty"`
+	Total         uint64         `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	NumDropped    uint64         `protobuf:"varint,4,opt,name=num_dropped,json=numDropped,proto3" json:"num_dropped,omitempty"`
+	Warnings      []string       `protobuf:"bytes,5,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeTasksResponse) Reset() {
+	*x = SummarizeTasksResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeTasksResponse) ProtoMessage() {}
+
+func (x *SummarizeTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeTasksResponse.ProtoReflect.Descriptor instead.
+func (*SummarizeTasksResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *SummarizeTasksResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SummarizeTasksResponse) GetSummaries() []*TaskSummary {
+	if x != nil {
+		return x.Summaries
+	}
+	return nil
+}
+
+func (x *SummarizeTasksResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *SummarizeTasksResponse) GetNumDropped() uint64 {
+	if x != nil {
+		return x.NumDropped
+	}
+	return 0
+}
+
+func (x *SummarizeTasksResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_controlpb_control_proto_rawDesc = "" +
@@ -6036,16 +7008,17 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x1b\n" +
-	"\thas_state\x18\x05 \x01(\bR\bhasState\"`\n" +
+	"\thas_state\x18\x05 \x01(\bR\bhasState\"\x89\x01\n" +
 	"\bHeadInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\"n\n" +
+	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x12'\n" +
+	"\x0fmetrics_address\x18\x04 \x01(\tR\x0emetricsAddress\"n\n" +
 	"\vClusterInfo\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12*\n" +
-	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\xf3\x05\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\x9c\x06\n" +
 	"\bNodeInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12L\n" +
@@ -6058,7 +7031,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\tavailable\x18\t \x03(\v2..manta.controlplane.v1.NodeInfo.AvailableEntryR\tavailable\x127\n" +
 	"\x18last_heartbeat_unix_nano\x18\n" +
 	" \x01(\x03R\x15lastHeartbeatUnixNano\x120\n" +
-	"\x14object_store_address\x18\v \x01(\tR\x12objectStoreAddress\x1a<\n" +
+	"\x14object_store_address\x18\v \x01(\tR\x12objectStoreAddress\x12'\n" +
+	"\x0fmetrics_address\x18\f \x01(\tR\x0emetricsAddress\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a9\n" +
@@ -6495,7 +7469,84 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x11StateHashResponse\x12\x17\n" +
 	"\ahead_id\x18\x01 \x01(\tR\x06headId\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex*F\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\xeb\x05\n" +
+	"\tTaskEvent\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12$\n" +
+	"\x0eparent_task_id\x18\x04 \x01(\fR\fparentTaskId\x12\x19\n" +
+	"\bactor_id\x18\x05 \x01(\tR\aactorId\x12+\n" +
+	"\x12func_or_class_name\x18\x06 \x01(\tR\x0ffuncOrClassName\x123\n" +
+	"\x04type\x18\a \x01(\x0e2\x1f.manta.controlplane.v1.TaskTypeR\x04type\x12;\n" +
+	"\x05state\x18\b \x01(\x0e2%.manta.controlplane.v1.TaskEventStateR\x05state\x12&\n" +
+	"\x0fstate_unix_nano\x18\t \x03(\x03R\rstateUnixNano\x12\x17\n" +
+	"\anode_id\x18\n" +
+	" \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tworker_id\x18\v \x01(\tR\bworkerId\x12\x1d\n" +
+	"\n" +
+	"worker_pid\x18\f \x01(\x05R\tworkerPid\x12f\n" +
+	"\x12required_resources\x18\r \x03(\v27.manta.controlplane.v1.TaskEvent.RequiredResourcesEntryR\x11requiredResources\x12\x1d\n" +
+	"\n" +
+	"error_type\x18\x0e \x01(\tR\terrorType\x12#\n" +
+	"\rerror_message\x18\x0f \x01(\tR\ferrorMessage\x12\x14\n" +
+	"\x05stack\x18\x10 \x01(\tR\x05stack\x12\x1b\n" +
+	"\tcall_site\x18\x11 \x01(\tR\bcallSite\x12\x12\n" +
+	"\x04name\x18\x12 \x01(\tR\x04name\x1aD\n" +
+	"\x16RequiredResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xfc\x01\n" +
+	"\x17ReportTaskEventsRequest\x128\n" +
+	"\x06events\x18\x01 \x03(\v2 .manta.controlplane.v1.TaskEventR\x06events\x12f\n" +
+	"\x0edropped_by_job\x18\x02 \x03(\v2@.manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntryR\fdroppedByJob\x1a?\n" +
+	"\x11DroppedByJobEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x81\x01\n" +
+	"\x18ReportTaskEventsResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"S\n" +
+	"\vStateFilter\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1c\n" +
+	"\tpredicate\x18\x02 \x01(\tR\tpredicate\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\x85\x01\n" +
+	"\x10ListTasksRequest\x12<\n" +
+	"\afilters\x18\x01 \x03(\v2\".manta.controlplane.v1.StateFilterR\afilters\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xcc\x02\n" +
+	"\x11ListTasksResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x126\n" +
+	"\x05tasks\x18\x02 \x03(\v2 .manta.controlplane.v1.TaskEventR\x05tasks\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x04R\x05total\x12!\n" +
+	"\fnum_filtered\x18\x05 \x01(\x04R\vnumFiltered\x12\x1f\n" +
+	"\vnum_dropped\x18\x06 \x01(\x04R\n" +
+	"numDropped\x12\x1a\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarnings\x12\x14\n" +
+	"\x05epoch\x18\b \x01(\tR\x05epoch\x12\x14\n" +
+	"\x05limit\x18\t \x01(\x05R\x05limit\")\n" +
+	"\x0eGetTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xa2\x01\n" +
+	"\x0fGetTaskResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12<\n" +
+	"\battempts\x18\x02 \x03(\v2 .manta.controlplane.v1.TaskEventR\battempts\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\"U\n" +
+	"\x15SummarizeTasksRequest\x12<\n" +
+	"\afilters\x18\x01 \x03(\v2\".manta.controlplane.v1.StateFilterR\afilters\"\x87\x02\n" +
+	"\vTaskSummary\x12+\n" +
+	"\x12func_or_class_name\x18\x01 \x01(\tR\x0ffuncOrClassName\x123\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x1f.manta.controlplane.v1.TaskTypeR\x04type\x12V\n" +
+	"\fstate_counts\x18\x03 \x03(\v23.manta.controlplane.v1.TaskSummary.StateCountsEntryR\vstateCounts\x1a>\n" +
+	"\x10StateCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xe4\x01\n" +
+	"\x16SummarizeTasksResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12@\n" +
+	"\tsummaries\x18\x02 \x03(\v2\".manta.controlplane.v1.TaskSummaryR\tsummaries\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x1f\n" +
+	"\vnum_dropped\x18\x04 \x01(\x04R\n" +
+	"numDropped\x12\x1a\n" +
+	"\bwarnings\x18\x05 \x03(\tR\bwarnings*F\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -6539,7 +7590,23 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x12SUBMISSION_RUNNING\x10\x02\x12\x18\n" +
 	"\x14SUBMISSION_SUCCEEDED\x10\x03\x12\x15\n" +
 	"\x11SUBMISSION_FAILED\x10\x04\x12\x16\n" +
-	"\x12SUBMISSION_STOPPED\x10\x052\x85\x1c\n" +
+	"\x12SUBMISSION_STOPPED\x10\x05*\xb5\x01\n" +
+	"\x0eTaskEventState\x12 \n" +
+	"\x1cTASK_EVENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12PENDING_ARGS_AVAIL\x10\x01\x12\x1b\n" +
+	"\x17PENDING_NODE_ASSIGNMENT\x10\x02\x12\x17\n" +
+	"\x13SUBMITTED_TO_WORKER\x10\x03\x12\v\n" +
+	"\aRUNNING\x10\x04\x12\f\n" +
+	"\bFINISHED\x10\x05\x12\n" +
+	"\n" +
+	"\x06FAILED\x10\x06\x12\f\n" +
+	"\bCANCELED\x10\a*_\n" +
+	"\bTaskType\x12\x19\n" +
+	"\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vNORMAL_TASK\x10\x01\x12\x17\n" +
+	"\x13ACTOR_CREATION_TASK\x10\x02\x12\x0e\n" +
+	"\n" +
+	"ACTOR_TASK\x10\x032\xa3\x1f\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -6577,7 +7644,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rRaftListPeers\x12+.manta.controlplane.v1.RaftListPeersRequest\x1a,.manta.controlplane.v1.RaftListPeersResponse\x12d\n" +
 	"\vRaftAddPeer\x12).manta.controlplane.v1.RaftAddPeerRequest\x1a*.manta.controlplane.v1.RaftAddPeerResponse\x12m\n" +
 	"\x0eRaftRemovePeer\x12,.manta.controlplane.v1.RaftRemovePeerRequest\x1a-.manta.controlplane.v1.RaftRemovePeerResponse\x12y\n" +
-	"\x12RaftTransferLeader\x120.manta.controlplane.v1.RaftTransferLeaderRequest\x1a1.manta.controlplane.v1.RaftTransferLeaderResponse2\xd6\x01\n" +
+	"\x12RaftTransferLeader\x120.manta.controlplane.v1.RaftTransferLeaderRequest\x1a1.manta.controlplane.v1.RaftTransferLeaderResponse\x12s\n" +
+	"\x10ReportTaskEvents\x12..manta.controlplane.v1.ReportTaskEventsRequest\x1a/.manta.controlplane.v1.ReportTaskEventsResponse\x12^\n" +
+	"\tListTasks\x12'.manta.controlplane.v1.ListTasksRequest\x1a(.manta.controlplane.v1.ListTasksResponse\x12X\n" +
+	"\aGetTask\x12%.manta.controlplane.v1.GetTaskRequest\x1a&.manta.controlplane.v1.GetTaskResponse\x12m\n" +
+	"\x0eSummarizeTasks\x12,.manta.controlplane.v1.SummarizeTasksRequest\x1a-.manta.controlplane.v1.SummarizeTasksResponse2\xd6\x01\n" +
 	"\vHeadService\x12g\n" +
 	"\fRegisterHead\x12*.manta.controlplane.v1.RegisterHeadRequest\x1a+.manta.controlplane.v1.RegisterHeadResponse\x12^\n" +
 	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponseB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
@@ -6594,8 +7665,8 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 113)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -6603,267 +7674,307 @@ var file_controlpb_control_proto_goTypes = []any{
 	(ActorState)(0),                          // 3: manta.controlplane.v1.ActorState
 	(TaskState)(0),                           // 4: manta.controlplane.v1.TaskState
 	(JobSubmissionState)(0),                  // 5: manta.controlplane.v1.JobSubmissionState
-	(*Header)(nil),                           // 6: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),                 // 7: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),                // 8: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                         // 9: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                      // 10: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                         // 11: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),              // 12: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),             // 13: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),                 // 14: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),                // 15: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),            // 16: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),           // 17: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),                 // 18: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),                // 19: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                          // 20: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),                    // 21: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),                   // 22: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),                 // 23: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),                // 24: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),                  // 25: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),                 // 26: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),                     // 27: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),                    // 28: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),                     // 29: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),                    // 30: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),                  // 31: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),                 // 32: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),                    // 33: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),                   // 34: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                            // 35: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),                     // 36: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 37: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                        // 38: manta.controlplane.v1.ActorInfo
-	(*ResolveActorDependenciesRequest)(nil),  // 39: manta.controlplane.v1.ResolveActorDependenciesRequest
-	(*ResolveActorDependenciesResponse)(nil), // 40: manta.controlplane.v1.ResolveActorDependenciesResponse
-	(*CreateActorRequest)(nil),               // 41: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),              // 42: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),                  // 43: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),                 // 44: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),                // 45: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),               // 46: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),                 // 47: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),                // 48: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),        // 49: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil),       // 50: manta.controlplane.v1.ReportActorFailureResponse
-	(*LineageArg)(nil),                       // 51: manta.controlplane.v1.LineageArg
-	(*TaskRecord)(nil),                       // 52: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),                       // 53: manta.controlplane.v1.TaskUpdate
-	(*RecordLineageRequest)(nil),             // 54: manta.controlplane.v1.RecordLineageRequest
-	(*RecordLineageResponse)(nil),            // 55: manta.controlplane.v1.RecordLineageResponse
-	(*GetLineageTaskRequest)(nil),            // 56: manta.controlplane.v1.GetLineageTaskRequest
-	(*GetLineageTaskResponse)(nil),           // 57: manta.controlplane.v1.GetLineageTaskResponse
-	(*GetLineageRequest)(nil),                // 58: manta.controlplane.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),               // 59: manta.controlplane.v1.GetLineageResponse
-	(*LineageStatsRequest)(nil),              // 60: manta.controlplane.v1.LineageStatsRequest
-	(*JobLineageStats)(nil),                  // 61: manta.controlplane.v1.JobLineageStats
-	(*LineageStatsResponse)(nil),             // 62: manta.controlplane.v1.LineageStatsResponse
-	(*RuntimeEnv)(nil),                       // 63: manta.controlplane.v1.RuntimeEnv
-	(*JobSubmission)(nil),                    // 64: manta.controlplane.v1.JobSubmission
-	(*SubmitJobRequest)(nil),                 // 65: manta.controlplane.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),                // 66: manta.controlplane.v1.SubmitJobResponse
-	(*GetSubmissionRequest)(nil),             // 67: manta.controlplane.v1.GetSubmissionRequest
-	(*GetSubmissionResponse)(nil),            // 68: manta.controlplane.v1.GetSubmissionResponse
-	(*ListSubmissionsRequest)(nil),           // 69: manta.controlplane.v1.ListSubmissionsRequest
-	(*ListSubmissionsResponse)(nil),          // 70: manta.controlplane.v1.ListSubmissionsResponse
-	(*StopSubmissionRequest)(nil),            // 71: manta.controlplane.v1.StopSubmissionRequest
-	(*StopSubmissionResponse)(nil),           // 72: manta.controlplane.v1.StopSubmissionResponse
-	(*DeleteSubmissionRequest)(nil),          // 73: manta.controlplane.v1.DeleteSubmissionRequest
-	(*DeleteSubmissionResponse)(nil),         // 74: manta.controlplane.v1.DeleteSubmissionResponse
-	(*ReportSubmissionRequest)(nil),          // 75: manta.controlplane.v1.ReportSubmissionRequest
-	(*ReportSubmissionResponse)(nil),         // 76: manta.controlplane.v1.ReportSubmissionResponse
-	(*JobLogsRequest)(nil),                   // 77: manta.controlplane.v1.JobLogsRequest
-	(*JobLogsChunk)(nil),                     // 78: manta.controlplane.v1.JobLogsChunk
-	(*RaftPeer)(nil),                         // 79: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),                    // 80: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),                   // 81: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),             // 82: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),            // 83: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),               // 84: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),              // 85: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),            // 86: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),           // 87: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),        // 88: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil),       // 89: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),              // 90: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),             // 91: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),                 // 92: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),                // 93: manta.controlplane.v1.StateHashResponse
-	nil,                                      // 94: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 95: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 96: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 97: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 98: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 99: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 100: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 101: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 102: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 103: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 104: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	(TaskEventState)(0),                      // 6: manta.controlplane.v1.TaskEventState
+	(TaskType)(0),                            // 7: manta.controlplane.v1.TaskType
+	(*Header)(nil),                           // 8: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),                 // 9: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),                // 10: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                         // 11: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                      // 12: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                         // 13: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),              // 14: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),             // 15: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),                 // 16: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),                // 17: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),            // 18: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),           // 19: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),                 // 20: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),                // 21: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                          // 22: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),                    // 23: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),                   // 24: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),                 // 25: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),                // 26: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),                  // 27: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),                 // 28: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),                     // 29: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),                    // 30: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),                     // 31: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),                    // 32: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),                  // 33: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),                 // 34: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),                    // 35: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),                   // 36: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                            // 37: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),                     // 38: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 39: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                        // 40: manta.controlplane.v1.ActorInfo
+	(*ResolveActorDependenciesRequest)(nil),  // 41: manta.controlplane.v1.ResolveActorDependenciesRequest
+	(*ResolveActorDependenciesResponse)(nil), // 42: manta.controlplane.v1.ResolveActorDependenciesResponse
+	(*CreateActorRequest)(nil),               // 43: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),              // 44: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),                  // 45: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),                 // 46: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),                // 47: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),               // 48: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),                 // 49: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),                // 50: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),        // 51: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil),       // 52: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                       // 53: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                       // 54: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                       // 55: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),             // 56: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),            // 57: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),            // 58: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),           // 59: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),                // 60: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),               // 61: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),              // 62: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),                  // 63: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),             // 64: manta.controlplane.v1.LineageStatsResponse
+	(*RuntimeEnv)(nil),                       // 65: manta.controlplane.v1.RuntimeEnv
+	(*JobSubmission)(nil),                    // 66: manta.controlplane.v1.JobSubmission
+	(*SubmitJobRequest)(nil),                 // 67: manta.controlplane.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),                // 68: manta.controlplane.v1.SubmitJobResponse
+	(*GetSubmissionRequest)(nil),             // 69: manta.controlplane.v1.GetSubmissionRequest
+	(*GetSubmissionResponse)(nil),            // 70: manta.controlplane.v1.GetSubmissionResponse
+	(*ListSubmissionsRequest)(nil),           // 71: manta.controlplane.v1.ListSubmissionsRequest
+	(*ListSubmissionsResponse)(nil),          // 72: manta.controlplane.v1.ListSubmissionsResponse
+	(*StopSubmissionRequest)(nil),            // 73: manta.controlplane.v1.StopSubmissionRequest
+	(*StopSubmissionResponse)(nil),           // 74: manta.controlplane.v1.StopSubmissionResponse
+	(*DeleteSubmissionRequest)(nil),          // 75: manta.controlplane.v1.DeleteSubmissionRequest
+	(*DeleteSubmissionResponse)(nil),         // 76: manta.controlplane.v1.DeleteSubmissionResponse
+	(*ReportSubmissionRequest)(nil),          // 77: manta.controlplane.v1.ReportSubmissionRequest
+	(*ReportSubmissionResponse)(nil),         // 78: manta.controlplane.v1.ReportSubmissionResponse
+	(*JobLogsRequest)(nil),                   // 79: manta.controlplane.v1.JobLogsRequest
+	(*JobLogsChunk)(nil),                     // 80: manta.controlplane.v1.JobLogsChunk
+	(*RaftPeer)(nil),                         // 81: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),                    // 82: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),                   // 83: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),             // 84: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),            // 85: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),               // 86: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),              // 87: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),            // 88: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),           // 89: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),        // 90: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil),       // 91: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),              // 92: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),             // 93: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),                 // 94: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),                // 95: manta.controlplane.v1.StateHashResponse
+	(*TaskEvent)(nil),                        // 96: manta.controlplane.v1.TaskEvent
+	(*ReportTaskEventsRequest)(nil),          // 97: manta.controlplane.v1.ReportTaskEventsRequest
+	(*ReportTaskEventsResponse)(nil),         // 98: manta.controlplane.v1.ReportTaskEventsResponse
+	(*StateFilter)(nil),                      // 99: manta.controlplane.v1.StateFilter
+	(*ListTasksRequest)(nil),                 // 100: manta.controlplane.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                // 101: manta.controlplane.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                   // 102: manta.controlplane.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                  // 103: manta.controlplane.v1.GetTaskResponse
+	(*SummarizeTasksRequest)(nil),            // 104: manta.controlplane.v1.SummarizeTasksRequest
+	(*TaskSummary)(nil),                      // 105: manta.controlplane.v1.TaskSummary
+	(*SummarizeTasksResponse)(nil),           // 106: manta.controlplane.v1.SummarizeTasksResponse
+	nil,                                      // 107: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 108: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 109: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 110: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 111: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 112: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 113: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 114: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 115: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 116: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 117: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 118: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 119: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 120: manta.controlplane.v1.TaskSummary.StateCountsEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	94,  // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	95,  // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	107, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	108, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	96,  // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	11,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	6,   // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	97,  // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	6,   // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	109, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	13,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	8,   // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	110, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	8,   // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	98,  // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	20,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	6,   // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	111, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	22,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	8,   // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	6,   // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	20,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	6,   // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	22,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	8,   // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
 	2,   // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	11,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	20,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	9,   // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	38,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
-	64,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
+	13,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	22,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	11,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	40,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	66,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
 	2,   // 29: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	35,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	99,  // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	37,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	112, // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,   // 32: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	63,  // 33: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	6,   // 34: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 35: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 36: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 37: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 38: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 39: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	38,  // 40: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	6,   // 41: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 42: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	51,  // 43: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	100, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	101, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	65,  // 33: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	8,   // 34: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	40,  // 35: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	8,   // 36: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 37: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	40,  // 38: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	8,   // 39: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	40,  // 40: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	8,   // 41: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 42: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	53,  // 43: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	113, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	114, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
 	4,   // 46: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
 	4,   // 47: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	52,  // 48: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	53,  // 49: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	6,   // 50: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 51: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	52,  // 52: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	6,   // 53: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	52,  // 54: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	6,   // 55: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	61,  // 56: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	102, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	63,  // 58: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	103, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	104, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	54,  // 48: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	55,  // 49: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	8,   // 50: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 51: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	54,  // 52: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	8,   // 53: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	54,  // 54: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	8,   // 55: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	63,  // 56: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	115, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	65,  // 58: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	116, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	117, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
 	5,   // 61: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	64,  // 62: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 63: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 64: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	64,  // 65: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 66: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
-	64,  // 67: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
-	6,   // 68: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 69: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	66,  // 62: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	8,   // 63: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 64: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	66,  // 65: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	8,   // 66: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	66,  // 67: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	8,   // 68: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 69: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
 	5,   // 70: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	6,   // 71: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	79,  // 72: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	9,   // 73: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	6,   // 74: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	79,  // 75: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	6,   // 76: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 77: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	6,   // 78: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	9,   // 79: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	6,   // 80: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	7,   // 81: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	80,  // 82: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	12,  // 83: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	14,  // 84: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	16,  // 85: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	18,  // 86: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	21,  // 87: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	23,  // 88: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	25,  // 89: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	27,  // 90: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	29,  // 91: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	31,  // 92: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	33,  // 93: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	36,  // 94: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	41,  // 95: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	43,  // 96: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	45,  // 97: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	47,  // 98: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	49,  // 99: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	39,  // 100: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	54,  // 101: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	56,  // 102: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	58,  // 103: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	60,  // 104: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	65,  // 105: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	67,  // 106: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	69,  // 107: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	71,  // 108: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	73,  // 109: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	75,  // 110: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	77,  // 111: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	82,  // 112: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	84,  // 113: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	86,  // 114: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	88,  // 115: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	90,  // 116: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	92,  // 117: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	8,   // 118: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	81,  // 119: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	13,  // 120: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	15,  // 121: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	17,  // 122: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	19,  // 123: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	22,  // 124: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	24,  // 125: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	26,  // 126: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	28,  // 127: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	30,  // 128: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	32,  // 129: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	34,  // 130: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	37,  // 131: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	42,  // 132: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	44,  // 133: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	46,  // 134: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	48,  // 135: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	50,  // 136: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	40,  // 137: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	55,  // 138: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	57,  // 139: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	59,  // 140: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	62,  // 141: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	66,  // 142: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	68,  // 143: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	70,  // 144: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	72,  // 145: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	74,  // 146: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	76,  // 147: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	78,  // 148: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	83,  // 149: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	85,  // 150: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	87,  // 151: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	89,  // 152: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	91,  // 153: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	93,  // 154: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	118, // [118:155] is the sub-list for method output_type
-	81,  // [81:118] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	8,   // 71: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	81,  // 72: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	11,  // 73: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	8,   // 74: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	81,  // 75: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	8,   // 76: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 77: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	8,   // 78: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 79: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	8,   // 80: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	7,   // 81: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
+	6,   // 82: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
+	118, // 83: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	96,  // 84: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
+	119, // 85: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	8,   // 86: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
+	99,  // 87: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	8,   // 88: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	96,  // 89: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
+	8,   // 90: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	96,  // 91: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
+	99,  // 92: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	7,   // 93: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
+	120, // 94: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	8,   // 95: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	105, // 96: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
+	9,   // 97: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	82,  // 98: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	14,  // 99: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	16,  // 100: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	18,  // 101: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	20,  // 102: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	23,  // 103: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	25,  // 104: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	27,  // 105: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	29,  // 106: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	31,  // 107: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	33,  // 108: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	35,  // 109: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	38,  // 110: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	43,  // 111: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	45,  // 112: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	47,  // 113: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	49,  // 114: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	51,  // 115: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	41,  // 116: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	56,  // 117: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	58,  // 118: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	60,  // 119: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	62,  // 120: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	67,  // 121: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	69,  // 122: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	71,  // 123: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	73,  // 124: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	75,  // 125: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	77,  // 126: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	79,  // 127: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	84,  // 128: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	86,  // 129: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	88,  // 130: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	90,  // 131: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	97,  // 132: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	100, // 133: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	102, // 134: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	104, // 135: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	92,  // 136: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	94,  // 137: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	10,  // 138: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	83,  // 139: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	15,  // 140: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	17,  // 141: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	19,  // 142: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	21,  // 143: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	24,  // 144: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	26,  // 145: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	28,  // 146: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	30,  // 147: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	32,  // 148: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	34,  // 149: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	36,  // 150: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	39,  // 151: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	44,  // 152: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	46,  // 153: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	48,  // 154: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	50,  // 155: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	52,  // 156: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	42,  // 157: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	57,  // 158: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	59,  // 159: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	61,  // 160: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	64,  // 161: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	68,  // 162: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	70,  // 163: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	72,  // 164: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	74,  // 165: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	76,  // 166: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	78,  // 167: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	80,  // 168: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	85,  // 169: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	87,  // 170: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	89,  // 171: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	91,  // 172: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	98,  // 173: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	101, // 174: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	103, // 175: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	106, // 176: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	93,  // 177: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	95,  // 178: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	138, // [138:179] is the sub-list for method output_type
+	97,  // [97:138] is the sub-list for method input_type
+	97,  // [97:97] is the sub-list for extension type_name
+	97,  // [97:97] is the sub-list for extension extendee
+	0,   // [0:97] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -6876,8 +7987,8 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   99,
+			NumEnums:      8,
+			NumMessages:   113,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

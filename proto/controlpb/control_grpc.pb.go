@@ -57,6 +57,10 @@ const (
 	ControlPlane_RaftAddPeer_FullMethodName              = "/manta.controlplane.v1.ControlPlane/RaftAddPeer"
 	ControlPlane_RaftRemovePeer_FullMethodName           = "/manta.controlplane.v1.ControlPlane/RaftRemovePeer"
 	ControlPlane_RaftTransferLeader_FullMethodName       = "/manta.controlplane.v1.ControlPlane/RaftTransferLeader"
+	ControlPlane_ReportTaskEvents_FullMethodName         = "/manta.controlplane.v1.ControlPlane/ReportTaskEvents"
+	ControlPlane_ListTasks_FullMethodName                = "/manta.controlplane.v1.ControlPlane/ListTasks"
+	ControlPlane_GetTask_FullMethodName                  = "/manta.controlplane.v1.ControlPlane/GetTask"
+	ControlPlane_SummarizeTasks_FullMethodName           = "/manta.controlplane.v1.ControlPlane/SummarizeTasks"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -109,6 +113,13 @@ type ControlPlaneClient interface {
 	RaftAddPeer(ctx context.Context, in *RaftAddPeerRequest, opts ...grpc.CallOption) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(ctx context.Context, in *RaftRemovePeerRequest, opts ...grpc.CallOption) (*RaftRemovePeerResponse, error)
 	RaftTransferLeader(ctx context.Context, in *RaftTransferLeaderRequest, opts ...grpc.CallOption) (*RaftTransferLeaderResponse, error)
+	// Task events (the State API). Owners and raylets report task state
+	// changes in batches; the leader keeps them in a bounded buffer that is
+	// soft state (never in Raft). Followers forward all four to the leader.
+	ReportTaskEvents(ctx context.Context, in *ReportTaskEventsRequest, opts ...grpc.CallOption) (*ReportTaskEventsResponse, error)
+	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
+	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
+	SummarizeTasks(ctx context.Context, in *SummarizeTasksRequest, opts ...grpc.CallOption) (*SummarizeTasksResponse, error)
 }
 
 type controlPlaneClient struct {
@@ -487,6 +498,46 @@ func (c *controlPlaneClient) RaftTransferLeader(ctx context.Context, in *RaftTra
 	return out, nil
 }
 
+func (c *controlPlaneClient) ReportTaskEvents(ctx context.Context, in *ReportTaskEventsRequest, opts ...grpc.CallOption) (*ReportTaskEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportTaskEventsResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ReportTaskEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTasksResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ListTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTaskResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_GetTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) SummarizeTasks(ctx context.Context, in *SummarizeTasksRequest, opts ...grpc.CallOption) (*SummarizeTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SummarizeTasksResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_SummarizeTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -537,6 +588,13 @@ type ControlPlaneServer interface {
 	RaftAddPeer(context.Context, *RaftAddPeerRequest) (*RaftAddPeerResponse, error)
 	RaftRemovePeer(context.Context, *RaftRemovePeerRequest) (*RaftRemovePeerResponse, error)
 	RaftTransferLeader(context.Context, *RaftTransferLeaderRequest) (*RaftTransferLeaderResponse, error)
+	// Task events (the State API). Owners and raylets report task state
+	// changes in batches; the leader keeps them in a bounded buffer that is
+	// soft state (never in Raft). Followers forward all four to the leader.
+	ReportTaskEvents(context.Context, *ReportTaskEventsRequest) (*ReportTaskEventsResponse, error)
+	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
+	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
+	SummarizeTasks(context.Context, *SummarizeTasksRequest) (*SummarizeTasksResponse, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -651,6 +709,18 @@ func (UnimplementedControlPlaneServer) RaftRemovePeer(context.Context, *RaftRemo
 }
 func (UnimplementedControlPlaneServer) RaftTransferLeader(context.Context, *RaftTransferLeaderRequest) (*RaftTransferLeaderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftTransferLeader not implemented")
+}
+func (UnimplementedControlPlaneServer) ReportTaskEvents(context.Context, *ReportTaskEventsRequest) (*ReportTaskEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportTaskEvents not implemented")
+}
+func (UnimplementedControlPlaneServer) ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTasks not implemented")
+}
+func (UnimplementedControlPlaneServer) GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTask not implemented")
+}
+func (UnimplementedControlPlaneServer) SummarizeTasks(context.Context, *SummarizeTasksRequest) (*SummarizeTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SummarizeTasks not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -1289,6 +1359,78 @@ func _ControlPlane_RaftTransferLeader_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_ReportTaskEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportTaskEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ReportTaskEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ReportTaskEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ReportTaskEvents(ctx, req.(*ReportTaskEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ListTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ListTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ListTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ListTasks(ctx, req.(*ListTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_GetTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetTask(ctx, req.(*GetTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_SummarizeTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SummarizeTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).SummarizeTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_SummarizeTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).SummarizeTasks(ctx, req.(*SummarizeTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1427,6 +1569,22 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RaftTransferLeader",
 			Handler:    _ControlPlane_RaftTransferLeader_Handler,
+		},
+		{
+			MethodName: "ReportTaskEvents",
+			Handler:    _ControlPlane_ReportTaskEvents_Handler,
+		},
+		{
+			MethodName: "ListTasks",
+			Handler:    _ControlPlane_ListTasks_Handler,
+		},
+		{
+			MethodName: "GetTask",
+			Handler:    _ControlPlane_GetTask_Handler,
+		},
+		{
+			MethodName: "SummarizeTasks",
+			Handler:    _ControlPlane_SummarizeTasks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -39,6 +39,9 @@ const (
 	Raylet_ReleaseObjects_FullMethodName      = "/manta.raylet.v1.Raylet/ReleaseObjects"
 	Raylet_FreeObjects_FullMethodName         = "/manta.raylet.v1.Raylet/FreeObjects"
 	Raylet_LocateObjects_FullMethodName       = "/manta.raylet.v1.Raylet/LocateObjects"
+	Raylet_StreamLogs_FullMethodName          = "/manta.raylet.v1.Raylet/StreamLogs"
+	Raylet_ListWorkers_FullMethodName         = "/manta.raylet.v1.Raylet/ListWorkers"
+	Raylet_ListObjects_FullMethodName         = "/manta.raylet.v1.Raylet/ListObjects"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -84,6 +87,15 @@ type RayletClient interface {
 	// LocateObjects says which of the objects this node holds, and where
 	// (memory or spilled); an empty request lists every object.
 	LocateObjects(ctx context.Context, in *LocateObjectsRequest, opts ...grpc.CallOption) (*LocateObjectsReply, error)
+	// StreamLogs streams the output of this node's workers, kept in rotated
+	// files: a job's (every worker of it), a worker's, or the lines a task
+	// or actor printed (found by the markers workers print). NotFound when
+	// the node has no output of the worker, task or actor named.
+	StreamLogs(ctx context.Context, in *StreamLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogBatch], error)
+	// ListWorkers and ListObjects serve the State API (manta list workers,
+	// manta list objects): what this node runs and stores.
+	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersReply, error)
+	ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsReply, error)
 }
 
 type rayletClient struct {
@@ -256,6 +268,45 @@ func (c *rayletClient) LocateObjects(ctx context.Context, in *LocateObjectsReque
 	return out, nil
 }
 
+func (c *rayletClient) StreamLogs(ctx context.Context, in *StreamLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Raylet_ServiceDesc.Streams[2], Raylet_StreamLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamLogsRequest, LogBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raylet_StreamLogsClient = grpc.ServerStreamingClient[LogBatch]
+
+func (c *rayletClient) ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWorkersReply)
+	err := c.cc.Invoke(ctx, Raylet_ListWorkers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListObjectsReply)
+	err := c.cc.Invoke(ctx, Raylet_ListObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RayletServer is the server API for Raylet service.
 // All implementations must embed UnimplementedRayletServer
 // for forward compatibility.
@@ -299,6 +350,15 @@ type RayletServer interface {
 	// LocateObjects says which of the objects this node holds, and where
 	// (memory or spilled); an empty request lists every object.
 	LocateObjects(context.Context, *LocateObjectsRequest) (*LocateObjectsReply, error)
+	// StreamLogs streams the output of this node's workers, kept in rotated
+	// files: a job's (every worker of it), a worker's, or the lines a task
+	// or actor printed (found by the markers workers print). NotFound when
+	// the node has no output of the worker, task or actor named.
+	StreamLogs(*StreamLogsRequest, grpc.ServerStreamingServer[LogBatch]) error
+	// ListWorkers and ListObjects serve the State API (manta list workers,
+	// manta list objects): what this node runs and stores.
+	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersReply, error)
+	ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsReply, error)
 	mustEmbedUnimplementedRayletServer()
 }
 
@@ -353,6 +413,15 @@ func (UnimplementedRayletServer) FreeObjects(context.Context, *FreeObjectsReques
 }
 func (UnimplementedRayletServer) LocateObjects(context.Context, *LocateObjectsRequest) (*LocateObjectsReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocateObjects not implemented")
+}
+func (UnimplementedRayletServer) StreamLogs(*StreamLogsRequest, grpc.ServerStreamingServer[LogBatch]) error {
+	return status.Error(codes.Unimplemented, "method StreamLogs not implemented")
+}
+func (UnimplementedRayletServer) ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWorkers not implemented")
+}
+func (UnimplementedRayletServer) ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListObjects not implemented")
 }
 func (UnimplementedRayletServer) mustEmbedUnimplementedRayletServer() {}
 func (UnimplementedRayletServer) testEmbeddedByValue()                {}
@@ -627,6 +696,53 @@ func _Raylet_LocateObjects_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raylet_StreamLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RayletServer).StreamLogs(m, &grpc.GenericServerStream[StreamLogsRequest, LogBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raylet_StreamLogsServer = grpc.ServerStreamingServer[LogBatch]
+
+func _Raylet_ListWorkers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).ListWorkers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_ListWorkers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).ListWorkers(ctx, req.(*ListWorkersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_ListObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).ListObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_ListObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).ListObjects(ctx, req.(*ListObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raylet_ServiceDesc is the grpc.ServiceDesc for Raylet service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -686,6 +802,14 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "LocateObjects",
 			Handler:    _Raylet_LocateObjects_Handler,
 		},
+		{
+			MethodName: "ListWorkers",
+			Handler:    _Raylet_ListWorkers_Handler,
+		},
+		{
+			MethodName: "ListObjects",
+			Handler:    _Raylet_ListObjects_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -696,6 +820,11 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetObject",
 			Handler:       _Raylet_GetObject_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamLogs",
+			Handler:       _Raylet_StreamLogs_Handler,
 			ServerStreams: true,
 		},
 	},

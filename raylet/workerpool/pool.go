@@ -17,7 +17,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/raylet/logmonitor"
 )
 
 // Environment a worker process starts with.
@@ -49,6 +49,14 @@ const (
 	EnvProcsPreset = "MANTA_GOMAXPROCS_PRESET"
 )
 
+// Defaults of Config.LogMaxBytes and LogBackups: at most 160 MiB of output
+// kept per worker.
+const (
+	DefaultLogMaxBytes    = 32 << 20
+	DefaultLogBackups     = 4
+	DefaultKeepExitedLogs = 1000
+)
+
 // ErrClosed is returned once the pool is closed.
 var ErrClosed = errors.New("workerpool: closed")
 
@@ -58,10 +66,18 @@ type Config struct {
 	Heads         []string
 	NodeID        string
 	Token         string
-	// LogDir receives each worker's output (worker-ID.log) unless Output
-	// is set, which then receives every worker's output.
+	// LogDir receives each worker's stdout and stderr, together, in a
+	// rotated file of its own (logmonitor.FileName). Output, when set, also
+	// receives every worker's output (embedded mode prints it).
 	LogDir string
 	Output io.Writer
+	// LogMaxBytes bounds one log file before it rotates (default 32 MiB);
+	// LogBackups is how many rotated files are kept (default 4).
+	LogMaxBytes int64
+	LogBackups  int
+	// KeepExitedLogs bounds the exited workers whose log files are kept
+	// (the oldest go first); default 1000, negative keeps all.
+	KeepExitedLogs int
 	// StartTimeout bounds a worker's start up to its handshake; default 30s.
 	StartTimeout time.Duration
 	// IdleTimeout retires idle workers; default 10s.
@@ -81,6 +97,8 @@ type Worker struct {
 	Binary  string
 	PID     int
 	Address string // its CoreWorker server, once registered
+	// LogPath is its output's file ("" without Config.LogDir).
+	LogPath string
 
 	// Env is the runtime env the process was started in; key pools it
 	// (the job ID alone for the job's plain env).
@@ -110,6 +128,8 @@ type Pool struct {
 	// ended are jobs whose workers were killed: never prestarted again.
 	ended  map[string]bool
 	closed bool
+	// exits counts worker exits since the log directory was last pruned.
+	exits int
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -125,6 +145,15 @@ func New(cfg Config) *Pool {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = DefaultLogMaxBytes
+	}
+	if cfg.LogBackups == 0 {
+		cfg.LogBackups = DefaultLogBackups
+	}
+	if cfg.KeepExitedLogs == 0 {
+		cfg.KeepExitedLogs = DefaultKeepExitedLogs
 	}
 	p := &Pool{cfg: cfg, log: cfg.Logger.Named("workerpool"), all: map[string]*Worker{}, idle: map[string][]*Worker{},
 		warming: map[string][]*Worker{}, ended: map[string]bool{}, stop: make(chan struct{})}
@@ -224,42 +253,61 @@ func (p *Pool) startLocked(jobID, binary, sha string, env RuntimeEnv) (*Worker, 
 	}
 	cmd.Dir = env.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var logFile *os.File
-	if p.cfg.Output != nil {
-		cmd.Stdout, cmd.Stderr = p.cfg.Output, p.cfg.Output
-	} else if p.cfg.LogDir != "" {
-		if err := os.MkdirAll(p.cfg.LogDir, 0o700); err != nil {
-			return nil, err
+	// The worker writes into a pipe that the pool copies to its log file:
+	// the file is named by the PID, known only once the process runs, and
+	// the pool bounds it by rotating. Stdout and stderr share the pipe so
+	// their lines keep their order.
+	var pr, pw *os.File
+	if p.cfg.LogDir != "" || p.cfg.Output != nil {
+		var err error
+		if pr, pw, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("workerpool: output pipe: %w", err)
 		}
-		f, err := os.OpenFile(filepath.Join(p.cfg.LogDir, "worker-"+id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		logFile = f
-		cmd.Stdout, cmd.Stderr = f, f
+		cmd.Stdout, cmd.Stderr = pw, pw
 	}
-	if err := cmd.Start(); err != nil {
-		if logFile != nil {
-			logFile.Close()
+	err := cmd.Start()
+	if pw != nil {
+		pw.Close() // the child holds its own copy
+	}
+	if err != nil {
+		if pr != nil {
+			pr.Close()
 		}
 		return nil, fmt.Errorf("workerpool: start %s: %w", binary, err)
 	}
 	w := &Worker{ID: id, JobID: jobID, Binary: binary, PID: cmd.Process.Pid, cmd: cmd, Env: env, key: poolKey(jobID, env),
 		registered: make(chan struct{}), exited: make(chan struct{})}
+	var copied chan struct{}
+	if pr != nil {
+		// Opened under p.mu, like the worker's entry in p.all: a log reader
+		// that finds the file finds the worker (Get) too.
+		copied = make(chan struct{})
+		out, file := p.outputOf(w)
+		p.wg.Add(1)
+		go p.copyOutput(pr, out, file, copied)
+	}
 	p.all[id] = w
 	p.log.Debug("worker started", zap.String("worker", id), zap.String("job", jobID), zap.Int("pid", w.PID))
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		err := cmd.Wait()
-		if logFile != nil {
-			logFile.Close()
+		if copied != nil {
+			// A grandchild may hold the pipe open after the worker is gone;
+			// closing our end then ends the copy.
+			select {
+			case <-copied:
+			case <-time.After(2 * time.Second):
+				pr.Close()
+				<-copied
+			}
 		}
 		p.mu.Lock()
 		delete(p.all, id)
 		p.removeIdleLocked(w)
 		p.removeWarmingLocked(w)
 		p.mu.Unlock()
+		p.pruneLogs()
 		close(w.exited)
 		p.log.Debug("worker exited", zap.String("worker", id), zap.Int("pid", w.PID), zap.Error(err))
 		if p.cfg.OnExit != nil {
@@ -267,6 +315,33 @@ func (p *Pool) startLocked(jobID, binary, sha string, env RuntimeEnv) (*Worker, 
 		}
 	}()
 	return w, nil
+}
+
+// pruneLogs bounds the log files of exited workers (Config.KeepExitedLogs).
+// It lists the directory once every tenth of the bound's exits, so the
+// bound may be passed by that tenth.
+func (p *Pool) pruneLogs() {
+	keep := p.cfg.KeepExitedLogs
+	if p.cfg.LogDir == "" || keep < 0 {
+		return
+	}
+	p.mu.Lock()
+	p.exits++
+	if p.exits < max(1, keep/10) {
+		p.mu.Unlock()
+		return
+	}
+	p.exits = 0
+	live := make(map[string]bool, len(p.all))
+	for id := range p.all {
+		live[id] = true
+	}
+	p.mu.Unlock()
+	if n, err := logmonitor.PruneExited(p.cfg.LogDir, keep, live); err != nil {
+		p.log.Warn("prune worker logs", zap.Error(err))
+	} else if n > 0 {
+		p.log.Debug("pruned exited workers' logs", zap.Int("files", n))
+	}
 }
 
 // Register records a worker's handshake.
