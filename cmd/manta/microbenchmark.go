@@ -193,12 +193,12 @@ func rate(d time.Duration, op func() (int, error)) (float64, error) {
 
 func newMicrobenchmarkCommand() *cobra.Command {
 	var (
-		only     []string
-		asJSON   bool
-		address  string
-		token    string
-		duration time.Duration
-		noLin    bool
+		only            []string
+		asJSON          bool
+		address         string
+		token           string
+		duration        time.Duration
+		noLin, noEvents bool
 	)
 	cmd := &cobra.Command{
 		Use:   "microbenchmark [--only NAME,...] [--json] [--address HEADS]",
@@ -220,6 +220,9 @@ func newMicrobenchmarkCommand() *cobra.Command {
 			var opts []ray.InitOption
 			if noLin {
 				opts = append(opts, ray.RecordLineage(false))
+			}
+			if noEvents {
+				opts = append(opts, ray.TaskEvents(false))
 			}
 			if address != "" {
 				opts = append(opts, ray.Address(address))
@@ -277,6 +280,7 @@ func newMicrobenchmarkCommand() *cobra.Command {
 	fs.StringVar(&token, "token", "", "cluster token with --address (default $MANTA_TOKEN)")
 	fs.DurationVar(&duration, "duration", 3*time.Second, "how long each metric runs")
 	fs.BoolVar(&noLin, "no-lineage", false, "the driver records no lineage (to measure what recording costs)")
+	fs.BoolVar(&noEvents, "no-task-events", false, "report no task events (to measure what they cost)")
 	fs.IntVar(&benchCPUs, "cpus", benchCPUs, "the cluster's CPUs, for the efficiency metrics (default: this machine's, as the embedded cluster has)")
 	return cmd
 }

@@ -110,6 +110,8 @@ type Buffer struct {
 	lost     map[string]uint64 // by job: evicted here plus dropped by reporters
 	lostSum  uint64
 	intern   map[string]string
+	shapes   map[resource][]resource
+	parents  map[[TaskIDSize]byte][]byte
 }
 
 // New returns an empty buffer with no epoch (Reset gives it one).
@@ -137,6 +139,8 @@ func (b *Buffer) clearLocked() {
 	b.dropped, b.lostSum = 0, 0
 	b.lost = map[string]uint64{}
 	b.intern = map[string]string{}
+	b.shapes = map[resource][]resource{}
+	b.parents = map[[TaskIDSize]byte][]byte{}
 }
 
 // Reset empties the buffer and starts a new epoch (a new leadership).
@@ -217,8 +221,8 @@ func (b *Buffer) mergeLocked(ev *pb.TaskEvent) {
 			*dst = v
 		}
 	}
-	if len(ev.ParentTaskId) > 0 {
-		e.parent = append([]byte(nil), ev.ParentTaskId...)
+	if len(ev.ParentTaskId) == TaskIDSize {
+		e.parent = b.parentLocked(ev.ParentTaskId)
 	}
 	set(&e.job, ev.JobId, true)
 	set(&e.actor, ev.ActorId, true)
@@ -237,11 +241,7 @@ func (b *Buffer) mergeLocked(ev *pb.TaskEvent) {
 		e.typ = ev.Type
 	}
 	if len(ev.RequiredResources) > 0 {
-		e.resources = e.resources[:0]
-		for n, v := range ev.RequiredResources {
-			e.resources = append(e.resources, resource{b.str(n), v})
-		}
-		sort.Slice(e.resources, func(i, j int) bool { return e.resources[i].name < e.resources[j].name })
+		e.resources = b.shapeLocked(ev.RequiredResources)
 	}
 	for s, t := range ev.StateUnixNano {
 		if s > 0 && s < len(e.ts) && t != 0 {
@@ -258,6 +258,54 @@ func (b *Buffer) mergeLocked(ev *pb.TaskEvent) {
 		b.finished = append(b.finished, e)
 	}
 }
+
+// shapeLocked returns a resource shape, shared by every entry with the
+// same one-resource shape (nearly every task's): merging is on the path
+// of every reported task.
+func (b *Buffer) shapeLocked(m map[string]float64) []resource {
+	if len(m) == 1 {
+		for n, v := range m {
+			if s, ok := b.shapes[resource{n, v}]; ok {
+				return s
+			}
+			s := []resource{{b.str(n), v}}
+			if len(b.shapes) < maxShapes {
+				b.shapes[resource{s[0].name, v}] = s
+			}
+			return s
+		}
+	}
+	s := make([]resource, 0, len(m))
+	for n, v := range m {
+		s = append(s, resource{b.str(n), v})
+	}
+	// Insertion sort: shapes have a handful of resources.
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j].name < s[j-1].name; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s
+}
+
+// parentLocked returns a parent task ID shared by the entries of its
+// children (a driver's tasks all have the same parent).
+func (b *Buffer) parentLocked(id []byte) []byte {
+	var k [TaskIDSize]byte
+	copy(k[:], id)
+	if p, ok := b.parents[k]; ok {
+		return p
+	}
+	p := append([]byte(nil), id...)
+	if len(b.parents) < maxShapes {
+		b.parents[k] = p
+	}
+	return p
+}
+
+// maxShapes bounds the shared one-resource shapes (fractional CPUs could
+// otherwise grow the table without bound).
+const maxShapes = 1024
 
 // evictLocked drops the attempt that finished first, or the oldest one
 // when none has finished.

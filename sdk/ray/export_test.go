@@ -3,6 +3,7 @@ package ray
 import (
 	"context"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/lineage"
 	"github.com/manta-ray/manta/sdk/internal/core"
 )
@@ -86,4 +87,13 @@ func OwnerAddress() string {
 		return c.Address()
 	}
 	return ""
+}
+
+// ControlPlane is the driver's control-plane client.
+func ControlPlane() (*cpclient.Client, error) {
+	c, err := core.Current()
+	if err != nil {
+		return nil, err
+	}
+	return c.ControlPlane()
 }

@@ -3,6 +3,7 @@ package ray
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -41,6 +42,22 @@ func Logger(l *zap.Logger) InitOption { return func(o *core.InitOptions) { o.Log
 // lost with its node stays lost (Get returns ErrObjectLost). It applies to
 // the driver; tasks submitted by workers record their lineage regardless.
 func RecordLineage(on bool) InitOption { return func(o *core.InitOptions) { o.NoLineage = !on } }
+
+// LogToDriver turns on (the default) or off the printing of the job's
+// worker output on the driver's stderr, each line prefixed as Ray does:
+// "(fn pid=123, node=node-2) line". Off, the output is still kept in each
+// node's worker log files (manta logs).
+func LogToDriver(on bool) InitOption { return func(o *core.InitOptions) { o.NoLogToDriver = !on } }
+
+// LogOutput is where LogToDriver prints the workers' lines (default
+// os.Stderr).
+func LogOutput(w io.Writer) InitOption { return func(o *core.InitOptions) { o.LogOutput = w } }
+
+// TaskEvents turns on (the default) or off the reporting of task state
+// changes to the control plane (manta list tasks, the dashboard). Off,
+// the job's tasks are missing from the State API. Workers started for
+// the driver by an embedded cluster inherit the choice.
+func TaskEvents(on bool) InitOption { return func(o *core.InitOptions) { o.NoTaskEvents = !on } }
 
 // Init starts the driver: with Address it joins that cluster, otherwise it
 // starts an embedded one (a head and a raylet in this process; workers are

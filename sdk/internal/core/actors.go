@@ -253,6 +253,7 @@ func (c *Worker) SubmitActorCall(ctx context.Context, actorID string, m *ActorMe
 	var keys []ObjectKey
 	// Cancel finds the call's actor from its ref's object.
 	call.returns, keys = c.newReturns(tid, m.NRet, actorID)
+	c.ev.submitted(spec, cpb.TaskType_ACTOR_TASK, tc.id, nil, len(call.deps) > 0)
 	as.Submit(actorID, call.call)
 	return keys, nil
 }
@@ -296,6 +297,7 @@ func (h actorHandler) Resolve(ctx context.Context, call *actorsubmit.Call) bool 
 }
 
 func (c *Worker) failCall(call *actorCall, e *pb.TaskError) {
+	c.ev.failed(call.call.Spec, e)
 	e = &pb.TaskError{Kind: e.Kind, Message: e.Message, Function: call.call.Spec.Function}
 	e.TaskId = call.call.ID.String()
 	v := &pb.ObjectValue{Error: e}
@@ -346,6 +348,7 @@ func (c *Worker) finishCall(call *actorCall, res *pb.TaskResult) {
 		c.failCall(call, res.Error)
 		return
 	}
+	c.ev.state(call.call.Spec, cpb.TaskEventState_FINISHED)
 	completeReturns(c.mem, call.returns, call.call.Spec.Function, res, "the call")
 	pinned := call.pinned
 	call.pinned = nil

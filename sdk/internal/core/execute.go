@@ -50,6 +50,9 @@ func (c *Worker) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult 
 	failure := func(kind pb.ErrorKind, msg, stack string) *pb.TaskResult {
 		return &pb.TaskResult{Error: &pb.TaskError{Kind: kind, Function: spec.Function, Message: msg, Stack: stack, TaskId: tid.String()}}
 	}
+	c.markTask(spec, tid)
+	c.ev.begin(spec)
+	defer c.ev.end(spec)
 	var f *Function
 	if spec.ActorId == "" {
 		if f = Lookup(spec.Function); f == nil {
@@ -205,13 +208,20 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 		c.fitProcs(spec.NumCpus)
 		// The constructor's context outlives its creation call: the
 		// instance may keep it.
+		c.markActor(spec)
 		inst, err, stack := invokeCtor(context.WithValue(c.ctx, taskKey{}, tc), cls, args)
+		// Nobody else sees a constructor end: the leader placed it.
 		if stack != "" {
-			return failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
+			res := failure(pb.ErrorKind_ERROR_PANIC, err.Error(), stack)
+			c.ev.constructed(spec, res.Error)
+			return res
 		}
 		if err != nil {
-			return failure(pb.ErrorKind_ERROR_APPLICATION, err.Error(), "")
+			res := failure(pb.ErrorKind_ERROR_APPLICATION, err.Error(), "")
+			c.ev.constructed(spec, res.Error)
+			return res
 		}
+		c.ev.constructed(spec, nil)
 		c.mu.Lock()
 		c.hosted = &hostedActor{id: spec.ActorId, class: cls, inst: inst, sem: make(chan struct{}, max(1, int(spec.MaxConcurrency)))}
 		c.mu.Unlock()

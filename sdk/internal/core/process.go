@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -31,6 +32,8 @@ import (
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/raylet/workerpool"
+	"github.com/manta-ray/manta/sdk/internal/logstream"
+	"github.com/manta-ray/manta/sdk/internal/taskevents"
 )
 
 // InitOptions configure Init (sdk/ray's InitOption functions set them).
@@ -49,6 +52,13 @@ type InitOptions struct {
 	Logger *zap.Logger
 	// NoLineage: the driver records no lineage.
 	NoLineage bool
+	// NoLogToDriver: the job's worker output is not printed here.
+	NoLogToDriver bool
+	// LogOutput receives the worker output shown here (default os.Stderr).
+	LogOutput io.Writer
+	// NoTaskEvents: this process reports no task events (also
+	// MANTA_NO_TASK_EVENTS=1).
+	NoTaskEvents bool
 }
 
 // The environment a job supervisor gives a submitted job's entrypoint
@@ -92,6 +102,8 @@ var state struct {
 	raylet *raylet.Raylet
 	nodes  []*raylet.Raylet // AddEmbeddedNode's
 	tmp    string
+	logs   *logstream.Streamer
+	out    io.Writer // the embedded raylets' copy of worker output
 }
 
 // Current returns the process's Worker, or ErrNotInitialized.
@@ -109,6 +121,13 @@ func Current() (*Worker, error) {
 // are still separate processes of this binary).
 func Init(ctx context.Context, o InitOptions) (err error) {
 	o.fromEnv()
+	if o.NoTaskEvents {
+		// The embedded cluster's workers inherit this process's
+		// environment, and with it the choice.
+		os.Setenv(EnvNoTaskEvents, "1")
+	} else if os.Getenv(EnvNoTaskEvents) == "1" {
+		o.NoTaskEvents = true
+	}
 	if o.Logger == nil {
 		cfg := zap.NewProductionConfig()
 		cfg.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
@@ -182,8 +201,24 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 	c.cp = cp
 	c.lin.off = o.NoLineage
 	c.root = &taskCtx{id: ids.DriverTaskID(jobID)}
+	if !o.NoTaskEvents {
+		c.ev.r.Store(taskevents.New(taskevents.Config{Sender: cp, Logger: log.Named("taskevents")}))
+	}
+	if !o.NoLogToDriver {
+		state.logs = logstream.Start(logstream.Config{CP: cp, Token: token, JobID: jobID, Out: o.LogOutput, Logger: log.Named("logs")})
+	}
 	state.c = c
 	log.Debug("driver started", zap.String("job", jobID), zap.String("raylet", rayletAddr))
+	return nil
+}
+
+// embeddedOutput is where the embedded raylets copy their workers' output
+// besides the log files: nowhere when the driver's log stream shows it
+// (it would be printed twice).
+func embeddedOutput(o InitOptions) io.Writer {
+	if o.NoLogToDriver {
+		return os.Stderr
+	}
 	return nil
 }
 
@@ -193,6 +228,7 @@ func startEmbedded(ctx context.Context, o InitOptions, log *zap.Logger, exe stri
 		return err
 	}
 	state.tmp = dir
+	state.out = embeddedOutput(o)
 	h, err := head.New(head.Config{ID: "head-1", DataDir: filepath.Join(dir, "head"),
 		GRPCAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Logger: log.Named("head")})
 	if err != nil {
@@ -212,7 +248,7 @@ func startEmbedded(ctx context.Context, o InitOptions, log *zap.Logger, exe stri
 	}
 	r, err := raylet.New(raylet.Config{NodeID: "node-1", Heads: []string{h.Address()}, Token: h.Token(),
 		DataDir: filepath.Join(dir, "raylet"), Resources: o.Resources, LocalBinary: exe,
-		WorkerOutput: os.Stderr, Logger: log})
+		WorkerOutput: state.out, Logger: log})
 	if err != nil {
 		return fmt.Errorf("ray: embedded raylet: %w", err)
 	}
@@ -246,7 +282,7 @@ func AddEmbeddedNode(res map[string]float64) (string, error) {
 	id := fmt.Sprintf("node-%d", len(state.nodes)+2)
 	n, err := raylet.New(raylet.Config{NodeID: id, Heads: []string{state.head.Address()}, Token: state.head.Token(),
 		DataDir: filepath.Join(state.tmp, id), Resources: r, LocalBinary: exe,
-		WorkerOutput: os.Stderr, Logger: state.c.log.Named(id)})
+		WorkerOutput: state.out, Logger: state.c.log.Named(id)})
 	if err != nil {
 		return "", fmt.Errorf("ray: embedded raylet %s: %w", id, err)
 	}
@@ -301,6 +337,10 @@ func shutdownLocked(ctx context.Context) error {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = state.cp.FinishJob(fctx, state.c.jobID, cpb.JobState_JOB_SUCCEEDED, "")
 		cancel()
+	}
+	if state.logs != nil {
+		state.logs.Close()
+		state.logs = nil
 	}
 	if state.c != nil {
 		state.c.close()
@@ -357,6 +397,13 @@ func RunWorker() int {
 	}
 	c.binarySHA = os.Getenv(workerpool.EnvBinarySHA256)
 	c.root = &taskCtx{id: ids.NewTaskID(c.jobID, ids.DriverTaskID(c.jobID), uint64(os.Getpid())<<32)}
+	if os.Getenv(EnvNoTaskEvents) != "1" {
+		if cp, err := c.controlPlane(); err == nil {
+			c.ev.node, c.ev.worker, c.ev.pid = os.Getenv(workerpool.EnvNodeID), workerID, int32(os.Getpid())
+			c.ev.r.Store(taskevents.New(taskevents.Config{Sender: cp, Logger: log.Named("taskevents")}))
+			c.spawn(func() { c.ev.runningLoop(c.ctx, time.Second) })
+		}
+	}
 	state.Lock()
 	state.c = c
 	state.Unlock()

@@ -113,12 +113,16 @@ type taskManager struct {
 	lin   taskLineage
 	// queue returns the submitter (nil while shutting down).
 	queue func() taskQueue
+	// ev reports what happens to each attempt (events.go).
+	ev *eventLog
 }
 
 // Finished, WorkerLost and Failed take the submitter's reports
 // (submitter.Handler).
-func (m *taskManager) Finished(st *submitter.Task, res *pb.TaskResult, node string) {
-	m.finish(st.Data.(*task), res, node)
+func (m *taskManager) Finished(st *submitter.Task, res *pb.TaskResult, ran *pb.LeaseReply) {
+	t := st.Data.(*task)
+	m.ev.ran(t.spec, ran, res.RunNanos)
+	m.finish(t, res, ran.GetNodeId())
 }
 
 func (m *taskManager) WorkerLost(st *submitter.Task, e *pb.TaskError) {
@@ -155,6 +159,7 @@ func (m *taskManager) fail(t *task, e *pb.TaskError) {
 			e.TaskId = tid.String()
 		}
 	}
+	m.ev.failed(t.spec, e)
 	v := &pb.ObjectValue{Error: e}
 	vals := make([]*pb.ObjectValue, len(t.returns))
 	for i := range vals {
@@ -190,6 +195,7 @@ func (m *taskManager) finish(t *task, res *pb.TaskResult, node string) {
 		m.lin.reportFinished(t, node)
 	}
 	m.lin.runEnded(t)
+	m.ev.state(t.spec, cpb.TaskEventState_FINISHED)
 	completeReturns(m.objs, t.returns, t.spec.Function, res, "the task")
 	m.ended(t)
 }
@@ -207,7 +213,9 @@ func (m *taskManager) ended(t *task) {
 func (m *taskManager) retryOrFail(t *task, e *pb.TaskError) {
 	if t.retriesLeft > 0 && !m.table.isCancelled(t.st.ID) {
 		t.retriesLeft--
+		m.ev.failed(t.spec, e)
 		t.spec.Attempt++
+		m.ev.submitted(t.spec, cpb.TaskType_NORMAL_TASK, t.parent, t.st.Res, false)
 		m.enqueue(t)
 		return
 	}

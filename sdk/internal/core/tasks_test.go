@@ -1,11 +1,15 @@
 package core
 
 import (
+	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/manta-ray/manta/internal/ids"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/sdk/internal/taskevents"
 )
 
 func crashed() *pb.TaskError {
@@ -75,7 +79,7 @@ func TestTaskManagerRetriesErrorsOnlyWhenAsked(t *testing.T) {
 			tk := newTestTask("f", 1, 3, nil)
 			tk.retryExceptions = tc.retryExc
 			m.enqueue(tk)
-			m.Finished(tk.st, &pb.TaskResult{Error: &pb.TaskError{Kind: tc.kind, Message: "boom"}}, "node-1")
+			m.Finished(tk.st, &pb.TaskResult{Error: &pb.TaskError{Kind: tc.kind, Message: "boom"}}, &pb.LeaseReply{NodeId: "node-1"})
 			if got := len(q.submitted) == 2; got != tc.retried {
 				t.Fatalf("retried = %v, want %v", got, tc.retried)
 			}
@@ -119,7 +123,7 @@ func TestTaskManagerCancelledTaskIsNeverRetried(t *testing.T) {
 	answered := newTestTask("h", 1, 3, nil)
 	answered.retryExceptions = true
 	m.enqueue(answered)
-	m.Finished(answered.st, &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_TASK_CANCELLED}}, "node-1")
+	m.Finished(answered.st, &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_TASK_CANCELLED}}, &pb.LeaseReply{NodeId: "node-1"})
 	if len(q.submitted) != 2 || st.vals[answered.returns[0]] == nil {
 		t.Fatal("a task that answered cancelled was retried")
 	}
@@ -133,7 +137,7 @@ func TestTaskManagerRecordsLineageBeforeCompletingStoredReturns(t *testing.T) {
 	m, st, q, _, ev := newTestManager()
 	stored := newTestTask("f", 2, 0, nil)
 	m.enqueue(stored)
-	m.Finished(q.submitted[0], &pb.TaskResult{Returns: []*pb.ObjectValue{{Location: "node-2"}}}, "node-2")
+	m.Finished(q.submitted[0], &pb.TaskResult{Returns: []*pb.ObjectValue{{Location: "node-2"}}}, &pb.LeaseReply{NodeId: "node-2"})
 	want := []string{"submit attempt 0", "persist on node-2", "run ended", "complete 2"}
 	if got := ev.all(); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
@@ -145,7 +149,7 @@ func TestTaskManagerRecordsLineageBeforeCompletingStoredReturns(t *testing.T) {
 	m, _, q, _, ev = newTestManager()
 	inline := newTestTask("g", 1, 0, nil)
 	m.enqueue(inline)
-	m.Finished(q.submitted[0], &pb.TaskResult{Returns: []*pb.ObjectValue{{Data: []byte("x")}}}, "node-1")
+	m.Finished(q.submitted[0], &pb.TaskResult{Returns: []*pb.ObjectValue{{Data: []byte("x")}}}, &pb.LeaseReply{NodeId: "node-1"})
 	want = []string{"submit attempt 0", "report finished on node-1", "run ended", "complete 1"}
 	if got := ev.all(); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
@@ -159,7 +163,7 @@ func TestTaskManagerHandsLostArgumentToRecovery(t *testing.T) {
 	lin.takesLostArg = true
 	tk := newTestTask("f", 1, 1, nil)
 	m.enqueue(tk)
-	m.Finished(tk.st, &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST}}, "node-1")
+	m.Finished(tk.st, &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST}}, &pb.LeaseReply{NodeId: "node-1"})
 	if len(q.submitted) != 1 || len(st.vals) != 0 || tk.retriesLeft != 1 {
 		t.Fatal("a lost argument was handled by the task manager instead of recovery")
 	}
@@ -184,5 +188,48 @@ func TestTaskTableChildren(t *testing.T) {
 	}
 	if tt.entries.Load() != 0 {
 		t.Fatalf("%d entries left", tt.entries.Load())
+	}
+}
+
+// eventSink is the control plane as a task-event reporter sees it.
+type eventSink struct{ got []*cpb.TaskEvent }
+
+func (s *eventSink) ReportTaskEvents(_ context.Context, req *cpb.ReportTaskEventsRequest) (*cpb.ReportTaskEventsResponse, error) {
+	s.got = append(s.got, req.Events...)
+	return &cpb.ReportTaskEventsResponse{Epoch: "e1"}, nil
+}
+
+// TestTaskManagerReportsAttempts: each attempt's end reaches the State
+// API: a lost worker fails attempt 0 with WORKER_DIED, and attempt 1's
+// answer says where it ran (the lease's node, worker and pid) and that it
+// finished.
+func TestTaskManagerReportsAttempts(t *testing.T) {
+	m, _, q, _, _ := newTestManager()
+	sink := &eventSink{}
+	r := taskevents.New(taskevents.Config{Sender: sink, FlushInterval: time.Hour})
+	defer r.Close(context.Background())
+	m.ev = &eventLog{}
+	m.ev.r.Store(r)
+	tk := newTestTask("f", 1, 1, nil)
+	m.enqueue(tk)
+	m.WorkerLost(q.submitted[0], crashed())
+	m.Finished(q.submitted[1], &pb.TaskResult{Returns: []*pb.ObjectValue{{Data: []byte("x")}}, RunNanos: 1000},
+		&pb.LeaseReply{NodeId: "node-2", WorkerId: "w-7", WorkerPid: 77})
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	byAttempt := map[int32]*cpb.TaskEvent{}
+	for _, ev := range sink.got {
+		byAttempt[ev.Attempt] = ev
+	}
+	a0, a1 := byAttempt[0], byAttempt[1]
+	if a0 == nil || a0.State != cpb.TaskEventState_FAILED || a0.ErrorType != "WORKER_DIED" {
+		t.Fatalf("attempt 0 reported as %v, want FAILED with WORKER_DIED", a0)
+	}
+	if a1 == nil || a1.State != cpb.TaskEventState_FINISHED || a1.NodeId != "node-2" || a1.WorkerId != "w-7" || a1.WorkerPid != 77 {
+		t.Fatalf("attempt 1 reported as %v, want FINISHED on node-2 by w-7 (pid 77)", a1)
+	}
+	if ts := a1.StateUnixNano; int(cpb.TaskEventState_RUNNING) >= len(ts) || ts[cpb.TaskEventState_RUNNING] == 0 {
+		t.Fatalf("attempt 1 has no running time: %v", ts)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -67,6 +68,8 @@ type Worker struct {
 	// The task submitter, made on first use.
 	sub     *submitter.Submitter
 	subOnce sync.Once
+	// Task events for the State API (events.go).
+	ev eventLog
 	// Tasks waiting for their reference arguments (manta status).
 	resolving atomic.Int64
 	// Local working dirs of runtime envs uploaded so far.
@@ -114,7 +117,7 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id) }})
-	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue}
+	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev}
 	c.lin = &recovery{objs: c.mem, log: c.log, ctx: c.ctx, jobID: jobID, open: c.openRecorder,
 		spawn: c.spawn, resolve: c.resolveAndEnqueue, fail: c.tasks.fail}
 	c.tasks.lin = c.lin
@@ -210,6 +213,13 @@ func (c *Worker) close() {
 	}
 	c.srv.Stop()
 	c.wg.Wait()
+	// The last events (the job's final states) go out before the control
+	// plane's client closes.
+	if r := c.ev.r.Swap(nil); r != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = r.Close(ctx)
+		cancel()
+	}
 	c.lin.close()
 	c.objs.Close()
 	c.mu.Lock()

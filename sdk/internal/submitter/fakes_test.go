@@ -941,7 +941,8 @@ func (h *recHandler) doneLocked(id ids.TaskID) chan struct{} {
 	return ch
 }
 
-func (h *recHandler) Finished(t *Task, res *pb.TaskResult, node string) {
+func (h *recHandler) Finished(t *Task, res *pb.TaskResult, ran *pb.LeaseReply) {
+	node := ran.GetNodeId()
 	h.record(t.ID, outcome{kind: "finished", res: res, node: node})
 }
 

@@ -48,9 +48,10 @@ import (
 // Handler is how the submitter reports what became of a task. It is called
 // without the submitter's lock; it may call Submit again (a retry).
 type Handler interface {
-	// Finished: a worker on node answered for the task (res.Error is set
-	// when the task failed there, or was cancelled).
-	Finished(t *Task, res *pb.TaskResult, node string)
+	// Finished: the worker of lease ran (its node, worker and pid)
+	// answered for the task (res.Error is set when the task failed there,
+	// or was cancelled).
+	Finished(t *Task, res *pb.TaskResult, ran *pb.LeaseReply)
 	// WorkerLost: the worker died (or its stream broke) while the task was
 	// pushed to it, perhaps running.
 	WorkerLost(t *Task, e *pb.TaskError)
@@ -921,7 +922,7 @@ func (s *Submitter) receive(l *lease, stream pb.CoreWorker_PushTasksClient) erro
 		s.maybeLeaseLocked(sh)
 		s.mu.Unlock()
 		for i, t := range done {
-			s.cfg.Handler.Finished(t, results[i], l.reply.NodeId)
+			s.cfg.Handler.Finished(t, results[i], l.reply)
 		}
 	}
 }

@@ -55,7 +55,7 @@ func (c *Config) setDefaults() {
 		c.MaxPending = 100_000
 	}
 	if c.FlushAt <= 0 {
-		c.FlushAt = min(20_000, c.MaxPending)
+		c.FlushAt = min(50_000, c.MaxPending/2)
 	}
 	if c.MaxRecent <= 0 {
 		c.MaxRecent = 10_000
@@ -164,6 +164,12 @@ func (r *Reporter) Add(ev *pb.TaskEvent) {
 	r.enqueue(pending{ev: ev, state: ev.State})
 }
 
+// AddAt is Add for a state entered at a known time (Unix ns), earlier
+// than now: an owner learns when a task started running from its result.
+func (r *Reporter) AddAt(ev *pb.TaskEvent, at int64) {
+	r.enqueue(pending{ev: ev, state: ev.State, at: at})
+}
+
 // State queues a bare state change of a task attempt already Added (no
 // field but the state and its time changes): the cheapest call, for the
 // transitions after a task's first event.
@@ -174,7 +180,9 @@ func (r *Reporter) State(taskID []byte, attempt int32, s pb.TaskEventState) {
 }
 
 func (r *Reporter) enqueue(p pending) {
-	p.at = time.Now().UnixNano()
+	if p.at == 0 {
+		p.at = time.Now().UnixNano()
+	}
 	r.mu.Lock()
 	r.added++
 	if len(r.queue) >= r.cfg.MaxPending {
