@@ -412,6 +412,9 @@ func (e *entry) proto() *pb.TaskEvent {
 		for _, r := range e.resources {
 			ev.RequiredResources[r.name] = r.value
 		}
+	} else if e.typ == pb.TaskType_NORMAL_TASK {
+		// Reporters leave a normal task's default shape out.
+		ev.RequiredResources = map[string]float64{"CPU": 1}
 	}
 	return ev
 }

@@ -6176,10 +6176,12 @@ type TaskEvent struct {
 	// When each state was entered (Unix ns), indexed by TaskEventState
 	// number; 0 (or a short list) means not reached. A list, not a map:
 	// it is on every event, and maps cost far more to build and encode.
-	StateUnixNano     []int64            `protobuf:"varint,9,rep,packed,name=state_unix_nano,json=stateUnixNano,proto3" json:"state_unix_nano,omitempty"`
-	NodeId            string             `protobuf:"bytes,10,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	WorkerId          string             `protobuf:"bytes,11,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	WorkerPid         int32              `protobuf:"varint,12,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	StateUnixNano []int64 `protobuf:"varint,9,rep,packed,name=state_unix_nano,json=stateUnixNano,proto3" json:"state_unix_nano,omitempty"`
+	NodeId        string  `protobuf:"bytes,10,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	WorkerId      string  `protobuf:"bytes,11,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerPid     int32   `protobuf:"varint,12,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	// Left out for a normal task's default shape {CPU: 1}, which the leader
+	// fills in (a map per task is the costliest field to send).
 	RequiredResources map[string]float64 `protobuf:"bytes,13,rep,name=required_resources,json=requiredResources,proto3" json:"required_resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// For FAILED and CANCELED.
 	ErrorType    string `protobuf:"bytes,14,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`

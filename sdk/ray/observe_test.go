@@ -99,14 +99,18 @@ func TestObservability(t *testing.T) {
 			if counts != fmt.Sprintf("map[FINISHED:%d]", n) {
 				return fmt.Errorf("test.Prints counts %s, want %d FINISHED", counts, n)
 			}
-			l, err := state.ListTasks(ctx, cl, state.WithFilter("func_or_class_name=test.Prints"))
+			l, err := state.ListTasks(ctx, cl, state.WithFilter("func_or_class_name=test.Prints"), state.WithDetail(true))
 			if err != nil {
 				return err
 			}
 			for _, r := range l.Rows {
 				// The worker's RUNNING event says where it ran.
-				if r["node_id"] != "node-1" || r["worker_pid"] == nil {
+				if r["node_id"] != "node-1" || r["worker_pid"] == nil || r["worker_id"] == nil {
 					return fmt.Errorf("task row without its node and worker: %v", r)
+				}
+				// The default shape is left out on the wire, filled in here.
+				if fmt.Sprint(r["required_resources"]) != "map[CPU:1]" {
+					return fmt.Errorf("resources %v, want CPU=1", r["required_resources"])
 				}
 			}
 			return nil

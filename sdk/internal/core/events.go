@@ -70,7 +70,15 @@ func (l *eventLog) submitted(spec *pb.TaskSpec, typ cpb.TaskType, parent ids.Tas
 		st = cpb.TaskEventState_PENDING_ARGS_AVAIL
 	}
 	ev := &cpb.TaskEvent{TaskId: spec.TaskId, Attempt: spec.Attempt, JobId: spec.JobId, ActorId: spec.ActorId,
-		FuncOrClassName: spec.Function, Type: typ, State: st, RequiredResources: res}
+		FuncOrClassName: spec.Function, Type: typ, State: st}
+	// A normal task's default shape goes without saying (the leader fills
+	// it in): a map on every task is the costliest field to send.
+	switch {
+	case typ == cpb.TaskType_NORMAL_TASK && len(res) == 0:
+		ev.RequiredResources = map[string]float64{resources.CPU: 0}
+	case len(res) != 1 || res[resources.CPU] != 1 || typ != cpb.TaskType_NORMAL_TASK:
+		ev.RequiredResources = res
+	}
 	if parent != (ids.TaskID{}) {
 		ev.ParentTaskId = parent[:]
 	}
@@ -100,14 +108,18 @@ func (l *eventLog) failed(spec *pb.TaskSpec, e *pb.TaskError) {
 }
 
 // ran reports, from the owner, where and since when an answered attempt
-// ran.
-func (l *eventLog) ran(spec *pb.TaskSpec, lease *pb.LeaseReply, runNanos int64) {
+// ran, and that it finished when ok (a failure is reported by failed).
+func (l *eventLog) ran(spec *pb.TaskSpec, lease *pb.LeaseReply, runNanos int64, ok bool) {
 	r := l.on()
 	if r == nil || lease == nil {
 		return
 	}
-	r.AddAt(&cpb.TaskEvent{TaskId: spec.TaskId, Attempt: spec.Attempt, State: cpb.TaskEventState_RUNNING,
-		NodeId: lease.NodeId, WorkerId: lease.WorkerId, WorkerPid: lease.WorkerPid}, time.Now().UnixNano()-runNanos)
+	st := cpb.TaskEventState_RUNNING
+	if ok {
+		st = cpb.TaskEventState_FINISHED
+	}
+	r.Ended(spec.TaskId, spec.Attempt, st, &taskevents.Where{Node: lease.NodeId, Worker: lease.WorkerId, Pid: lease.WorkerPid},
+		time.Now().UnixNano()-runNanos)
 }
 
 // begin and end bracket an attempt this worker executes.

@@ -121,7 +121,7 @@ type taskManager struct {
 // (submitter.Handler).
 func (m *taskManager) Finished(st *submitter.Task, res *pb.TaskResult, ran *pb.LeaseReply) {
 	t := st.Data.(*task)
-	m.ev.ran(t.spec, ran, res.RunNanos)
+	m.ev.ran(t.spec, ran, res.RunNanos, res.Error == nil)
 	m.finish(t, res, ran.GetNodeId())
 }
 
@@ -195,7 +195,6 @@ func (m *taskManager) finish(t *task, res *pb.TaskResult, node string) {
 		m.lin.reportFinished(t, node)
 	}
 	m.lin.runEnded(t)
-	m.ev.state(t.spec, cpb.TaskEventState_FINISHED)
 	completeReturns(m.objs, t.returns, t.spec.Function, res, "the task")
 	m.ended(t)
 }

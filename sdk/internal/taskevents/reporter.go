@@ -82,10 +82,19 @@ type Stats struct {
 // pending is an event with the time Add saw it; the flusher stamps it
 // into the event, so Add allocates nothing.
 type pending struct {
-	ev    *pb.TaskEvent // nil for a bare state change (State)
+	ev    *pb.TaskEvent // nil for a bare state change (State, Ended)
 	k     key
 	state pb.TaskEventState
 	at    int64
+	// Ended's: where the attempt ran, and since when.
+	where *Where
+	runAt int64
+}
+
+// Where an attempt ran: its node, worker and the worker's pid.
+type Where struct {
+	Node, Worker string
+	Pid          int32
 }
 
 type key struct {
@@ -175,6 +184,17 @@ func (r *Reporter) AddAt(ev *pb.TaskEvent, at int64) {
 // transitions after a task's first event.
 func (r *Reporter) State(taskID []byte, attempt int32, s pb.TaskEventState) {
 	p := pending{state: s, k: key{attempt: attempt}}
+	copy(p.k.id[:], taskID)
+	r.enqueue(p)
+}
+
+// Ended queues the end of an attempt already Added (s: FINISHED, or a
+// bare FAILED/CANCELED), with where it ran and when it started running
+// (Unix ns; 0 if unknown): the owner learns both from the answer, and
+// one call per task costs less than a RUNNING event and an end. w is
+// shared, not copied: pass one per lease, not one per task.
+func (r *Reporter) Ended(taskID []byte, attempt int32, s pb.TaskEventState, w *Where, runAt int64) {
+	p := pending{state: s, k: key{attempt: attempt}, where: w, runAt: runAt}
 	copy(p.k.id[:], taskID)
 	r.enqueue(p)
 }
@@ -415,6 +435,21 @@ func (r *Reporter) remember(p pending) *recent {
 		rc.full = true
 	} else if p.state > rc.ev.State {
 		rc.ev.State = p.state
+	}
+	if w := p.where; w != nil {
+		if w.Node != "" {
+			rc.ev.NodeId = w.Node
+		}
+		if w.Worker != "" {
+			rc.ev.WorkerId = w.Worker
+		}
+		if w.Pid != 0 {
+			rc.ev.WorkerPid = w.Pid
+		}
+		rc.full = true
+		if p.runAt != 0 {
+			SetStateTime(rc.ev, pb.TaskEventState_RUNNING, p.runAt)
+		}
 	}
 	if st := int(p.state); st > 0 && (p.ev == nil || st >= len(p.ev.StateUnixNano) || p.ev.StateUnixNano[st] == 0) {
 		SetStateTime(rc.ev, p.state, p.at)
