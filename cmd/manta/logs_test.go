@@ -49,9 +49,8 @@ func (l *lockedBuffer) String() string {
 // separate head and raylet processes, creates an actor whose method
 // prints, and checks that `manta logs --actor ID --follow` prints what it
 // printed and then what it prints next, that --worker and --job find the
-// same lines, and that unknown IDs are NotFound. The SDK does not print
-// task markers yet (the lead wires workerlog into the executor), so the
-// actor's lines carry no class name: the test asserts the raw prefix.
+// same lines, and that unknown IDs are NotFound. The actor's worker
+// prints markers, so its lines carry the actor's class, as Ray's do.
 func TestLogsFollowsAnActor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -96,7 +95,8 @@ func TestLogsFollowsAnActor(t *testing.T) {
 	eventually(t, 30*time.Second, "the actor's first line in `manta logs --follow`", func() bool {
 		return strings.Contains(out.String(), "printer says one")
 	})
-	if _, err := ray.Get(ctx, printerSay.Remote(ctx, actor, ray.Val("two"))); err != nil {
+	two := printerSay.Remote(ctx, actor, ray.Val("two"))
+	if _, err := ray.Get(ctx, two); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the actor's next line in `manta logs --follow`", func() bool {
@@ -108,7 +108,8 @@ func TestLogsFollowsAnActor(t *testing.T) {
 			line = l
 		}
 	}
-	if !strings.HasPrefix(line, "(pid=") || !strings.Contains(line, ", node=node-1) ") {
+	const prefix = "(manta.test.Printer pid="
+	if !strings.HasPrefix(line, prefix) || !strings.Contains(line, ", node=node-1) ") {
 		t.Fatalf("line without Ray's prefix: %q\nstderr: %s", line, errb.String())
 	}
 
@@ -128,6 +129,13 @@ func TestLogsFollowsAnActor(t *testing.T) {
 		}
 	}
 
+	// A task's lines, found by its marker: the call that printed "two"
+	// (an object ID is its task's ID and an index).
+	if r := mantaCmd(t, env, "", "logs", "--task", two.ID()[:32]); r.code != 0 ||
+		!strings.Contains(r.stdout, "printer says two") || strings.Contains(r.stdout, "printer says one") {
+		t.Fatalf("logs --task: %v", r)
+	}
+
 	if r := mantaCmd(t, env, "", "logs", "--worker", info.WorkerId, "--tail", "200000"); r.code != 0 ||
 		!strings.Contains(r.stderr, "capped at 100000") || !strings.Contains(r.stdout, "printer says one") {
 		t.Fatalf("a tail above the cap: %v", r)
@@ -135,7 +143,7 @@ func TestLogsFollowsAnActor(t *testing.T) {
 
 	// Kill the actor's worker: it restarts on a new one, which the follower
 	// picks up.
-	pid, err := strconv.Atoi(strings.TrimPrefix(line[:strings.IndexByte(line, ',')], "(pid="))
+	pid, err := strconv.Atoi(strings.TrimPrefix(line[:strings.IndexByte(line, ',')], prefix))
 	if err != nil {
 		t.Fatalf("pid in %q: %v", line, err)
 	}
@@ -149,7 +157,7 @@ func TestLogsFollowsAnActor(t *testing.T) {
 	eventually(t, 30*time.Second, "the restarted actor's line in `manta logs --follow`", func() bool {
 		return strings.Contains(out.String(), "printer says three")
 	})
-	if strings.Contains(out.String(), fmt.Sprintf("(pid=%d, node=node-1) printer says three", pid)) {
+	if strings.Contains(out.String(), fmt.Sprintf("%s%d, node=node-1) printer says three", prefix, pid)) {
 		t.Fatalf("the restarted actor printed from the killed PID:\n%s", out.String())
 	}
 	t.Logf("manta logs --actor --follow printed:\n%s", out.String())
