@@ -7,16 +7,16 @@
 // runs a task and when it becomes an actor; the raylet's log reader parses
 // markers, strips them, and attributes the lines after them.
 //
-// A marker is one line: a fixed prefix and a JSON object. A worker's stdout
+// A marker is one line: a fixed prefix and fields separated by 0x1f. A worker's stdout
 // and stderr share one pipe, so a marker written to either orders with
 // lines written to both.
 package workerlog
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // Prefixes of the two marker lines. They start with a byte no ordinary
@@ -52,47 +52,74 @@ type Marker struct {
 // worker prints after it are the task's until the next marker. actorID is
 // the actor's for an actor method, else empty.
 func WriteTaskMarker(w io.Writer, taskID string, attempt int, name, actorID string) error {
-	return write(w, TaskPrefix, Marker{TaskID: taskID, Attempt: attempt, Name: name, ActorID: actorID})
+	b := make([]byte, 0, len(TaskPrefix)+len(taskID)+len(name)+len(actorID)+16)
+	b = append(b, TaskPrefix...)
+	b = append(b, taskID...)
+	b = append(b, sep)
+	b = strconv.AppendInt(b, int64(attempt), 10)
+	b = append(b, sep)
+	b = appendClean(b, actorID)
+	b = append(b, sep)
+	b = appendClean(b, name)
+	_, err := w.Write(append(b, '\n'))
+	return err
 }
 
 // WriteActorMarker writes the line that announces the worker is now the
 // actor actorID of class class.
 func WriteActorMarker(w io.Writer, actorID, class string) error {
-	return write(w, ActorPrefix, Marker{ActorID: actorID, Class: class})
+	b := make([]byte, 0, len(ActorPrefix)+len(actorID)+len(class)+4)
+	b = append(b, ActorPrefix...)
+	b = appendClean(b, actorID)
+	b = append(b, sep)
+	b = appendClean(b, class)
+	_, err := w.Write(append(b, '\n'))
+	return err
 }
 
-// write emits the marker in one Write call, so that on a pipe (atomic up to
-// PIPE_BUF) it cannot interleave with another goroutine's line.
-func write(w io.Writer, prefix string, m Marker) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
+// A marker's fields are separated by the ASCII unit separator, which no
+// name needs: markers are written before every task, and their parsing is
+// on the raylet's path of every line, so they are cheaper than JSON. One
+// Write call, so that on a pipe (atomic up to PIPE_BUF) a marker cannot
+// interleave with another goroutine's line.
+const sep = 0x1f
+
+// appendClean appends s with the bytes that would break a marker's line or
+// fields replaced.
+func appendClean(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\n' || c == '\r' || c == sep {
+			c = '?'
+		}
+		b = append(b, c)
 	}
-	line := make([]byte, 0, len(prefix)+len(b)+1)
-	line = append(append(append(line, prefix...), b...), '\n')
-	_, err = w.Write(line)
-	return err
+	return b
 }
 
 // Parse reports whether line (without or with its newline) is a marker,
 // and which.
 func Parse(line []byte) (Marker, bool) {
-	var m Marker
-	var body []byte
+	line = bytes.TrimRight(line, "\r\n")
 	switch {
 	case bytes.HasPrefix(line, []byte(TaskPrefix)):
-		m.Kind, body = KindTask, line[len(TaskPrefix):]
+		f := bytes.SplitN(line[len(TaskPrefix):], []byte{sep}, 4)
+		if len(f) != 4 {
+			return Marker{}, false
+		}
+		attempt, err := strconv.Atoi(string(f[1]))
+		if err != nil {
+			return Marker{}, false
+		}
+		return Marker{Kind: KindTask, TaskID: string(f[0]), Attempt: attempt, ActorID: string(f[2]), Name: string(f[3])}, true
 	case bytes.HasPrefix(line, []byte(ActorPrefix)):
-		m.Kind, body = KindActor, line[len(ActorPrefix):]
-	default:
-		return Marker{}, false
+		f := bytes.SplitN(line[len(ActorPrefix):], []byte{sep}, 2)
+		if len(f) != 2 {
+			return Marker{}, false
+		}
+		return Marker{Kind: KindActor, ActorID: string(f[0]), Class: string(f[1])}, true
 	}
-	kind := m.Kind
-	if err := json.Unmarshal(bytes.TrimRight(body, "\r\n"), &m); err != nil {
-		return Marker{}, false
-	}
-	m.Kind = kind
-	return m, true
+	return Marker{}, false
 }
 
 // Attribution is what a worker runs at some point of its output: the last

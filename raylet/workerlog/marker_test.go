@@ -36,7 +36,7 @@ func TestMarkersRoundTripAndAttribute(t *testing.T) {
 	if a.Label() != "Counter" {
 		t.Fatalf("an actor's line is labelled %q", a.Label())
 	}
-	for _, s := range []string{"hello", ":manta_task:{}", TaskPrefix + "{not json", ""} {
+	for _, s := range []string{"hello", ":manta_task:{}", TaskPrefix + "{not json", TaskPrefix + "a\x1fnot-a-number\x1f\x1fname", ActorPrefix + "no-class", ""} {
 		if _, ok := Parse([]byte(s)); ok {
 			t.Fatalf("%q parsed as a marker", s)
 		}
