@@ -35,14 +35,14 @@ func (h *Head) taskEventsReady() error {
 
 func (a *api) ReportTaskEvents(ctx context.Context, req *pb.ReportTaskEventsRequest) (*pb.ReportTaskEventsResponse, error) {
 	h := a.h
-	if len(req.Events) > maxTaskEventsPerReport {
-		return nil, rpcerr.Wrapf(ErrBadRequest, "events: %d in one report, at most %d", len(req.Events), maxTaskEventsPerReport)
+	if n := len(req.Events) + len(req.GetColumns().GetAttempt()); n > maxTaskEventsPerReport {
+		return nil, rpcerr.Wrapf(ErrBadRequest, "events: %d in one report, at most %d", n, maxTaskEventsPerReport)
 	}
 	return onLeader(h, ctx, req, pb.ControlPlaneClient.ReportTaskEvents, func() (*pb.ReportTaskEventsResponse, error) {
 		if err := h.taskEventsReady(); err != nil {
 			return nil, err
 		}
-		dropped, err := h.tasks.Report(req.Events, req.DroppedByJob)
+		dropped, err := h.tasks.ReportColumns(req.Events, req.Columns, req.DroppedByJob)
 		if err != nil {
 			return nil, err
 		}

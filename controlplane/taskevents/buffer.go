@@ -38,9 +38,10 @@ const (
 const TaskIDSize = 16
 
 var (
-	ErrNotFound  = rpcerr.New(codes.NotFound, "TASK_NOT_FOUND", "task not found")
-	ErrBadTaskID = rpcerr.New(codes.InvalidArgument, "BAD_TASK_ID", "invalid task ID")
-	ErrBadToken  = rpcerr.New(codes.InvalidArgument, "BAD_PAGE_TOKEN", "invalid page token")
+	ErrNotFound   = rpcerr.New(codes.NotFound, "TASK_NOT_FOUND", "task not found")
+	ErrBadTaskID  = rpcerr.New(codes.InvalidArgument, "BAD_TASK_ID", "invalid task ID")
+	ErrBadColumns = rpcerr.New(codes.InvalidArgument, "BAD_TASK_EVENT_COLUMNS", "malformed task event columns")
+	ErrBadToken   = rpcerr.New(codes.InvalidArgument, "BAD_PAGE_TOKEN", "invalid page token")
 )
 
 // Schema is what tasks can be filtered on (Ray's TaskState column names).
@@ -171,16 +172,27 @@ func (b *Buffer) Len() int {
 // Report merges a batch and adds what the reporter dropped; it returns the
 // attempts this buffer has dropped in its epoch.
 func (b *Buffer) Report(events []*pb.TaskEvent, droppedByJob map[string]uint64) (uint64, error) {
+	return b.ReportColumns(events, nil, droppedByJob)
+}
+
+// ReportColumns is Report with more events as columns (columns.go); a
+// malformed report is refused whole.
+func (b *Buffer) ReportColumns(events []*pb.TaskEvent, cols *pb.TaskEventColumns, droppedByJob map[string]uint64) (uint64, error) {
 	for _, ev := range events {
 		if len(ev.TaskId) != TaskIDSize {
 			return 0, rpcerr.Wrapf(ErrBadTaskID, "task_id is %d bytes, want %d", len(ev.TaskId), TaskIDSize)
 		}
+	}
+	n, err := columnsLen(cols)
+	if err != nil {
+		return 0, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ev := range events {
 		b.mergeLocked(ev)
 	}
+	eachColumn(cols, n, b.mergeLocked)
 	for job, n := range droppedByJob {
 		b.lost[b.str(job)] += n
 		b.lostSum += n

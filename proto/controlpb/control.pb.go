@@ -6355,7 +6355,9 @@ type ReportTaskEventsRequest struct {
 	Events []*TaskEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// Events the reporter dropped (its own bound) since it last reported,
 	// per job: the leader adds them to what its listings say is missing.
-	DroppedByJob  map[string]uint64 `protobuf:"bytes,2,rep,name=dropped_by_job,json=droppedByJob,proto3" json:"dropped_by_job,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	DroppedByJob map[string]uint64 `protobuf:"bytes,2,rep,name=dropped_by_job,json=droppedByJob,proto3" json:"dropped_by_job,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// More events, as columns (the common ones: see TaskEventColumns).
+	Columns       *TaskEventColumns `protobuf:"bytes,3,opt,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6404,6 +6406,173 @@ func (x *ReportTaskEventsRequest) GetDroppedByJob() map[string]uint64 {
 	return nil
 }
 
+func (x *ReportTaskEventsRequest) GetColumns() *TaskEventColumns {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+// TaskEventColumns carries the common task events compactly: those with
+// no resources, error, name or call site, whose strings repeat across a
+// batch. Encoding and decoding a message per task was most of what task
+// events cost an owner and the leader (controlplane/taskevents/columns.go);
+// packed columns and a string dictionary cost a fraction of it. Every
+// column has one entry per event.
+type TaskEventColumns struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dictionary; index 0 is always "".
+	Strings []string `protobuf:"bytes,1,rep,name=strings,proto3" json:"strings,omitempty"`
+	// 16 bytes per event.
+	TaskIds []byte  `protobuf:"bytes,2,opt,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
+	Attempt []int32 `protobuf:"varint,3,rep,packed,name=attempt,proto3" json:"attempt,omitempty"`
+	// Indexes into strings.
+	JobId           []uint32 `protobuf:"varint,4,rep,packed,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	FuncOrClassName []uint32 `protobuf:"varint,5,rep,packed,name=func_or_class_name,json=funcOrClassName,proto3" json:"func_or_class_name,omitempty"`
+	ActorId         []uint32 `protobuf:"varint,6,rep,packed,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	NodeId          []uint32 `protobuf:"varint,7,rep,packed,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	WorkerId        []uint32 `protobuf:"varint,8,rep,packed,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerPid       []int32  `protobuf:"varint,9,rep,packed,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	Type            []int32  `protobuf:"varint,10,rep,packed,name=type,proto3" json:"type,omitempty"`
+	State           []int32  `protobuf:"varint,11,rep,packed,name=state,proto3" json:"state,omitempty"`
+	// Parent task IDs, 16 bytes each; parent holds 1 + the index of an
+	// event's parent there, 0 for none.
+	Parents []byte   `protobuf:"bytes,12,opt,name=parents,proto3" json:"parents,omitempty"`
+	Parent  []uint32 `protobuf:"varint,13,rep,packed,name=parent,proto3" json:"parent,omitempty"`
+	// state_unix_nano, 8 per event, by state number.
+	Times         []int64 `protobuf:"varint,14,rep,packed,name=times,proto3" json:"times,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskEventColumns) Reset() {
+	*x = TaskEventColumns{}
+	mi := &file_controlpb_control_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskEventColumns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskEventColumns) ProtoMessage() {}
+
+func (x *TaskEventColumns) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskEventColumns.ProtoReflect.Descriptor instead.
+func (*TaskEventColumns) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *TaskEventColumns) GetStrings() []string {
+	if x != nil {
+		return x.Strings
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetTaskIds() []byte {
+	if x != nil {
+		return x.TaskIds
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetAttempt() []int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetJobId() []uint32 {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetFuncOrClassName() []uint32 {
+	if x != nil {
+		return x.FuncOrClassName
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetActorId() []uint32 {
+	if x != nil {
+		return x.ActorId
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetNodeId() []uint32 {
+	if x != nil {
+		return x.NodeId
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetWorkerId() []uint32 {
+	if x != nil {
+		return x.WorkerId
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetWorkerPid() []int32 {
+	if x != nil {
+		return x.WorkerPid
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetType() []int32 {
+	if x != nil {
+		return x.Type
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetState() []int32 {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetParents() []byte {
+	if x != nil {
+		return x.Parents
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetParent() []uint32 {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *TaskEventColumns) GetTimes() []int64 {
+	if x != nil {
+		return x.Times
+	}
+	return nil
+}
+
 type ReportTaskEventsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -6418,7 +6587,7 @@ type ReportTaskEventsResponse struct {
 
 func (x *ReportTaskEventsResponse) Reset() {
 	*x = ReportTaskEventsResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[90]
+	mi := &file_controlpb_control_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6430,7 +6599,7 @@ func (x *ReportTaskEventsResponse) String() string {
 func (*ReportTaskEventsResponse) ProtoMessage() {}
 
 func (x *ReportTaskEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[90]
+	mi := &file_controlpb_control_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6443,7 +6612,7 @@ func (x *ReportTaskEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTaskEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportTaskEventsResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{90}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ReportTaskEventsResponse) GetHeader() *Header {
@@ -6480,7 +6649,7 @@ type StateFilter struct {
 
 func (x *StateFilter) Reset() {
 	*x = StateFilter{}
-	mi := &file_controlpb_control_proto_msgTypes[91]
+	mi := &file_controlpb_control_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6492,7 +6661,7 @@ func (x *StateFilter) String() string {
 func (*StateFilter) ProtoMessage() {}
 
 func (x *StateFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[91]
+	mi := &file_controlpb_control_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6505,7 +6674,7 @@ func (x *StateFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFilter.ProtoReflect.Descriptor instead.
 func (*StateFilter) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{91}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *StateFilter) GetKey() string {
@@ -6542,7 +6711,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[92]
+	mi := &file_controlpb_control_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6554,7 +6723,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[92]
+	mi := &file_controlpb_control_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6567,7 +6736,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{92}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ListTasksRequest) GetFilters() []*StateFilter {
@@ -6614,7 +6783,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[93]
+	mi := &file_controlpb_control_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6626,7 +6795,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[93]
+	mi := &file_controlpb_control_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6639,7 +6808,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{93}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ListTasksResponse) GetHeader() *Header {
@@ -6715,7 +6884,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[94]
+	mi := &file_controlpb_control_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6727,7 +6896,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[94]
+	mi := &file_controlpb_control_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6740,7 +6909,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{94}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *GetTaskRequest) GetTaskId() string {
@@ -6762,7 +6931,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[95]
+	mi := &file_controlpb_control_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6774,7 +6943,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[95]
+	mi := &file_controlpb_control_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6787,7 +6956,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{95}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *GetTaskResponse) GetHeader() *Header {
@@ -6820,7 +6989,7 @@ type SummarizeTasksRequest struct {
 
 func (x *SummarizeTasksRequest) Reset() {
 	*x = SummarizeTasksRequest{}
-	mi := &file_controlpb_control_proto_msgTypes[96]
+	mi := &file_controlpb_control_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6832,7 +7001,7 @@ func (x *SummarizeTasksRequest) String() string {
 func (*SummarizeTasksRequest) ProtoMessage() {}
 
 func (x *SummarizeTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[96]
+	mi := &file_controlpb_control_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6845,7 +7014,7 @@ func (x *SummarizeTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SummarizeTasksRequest.ProtoReflect.Descriptor instead.
 func (*SummarizeTasksRequest) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{96}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *SummarizeTasksRequest) GetFilters() []*StateFilter {
@@ -6867,7 +7036,7 @@ type TaskSummary struct {
 
 func (x *TaskSummary) Reset() {
 	*x = TaskSummary{}
-	mi := &file_controlpb_control_proto_msgTypes[97]
+	mi := &file_controlpb_control_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6879,7 +7048,7 @@ func (x *TaskSummary) String() string {
 func (*TaskSummary) ProtoMessage() {}
 
 func (x *TaskSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[97]
+	mi := &file_controlpb_control_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6892,7 +7061,7 @@ func (x *TaskSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSummary.ProtoReflect.Descriptor instead.
 func (*TaskSummary) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{97}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *TaskSummary) GetFuncOrClassName() string {
@@ -6930,7 +7099,7 @@ type SummarizeTasksResponse struct {
 
 func (x *SummarizeTasksResponse) Reset() {
 	*x = SummarizeTasksResponse{}
-	mi := &file_controlpb_control_proto_msgTypes[98]
+	mi := &file_controlpb_control_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6942,7 +7111,7 @@ func (x *SummarizeTasksResponse) String() string {
 func (*SummarizeTasksResponse) ProtoMessage() {}
 
 func (x *SummarizeTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlpb_control_proto_msgTypes[98]
+	mi := &file_controlpb_control_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6955,7 +7124,7 @@ func (x *SummarizeTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SummarizeTasksResponse.ProtoReflect.Descriptor instead.
 func (*SummarizeTasksResponse) Descriptor() ([]byte, []int) {
-	return file_controlpb_control_proto_rawDescGZIP(), []int{98}
+	return file_controlpb_control_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *SummarizeTasksResponse) GetHeader() *Header {
@@ -7496,13 +7665,31 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x04name\x18\x12 \x01(\tR\x04name\x1aD\n" +
 	"\x16RequiredResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xfc\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xbf\x02\n" +
 	"\x17ReportTaskEventsRequest\x128\n" +
 	"\x06events\x18\x01 \x03(\v2 .manta.controlplane.v1.TaskEventR\x06events\x12f\n" +
-	"\x0edropped_by_job\x18\x02 \x03(\v2@.manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntryR\fdroppedByJob\x1a?\n" +
+	"\x0edropped_by_job\x18\x02 \x03(\v2@.manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntryR\fdroppedByJob\x12A\n" +
+	"\acolumns\x18\x03 \x01(\v2'.manta.controlplane.v1.TaskEventColumnsR\acolumns\x1a?\n" +
 	"\x11DroppedByJobEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x81\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x87\x03\n" +
+	"\x10TaskEventColumns\x12\x18\n" +
+	"\astrings\x18\x01 \x03(\tR\astrings\x12\x19\n" +
+	"\btask_ids\x18\x02 \x01(\fR\ataskIds\x12\x18\n" +
+	"\aattempt\x18\x03 \x03(\x05R\aattempt\x12\x15\n" +
+	"\x06job_id\x18\x04 \x03(\rR\x05jobId\x12+\n" +
+	"\x12func_or_class_name\x18\x05 \x03(\rR\x0ffuncOrClassName\x12\x19\n" +
+	"\bactor_id\x18\x06 \x03(\rR\aactorId\x12\x17\n" +
+	"\anode_id\x18\a \x03(\rR\x06nodeId\x12\x1b\n" +
+	"\tworker_id\x18\b \x03(\rR\bworkerId\x12\x1d\n" +
+	"\n" +
+	"worker_pid\x18\t \x03(\x05R\tworkerPid\x12\x12\n" +
+	"\x04type\x18\n" +
+	" \x03(\x05R\x04type\x12\x14\n" +
+	"\x05state\x18\v \x03(\x05R\x05state\x12\x18\n" +
+	"\aparents\x18\f \x01(\fR\aparents\x12\x16\n" +
+	"\x06parent\x18\r \x03(\rR\x06parent\x12\x14\n" +
+	"\x05times\x18\x0e \x03(\x03R\x05times\"\x81\x01\n" +
 	"\x18ReportTaskEventsResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x18\n" +
@@ -7668,7 +7855,7 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 }
 
 var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 113)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 114)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -7768,44 +7955,45 @@ var file_controlpb_control_proto_goTypes = []any{
 	(*StateHashResponse)(nil),                // 95: manta.controlplane.v1.StateHashResponse
 	(*TaskEvent)(nil),                        // 96: manta.controlplane.v1.TaskEvent
 	(*ReportTaskEventsRequest)(nil),          // 97: manta.controlplane.v1.ReportTaskEventsRequest
-	(*ReportTaskEventsResponse)(nil),         // 98: manta.controlplane.v1.ReportTaskEventsResponse
-	(*StateFilter)(nil),                      // 99: manta.controlplane.v1.StateFilter
-	(*ListTasksRequest)(nil),                 // 100: manta.controlplane.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),                // 101: manta.controlplane.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                   // 102: manta.controlplane.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                  // 103: manta.controlplane.v1.GetTaskResponse
-	(*SummarizeTasksRequest)(nil),            // 104: manta.controlplane.v1.SummarizeTasksRequest
-	(*TaskSummary)(nil),                      // 105: manta.controlplane.v1.TaskSummary
-	(*SummarizeTasksResponse)(nil),           // 106: manta.controlplane.v1.SummarizeTasksResponse
-	nil,                                      // 107: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 108: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 109: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 110: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 111: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 112: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 113: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 114: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 115: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 116: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 117: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	nil,                                      // 118: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	nil,                                      // 119: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	nil,                                      // 120: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	(*TaskEventColumns)(nil),                 // 98: manta.controlplane.v1.TaskEventColumns
+	(*ReportTaskEventsResponse)(nil),         // 99: manta.controlplane.v1.ReportTaskEventsResponse
+	(*StateFilter)(nil),                      // 100: manta.controlplane.v1.StateFilter
+	(*ListTasksRequest)(nil),                 // 101: manta.controlplane.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                // 102: manta.controlplane.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                   // 103: manta.controlplane.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                  // 104: manta.controlplane.v1.GetTaskResponse
+	(*SummarizeTasksRequest)(nil),            // 105: manta.controlplane.v1.SummarizeTasksRequest
+	(*TaskSummary)(nil),                      // 106: manta.controlplane.v1.TaskSummary
+	(*SummarizeTasksResponse)(nil),           // 107: manta.controlplane.v1.SummarizeTasksResponse
+	nil,                                      // 108: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 109: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 110: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 111: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 112: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 113: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 114: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 115: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 116: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 117: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 118: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 119: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 120: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 121: manta.controlplane.v1.TaskSummary.StateCountsEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	107, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	108, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	108, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	109, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	109, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	110, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
 	13,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
 	8,   // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	110, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	111, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
 	8,   // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
 	8,   // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
 	8,   // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
 	13,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	111, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	112, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
 	22,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
 	8,   // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
@@ -7824,7 +8012,7 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	66,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
 	2,   // 29: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
 	37,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	112, // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	113, // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,   // 32: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
 	65,  // 33: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
 	8,   // 34: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
@@ -7837,8 +8025,8 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	8,   // 41: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
 	8,   // 42: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
 	53,  // 43: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	113, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	114, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	114, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	115, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
 	4,   // 46: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
 	4,   // 47: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
 	54,  // 48: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
@@ -7850,10 +8038,10 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	54,  // 54: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
 	8,   // 55: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
 	63,  // 56: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	115, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	116, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
 	65,  // 58: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	116, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	117, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	117, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	118, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
 	5,   // 61: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
 	66,  // 62: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
 	8,   // 63: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
@@ -7876,107 +8064,108 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	8,   // 80: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
 	7,   // 81: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
 	6,   // 82: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
-	118, // 83: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	119, // 83: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
 	96,  // 84: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
-	119, // 85: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	8,   // 86: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
-	99,  // 87: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	8,   // 88: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	96,  // 89: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
-	8,   // 90: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	96,  // 91: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
-	99,  // 92: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	7,   // 93: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
-	120, // 94: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
-	8,   // 95: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	105, // 96: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
-	9,   // 97: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	82,  // 98: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	14,  // 99: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	16,  // 100: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	18,  // 101: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	20,  // 102: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	23,  // 103: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	25,  // 104: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	27,  // 105: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	29,  // 106: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	31,  // 107: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	33,  // 108: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	35,  // 109: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	38,  // 110: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	43,  // 111: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	45,  // 112: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	47,  // 113: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	49,  // 114: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	51,  // 115: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	41,  // 116: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	56,  // 117: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	58,  // 118: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	60,  // 119: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	62,  // 120: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	67,  // 121: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	69,  // 122: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	71,  // 123: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	73,  // 124: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	75,  // 125: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	77,  // 126: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	79,  // 127: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	84,  // 128: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	86,  // 129: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	88,  // 130: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	90,  // 131: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	97,  // 132: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	100, // 133: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	102, // 134: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	104, // 135: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	92,  // 136: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	94,  // 137: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	10,  // 138: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	83,  // 139: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	15,  // 140: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	17,  // 141: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	19,  // 142: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	21,  // 143: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	24,  // 144: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	26,  // 145: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	28,  // 146: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	30,  // 147: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	32,  // 148: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	34,  // 149: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	36,  // 150: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	39,  // 151: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	44,  // 152: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	46,  // 153: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	48,  // 154: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	50,  // 155: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	52,  // 156: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	42,  // 157: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	57,  // 158: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	59,  // 159: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	61,  // 160: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	64,  // 161: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	68,  // 162: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	70,  // 163: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	72,  // 164: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	74,  // 165: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	76,  // 166: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	78,  // 167: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	80,  // 168: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	85,  // 169: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	87,  // 170: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	89,  // 171: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	91,  // 172: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	98,  // 173: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	101, // 174: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	103, // 175: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	106, // 176: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	93,  // 177: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	95,  // 178: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	138, // [138:179] is the sub-list for method output_type
-	97,  // [97:138] is the sub-list for method input_type
-	97,  // [97:97] is the sub-list for extension type_name
-	97,  // [97:97] is the sub-list for extension extendee
-	0,   // [0:97] is the sub-list for field type_name
+	120, // 85: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	98,  // 86: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
+	8,   // 87: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
+	100, // 88: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	8,   // 89: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	96,  // 90: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
+	8,   // 91: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	96,  // 92: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
+	100, // 93: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	7,   // 94: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
+	121, // 95: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	8,   // 96: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	106, // 97: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
+	9,   // 98: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	82,  // 99: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	14,  // 100: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	16,  // 101: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	18,  // 102: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	20,  // 103: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	23,  // 104: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	25,  // 105: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	27,  // 106: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	29,  // 107: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	31,  // 108: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	33,  // 109: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	35,  // 110: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	38,  // 111: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	43,  // 112: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	45,  // 113: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	47,  // 114: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	49,  // 115: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	51,  // 116: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	41,  // 117: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	56,  // 118: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	58,  // 119: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	60,  // 120: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	62,  // 121: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	67,  // 122: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	69,  // 123: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	71,  // 124: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	73,  // 125: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	75,  // 126: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	77,  // 127: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	79,  // 128: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	84,  // 129: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	86,  // 130: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	88,  // 131: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	90,  // 132: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	97,  // 133: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	101, // 134: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	103, // 135: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	105, // 136: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	92,  // 137: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	94,  // 138: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	10,  // 139: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	83,  // 140: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	15,  // 141: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	17,  // 142: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	19,  // 143: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	21,  // 144: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	24,  // 145: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	26,  // 146: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	28,  // 147: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	30,  // 148: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	32,  // 149: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	34,  // 150: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	36,  // 151: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	39,  // 152: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	44,  // 153: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	46,  // 154: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	48,  // 155: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	50,  // 156: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	52,  // 157: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	42,  // 158: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	57,  // 159: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	59,  // 160: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	61,  // 161: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	64,  // 162: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	68,  // 163: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	70,  // 164: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	72,  // 165: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	74,  // 166: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	76,  // 167: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	78,  // 168: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	80,  // 169: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	85,  // 170: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	87,  // 171: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	89,  // 172: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	91,  // 173: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	99,  // 174: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	102, // 175: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	104, // 176: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	107, // 177: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	93,  // 178: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	95,  // 179: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	139, // [139:180] is the sub-list for method output_type
+	98,  // [98:139] is the sub-list for method input_type
+	98,  // [98:98] is the sub-list for extension type_name
+	98,  // [98:98] is the sub-list for extension extendee
+	0,   // [0:98] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -7990,7 +8179,7 @@ func file_controlpb_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   113,
+			NumMessages:   114,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

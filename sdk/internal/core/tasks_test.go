@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	cpte "github.com/manta-ray/manta/controlplane/taskevents"
 	"github.com/manta-ray/manta/internal/ids"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
@@ -195,7 +196,11 @@ func TestTaskTableChildren(t *testing.T) {
 type eventSink struct{ got []*cpb.TaskEvent }
 
 func (s *eventSink) ReportTaskEvents(_ context.Context, req *cpb.ReportTaskEventsRequest) (*cpb.ReportTaskEventsResponse, error) {
-	s.got = append(s.got, req.Events...)
+	evs, err := cpte.Events(req)
+	if err != nil {
+		return nil, err
+	}
+	s.got = append(s.got, evs...)
 	return &cpb.ReportTaskEventsResponse{Epoch: "e1"}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	cpte "github.com/manta-ray/manta/controlplane/taskevents"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -128,8 +129,9 @@ type recent struct {
 // Reporter batches task events to the control plane. Add is safe from any
 // goroutine; Close stops it.
 type Reporter struct {
-	cfg Config
-	log *zap.Logger
+	cols cpte.ColumnEncoder // the next send's columns (under sendMu)
+	cfg  Config
+	log  *zap.Logger
 
 	// mu guards only the hand-off from Add to the flusher.
 	mu          sync.Mutex
@@ -313,12 +315,12 @@ func (r *Reporter) sendTouched(ctx context.Context, touched []*recent) error {
 	if r.resend {
 		return r.resendAll(ctx) // touched tasks are unacked: it sends them
 	}
-	batch := make([]*pb.TaskEvent, 0, min(len(touched), r.cfg.BatchSize))
+	var batch []*pb.TaskEvent
 	for len(touched) > 0 {
 		n := min(len(touched), r.cfg.BatchSize)
 		batch = batch[:0]
 		for _, rc := range touched[:n] {
-			batch = append(batch, rc.wire(r.epoch))
+			batch = r.add(batch, rc.wire(r.epoch))
 		}
 		epoch, err := r.send(ctx, batch)
 		if err != nil {
@@ -365,9 +367,9 @@ func (r *Reporter) resendAll(ctx context.Context) error {
 	})
 	for len(todo) > 0 {
 		n := min(len(todo), r.cfg.BatchSize)
-		evs := make([]*pb.TaskEvent, n)
-		for i, rc := range todo[:n] {
-			evs[i] = rc.ev
+		var evs []*pb.TaskEvent
+		for _, rc := range todo[:n] {
+			evs = r.add(evs, rc.ev)
 		}
 		epoch, err := r.send(ctx, evs)
 		if err != nil {
@@ -388,8 +390,19 @@ func (r *Reporter) resendAll(ctx context.Context) error {
 	return nil
 }
 
+// add puts ev in the next send: as columns when it fits (the common
+// case, far cheaper to encode), else as a message in evs.
+func (r *Reporter) add(evs []*pb.TaskEvent, ev *pb.TaskEvent) []*pb.TaskEvent {
+	if cpte.Fits(ev) {
+		r.cols.Add(ev)
+		return evs
+	}
+	return append(evs, ev)
+}
+
+// send sends evs and the columns added since the last send.
 func (r *Reporter) send(ctx context.Context, evs []*pb.TaskEvent) (string, error) {
-	req := &pb.ReportTaskEventsRequest{Events: evs}
+	req := &pb.ReportTaskEventsRequest{Events: evs, Columns: r.cols.Take()}
 	if len(r.unsentLost) > 0 {
 		req.DroppedByJob = r.unsentLost
 	}

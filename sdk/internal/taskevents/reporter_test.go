@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	cpte "github.com/manta-ray/manta/controlplane/taskevents"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -48,7 +49,11 @@ func (f *fakeLeader) ReportTaskEvents(ctx context.Context, req *pb.ReportTaskEve
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	for _, ev := range req.Events {
+	evs, err := cpte.Events(req)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
 		k := keyOf(ev)
 		if f.tasks[k] == nil {
 			f.tasks[k] = &pb.TaskEvent{}
