@@ -229,6 +229,7 @@ type actorCall struct {
 	deps    []int // argument indices that are refs, resolved before sending
 	depKeys []ObjectKey
 	pinned  []ids.ObjectID // owned reference arguments (refs.go)
+	ev      taskEv         // its task events (events.go)
 }
 
 // SubmitActorCall calls method m of actor actorID and returns its
@@ -253,7 +254,7 @@ func (c *Worker) SubmitActorCall(ctx context.Context, actorID string, m *ActorMe
 	var keys []ObjectKey
 	// Cancel finds the call's actor from its ref's object.
 	call.returns, keys = c.newReturns(tid, m.NRet, actorID)
-	c.ev.submitted(spec, cpb.TaskType_ACTOR_TASK, tc.id, nil, len(call.deps) > 0)
+	c.ev.submitted(&call.ev, spec, cpb.TaskType_ACTOR_TASK, tc.id, nil, len(call.deps) > 0)
 	as.Submit(actorID, call.call)
 	return keys, nil
 }
@@ -297,7 +298,7 @@ func (h actorHandler) Resolve(ctx context.Context, call *actorsubmit.Call) bool 
 }
 
 func (c *Worker) failCall(call *actorCall, e *pb.TaskError) {
-	c.ev.failed(call.call.Spec, e)
+	c.ev.failed(&call.ev, e)
 	e = &pb.TaskError{Kind: e.Kind, Message: e.Message, Function: call.call.Spec.Function}
 	e.TaskId = call.call.ID.String()
 	v := &pb.ObjectValue{Error: e}
@@ -340,6 +341,9 @@ func (c *Worker) resolveCall(ctx context.Context, call *actorCall) bool {
 	// The actor consumes outputs of this owner's tasks: their lineage
 	// commits first (recovery.go).
 	c.lin.waitCommitted(ctx, producers)
+	if len(call.deps) > 0 {
+		c.ev.argsResolved(&call.ev)
+	}
 	return true
 }
 
@@ -348,7 +352,7 @@ func (c *Worker) finishCall(call *actorCall, res *pb.TaskResult) {
 		c.failCall(call, res.Error)
 		return
 	}
-	c.ev.state(call.call.Spec, cpb.TaskEventState_FINISHED)
+	c.ev.finished(&call.ev, nil, 0)
 	completeReturns(c.mem, call.returns, call.call.Spec.Function, res, "the call")
 	pinned := call.pinned
 	call.pinned = nil
