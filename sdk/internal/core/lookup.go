@@ -49,6 +49,12 @@ func (o *InitOptions) findCluster(ctx context.Context, log *zap.Logger) error {
 			}
 		}
 		log.Info("joining the current cluster", zap.String("file", currentcluster.Path()), zap.Strings("heads", info.Heads))
+		if o.Resources != nil {
+			// As Ray's: resources describe a cluster being started, not
+			// one being joined.
+			log.Warn("NodeResources is ignored: joining the existing cluster of the current-cluster file",
+				zap.String("file", currentcluster.Path()))
+		}
 		return nil
 	case auto:
 		return fmt.Errorf("%w: Address(%q) needs a running cluster: set %s, or start one with `manta up` or `manta start --head` (%v)",
