@@ -50,6 +50,15 @@ var (
 		return see(ctx)
 	})
 
+	// seeRetried kills its worker on the first attempt; the retry says
+	// what it saw.
+	seeRetried = ray.Func0("test.SeeRetried", func(ctx context.Context) (seen, error) {
+		if info, err := ray.RuntimeContext(ctx); err == nil && info.Attempt == 0 {
+			os.Exit(3)
+		}
+		return see(ctx)
+	})
+
 	Seer    = ray.Actor0("test.Seer", func(context.Context) (*seer, error) { return &seer{}, nil })
 	seerSee = ray.Method0(Seer, "See", (*seer).See)
 )
@@ -93,6 +102,13 @@ func TestRuntimeContext(t *testing.T) {
 		}
 	})
 
+	t.Run("a retried task's attempt", func(t *testing.T) {
+		s, err := ray.Get(ctx, seeRetried.Remote(ctx, ray.MaxRetries(1)))
+		if err != nil || s.Info.Attempt != 1 {
+			t.Fatalf("the retry saw attempt %d (err %v); want 1", s.Info.Attempt, err)
+		}
+	})
+
 	t.Run("two GPU tasks get disjoint GPUs", func(t *testing.T) {
 		dir := t.TempDir()
 		a := seeTogether.Remote(ctx, ray.Val(dir), ray.Val(2), ray.NumCPUs(1), ray.NumGPUs(2))
@@ -123,6 +139,14 @@ func TestRuntimeContext(t *testing.T) {
 		s, err := ray.Get(ctx, seeTask.Remote(ctx, ray.NumCPUs(1), ray.NumGPUs(4)))
 		if err != nil || s.CUDA != "0,1,2,3" {
 			t.Fatalf("a 4-GPU task saw CUDA_VISIBLE_DEVICES=%q (err %v); want 0,1,2,3", s.CUDA, err)
+		}
+		// Tasks without GPUs, on workers that may have run the GPU tasks,
+		// see none.
+		for range 4 {
+			s, err := ray.Get(ctx, seeTask.Remote(ctx, ray.NumCPUs(1)))
+			if err != nil || s.CUDA != "" || len(s.Info.GPUIDs) != 0 {
+				t.Fatalf("a task without GPUs saw CUDA_VISIBLE_DEVICES=%q, GPUs %v (err %v)", s.CUDA, s.Info.GPUIDs, err)
+			}
 		}
 	})
 

@@ -139,6 +139,9 @@ func TestInitFindsTheCurrentCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if info, err := ray.RuntimeContext(ctx); err != nil || !info.IsDriver || info.NodeID == "" || info.NodeID != nodes[0].ID {
+		t.Fatalf("the driver's context = %+v, %v; want a driver on %s (the alive node with the lowest ID)", info, err, nodes[0].ID)
+	}
 	all := strings.Join(u.out, "\n")
 	for _, n := range nodes {
 		if !strings.Contains(all, n.Address) {
