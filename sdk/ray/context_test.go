@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/internal/launcher"
 	"github.com/manta-ray/manta/sdk/ray"
 )
 
@@ -110,31 +112,7 @@ func TestRuntimeContext(t *testing.T) {
 	})
 
 	t.Run("two GPU tasks get disjoint GPUs", func(t *testing.T) {
-		dir := t.TempDir()
-		a := seeTogether.Remote(ctx, ray.Val(dir), ray.Val(2), ray.NumCPUs(1), ray.NumGPUs(2))
-		b := seeTogether.Remote(ctx, ray.Val(dir), ray.Val(2), ray.NumCPUs(1), ray.NumGPUs(2))
-		var all []int
-		for _, ref := range []ray.ObjectRef[seen]{a, b} {
-			s, err := ray.Get(ctx, ref)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(s.Info.GPUIDs) != 2 || s.Info.Resources["GPU"] != 2 {
-				t.Fatalf("a 2-GPU task's context: GPUs %v, resources %v", s.Info.GPUIDs, s.Info.Resources)
-			}
-			if want := gpuList(s.Info.GPUIDs); !s.Set || s.CUDA != want {
-				t.Fatalf("CUDA_VISIBLE_DEVICES = %q (set %v); the context says %q", s.CUDA, s.Set, want)
-			}
-			all = append(all, s.Info.GPUIDs...)
-		}
-		slices.Sort(all)
-		if !slices.Equal(all, []int{0, 1, 2, 3}) {
-			t.Fatalf("the two tasks' GPUs together = %v; want 0..3 each once", all)
-		}
-		entries, _ := os.ReadDir(dir)
-		if len(entries) != 2 {
-			t.Fatalf("%d tasks met in %s; want both (they did not hold their GPUs at once)", len(entries), filepath.Base(dir))
-		}
+		twoGPUTasks(t, ctx)
 		// The GPUs came back with the leases: a 4-GPU task fits.
 		s, err := ray.Get(ctx, seeTask.Remote(ctx, ray.NumCPUs(1), ray.NumGPUs(4)))
 		if err != nil || s.CUDA != "0,1,2,3" {
@@ -168,6 +146,59 @@ func TestRuntimeContext(t *testing.T) {
 			t.Fatalf("actor with 1 GPU: GPUs %v, resources %v, CUDA_VISIBLE_DEVICES %q", i.GPUIDs, i.Resources, s.CUDA)
 		}
 	})
+}
+
+// twoGPUTasks runs two tasks of 2 GPUs each that hold their leases at
+// the same time, on a node of 4 GPUs, and checks that they got disjoint
+// indices, each seeing its own in CUDA_VISIBLE_DEVICES and its context.
+func twoGPUTasks(t *testing.T, ctx context.Context) {
+	t.Helper()
+	dir := t.TempDir()
+	a := seeTogether.Remote(ctx, ray.Val(dir), ray.Val(2), ray.NumCPUs(1), ray.NumGPUs(2))
+	b := seeTogether.Remote(ctx, ray.Val(dir), ray.Val(2), ray.NumCPUs(1), ray.NumGPUs(2))
+	var all []int
+	for _, ref := range []ray.ObjectRef[seen]{a, b} {
+		s, err := ray.Get(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Info.GPUIDs) != 2 || s.Info.Resources["GPU"] != 2 {
+			t.Fatalf("a 2-GPU task's context: GPUs %v, resources %v", s.Info.GPUIDs, s.Info.Resources)
+		}
+		if want := gpuList(s.Info.GPUIDs); !s.Set || s.CUDA != want {
+			t.Fatalf("CUDA_VISIBLE_DEVICES = %q (set %v); the context says %q", s.CUDA, s.Set, want)
+		}
+		all = append(all, s.Info.GPUIDs...)
+	}
+	slices.Sort(all)
+	if !slices.Equal(all, []int{0, 1, 2, 3}) {
+		t.Fatalf("the two tasks' GPUs together = %v; want 0..3 each once", all)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Fatalf("%d tasks met in %s; want both (they did not hold their GPUs at once)", len(entries), filepath.Base(dir))
+	}
+}
+
+// TestGPUsOfAStartedRaylet: a raylet process started with `--num-gpus 4`
+// (fake GPUs) hands out disjoint indices.
+func TestGPUsOfAStartedRaylet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := launcher.Start(ctx, launcher.Options{Binary: buildManta(t), Heads: 1, Nodes: 1, DataDir: t.TempDir(),
+		NodeArgs: func(int) []string { return []string{"--num-cpus", "2", "--num-gpus", "4"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := ray.Init(ctx, ray.Address(strings.Join(c.Addresses(), ",")), ray.Token(c.Token())); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ray.Shutdown(context.Background()) })
+	twoGPUTasks(t, ctx)
 }
 
 func gpuList(gpus []int) string {
