@@ -24,6 +24,7 @@ type leaseReq struct {
 	cancelled  bool // under Raylet.mu
 	infeasible bool // under Raylet.mu
 	arrived    time.Time
+	gpus       []int32 // assigned at grant (gpus.go), under Raylet.mu
 }
 
 type leaseResult struct {
@@ -39,6 +40,7 @@ type lease struct {
 	jobID   string
 	owner   string
 	res     resources.Set
+	gpus    []int32 // the GPU indices it holds (gpus.go)
 	worker  *workerpool.Worker
 	blocked bool // its CPUs are lent back while it waits in Get
 	// actorID is set for an actor's dedicated worker: its death is
@@ -153,6 +155,7 @@ func (r *Raylet) dropLeaseLocked(l *lease) {
 		back[resources.CPU] -= l.res[resources.CPU] // already lent back
 	}
 	r.avail.Add(back)
+	r.gpus.put(l.gpus)
 }
 
 // workerExited is the pool's report of a dead worker process: its lease
@@ -280,6 +283,10 @@ func (r *Raylet) spillLocked(q *leaseReq, n *remoteNode) {
 // that finds it a worker (an idle one, or a new process).
 func (r *Raylet) grantLocked(q *leaseReq) {
 	r.avail.Sub(q.res)
+	if r.gpus == nil {
+		r.gpus = newGPUSlots(r.total)
+	}
+	q.gpus = r.gpus.take(q.res[resources.GPU])
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -292,6 +299,7 @@ func (r *Raylet) grant(q *leaseReq) {
 		r.metrics.leaseFailures.Inc()
 		r.mu.Lock()
 		r.avail.Add(q.res)
+		r.gpus.put(q.gpus)
 		r.mu.Unlock()
 		q.finish(leaseResult{err: err})
 		r.wake()
@@ -330,6 +338,7 @@ func (r *Raylet) grant(q *leaseReq) {
 	r.mu.Lock()
 	if q.cancelled || r.closed {
 		r.avail.Add(q.res)
+		r.gpus.put(q.gpus)
 		r.mu.Unlock()
 		r.pool.Push(w)
 		r.wake()
@@ -342,7 +351,7 @@ func (r *Raylet) grant(q *leaseReq) {
 		return
 	default:
 	}
-	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, worker: w, actorID: q.req.ActorId,
+	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, gpus: q.gpus, worker: w, actorID: q.req.ActorId,
 		granted: time.Now(), backlog: q.req.Backlog}
 	if q.req.Detached {
 		r.pool.Detach(w)
@@ -352,5 +361,5 @@ func (r *Raylet) grant(q *leaseReq) {
 	r.mu.Unlock()
 	r.metrics.leaseGrants.Inc()
 	q.finish(leaseResult{reply: &pb.LeaseReply{LeaseId: l.id, WorkerId: w.ID, WorkerAddress: w.Address,
-		WorkerPid: int32(w.PID), NodeId: r.cfg.NodeID}})
+		WorkerPid: int32(w.PID), NodeId: r.cfg.NodeID, GpuIds: q.gpus}})
 }

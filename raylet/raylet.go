@@ -77,6 +77,7 @@ type Raylet struct {
 	mu        sync.Mutex
 	total     resources.Set
 	avail     resources.Set
+	gpus      *gpuSlots   // GPU indices per lease, made at the first grant
 	queue     []*leaseReq // waiting: for resources, or infeasible
 	leases    map[string]*lease
 	byWorker  map[string]*lease

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/internal/currentcluster"
 )
 
 // errNoToken is returned when no token was given in any of the four ways.
@@ -31,7 +33,7 @@ type clusterFlags struct {
 func addClusterFlags(cmd *cobra.Command) *clusterFlags {
 	f := &clusterFlags{}
 	fs := cmd.PersistentFlags()
-	fs.StringVar(&f.address, "address", "", "heads' gRPC addresses, comma-separated (default $"+cpclient.EnvAddress+")")
+	fs.StringVar(&f.address, "address", "", "heads' gRPC addresses, comma-separated (default $"+cpclient.EnvAddress+", else the cluster manta up or manta start --head started on this machine)")
 	fs.StringVar(&f.token, "token", "", "cluster token (default $"+cpclient.EnvToken+")")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the cluster token (default $"+cpclient.EnvTokenFile+")")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "bound on one call, retries included")
@@ -44,8 +46,15 @@ func (f *clusterFlags) config() (cpclient.Config, error) {
 	if addr == "" {
 		addr = os.Getenv(cpclient.EnvAddress)
 	}
+	var current currentcluster.Info
 	if strings.Trim(addr, ", ") == "" {
-		return cpclient.Config{}, usageError{cpclient.ErrNoAddress}
+		// As a driver does: the cluster `manta up` or `manta start
+		// --head` named in the current-cluster file.
+		info, err := currentcluster.Lookup(context.Background(), 2*time.Second)
+		if err != nil {
+			return cpclient.Config{}, usageError{fmt.Errorf("%w, or start a cluster here with manta up (%v)", cpclient.ErrNoAddress, err)}
+		}
+		current, addr = info, strings.Join(info.Heads, ",")
 	}
 	if f.token != "" && f.tokenFile != "" {
 		return cpclient.Config{}, usageErrorf("pass --token or --token-file, not both")
@@ -61,6 +70,12 @@ func (f *clusterFlags) config() (cpclient.Config, error) {
 		var err error
 		if tok, err = cpclient.TokenFromEnv(); err != nil {
 			return cpclient.Config{}, err
+		}
+	}
+	if tok == "" && current.TokenFile != "" {
+		var err error
+		if tok, err = head.ReadTokenFile(current.TokenFile); err != nil {
+			return cpclient.Config{}, fmt.Errorf("the current cluster's token (%s): %w", currentcluster.Path(), err)
 		}
 	}
 	if tok == "" {

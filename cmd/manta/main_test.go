@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/internal/currentcluster"
 	"github.com/manta-ray/manta/internal/launcher"
 	"github.com/manta-ray/manta/sdk/ray"
 )
@@ -37,6 +38,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	mantaBin = filepath.Join(dir, "manta")
+	// manta up and manta start --head name their cluster in this file,
+	// not in the user's (cleanEnv keeps it).
+	os.Setenv(currentcluster.EnvFile, filepath.Join(dir, "current_cluster.json"))
 	build := exec.Command("go", "build", "-o", mantaBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -110,7 +114,7 @@ func mantaCmd(t *testing.T, env []string, stdin string, args ...string) result {
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MANTA_") {
+		if !strings.HasPrefix(kv, "MANTA_") || strings.HasPrefix(kv, currentcluster.EnvFile+"=") {
 			env = append(env, kv)
 		}
 	}

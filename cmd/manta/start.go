@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/internal/currentcluster"
 	"github.com/manta-ray/manta/internal/metrics"
 	"github.com/manta-ray/manta/objectstore"
 	"github.com/manta-ray/manta/raylet"
@@ -109,7 +111,7 @@ its cluster on its own.`,
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
 	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
 	fs.Float64Var(&f.numCPUs, "num-cpus", -1, "CPUs the raylet offers (default: the machine's)")
-	fs.Float64Var(&f.numGPUs, "num-gpus", 0, "GPUs the raylet offers")
+	fs.Float64Var(&f.numGPUs, "num-gpus", -1, "GPUs the raylet offers (default: as many as nvidia-smi lists, else 0); each lease gets its own indices as CUDA_VISIBLE_DEVICES")
 	fs.Float64Var(&f.memory, "memory", 0, "memory the raylet offers to tasks, in bytes")
 	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
@@ -235,6 +237,13 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics http://%s%s)\n", r.NodeID(), r.Address(), r.MetricsAddress(), metrics.Path)
 		}
 	}
+	// Name this cluster for drivers and commands started here without an
+	// address (internal/currentcluster).
+	if err := currentcluster.Write(currentcluster.Info{Heads: []string{h.Address()},
+		TokenFile: filepath.Join(f.dataDir, head.TokenFile), PID: os.Getpid()}); err != nil {
+		log.Warn("write the current-cluster file", zap.String("path", currentcluster.Path()), zap.Error(err))
+	}
+	defer currentcluster.Remove(os.Getpid())
 	select {
 	case <-ctx.Done():
 	case err := <-fatal:
@@ -256,8 +265,12 @@ func (f *startFlags) rayletResources() (resources.Set, error) {
 	if f.numCPUs >= 0 {
 		res[resources.CPU] = f.numCPUs
 	}
-	if f.numGPUs > 0 {
-		res[resources.GPU] = f.numGPUs
+	gpus := f.numGPUs
+	if gpus < 0 {
+		gpus = detectGPUs()
+	}
+	if gpus > 0 {
+		res[resources.GPU] = gpus
 	}
 	if f.memory > 0 {
 		res[resources.Memory] = f.memory

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/chaos"
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/currentcluster"
 	"github.com/manta-ray/manta/internal/launcher"
 	"github.com/manta-ray/manta/internal/metrics"
 )
@@ -140,6 +142,14 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/raylet.log\n", n.ID, n.Address, n.PID, n.DataDir)
 	}
 	fmt.Fprintf(out, "cluster file %s\n", c.ClusterFile())
+	// The cluster as a whole is this machine's current one; its heads
+	// (launcher's children) write no file of their own.
+	if err := currentcluster.Write(currentcluster.Info{Heads: c.Addresses(), TokenFile: c.TokenFile(), PID: os.Getpid()}); err != nil {
+		log.Warn("write the current-cluster file", zap.String("path", currentcluster.Path()), zap.Error(err))
+	} else if p := currentcluster.Path(); p != "" {
+		fmt.Fprintf(out, "current cluster file %s (drivers and manta commands here find the cluster through it)\n", p)
+	}
+	defer currentcluster.Remove(os.Getpid())
 	sdCl, err := c.Client()
 	if err != nil {
 		return err

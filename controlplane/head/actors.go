@@ -18,6 +18,7 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/resources"
 )
 
 // actorPlacer is the "actor-placement" leader routine. The actor table in
@@ -260,7 +261,8 @@ func (p *actorPlacer) construct(ctx context.Context, a *cpb.ActorInfo, lease *rp
 	defer cc.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := rpb.NewCoreWorkerClient(cc).PushTasks(sctx)
+	grant := resources.Grant{Resources: a.Resources, GPUs: lease.GpuIds}
+	stream, err := rpb.NewCoreWorkerClient(cc).PushTasks(grant.OutgoingContext(sctx))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/manta-ray/manta/internal/currentcluster"
 )
 
 // ErrNotRunning is returned when a signal is asked for a head that is not
@@ -45,6 +47,9 @@ func (c *Cluster) spawn(host *Host, args []string, logPath string) (*proc, error
 	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	// The cluster is named as a whole by whoever launched it (manta up),
+	// not by each head.
+	cmd.Env = append(os.Environ(), currentcluster.EnvFile+"=off")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.opts.Binary, err)

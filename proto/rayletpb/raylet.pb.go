@@ -398,7 +398,12 @@ type LeaseReply struct {
 	SpillNodeId  string `protobuf:"bytes,6,opt,name=spill_node_id,json=spillNodeId,proto3" json:"spill_node_id,omitempty"`
 	SpillAddress string `protobuf:"bytes,7,opt,name=spill_address,json=spillAddress,proto3" json:"spill_address,omitempty"`
 	// The owner withdrew the request before it was granted.
-	Withdrawn     bool `protobuf:"varint,20,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	Withdrawn bool `protobuf:"varint,20,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	// Granted with GPUs: the indices this lease holds, disjoint from every
+	// other lease's on the node until it is returned. The owner passes them
+	// to the worker (as Ray's resource mapping), which sets
+	// CUDA_VISIBLE_DEVICES for the lease's tasks.
+	GpuIds        []int32 `protobuf:"varint,40,rep,packed,name=gpu_ids,json=gpuIds,proto3" json:"gpu_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +492,13 @@ func (x *LeaseReply) GetWithdrawn() bool {
 		return x.Withdrawn
 	}
 	return false
+}
+
+func (x *LeaseReply) GetGpuIds() []int32 {
+	if x != nil {
+		return x.GpuIds
+	}
+	return nil
 }
 
 // CancelLeaseRequests withdraws an owner's lease requests still waiting
@@ -4037,7 +4049,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aA\n" +
 	"\x13RuntimeEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x02\n" +
 	"\n" +
 	"LeaseReply\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1b\n" +
@@ -4048,7 +4060,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\"\n" +
 	"\rspill_node_id\x18\x06 \x01(\tR\vspillNodeId\x12#\n" +
 	"\rspill_address\x18\a \x01(\tR\fspillAddress\x12\x1c\n" +
-	"\twithdrawn\x18\x14 \x01(\bR\twithdrawn\"b\n" +
+	"\twithdrawn\x18\x14 \x01(\bR\twithdrawn\x12\x17\n" +
+	"\agpu_ids\x18( \x03(\x05R\x06gpuIds\"b\n" +
 	"\x1aCancelLeaseRequestsRequest\x12#\n" +
 	"\rowner_address\x18\x01 \x01(\tR\fownerAddress\x12\x1f\n" +
 	"\vrequest_ids\x18\x02 \x03(\tR\n" +

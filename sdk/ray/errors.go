@@ -24,6 +24,9 @@ var (
 	ErrNotInitialized = core.ErrNotInitialized
 	// ErrInvalidOption: a negative or malformed option (resources, retries).
 	ErrInvalidOption = core.ErrInvalidOption
+	// ErrNoCluster: Address("auto") found no running cluster, neither
+	// in MANTA_ADDRESS nor in the current-cluster file.
+	ErrNoCluster = core.ErrNoCluster
 	// ErrActorDied: the actor is dead (or died during the call and the call
 	// may not be retried); the message says why.
 	ErrActorDied = core.ErrActorDied

@@ -18,7 +18,11 @@ import (
 type InitOption func(*core.InitOptions)
 
 // Address connects to a running cluster through any of its heads
-// ("host:port,host:port"). Without it Init starts an embedded cluster.
+// ("host:port,host:port"). Without it Init looks for one as ray.init()
+// does: MANTA_ADDRESS, then the current-cluster file that `manta up` and
+// `manta start --head` write; only if neither names a live cluster does
+// it start an embedded one. Address("auto") looks the same way but
+// returns ErrNoCluster instead of starting one.
 func Address(heads string) InitOption { return func(o *core.InitOptions) { o.Address = heads } }
 
 // Token is the cluster token (default MANTA_TOKEN or MANTA_TOKEN_FILE).

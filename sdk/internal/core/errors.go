@@ -34,6 +34,8 @@ var (
 	ErrNotInitialized = errors.New("ray: not initialized; call ray.Init first")
 	// ErrInvalidOption: a negative or malformed option (resources, retries).
 	ErrInvalidOption = errors.New("ray: invalid option")
+	// ErrNoCluster: Address("auto") found no running cluster (lookup.go).
+	ErrNoCluster = errors.New("ray: no running cluster found")
 	// ErrActorDied: the actor is dead (or died during the call and the call
 	// may not be retried); the message says why.
 	ErrActorDied = errors.New("ray: actor died")

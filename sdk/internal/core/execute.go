@@ -17,6 +17,7 @@ import (
 
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/sdk/internal/receiver"
 )
 
@@ -99,7 +100,8 @@ func (c *Worker) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult 
 		return c.executeActor(ctx, spec, tid, args, failure)
 	}
 	c.fitProcs(spec.NumCpus)
-	tc := &taskCtx{id: tid, worker: true}
+	tc := c.newTaskCtx(ctx, spec, tid)
+	c.cudaEnv(tc)
 	tctx := context.WithValue(ctx, taskKey{}, tc)
 	results, err, stack := invoke(tctx, f, args)
 	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
@@ -181,6 +183,8 @@ type hostedActor struct {
 	// sem admits MaxConcurrency calls at once (1: one at a time, so calls
 	// from every caller are serialised).
 	sem chan struct{}
+	// grant is the creation lease's, which its calls run under.
+	grant resources.Grant
 }
 
 func (h *hostedActor) concurrent() bool { return cap(h.sem) > 1 }
@@ -198,9 +202,10 @@ func (c *Worker) hostedFor(id string) *hostedActor {
 // executeActor runs an actor's constructor or one of its methods.
 func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.TaskID, args []*pb.ObjectValue,
 	failure func(pb.ErrorKind, string, string) *pb.TaskResult) *pb.TaskResult {
-	tc := &taskCtx{id: tid, worker: true}
+	tc := c.newTaskCtx(ctx, spec, tid)
 	tctx := context.WithValue(ctx, taskKey{}, tc)
 	if spec.ActorCreation {
+		c.cudaEnv(tc)
 		cls := LookupClass(spec.Function)
 		if cls == nil {
 			return failure(pb.ErrorKind_ERROR_FUNCTION_NOT_FOUND, fmt.Sprintf("no actor class %q is registered in this binary", spec.Function), "")
@@ -223,7 +228,8 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 		}
 		c.ev.constructed(spec, nil)
 		c.mu.Lock()
-		c.hosted = &hostedActor{id: spec.ActorId, class: cls, inst: inst, sem: make(chan struct{}, max(1, int(spec.MaxConcurrency)))}
+		c.hosted = &hostedActor{id: spec.ActorId, class: cls, inst: inst, sem: make(chan struct{}, max(1, int(spec.MaxConcurrency))),
+			grant: tc.info.grant}
 		c.mu.Unlock()
 		return &pb.TaskResult{}
 	}

@@ -39,7 +39,9 @@ import (
 // InitOptions configure Init (sdk/ray's InitOption functions set them).
 type InitOptions struct {
 	// Address is the heads of a running cluster ("host:port,host:port");
-	// empty starts an embedded cluster (unless MANTA_ADDRESS is set).
+	// empty looks in MANTA_ADDRESS, then the current-cluster file, then
+	// starts an embedded cluster; "auto" requires an existing cluster
+	// (lookup.go).
 	Address string
 	// Token is the cluster token (default MANTA_TOKEN or MANTA_TOKEN_FILE).
 	Token string
@@ -138,6 +140,9 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		}
 	}
 	log := o.Logger.Named("ray")
+	if err := o.findCluster(ctx, log); err != nil {
+		return err
+	}
 	state.Lock()
 	defer state.Unlock()
 	if state.c != nil {

@@ -74,6 +74,11 @@ type Worker struct {
 	resolving atomic.Int64
 	// Local working dirs of runtime envs uploaded so far.
 	envs envUploads
+	// The runtime context (context.go): the driver's node, found once;
+	// whether this worker ever set CUDA_VISIBLE_DEVICES.
+	nodeOnce sync.Mutex
+	nodeID   string
+	cudaSet  atomic.Bool
 
 	// mu guards the connection cache and the actor state below.
 	mu    sync.Mutex
@@ -97,7 +102,8 @@ type taskCtx struct {
 	id      ids.TaskID
 	counter atomic.Uint64
 	puts    atomic.Uint32
-	worker  bool // a task in a worker process (Get blocks: lend the CPU)
+	worker  bool     // a task in a worker process (Get blocks: lend the CPU)
+	info    *runInfo // a pushed task's attempt, actor and grant (context.go)
 }
 
 type taskKey struct{}

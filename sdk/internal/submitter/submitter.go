@@ -710,7 +710,9 @@ func (s *Submitter) runLease(l *lease) (workerFailed bool) {
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	stream, err := wc.PushTasks(ctx)
+	// The lease's grant goes with the stream: its tasks see it (and
+	// their GPUs) in the worker.
+	stream, err := wc.PushTasks(resources.Grant{Resources: l.sh.res, GPUs: l.reply.GpuIds}.OutgoingContext(ctx))
 	if err != nil {
 		s.lostAll(l, err)
 		return true
