@@ -101,6 +101,9 @@ func (c *Worker) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult 
 	c.fitProcs(spec.NumCpus)
 	tc := &taskCtx{id: tid, worker: true}
 	tctx := context.WithValue(ctx, taskKey{}, tc)
+	if f.Generator {
+		tctx = c.withGenerator(tctx, spec, tid)
+	}
 	results, err, stack := invoke(tctx, f, args)
 	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
 }
@@ -239,6 +242,9 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 	case h.sem <- struct{}{}:
 	case <-ctx.Done():
 		return failure(pb.ErrorKind_ERROR_WORKER_CRASHED, ctx.Err().Error(), "")
+	}
+	if m.Generator {
+		tctx = c.withGenerator(tctx, spec, tid)
 	}
 	results, err, stack := invokeMethod(tctx, m, h.inst, args)
 	<-h.sem

@@ -74,6 +74,8 @@ type Worker struct {
 	resolving atomic.Int64
 	// Local working dirs of runtime envs uploaded so far.
 	envs envUploads
+	// Open generator streams this process consumes (generator.go).
+	gens genTable
 
 	// mu guards the connection cache and the actor state below.
 	mu    sync.Mutex
