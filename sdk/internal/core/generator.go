@@ -17,9 +17,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -109,6 +112,7 @@ func (c *Worker) ReportGeneratorItem(ctx context.Context, req *pb.GeneratorItemR
 			return nil, status.Errorf(codes.NotFound, "generator task %s: its consumer dropped it", tid)
 		case idx < len(s.items):
 			// A retried attempt yields from the start: the consumer has it.
+			c.dropRepeat(ids.ReturnID(tid, uint32(idx+2)), req.Value.Location)
 			return &pb.GeneratorItemReply{}, nil
 		case idx > len(s.items):
 			return nil, status.Errorf(codes.FailedPrecondition, "index: item %d of %s before item %d", idx, tid, len(s.items))
@@ -141,6 +145,31 @@ func (c *Worker) ReportGeneratorItem(ctx context.Context, req *pb.GeneratorItemR
 	s.items = append(s.items, k)
 	s.signal()
 	return &pb.GeneratorItemReply{}, nil
+}
+
+// dropRepeat frees the copy a retried attempt stored of an item the
+// owner has already, when it is on another node than the item's copies
+// (on the same node the store kept the first one).
+func (c *Worker) dropRepeat(id ids.ObjectID, loc string) {
+	if loc == "" {
+		return
+	}
+	if o := c.mem.Get(id); o != nil {
+		if v := c.mem.Value(o); v.Location == loc || slices.Contains(v.Copies, loc) {
+			return
+		}
+	}
+	c.spawn(func() {
+		cc, err := c.conn(loc)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		if _, err := pb.NewRayletClient(cc).FreeObjects(ctx, &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}); err != nil {
+			c.log.Debug("free a generator item's repeat failed", zap.String("raylet", loc), zap.Error(err))
+		}
+	})
 }
 
 // Generator is the consumer's side of a generator task: end is its

@@ -2,9 +2,12 @@ package core
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -19,7 +22,7 @@ func newGenOwner(t *testing.T, backpressure int) (*Worker, ids.TaskID, *Generato
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c := &Worker{address: testOwner, mem: memstore.New(memstore.Config{}), ctx: ctx}
+	c := &Worker{address: testOwner, mem: memstore.New(memstore.Config{}), ctx: ctx, cancel: cancel}
 	tid := ids.NewTaskID(testJob, ids.DriverTaskID(testJob), taskCounter.Add(1))
 	c.gens.open(tid, backpressure, "")
 	_, keys := c.newReturns(tid, 1, "")
@@ -132,5 +135,64 @@ func TestGeneratorOwnerHoldsReportsUnderBackpressure(t *testing.T) {
 	}
 	if r, _, h := g.Stats(); r != 3 || h != 0 {
 		t.Fatalf("after the cancel: reported %d, held %d", r, h)
+	}
+}
+
+// freeRecorder is a raylet that records the objects it is told to free.
+type freeRecorder struct {
+	pb.UnimplementedRayletServer
+	freed chan ids.ObjectID
+}
+
+func (f *freeRecorder) FreeObjects(_ context.Context, req *pb.FreeObjectsRequest) (*pb.FreeObjectsReply, error) {
+	for _, b := range req.ObjectIds {
+		id, _ := ids.ObjectFromBytes(b)
+		f.freed <- id
+	}
+	return &pb.FreeObjectsReply{}, nil
+}
+
+func TestGeneratorOwnerFreesARetrysRepeatOnAnotherNode(t *testing.T) {
+	c, tid, _ := newGenOwner(t, 0)
+	c.log, c.conns = zap.NewNop(), map[string]*grpc.ClientConn{}
+	t.Cleanup(func() {
+		c.cancel()
+		c.wg.Wait()
+		for _, cc := range c.conns {
+			cc.Close()
+		}
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &freeRecorder{freed: make(chan ids.ObjectID, 4)}
+	srv := grpc.NewServer()
+	pb.RegisterRayletServer(srv, rec)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	other := lis.Addr().String()
+
+	ctx := context.Background()
+	item := func(i int, loc string) {
+		t.Helper()
+		if _, err := c.ReportGeneratorItem(ctx, &pb.GeneratorItemRequest{TaskId: tid[:], Index: uint64(i),
+			Value: &pb.ObjectValue{Location: loc}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	item(0, "first-node:1")
+	item(0, "first-node:1") // the same node kept the first copy: nothing to free
+	item(0, other)          // the retry ran elsewhere: its copy goes
+	select {
+	case id := <-rec.freed:
+		if id != ids.ReturnID(tid, 2) {
+			t.Fatalf("freed %s; want item 0's object", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the repeat's copy was not freed")
+	}
+	if v := c.mem.Value(c.mem.Get(ids.ReturnID(tid, 2))); v.Location != "first-node:1" {
+		t.Fatalf("item 0 is now at %q", v.Location)
 	}
 }
