@@ -4020,6 +4020,113 @@ func (x *ListObjectsReply) GetObjects() []*ObjectStateInfo {
 	return nil
 }
 
+// One item a generator task yielded: its index from 0 in the task's
+// stream, its value inline or where the worker stored it. The item's
+// object is the task's return index+2 (return 1 is the item count).
+type GeneratorItemRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Value         *ObjectValue           `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Attempt       int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GeneratorItemRequest) Reset() {
+	*x = GeneratorItemRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GeneratorItemRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GeneratorItemRequest) ProtoMessage() {}
+
+func (x *GeneratorItemRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GeneratorItemRequest.ProtoReflect.Descriptor instead.
+func (*GeneratorItemRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GeneratorItemRequest) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *GeneratorItemRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GeneratorItemRequest) GetValue() *ObjectValue {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *GeneratorItemRequest) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type GeneratorItemReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GeneratorItemReply) Reset() {
+	*x = GeneratorItemReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GeneratorItemReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GeneratorItemReply) ProtoMessage() {}
+
+func (x *GeneratorItemReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GeneratorItemReply.ProtoReflect.Descriptor instead.
+func (*GeneratorItemReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{61}
+}
+
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
 
 const file_rayletpb_raylet_proto_rawDesc = "" +
@@ -4323,7 +4430,13 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x04pins\x18\a \x01(\x05R\x04pins\"g\n" +
 	"\x10ListObjectsReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12:\n" +
-	"\aobjects\x18\x02 \x03(\v2 .manta.raylet.v1.ObjectStateInfoR\aobjects*,\n" +
+	"\aobjects\x18\x02 \x03(\v2 .manta.raylet.v1.ObjectStateInfoR\aobjects\"\x93\x01\n" +
+	"\x14GeneratorItemRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x122\n" +
+	"\x05value\x18\x03 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\x14\n" +
+	"\x12GeneratorItemReply*,\n" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -4364,7 +4477,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
 	"StreamLogs\x12\".manta.raylet.v1.StreamLogsRequest\x1a\x19.manta.raylet.v1.LogBatch0\x01\x12U\n" +
 	"\vListWorkers\x12#.manta.raylet.v1.ListWorkersRequest\x1a!.manta.raylet.v1.ListWorkersReply\x12U\n" +
-	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply2\x87\x04\n" +
+	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply2\xea\x04\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -4373,7 +4486,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x11AddObjectLocation\x12).manta.raylet.v1.AddObjectLocationRequest\x1a'.manta.raylet.v1.AddObjectLocationReply\x12R\n" +
 	"\n" +
 	"CancelTask\x12\".manta.raylet.v1.CancelTaskRequest\x1a .manta.raylet.v1.CancelTaskReply\x12X\n" +
-	"\x0eGetOwnerStatus\x12#.manta.raylet.v1.OwnerStatusRequest\x1a!.manta.raylet.v1.OwnerStatusReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
+	"\x0eGetOwnerStatus\x12#.manta.raylet.v1.OwnerStatusRequest\x1a!.manta.raylet.v1.OwnerStatusReply\x12a\n" +
+	"\x13ReportGeneratorItem\x12%.manta.raylet.v1.GeneratorItemRequest\x1a#.manta.raylet.v1.GeneratorItemReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
 
 var (
 	file_rayletpb_raylet_proto_rawDescOnce sync.Once
@@ -4388,7 +4502,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                        // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
@@ -4452,15 +4566,17 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*ListObjectsRequest)(nil),         // 59: manta.raylet.v1.ListObjectsRequest
 	(*ObjectStateInfo)(nil),            // 60: manta.raylet.v1.ObjectStateInfo
 	(*ListObjectsReply)(nil),           // 61: manta.raylet.v1.ListObjectsReply
-	nil,                                // 62: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 63: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	nil,                                // 64: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 65: manta.raylet.v1.GetStatusReply.AvailableEntry
-	nil,                                // 66: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	(*GeneratorItemRequest)(nil),       // 62: manta.raylet.v1.GeneratorItemRequest
+	(*GeneratorItemReply)(nil),         // 63: manta.raylet.v1.GeneratorItemReply
+	nil,                                // 64: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                // 65: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                // 66: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 67: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 68: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	62, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	63, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	64, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	65, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
 	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
 	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
 	21, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
@@ -4468,8 +4584,8 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
 	23, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
 	30, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	64, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	65, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	66, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	67, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
 	34, // 11: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
 	34, // 12: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
 	1,  // 13: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
@@ -4477,7 +4593,7 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 15: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
 	36, // 16: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
 	37, // 17: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	66, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	68, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 	38, // 19: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
 	40, // 20: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
 	36, // 21: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
@@ -4487,59 +4603,62 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	54, // 25: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
 	57, // 26: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
 	60, // 27: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
-	4,  // 28: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	8,  // 29: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 30: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	10, // 31: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	12, // 32: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	14, // 33: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	16, // 34: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	32, // 35: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 36: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	17, // 37: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	19, // 38: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	22, // 39: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	25, // 40: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	27, // 41: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	29, // 42: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	53, // 43: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
-	56, // 44: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
-	59, // 45: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
-	39, // 46: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	48, // 47: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	49, // 48: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	51, // 49: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	43, // 50: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	44, // 51: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
-	5,  // 52: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	9,  // 53: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 54: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	11, // 55: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	13, // 56: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	15, // 57: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	14, // 58: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	33, // 59: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 60: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	18, // 61: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	20, // 62: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	24, // 63: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	26, // 64: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	28, // 65: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	31, // 66: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	55, // 67: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
-	58, // 68: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
-	61, // 69: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
-	42, // 70: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	36, // 71: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	50, // 72: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	52, // 73: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	47, // 74: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	45, // 75: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
-	52, // [52:76] is the sub-list for method output_type
-	28, // [28:52] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	36, // 28: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
+	4,  // 29: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	8,  // 30: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	6,  // 31: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	10, // 32: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	12, // 33: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	14, // 34: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	16, // 35: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	32, // 36: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 37: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	17, // 38: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	19, // 39: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	22, // 40: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	25, // 41: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	27, // 42: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	29, // 43: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	53, // 44: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
+	56, // 45: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
+	59, // 46: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
+	39, // 47: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	48, // 48: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	49, // 49: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	51, // 50: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	43, // 51: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	44, // 52: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
+	62, // 53: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
+	5,  // 54: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	9,  // 55: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	7,  // 56: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	11, // 57: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	13, // 58: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	15, // 59: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	14, // 60: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	33, // 61: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 62: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	18, // 63: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	20, // 64: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	24, // 65: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	26, // 66: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	28, // 67: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	31, // 68: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	55, // 69: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
+	58, // 70: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
+	61, // 71: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
+	42, // 72: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	36, // 73: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	50, // 74: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	52, // 75: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	47, // 76: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	45, // 77: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
+	63, // 78: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
+	54, // [54:79] is the sub-list for method output_type
+	29, // [29:54] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -4553,7 +4672,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   65,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -832,12 +832,13 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CoreWorker_PushTasks_FullMethodName         = "/manta.raylet.v1.CoreWorker/PushTasks"
-	CoreWorker_GetObject_FullMethodName         = "/manta.raylet.v1.CoreWorker/GetObject"
-	CoreWorker_Ping_FullMethodName              = "/manta.raylet.v1.CoreWorker/Ping"
-	CoreWorker_AddObjectLocation_FullMethodName = "/manta.raylet.v1.CoreWorker/AddObjectLocation"
-	CoreWorker_CancelTask_FullMethodName        = "/manta.raylet.v1.CoreWorker/CancelTask"
-	CoreWorker_GetOwnerStatus_FullMethodName    = "/manta.raylet.v1.CoreWorker/GetOwnerStatus"
+	CoreWorker_PushTasks_FullMethodName           = "/manta.raylet.v1.CoreWorker/PushTasks"
+	CoreWorker_GetObject_FullMethodName           = "/manta.raylet.v1.CoreWorker/GetObject"
+	CoreWorker_Ping_FullMethodName                = "/manta.raylet.v1.CoreWorker/Ping"
+	CoreWorker_AddObjectLocation_FullMethodName   = "/manta.raylet.v1.CoreWorker/AddObjectLocation"
+	CoreWorker_CancelTask_FullMethodName          = "/manta.raylet.v1.CoreWorker/CancelTask"
+	CoreWorker_GetOwnerStatus_FullMethodName      = "/manta.raylet.v1.CoreWorker/GetOwnerStatus"
+	CoreWorker_ReportGeneratorItem_FullMethodName = "/manta.raylet.v1.CoreWorker/ReportGeneratorItem"
 )
 
 // CoreWorkerClient is the client API for CoreWorker service.
@@ -863,6 +864,11 @@ type CoreWorkerClient interface {
 	// GetOwnerStatus says what this owner's tasks wait for, per resource
 	// shape, for `manta status`.
 	GetOwnerStatus(ctx context.Context, in *OwnerStatusRequest, opts ...grpc.CallOption) (*OwnerStatusReply, error)
+	// ReportGeneratorItem hands the owner of a generator task one item it
+	// yielded, as soon as it is yielded (Ray's ReportGeneratorItemReturns).
+	// The reply is the owner's ack: with backpressure it waits until the
+	// consumer has taken enough items, and the producer's yield waits on it.
+	ReportGeneratorItem(ctx context.Context, in *GeneratorItemRequest, opts ...grpc.CallOption) (*GeneratorItemReply, error)
 }
 
 type coreWorkerClient struct {
@@ -936,6 +942,16 @@ func (c *coreWorkerClient) GetOwnerStatus(ctx context.Context, in *OwnerStatusRe
 	return out, nil
 }
 
+func (c *coreWorkerClient) ReportGeneratorItem(ctx context.Context, in *GeneratorItemRequest, opts ...grpc.CallOption) (*GeneratorItemReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GeneratorItemReply)
+	err := c.cc.Invoke(ctx, CoreWorker_ReportGeneratorItem_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoreWorkerServer is the server API for CoreWorker service.
 // All implementations must embed UnimplementedCoreWorkerServer
 // for forward compatibility.
@@ -959,6 +975,11 @@ type CoreWorkerServer interface {
 	// GetOwnerStatus says what this owner's tasks wait for, per resource
 	// shape, for `manta status`.
 	GetOwnerStatus(context.Context, *OwnerStatusRequest) (*OwnerStatusReply, error)
+	// ReportGeneratorItem hands the owner of a generator task one item it
+	// yielded, as soon as it is yielded (Ray's ReportGeneratorItemReturns).
+	// The reply is the owner's ack: with backpressure it waits until the
+	// consumer has taken enough items, and the producer's yield waits on it.
+	ReportGeneratorItem(context.Context, *GeneratorItemRequest) (*GeneratorItemReply, error)
 	mustEmbedUnimplementedCoreWorkerServer()
 }
 
@@ -986,6 +1007,9 @@ func (UnimplementedCoreWorkerServer) CancelTask(context.Context, *CancelTaskRequ
 }
 func (UnimplementedCoreWorkerServer) GetOwnerStatus(context.Context, *OwnerStatusRequest) (*OwnerStatusReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOwnerStatus not implemented")
+}
+func (UnimplementedCoreWorkerServer) ReportGeneratorItem(context.Context, *GeneratorItemRequest) (*GeneratorItemReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportGeneratorItem not implemented")
 }
 func (UnimplementedCoreWorkerServer) mustEmbedUnimplementedCoreWorkerServer() {}
 func (UnimplementedCoreWorkerServer) testEmbeddedByValue()                    {}
@@ -1105,6 +1129,24 @@ func _CoreWorker_GetOwnerStatus_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoreWorker_ReportGeneratorItem_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GeneratorItemRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoreWorkerServer).ReportGeneratorItem(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoreWorker_ReportGeneratorItem_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoreWorkerServer).ReportGeneratorItem(ctx, req.(*GeneratorItemRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoreWorker_ServiceDesc is the grpc.ServiceDesc for CoreWorker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1131,6 +1173,10 @@ var CoreWorker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOwnerStatus",
 			Handler:    _CoreWorker_GetOwnerStatus_Handler,
+		},
+		{
+			MethodName: "ReportGeneratorItem",
+			Handler:    _CoreWorker_ReportGeneratorItem_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

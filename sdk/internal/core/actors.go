@@ -252,6 +252,9 @@ func (c *Worker) SubmitActorCall(ctx context.Context, actorID string, m *ActorMe
 	call.call = &actorsubmit.Call{Spec: spec, ID: tid, Unresolved: len(call.deps) > 0, Data: call}
 	call.pinned = c.pinArgs(call.depKeys)
 	var keys []ObjectKey
+	if m.Generator {
+		c.gens.open(tid, 0, actorID)
+	}
 	// Cancel finds the call's actor from its ref's object.
 	call.returns, keys = c.newReturns(tid, m.NRet, actorID)
 	c.ev.submitted(&call.ev, spec, cpb.TaskType_ACTOR_TASK, tc.id, nil, len(call.deps) > 0)

@@ -103,6 +103,9 @@ func (c *Worker) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult 
 	tc := c.newTaskCtx(ctx, spec, tid)
 	c.cudaEnv(tc)
 	tctx := context.WithValue(ctx, taskKey{}, tc)
+	if f.Generator {
+		tctx = c.withGenerator(tctx, spec, tid)
+	}
 	results, err, stack := invoke(tctx, f, args)
 	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
 }
@@ -245,6 +248,9 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 	case h.sem <- struct{}{}:
 	case <-ctx.Done():
 		return failure(pb.ErrorKind_ERROR_WORKER_CRASHED, ctx.Err().Error(), "")
+	}
+	if m.Generator {
+		tctx = c.withGenerator(tctx, spec, tid)
 	}
 	results, err, stack := invokeMethod(tctx, m, h.inst, args)
 	<-h.sem

@@ -30,6 +30,10 @@ type CallOptions struct {
 	RetryExceptions bool
 	// Err is the first invalid option; the call fails with it.
 	Err error
+	// Backpressure (set by GeneratorBackpressure, generators only) holds
+	// a generator's yield while this many items are unconsumed.
+	Backpressure    int
+	BackpressureSet bool
 
 	// Actor options (ignored by tasks).
 	CPUSet         bool

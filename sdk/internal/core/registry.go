@@ -26,6 +26,9 @@ type Function struct {
 	// InPlace marks the parameters of type ReadOnlyBytes: a stored
 	// argument there is handed over as a view of the node's arena.
 	InPlace []bool
+	// Generator marks a generator: its Call yields items (Yield) and
+	// returns their count (generator.go).
+	Generator bool
 }
 
 // ActorClass is a registered actor type in untyped form.
@@ -43,6 +46,8 @@ type ActorMethod struct {
 	Name  string
 	NRet  int
 	Call  func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error)
+	// Generator marks a method that yields items (generator.go).
+	Generator bool
 }
 
 // registry holds every remote function and actor class by name.

@@ -8,6 +8,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/manta-ray/manta/internal/ids"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
@@ -32,6 +33,9 @@ type Arg struct {
 // once its reference arguments are resolved. The caller keeps the refs
 // behind args reachable until Submit returns (they are pinned by then).
 func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOptions) ([]ObjectKey, error) {
+	if o.BackpressureSet && !f.Generator {
+		return nil, fmt.Errorf("%w: GeneratorBackpressure on %s, which is not a generator", ErrInvalidOption, f.Name)
+	}
 	tc := c.taskOf(ctx)
 	tid := ids.NewTaskID(c.jobID, tc.id, tc.counter.Add(1))
 	t := newTask(&pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: f.Name, NumReturns: int32(f.NRet),
@@ -47,6 +51,9 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 	}
 	t.pinned = c.pinArgs(argKeys)
 	t.refs, t.refKeys = refs, argKeys
+	if f.Generator {
+		c.gens.open(tid, o.Backpressure, "")
+	}
 	var keys []ObjectKey
 	t.returns, keys = c.newReturns(tid, f.NRet, "")
 	if tc.worker {

@@ -79,6 +79,8 @@ type Worker struct {
 	nodeOnce sync.Mutex
 	nodeID   string
 	cudaSet  atomic.Bool
+	// Open generator streams this process consumes (generator.go).
+	gens genTable
 
 	// mu guards the connection cache and the actor state below.
 	mu    sync.Mutex
