@@ -110,9 +110,7 @@ func (l *eventLog) argsResolved(te *taskEv) {
 func (te *taskEv) event(st cpb.TaskEventState) *cpb.TaskEvent {
 	spec := te.spec
 	ev := &cpb.TaskEvent{TaskId: spec.TaskId, Attempt: spec.Attempt, JobId: spec.JobId, ActorId: spec.ActorId,
-		FuncOrClassName: spec.Function, Type: te.typ, State: st,
-		// Room for every state's time: one allocation, not one per append.
-		StateUnixNano: make([]int64, 0, int(cpb.TaskEventState_CANCELED)+1)}
+		FuncOrClassName: spec.Function, Type: te.typ, State: st}
 	// A normal task's default shape goes without saying (the leader fills
 	// it in): a map on every task is the costliest field to send.
 	switch {
