@@ -229,7 +229,6 @@ type actorCall struct {
 	deps    []int // argument indices that are refs, resolved before sending
 	depKeys []ObjectKey
 	pinned  []ids.ObjectID // owned reference arguments (refs.go)
-	ev      taskEv         // its task events (events.go)
 }
 
 // SubmitActorCall calls method m of actor actorID and returns its
@@ -257,7 +256,7 @@ func (c *Worker) SubmitActorCall(ctx context.Context, actorID string, m *ActorMe
 	}
 	// Cancel finds the call's actor from its ref's object.
 	call.returns, keys = c.newReturns(tid, m.NRet, actorID)
-	c.ev.submitted(&call.ev, spec, cpb.TaskType_ACTOR_TASK, tc.id, nil, len(call.deps) > 0)
+	c.ev.submitted(spec, cpb.TaskType_ACTOR_TASK, tc.id, nil, len(call.deps) > 0)
 	as.Submit(actorID, call.call)
 	return keys, nil
 }
@@ -301,7 +300,7 @@ func (h actorHandler) Resolve(ctx context.Context, call *actorsubmit.Call) bool 
 }
 
 func (c *Worker) failCall(call *actorCall, e *pb.TaskError) {
-	c.ev.failed(&call.ev, e)
+	c.ev.failed(call.call.Spec, e)
 	e = &pb.TaskError{Kind: e.Kind, Message: e.Message, Function: call.call.Spec.Function}
 	e.TaskId = call.call.ID.String()
 	v := &pb.ObjectValue{Error: e}
@@ -344,9 +343,6 @@ func (c *Worker) resolveCall(ctx context.Context, call *actorCall) bool {
 	// The actor consumes outputs of this owner's tasks: their lineage
 	// commits first (recovery.go).
 	c.lin.waitCommitted(ctx, producers)
-	if len(call.deps) > 0 {
-		c.ev.argsResolved(&call.ev)
-	}
 	return true
 }
 
@@ -355,7 +351,7 @@ func (c *Worker) finishCall(call *actorCall, res *pb.TaskResult) {
 		c.failCall(call, res.Error)
 		return
 	}
-	c.ev.finished(&call.ev, nil, 0)
+	c.ev.state(call.call.Spec, cpb.TaskEventState_FINISHED)
 	completeReturns(c.mem, call.returns, call.call.Spec.Function, res, "the call")
 	pinned := call.pinned
 	call.pinned = nil

@@ -1,14 +1,14 @@
 package core
 
-// Task events for the State API. The owner reports each attempt's end:
-// when it was created, where it ran (node, worker, pid: the lease's) and
-// since when (the answer's run time), how it ended (its error and stack);
-// and, once a second, the attempts still waiting (for their arguments or
-// a worker) that it has not reported yet. Only the executor knows a task
-// is running before it ends, so a worker reports, at the same tick, the
-// tasks it has been running for a while. So a trivial task costs one
-// event, and a long one, which a user watches, shows each state as it
-// comes (within a second). Events go through sdk/internal/taskevents,
+// Task events for the State API. The owner reports a task's submission,
+// its wait for arguments, each failed attempt and its end, and, from the
+// answer, where it ran (node, worker, pid: the lease's) and since when
+// (the answer's run time): one merged event per task for the common
+// case, since the reporter folds a task's changes within one flush. Only
+// the executor knows a task is running before it ends, so it reports the
+// tasks still running at its next flush tick (long tasks, which a user
+// watches), not every task: a report per trivial task would double the
+// events' cost for nothing. Events go through sdk/internal/taskevents,
 // which batches them off the task path. A worker's output also gets a
 // marker line per task (raylet/workerlog) so its log lines can be
 // attributed.
@@ -41,13 +41,9 @@ type eventLog struct {
 	worker string
 	pid    int32
 
-	// The tasks this worker runs now, for the tick.
+	// The tasks this worker runs now, for runningLoop.
 	mu  sync.Mutex
 	now map[*pb.TaskSpec]*runningTask
-	// The attempts this owner submitted whose end or pending state is not
-	// reported yet, for the tick.
-	pmu  sync.Mutex
-	pend []*taskEv
 }
 
 type runningTask struct {
@@ -62,139 +58,68 @@ func (l *eventLog) on() *taskevents.Reporter {
 	return l.r.Load()
 }
 
-// taskEv is what the event log keeps of an owned task attempt (or actor
-// call) until its end is reported. A task is not reported when it is
-// submitted: most end within a second, and their end event says it all
-// (when they were created, where they ran, how they ended), at the cost
-// of one event instead of two. Tasks still waiting at the next tick are
-// reported then, as pending (tickLoop).
-type taskEv struct {
-	spec    *pb.TaskSpec
-	typ     cpb.TaskType
-	parent  ids.TaskID
-	res     resources.Set
-	created int64
-	// argsReady: its reference arguments are resolved (or it had none);
-	// ended: its end was reported; reported: its pending state was.
-	argsReady, ended, reported atomic.Bool
-}
-
-// submitted notes a new task attempt (a retry too) for the tick.
-func (l *eventLog) submitted(te *taskEv, spec *pb.TaskSpec, typ cpb.TaskType, parent ids.TaskID, res resources.Set, waitsArgs bool) {
-	if l.on() == nil {
-		return
-	}
-	l.pmu.Lock()
-	te.spec, te.typ, te.parent, te.res, te.created = spec, typ, parent, res, time.Now().UnixNano()
-	te.argsReady.Store(!waitsArgs)
-	te.ended.Store(false)
-	te.reported.Store(false)
-	l.pend = append(l.pend, te)
-	l.pmu.Unlock()
-}
-
-// argsResolved notes that a task's arguments are ready (reported as a
-// state change if its pending state was reported).
-func (l *eventLog) argsResolved(te *taskEv) {
-	r := l.on()
-	if r == nil || te.spec == nil {
-		return
-	}
-	te.argsReady.Store(true)
-	if te.reported.Load() {
-		r.State(te.spec.TaskId, te.spec.Attempt, cpb.TaskEventState_PENDING_NODE_ASSIGNMENT)
-	}
-}
-
-// event is te's full event in state st, with its creation time.
-func (te *taskEv) event(st cpb.TaskEventState) *cpb.TaskEvent {
-	spec := te.spec
-	ev := &cpb.TaskEvent{TaskId: spec.TaskId, Attempt: spec.Attempt, JobId: spec.JobId, ActorId: spec.ActorId,
-		FuncOrClassName: spec.Function, Type: te.typ, State: st}
-	// A normal task's default shape goes without saying (the leader fills
-	// it in): a map on every task is the costliest field to send.
-	switch {
-	case te.typ == cpb.TaskType_NORMAL_TASK && len(te.res) == 0:
-		ev.RequiredResources = map[string]float64{resources.CPU: 0}
-	case len(te.res) != 1 || te.res[resources.CPU] != 1 || te.typ != cpb.TaskType_NORMAL_TASK:
-		ev.RequiredResources = te.res
-	}
-	if te.parent != (ids.TaskID{}) {
-		ev.ParentTaskId = te.parent[:]
-	}
-	taskevents.SetStateTime(ev, cpb.TaskEventState_PENDING_NODE_ASSIGNMENT, te.created)
-	return ev
-}
-
-// finished reports an attempt's successful end: where it ran (from the
-// lease; nil for an actor call) and since when (now minus its run time).
-func (l *eventLog) finished(te *taskEv, lease *pb.LeaseReply, runNanos int64) {
-	r := l.on()
-	if r == nil || te.spec == nil {
-		return
-	}
-	te.ended.Store(true)
-	ev := te.event(cpb.TaskEventState_FINISHED)
-	if lease != nil {
-		ev.NodeId, ev.WorkerId, ev.WorkerPid = lease.NodeId, lease.WorkerId, lease.WorkerPid
-		taskevents.SetStateTime(ev, cpb.TaskEventState_RUNNING, time.Now().UnixNano()-runNanos)
-	}
-	r.Add(ev)
-}
-
-// ranOn notes where a failed attempt ran (failed reports the failure).
-func (l *eventLog) ranOn(te *taskEv, lease *pb.LeaseReply, runNanos int64) {
-	r := l.on()
-	if r == nil || lease == nil || te.spec == nil {
-		return
-	}
-	r.Ended(te.spec.TaskId, te.spec.Attempt, cpb.TaskEventState_RUNNING,
-		&taskevents.Where{Node: lease.NodeId, Worker: lease.WorkerId, Pid: lease.WorkerPid}, time.Now().UnixNano()-runNanos)
-}
-
-// failed reports an attempt's failure (or cancellation) with its error.
-func (l *eventLog) failed(te *taskEv, e *pb.TaskError) {
-	r := l.on()
-	if r == nil || te.spec == nil {
-		return
-	}
-	te.ended.Store(true)
-	st := cpb.TaskEventState_FAILED
-	if e.GetKind() == pb.ErrorKind_ERROR_TASK_CANCELLED {
-		st = cpb.TaskEventState_CANCELED
-	}
-	ev := te.event(st)
-	ev.ErrorType, ev.ErrorMessage, ev.Stack = errorType(e.GetKind()), e.GetMessage(), e.GetStack()
-	r.Add(ev)
-}
-
-// reportPending reports, once, the attempts submitted at least minAge ago
-// that have not ended, and forgets those that ended.
-func (l *eventLog) reportPending(minAge time.Duration) {
+// submitted reports a new task (or a new attempt of one): waiting for its
+// arguments, or for a worker.
+func (l *eventLog) submitted(spec *pb.TaskSpec, typ cpb.TaskType, parent ids.TaskID, res resources.Set, waitsArgs bool) {
 	r := l.on()
 	if r == nil {
 		return
 	}
-	cut := time.Now().Add(-minAge).UnixNano()
-	l.pmu.Lock()
-	defer l.pmu.Unlock()
-	kept := l.pend[:0]
-	for _, te := range l.pend {
-		switch {
-		case te.ended.Load() || te.reported.Load():
-		case te.created > cut:
-			kept = append(kept, te)
-		default:
-			te.reported.Store(true)
-			st := cpb.TaskEventState_PENDING_NODE_ASSIGNMENT
-			if !te.argsReady.Load() {
-				st = cpb.TaskEventState_PENDING_ARGS_AVAIL
-			}
-			r.Add(te.event(st))
-		}
+	st := cpb.TaskEventState_PENDING_NODE_ASSIGNMENT
+	if waitsArgs {
+		st = cpb.TaskEventState_PENDING_ARGS_AVAIL
 	}
-	clear(l.pend[len(kept):])
-	l.pend = kept
+	ev := &cpb.TaskEvent{TaskId: spec.TaskId, Attempt: spec.Attempt, JobId: spec.JobId, ActorId: spec.ActorId,
+		FuncOrClassName: spec.Function, Type: typ, State: st}
+	// A normal task's default shape goes without saying (the leader fills
+	// it in): a map on every task is the costliest field to send.
+	switch {
+	case typ == cpb.TaskType_NORMAL_TASK && len(res) == 0:
+		ev.RequiredResources = map[string]float64{resources.CPU: 0}
+	case len(res) != 1 || res[resources.CPU] != 1 || typ != cpb.TaskType_NORMAL_TASK:
+		ev.RequiredResources = res
+	}
+	if parent != (ids.TaskID{}) {
+		ev.ParentTaskId = parent[:]
+	}
+	r.Add(ev)
+}
+
+// state reports a bare transition of a task attempt reported before.
+func (l *eventLog) state(spec *pb.TaskSpec, s cpb.TaskEventState) {
+	if r := l.on(); r != nil {
+		r.State(spec.TaskId, spec.Attempt, s)
+	}
+}
+
+// failed reports an attempt's failure (or cancellation) with its error.
+func (l *eventLog) failed(spec *pb.TaskSpec, e *pb.TaskError) {
+	r := l.on()
+	if r == nil {
+		return
+	}
+	st := cpb.TaskEventState_FAILED
+	if e.GetKind() == pb.ErrorKind_ERROR_TASK_CANCELLED {
+		st = cpb.TaskEventState_CANCELED
+	}
+	r.Add(&cpb.TaskEvent{TaskId: spec.TaskId, Attempt: spec.Attempt, JobId: spec.JobId, ActorId: spec.ActorId,
+		FuncOrClassName: spec.Function, State: st, ErrorType: errorType(e.GetKind()),
+		ErrorMessage: e.GetMessage(), Stack: e.GetStack()})
+}
+
+// ran reports, from the owner, where and since when an answered attempt
+// ran, and that it finished when ok (a failure is reported by failed).
+func (l *eventLog) ran(spec *pb.TaskSpec, lease *pb.LeaseReply, runNanos int64, ok bool) {
+	r := l.on()
+	if r == nil || lease == nil {
+		return
+	}
+	st := cpb.TaskEventState_RUNNING
+	if ok {
+		st = cpb.TaskEventState_FINISHED
+	}
+	r.Ended(spec.TaskId, spec.Attempt, st, &taskevents.Where{Node: lease.NodeId, Worker: lease.WorkerId, Pid: lease.WorkerPid},
+		time.Now().UnixNano()-runNanos)
 }
 
 // begin and end bracket an attempt this worker executes.
@@ -240,9 +165,8 @@ func (l *eventLog) reportRunning(minAge time.Duration) {
 	}
 }
 
-// tickLoop reports this process's long-waiting and long-running attempts
-// until ctx ends.
-func (l *eventLog) tickLoop(ctx context.Context, every time.Duration) {
+// runningLoop reports this worker's long-running attempts until ctx ends.
+func (l *eventLog) runningLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -250,7 +174,6 @@ func (l *eventLog) tickLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			l.reportPending(every / 2)
 			l.reportRunning(every / 2)
 		}
 	}

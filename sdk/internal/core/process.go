@@ -208,7 +208,6 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 	c.root = &taskCtx{id: ids.DriverTaskID(jobID)}
 	if !o.NoTaskEvents {
 		c.ev.r.Store(taskevents.New(taskevents.Config{Sender: cp, Logger: log.Named("taskevents")}))
-		c.spawn(func() { c.ev.tickLoop(c.ctx, time.Second) })
 	}
 	if !o.NoLogToDriver {
 		state.logs = logstream.Start(logstream.Config{CP: cp, Token: token, JobID: jobID, Out: o.LogOutput, Logger: log.Named("logs")})
@@ -407,7 +406,7 @@ func RunWorker() int {
 		if cp, err := c.controlPlane(); err == nil {
 			c.ev.node, c.ev.worker, c.ev.pid = os.Getenv(workerpool.EnvNodeID), workerID, int32(os.Getpid())
 			c.ev.r.Store(taskevents.New(taskevents.Config{Sender: cp, Logger: log.Named("taskevents")}))
-			c.spawn(func() { c.ev.tickLoop(c.ctx, time.Second) })
+			c.spawn(func() { c.ev.runningLoop(c.ctx, time.Second) })
 		}
 	}
 	state.Lock()

@@ -61,7 +61,7 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 		c.tasks.table.addChild(tc.id, tid)
 	}
 	c.lin.recordTask(t, o, args, keys)
-	c.ev.submitted(&t.ev, t.spec, cpb.TaskType_NORMAL_TASK, tc.id, o.Res, len(refs) > 0)
+	c.ev.submitted(t.spec, cpb.TaskType_NORMAL_TASK, tc.id, o.Res, len(refs) > 0)
 	if len(refs) == 0 {
 		c.tasks.enqueue(t)
 		return keys, nil
@@ -106,7 +106,7 @@ func (c *Worker) resolveAndEnqueue(t *task) {
 	}
 	c.lin.waitCommitted(c.ctx, producers)
 	if len(t.refs) > 0 {
-		c.ev.argsResolved(&t.ev)
+		c.ev.state(t.spec, cpb.TaskEventState_PENDING_NODE_ASSIGNMENT)
 	}
 	c.tasks.enqueue(t)
 }

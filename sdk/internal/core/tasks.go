@@ -57,8 +57,6 @@ type task struct {
 	argObjs []*object
 	// lostRounds counts the pushes again after an argument was rebuilt.
 	lostRounds int
-	// ev is its task events' record (events.go).
-	ev taskEv
 
 	// Lineage (recovery.go): lineage says it is recorded (lineage was on
 	// when it was submitted), with maxRetries as submitted. lin is its
@@ -123,11 +121,7 @@ type taskManager struct {
 // (submitter.Handler).
 func (m *taskManager) Finished(st *submitter.Task, res *pb.TaskResult, ran *pb.LeaseReply) {
 	t := st.Data.(*task)
-	if res.Error == nil {
-		m.ev.finished(&t.ev, ran, res.RunNanos)
-	} else {
-		m.ev.ranOn(&t.ev, ran, res.RunNanos)
-	}
+	m.ev.ran(t.spec, ran, res.RunNanos, res.Error == nil)
 	m.finish(t, res, ran.GetNodeId())
 }
 
@@ -165,7 +159,7 @@ func (m *taskManager) fail(t *task, e *pb.TaskError) {
 			e.TaskId = tid.String()
 		}
 	}
-	m.ev.failed(&t.ev, e)
+	m.ev.failed(t.spec, e)
 	v := &pb.ObjectValue{Error: e}
 	vals := make([]*pb.ObjectValue, len(t.returns))
 	for i := range vals {
@@ -218,9 +212,9 @@ func (m *taskManager) ended(t *task) {
 func (m *taskManager) retryOrFail(t *task, e *pb.TaskError) {
 	if t.retriesLeft > 0 && !m.table.isCancelled(t.st.ID) {
 		t.retriesLeft--
-		m.ev.failed(&t.ev, e)
+		m.ev.failed(t.spec, e)
 		t.spec.Attempt++
-		m.ev.submitted(&t.ev, t.spec, cpb.TaskType_NORMAL_TASK, t.ev.parent, t.st.Res, false)
+		m.ev.submitted(t.spec, cpb.TaskType_NORMAL_TASK, t.parent, t.st.Res, false)
 		m.enqueue(t)
 		return
 	}

@@ -216,7 +216,6 @@ func TestTaskManagerReportsAttempts(t *testing.T) {
 	m.ev = &eventLog{}
 	m.ev.r.Store(r)
 	tk := newTestTask("f", 1, 1, nil)
-	m.ev.submitted(&tk.ev, tk.spec, cpb.TaskType_NORMAL_TASK, ids.TaskID{}, nil, false)
 	m.enqueue(tk)
 	m.WorkerLost(q.submitted[0], crashed())
 	m.Finished(q.submitted[1], &pb.TaskResult{Returns: []*pb.ObjectValue{{Data: []byte("x")}}, RunNanos: 1000},
@@ -237,40 +236,5 @@ func TestTaskManagerReportsAttempts(t *testing.T) {
 	}
 	if ts := a1.StateUnixNano; int(cpb.TaskEventState_RUNNING) >= len(ts) || ts[cpb.TaskEventState_RUNNING] == 0 {
 		t.Fatalf("attempt 1 has no running time: %v", ts)
-	}
-}
-
-// TestEventLogReportsWaitingTasksAtTheTick: a task that has not ended by
-// the tick is reported pending (waiting for its arguments, then for a
-// worker once they resolve), once; one that ended is not.
-func TestEventLogReportsWaitingTasksAtTheTick(t *testing.T) {
-	sink := &eventSink{}
-	r := taskevents.New(taskevents.Config{Sender: sink, FlushInterval: time.Hour})
-	defer r.Close(context.Background())
-	l := &eventLog{}
-	l.r.Store(r)
-	waiting, done := newTestTask("waits", 1, 0, nil), newTestTask("quick", 1, 0, nil)
-	l.submitted(&waiting.ev, waiting.spec, cpb.TaskType_NORMAL_TASK, ids.TaskID{}, nil, true)
-	l.submitted(&done.ev, done.spec, cpb.TaskType_NORMAL_TASK, ids.TaskID{}, nil, false)
-	l.finished(&done.ev, &pb.LeaseReply{NodeId: "n1"}, 10)
-	l.reportPending(0)
-	l.reportPending(0) // once
-	l.argsResolved(&waiting.ev)
-	if err := r.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]*cpb.TaskEvent{}
-	for _, ev := range sink.got {
-		got[ev.FuncOrClassName] = ev
-	}
-	if ev := got["waits"]; ev == nil || ev.State != cpb.TaskEventState_PENDING_NODE_ASSIGNMENT ||
-		ev.StateUnixNano[cpb.TaskEventState_PENDING_NODE_ASSIGNMENT] == 0 {
-		t.Fatalf("the waiting task reported as %v, want pending with its creation time", ev)
-	}
-	if ev := got["quick"]; ev == nil || ev.State != cpb.TaskEventState_FINISHED || ev.NodeId != "n1" {
-		t.Fatalf("the quick task reported as %v, want FINISHED on n1", ev)
-	}
-	if len(l.pend) != 0 {
-		t.Fatalf("%d attempts still held after the tick", len(l.pend))
 	}
 }
