@@ -15,6 +15,9 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -153,11 +156,18 @@ func (c *Worker) taskResult(ctx context.Context, tid ids.TaskID, owner string, r
 	res := &pb.TaskResult{Returns: make([]*pb.ObjectValue, len(results))}
 	for i, r := range results {
 		v, err := Encode(r)
-		if err == nil {
-			v, err = c.objs.Store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
-		}
 		if err != nil {
 			return failure(pb.ErrorKind_ERROR_APPLICATION, fmt.Sprintf("result %d: %v", i+1, err), "")
+		}
+		v, err = c.objs.Store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
+		if err != nil {
+			kind := pb.ErrorKind_ERROR_APPLICATION
+			if status.Code(err) == codes.Unavailable {
+				// The node's store is gone (its raylet died): a system
+				// failure, retried like a worker crash, not the task's own.
+				kind = pb.ErrorKind_ERROR_WORKER_CRASHED
+			}
+			return failure(kind, fmt.Sprintf("result %d: %v", i+1, err), "")
 		}
 		res.Returns[i] = v
 	}

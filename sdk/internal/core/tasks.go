@@ -181,6 +181,12 @@ func (m *taskManager) finish(t *task, res *pb.TaskResult, node string) {
 		if m.lin.lostArg(t, res.Error) {
 			return
 		}
+		if res.Error.Kind == pb.ErrorKind_ERROR_WORKER_CRASHED {
+			// The worker could not store its result (its node's store
+			// went away): a system failure, retried as a lost worker.
+			m.retryOrFail(t, res.Error)
+			return
+		}
 		if t.retryExceptions && (res.Error.Kind == pb.ErrorKind_ERROR_APPLICATION || res.Error.Kind == pb.ErrorKind_ERROR_PANIC) {
 			m.retryOrFail(t, res.Error)
 		} else {

@@ -238,3 +238,17 @@ func TestTaskManagerReportsAttempts(t *testing.T) {
 		t.Fatalf("attempt 1 has no running time: %v", ts)
 	}
 }
+
+// TestTaskManagerRetriesAResultItCouldNotStore: a worker whose node's
+// store went away answers WORKER_CRASHED; that is retried like a lost
+// worker, not failed as the task's own error.
+func TestTaskManagerRetriesAResultItCouldNotStore(t *testing.T) {
+	m, st, q, _, _ := newTestManager()
+	tk := newTestTask("f", 1, 1, nil)
+	m.enqueue(tk)
+	m.Finished(q.submitted[0], &pb.TaskResult{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_WORKER_CRASHED,
+		Message: "result 1: store object: Unavailable"}}, &pb.LeaseReply{NodeId: "node-1"})
+	if len(q.submitted) != 2 || len(st.vals) != 0 {
+		t.Fatalf("%d submissions and %d completed returns, want a retry and none", len(q.submitted), len(st.vals))
+	}
+}
