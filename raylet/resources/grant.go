@@ -44,6 +44,13 @@ func (g Grant) OutgoingContext(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
+// GPUsInIncoming says, cheaply, whether a stream's opener sent GPU
+// indices (checked for every task; the whole grant is parsed on demand).
+func GPUsInIncoming(ctx context.Context) bool {
+	v := metadata.ValueFromIncomingContext(ctx, mdGPUs)
+	return len(v) > 0 && v[0] != ""
+}
+
 // GrantFromIncoming reads the grant a stream's opener sent; ok is false
 // when it sent none (an older owner). Malformed parts are dropped: the
 // grant informs the task, it does not schedule it.

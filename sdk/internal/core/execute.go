@@ -242,7 +242,7 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 		c.ev.constructed(spec, nil)
 		c.mu.Lock()
 		c.hosted = &hostedActor{id: spec.ActorId, class: cls, inst: inst, sem: make(chan struct{}, max(1, int(spec.MaxConcurrency))),
-			grant: tc.info.grant}
+			grant: tc.info.grant()}
 		c.mu.Unlock()
 		return &pb.TaskResult{}
 	}
