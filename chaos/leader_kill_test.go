@@ -3,12 +3,14 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	tc "github.com/manta-ray/manta/controlplane/testcluster"
 	"github.com/manta-ray/manta/internal/launcher"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 )
 
 func startCluster(t *testing.T, heads int) *launcher.Cluster {
@@ -124,4 +126,54 @@ func assertConverged(t *testing.T, ctx context.Context, c *launcher.Cluster, cl 
 		}
 		return nil
 	})
+}
+
+// TestStartMovesOffATakenPort: a head port taken between choosing it and
+// the head binding it (another process won the race) does not fail the
+// start of a fresh cluster; the launcher starts the heads again on other
+// ports.
+func TestStartMovesOffATakenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
+	calls := 0
+	var first []int
+	ports := func(n int) ([]int, error) {
+		calls++
+		var out []int
+		for range n {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, err
+			}
+			defer l.Close()
+			out = append(out, l.Addr().(*net.TCPAddr).Port)
+		}
+		if calls == 1 {
+			out[len(out)-2] = takenPort // the last head's gRPC port
+			first = out
+		}
+		return out, nil
+	}
+	c := startClusterWith(t, launcher.Options{Binary: mantaBin, Heads: 3, DataDir: t.TempDir(), Ports: ports})
+	if calls != 2 {
+		t.Fatalf("ports chosen %d times; want 2 (the first choice lost a port)", calls)
+	}
+	for _, a := range c.Addresses() {
+		if a == fmt.Sprintf("127.0.0.1:%d", takenPort) {
+			t.Fatalf("cluster uses the taken port %d: %v (first choice %v)", takenPort, c.Addresses(), first)
+		}
+	}
+	cl, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := tc.Ctx(t, 20*time.Second)
+	if _, err := cl.KVPut(ctx, &cpb.KVPutRequest{Key: "k", Value: []byte("v"), Overwrite: true}); err != nil {
+		t.Fatalf("write to the restarted cluster: %v", err)
+	}
 }

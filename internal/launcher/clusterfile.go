@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -84,19 +86,56 @@ func readClusterFile(path string) (clusterFile, bool, error) {
 	return cf, true, nil
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago:
-// it holds n listeners on 127.0.0.1:0 open together, then closes them.
+// freePorts returns n distinct loopback ports that were free a moment ago.
+// It picks them below the kernel's ephemeral range: a port there is never
+// handed out for a port-0 bind or an outgoing connection, which under a
+// parallel test run took a freshly closed ephemeral port before the head
+// could bind it. Listeners on every chosen port are held open together
+// until all are chosen, so the n are distinct.
 func freePorts(n int) ([]int, error) {
+	lo, hi := 10000, ephemeralLow()
+	if hi-lo < 1000 {
+		// A host whose ephemeral range starts low: fall back to the kernel.
+		lo, hi = 0, 0
+	}
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("launcher: no free port in %d..%d", lo, hi)
+		}
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			return nil, fmt.Errorf("launcher: allocate a port: %w", err)
+			if port == 0 {
+				return nil, fmt.Errorf("launcher: allocate a port: %w", err)
+			}
+			continue
 		}
 		defer l.Close()
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range, 32768
+// when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	v, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return v
 }
 
 // logTail returns the last n lines of a file, for error messages.

@@ -60,6 +60,9 @@ type Options struct {
 	// namespace with a private /dev/shm; see netns.go). Needs root.
 	Hosts  string
 	Logger *zap.Logger
+	// Ports chooses n loopback ports for a fresh local cluster; nil picks
+	// free ones. Tests set it to lose the race for a port on purpose.
+	Ports func(n int) ([]int, error)
 }
 
 // HeadProc describes one head of the cluster.
@@ -168,7 +171,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			hosts = append(hosts, h)
 		}
 	}
-	grpcAddrs, raftAddrs, err := c.addresses(hosts)
+	grpcAddrs, raftAddrs, fresh, err := c.addresses(hosts)
 	if err != nil {
 		return nil, err
 	}
@@ -181,33 +184,25 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 		tokenArgs = []string{"--token-file", tf}
 	}
-	for i := range o.Heads {
-		id := "head-" + strconv.Itoa(i+1)
-		dir := filepath.Join(o.DataDir, id)
-		host, port, _ := strings.Cut(grpcAddrs[i], ":")
-		_, rport, _ := strings.Cut(raftAddrs[i], ":")
-		args := []string{"start", "--head", "--node-id", id, "--data-dir", dir,
-			"--host", host, "--port", port, "--raft-port", rport,
-			"--peers", strings.Join(grpcAddrs, ","), "--no-raylet",
-			// Heads share this machine: each takes a free port for the Jobs API
-			// (written to its data dir) instead of all fighting for 8265.
-			"--dashboard-port", "0"}
-		args = append(append(args, tokenArgs...), o.ExtraHeadArgs...)
-		c.heads = append(c.heads, &headState{
-			HeadProc: HeadProc{ID: id, Address: grpcAddrs[i], RaftAddress: raftAddrs[i], DataDir: dir},
-			args:     args,
-		})
-		if hosts != nil {
-			c.heads[i].host, c.heads[i].Host = hosts[i], hosts[i].Name
+	for attempt := 1; ; attempt++ {
+		c.configureHeads(grpcAddrs, raftAddrs, hosts, tokenArgs)
+		err = c.startHeads(ctx)
+		if err == nil {
+			break
 		}
-	}
-	for i := range c.heads {
-		if err := c.start(i); err != nil {
+		// A port that was free when chosen can be taken before the head
+		// binds it. A fresh cluster has nothing to keep: start it over
+		// on other ports.
+		if !fresh || attempt == portAttempts || !strings.Contains(err.Error(), "address already in use") {
 			return nil, err
 		}
-	}
-	if err := c.waitReady(ctx); err != nil {
-		return nil, err
+		c.log.Warn("a head's port was taken before it bound it; starting the heads again on other ports", zap.Error(err))
+		if err := c.discardHeads(); err != nil {
+			return nil, err
+		}
+		if grpcAddrs, raftAddrs, fresh, err = c.addresses(hosts); err != nil {
+			return nil, err
+		}
 	}
 	for i := range o.Nodes {
 		var extra []string
@@ -230,33 +225,98 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 // allocates fresh loopback ports. Netns hosts each have an address of
 // their own and take the default ports on it; their network is new every
 // run, so a cluster in a reused data dir does not keep its addresses.
-func (c *Cluster) addresses(hosts []*Host) (grpcAddrs, raftAddrs []string, err error) {
+func (c *Cluster) addresses(hosts []*Host) (grpcAddrs, raftAddrs []string, fresh bool, err error) {
 	if hosts != nil {
 		for _, h := range hosts {
 			grpcAddrs = append(grpcAddrs, net.JoinHostPort(h.IP, strconv.Itoa(DefaultHeadPort)))
 			raftAddrs = append(raftAddrs, net.JoinHostPort(h.IP, strconv.Itoa(DefaultHeadPort+1)))
 		}
-		return grpcAddrs, raftAddrs, nil
+		return grpcAddrs, raftAddrs, false, nil
 	}
 	if cf, ok, err := readClusterFile(filepath.Join(c.opts.DataDir, ClusterFile)); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	} else if ok && len(cf.Heads) == c.opts.Heads {
 		for _, h := range cf.Heads {
 			grpcAddrs = append(grpcAddrs, h.Address)
 			raftAddrs = append(raftAddrs, h.RaftAddress)
 		}
 		c.log.Info("reusing the addresses of the cluster in the data dir", zap.Strings("heads", grpcAddrs))
-		return grpcAddrs, raftAddrs, nil
+		return grpcAddrs, raftAddrs, false, nil
 	}
-	ports, err := freePorts(2 * c.opts.Heads)
+	pick := c.opts.Ports
+	if pick == nil {
+		pick = freePorts
+	}
+	ports, err := pick(2 * c.opts.Heads)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
+	}
+	if len(ports) != 2*c.opts.Heads {
+		return nil, nil, false, fmt.Errorf("launcher: %d ports chosen; want %d", len(ports), 2*c.opts.Heads)
 	}
 	for i := range c.opts.Heads {
 		grpcAddrs = append(grpcAddrs, "127.0.0.1:"+strconv.Itoa(ports[2*i]))
 		raftAddrs = append(raftAddrs, "127.0.0.1:"+strconv.Itoa(ports[2*i+1]))
 	}
-	return grpcAddrs, raftAddrs, nil
+	return grpcAddrs, raftAddrs, true, nil
+}
+
+// portAttempts bounds how often Start picks new ports for a fresh cluster
+// whose head lost a port race.
+const portAttempts = 3
+
+// configureHeads records each head's identity, addresses and arguments.
+func (c *Cluster) configureHeads(grpcAddrs, raftAddrs []string, hosts []*Host, tokenArgs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heads = nil
+	for i := range c.opts.Heads {
+		id := "head-" + strconv.Itoa(i+1)
+		dir := filepath.Join(c.opts.DataDir, id)
+		host, port, _ := strings.Cut(grpcAddrs[i], ":")
+		_, rport, _ := strings.Cut(raftAddrs[i], ":")
+		args := []string{"start", "--head", "--node-id", id, "--data-dir", dir,
+			"--host", host, "--port", port, "--raft-port", rport,
+			"--peers", strings.Join(grpcAddrs, ","), "--no-raylet",
+			// Heads share this machine: each takes a free port for the Jobs API
+			// (written to its data dir) instead of all fighting for 8265.
+			"--dashboard-port", "0"}
+		args = append(append(args, tokenArgs...), c.opts.ExtraHeadArgs...)
+		c.heads = append(c.heads, &headState{
+			HeadProc: HeadProc{ID: id, Address: grpcAddrs[i], RaftAddress: raftAddrs[i], DataDir: dir},
+			args:     args,
+		})
+		if hosts != nil {
+			c.heads[i].host, c.heads[i].Host = hosts[i], hosts[i].Name
+		}
+	}
+}
+
+// startHeads spawns every head and waits until they form one cluster.
+func (c *Cluster) startHeads(ctx context.Context) error {
+	for i := range c.heads {
+		if err := c.start(i); err != nil {
+			return err
+		}
+	}
+	return c.waitReady(ctx)
+}
+
+// discardHeads kills the heads of a failed fresh start and deletes their
+// data dirs: Raft there was bootstrapped with the addresses being given up.
+func (c *Cluster) discardHeads() error {
+	c.mu.Lock()
+	heads := c.heads
+	c.heads = nil
+	c.mu.Unlock()
+	var errs []error
+	for _, h := range heads {
+		if h.proc != nil && !h.proc.exited() {
+			errs = append(errs, h.proc.kill())
+		}
+		errs = append(errs, os.RemoveAll(h.DataDir))
+	}
+	return errors.Join(errs...)
 }
 
 // start spawns head i with its recorded arguments.
