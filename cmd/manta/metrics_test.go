@@ -25,12 +25,11 @@ import (
 // dashboard port's /metrics, and checks `manta up`'s writer produces the
 // same file from the control plane.
 func TestMetricsPortAndSDFile(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := launcher.FreePorts(1) // for the head's --metrics-port
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close() // a free port for the head's --metrics-port
+	port := ports[0]
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := launcher.Start(ctx, launcher.Options{Binary: mantaBin, Heads: 1, Nodes: 1, DataDir: t.TempDir(),

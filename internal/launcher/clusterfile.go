@@ -86,13 +86,13 @@ func readClusterFile(path string) (clusterFile, bool, error) {
 	return cf, true, nil
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
+// FreePorts returns n distinct loopback ports that were free a moment ago.
 // It picks them below the kernel's ephemeral range: a port there is never
 // handed out for a port-0 bind or an outgoing connection, which under a
 // parallel test run took a freshly closed ephemeral port before the head
 // could bind it. Listeners on every chosen port are held open together
 // until all are chosen, so the n are distinct.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	lo, hi := 10000, ephemeralLow()
 	if hi-lo < 1000 {
 		// A host whose ephemeral range starts low: fall back to the kernel.

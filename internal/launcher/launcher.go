@@ -245,7 +245,7 @@ func (c *Cluster) addresses(hosts []*Host) (grpcAddrs, raftAddrs []string, fresh
 	}
 	pick := c.opts.Ports
 	if pick == nil {
-		pick = freePorts
+		pick = FreePorts
 	}
 	ports, err := pick(2 * c.opts.Heads)
 	if err != nil {
