@@ -91,6 +91,9 @@ const (
 	ErrorKind_ERROR_TASK_CANCELLED ErrorKind = 10
 	// The runtime env the task asked for could not be set up on its node.
 	ErrorKind_ERROR_RUNTIME_ENV_SETUP ErrorKind = 11
+	// The object's owner died (or cannot be reached): its reference count
+	// and lineage went with it.
+	ErrorKind_ERROR_OWNER_DIED ErrorKind = 12
 )
 
 // Enum value maps for ErrorKind.
@@ -108,6 +111,7 @@ var (
 		9:  "ERROR_OBJECT_NOT_FOUND",
 		10: "ERROR_TASK_CANCELLED",
 		11: "ERROR_RUNTIME_ENV_SETUP",
+		12: "ERROR_OWNER_DIED",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -122,6 +126,7 @@ var (
 		"ERROR_OBJECT_NOT_FOUND":   9,
 		"ERROR_TASK_CANCELLED":     10,
 		"ERROR_RUNTIME_ENV_SETUP":  11,
+		"ERROR_OWNER_DIED":         12,
 	}
 )
 
@@ -2352,7 +2357,10 @@ type ObjectValue struct {
 	Location string     `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
 	Error    *TaskError `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	// Other raylets known to hold a copy (pulled ones), besides location.
-	Copies        []string `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
+	Copies []string `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
+	// The object refs serialised inside the value: the value's holder is
+	// registered as a borrower of each while the value lives.
+	Contained     []*ObjectRefInfo `protobuf:"bytes,6,rep,name=contained,proto3" json:"contained,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2422,6 +2430,66 @@ func (x *ObjectValue) GetCopies() []string {
 	return nil
 }
 
+func (x *ObjectValue) GetContained() []*ObjectRefInfo {
+	if x != nil {
+		return x.Contained
+	}
+	return nil
+}
+
+// ObjectRefInfo names an object and its owner (a CoreWorker address).
+type ObjectRefInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectRefInfo) Reset() {
+	*x = ObjectRefInfo{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectRefInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectRefInfo) ProtoMessage() {}
+
+func (x *ObjectRefInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectRefInfo.ProtoReflect.Descriptor instead.
+func (*ObjectRefInfo) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ObjectRefInfo) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *ObjectRefInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 type TaskArg struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Value *ObjectValue           `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
@@ -2433,7 +2501,7 @@ type TaskArg struct {
 
 func (x *TaskArg) Reset() {
 	*x = TaskArg{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2513,7 @@ func (x *TaskArg) String() string {
 func (*TaskArg) ProtoMessage() {}
 
 func (x *TaskArg) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2526,7 @@ func (x *TaskArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskArg.ProtoReflect.Descriptor instead.
 func (*TaskArg) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TaskArg) GetValue() *ObjectValue {
@@ -2506,7 +2574,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2586,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2599,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -2662,7 +2730,7 @@ type PushTasksRequest struct {
 
 func (x *PushTasksRequest) Reset() {
 	*x = PushTasksRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2742,7 @@ func (x *PushTasksRequest) String() string {
 func (*PushTasksRequest) ProtoMessage() {}
 
 func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2755,7 @@ func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksRequest.ProtoReflect.Descriptor instead.
 func (*PushTasksRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PushTasksRequest) GetTasks() []*TaskSpec {
@@ -2724,7 +2792,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2804,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2817,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelTask) GetTaskId() []byte {
@@ -2792,7 +2860,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2872,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2885,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TaskResult) GetReturns() []*ObjectValue {
@@ -2868,7 +2936,7 @@ type PushTasksReply struct {
 
 func (x *PushTasksReply) Reset() {
 	*x = PushTasksReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +2948,7 @@ func (x *PushTasksReply) String() string {
 func (*PushTasksReply) ProtoMessage() {}
 
 func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +2961,7 @@ func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksReply.ProtoReflect.Descriptor instead.
 func (*PushTasksReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PushTasksReply) GetResults() []*TaskResult {
@@ -2930,7 +2998,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3010,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3023,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CancelTaskRequest) GetObjectId() []byte {
@@ -2987,7 +3055,7 @@ type OwnerStatusRequest struct {
 
 func (x *OwnerStatusRequest) Reset() {
 	*x = OwnerStatusRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3067,7 @@ func (x *OwnerStatusRequest) String() string {
 func (*OwnerStatusRequest) ProtoMessage() {}
 
 func (x *OwnerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3080,7 @@ func (x *OwnerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerStatusRequest.ProtoReflect.Descriptor instead.
 func (*OwnerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
 }
 
 type OwnerStatusReply struct {
@@ -3026,7 +3094,7 @@ type OwnerStatusReply struct {
 
 func (x *OwnerStatusReply) Reset() {
 	*x = OwnerStatusReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3106,7 @@ func (x *OwnerStatusReply) String() string {
 func (*OwnerStatusReply) ProtoMessage() {}
 
 func (x *OwnerStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3119,7 @@ func (x *OwnerStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerStatusReply.ProtoReflect.Descriptor instead.
 func (*OwnerStatusReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *OwnerStatusReply) GetResolving() int32 {
@@ -3084,7 +3152,7 @@ type OwnerShapeStatus struct {
 
 func (x *OwnerShapeStatus) Reset() {
 	*x = OwnerShapeStatus{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3164,7 @@ func (x *OwnerShapeStatus) String() string {
 func (*OwnerShapeStatus) ProtoMessage() {}
 
 func (x *OwnerShapeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3177,7 @@ func (x *OwnerShapeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerShapeStatus.ProtoReflect.Descriptor instead.
 func (*OwnerShapeStatus) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OwnerShapeStatus) GetShape() string {
@@ -3164,7 +3232,7 @@ type CancelTaskReply struct {
 
 func (x *CancelTaskReply) Reset() {
 	*x = CancelTaskReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3244,7 @@ func (x *CancelTaskReply) String() string {
 func (*CancelTaskReply) ProtoMessage() {}
 
 func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3257,7 @@ func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskReply.ProtoReflect.Descriptor instead.
 func (*CancelTaskReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelTaskReply) GetFinished() bool {
@@ -3208,7 +3276,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[46]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3288,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[46]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3301,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -3251,7 +3319,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[47]
+	mi := &file_rayletpb_raylet_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3331,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[47]
+	mi := &file_rayletpb_raylet_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,18 +3344,21 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{48}
 }
 
 type PingReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many objects this process owns that other processes borrow: a
+	// raylet does not retire an idle worker that has any.
+	BorrowedObjects int32 `protobuf:"varint,1,opt,name=borrowed_objects,json=borrowedObjects,proto3" json:"borrowed_objects,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[48]
+	mi := &file_rayletpb_raylet_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3370,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[48]
+	mi := &file_rayletpb_raylet_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3383,174 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{48}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *PingReply) GetBorrowedObjects() int32 {
+	if x != nil {
+		return x.BorrowedObjects
+	}
+	return 0
+}
+
+type BorrowOp struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// The object whose value holds the ref, when the borrow is by a value
+	// rather than by live refs in the borrower's memory (empty).
+	Outer         []byte `protobuf:"bytes,2,opt,name=outer,proto3" json:"outer,omitempty"`
+	Remove        bool   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BorrowOp) Reset() {
+	*x = BorrowOp{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BorrowOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BorrowOp) ProtoMessage() {}
+
+func (x *BorrowOp) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BorrowOp.ProtoReflect.Descriptor instead.
+func (*BorrowOp) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *BorrowOp) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *BorrowOp) GetOuter() []byte {
+	if x != nil {
+		return x.Outer
+	}
+	return nil
+}
+
+func (x *BorrowOp) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type UpdateBorrowersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The borrowing process's CoreWorker address.
+	Borrower      string      `protobuf:"bytes,1,opt,name=borrower,proto3" json:"borrower,omitempty"`
+	Ops           []*BorrowOp `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBorrowersRequest) Reset() {
+	*x = UpdateBorrowersRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBorrowersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBorrowersRequest) ProtoMessage() {}
+
+func (x *UpdateBorrowersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBorrowersRequest.ProtoReflect.Descriptor instead.
+func (*UpdateBorrowersRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *UpdateBorrowersRequest) GetBorrower() string {
+	if x != nil {
+		return x.Borrower
+	}
+	return ""
+}
+
+func (x *UpdateBorrowersRequest) GetOps() []*BorrowOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+type UpdateBorrowersReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The objects of add ops that the owner no longer has (released).
+	NotFound      [][]byte `protobuf:"bytes,1,rep,name=not_found,json=notFound,proto3" json:"not_found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBorrowersReply) Reset() {
+	*x = UpdateBorrowersReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBorrowersReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBorrowersReply) ProtoMessage() {}
+
+func (x *UpdateBorrowersReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBorrowersReply.ProtoReflect.Descriptor instead.
+func (*UpdateBorrowersReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *UpdateBorrowersReply) GetNotFound() [][]byte {
+	if x != nil {
+		return x.NotFound
+	}
+	return nil
 }
 
 type AddObjectLocationRequest struct {
@@ -3325,7 +3563,7 @@ type AddObjectLocationRequest struct {
 
 func (x *AddObjectLocationRequest) Reset() {
 	*x = AddObjectLocationRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[49]
+	mi := &file_rayletpb_raylet_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3575,7 @@ func (x *AddObjectLocationRequest) String() string {
 func (*AddObjectLocationRequest) ProtoMessage() {}
 
 func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[49]
+	mi := &file_rayletpb_raylet_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3588,7 @@ func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationRequest.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{49}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AddObjectLocationRequest) GetObjectId() []byte {
@@ -3375,7 +3613,7 @@ type AddObjectLocationReply struct {
 
 func (x *AddObjectLocationReply) Reset() {
 	*x = AddObjectLocationReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[50]
+	mi := &file_rayletpb_raylet_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3387,7 +3625,7 @@ func (x *AddObjectLocationReply) String() string {
 func (*AddObjectLocationReply) ProtoMessage() {}
 
 func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[50]
+	mi := &file_rayletpb_raylet_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3400,7 +3638,7 @@ func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationReply.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{50}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{54}
 }
 
 // StreamLogsRequest names at most one of worker_id, task_id and actor_id;
@@ -3424,7 +3662,7 @@ type StreamLogsRequest struct {
 
 func (x *StreamLogsRequest) Reset() {
 	*x = StreamLogsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	mi := &file_rayletpb_raylet_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3436,7 +3674,7 @@ func (x *StreamLogsRequest) String() string {
 func (*StreamLogsRequest) ProtoMessage() {}
 
 func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	mi := &file_rayletpb_raylet_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3449,7 +3687,7 @@ func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsRequest.ProtoReflect.Descriptor instead.
 func (*StreamLogsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{51}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *StreamLogsRequest) GetJobId() string {
@@ -3514,7 +3752,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	mi := &file_rayletpb_raylet_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3526,7 +3764,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	mi := &file_rayletpb_raylet_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3539,7 +3777,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{52}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *LogLine) GetWorkerId() string {
@@ -3615,7 +3853,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[53]
+	mi := &file_rayletpb_raylet_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3865,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[53]
+	mi := &file_rayletpb_raylet_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3878,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{53}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LogBatch) GetNodeId() string {
@@ -3665,7 +3903,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[54]
+	mi := &file_rayletpb_raylet_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3677,7 +3915,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[54]
+	mi := &file_rayletpb_raylet_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3928,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{54}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{58}
 }
 
 type WorkerStateInfo struct {
@@ -3709,7 +3947,7 @@ type WorkerStateInfo struct {
 
 func (x *WorkerStateInfo) Reset() {
 	*x = WorkerStateInfo{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[55]
+	mi := &file_rayletpb_raylet_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3721,7 +3959,7 @@ func (x *WorkerStateInfo) String() string {
 func (*WorkerStateInfo) ProtoMessage() {}
 
 func (x *WorkerStateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[55]
+	mi := &file_rayletpb_raylet_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3734,7 +3972,7 @@ func (x *WorkerStateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerStateInfo.ProtoReflect.Descriptor instead.
 func (*WorkerStateInfo) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{55}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WorkerStateInfo) GetWorkerId() string {
@@ -3796,7 +4034,7 @@ type ListWorkersReply struct {
 
 func (x *ListWorkersReply) Reset() {
 	*x = ListWorkersReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[56]
+	mi := &file_rayletpb_raylet_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3808,7 +4046,7 @@ func (x *ListWorkersReply) String() string {
 func (*ListWorkersReply) ProtoMessage() {}
 
 func (x *ListWorkersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[56]
+	mi := &file_rayletpb_raylet_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3821,7 +4059,7 @@ func (x *ListWorkersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersReply.ProtoReflect.Descriptor instead.
 func (*ListWorkersReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{56}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListWorkersReply) GetNodeId() string {
@@ -3846,7 +4084,7 @@ type ListObjectsRequest struct {
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[57]
+	mi := &file_rayletpb_raylet_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3858,7 +4096,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[57]
+	mi := &file_rayletpb_raylet_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3871,7 +4109,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{57}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{61}
 }
 
 type ObjectStateInfo struct {
@@ -3891,7 +4129,7 @@ type ObjectStateInfo struct {
 
 func (x *ObjectStateInfo) Reset() {
 	*x = ObjectStateInfo{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[58]
+	mi := &file_rayletpb_raylet_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3903,7 +4141,7 @@ func (x *ObjectStateInfo) String() string {
 func (*ObjectStateInfo) ProtoMessage() {}
 
 func (x *ObjectStateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[58]
+	mi := &file_rayletpb_raylet_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3916,7 +4154,7 @@ func (x *ObjectStateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectStateInfo.ProtoReflect.Descriptor instead.
 func (*ObjectStateInfo) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{58}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ObjectStateInfo) GetObjectId() []byte {
@@ -3978,7 +4216,7 @@ type ListObjectsReply struct {
 
 func (x *ListObjectsReply) Reset() {
 	*x = ListObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[59]
+	mi := &file_rayletpb_raylet_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4228,7 @@ func (x *ListObjectsReply) String() string {
 func (*ListObjectsReply) ProtoMessage() {}
 
 func (x *ListObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[59]
+	mi := &file_rayletpb_raylet_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4241,7 @@ func (x *ListObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsReply.ProtoReflect.Descriptor instead.
 func (*ListObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{59}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListObjectsReply) GetNodeId() string {
@@ -4035,7 +4273,7 @@ type GeneratorItemRequest struct {
 
 func (x *GeneratorItemRequest) Reset() {
 	*x = GeneratorItemRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[60]
+	mi := &file_rayletpb_raylet_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4047,7 +4285,7 @@ func (x *GeneratorItemRequest) String() string {
 func (*GeneratorItemRequest) ProtoMessage() {}
 
 func (x *GeneratorItemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[60]
+	mi := &file_rayletpb_raylet_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4060,7 +4298,7 @@ func (x *GeneratorItemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratorItemRequest.ProtoReflect.Descriptor instead.
 func (*GeneratorItemRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{60}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GeneratorItemRequest) GetTaskId() []byte {
@@ -4099,7 +4337,7 @@ type GeneratorItemReply struct {
 
 func (x *GeneratorItemReply) Reset() {
 	*x = GeneratorItemReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[61]
+	mi := &file_rayletpb_raylet_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +4349,7 @@ func (x *GeneratorItemReply) String() string {
 func (*GeneratorItemReply) ProtoMessage() {}
 
 func (x *GeneratorItemReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[61]
+	mi := &file_rayletpb_raylet_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +4362,7 @@ func (x *GeneratorItemReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratorItemReply.ProtoReflect.Descriptor instead.
 func (*GeneratorItemReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{61}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{65}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
@@ -4308,13 +4546,17 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
 	"\x05stack\x18\x04 \x01(\tR\x05stack\x12\x17\n" +
 	"\atask_id\x18\x05 \x01(\tR\x06taskId\x12\x1b\n" +
-	"\tobject_id\x18\x06 \x01(\fR\bobjectId\"\xb8\x01\n" +
+	"\tobject_id\x18\x06 \x01(\fR\bobjectId\"\xf6\x01\n" +
 	"\vObjectValue\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12/\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x17.manta.raylet.v1.FormatR\x06format\x12\x1a\n" +
 	"\blocation\x18\x03 \x01(\tR\blocation\x120\n" +
 	"\x05error\x18\x04 \x01(\v2\x1a.manta.raylet.v1.TaskErrorR\x05error\x12\x16\n" +
-	"\x06copies\x18\x05 \x03(\tR\x06copies\"Z\n" +
+	"\x06copies\x18\x05 \x03(\tR\x06copies\x12<\n" +
+	"\tcontained\x18\x06 \x03(\v2\x1e.manta.raylet.v1.ObjectRefInfoR\tcontained\"B\n" +
+	"\rObjectRefInfo\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\"Z\n" +
 	"\aTaskArg\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x1b\n" +
 	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\x84\x05\n" +
@@ -4380,8 +4622,18 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\bfinished\x18\x01 \x01(\bR\bfinished\".\n" +
 	"\x0fOwnerGetRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\r\n" +
-	"\vPingRequest\"\v\n" +
-	"\tPingReply\"S\n" +
+	"\vPingRequest\"6\n" +
+	"\tPingReply\x12)\n" +
+	"\x10borrowed_objects\x18\x01 \x01(\x05R\x0fborrowedObjects\"U\n" +
+	"\bBorrowOp\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x14\n" +
+	"\x05outer\x18\x02 \x01(\fR\x05outer\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\"a\n" +
+	"\x16UpdateBorrowersRequest\x12\x1a\n" +
+	"\bborrower\x18\x01 \x01(\tR\bborrower\x12+\n" +
+	"\x03ops\x18\x02 \x03(\v2\x19.manta.raylet.v1.BorrowOpR\x03ops\"3\n" +
+	"\x14UpdateBorrowersReply\x12\x1b\n" +
+	"\tnot_found\x18\x01 \x03(\fR\bnotFound\"S\n" +
 	"\x18AddObjectLocationRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation\"\x18\n" +
@@ -4440,7 +4692,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\xa9\x02\n" +
+	"FORMAT_RAW\x10\x01*\xbf\x02\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -4455,7 +4707,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
 	"\x12\x1b\n" +
-	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v2\xc8\f\n" +
+	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v\x12\x14\n" +
+	"\x10ERROR_OWNER_DIED\x10\f2\xc8\f\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +
@@ -4477,7 +4730,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
 	"StreamLogs\x12\".manta.raylet.v1.StreamLogsRequest\x1a\x19.manta.raylet.v1.LogBatch0\x01\x12U\n" +
 	"\vListWorkers\x12#.manta.raylet.v1.ListWorkersRequest\x1a!.manta.raylet.v1.ListWorkersReply\x12U\n" +
-	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply2\xea\x04\n" +
+	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply2\xcd\x05\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -4487,7 +4740,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
 	"CancelTask\x12\".manta.raylet.v1.CancelTaskRequest\x1a .manta.raylet.v1.CancelTaskReply\x12X\n" +
 	"\x0eGetOwnerStatus\x12#.manta.raylet.v1.OwnerStatusRequest\x1a!.manta.raylet.v1.OwnerStatusReply\x12a\n" +
-	"\x13ReportGeneratorItem\x12%.manta.raylet.v1.GeneratorItemRequest\x1a#.manta.raylet.v1.GeneratorItemReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
+	"\x13ReportGeneratorItem\x12%.manta.raylet.v1.GeneratorItemRequest\x1a#.manta.raylet.v1.GeneratorItemReply\x12a\n" +
+	"\x0fUpdateBorrowers\x12'.manta.raylet.v1.UpdateBorrowersRequest\x1a%.manta.raylet.v1.UpdateBorrowersReplyB+Z)github.com/manta-ray/manta/proto/rayletpbb\x06proto3"
 
 var (
 	file_rayletpb_raylet_proto_rawDescOnce sync.Once
@@ -4502,7 +4756,7 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                        // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
@@ -4541,42 +4795,46 @@ var file_rayletpb_raylet_proto_goTypes = []any{
 	(*LeaseStatus)(nil),                // 34: manta.raylet.v1.LeaseStatus
 	(*TaskError)(nil),                  // 35: manta.raylet.v1.TaskError
 	(*ObjectValue)(nil),                // 36: manta.raylet.v1.ObjectValue
-	(*TaskArg)(nil),                    // 37: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),                   // 38: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),           // 39: manta.raylet.v1.PushTasksRequest
-	(*CancelTask)(nil),                 // 40: manta.raylet.v1.CancelTask
-	(*TaskResult)(nil),                 // 41: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),             // 42: manta.raylet.v1.PushTasksReply
-	(*CancelTaskRequest)(nil),          // 43: manta.raylet.v1.CancelTaskRequest
-	(*OwnerStatusRequest)(nil),         // 44: manta.raylet.v1.OwnerStatusRequest
-	(*OwnerStatusReply)(nil),           // 45: manta.raylet.v1.OwnerStatusReply
-	(*OwnerShapeStatus)(nil),           // 46: manta.raylet.v1.OwnerShapeStatus
-	(*CancelTaskReply)(nil),            // 47: manta.raylet.v1.CancelTaskReply
-	(*OwnerGetRequest)(nil),            // 48: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),                // 49: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),                  // 50: manta.raylet.v1.PingReply
-	(*AddObjectLocationRequest)(nil),   // 51: manta.raylet.v1.AddObjectLocationRequest
-	(*AddObjectLocationReply)(nil),     // 52: manta.raylet.v1.AddObjectLocationReply
-	(*StreamLogsRequest)(nil),          // 53: manta.raylet.v1.StreamLogsRequest
-	(*LogLine)(nil),                    // 54: manta.raylet.v1.LogLine
-	(*LogBatch)(nil),                   // 55: manta.raylet.v1.LogBatch
-	(*ListWorkersRequest)(nil),         // 56: manta.raylet.v1.ListWorkersRequest
-	(*WorkerStateInfo)(nil),            // 57: manta.raylet.v1.WorkerStateInfo
-	(*ListWorkersReply)(nil),           // 58: manta.raylet.v1.ListWorkersReply
-	(*ListObjectsRequest)(nil),         // 59: manta.raylet.v1.ListObjectsRequest
-	(*ObjectStateInfo)(nil),            // 60: manta.raylet.v1.ObjectStateInfo
-	(*ListObjectsReply)(nil),           // 61: manta.raylet.v1.ListObjectsReply
-	(*GeneratorItemRequest)(nil),       // 62: manta.raylet.v1.GeneratorItemRequest
-	(*GeneratorItemReply)(nil),         // 63: manta.raylet.v1.GeneratorItemReply
-	nil,                                // 64: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 65: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	nil,                                // 66: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 67: manta.raylet.v1.GetStatusReply.AvailableEntry
-	nil,                                // 68: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	(*ObjectRefInfo)(nil),              // 37: manta.raylet.v1.ObjectRefInfo
+	(*TaskArg)(nil),                    // 38: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),                   // 39: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),           // 40: manta.raylet.v1.PushTasksRequest
+	(*CancelTask)(nil),                 // 41: manta.raylet.v1.CancelTask
+	(*TaskResult)(nil),                 // 42: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),             // 43: manta.raylet.v1.PushTasksReply
+	(*CancelTaskRequest)(nil),          // 44: manta.raylet.v1.CancelTaskRequest
+	(*OwnerStatusRequest)(nil),         // 45: manta.raylet.v1.OwnerStatusRequest
+	(*OwnerStatusReply)(nil),           // 46: manta.raylet.v1.OwnerStatusReply
+	(*OwnerShapeStatus)(nil),           // 47: manta.raylet.v1.OwnerShapeStatus
+	(*CancelTaskReply)(nil),            // 48: manta.raylet.v1.CancelTaskReply
+	(*OwnerGetRequest)(nil),            // 49: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),                // 50: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                  // 51: manta.raylet.v1.PingReply
+	(*BorrowOp)(nil),                   // 52: manta.raylet.v1.BorrowOp
+	(*UpdateBorrowersRequest)(nil),     // 53: manta.raylet.v1.UpdateBorrowersRequest
+	(*UpdateBorrowersReply)(nil),       // 54: manta.raylet.v1.UpdateBorrowersReply
+	(*AddObjectLocationRequest)(nil),   // 55: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),     // 56: manta.raylet.v1.AddObjectLocationReply
+	(*StreamLogsRequest)(nil),          // 57: manta.raylet.v1.StreamLogsRequest
+	(*LogLine)(nil),                    // 58: manta.raylet.v1.LogLine
+	(*LogBatch)(nil),                   // 59: manta.raylet.v1.LogBatch
+	(*ListWorkersRequest)(nil),         // 60: manta.raylet.v1.ListWorkersRequest
+	(*WorkerStateInfo)(nil),            // 61: manta.raylet.v1.WorkerStateInfo
+	(*ListWorkersReply)(nil),           // 62: manta.raylet.v1.ListWorkersReply
+	(*ListObjectsRequest)(nil),         // 63: manta.raylet.v1.ListObjectsRequest
+	(*ObjectStateInfo)(nil),            // 64: manta.raylet.v1.ObjectStateInfo
+	(*ListObjectsReply)(nil),           // 65: manta.raylet.v1.ListObjectsReply
+	(*GeneratorItemRequest)(nil),       // 66: manta.raylet.v1.GeneratorItemRequest
+	(*GeneratorItemReply)(nil),         // 67: manta.raylet.v1.GeneratorItemReply
+	nil,                                // 68: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                // 69: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                // 70: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 71: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 72: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	64, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	65, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	68, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	69, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
 	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
 	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
 	21, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
@@ -4584,81 +4842,85 @@ var file_rayletpb_raylet_proto_depIdxs = []int32{
 	35, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
 	23, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
 	30, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	66, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	67, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	70, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	71, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
 	34, // 11: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
 	34, // 12: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
 	1,  // 13: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
 	0,  // 14: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
 	35, // 15: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	36, // 16: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	37, // 17: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	68, // 18: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
-	38, // 19: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	40, // 20: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
-	36, // 21: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	35, // 22: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	41, // 23: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	46, // 24: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
-	54, // 25: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
-	57, // 26: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
-	60, // 27: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
-	36, // 28: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
-	4,  // 29: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	8,  // 30: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 31: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	10, // 32: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	12, // 33: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	14, // 34: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	16, // 35: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	32, // 36: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 37: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	17, // 38: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	19, // 39: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	22, // 40: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	25, // 41: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	27, // 42: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	29, // 43: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	53, // 44: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
-	56, // 45: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
-	59, // 46: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
-	39, // 47: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	48, // 48: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	49, // 49: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	51, // 50: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	43, // 51: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	44, // 52: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
-	62, // 53: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
-	5,  // 54: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	9,  // 55: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 56: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	11, // 57: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	13, // 58: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	15, // 59: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	14, // 60: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	33, // 61: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 62: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	18, // 63: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	20, // 64: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	24, // 65: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	26, // 66: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	28, // 67: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	31, // 68: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	55, // 69: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
-	58, // 70: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
-	61, // 71: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
-	42, // 72: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	36, // 73: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	50, // 74: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	52, // 75: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	47, // 76: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	45, // 77: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
-	63, // 78: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
-	54, // [54:79] is the sub-list for method output_type
-	29, // [29:54] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	37, // 16: manta.raylet.v1.ObjectValue.contained:type_name -> manta.raylet.v1.ObjectRefInfo
+	36, // 17: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	38, // 18: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	72, // 19: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	39, // 20: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	41, // 21: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
+	36, // 22: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	35, // 23: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	42, // 24: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	47, // 25: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
+	52, // 26: manta.raylet.v1.UpdateBorrowersRequest.ops:type_name -> manta.raylet.v1.BorrowOp
+	58, // 27: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
+	61, // 28: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
+	64, // 29: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
+	36, // 30: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
+	4,  // 31: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	8,  // 32: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	6,  // 33: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	10, // 34: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	12, // 35: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	14, // 36: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	16, // 37: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	32, // 38: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	2,  // 39: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	17, // 40: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	19, // 41: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	22, // 42: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	25, // 43: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	27, // 44: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	29, // 45: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	57, // 46: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
+	60, // 47: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
+	63, // 48: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
+	40, // 49: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	49, // 50: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	50, // 51: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	55, // 52: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	44, // 53: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	45, // 54: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
+	66, // 55: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
+	53, // 56: manta.raylet.v1.CoreWorker.UpdateBorrowers:input_type -> manta.raylet.v1.UpdateBorrowersRequest
+	5,  // 57: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	9,  // 58: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	7,  // 59: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	11, // 60: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	13, // 61: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	15, // 62: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	14, // 63: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	33, // 64: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	3,  // 65: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	18, // 66: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	20, // 67: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	24, // 68: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	26, // 69: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	28, // 70: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	31, // 71: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	59, // 72: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
+	62, // 73: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
+	65, // 74: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
+	43, // 75: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	36, // 76: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	51, // 77: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	56, // 78: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	48, // 79: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	46, // 80: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
+	67, // 81: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
+	54, // 82: manta.raylet.v1.CoreWorker.UpdateBorrowers:output_type -> manta.raylet.v1.UpdateBorrowersReply
+	57, // [57:83] is the sub-list for method output_type
+	31, // [31:57] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -4672,7 +4934,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   67,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

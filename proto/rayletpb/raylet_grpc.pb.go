@@ -839,6 +839,7 @@ const (
 	CoreWorker_CancelTask_FullMethodName          = "/manta.raylet.v1.CoreWorker/CancelTask"
 	CoreWorker_GetOwnerStatus_FullMethodName      = "/manta.raylet.v1.CoreWorker/GetOwnerStatus"
 	CoreWorker_ReportGeneratorItem_FullMethodName = "/manta.raylet.v1.CoreWorker/ReportGeneratorItem"
+	CoreWorker_UpdateBorrowers_FullMethodName     = "/manta.raylet.v1.CoreWorker/UpdateBorrowers"
 )
 
 // CoreWorkerClient is the client API for CoreWorker service.
@@ -869,6 +870,11 @@ type CoreWorkerClient interface {
 	// The reply is the owner's ack: with backpressure it waits until the
 	// consumer has taken enough items, and the producer's yield waits on it.
 	ReportGeneratorItem(ctx context.Context, in *GeneratorItemRequest, opts ...grpc.CallOption) (*GeneratorItemReply, error)
+	// UpdateBorrowers registers and unregisters borrowers of objects this
+	// process owns, in order (Ray's borrower protocol, registered eagerly:
+	// sdk/internal/core/borrowers.go). An object is freed once its owner's
+	// own count and every borrower are done.
+	UpdateBorrowers(ctx context.Context, in *UpdateBorrowersRequest, opts ...grpc.CallOption) (*UpdateBorrowersReply, error)
 }
 
 type coreWorkerClient struct {
@@ -952,6 +958,16 @@ func (c *coreWorkerClient) ReportGeneratorItem(ctx context.Context, in *Generato
 	return out, nil
 }
 
+func (c *coreWorkerClient) UpdateBorrowers(ctx context.Context, in *UpdateBorrowersRequest, opts ...grpc.CallOption) (*UpdateBorrowersReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateBorrowersReply)
+	err := c.cc.Invoke(ctx, CoreWorker_UpdateBorrowers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoreWorkerServer is the server API for CoreWorker service.
 // All implementations must embed UnimplementedCoreWorkerServer
 // for forward compatibility.
@@ -980,6 +996,11 @@ type CoreWorkerServer interface {
 	// The reply is the owner's ack: with backpressure it waits until the
 	// consumer has taken enough items, and the producer's yield waits on it.
 	ReportGeneratorItem(context.Context, *GeneratorItemRequest) (*GeneratorItemReply, error)
+	// UpdateBorrowers registers and unregisters borrowers of objects this
+	// process owns, in order (Ray's borrower protocol, registered eagerly:
+	// sdk/internal/core/borrowers.go). An object is freed once its owner's
+	// own count and every borrower are done.
+	UpdateBorrowers(context.Context, *UpdateBorrowersRequest) (*UpdateBorrowersReply, error)
 	mustEmbedUnimplementedCoreWorkerServer()
 }
 
@@ -1010,6 +1031,9 @@ func (UnimplementedCoreWorkerServer) GetOwnerStatus(context.Context, *OwnerStatu
 }
 func (UnimplementedCoreWorkerServer) ReportGeneratorItem(context.Context, *GeneratorItemRequest) (*GeneratorItemReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportGeneratorItem not implemented")
+}
+func (UnimplementedCoreWorkerServer) UpdateBorrowers(context.Context, *UpdateBorrowersRequest) (*UpdateBorrowersReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateBorrowers not implemented")
 }
 func (UnimplementedCoreWorkerServer) mustEmbedUnimplementedCoreWorkerServer() {}
 func (UnimplementedCoreWorkerServer) testEmbeddedByValue()                    {}
@@ -1147,6 +1171,24 @@ func _CoreWorker_ReportGeneratorItem_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoreWorker_UpdateBorrowers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateBorrowersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoreWorkerServer).UpdateBorrowers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoreWorker_UpdateBorrowers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoreWorkerServer).UpdateBorrowers(ctx, req.(*UpdateBorrowersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoreWorker_ServiceDesc is the grpc.ServiceDesc for CoreWorker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1177,6 +1219,10 @@ var CoreWorker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportGeneratorItem",
 			Handler:    _CoreWorker_ReportGeneratorItem_Handler,
+		},
+		{
+			MethodName: "UpdateBorrowers",
+			Handler:    _CoreWorker_UpdateBorrowers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

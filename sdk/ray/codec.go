@@ -3,8 +3,6 @@ package ray
 import (
 	"fmt"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/sdk/internal/core"
 )
@@ -36,7 +34,7 @@ func decode[T any](data []byte, format pb.Format) (T, error) {
 		}
 		return v, fmt.Errorf("%w: raw bytes cannot be read as %T", ErrBadArgument, v)
 	}
-	if err := msgpack.Unmarshal(data, &v); err != nil {
+	if err := core.Decode(data, &v); err != nil {
 		return v, fmt.Errorf("%w: cannot read the value as %T: %v", ErrBadArgument, v, err)
 	}
 	return v, nil

@@ -39,6 +39,11 @@ var (
 	// not be set up on the node that would run it (its working dir could
 	// not be fetched or unpacked); the error says why.
 	ErrRuntimeEnvSetup = core.ErrRuntimeEnvSetup
+	// ErrOwnerDied: the object's owner (the process that made the ref: the
+	// driver or worker that submitted the task or Put the value) died or
+	// cannot be reached, and with it what the object was. As Ray's
+	// OwnerDiedError.
+	ErrOwnerDied = core.ErrOwnerDied
 )
 
 // TaskError is a remote task's failure: its function, message and, for an

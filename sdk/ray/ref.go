@@ -3,17 +3,25 @@ package ray
 import (
 	"fmt"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/sdk/internal/core"
 )
 
 // ObjectRef refers to a value of type T that a task returns or Put
 // stored, owned by the process that created the ref. It is a small value:
-// copy it freely, pass it to other tasks (as an Arg[T]), Get it.
+// copy it freely, pass it to other tasks (as an Arg[T]), Get it. It
+// travels inside values too (struct fields, slices, maps of refs, as
+// task arguments, results or Put values): the process that receives it
+// can Get it, pass it on and return it.
 //
 // The owner keeps the object while any copy of the ref is reachable in its
-// process or a task that takes it as an argument has not finished; then it
-// frees the object on every node. Release frees it sooner.
+// process, a task that takes it as an argument has not finished, a value
+// that holds it lives, or another process that received it (a borrower)
+// still holds it; then it frees the object on every node. Release frees it
+// sooner. When the owner dies, Get of a ref that another process holds
+// returns ErrOwnerDied.
 type ObjectRef[T any] struct {
 	id    ids.ObjectID
 	owner string       // the owner's CoreWorker address
@@ -26,6 +34,29 @@ type ObjectRef[T any] struct {
 // it as an argument, the object is freed on every node; Get of the ref, or
 // of a copy of it, then returns ErrObjectNotFound. Release is idempotent.
 func (r ObjectRef[T]) Release() { r.h.Release() }
+
+// EncodeMsgpack writes the ref inside a value: its object and owner.
+func (r ObjectRef[T]) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if r.err != nil {
+		return fmt.Errorf("%w: a failed ref cannot be sent: %v", ErrBadArgument, r.err)
+	}
+	return core.EncodeRef(enc, r.id, r.owner)
+}
+
+// DecodeMsgpack reads a ref from inside a value; this process then holds
+// it (a borrower, registered with the owner, unless it is the owner).
+func (r *ObjectRef[T]) DecodeMsgpack(dec *msgpack.Decoder) error {
+	k, ok, err := core.DecodeRef(dec)
+	if err != nil || !ok {
+		*r = ObjectRef[T]{}
+		return err
+	}
+	*r = ObjectRef[T]{id: k.ID, owner: k.Owner, h: k.H}
+	if k.H == nil {
+		r.err = fmt.Errorf("%w: object %s was released by its owner before this ref arrived", ErrObjectNotFound, k.ID)
+	}
+	return nil
+}
 
 // ID is the object's ID in hex.
 func (r ObjectRef[T]) ID() string { return r.id.String() }

@@ -68,7 +68,7 @@ func (c *Worker) CreateActor(ctx context.Context, cls *ActorClass, args []Arg, o
 	// Never unpinned: a restarted actor reruns its constructor with these
 	// arguments, for as long as the actor may restart. Pinned before this
 	// returns, so the caller may drop its refs at once.
-	c.pinArgs(refKeys)
+	c.pinArgs(refKeys, args)
 	res := o.Res
 	if !o.CPUSet {
 		// As in Ray, an actor holds no CPU unless it asks for one.
@@ -229,6 +229,7 @@ type actorCall struct {
 	deps    []int // argument indices that are refs, resolved before sending
 	depKeys []ObjectKey
 	pinned  []ids.ObjectID // owned reference arguments (refs.go)
+	borrows []ids.ObjectID // borrowed ones, and refs inside values
 }
 
 // SubmitActorCall calls method m of actor actorID and returns its
@@ -249,7 +250,7 @@ func (c *Worker) SubmitActorCall(ctx context.Context, actorID string, m *ActorMe
 	call := &actorCall{}
 	call.deps, call.depKeys = encodeArgs(spec, args)
 	call.call = &actorsubmit.Call{Spec: spec, ID: tid, Unresolved: len(call.deps) > 0, Data: call}
-	call.pinned = c.pinArgs(call.depKeys)
+	call.pinned, call.borrows = c.pinArgs(call.depKeys, args)
 	var keys []ObjectKey
 	if m.Generator {
 		c.gens.open(tid, 0, actorID)
@@ -309,9 +310,10 @@ func (c *Worker) failCall(call *actorCall, e *pb.TaskError) {
 		vals[i] = v
 	}
 	c.mem.Complete(call.returns, vals)
-	pinned := call.pinned
-	call.pinned = nil
+	pinned, borrowed := call.pinned, call.borrows
+	call.pinned, call.borrows = nil, nil
 	unpin(c.mem, pinned)
+	c.unborrow(borrowed)
 }
 
 // resolveCall waits for a call's reference arguments; false when one
@@ -353,7 +355,8 @@ func (c *Worker) finishCall(call *actorCall, res *pb.TaskResult) {
 	}
 	c.ev.state(call.call.Spec, cpb.TaskEventState_FINISHED)
 	completeReturns(c.mem, call.returns, call.call.Spec.Function, res, "the call")
-	pinned := call.pinned
-	call.pinned = nil
+	pinned, borrowed := call.pinned, call.borrows
+	call.pinned, call.borrows = nil, nil
 	unpin(c.mem, pinned)
+	c.unborrow(borrowed)
 }

@@ -5,10 +5,6 @@ package core
 // results and Put values.
 
 import (
-	"fmt"
-
-	"github.com/vmihailenco/msgpack/v5"
-
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 )
 
@@ -21,7 +17,8 @@ const InlineLimit = 100 << 10
 // a view of the node's shared-memory arena.
 type ReadOnlyBytes []byte
 
-// Encode is the one codec: msgpack for values, []byte carried raw.
+// Encode is the one codec: msgpack for values, []byte carried raw. The
+// refs a value holds are listed in its Contained (borrowers.go).
 func Encode(v any) (*pb.ObjectValue, error) {
 	switch b := v.(type) {
 	case []byte:
@@ -29,9 +26,5 @@ func Encode(v any) (*pb.ObjectValue, error) {
 	case ReadOnlyBytes:
 		return &pb.ObjectValue{Data: b, Format: pb.Format_FORMAT_RAW}, nil
 	}
-	b, err := msgpack.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("ray: encode %T: %w", v, err)
-	}
-	return &pb.ObjectValue{Data: b}, nil
+	return encodeValue(v)
 }

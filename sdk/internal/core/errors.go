@@ -95,6 +95,8 @@ func (e *TaskError) Unwrap() error {
 		return ErrTaskCancelled
 	case pb.ErrorKind_ERROR_RUNTIME_ENV_SETUP:
 		return ErrRuntimeEnvSetup
+	case pb.ErrorKind_ERROR_OWNER_DIED:
+		return ErrOwnerDied
 	}
 	return nil
 }

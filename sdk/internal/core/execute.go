@@ -159,7 +159,8 @@ func (c *Worker) taskResult(ctx context.Context, tid ids.TaskID, owner string, r
 		if err != nil {
 			return failure(pb.ErrorKind_ERROR_APPLICATION, fmt.Sprintf("result %d: %v", i+1, err), "")
 		}
-		v, err = c.objs.Store(ctx, ids.ReturnID(tid, uint32(i+1)), owner, v)
+		rid := ids.ReturnID(tid, uint32(i+1))
+		v, err = c.objs.Store(ctx, rid, owner, v)
 		if err != nil {
 			kind := pb.ErrorKind_ERROR_APPLICATION
 			if status.Code(err) == codes.Unavailable {
@@ -169,8 +170,11 @@ func (c *Worker) taskResult(ctx context.Context, tid ids.TaskID, owner string, r
 			}
 			return failure(kind, fmt.Sprintf("result %d: %v", i+1, err), "")
 		}
+		// The result's owner borrows the refs in it before it can see it.
+		c.registerValue(owner, rid, v)
 		res.Returns[i] = v
 	}
+	runtime.KeepAlive(results)
 	return res
 }
 

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -327,9 +328,13 @@ func Yield(ctx context.Context, v any) error {
 	if err != nil {
 		return fmt.Errorf("generator item %d: %w", r.n, err)
 	}
-	if ov, err = r.c.objs.Store(ctx, ids.ReturnID(r.tid, uint32(r.n+2)), r.owner, ov); err != nil {
+	item := ids.ReturnID(r.tid, uint32(r.n+2))
+	if ov, err = r.c.objs.Store(ctx, item, r.owner, ov); err != nil {
 		return fmt.Errorf("generator item %d: %w", r.n, err)
 	}
+	// The item's owner borrows the refs in it from now on.
+	r.c.registerValue(r.owner, item, ov)
+	runtime.KeepAlive(v)
 	cc, err := r.c.conn(r.owner)
 	if err != nil {
 		return err

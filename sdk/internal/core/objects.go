@@ -10,6 +10,8 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,7 +71,17 @@ func (c *Worker) fetchFromOwner(k ObjectKey) (*pb.ObjectValue, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pb.NewCoreWorkerClient(cc).GetObject(c.ctx, &pb.OwnerGetRequest{ObjectId: k.ID[:]})
+	v, err := pb.NewCoreWorkerClient(cc).GetObject(c.ctx, &pb.OwnerGetRequest{ObjectId: k.ID[:]})
+	if status.Code(err) == codes.Unavailable {
+		return ownerDiedValue(k, err), nil
+	}
+	return v, err
+}
+
+// ownerDiedValue stands for a borrowed object whose owner is gone.
+func ownerDiedValue(k ObjectKey, err error) *pb.ObjectValue {
+	return &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OWNER_DIED,
+		Message: fmt.Sprintf("object %s: its owner %s cannot be reached: %v", k.ID, k.Owner, err)}}
 }
 
 // Read waits for an object and hands its bytes to decode (mapped says
@@ -178,6 +190,9 @@ func (c *Worker) Put(ctx context.Context, v any) (ObjectKey, error) {
 	}
 	c.mem.NewOwned([]ids.ObjectID{id}, "")
 	h := c.newHandle(id)
+	// The object holds the refs in its value while it lives.
+	c.registerValue(c.address, id, ov)
+	runtime.KeepAlive(v)
 	c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{ov})
 	return ObjectKey{ID: id, Owner: c.address, H: h}, nil
 }

@@ -13,11 +13,12 @@ package core
 //   - one, never dropped, per actor creation with the ref as an argument
 //     (a restarted actor reruns its constructor with the same arguments).
 //
-// An ObjectRef cannot leave its owner's process today (its fields are not
-// serialised inside values, and reference arguments reach tasks resolved
-// to their values), so there are no borrowers to count. At zero the owner
-// forgets the object (a borrower asking for it gets ERROR_OBJECT_NOT_FOUND)
-// and frees its node copies (freeLoop).
+//   - one per ref decoded from a value in the owner's own process.
+//
+// Other processes that hold refs borrow the object (borrowers.go); the
+// owner keeps it while any does. Once the count is zero and no borrower
+// is left the owner forgets the object (a borrower asking for it gets
+// ERROR_OBJECT_NOT_FOUND) and frees its node copies (freeLoop).
 
 import (
 	"runtime"
@@ -41,16 +42,31 @@ type Handle struct {
 // refDrop is what a handle's cleanup needs: it must not point at the
 // handle, or the handle would never become unreachable.
 type refDrop struct {
-	c  *Worker
-	id ids.ObjectID
+	c        *Worker
+	id       ids.ObjectID
+	borrowed bool // a borrower's handle: drops a borrow, not the count
 }
 
-func (d refDrop) run() { d.c.mem.DecRef(d.id) }
+func (d refDrop) run() {
+	if d.borrowed {
+		d.c.borrows.release(d.id)
+		return
+	}
+	d.c.mem.DecRef(d.id)
+}
 
 // newHandle makes the handle of an owned object whose handle reference
 // the object table counted (memstore.NewOwned).
 func (c *Worker) newHandle(id ids.ObjectID) *Handle {
-	h := &Handle{drop: refDrop{c, id}}
+	h := &Handle{drop: refDrop{c: c, id: id}}
+	h.cleanup = runtime.AddCleanup(h, refDrop.run, h.drop)
+	return h
+}
+
+// newBorrowHandle makes the handle of a borrowed object whose borrow the
+// borrow table counted (borrowTable.acquire).
+func (c *Worker) newBorrowHandle(id ids.ObjectID) *Handle {
+	h := &Handle{drop: refDrop{c, id, true}}
 	h.cleanup = runtime.AddCleanup(h, refDrop.run, h.drop)
 	return h
 }
@@ -66,18 +82,41 @@ func (h *Handle) Release() {
 // Released says whether Release was called (a nil handle never is).
 func (h *Handle) Released() bool { return h != nil && h.released.Load() }
 
-// pinArgs counts a submission's reference arguments that this process
-// owns and returns them, for unpin when the task finishes. The refs
-// must be reachable until it returns (the caller keeps them alive).
-func (c *Worker) pinArgs(keys []ObjectKey) []ids.ObjectID {
-	var owned []ids.ObjectID
-	for _, k := range keys {
-		if k.Owner == c.address {
-			owned = append(owned, k.ID)
+// pinArgs counts a submission's reference arguments, and the refs inside
+// its value arguments, until the task finishes: owned ones in the object
+// table, borrowed ones in the borrow table (the borrow lasts until then).
+// It returns them for unpin and unborrow. The refs must be reachable until
+// it returns (the caller keeps them alive).
+func (c *Worker) pinArgs(keys []ObjectKey, args []Arg) (owned, borrowed []ids.ObjectID) {
+	pin := func(id ids.ObjectID, owner string) {
+		if owner == c.address {
+			owned = append(owned, id)
+		} else if c.borrows.hold(id) {
+			borrowed = append(borrowed, id)
 		}
 	}
-	if len(owned) == 0 {
-		return nil
+	for _, k := range keys {
+		pin(k.ID, k.Owner)
 	}
-	return c.mem.AddRefs(owned)
+	for _, a := range args {
+		if a.Value == nil {
+			continue
+		}
+		for _, r := range a.Value.Contained {
+			if id, err := ids.ObjectFromBytes(r.ObjectId); err == nil {
+				pin(id, r.Owner)
+			}
+		}
+	}
+	if len(owned) > 0 {
+		owned = c.mem.AddRefs(owned)
+	}
+	return owned, borrowed
+}
+
+// unborrow drops the borrows pinArgs took.
+func (c *Worker) unborrow(borrowed []ids.ObjectID) {
+	for _, id := range borrowed {
+		c.borrows.release(id)
+	}
 }

@@ -49,7 +49,7 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 		}
 		env.apply(t.spec)
 	}
-	t.pinned = c.pinArgs(argKeys)
+	t.pinned, t.borrowPins = c.pinArgs(argKeys, args)
 	t.refs, t.refKeys = refs, argKeys
 	if f.Generator {
 		c.gens.open(tid, o.Backpressure, "")

@@ -44,6 +44,7 @@ type task struct {
 	st              *submitter.Task
 	returns         []ids.ObjectID
 	pinned          []ids.ObjectID // owned reference arguments (refs.go)
+	borrowPins      []ids.ObjectID // borrowed ones, and refs inside values
 	retriesLeft     int
 	retryExceptions bool
 	// parent is the task that submitted it, inside a worker (recursive
@@ -115,6 +116,8 @@ type taskManager struct {
 	queue func() taskQueue
 	// ev reports what happens to each attempt (events.go).
 	ev *eventLog
+	// unborrow drops the borrows a task's arguments held (refs.go).
+	unborrow func([]ids.ObjectID)
 }
 
 // Finished, WorkerLost and Failed take the submitter's reports
@@ -207,10 +210,13 @@ func (m *taskManager) finish(t *task, res *pb.TaskResult, node string) {
 
 // ended forgets a task that completed and drops its arguments' pins.
 func (m *taskManager) ended(t *task) {
-	pinned := t.pinned
-	t.pinned = nil
+	pinned, borrowed := t.pinned, t.borrowPins
+	t.pinned, t.borrowPins = nil, nil
 	m.table.ended(t)
 	unpin(m.objs, pinned)
+	if len(borrowed) > 0 {
+		m.unborrow(borrowed)
+	}
 }
 
 // retryOrFail runs a task again after a failed attempt while it has

@@ -81,6 +81,8 @@ type Worker struct {
 	cudaSet  atomic.Bool
 	// Open generator streams this process consumes (generator.go).
 	gens genTable
+	// The objects this process borrows (borrowers.go).
+	borrows *borrowTable
 
 	// mu guards the connection cache and the actor state below.
 	mu    sync.Mutex
@@ -124,8 +126,10 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 		conns: map[string]*grpc.ClientConn{},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id) }})
-	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev}
+	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id) },
+		OnContainedFreed: c.containedFreed})
+	c.borrows = newBorrowTable(c)
+	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev, unborrow: c.unborrow}
 	c.lin = &recovery{objs: c.mem, log: c.log, ctx: c.ctx, jobID: jobID, open: c.openRecorder,
 		spawn: c.spawn, resolve: c.resolveAndEnqueue, fail: c.tasks.fail}
 	c.tasks.lin = c.lin
@@ -144,12 +148,13 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	}
 	c.raylet = pb.NewRayletClient(cc)
 	c.objs = c.newObjectClient()
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
 		_ = c.srv.Serve(lis)
 	}()
 	go c.freeLoop()
+	go c.borrowerLoop()
 	return c, nil
 }
 
@@ -241,7 +246,9 @@ func (c *Worker) close() {
 	c.mu.Unlock()
 }
 
-// Ping answers raylets checking that an owner is alive.
+// Ping answers raylets checking that an owner is alive (and whether it
+// may be retired: not while others borrow its objects) and owners
+// checking that a borrower is.
 func (c *Worker) Ping(context.Context, *pb.PingRequest) (*pb.PingReply, error) {
-	return &pb.PingReply{}, nil
+	return &pb.PingReply{BorrowedObjects: int32(c.mem.Borrowed(c.address))}, nil
 }

@@ -3,12 +3,16 @@
 // where it is stored, as a future that completes once) together with the
 // ReferenceCounter's counts for the objects it owns.
 //
-// An owned object is kept while its count is above zero: one for the ref
-// handle a submission or Put made (shared by every copy of that ref), one
-// per task or actor call that takes it as an argument until that ends. At
-// zero the object leaves the table, the node copies of a stored value are
-// queued to be freed (TakeFrees), and OnReleased tells the owner's lineage.
-// A value completed after its object was released is freed at once.
+// An owned object is kept while its count is above zero or a borrower
+// holds it. The count is one for each ref handle of this process's
+// (shared by every copy of that ref), one per task or actor call that
+// takes it as an argument until that ends. A borrower is another process
+// (or this one, for a value of its own that holds the ref) registered
+// through the borrower protocol (sdk/internal/core/borrowers.go). Once
+// both are gone the object leaves the table, the node copies of a stored
+// value are queued to be freed (TakeFrees), OnReleased tells the owner's
+// lineage and OnContainedFreed the refs the value held. A value completed
+// after its object was released is freed at once.
 //
 // The store has its own lock, never held while it calls out.
 package memstore
@@ -30,6 +34,16 @@ type Object struct {
 	refs   int
 	copies []string // nodes that pulled a copy since the value was set
 	actor  string   // the actor whose call returns it, if any
+	// borrowers holding it besides the count (nil: none).
+	borrowers map[Borrow]struct{}
+}
+
+// Borrow is one registration of a borrower: a process (its CoreWorker
+// address) holding live refs (Outer zero) or a value that holds the ref
+// (Outer: that value's object).
+type Borrow struct {
+	Addr  string
+	Outer ids.ObjectID
 }
 
 // Ready is closed once the value is set.
@@ -67,6 +81,9 @@ type Config struct {
 	// OnReleased is told (without the lock) that an owned object's count
 	// reached zero and it left the table.
 	OnReleased func(id ids.ObjectID)
+	// OnContainedFreed is told (without the lock) that the value of an
+	// owned object that held refs (contained) was dropped.
+	OnContainedFreed func(outer ids.ObjectID, contained []*pb.ObjectRefInfo)
 }
 
 // Store is the table.
@@ -79,12 +96,22 @@ type Store struct {
 	// Node copies of released objects, by raylet, until TakeFrees.
 	toFree     map[string][]ids.ObjectID
 	freeSignal chan struct{}
+	// byBorrower indexes the objects each borrower process holds.
+	byBorrower map[string]map[ids.ObjectID]int
+	// contained are the values that held refs dropped under the lock,
+	// for OnContainedFreed once it is released.
+	contained []containedFree
+}
+
+type containedFree struct {
+	outer ids.ObjectID
+	refs  []*pb.ObjectRefInfo
 }
 
 // New returns an empty store.
 func New(cfg Config) *Store {
 	return &Store{cfg: cfg, objects: map[ids.ObjectID]*Object{}, changed: make(chan struct{}),
-		toFree: map[string][]ids.ObjectID{}, freeSignal: make(chan struct{}, 1)}
+		toFree: map[string][]ids.ObjectID{}, freeSignal: make(chan struct{}, 1), byBorrower: map[string]map[ids.ObjectID]int{}}
 }
 
 // Get returns the entry of id, or nil.
@@ -129,12 +156,19 @@ func (s *Store) NewOwned(objs []ids.ObjectID, actor string) {
 // is freed.
 func (s *Store) Complete(objs []ids.ObjectID, vals []*pb.ObjectValue) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	changed := false
+	defer func() {
+		flush := len(s.contained) > 0
+		s.mu.Unlock()
+		if flush {
+			s.flushContained()
+		}
+	}()
 	for i, id := range objs {
 		o := s.objects[id]
 		if o == nil {
 			s.freeLaterLocked(id, vals[i], nil)
+			s.containedLocked(id, vals[i])
 			continue
 		}
 		if o.IsReady() {
@@ -187,8 +221,8 @@ func (s *Store) PinOrCreate(id ids.ObjectID) (o *Object, created bool) {
 	return o, created
 }
 
-// DecRef drops one reference to an owned object; the last one removes it
-// (see the package comment).
+// DecRef drops one reference to an owned object; the last one, with no
+// borrower left, removes it (see the package comment).
 func (s *Store) DecRef(id ids.ObjectID) {
 	s.mu.Lock()
 	o := s.objects[id]
@@ -196,18 +230,147 @@ func (s *Store) DecRef(id ids.ObjectID) {
 		s.mu.Unlock()
 		return
 	}
-	if o.refs--; o.refs > 0 {
+	o.refs--
+	s.maybeReleaseLocked(id, o)
+}
+
+// maybeReleaseLocked removes an owned object nobody holds any more, and
+// unlocks.
+func (s *Store) maybeReleaseLocked(id ids.ObjectID, o *Object) {
+	if o.refs > 0 || len(o.borrowers) > 0 {
 		s.mu.Unlock()
 		return
 	}
 	delete(s.objects, id)
 	if o.IsReady() {
 		s.freeLaterLocked(id, o.val, o.copies)
+		s.containedLocked(id, o.val)
 	}
 	// Not ready: Complete frees the value when it arrives.
+	flush := len(s.contained) > 0
 	s.mu.Unlock()
+	if flush {
+		s.flushContained()
+	}
 	if s.cfg.OnReleased != nil {
 		s.cfg.OnReleased(id)
+	}
+}
+
+// AddBorrower registers b as a borrower of an owned object; false if the
+// object is not in the table (released) or not owned here. Registering
+// the same b twice is one registration.
+func (s *Store) AddBorrower(id ids.ObjectID, b Borrow) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.objects[id]
+	if o == nil || !o.owned {
+		return false
+	}
+	if o.borrowers == nil {
+		o.borrowers = map[Borrow]struct{}{}
+	}
+	if _, ok := o.borrowers[b]; ok {
+		return true
+	}
+	o.borrowers[b] = struct{}{}
+	m := s.byBorrower[b.Addr]
+	if m == nil {
+		m = map[ids.ObjectID]int{}
+		s.byBorrower[b.Addr] = m
+	}
+	m[id]++
+	return true
+}
+
+// RemoveBorrower unregisters b; the object goes if nothing else holds it.
+func (s *Store) RemoveBorrower(id ids.ObjectID, b Borrow) {
+	s.mu.Lock()
+	o := s.objects[id]
+	if o == nil || !o.owned {
+		s.mu.Unlock()
+		return
+	}
+	if _, ok := o.borrowers[b]; !ok {
+		s.mu.Unlock()
+		return
+	}
+	s.unborrowLocked(id, o, b)
+	s.maybeReleaseLocked(id, o)
+}
+
+func (s *Store) unborrowLocked(id ids.ObjectID, o *Object, b Borrow) {
+	delete(o.borrowers, b)
+	if m := s.byBorrower[b.Addr]; m != nil {
+		if m[id]--; m[id] <= 0 {
+			delete(m, id)
+		}
+		if len(m) == 0 {
+			delete(s.byBorrower, b.Addr)
+		}
+	}
+}
+
+// DropBorrower unregisters every borrow of a process (it died) and
+// returns how many objects it held.
+func (s *Store) DropBorrower(addr string) int {
+	s.mu.Lock()
+	m := s.byBorrower[addr]
+	objs := make([]ids.ObjectID, 0, len(m))
+	for id := range m {
+		objs = append(objs, id)
+	}
+	s.mu.Unlock()
+	for _, id := range objs {
+		s.mu.Lock()
+		o := s.objects[id]
+		if o == nil {
+			s.mu.Unlock()
+			continue
+		}
+		for b := range o.borrowers {
+			if b.Addr == addr {
+				s.unborrowLocked(id, o, b)
+			}
+		}
+		s.maybeReleaseLocked(id, o)
+	}
+	return len(objs)
+}
+
+// BorrowerAddrs are the processes that borrow objects owned here.
+func (s *Store) BorrowerAddrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.byBorrower))
+	for a := range s.byBorrower {
+		out = append(out, a)
+	}
+	return out
+}
+
+// Borrowed is how many owned objects have a borrower other than self.
+func (s *Store) Borrowed(self string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[ids.ObjectID]struct{}{}
+	for a, m := range s.byBorrower {
+		if a != self {
+			for id := range m {
+				seen[id] = struct{}{}
+			}
+		}
+	}
+	return len(seen)
+}
+
+// Forget removes the entry of an object this process does not own (its
+// last borrowed ref is gone); owned entries are left alone.
+func (s *Store) Forget(id ids.ObjectID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o := s.objects[id]; o != nil && !o.owned {
+		delete(s.objects, id)
 	}
 }
 
@@ -222,7 +385,7 @@ func (s *Store) Renew(id ids.ObjectID) bool {
 	if o == nil || !o.IsReady() || o.val.GetLocation() == "" {
 		return false
 	}
-	s.objects[id] = &Object{ready: make(chan struct{}), owned: true, refs: o.refs, actor: o.actor}
+	s.objects[id] = &Object{ready: make(chan struct{}), owned: true, refs: o.refs, actor: o.actor, borrowers: o.borrowers}
 	return true
 }
 
@@ -291,6 +454,25 @@ func (s *Store) freeLaterLocked(id ids.ObjectID, v *pb.ObjectValue, copies []str
 		s.toFree[loc] = append(s.toFree[loc], id)
 	}
 	s.signalLocked()
+}
+
+// containedLocked queues a dropped value's refs for OnContainedFreed.
+func (s *Store) containedLocked(id ids.ObjectID, v *pb.ObjectValue) {
+	if v != nil && len(v.Contained) > 0 && s.cfg.OnContainedFreed != nil {
+		s.contained = append(s.contained, containedFree{id, v.Contained})
+	}
+}
+
+// flushContained calls OnContainedFreed for what containedLocked queued;
+// called without the lock.
+func (s *Store) flushContained() {
+	s.mu.Lock()
+	batch := s.contained
+	s.contained = nil
+	s.mu.Unlock()
+	for _, c := range batch {
+		s.cfg.OnContainedFreed(c.outer, c.refs)
+	}
 }
 
 func (s *Store) signalLocked() {

@@ -209,3 +209,71 @@ func TestConcurrentCounts(t *testing.T) {
 		t.Fatalf("released %d of %d; %d left", len(got), n, s.Len())
 	}
 }
+
+// TestBorrowersKeepTheObject: an object whose count reached zero stays
+// while a borrower holds it; the last borrower's removal (or its process's
+// death) frees it, and the refs its value held are reported.
+func TestBorrowersKeepTheObject(t *testing.T) {
+	var rel released
+	var containedOf []ids.ObjectID
+	s := New(Config{OnReleased: rel.add, OnContainedFreed: func(outer ids.ObjectID, refs []*pb.ObjectRefInfo) {
+		containedOf = append(containedOf, outer)
+	}})
+	a, b, outer := oid(1), oid(2), oid(3)
+	s.NewOwned([]ids.ObjectID{a, b}, "")
+	v := stored("node-1")
+	v.Contained = []*pb.ObjectRefInfo{{ObjectId: outer[:], Owner: "w"}}
+	s.Complete([]ids.ObjectID{a, b}, []*pb.ObjectValue{v, inline("x")})
+	if !s.AddBorrower(a, Borrow{Addr: "w1"}) || !s.AddBorrower(a, Borrow{Addr: "w1"}) || !s.AddBorrower(a, Borrow{Addr: "w2", Outer: outer}) {
+		t.Fatal("AddBorrower of an owned object failed")
+	}
+	if !s.AddBorrower(b, Borrow{Addr: "w2"}) {
+		t.Fatal("AddBorrower of b failed")
+	}
+	s.DecRef(a)
+	s.DecRef(b)
+	if s.Get(a) == nil || s.Get(b) == nil || rel.count() != 0 {
+		t.Fatal("a borrowed object was released at count zero")
+	}
+	if got := s.Borrowed("self"); got != 2 {
+		t.Fatalf("Borrowed = %d; want 2", got)
+	}
+	s.RemoveBorrower(a, Borrow{Addr: "w1"}) // registered twice: one registration
+	if s.Get(a) == nil {
+		t.Fatal("a was released while w2 still holds it by a value")
+	}
+	if n := s.DropBorrower("w2"); n != 2 {
+		t.Fatalf("DropBorrower(w2) dropped %d objects; want 2", n)
+	}
+	if s.Get(a) != nil || s.Get(b) != nil || rel.count() != 2 {
+		t.Fatalf("objects left after every borrower went: a %v b %v released %d", s.Get(a) != nil, s.Get(b) != nil, rel.count())
+	}
+	if len(containedOf) != 1 || containedOf[0] != a {
+		t.Fatalf("contained reported for %v; want [a]", containedOf)
+	}
+	if f := frees(s); f["node-1"] != 1 {
+		t.Fatalf("frees = %v; want a's copy on node-1", f)
+	}
+	if s.AddBorrower(a, Borrow{Addr: "w3"}) {
+		t.Fatal("AddBorrower of a released object succeeded")
+	}
+	if len(s.BorrowerAddrs()) != 0 {
+		t.Fatalf("borrowers left: %v", s.BorrowerAddrs())
+	}
+}
+
+// TestReleasedBeforeCompleteReportsContained: a value that arrives for an
+// object released already is dropped with its refs reported.
+func TestReleasedBeforeCompleteReportsContained(t *testing.T) {
+	var got []ids.ObjectID
+	s := New(Config{OnContainedFreed: func(outer ids.ObjectID, _ []*pb.ObjectRefInfo) { got = append(got, outer) }})
+	a := oid(1)
+	s.NewOwned([]ids.ObjectID{a}, "")
+	s.DecRef(a)
+	v := inline("x")
+	v.Contained = []*pb.ObjectRefInfo{{ObjectId: a[:], Owner: "w"}}
+	s.Complete([]ids.ObjectID{a}, []*pb.ObjectValue{v})
+	if len(got) != 1 {
+		t.Fatalf("contained reported %d times; want 1", len(got))
+	}
+}

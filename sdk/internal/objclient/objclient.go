@@ -103,7 +103,7 @@ func (c *Client) Store(ctx context.Context, id ids.ObjectID, owner string, v *pb
 	if len(v.Data) <= c.cfg.InlineLimit {
 		return v, nil
 	}
-	stored := &pb.ObjectValue{Location: c.cfg.RayletAddr, Format: v.Format}
+	stored := &pb.ObjectValue{Location: c.cfg.RayletAddr, Format: v.Format, Contained: v.Contained}
 	done, err := c.createInArena(ctx, id, owner, v)
 	if done {
 		return stored, nil
