@@ -10,6 +10,7 @@ import (
 
 	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet/workerpool"
 )
 
 // ownerLoop pings the owners holding leases or objects here, and the
@@ -110,4 +111,29 @@ func (r *Raylet) ownerGone(addr string) {
 		r.log.Info("owner unreachable: reclaimed its leased workers", zap.String("owner", addr), zap.Int("workers", len(gone)))
 		r.wake()
 	}
+}
+
+// keepIdleWorker says whether an idle worker must not be retired yet: it
+// owns objects that other processes borrow (the objects would die with
+// it, as Ray's workers refuse to exit while they own objects in scope).
+// A worker that does not answer is not kept.
+func (r *Raylet) keepIdleWorker(w *workerpool.Worker) bool {
+	if w.Address == "" {
+		return false
+	}
+	cc, err := grpc.NewClient(w.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return r.cfg.Token })))
+	if err != nil {
+		return false
+	}
+	defer cc.Close()
+	// Not r.ctx: the pool is made before it. Close stops the pool first.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rep, err := pb.NewCoreWorkerClient(cc).Ping(ctx, &pb.PingRequest{})
+	if err != nil || rep.BorrowedObjects == 0 {
+		return false
+	}
+	r.log.Debug("keeping an idle worker: others borrow its objects", zap.String("worker", w.ID), zap.Int32("objects", rep.BorrowedObjects))
+	return true
 }

@@ -166,7 +166,8 @@ func New(cfg Config) (*Raylet, error) {
 	r.pool = workerpool.New(workerpool.Config{
 		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
 		LogDir: logDir, Output: cfg.WorkerOutput, LogMaxBytes: cfg.WorkerLogMaxBytes, LogBackups: cfg.WorkerLogBackups,
-		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.onWorkerExit, Logger: r.log,
+		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.onWorkerExit, KeepIdle: r.keepIdleWorker,
+		Logger: r.log,
 	})
 	r.logs = r.newLogMonitor(logDir)
 	// WaitForHandlers: Stop returns only once no handler runs, so none can

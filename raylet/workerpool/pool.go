@@ -87,7 +87,12 @@ type Config struct {
 	Prestart int
 	// OnExit is called (without the pool's lock) when a worker process ends.
 	OnExit func(w *Worker)
-	Logger *zap.Logger
+	// KeepIdle, when set, is asked (without the pool's lock) before an
+	// idle worker is retired; true keeps it another IdleTimeout. A worker
+	// that owns objects other processes borrow is kept: retiring it would
+	// take them with it.
+	KeepIdle func(w *Worker) bool
+	Logger   *zap.Logger
 }
 
 // Worker is one worker process.
@@ -540,16 +545,39 @@ func (p *Pool) retireLoop() {
 		case <-t.C:
 		}
 		p.mu.Lock()
+		var due []*Worker
 		for _, q := range p.idle {
 			for _, w := range q {
 				if time.Since(w.idleSince) > p.cfg.IdleTimeout {
-					p.log.Debug("retiring idle worker", zap.String("worker", w.ID))
-					p.killLocked(w)
+					due = append(due, w)
 				}
 			}
 		}
 		p.mu.Unlock()
+		for _, w := range due {
+			keep := p.cfg.KeepIdle != nil && p.cfg.KeepIdle(w)
+			p.mu.Lock()
+			if p.isIdleLocked(w) && time.Since(w.idleSince) > p.cfg.IdleTimeout {
+				if keep {
+					w.idleSince = time.Now()
+				} else {
+					p.log.Debug("retiring idle worker", zap.String("worker", w.ID))
+					p.killLocked(w)
+				}
+			}
+			p.mu.Unlock()
+		}
 	}
+}
+
+// isIdleLocked says whether w is still listed idle (not leased since).
+func (p *Pool) isIdleLocked(w *Worker) bool {
+	for _, x := range p.idle[w.key] {
+		if x == w {
+			return true
+		}
+	}
+	return false
 }
 
 // Close kills every worker and waits until all are reaped. Idempotent.

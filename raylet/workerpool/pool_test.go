@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -226,4 +227,31 @@ func TestPoolPrestartDisabledByDefault(t *testing.T) {
 	if n := p.Len(); n != 0 {
 		t.Fatalf("Prestart with Config.Prestart 0 started %d workers", n)
 	}
+}
+
+// TestPoolKeepsIdleWorkersItIsTold: an idle worker KeepIdle vouches for
+// (it owns borrowed objects) is not retired; once it no longer does, it is.
+func TestPoolKeepsIdleWorkersItIsTold(t *testing.T) {
+	bin := fakeWorker(t)
+	var keep atomic.Bool
+	keep.Store(true)
+	asked := make(chan struct{}, 100)
+	p := New(Config{LogDir: t.TempDir(), IdleTimeout: 50 * time.Millisecond, KeepIdle: func(*Worker) bool {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		return keep.Load()
+	}})
+	t.Cleanup(p.Close)
+	w := popRegistered(t, p, "job", bin)
+	p.Push(w)
+	for range 3 { // asked three times: kept through three timeouts
+		<-asked
+	}
+	if p.Len() != 1 {
+		t.Fatalf("pool has %d workers after KeepIdle kept its one", p.Len())
+	}
+	keep.Store(false)
+	eventually(t, "the worker to retire once KeepIdle lets it go", func() bool { return p.Len() == 0 })
 }
