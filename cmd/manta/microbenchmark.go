@@ -71,6 +71,43 @@ var microbenchmarks = []microbenchmark{
 		return float64(puts*len(buf)) / time.Since(start).Seconds() / 1e9, nil
 	}},
 	{"node_to_node_transfer_gigabytes", nodeToNode},
+	// The borrower protocol's cost: batches of tasks that each take one
+	// Put object, as a direct ref argument (resolved by the owner, the task
+	// gets the value) or as a ref inside a value (the task decodes the ref
+	// and registers with the owner as its borrower).
+	{"single_client_tasks_async_ref_arg", func(ctx context.Context, d time.Duration) (float64, error) {
+		ref, err := ray.Put(ctx, 1)
+		if err != nil {
+			return 0, err
+		}
+		return rate(d, func() (int, error) {
+			return batchOf(ctx, 1000, func() ray.ObjectRef[int] { return noop.Remote(ctx, ref) })
+		})
+	}},
+	{"single_client_tasks_async_ref_in_value", func(ctx context.Context, d time.Duration) (float64, error) {
+		ref, err := ray.Put(ctx, 1)
+		if err != nil {
+			return 0, err
+		}
+		return rate(d, func() (int, error) {
+			return batchOf(ctx, 1000, func() ray.ObjectRef[int] { return holdsRef.Remote(ctx, ray.Val(refBox{Ref: ref})) })
+		})
+	}},
+}
+
+// refBox carries a ref inside a value.
+type refBox struct{ Ref ray.ObjectRef[int] }
+
+// holdsRef takes a ref inside a value (it borrows it) and does nothing.
+var holdsRef = ray.Func1("manta.microbenchmark.holdsRef", func(_ context.Context, b refBox) (int, error) { return 1, nil })
+
+func batchOf(ctx context.Context, n int, submit func() ray.ObjectRef[int]) (int, error) {
+	refs := make([]ray.ObjectRef[int], n)
+	for i := range refs {
+		refs[i] = submit()
+	}
+	_, err := ray.GetAll(ctx, refs)
+	return n, err
 }
 
 // byteLen is the transfer benchmark's task: it takes its argument (pulled
