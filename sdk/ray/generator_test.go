@@ -62,6 +62,15 @@ var (
 		}
 		return awaitFile(ctx, filepath.Join(dir, "release"))
 	})
+	// genItems yields n items of size bytes (itemBytes).
+	genItems = ray.Gen2("test.GenItems", func(ctx context.Context, n, size int, yield func([]byte) error) error {
+		for i := range n {
+			if err := yield(itemBytes(i, size)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	firstByte = ray.Func1("test.FirstByte", func(_ context.Context, b []byte) (int, error) { return len(b)*10 + int(b[0]), nil })
 	// genCounted yields 0..n-1 and writes the number of yields that
 	// returned to dir/yielded after each.
@@ -157,6 +166,13 @@ func next(ctx context.Context, t *testing.T, g *ray.ObjectRefGenerator[int]) int
 		t.Fatal(err)
 	}
 	return v
+}
+
+// itemBytes is item i of genItems.
+func itemBytes(i, size int) []byte {
+	b := bytesOf(size)
+	b[0] = byte(i + 1)
+	return b
 }
 
 func TestGenerator(t *testing.T) {

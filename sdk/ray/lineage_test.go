@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -330,6 +331,42 @@ func TestLineageCluster(t *testing.T) {
 		attempts(t, refs, 1, chainLen, 2, 3)
 		t.Logf("released chain of %d x %d MiB: computed in %v, rebuilt (10 steps, leader killed) in %v",
 			chainLen, chainBytes>>20, compute, rebuild)
+	})
+
+	t.Run("lost generator items are rebuilt by running the generator again", func(t *testing.T) {
+		g := genItems.Remote(ctx, ray.Val(3), ray.Val(1<<20), on("mid"))
+		var items []ray.ObjectRef[[]byte]
+		for ref, err := range g.All(ctx) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			items = append(items, ref)
+		}
+		if len(items) != 3 {
+			t.Fatalf("%d items; want 3", len(items))
+		}
+		if b, err := ray.Get(ctx, items[0]); err != nil || shaOf(b) != shaOf(itemBytes(0, 1<<20)) {
+			t.Fatalf("item 0 before the loss: %d bytes, %v", len(b), err)
+		}
+		// The node the items are on: the one with "mid" now.
+		where, err := ray.Get(ctx, seeTask.Remote(ctx, on("mid")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		node := slices.IndexFunc(c.Nodes(), func(n launcher.NodeProc) bool { return n.ID == where.Info.NodeID && n.Running })
+		if node < 0 {
+			t.Fatalf("no running node %s in %v", where.Info.NodeID, c.Nodes())
+		}
+		before := ray.LineageRebuilds()
+		replaceMid(t, node)
+		for i := 1; i < 3; i++ {
+			if b, err := ray.Get(ctx, items[i]); err != nil || shaOf(b) != shaOf(itemBytes(i, 1<<20)) {
+				t.Fatalf("item %d after its node died: %d bytes, %v", i, len(b), err)
+			}
+		}
+		if n := ray.LineageRebuilds() - before; n < 1 || n > 2 {
+			t.Fatalf("%d rebuilds of the generator; want 1 (2 if a stalled pull found a live copy lost)", n)
+		}
 	})
 
 	t.Run("a lost Put object fails at once", func(t *testing.T) {

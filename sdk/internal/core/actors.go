@@ -253,7 +253,7 @@ func (c *Worker) SubmitActorCall(ctx context.Context, actorID string, m *ActorMe
 	call.pinned, call.borrows = c.pinArgs(call.depKeys, args)
 	var keys []ObjectKey
 	if m.Generator {
-		c.gens.open(tid, 0, actorID)
+		c.gens.open(tid, 0, actorID, nil)
 	}
 	// Cancel finds the call's actor from its ref's object.
 	call.returns, keys = c.newReturns(tid, m.NRet, actorID)

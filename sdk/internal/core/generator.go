@@ -46,6 +46,10 @@ type genStream struct {
 	backpressure int
 	actor        string
 	held         int // reports waiting for the consumer (tests)
+	// task is the generator task when its lineage is kept (a normal
+	// task's; nil for an actor's): lost items are rebuilt by running it
+	// again (recovery.go).
+	task *task
 	closed       bool
 	final        error // ErrGeneratorDone or the task's error, once seen
 	// changed is closed (and replaced) whenever any of the above changes.
@@ -63,13 +67,13 @@ type genTable struct {
 	streams map[ids.TaskID]*genStream
 }
 
-func (t *genTable) open(tid ids.TaskID, backpressure int, actor string) {
+func (t *genTable) open(tid ids.TaskID, backpressure int, actor string, task *task) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.streams == nil {
 		t.streams = map[ids.TaskID]*genStream{}
 	}
-	t.streams[tid] = &genStream{backpressure: backpressure, actor: actor, changed: make(chan struct{})}
+	t.streams[tid] = &genStream{backpressure: backpressure, actor: actor, changed: make(chan struct{}), task: task}
 }
 
 func (t *genTable) get(tid ids.TaskID) *genStream {
@@ -100,11 +104,14 @@ func (c *Worker) ReportGeneratorItem(ctx context.Context, req *pb.GeneratorItemR
 	if req.Index > 1<<31 {
 		return nil, status.Errorf(codes.InvalidArgument, "index: %d is out of range", req.Index)
 	}
+	idx := int(req.Index)
 	s := c.gens.get(tid)
 	if s == nil {
+		if c.rebuiltItem(ids.ReturnID(tid, uint32(idx+2)), req.Value) {
+			return &pb.GeneratorItemReply{}, nil
+		}
 		return nil, status.Errorf(codes.NotFound, "generator task %s: no consumer here (it ended or was dropped)", tid)
 	}
-	idx := int(req.Index)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
@@ -112,8 +119,11 @@ func (c *Worker) ReportGeneratorItem(ctx context.Context, req *pb.GeneratorItemR
 		case s.closed:
 			return nil, status.Errorf(codes.NotFound, "generator task %s: its consumer dropped it", tid)
 		case idx < len(s.items):
-			// A retried attempt yields from the start: the consumer has it.
-			c.dropRepeat(ids.ReturnID(tid, uint32(idx+2)), req.Value.Location)
+			// A retried attempt yields from the start: the consumer has
+			// it, unless it was lost and this run rebuilds it.
+			if id := ids.ReturnID(tid, uint32(idx+2)); !c.rebuiltItem(id, req.Value) {
+				c.dropRepeat(id, req.Value.Location)
+			}
 			return &pb.GeneratorItemReply{}, nil
 		case idx > len(s.items):
 			return nil, status.Errorf(codes.FailedPrecondition, "index: item %d of %s before item %d", idx, tid, len(s.items))
@@ -142,10 +152,28 @@ func (c *Worker) ReportGeneratorItem(ctx context.Context, req *pb.GeneratorItemR
 	id := ids.ReturnID(tid, uint32(idx+2))
 	c.mem.NewOwned([]ids.ObjectID{id}, s.actor)
 	k := ObjectKey{ID: id, Owner: c.address, H: c.newHandle(id)}
+	if s.task != nil {
+		// A task that takes the item finds its producer through the ref,
+		// and a lost item its generator's lineage.
+		k.H.producer = s.task
+		c.lin.itemMade(s.task, idx)
+	}
 	c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{req.Value})
 	s.items = append(s.items, k)
 	s.signal()
 	return &pb.GeneratorItemReply{}, nil
+}
+
+// rebuiltItem completes an item a rebuild of its generator waits for
+// (recovery.go renewed it) with the value the new run yielded; false when
+// the item is not waited for.
+func (c *Worker) rebuiltItem(id ids.ObjectID, v *pb.ObjectValue) bool {
+	o := c.mem.Get(id)
+	if o == nil || !o.Owned() || o.IsReady() {
+		return false
+	}
+	c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{v})
+	return true
 }
 
 // dropRepeat frees the copy a retried attempt stored of an item the

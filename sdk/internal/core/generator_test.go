@@ -24,7 +24,7 @@ func newGenOwner(t *testing.T, backpressure int) (*Worker, ids.TaskID, *Generato
 	t.Cleanup(cancel)
 	c := &Worker{address: testOwner, mem: memstore.New(memstore.Config{}), ctx: ctx, cancel: cancel}
 	tid := ids.NewTaskID(testJob, ids.DriverTaskID(testJob), taskCounter.Add(1))
-	c.gens.open(tid, backpressure, "")
+	c.gens.open(tid, backpressure, "", nil)
 	_, keys := c.newReturns(tid, 1, "")
 	g, err := c.OpenGenerator(keys[0])
 	if err != nil {

@@ -159,6 +159,9 @@ type lineageEntry struct {
 	maxRetries int32
 	retryExc   bool
 	node       string // where its last attempt ran
+	// A generator's items in the object table, and one past the highest
+	// index made (items are the task's returns 2..).
+	items, itemEnd int
 	// indexed: it went into the index (it may have left it since).
 	indexed bool
 	// sent: its record went to the control plane. Returns released before
@@ -168,7 +171,11 @@ type lineageEntry struct {
 }
 
 // live is how many of the task's returns are in the object table.
-func (e *lineageEntry) live() int { return len(e.t.returns) - bits.OnesCount64(e.gone) }
+func (e *lineageEntry) live() int { return len(e.t.returns) - bits.OnesCount64(e.gone) + e.items }
+
+// isItem says whether id is one of a generator task's items rather than
+// one of its returns.
+func (e *lineageEntry) isItem(id ids.ObjectID) bool { return int(id.Index()) > len(e.t.returns) }
 
 // newEntry makes the entry of task t whose arguments as submitted are args.
 func newEntry(t *task, args []*pb.TaskArg) *lineageEntry {
@@ -474,6 +481,11 @@ func (r *recovery) releasedLocked(id ids.ObjectID) bool {
 	}
 	tid := id.Task()
 	e := r.tasks[tid]
+	if e != nil && e.isItem(id) {
+		e.items--
+		r.maybeForgetLocked(tid, e)
+		return false
+	}
 	bit := uint64(1) << (id.Index() - 1)
 	if e == nil || id.Index() == 0 || id.Index() > 64 || e.gone&bit != 0 {
 		// Not indexed (or read back as released already when it was).
@@ -521,6 +533,20 @@ func (r *recovery) releaseLineage(objs []ids.ObjectID) {
 	}
 }
 
+// itemMade notes item idx of generator task t in the object table: the
+// task's lineage is kept (indexed) while any of its items lives, so a lost
+// one can be rebuilt by running the generator again.
+func (r *recovery) itemMade(t *task, idx int) {
+	if r.off || !t.lineage {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.indexLocked(t)
+	e.items++
+	e.itemEnd = max(e.itemEnd, idx+1)
+}
+
 // recoverObject is called when owned object id was found lost while seen
 // was its entry. It returns the object to wait on instead: the current one
 // when a rebuild already replaced seen, or the one a rebuild it starts now
@@ -542,6 +568,10 @@ func (r *recovery) recoverObject(id ids.ObjectID, seen *object) (*object, error)
 	if e == nil {
 		return nil, lostError(id, "cannot be rebuilt: lineage released (or not recorded)")
 	}
+	if e.inflight && e.isItem(id) {
+		// Its running generator will not yield it again.
+		return nil, lostError(id, "was lost while its generator still runs; items are rebuilt once it ended")
+	}
 	if err := r.rebuildLocked(id, e); err != nil {
 		return nil, err
 	}
@@ -562,6 +592,12 @@ func (r *recovery) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 	for _, ret := range old.returns {
 		// Released, already pending, or inline (never lost) ones stay.
 		r.objs.Renew(ret)
+	}
+	// A generator's run yields every item again: its stored items wait
+	// for it (the others may have been lost with the same node; the new
+	// values replace them).
+	for i := range e.itemEnd {
+		r.objs.Renew(ids.ReturnID(tid, uint32(i+2)))
 	}
 	t := newTask(&pb.TaskSpec{TaskId: old.spec.TaskId, JobId: old.spec.JobId, Function: old.spec.Function,
 		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,

@@ -52,7 +52,7 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 	t.pinned, t.borrowPins = c.pinArgs(argKeys, args)
 	t.refs, t.refKeys = refs, argKeys
 	if f.Generator {
-		c.gens.open(tid, o.Backpressure, "")
+		c.gens.open(tid, o.Backpressure, "", t)
 	}
 	var keys []ObjectKey
 	t.returns, keys = c.newReturns(tid, f.NRet, "")
