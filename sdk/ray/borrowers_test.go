@@ -118,6 +118,13 @@ func TestBorrowers(t *testing.T) {
 	}
 	t.Cleanup(func() { ray.Shutdown(context.Background()) })
 	raylet, token := ray.EmbeddedRaylet()
+	// A second node, where the keeper of the first subtest lives: its Get
+	// pulls a copy there.
+	far, err := ray.AddEmbeddedNode(map[string]float64{"CPU": 2, "borrowers_far": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onFar := ray.Resources(map[string]float64{"borrowers_far": 1})
 
 	t.Run("a ref in a struct kept by an actor outlives the driver's", func(t *testing.T) {
 		big := bytesOf(ray.InlineLimit + 4096) // stored in the node's arena
@@ -126,7 +133,7 @@ func TestBorrowers(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := objectID(t, ref.ID())
-		h, err := Keeper.Remote(ctx)
+		h, err := Keeper.Remote(ctx, onFar)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,10 +147,13 @@ func TestBorrowers(t *testing.T) {
 		if sum, err := ray.Get(ctx, keeperRead.Remote(ctx, h)); err != nil || sum != shaOf(big) {
 			t.Fatalf("the actor's Get after the driver released: %q, %v", sum, err)
 		}
+		waitHeld(t, ctx, far, token, id, true) // the copy the actor pulled
 		if ok, err := ray.Get(ctx, keeperDrop.Remote(ctx, h)); err != nil || !ok {
 			t.Fatalf("Drop: %v, %v", ok, err)
 		}
+		// Freed on every node.
 		waitHeld(t, ctx, raylet, token, id, false)
+		waitHeld(t, ctx, far, token, id, false)
 	})
 
 	t.Run("a task returns 100 refs it owns", func(t *testing.T) {
