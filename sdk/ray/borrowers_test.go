@@ -82,6 +82,9 @@ var (
 		return pidBox{Pid: os.Getpid(), Box: boxed{Name: "put", Ref: r}}, nil
 	})
 
+	// echoBox returns the box it was given: the ref comes back to its owner.
+	echoBox = ray.Func1("test.EchoBox", func(_ context.Context, b boxed) (boxed, error) { return b, nil })
+
 	// getBoxed reads the ref inside its argument.
 	getBoxed = ray.Func1("test.GetBoxed", func(ctx context.Context, b boxed) (string, error) {
 		v, err := ray.Get(ctx, b.Ref)
@@ -184,6 +187,32 @@ func TestBorrowers(t *testing.T) {
 		if sum, err := ray.Get(ctx, out); err != nil || sum != shaOf(big) {
 			t.Fatalf("GetBoxed = %q, %v", sum, err)
 		}
+	})
+
+	t.Run("a ref returned to its owner inside a result", func(t *testing.T) {
+		big := bytesOf(ray.InlineLimit + 200)
+		ref, err := ray.Put(ctx, big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := objectID(t, ref.ID())
+		out := echoBox.Remote(ctx, ray.Val(boxed{Name: "echo", Ref: ref}))
+		ref.Release()
+		// The result holds the ref while it lives, before anyone Gets it.
+		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[boxed]{out}, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		waitHeld(t, ctx, raylet, token, id, true)
+		b, err := ray.Get(ctx, out)
+		if err != nil || b.Name != "echo" {
+			t.Fatalf("EchoBox = %+v, %v", b, err)
+		}
+		if v, err := ray.Get(ctx, b.Ref); err != nil || shaOf(v) != shaOf(big) {
+			t.Fatalf("Get of the returned ref: %d bytes, %v", len(v), err)
+		}
+		out.Release()
+		b.Ref.Release()
+		waitHeld(t, ctx, raylet, token, id, false)
 	})
 
 	t.Run("a ref released before it is sent reads as not found", func(t *testing.T) {

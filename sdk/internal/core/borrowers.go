@@ -30,7 +30,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -66,6 +68,11 @@ type borrowTable struct {
 	mu     sync.Mutex
 	refs   map[ids.ObjectID]*borrowed
 	queues map[queueKey]*opQueue
+
+	// acquired counts first borrows, so a worker can tell that a task
+	// decoded refs (collectAfterTask).
+	acquired atomic.Uint64
+	gcQueued atomic.Bool
 }
 
 // borrowed is one object this process borrows by live refs.
@@ -103,6 +110,7 @@ func (b *borrowTable) acquire(id ids.ObjectID, owner string) *borrowed {
 	if e == nil {
 		e = &borrowed{owner: owner, ready: make(chan struct{})}
 		b.refs[id] = e
+		b.acquired.Add(1)
 		b.enqueueLocked(owner, b.c.address, &pb.BorrowOp{ObjectId: id[:]}, func(err error) {
 			if err != nil {
 				b.c.failBorrowed(id, err)
@@ -155,6 +163,25 @@ func (b *borrowTable) release(id ids.ObjectID) {
 	}
 	b.mu.Unlock()
 	b.c.mem.Forget(id)
+}
+
+// borrowGCDelay is how long after a task that borrowed refs a worker
+// collects garbage, so that the refs the task dropped are released.
+const borrowGCDelay = 200 * time.Millisecond
+
+// collectAfterTask runs the garbage collector shortly after a task that
+// borrowed refs (acquired moved past before): a Go ref is released by a
+// cleanup the collector runs, and an idle worker may not collect for a
+// long time, keeping the owner from freeing what the task dropped. At
+// most one collection is queued at a time.
+func (b *borrowTable) collectAfterTask(before uint64) {
+	if b.acquired.Load() == before || !b.gcQueued.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(borrowGCDelay, func() {
+		b.gcQueued.Store(false)
+		runtime.GC()
+	})
 }
 
 // len is how many objects this process borrows.

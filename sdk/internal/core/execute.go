@@ -34,7 +34,10 @@ func (c *Worker) PushTasks(stream pb.CoreWorker_PushTasksServer) error {
 type executor struct{ c *Worker }
 
 func (e executor) Execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult {
-	return e.c.execute(ctx, spec)
+	before := e.c.borrows.acquired.Load()
+	res := e.c.execute(ctx, spec)
+	e.c.borrows.collectAfterTask(before)
+	return res
 }
 
 func (e executor) Concurrent(actorID string) bool {
