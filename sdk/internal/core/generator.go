@@ -49,9 +49,9 @@ type genStream struct {
 	// task is the generator task when its lineage is kept (a normal
 	// task's; nil for an actor's): lost items are rebuilt by running it
 	// again (recovery.go).
-	task *task
-	closed       bool
-	final        error // ErrGeneratorDone or the task's error, once seen
+	task   *task
+	closed bool
+	final  error // ErrGeneratorDone or the task's error, once seen
 	// changed is closed (and replaced) whenever any of the above changes.
 	changed chan struct{}
 }
