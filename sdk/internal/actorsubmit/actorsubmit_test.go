@@ -549,8 +549,18 @@ func TestUnresolvedCallDoesNotHoldBackEarlierCalls(t *testing.T) {
 // 6. Close returns with calls in flight, queued, and in Resolve, and
 // leaves no goroutine of the package behind; the watch has ended.
 func TestCloseStopsEverything(t *testing.T) {
-	if g := pkgGoroutines(); len(g) != 0 {
-		t.Fatalf("goroutines of the package before the test:\n%s", strings.Join(g, "\n\n"))
+	// A goroutine of an earlier test may still be on its way out (a
+	// sender started by a call racing that test's Close sees the cancel
+	// and returns): wait for it, with a deadline.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		g := pkgGoroutines()
+		if len(g) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines of the package before the test:\n%s", strings.Join(g, "\n\n"))
+		}
+		time.Sleep(time.Millisecond)
 	}
 	e := newEnv(t, Config{})
 	w1 := e.net.addWorker("w1")
