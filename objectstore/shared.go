@@ -694,6 +694,27 @@ func (s *Shared) Locate(id ids.ObjectID) Location {
 	return s.locationLocked(e)
 }
 
+// Promote makes a pulled (secondary) copy primary: kept while its owner
+// references it and spilled rather than dropped under pressure. A replica
+// an owner asked for (Put with Replicas) is one. False if there is no
+// sealed copy here.
+func (s *Shared) Promote(id ids.ObjectID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objs[id]
+	if !ok || !e.sealed {
+		return false
+	}
+	if !e.primary {
+		e.primary = true
+		if e.inMem {
+			s.primaryMem += arena.RoundUp(e.size)
+			s.kickLocked()
+		}
+	}
+	return true
+}
+
 // Locations lists every sealed object and where it is, for the raylet's
 // location reports to the object directory.
 func (s *Shared) Locations() []Location {

@@ -423,6 +423,41 @@ func TestSharedSecondaryCopiesEvictedLRU(t *testing.T) {
 	}
 }
 
+// TestSharedPromotedCopyIsKept: a secondary copy promoted to primary (a
+// replica) is not evicted to make room; the other secondaries are.
+func TestSharedPromotedCopyIsKept(t *testing.T) {
+	s := newShared(t, 4<<20, noSpill)
+	for i := range 4 {
+		buf, err := s.Create(oid(i), 1<<20, CreateOptions{Secondary: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill(buf, i)
+		if err := s.Seal(oid(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.Promote(oid(0)) || s.Promote(oid(99)) {
+		t.Fatal("Promote of a held copy failed, or of an absent one succeeded")
+	}
+	for i := 10; i < 13; i++ {
+		if err := s.Put(oid(i), Object{Data: pattern(1<<20, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := s.Locate(oid(0)); l.Tier != InMemory {
+		t.Fatalf("promoted copy: %+v; want kept in memory", l)
+	}
+	for i := 1; i < 4; i++ {
+		if l := s.Locate(oid(i)); l.Tier != Absent {
+			t.Fatalf("secondary %d: %+v; want evicted", i, l)
+		}
+	}
+	if st := s.Usage(); st.PrimaryMemory != 4*(1<<20) {
+		t.Fatalf("primary memory %d; want 4 MiB", st.PrimaryMemory)
+	}
+}
+
 func TestSharedTooLargeAndDiskFull(t *testing.T) {
 	s := newShared(t, 1<<20, spillFiles, func(o *SharedOptions) { o.SpillLimit = 2 << 20 })
 	_, err := s.Create(oid(1), 2<<20, CreateOptions{})

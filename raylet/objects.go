@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
@@ -666,4 +668,37 @@ func (r *Raylet) closeObjects() {
 			}
 		}
 	}
+}
+
+// ReplicateObject makes this node hold a primary copy of an object its
+// owner wants replicated (Put with Replicas): pulled from the given
+// locations unless it is here already, then promoted, so that it is kept
+// (or spilled) rather than dropped as a cached copy would be.
+func (r *Raylet) ReplicateObject(ctx context.Context, req *pb.ReplicateObjectRequest) (*pb.ReplicateObjectReply, error) {
+	if err := r.needArena(); err != nil {
+		return nil, err
+	}
+	if req.Object == nil {
+		return nil, status.Error(codes.InvalidArgument, "object: missing")
+	}
+	id, err := parseObjectID(req.Object.ObjectId)
+	if err != nil {
+		return nil, err
+	}
+	// A pulled copy is secondary until promoted and may be evicted in
+	// between on a full arena: pull again a few times.
+	for range 3 {
+		if r.shm.Promote(id) {
+			return &pb.ReplicateObjectReply{}, nil
+		}
+		err := r.pullObject(ctx, id, req.Object, req.JobId)
+		var oe *objectError
+		if errors.As(err, &oe) {
+			return nil, status.Errorf(codes.NotFound, "object %s: %s", id, oe.msg)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, status.Errorf(codes.ResourceExhausted, "object %s was pulled but evicted before it could be kept, 3 times", id)
 }

@@ -157,6 +157,94 @@ func (ErrorKind) EnumDescriptor() ([]byte, []int) {
 	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{1}
 }
 
+type ReplicateObjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        *ObjectRequest         `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateObjectRequest) Reset() {
+	*x = ReplicateObjectRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateObjectRequest) ProtoMessage() {}
+
+func (x *ReplicateObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateObjectRequest.ProtoReflect.Descriptor instead.
+func (*ReplicateObjectRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReplicateObjectRequest) GetObject() *ObjectRequest {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *ReplicateObjectRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ReplicateObjectReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateObjectReply) Reset() {
+	*x = ReplicateObjectReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateObjectReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateObjectReply) ProtoMessage() {}
+
+func (x *ReplicateObjectReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateObjectReply.ProtoReflect.Descriptor instead.
+func (*ReplicateObjectReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{1}
+}
+
 type KillActorWorkerRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ActorId string                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
@@ -168,7 +256,7 @@ type KillActorWorkerRequest struct {
 
 func (x *KillActorWorkerRequest) Reset() {
 	*x = KillActorWorkerRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	mi := &file_rayletpb_raylet_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +268,7 @@ func (x *KillActorWorkerRequest) String() string {
 func (*KillActorWorkerRequest) ProtoMessage() {}
 
 func (x *KillActorWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[0]
+	mi := &file_rayletpb_raylet_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +281,7 @@ func (x *KillActorWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActorWorkerRequest.ProtoReflect.Descriptor instead.
 func (*KillActorWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{0}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *KillActorWorkerRequest) GetActorId() string {
@@ -218,7 +306,7 @@ type KillActorWorkerReply struct {
 
 func (x *KillActorWorkerReply) Reset() {
 	*x = KillActorWorkerReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	mi := &file_rayletpb_raylet_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +318,7 @@ func (x *KillActorWorkerReply) String() string {
 func (*KillActorWorkerReply) ProtoMessage() {}
 
 func (x *KillActorWorkerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[1]
+	mi := &file_rayletpb_raylet_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +331,7 @@ func (x *KillActorWorkerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActorWorkerReply.ProtoReflect.Descriptor instead.
 func (*KillActorWorkerReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{1}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{3}
 }
 
 type LeaseRequest struct {
@@ -279,7 +367,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[2]
+	mi := &file_rayletpb_raylet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +379,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[2]
+	mi := &file_rayletpb_raylet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +392,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{2}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LeaseRequest) GetJobId() string {
@@ -415,7 +503,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[3]
+	mi := &file_rayletpb_raylet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +515,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[3]
+	mi := &file_rayletpb_raylet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +528,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{3}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeaseReply) GetLeaseId() string {
@@ -519,7 +607,7 @@ type CancelLeaseRequestsRequest struct {
 
 func (x *CancelLeaseRequestsRequest) Reset() {
 	*x = CancelLeaseRequestsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	mi := &file_rayletpb_raylet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +619,7 @@ func (x *CancelLeaseRequestsRequest) String() string {
 func (*CancelLeaseRequestsRequest) ProtoMessage() {}
 
 func (x *CancelLeaseRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[4]
+	mi := &file_rayletpb_raylet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +632,7 @@ func (x *CancelLeaseRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLeaseRequestsRequest.ProtoReflect.Descriptor instead.
 func (*CancelLeaseRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{4}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelLeaseRequestsRequest) GetOwnerAddress() string {
@@ -569,7 +657,7 @@ type CancelLeaseRequestsReply struct {
 
 func (x *CancelLeaseRequestsReply) Reset() {
 	*x = CancelLeaseRequestsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	mi := &file_rayletpb_raylet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +669,7 @@ func (x *CancelLeaseRequestsReply) String() string {
 func (*CancelLeaseRequestsReply) ProtoMessage() {}
 
 func (x *CancelLeaseRequestsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[5]
+	mi := &file_rayletpb_raylet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +682,7 @@ func (x *CancelLeaseRequestsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLeaseRequestsReply.ProtoReflect.Descriptor instead.
 func (*CancelLeaseRequestsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{5}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{7}
 }
 
 type ReturnLeaseRequest struct {
@@ -608,7 +696,7 @@ type ReturnLeaseRequest struct {
 
 func (x *ReturnLeaseRequest) Reset() {
 	*x = ReturnLeaseRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[6]
+	mi := &file_rayletpb_raylet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +708,7 @@ func (x *ReturnLeaseRequest) String() string {
 func (*ReturnLeaseRequest) ProtoMessage() {}
 
 func (x *ReturnLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[6]
+	mi := &file_rayletpb_raylet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +721,7 @@ func (x *ReturnLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReturnLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{6}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReturnLeaseRequest) GetLeaseId() string {
@@ -658,7 +746,7 @@ type ReturnLeaseReply struct {
 
 func (x *ReturnLeaseReply) Reset() {
 	*x = ReturnLeaseReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[7]
+	mi := &file_rayletpb_raylet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +758,7 @@ func (x *ReturnLeaseReply) String() string {
 func (*ReturnLeaseReply) ProtoMessage() {}
 
 func (x *ReturnLeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[7]
+	mi := &file_rayletpb_raylet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +771,7 @@ func (x *ReturnLeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnLeaseReply.ProtoReflect.Descriptor instead.
 func (*ReturnLeaseReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{7}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{9}
 }
 
 type RegisterWorkerRequest struct {
@@ -697,7 +785,7 @@ type RegisterWorkerRequest struct {
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[8]
+	mi := &file_rayletpb_raylet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +797,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[8]
+	mi := &file_rayletpb_raylet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +810,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{8}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterWorkerRequest) GetWorkerId() string {
@@ -755,7 +843,7 @@ type RegisterWorkerReply struct {
 
 func (x *RegisterWorkerReply) Reset() {
 	*x = RegisterWorkerReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[9]
+	mi := &file_rayletpb_raylet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +855,7 @@ func (x *RegisterWorkerReply) String() string {
 func (*RegisterWorkerReply) ProtoMessage() {}
 
 func (x *RegisterWorkerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[9]
+	mi := &file_rayletpb_raylet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +868,7 @@ func (x *RegisterWorkerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerReply.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{9}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterWorkerReply) GetNodeId() string {
@@ -800,7 +888,7 @@ type NotifyBlockedRequest struct {
 
 func (x *NotifyBlockedRequest) Reset() {
 	*x = NotifyBlockedRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[10]
+	mi := &file_rayletpb_raylet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +900,7 @@ func (x *NotifyBlockedRequest) String() string {
 func (*NotifyBlockedRequest) ProtoMessage() {}
 
 func (x *NotifyBlockedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[10]
+	mi := &file_rayletpb_raylet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +913,7 @@ func (x *NotifyBlockedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyBlockedRequest.ProtoReflect.Descriptor instead.
 func (*NotifyBlockedRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{10}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NotifyBlockedRequest) GetWorkerId() string {
@@ -850,7 +938,7 @@ type NotifyBlockedReply struct {
 
 func (x *NotifyBlockedReply) Reset() {
 	*x = NotifyBlockedReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[11]
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +950,7 @@ func (x *NotifyBlockedReply) String() string {
 func (*NotifyBlockedReply) ProtoMessage() {}
 
 func (x *NotifyBlockedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[11]
+	mi := &file_rayletpb_raylet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +963,7 @@ func (x *NotifyBlockedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyBlockedReply.ProtoReflect.Descriptor instead.
 func (*NotifyBlockedReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{11}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
 }
 
 // ObjectChunk is a piece of an object; the first of a stream carries its
@@ -901,7 +989,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[12]
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1001,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[12]
+	mi := &file_rayletpb_raylet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1014,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{12}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -993,7 +1081,7 @@ type PutObjectReply struct {
 
 func (x *PutObjectReply) Reset() {
 	*x = PutObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1093,7 @@ func (x *PutObjectReply) String() string {
 func (*PutObjectReply) ProtoMessage() {}
 
 func (x *PutObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[13]
+	mi := &file_rayletpb_raylet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1106,7 @@ func (x *PutObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObjectReply.ProtoReflect.Descriptor instead.
 func (*PutObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{13}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
 }
 
 // GetObjectRequest asks for an object's bytes from offset on (a pull that
@@ -1033,7 +1121,7 @@ type GetObjectRequest struct {
 
 func (x *GetObjectRequest) Reset() {
 	*x = GetObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1133,7 @@ func (x *GetObjectRequest) String() string {
 func (*GetObjectRequest) ProtoMessage() {}
 
 func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[14]
+	mi := &file_rayletpb_raylet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1146,7 @@ func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectRequest.ProtoReflect.Descriptor instead.
 func (*GetObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{14}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetObjectRequest) GetObjectId() []byte {
@@ -1091,7 +1179,7 @@ type CreateObjectRequest struct {
 
 func (x *CreateObjectRequest) Reset() {
 	*x = CreateObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1191,7 @@ func (x *CreateObjectRequest) String() string {
 func (*CreateObjectRequest) ProtoMessage() {}
 
 func (x *CreateObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[15]
+	mi := &file_rayletpb_raylet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1204,7 @@ func (x *CreateObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateObjectRequest.ProtoReflect.Descriptor instead.
 func (*CreateObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{15}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateObjectRequest) GetObjectId() []byte {
@@ -1175,7 +1263,7 @@ type CreateObjectReply struct {
 
 func (x *CreateObjectReply) Reset() {
 	*x = CreateObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1275,7 @@ func (x *CreateObjectReply) String() string {
 func (*CreateObjectReply) ProtoMessage() {}
 
 func (x *CreateObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[16]
+	mi := &file_rayletpb_raylet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1288,7 @@ func (x *CreateObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateObjectReply.ProtoReflect.Descriptor instead.
 func (*CreateObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{16}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateObjectReply) GetArenaPath() string {
@@ -1235,7 +1323,7 @@ type SealObjectRequest struct {
 
 func (x *SealObjectRequest) Reset() {
 	*x = SealObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1335,7 @@ func (x *SealObjectRequest) String() string {
 func (*SealObjectRequest) ProtoMessage() {}
 
 func (x *SealObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[17]
+	mi := &file_rayletpb_raylet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1348,7 @@ func (x *SealObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealObjectRequest.ProtoReflect.Descriptor instead.
 func (*SealObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{17}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SealObjectRequest) GetObjectId() []byte {
@@ -1292,7 +1380,7 @@ type SealObjectReply struct {
 
 func (x *SealObjectReply) Reset() {
 	*x = SealObjectReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1392,7 @@ func (x *SealObjectReply) String() string {
 func (*SealObjectReply) ProtoMessage() {}
 
 func (x *SealObjectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[18]
+	mi := &file_rayletpb_raylet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1405,7 @@ func (x *SealObjectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealObjectReply.ProtoReflect.Descriptor instead.
 func (*SealObjectReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{18}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
 }
 
 // ObjectRequest names an object to map and where copies may be.
@@ -1333,7 +1421,7 @@ type ObjectRequest struct {
 
 func (x *ObjectRequest) Reset() {
 	*x = ObjectRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1433,7 @@ func (x *ObjectRequest) String() string {
 func (*ObjectRequest) ProtoMessage() {}
 
 func (x *ObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[19]
+	mi := &file_rayletpb_raylet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1446,7 @@ func (x *ObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRequest.ProtoReflect.Descriptor instead.
 func (*ObjectRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{19}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ObjectRequest) GetObjectId() []byte {
@@ -1394,7 +1482,7 @@ type MapObjectsRequest struct {
 
 func (x *MapObjectsRequest) Reset() {
 	*x = MapObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1494,7 @@ func (x *MapObjectsRequest) String() string {
 func (*MapObjectsRequest) ProtoMessage() {}
 
 func (x *MapObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[20]
+	mi := &file_rayletpb_raylet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1507,7 @@ func (x *MapObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapObjectsRequest.ProtoReflect.Descriptor instead.
 func (*MapObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{20}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MapObjectsRequest) GetObjects() []*ObjectRequest {
@@ -1460,7 +1548,7 @@ type MappedObject struct {
 
 func (x *MappedObject) Reset() {
 	*x = MappedObject{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1560,7 @@ func (x *MappedObject) String() string {
 func (*MappedObject) ProtoMessage() {}
 
 func (x *MappedObject) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[21]
+	mi := &file_rayletpb_raylet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1573,7 @@ func (x *MappedObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedObject.ProtoReflect.Descriptor instead.
 func (*MappedObject) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{21}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MappedObject) GetObjectId() []byte {
@@ -1539,7 +1627,7 @@ type MapObjectsReply struct {
 
 func (x *MapObjectsReply) Reset() {
 	*x = MapObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1639,7 @@ func (x *MapObjectsReply) String() string {
 func (*MapObjectsReply) ProtoMessage() {}
 
 func (x *MapObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[22]
+	mi := &file_rayletpb_raylet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1652,7 @@ func (x *MapObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapObjectsReply.ProtoReflect.Descriptor instead.
 func (*MapObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{22}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MapObjectsReply) GetObjects() []*MappedObject {
@@ -1584,7 +1672,7 @@ type ReleaseObjectsRequest struct {
 
 func (x *ReleaseObjectsRequest) Reset() {
 	*x = ReleaseObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	mi := &file_rayletpb_raylet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1684,7 @@ func (x *ReleaseObjectsRequest) String() string {
 func (*ReleaseObjectsRequest) ProtoMessage() {}
 
 func (x *ReleaseObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[23]
+	mi := &file_rayletpb_raylet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1697,7 @@ func (x *ReleaseObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{23}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReleaseObjectsRequest) GetObjectIds() [][]byte {
@@ -1634,7 +1722,7 @@ type ReleaseObjectsReply struct {
 
 func (x *ReleaseObjectsReply) Reset() {
 	*x = ReleaseObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	mi := &file_rayletpb_raylet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1734,7 @@ func (x *ReleaseObjectsReply) String() string {
 func (*ReleaseObjectsReply) ProtoMessage() {}
 
 func (x *ReleaseObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[24]
+	mi := &file_rayletpb_raylet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1747,7 @@ func (x *ReleaseObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseObjectsReply.ProtoReflect.Descriptor instead.
 func (*ReleaseObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{24}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{26}
 }
 
 type FreeObjectsRequest struct {
@@ -1671,7 +1759,7 @@ type FreeObjectsRequest struct {
 
 func (x *FreeObjectsRequest) Reset() {
 	*x = FreeObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[25]
+	mi := &file_rayletpb_raylet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1771,7 @@ func (x *FreeObjectsRequest) String() string {
 func (*FreeObjectsRequest) ProtoMessage() {}
 
 func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[25]
+	mi := &file_rayletpb_raylet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1784,7 @@ func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeObjectsRequest.ProtoReflect.Descriptor instead.
 func (*FreeObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{25}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FreeObjectsRequest) GetObjectIds() [][]byte {
@@ -1714,7 +1802,7 @@ type FreeObjectsReply struct {
 
 func (x *FreeObjectsReply) Reset() {
 	*x = FreeObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[26]
+	mi := &file_rayletpb_raylet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1814,7 @@ func (x *FreeObjectsReply) String() string {
 func (*FreeObjectsReply) ProtoMessage() {}
 
 func (x *FreeObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[26]
+	mi := &file_rayletpb_raylet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1827,7 @@ func (x *FreeObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeObjectsReply.ProtoReflect.Descriptor instead.
 func (*FreeObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{26}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{28}
 }
 
 type LocateObjectsRequest struct {
@@ -1751,7 +1839,7 @@ type LocateObjectsRequest struct {
 
 func (x *LocateObjectsRequest) Reset() {
 	*x = LocateObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[27]
+	mi := &file_rayletpb_raylet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1851,7 @@ func (x *LocateObjectsRequest) String() string {
 func (*LocateObjectsRequest) ProtoMessage() {}
 
 func (x *LocateObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[27]
+	mi := &file_rayletpb_raylet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1864,7 @@ func (x *LocateObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateObjectsRequest.ProtoReflect.Descriptor instead.
 func (*LocateObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{27}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocateObjectsRequest) GetObjectIds() [][]byte {
@@ -1801,7 +1889,7 @@ type ObjectLocation struct {
 
 func (x *ObjectLocation) Reset() {
 	*x = ObjectLocation{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[28]
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1901,7 @@ func (x *ObjectLocation) String() string {
 func (*ObjectLocation) ProtoMessage() {}
 
 func (x *ObjectLocation) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[28]
+	mi := &file_rayletpb_raylet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1914,7 @@ func (x *ObjectLocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectLocation.ProtoReflect.Descriptor instead.
 func (*ObjectLocation) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{28}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ObjectLocation) GetObjectId() []byte {
@@ -1881,7 +1969,7 @@ type LocateObjectsReply struct {
 
 func (x *LocateObjectsReply) Reset() {
 	*x = LocateObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[29]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1981,7 @@ func (x *LocateObjectsReply) String() string {
 func (*LocateObjectsReply) ProtoMessage() {}
 
 func (x *LocateObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[29]
+	mi := &file_rayletpb_raylet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +1994,7 @@ func (x *LocateObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateObjectsReply.ProtoReflect.Descriptor instead.
 func (*LocateObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{29}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LocateObjectsReply) GetNodeId() string {
@@ -1931,7 +2019,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2031,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[30]
+	mi := &file_rayletpb_raylet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2044,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{30}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
 }
 
 type GetStatusReply struct {
@@ -1992,7 +2080,7 @@ type GetStatusReply struct {
 
 func (x *GetStatusReply) Reset() {
 	*x = GetStatusReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[31]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2092,7 @@ func (x *GetStatusReply) String() string {
 func (*GetStatusReply) ProtoMessage() {}
 
 func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[31]
+	mi := &file_rayletpb_raylet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2105,7 @@ func (x *GetStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusReply.ProtoReflect.Descriptor instead.
 func (*GetStatusReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{31}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetStatusReply) GetNodeId() string {
@@ -2162,7 +2250,7 @@ type LeaseStatus struct {
 
 func (x *LeaseStatus) Reset() {
 	*x = LeaseStatus{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[32]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2262,7 @@ func (x *LeaseStatus) String() string {
 func (*LeaseStatus) ProtoMessage() {}
 
 func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[32]
+	mi := &file_rayletpb_raylet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2275,7 @@ func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
 func (*LeaseStatus) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{32}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LeaseStatus) GetOwnerAddress() string {
@@ -2277,7 +2365,7 @@ type TaskError struct {
 
 func (x *TaskError) Reset() {
 	*x = TaskError{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[33]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2377,7 @@ func (x *TaskError) String() string {
 func (*TaskError) ProtoMessage() {}
 
 func (x *TaskError) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[33]
+	mi := &file_rayletpb_raylet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2390,7 @@ func (x *TaskError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
 func (*TaskError) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{33}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaskError) GetKind() ErrorKind {
@@ -2367,7 +2455,7 @@ type ObjectValue struct {
 
 func (x *ObjectValue) Reset() {
 	*x = ObjectValue{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[34]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2467,7 @@ func (x *ObjectValue) String() string {
 func (*ObjectValue) ProtoMessage() {}
 
 func (x *ObjectValue) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[34]
+	mi := &file_rayletpb_raylet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2480,7 @@ func (x *ObjectValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectValue.ProtoReflect.Descriptor instead.
 func (*ObjectValue) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{34}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ObjectValue) GetData() []byte {
@@ -2448,7 +2536,7 @@ type ObjectRefInfo struct {
 
 func (x *ObjectRefInfo) Reset() {
 	*x = ObjectRefInfo{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2548,7 @@ func (x *ObjectRefInfo) String() string {
 func (*ObjectRefInfo) ProtoMessage() {}
 
 func (x *ObjectRefInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[35]
+	mi := &file_rayletpb_raylet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2561,7 @@ func (x *ObjectRefInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRefInfo.ProtoReflect.Descriptor instead.
 func (*ObjectRefInfo) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{35}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ObjectRefInfo) GetObjectId() []byte {
@@ -2501,7 +2589,7 @@ type TaskArg struct {
 
 func (x *TaskArg) Reset() {
 	*x = TaskArg{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2601,7 @@ func (x *TaskArg) String() string {
 func (*TaskArg) ProtoMessage() {}
 
 func (x *TaskArg) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[36]
+	mi := &file_rayletpb_raylet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2614,7 @@ func (x *TaskArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskArg.ProtoReflect.Descriptor instead.
 func (*TaskArg) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{36}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TaskArg) GetValue() *ObjectValue {
@@ -2574,7 +2662,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2674,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[37]
+	mi := &file_rayletpb_raylet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2687,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{37}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -2730,7 +2818,7 @@ type PushTasksRequest struct {
 
 func (x *PushTasksRequest) Reset() {
 	*x = PushTasksRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2830,7 @@ func (x *PushTasksRequest) String() string {
 func (*PushTasksRequest) ProtoMessage() {}
 
 func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[38]
+	mi := &file_rayletpb_raylet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2843,7 @@ func (x *PushTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksRequest.ProtoReflect.Descriptor instead.
 func (*PushTasksRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{38}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PushTasksRequest) GetTasks() []*TaskSpec {
@@ -2792,7 +2880,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2892,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[39]
+	mi := &file_rayletpb_raylet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2905,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{39}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CancelTask) GetTaskId() []byte {
@@ -2860,7 +2948,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +2960,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[40]
+	mi := &file_rayletpb_raylet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +2973,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{40}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TaskResult) GetReturns() []*ObjectValue {
@@ -2936,7 +3024,7 @@ type PushTasksReply struct {
 
 func (x *PushTasksReply) Reset() {
 	*x = PushTasksReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3036,7 @@ func (x *PushTasksReply) String() string {
 func (*PushTasksReply) ProtoMessage() {}
 
 func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[41]
+	mi := &file_rayletpb_raylet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3049,7 @@ func (x *PushTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTasksReply.ProtoReflect.Descriptor instead.
 func (*PushTasksReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{41}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PushTasksReply) GetResults() []*TaskResult {
@@ -2998,7 +3086,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3098,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[42]
+	mi := &file_rayletpb_raylet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3111,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{42}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CancelTaskRequest) GetObjectId() []byte {
@@ -3055,7 +3143,7 @@ type OwnerStatusRequest struct {
 
 func (x *OwnerStatusRequest) Reset() {
 	*x = OwnerStatusRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3155,7 @@ func (x *OwnerStatusRequest) String() string {
 func (*OwnerStatusRequest) ProtoMessage() {}
 
 func (x *OwnerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[43]
+	mi := &file_rayletpb_raylet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3168,7 @@ func (x *OwnerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerStatusRequest.ProtoReflect.Descriptor instead.
 func (*OwnerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{43}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
 }
 
 type OwnerStatusReply struct {
@@ -3094,7 +3182,7 @@ type OwnerStatusReply struct {
 
 func (x *OwnerStatusReply) Reset() {
 	*x = OwnerStatusReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3194,7 @@ func (x *OwnerStatusReply) String() string {
 func (*OwnerStatusReply) ProtoMessage() {}
 
 func (x *OwnerStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[44]
+	mi := &file_rayletpb_raylet_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3207,7 @@ func (x *OwnerStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerStatusReply.ProtoReflect.Descriptor instead.
 func (*OwnerStatusReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{44}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OwnerStatusReply) GetResolving() int32 {
@@ -3152,7 +3240,7 @@ type OwnerShapeStatus struct {
 
 func (x *OwnerShapeStatus) Reset() {
 	*x = OwnerShapeStatus{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3252,7 @@ func (x *OwnerShapeStatus) String() string {
 func (*OwnerShapeStatus) ProtoMessage() {}
 
 func (x *OwnerShapeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[45]
+	mi := &file_rayletpb_raylet_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3265,7 @@ func (x *OwnerShapeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerShapeStatus.ProtoReflect.Descriptor instead.
 func (*OwnerShapeStatus) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{45}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OwnerShapeStatus) GetShape() string {
@@ -3232,7 +3320,7 @@ type CancelTaskReply struct {
 
 func (x *CancelTaskReply) Reset() {
 	*x = CancelTaskReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[46]
+	mi := &file_rayletpb_raylet_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3332,7 @@ func (x *CancelTaskReply) String() string {
 func (*CancelTaskReply) ProtoMessage() {}
 
 func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[46]
+	mi := &file_rayletpb_raylet_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3345,7 @@ func (x *CancelTaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskReply.ProtoReflect.Descriptor instead.
 func (*CancelTaskReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{46}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CancelTaskReply) GetFinished() bool {
@@ -3276,7 +3364,7 @@ type OwnerGetRequest struct {
 
 func (x *OwnerGetRequest) Reset() {
 	*x = OwnerGetRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[47]
+	mi := &file_rayletpb_raylet_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3288,7 +3376,7 @@ func (x *OwnerGetRequest) String() string {
 func (*OwnerGetRequest) ProtoMessage() {}
 
 func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[47]
+	mi := &file_rayletpb_raylet_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3301,7 +3389,7 @@ func (x *OwnerGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerGetRequest.ProtoReflect.Descriptor instead.
 func (*OwnerGetRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{47}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *OwnerGetRequest) GetObjectId() []byte {
@@ -3319,7 +3407,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[48]
+	mi := &file_rayletpb_raylet_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3419,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[48]
+	mi := &file_rayletpb_raylet_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3432,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{48}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{50}
 }
 
 type PingReply struct {
@@ -3358,7 +3446,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[49]
+	mi := &file_rayletpb_raylet_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3458,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[49]
+	mi := &file_rayletpb_raylet_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3471,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{49}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PingReply) GetBorrowedObjects() int32 {
@@ -3406,7 +3494,7 @@ type BorrowOp struct {
 
 func (x *BorrowOp) Reset() {
 	*x = BorrowOp{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[50]
+	mi := &file_rayletpb_raylet_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3506,7 @@ func (x *BorrowOp) String() string {
 func (*BorrowOp) ProtoMessage() {}
 
 func (x *BorrowOp) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[50]
+	mi := &file_rayletpb_raylet_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3519,7 @@ func (x *BorrowOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BorrowOp.ProtoReflect.Descriptor instead.
 func (*BorrowOp) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{50}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BorrowOp) GetObjectId() []byte {
@@ -3466,7 +3554,7 @@ type UpdateBorrowersRequest struct {
 
 func (x *UpdateBorrowersRequest) Reset() {
 	*x = UpdateBorrowersRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	mi := &file_rayletpb_raylet_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3478,7 +3566,7 @@ func (x *UpdateBorrowersRequest) String() string {
 func (*UpdateBorrowersRequest) ProtoMessage() {}
 
 func (x *UpdateBorrowersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[51]
+	mi := &file_rayletpb_raylet_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3491,7 +3579,7 @@ func (x *UpdateBorrowersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBorrowersRequest.ProtoReflect.Descriptor instead.
 func (*UpdateBorrowersRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{51}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *UpdateBorrowersRequest) GetBorrower() string {
@@ -3518,7 +3606,7 @@ type UpdateBorrowersReply struct {
 
 func (x *UpdateBorrowersReply) Reset() {
 	*x = UpdateBorrowersReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	mi := &file_rayletpb_raylet_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3618,7 @@ func (x *UpdateBorrowersReply) String() string {
 func (*UpdateBorrowersReply) ProtoMessage() {}
 
 func (x *UpdateBorrowersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[52]
+	mi := &file_rayletpb_raylet_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3631,7 @@ func (x *UpdateBorrowersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBorrowersReply.ProtoReflect.Descriptor instead.
 func (*UpdateBorrowersReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{52}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UpdateBorrowersReply) GetNotFound() [][]byte {
@@ -3563,7 +3651,7 @@ type AddObjectLocationRequest struct {
 
 func (x *AddObjectLocationRequest) Reset() {
 	*x = AddObjectLocationRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[53]
+	mi := &file_rayletpb_raylet_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3663,7 @@ func (x *AddObjectLocationRequest) String() string {
 func (*AddObjectLocationRequest) ProtoMessage() {}
 
 func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[53]
+	mi := &file_rayletpb_raylet_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3676,7 @@ func (x *AddObjectLocationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationRequest.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{53}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *AddObjectLocationRequest) GetObjectId() []byte {
@@ -3613,7 +3701,7 @@ type AddObjectLocationReply struct {
 
 func (x *AddObjectLocationReply) Reset() {
 	*x = AddObjectLocationReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[54]
+	mi := &file_rayletpb_raylet_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +3713,7 @@ func (x *AddObjectLocationReply) String() string {
 func (*AddObjectLocationReply) ProtoMessage() {}
 
 func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[54]
+	mi := &file_rayletpb_raylet_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +3726,7 @@ func (x *AddObjectLocationReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddObjectLocationReply.ProtoReflect.Descriptor instead.
 func (*AddObjectLocationReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{54}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{56}
 }
 
 // StreamLogsRequest names at most one of worker_id, task_id and actor_id;
@@ -3662,7 +3750,7 @@ type StreamLogsRequest struct {
 
 func (x *StreamLogsRequest) Reset() {
 	*x = StreamLogsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[55]
+	mi := &file_rayletpb_raylet_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +3762,7 @@ func (x *StreamLogsRequest) String() string {
 func (*StreamLogsRequest) ProtoMessage() {}
 
 func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[55]
+	mi := &file_rayletpb_raylet_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +3775,7 @@ func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsRequest.ProtoReflect.Descriptor instead.
 func (*StreamLogsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{55}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StreamLogsRequest) GetJobId() string {
@@ -3752,7 +3840,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[56]
+	mi := &file_rayletpb_raylet_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3764,7 +3852,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[56]
+	mi := &file_rayletpb_raylet_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3777,7 +3865,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{56}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *LogLine) GetWorkerId() string {
@@ -3853,7 +3941,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[57]
+	mi := &file_rayletpb_raylet_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +3953,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[57]
+	mi := &file_rayletpb_raylet_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +3966,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{57}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LogBatch) GetNodeId() string {
@@ -3903,7 +3991,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[58]
+	mi := &file_rayletpb_raylet_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3915,7 +4003,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[58]
+	mi := &file_rayletpb_raylet_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3928,7 +4016,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{58}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{60}
 }
 
 type WorkerStateInfo struct {
@@ -3947,7 +4035,7 @@ type WorkerStateInfo struct {
 
 func (x *WorkerStateInfo) Reset() {
 	*x = WorkerStateInfo{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[59]
+	mi := &file_rayletpb_raylet_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3959,7 +4047,7 @@ func (x *WorkerStateInfo) String() string {
 func (*WorkerStateInfo) ProtoMessage() {}
 
 func (x *WorkerStateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[59]
+	mi := &file_rayletpb_raylet_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3972,7 +4060,7 @@ func (x *WorkerStateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerStateInfo.ProtoReflect.Descriptor instead.
 func (*WorkerStateInfo) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{59}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WorkerStateInfo) GetWorkerId() string {
@@ -4034,7 +4122,7 @@ type ListWorkersReply struct {
 
 func (x *ListWorkersReply) Reset() {
 	*x = ListWorkersReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[60]
+	mi := &file_rayletpb_raylet_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4134,7 @@ func (x *ListWorkersReply) String() string {
 func (*ListWorkersReply) ProtoMessage() {}
 
 func (x *ListWorkersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[60]
+	mi := &file_rayletpb_raylet_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4147,7 @@ func (x *ListWorkersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersReply.ProtoReflect.Descriptor instead.
 func (*ListWorkersReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{60}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListWorkersReply) GetNodeId() string {
@@ -4084,7 +4172,7 @@ type ListObjectsRequest struct {
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[61]
+	mi := &file_rayletpb_raylet_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4184,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[61]
+	mi := &file_rayletpb_raylet_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4197,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{61}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{63}
 }
 
 type ObjectStateInfo struct {
@@ -4129,7 +4217,7 @@ type ObjectStateInfo struct {
 
 func (x *ObjectStateInfo) Reset() {
 	*x = ObjectStateInfo{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[62]
+	mi := &file_rayletpb_raylet_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4141,7 +4229,7 @@ func (x *ObjectStateInfo) String() string {
 func (*ObjectStateInfo) ProtoMessage() {}
 
 func (x *ObjectStateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[62]
+	mi := &file_rayletpb_raylet_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4154,7 +4242,7 @@ func (x *ObjectStateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectStateInfo.ProtoReflect.Descriptor instead.
 func (*ObjectStateInfo) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{62}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ObjectStateInfo) GetObjectId() []byte {
@@ -4216,7 +4304,7 @@ type ListObjectsReply struct {
 
 func (x *ListObjectsReply) Reset() {
 	*x = ListObjectsReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[63]
+	mi := &file_rayletpb_raylet_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4228,7 +4316,7 @@ func (x *ListObjectsReply) String() string {
 func (*ListObjectsReply) ProtoMessage() {}
 
 func (x *ListObjectsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[63]
+	mi := &file_rayletpb_raylet_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4241,7 +4329,7 @@ func (x *ListObjectsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsReply.ProtoReflect.Descriptor instead.
 func (*ListObjectsReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{63}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListObjectsReply) GetNodeId() string {
@@ -4273,7 +4361,7 @@ type GeneratorItemRequest struct {
 
 func (x *GeneratorItemRequest) Reset() {
 	*x = GeneratorItemRequest{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[64]
+	mi := &file_rayletpb_raylet_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4285,7 +4373,7 @@ func (x *GeneratorItemRequest) String() string {
 func (*GeneratorItemRequest) ProtoMessage() {}
 
 func (x *GeneratorItemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[64]
+	mi := &file_rayletpb_raylet_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4298,7 +4386,7 @@ func (x *GeneratorItemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratorItemRequest.ProtoReflect.Descriptor instead.
 func (*GeneratorItemRequest) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{64}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GeneratorItemRequest) GetTaskId() []byte {
@@ -4337,7 +4425,7 @@ type GeneratorItemReply struct {
 
 func (x *GeneratorItemReply) Reset() {
 	*x = GeneratorItemReply{}
-	mi := &file_rayletpb_raylet_proto_msgTypes[65]
+	mi := &file_rayletpb_raylet_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4349,7 +4437,7 @@ func (x *GeneratorItemReply) String() string {
 func (*GeneratorItemReply) ProtoMessage() {}
 
 func (x *GeneratorItemReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rayletpb_raylet_proto_msgTypes[65]
+	mi := &file_rayletpb_raylet_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4362,14 +4450,18 @@ func (x *GeneratorItemReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratorItemReply.ProtoReflect.Descriptor instead.
 func (*GeneratorItemReply) Descriptor() ([]byte, []int) {
-	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{65}
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{67}
 }
 
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
 
 const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
-	"\x15rayletpb/raylet.proto\x12\x0fmanta.raylet.v1\"P\n" +
+	"\x15rayletpb/raylet.proto\x12\x0fmanta.raylet.v1\"g\n" +
+	"\x16ReplicateObjectRequest\x126\n" +
+	"\x06object\x18\x01 \x01(\v2\x1e.manta.raylet.v1.ObjectRequestR\x06object\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"\x16\n" +
+	"\x14ReplicateObjectReply\"P\n" +
 	"\x16KillActorWorkerRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
@@ -4708,7 +4800,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
 	"\x12\x1b\n" +
 	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v\x12\x14\n" +
-	"\x10ERROR_OWNER_DIED\x10\f2\xc8\f\n" +
+	"\x10ERROR_OWNER_DIED\x10\f2\xab\r\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +
@@ -4730,7 +4822,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
 	"StreamLogs\x12\".manta.raylet.v1.StreamLogsRequest\x1a\x19.manta.raylet.v1.LogBatch0\x01\x12U\n" +
 	"\vListWorkers\x12#.manta.raylet.v1.ListWorkersRequest\x1a!.manta.raylet.v1.ListWorkersReply\x12U\n" +
-	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply2\xcd\x05\n" +
+	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply\x12a\n" +
+	"\x0fReplicateObject\x12'.manta.raylet.v1.ReplicateObjectRequest\x1a%.manta.raylet.v1.ReplicateObjectReply2\xcd\x05\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -4756,171 +4849,176 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_rayletpb_raylet_proto_goTypes = []any{
 	(Format)(0),                        // 0: manta.raylet.v1.Format
 	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
-	(*KillActorWorkerRequest)(nil),     // 2: manta.raylet.v1.KillActorWorkerRequest
-	(*KillActorWorkerReply)(nil),       // 3: manta.raylet.v1.KillActorWorkerReply
-	(*LeaseRequest)(nil),               // 4: manta.raylet.v1.LeaseRequest
-	(*LeaseReply)(nil),                 // 5: manta.raylet.v1.LeaseReply
-	(*CancelLeaseRequestsRequest)(nil), // 6: manta.raylet.v1.CancelLeaseRequestsRequest
-	(*CancelLeaseRequestsReply)(nil),   // 7: manta.raylet.v1.CancelLeaseRequestsReply
-	(*ReturnLeaseRequest)(nil),         // 8: manta.raylet.v1.ReturnLeaseRequest
-	(*ReturnLeaseReply)(nil),           // 9: manta.raylet.v1.ReturnLeaseReply
-	(*RegisterWorkerRequest)(nil),      // 10: manta.raylet.v1.RegisterWorkerRequest
-	(*RegisterWorkerReply)(nil),        // 11: manta.raylet.v1.RegisterWorkerReply
-	(*NotifyBlockedRequest)(nil),       // 12: manta.raylet.v1.NotifyBlockedRequest
-	(*NotifyBlockedReply)(nil),         // 13: manta.raylet.v1.NotifyBlockedReply
-	(*ObjectChunk)(nil),                // 14: manta.raylet.v1.ObjectChunk
-	(*PutObjectReply)(nil),             // 15: manta.raylet.v1.PutObjectReply
-	(*GetObjectRequest)(nil),           // 16: manta.raylet.v1.GetObjectRequest
-	(*CreateObjectRequest)(nil),        // 17: manta.raylet.v1.CreateObjectRequest
-	(*CreateObjectReply)(nil),          // 18: manta.raylet.v1.CreateObjectReply
-	(*SealObjectRequest)(nil),          // 19: manta.raylet.v1.SealObjectRequest
-	(*SealObjectReply)(nil),            // 20: manta.raylet.v1.SealObjectReply
-	(*ObjectRequest)(nil),              // 21: manta.raylet.v1.ObjectRequest
-	(*MapObjectsRequest)(nil),          // 22: manta.raylet.v1.MapObjectsRequest
-	(*MappedObject)(nil),               // 23: manta.raylet.v1.MappedObject
-	(*MapObjectsReply)(nil),            // 24: manta.raylet.v1.MapObjectsReply
-	(*ReleaseObjectsRequest)(nil),      // 25: manta.raylet.v1.ReleaseObjectsRequest
-	(*ReleaseObjectsReply)(nil),        // 26: manta.raylet.v1.ReleaseObjectsReply
-	(*FreeObjectsRequest)(nil),         // 27: manta.raylet.v1.FreeObjectsRequest
-	(*FreeObjectsReply)(nil),           // 28: manta.raylet.v1.FreeObjectsReply
-	(*LocateObjectsRequest)(nil),       // 29: manta.raylet.v1.LocateObjectsRequest
-	(*ObjectLocation)(nil),             // 30: manta.raylet.v1.ObjectLocation
-	(*LocateObjectsReply)(nil),         // 31: manta.raylet.v1.LocateObjectsReply
-	(*GetStatusRequest)(nil),           // 32: manta.raylet.v1.GetStatusRequest
-	(*GetStatusReply)(nil),             // 33: manta.raylet.v1.GetStatusReply
-	(*LeaseStatus)(nil),                // 34: manta.raylet.v1.LeaseStatus
-	(*TaskError)(nil),                  // 35: manta.raylet.v1.TaskError
-	(*ObjectValue)(nil),                // 36: manta.raylet.v1.ObjectValue
-	(*ObjectRefInfo)(nil),              // 37: manta.raylet.v1.ObjectRefInfo
-	(*TaskArg)(nil),                    // 38: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),                   // 39: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),           // 40: manta.raylet.v1.PushTasksRequest
-	(*CancelTask)(nil),                 // 41: manta.raylet.v1.CancelTask
-	(*TaskResult)(nil),                 // 42: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),             // 43: manta.raylet.v1.PushTasksReply
-	(*CancelTaskRequest)(nil),          // 44: manta.raylet.v1.CancelTaskRequest
-	(*OwnerStatusRequest)(nil),         // 45: manta.raylet.v1.OwnerStatusRequest
-	(*OwnerStatusReply)(nil),           // 46: manta.raylet.v1.OwnerStatusReply
-	(*OwnerShapeStatus)(nil),           // 47: manta.raylet.v1.OwnerShapeStatus
-	(*CancelTaskReply)(nil),            // 48: manta.raylet.v1.CancelTaskReply
-	(*OwnerGetRequest)(nil),            // 49: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),                // 50: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),                  // 51: manta.raylet.v1.PingReply
-	(*BorrowOp)(nil),                   // 52: manta.raylet.v1.BorrowOp
-	(*UpdateBorrowersRequest)(nil),     // 53: manta.raylet.v1.UpdateBorrowersRequest
-	(*UpdateBorrowersReply)(nil),       // 54: manta.raylet.v1.UpdateBorrowersReply
-	(*AddObjectLocationRequest)(nil),   // 55: manta.raylet.v1.AddObjectLocationRequest
-	(*AddObjectLocationReply)(nil),     // 56: manta.raylet.v1.AddObjectLocationReply
-	(*StreamLogsRequest)(nil),          // 57: manta.raylet.v1.StreamLogsRequest
-	(*LogLine)(nil),                    // 58: manta.raylet.v1.LogLine
-	(*LogBatch)(nil),                   // 59: manta.raylet.v1.LogBatch
-	(*ListWorkersRequest)(nil),         // 60: manta.raylet.v1.ListWorkersRequest
-	(*WorkerStateInfo)(nil),            // 61: manta.raylet.v1.WorkerStateInfo
-	(*ListWorkersReply)(nil),           // 62: manta.raylet.v1.ListWorkersReply
-	(*ListObjectsRequest)(nil),         // 63: manta.raylet.v1.ListObjectsRequest
-	(*ObjectStateInfo)(nil),            // 64: manta.raylet.v1.ObjectStateInfo
-	(*ListObjectsReply)(nil),           // 65: manta.raylet.v1.ListObjectsReply
-	(*GeneratorItemRequest)(nil),       // 66: manta.raylet.v1.GeneratorItemRequest
-	(*GeneratorItemReply)(nil),         // 67: manta.raylet.v1.GeneratorItemReply
-	nil,                                // 68: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 69: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	nil,                                // 70: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 71: manta.raylet.v1.GetStatusReply.AvailableEntry
-	nil,                                // 72: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	(*ReplicateObjectRequest)(nil),     // 2: manta.raylet.v1.ReplicateObjectRequest
+	(*ReplicateObjectReply)(nil),       // 3: manta.raylet.v1.ReplicateObjectReply
+	(*KillActorWorkerRequest)(nil),     // 4: manta.raylet.v1.KillActorWorkerRequest
+	(*KillActorWorkerReply)(nil),       // 5: manta.raylet.v1.KillActorWorkerReply
+	(*LeaseRequest)(nil),               // 6: manta.raylet.v1.LeaseRequest
+	(*LeaseReply)(nil),                 // 7: manta.raylet.v1.LeaseReply
+	(*CancelLeaseRequestsRequest)(nil), // 8: manta.raylet.v1.CancelLeaseRequestsRequest
+	(*CancelLeaseRequestsReply)(nil),   // 9: manta.raylet.v1.CancelLeaseRequestsReply
+	(*ReturnLeaseRequest)(nil),         // 10: manta.raylet.v1.ReturnLeaseRequest
+	(*ReturnLeaseReply)(nil),           // 11: manta.raylet.v1.ReturnLeaseReply
+	(*RegisterWorkerRequest)(nil),      // 12: manta.raylet.v1.RegisterWorkerRequest
+	(*RegisterWorkerReply)(nil),        // 13: manta.raylet.v1.RegisterWorkerReply
+	(*NotifyBlockedRequest)(nil),       // 14: manta.raylet.v1.NotifyBlockedRequest
+	(*NotifyBlockedReply)(nil),         // 15: manta.raylet.v1.NotifyBlockedReply
+	(*ObjectChunk)(nil),                // 16: manta.raylet.v1.ObjectChunk
+	(*PutObjectReply)(nil),             // 17: manta.raylet.v1.PutObjectReply
+	(*GetObjectRequest)(nil),           // 18: manta.raylet.v1.GetObjectRequest
+	(*CreateObjectRequest)(nil),        // 19: manta.raylet.v1.CreateObjectRequest
+	(*CreateObjectReply)(nil),          // 20: manta.raylet.v1.CreateObjectReply
+	(*SealObjectRequest)(nil),          // 21: manta.raylet.v1.SealObjectRequest
+	(*SealObjectReply)(nil),            // 22: manta.raylet.v1.SealObjectReply
+	(*ObjectRequest)(nil),              // 23: manta.raylet.v1.ObjectRequest
+	(*MapObjectsRequest)(nil),          // 24: manta.raylet.v1.MapObjectsRequest
+	(*MappedObject)(nil),               // 25: manta.raylet.v1.MappedObject
+	(*MapObjectsReply)(nil),            // 26: manta.raylet.v1.MapObjectsReply
+	(*ReleaseObjectsRequest)(nil),      // 27: manta.raylet.v1.ReleaseObjectsRequest
+	(*ReleaseObjectsReply)(nil),        // 28: manta.raylet.v1.ReleaseObjectsReply
+	(*FreeObjectsRequest)(nil),         // 29: manta.raylet.v1.FreeObjectsRequest
+	(*FreeObjectsReply)(nil),           // 30: manta.raylet.v1.FreeObjectsReply
+	(*LocateObjectsRequest)(nil),       // 31: manta.raylet.v1.LocateObjectsRequest
+	(*ObjectLocation)(nil),             // 32: manta.raylet.v1.ObjectLocation
+	(*LocateObjectsReply)(nil),         // 33: manta.raylet.v1.LocateObjectsReply
+	(*GetStatusRequest)(nil),           // 34: manta.raylet.v1.GetStatusRequest
+	(*GetStatusReply)(nil),             // 35: manta.raylet.v1.GetStatusReply
+	(*LeaseStatus)(nil),                // 36: manta.raylet.v1.LeaseStatus
+	(*TaskError)(nil),                  // 37: manta.raylet.v1.TaskError
+	(*ObjectValue)(nil),                // 38: manta.raylet.v1.ObjectValue
+	(*ObjectRefInfo)(nil),              // 39: manta.raylet.v1.ObjectRefInfo
+	(*TaskArg)(nil),                    // 40: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),                   // 41: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),           // 42: manta.raylet.v1.PushTasksRequest
+	(*CancelTask)(nil),                 // 43: manta.raylet.v1.CancelTask
+	(*TaskResult)(nil),                 // 44: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),             // 45: manta.raylet.v1.PushTasksReply
+	(*CancelTaskRequest)(nil),          // 46: manta.raylet.v1.CancelTaskRequest
+	(*OwnerStatusRequest)(nil),         // 47: manta.raylet.v1.OwnerStatusRequest
+	(*OwnerStatusReply)(nil),           // 48: manta.raylet.v1.OwnerStatusReply
+	(*OwnerShapeStatus)(nil),           // 49: manta.raylet.v1.OwnerShapeStatus
+	(*CancelTaskReply)(nil),            // 50: manta.raylet.v1.CancelTaskReply
+	(*OwnerGetRequest)(nil),            // 51: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),                // 52: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                  // 53: manta.raylet.v1.PingReply
+	(*BorrowOp)(nil),                   // 54: manta.raylet.v1.BorrowOp
+	(*UpdateBorrowersRequest)(nil),     // 55: manta.raylet.v1.UpdateBorrowersRequest
+	(*UpdateBorrowersReply)(nil),       // 56: manta.raylet.v1.UpdateBorrowersReply
+	(*AddObjectLocationRequest)(nil),   // 57: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),     // 58: manta.raylet.v1.AddObjectLocationReply
+	(*StreamLogsRequest)(nil),          // 59: manta.raylet.v1.StreamLogsRequest
+	(*LogLine)(nil),                    // 60: manta.raylet.v1.LogLine
+	(*LogBatch)(nil),                   // 61: manta.raylet.v1.LogBatch
+	(*ListWorkersRequest)(nil),         // 62: manta.raylet.v1.ListWorkersRequest
+	(*WorkerStateInfo)(nil),            // 63: manta.raylet.v1.WorkerStateInfo
+	(*ListWorkersReply)(nil),           // 64: manta.raylet.v1.ListWorkersReply
+	(*ListObjectsRequest)(nil),         // 65: manta.raylet.v1.ListObjectsRequest
+	(*ObjectStateInfo)(nil),            // 66: manta.raylet.v1.ObjectStateInfo
+	(*ListObjectsReply)(nil),           // 67: manta.raylet.v1.ListObjectsReply
+	(*GeneratorItemRequest)(nil),       // 68: manta.raylet.v1.GeneratorItemRequest
+	(*GeneratorItemReply)(nil),         // 69: manta.raylet.v1.GeneratorItemReply
+	nil,                                // 70: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                // 71: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                // 72: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                // 73: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                // 74: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
-	68, // 0: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	69, // 1: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	0,  // 2: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
-	0,  // 3: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
-	21, // 4: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
-	0,  // 5: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
-	35, // 6: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
-	23, // 7: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
-	30, // 8: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	70, // 9: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	71, // 10: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	34, // 11: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
-	34, // 12: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
-	1,  // 13: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
-	0,  // 14: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	35, // 15: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	37, // 16: manta.raylet.v1.ObjectValue.contained:type_name -> manta.raylet.v1.ObjectRefInfo
-	36, // 17: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	38, // 18: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	72, // 19: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
-	39, // 20: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	41, // 21: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
-	36, // 22: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	35, // 23: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	42, // 24: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	47, // 25: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
-	52, // 26: manta.raylet.v1.UpdateBorrowersRequest.ops:type_name -> manta.raylet.v1.BorrowOp
-	58, // 27: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
-	61, // 28: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
-	64, // 29: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
-	36, // 30: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
-	4,  // 31: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	8,  // 32: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	6,  // 33: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	10, // 34: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	12, // 35: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	14, // 36: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	16, // 37: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	32, // 38: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	2,  // 39: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	17, // 40: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	19, // 41: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	22, // 42: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	25, // 43: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	27, // 44: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	29, // 45: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	57, // 46: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
-	60, // 47: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
-	63, // 48: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
-	40, // 49: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	49, // 50: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	50, // 51: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	55, // 52: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	44, // 53: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	45, // 54: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
-	66, // 55: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
-	53, // 56: manta.raylet.v1.CoreWorker.UpdateBorrowers:input_type -> manta.raylet.v1.UpdateBorrowersRequest
-	5,  // 57: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	9,  // 58: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	7,  // 59: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	11, // 60: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	13, // 61: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	15, // 62: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	14, // 63: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	33, // 64: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	3,  // 65: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	18, // 66: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	20, // 67: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	24, // 68: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	26, // 69: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	28, // 70: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	31, // 71: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	59, // 72: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
-	62, // 73: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
-	65, // 74: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
-	43, // 75: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	36, // 76: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	51, // 77: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	56, // 78: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	48, // 79: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	46, // 80: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
-	67, // 81: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
-	54, // 82: manta.raylet.v1.CoreWorker.UpdateBorrowers:output_type -> manta.raylet.v1.UpdateBorrowersReply
-	57, // [57:83] is the sub-list for method output_type
-	31, // [31:57] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	23, // 0: manta.raylet.v1.ReplicateObjectRequest.object:type_name -> manta.raylet.v1.ObjectRequest
+	70, // 1: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	71, // 2: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	0,  // 3: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
+	0,  // 4: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
+	23, // 5: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
+	0,  // 6: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
+	37, // 7: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	25, // 8: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
+	32, // 9: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
+	72, // 10: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	73, // 11: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	36, // 12: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
+	36, // 13: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
+	1,  // 14: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
+	0,  // 15: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
+	37, // 16: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	39, // 17: manta.raylet.v1.ObjectValue.contained:type_name -> manta.raylet.v1.ObjectRefInfo
+	38, // 18: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	40, // 19: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	74, // 20: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	41, // 21: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	43, // 22: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
+	38, // 23: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	37, // 24: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	44, // 25: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	49, // 26: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
+	54, // 27: manta.raylet.v1.UpdateBorrowersRequest.ops:type_name -> manta.raylet.v1.BorrowOp
+	60, // 28: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
+	63, // 29: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
+	66, // 30: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
+	38, // 31: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
+	6,  // 32: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	10, // 33: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	8,  // 34: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	12, // 35: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	14, // 36: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	16, // 37: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	18, // 38: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	34, // 39: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	4,  // 40: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	19, // 41: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	21, // 42: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	24, // 43: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	27, // 44: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	29, // 45: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	31, // 46: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	59, // 47: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
+	62, // 48: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
+	65, // 49: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
+	2,  // 50: manta.raylet.v1.Raylet.ReplicateObject:input_type -> manta.raylet.v1.ReplicateObjectRequest
+	42, // 51: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	51, // 52: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	52, // 53: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	57, // 54: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	46, // 55: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	47, // 56: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
+	68, // 57: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
+	55, // 58: manta.raylet.v1.CoreWorker.UpdateBorrowers:input_type -> manta.raylet.v1.UpdateBorrowersRequest
+	7,  // 59: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	11, // 60: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	9,  // 61: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	13, // 62: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	15, // 63: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	17, // 64: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	16, // 65: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	35, // 66: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	5,  // 67: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	20, // 68: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	22, // 69: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	26, // 70: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	28, // 71: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	30, // 72: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	33, // 73: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	61, // 74: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
+	64, // 75: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
+	67, // 76: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
+	3,  // 77: manta.raylet.v1.Raylet.ReplicateObject:output_type -> manta.raylet.v1.ReplicateObjectReply
+	45, // 78: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	38, // 79: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	53, // 80: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	58, // 81: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	50, // 82: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	48, // 83: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
+	69, // 84: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
+	56, // 85: manta.raylet.v1.CoreWorker.UpdateBorrowers:output_type -> manta.raylet.v1.UpdateBorrowersReply
+	59, // [59:86] is the sub-list for method output_type
+	32, // [32:59] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -4934,7 +5032,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   71,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -42,6 +42,7 @@ const (
 	Raylet_StreamLogs_FullMethodName          = "/manta.raylet.v1.Raylet/StreamLogs"
 	Raylet_ListWorkers_FullMethodName         = "/manta.raylet.v1.Raylet/ListWorkers"
 	Raylet_ListObjects_FullMethodName         = "/manta.raylet.v1.Raylet/ListObjects"
+	Raylet_ReplicateObject_FullMethodName     = "/manta.raylet.v1.Raylet/ReplicateObject"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -96,6 +97,11 @@ type RayletClient interface {
 	// manta list objects): what this node runs and stores.
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersReply, error)
 	ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsReply, error)
+	// ReplicateObject makes this node hold a primary copy of an object (a
+	// replica its owner asked for: Put with Replicas): it pulls the object
+	// from the given locations unless it has it, and keeps the copy while
+	// the owner references it, as the copy where it was made.
+	ReplicateObject(ctx context.Context, in *ReplicateObjectRequest, opts ...grpc.CallOption) (*ReplicateObjectReply, error)
 }
 
 type rayletClient struct {
@@ -307,6 +313,16 @@ func (c *rayletClient) ListObjects(ctx context.Context, in *ListObjectsRequest, 
 	return out, nil
 }
 
+func (c *rayletClient) ReplicateObject(ctx context.Context, in *ReplicateObjectRequest, opts ...grpc.CallOption) (*ReplicateObjectReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicateObjectReply)
+	err := c.cc.Invoke(ctx, Raylet_ReplicateObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RayletServer is the server API for Raylet service.
 // All implementations must embed UnimplementedRayletServer
 // for forward compatibility.
@@ -359,6 +375,11 @@ type RayletServer interface {
 	// manta list objects): what this node runs and stores.
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersReply, error)
 	ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsReply, error)
+	// ReplicateObject makes this node hold a primary copy of an object (a
+	// replica its owner asked for: Put with Replicas): it pulls the object
+	// from the given locations unless it has it, and keeps the copy while
+	// the owner references it, as the copy where it was made.
+	ReplicateObject(context.Context, *ReplicateObjectRequest) (*ReplicateObjectReply, error)
 	mustEmbedUnimplementedRayletServer()
 }
 
@@ -422,6 +443,9 @@ func (UnimplementedRayletServer) ListWorkers(context.Context, *ListWorkersReques
 }
 func (UnimplementedRayletServer) ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListObjects not implemented")
+}
+func (UnimplementedRayletServer) ReplicateObject(context.Context, *ReplicateObjectRequest) (*ReplicateObjectReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplicateObject not implemented")
 }
 func (UnimplementedRayletServer) mustEmbedUnimplementedRayletServer() {}
 func (UnimplementedRayletServer) testEmbeddedByValue()                {}
@@ -743,6 +767,24 @@ func _Raylet_ListObjects_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raylet_ReplicateObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicateObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).ReplicateObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_ReplicateObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).ReplicateObject(ctx, req.(*ReplicateObjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raylet_ServiceDesc is the grpc.ServiceDesc for Raylet service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -809,6 +851,10 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListObjects",
 			Handler:    _Raylet_ListObjects_Handler,
+		},
+		{
+			MethodName: "ReplicateObject",
+			Handler:    _Raylet_ReplicateObject_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
