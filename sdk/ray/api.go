@@ -78,15 +78,42 @@ func Wait[T any](ctx context.Context, refs []ObjectRef[T], numReady int, timeout
 	return ready, pending, err
 }
 
-// Put stores a value as an object owned by this process and returns its ref.
-func Put[T any](ctx context.Context, v T) (ObjectRef[T], error) {
+// Put stores a value as an object owned by this process and returns its
+// ref. Replicas(n) keeps a large value on n nodes, Durable() a value of
+// up to 1 MiB in the control store too.
+func Put[T any](ctx context.Context, v T, opts ...PutOption) (ObjectRef[T], error) {
 	c, err := core.Current()
 	if err != nil {
 		return ObjectRef[T]{}, err
 	}
-	k, err := c.Put(ctx, v)
+	var o core.PutOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	k, err := c.Put(ctx, v, o)
 	if err != nil {
 		return ObjectRef[T]{}, err
 	}
 	return refOf[T](k), nil
 }
+
+// PutOption is an option of Put.
+type PutOption func(*core.PutOptions)
+
+// Replicas stores the object on n distinct alive nodes before Put
+// returns (the one it is made on, and n-1 that pull a copy in parallel)
+// and, while it is referenced, makes a new copy from a surviving one when
+// a node that held it dies. Put fails with ErrInvalidOption when fewer
+// than n nodes are alive. Only values larger than InlineLimit live on
+// nodes: a smaller one lives in its owner's memory, which no node loss
+// touches, and Replicas does nothing for it.
+func Replicas(n int) PutOption { return func(o *core.PutOptions) { o.Replicas = n } }
+
+// Durable also stores the value (at most DurableLimit bytes encoded, else
+// ErrInvalidOption) in the replicated control store, from which Get reads
+// it when no node holds a copy any more (every raylet that had one died).
+// It is deleted there when the object is released.
+func Durable() PutOption { return func(o *core.PutOptions) { o.Durable = true } }
+
+// DurableLimit is the largest value Durable takes (1 MiB).
+const DurableLimit = core.DurableLimit

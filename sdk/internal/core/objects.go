@@ -90,6 +90,18 @@ func ownerDiedValue(k ObjectKey, err error) *pb.ObjectValue {
 // from its lineage (recovery.go); every Read that saw it lost waits for
 // the same rebuild.
 func (c *Worker) Read(ctx context.Context, id ids.ObjectID, owner string, decode func(data []byte, format pb.Format, mapped bool) error) error {
+	err := c.read(ctx, id, owner, decode)
+	if err != nil && owner == c.address && ctx.Err() == nil && c.reps.used.Load() {
+		// A durable object no node has any more (or this node's store is
+		// gone): its value is in the control store.
+		if data, f, ok, derr := c.durableValue(ctx, id); ok && derr == nil {
+			return decode(data, f, false)
+		}
+	}
+	return err
+}
+
+func (c *Worker) read(ctx context.Context, id ids.ObjectID, owner string, decode func(data []byte, format pb.Format, mapped bool) error) error {
 	o := c.objectFor(ObjectKey{ID: id, Owner: owner})
 	if err := c.await(ctx, o); err != nil {
 		return err
@@ -177,23 +189,51 @@ func (c *Worker) Wait(ctx context.Context, keys []ObjectKey, skip []bool, numRea
 	}
 }
 
-// Put stores a value as an object owned by this process.
-func (c *Worker) Put(ctx context.Context, v any) (ObjectKey, error) {
+// Put stores a value as an object owned by this process, on as many nodes
+// as o asks (replicas.go).
+func (c *Worker) Put(ctx context.Context, v any, o PutOptions) (ObjectKey, error) {
 	tc := c.taskOf(ctx)
 	id := ids.PutID(tc.id, tc.puts.Add(1))
 	ov, err := Encode(v)
 	if err != nil {
 		return ObjectKey{}, err
 	}
+	if err := c.checkPutOptions(o, ov); err != nil {
+		return ObjectKey{}, err
+	}
+	if o.Durable {
+		if err := c.storeDurable(ctx, id, ov); err != nil {
+			return ObjectKey{}, err
+		}
+	}
 	if ov, err = c.objs.Store(ctx, id, c.address, ov); err != nil {
+		c.replicasReleased(id)
 		return ObjectKey{}, err
 	}
 	c.mem.NewOwned([]ids.ObjectID{id}, "")
 	h := c.newHandle(id)
+	var replicas []string
+	if o.Replicas > 1 && ov.Location != "" {
+		if replicas, err = c.replicate(ctx, id, ov, o.Replicas); err != nil {
+			// Nothing was handed out: every copy made goes with the object.
+			c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{ov})
+			for _, r := range replicas {
+				c.mem.AddCopy(id, r)
+			}
+			h.Release()
+			return ObjectKey{}, err
+		}
+	}
 	// The object holds the refs in its value while it lives.
 	c.registerValue(c.address, id, ov)
 	runtime.KeepAlive(v)
 	c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{ov})
+	for _, r := range replicas {
+		c.mem.AddCopy(id, r)
+	}
+	if len(replicas) > 0 {
+		c.keepReplicated(id, o.Replicas)
+	}
 	return ObjectKey{ID: id, Owner: c.address, H: h}, nil
 }
 

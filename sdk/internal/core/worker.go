@@ -83,6 +83,8 @@ type Worker struct {
 	gens genTable
 	// The objects this process borrows (borrowers.go).
 	borrows *borrowTable
+	// Replicated and durable Puts (replicas.go).
+	reps replicaTable
 
 	// mu guards the connection cache and the actor state below.
 	mu    sync.Mutex
@@ -126,7 +128,7 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 		conns: map[string]*grpc.ClientConn{},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id) },
+	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id); c.replicasReleased(id) },
 		OnContainedFreed: c.containedFreed})
 	c.borrows = newBorrowTable(c)
 	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev, unborrow: c.unborrow}
