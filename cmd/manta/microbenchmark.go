@@ -71,6 +71,15 @@ var microbenchmarks = []microbenchmark{
 		return float64(puts*len(buf)) / time.Since(start).Seconds() / 1e9, nil
 	}},
 	{"node_to_node_transfer_gigabytes", nodeToNode},
+	// Replicated Puts of 16 MiB objects (to compare with
+	// single_client_put_gigabytes, one copy): each Put returns once n
+	// nodes of the embedded cluster hold it.
+	{"single_client_put_gigabytes_replicas_2", func(ctx context.Context, d time.Duration) (float64, error) {
+		return replicatedPuts(ctx, d, 2)
+	}},
+	{"single_client_put_gigabytes_replicas_3", func(ctx context.Context, d time.Duration) (float64, error) {
+		return replicatedPuts(ctx, d, 3)
+	}},
 	// The borrower protocol's cost: batches of tasks that each take one
 	// Put object, as a direct ref argument (resolved by the owner, the task
 	// gets the value) or as a ref inside a value (the task decodes the ref
@@ -93,6 +102,37 @@ var microbenchmarks = []microbenchmark{
 			return batchOf(ctx, 1000, func() ray.ObjectRef[int] { return holdsRef.Remote(ctx, ray.Val(refBox{Ref: ref})) })
 		})
 	}},
+}
+
+var addReplicaNodes sync.Once
+
+// replicatedPuts puts 16 MiB objects with Replicas(n), releasing each, for
+// d; it adds two nodes to the embedded cluster first (so it needs Init
+// without --address).
+func replicatedPuts(ctx context.Context, d time.Duration, n int) (float64, error) {
+	var err error
+	addReplicaNodes.Do(func() {
+		for range 2 {
+			if _, err = ray.AddEmbeddedNode(map[string]float64{"CPU": 1}); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 16<<20)
+	start, puts := time.Now(), 0
+	for puts == 0 || time.Since(start) < d {
+		buf[0] = byte(puts)
+		ref, err := ray.Put(ctx, buf, ray.Replicas(n))
+		if err != nil {
+			return 0, err
+		}
+		ref.Release()
+		puts++
+	}
+	return float64(puts*len(buf)) / time.Since(start).Seconds() / 1e9, nil
 }
 
 // refBox carries a ref inside a value.
