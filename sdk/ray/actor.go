@@ -69,10 +69,7 @@ func (a ActorClass1[T, A]) Name() string { return a.c.Name }
 // Actor1 registers an actor class whose constructor takes one argument.
 func Actor1[T, A any](name string, newFn func(context.Context, A) (T, error)) ActorClass1[T, A] {
 	return ActorClass1[T, A]{core.RegisterClass(&core.ActorClass{Name: name, Type: reflect.TypeFor[T](), Construct: func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
-		if err := checkArity(name, args, 1); err != nil {
-			return nil, err
-		}
-		x, err := arg[A](args, 0)
+		x, err := args1[A](name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -98,14 +95,7 @@ func (a ActorClass2[T, A, B]) Name() string { return a.c.Name }
 // Actor2 registers an actor class whose constructor takes two arguments.
 func Actor2[T, A, B any](name string, newFn func(context.Context, A, B) (T, error)) ActorClass2[T, A, B] {
 	return ActorClass2[T, A, B]{core.RegisterClass(&core.ActorClass{Name: name, Type: reflect.TypeFor[T](), Construct: func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
-		if err := checkArity(name, args, 2); err != nil {
-			return nil, err
-		}
-		x, err := arg[A](args, 0)
-		if err != nil {
-			return nil, err
-		}
-		y, err := arg[B](args, 1)
+		x, y, err := args2[A, B](name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -131,18 +121,7 @@ func (a ActorClass3[T, A, B, C]) Name() string { return a.c.Name }
 // Actor3 registers an actor class whose constructor takes three arguments.
 func Actor3[T, A, B, C any](name string, newFn func(context.Context, A, B, C) (T, error)) ActorClass3[T, A, B, C] {
 	return ActorClass3[T, A, B, C]{core.RegisterClass(&core.ActorClass{Name: name, Type: reflect.TypeFor[T](), Construct: func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
-		if err := checkArity(name, args, 3); err != nil {
-			return nil, err
-		}
-		x, err := arg[A](args, 0)
-		if err != nil {
-			return nil, err
-		}
-		y, err := arg[B](args, 1)
-		if err != nil {
-			return nil, err
-		}
-		z, err := arg[C](args, 2)
+		x, y, z, err := args3[A, B, C](name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -183,10 +162,7 @@ type ActorMethod1[T, A, R any] struct{ m *core.ActorMethod }
 // Method1 registers a method of one argument.
 func Method1[T, A, R any](class ActorType[T], name string, fn func(T, context.Context, A) (R, error)) ActorMethod1[T, A, R] {
 	return ActorMethod1[T, A, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		if err := checkArity(name, args, 1); err != nil {
-			return nil, err
-		}
-		a, err := arg[A](args, 0)
+		a, err := args1[A](name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -206,14 +182,7 @@ type ActorMethod2[T, A, B, R any] struct{ m *core.ActorMethod }
 // Method2 registers a method of two arguments.
 func Method2[T, A, B, R any](class ActorType[T], name string, fn func(T, context.Context, A, B) (R, error)) ActorMethod2[T, A, B, R] {
 	return ActorMethod2[T, A, B, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		if err := checkArity(name, args, 2); err != nil {
-			return nil, err
-		}
-		a, err := arg[A](args, 0)
-		if err != nil {
-			return nil, err
-		}
-		b, err := arg[B](args, 1)
+		a, b, err := args2[A, B](name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -233,18 +202,7 @@ type ActorMethod3[T, A, B, C, R any] struct{ m *core.ActorMethod }
 // Method3 registers a method of three arguments.
 func Method3[T, A, B, C, R any](class ActorType[T], name string, fn func(T, context.Context, A, B, C) (R, error)) ActorMethod3[T, A, B, C, R] {
 	return ActorMethod3[T, A, B, C, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		if err := checkArity(name, args, 3); err != nil {
-			return nil, err
-		}
-		a, err := arg[A](args, 0)
-		if err != nil {
-			return nil, err
-		}
-		b, err := arg[B](args, 1)
-		if err != nil {
-			return nil, err
-		}
-		c, err := arg[C](args, 2)
+		a, b, c, err := args3[A, B, C](name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -264,22 +222,7 @@ type ActorMethod4[T, A, B, C, D, R any] struct{ m *core.ActorMethod }
 // Method4 registers a method of four arguments.
 func Method4[T, A, B, C, D, R any](class ActorType[T], name string, fn func(T, context.Context, A, B, C, D) (R, error)) ActorMethod4[T, A, B, C, D, R] {
 	return ActorMethod4[T, A, B, C, D, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		if err := checkArity(name, args, 4); err != nil {
-			return nil, err
-		}
-		a, err := arg[A](args, 0)
-		if err != nil {
-			return nil, err
-		}
-		b, err := arg[B](args, 1)
-		if err != nil {
-			return nil, err
-		}
-		c, err := arg[C](args, 2)
-		if err != nil {
-			return nil, err
-		}
-		d, err := arg[D](args, 3)
+		a, b, c, d, err := args4[A, B, C, D](name, args)
 		if err != nil {
 			return nil, err
 		}

@@ -28,6 +28,47 @@ func arg[T any](args []*pb.ObjectValue, i int) (T, error) {
 	return v, nil
 }
 
+// args1 ... args4 check a call's arity and decode its arguments.
+func args1[A any](name string, args []*pb.ObjectValue) (a A, err error) {
+	if err = checkArity(name, args, 1); err == nil {
+		a, err = arg[A](args, 0)
+	}
+	return a, err
+}
+
+func args2[A, B any](name string, args []*pb.ObjectValue) (a A, b B, err error) {
+	if err = checkArity(name, args, 2); err != nil {
+		return a, b, err
+	}
+	if a, err = arg[A](args, 0); err != nil {
+		return a, b, err
+	}
+	b, err = arg[B](args, 1)
+	return a, b, err
+}
+
+func args3[A, B, C any](name string, args []*pb.ObjectValue) (a A, b B, c C, err error) {
+	if err = checkArity(name, args, 3); err != nil {
+		return a, b, c, err
+	}
+	if a, b, err = args2[A, B](name, args[:2]); err != nil {
+		return a, b, c, err
+	}
+	c, err = arg[C](args, 2)
+	return a, b, c, err
+}
+
+func args4[A, B, C, D any](name string, args []*pb.ObjectValue) (a A, b B, c C, d D, err error) {
+	if err = checkArity(name, args, 4); err != nil {
+		return a, b, c, d, err
+	}
+	if a, b, c, err = args3[A, B, C](name, args[:3]); err != nil {
+		return a, b, c, d, err
+	}
+	d, err = arg[D](args, 3)
+	return a, b, c, d, err
+}
+
 func checkArity(name string, args []*pb.ObjectValue, n int) error {
 	if len(args) != n {
 		return fmt.Errorf("%w: %s takes %d arguments, got %d", ErrBadArgument, name, n, len(args))
@@ -102,10 +143,7 @@ type RemoteFunc1[A, R any] struct{ f *core.Function }
 func Func1[A, R any](name string, fn func(context.Context, A) (R, error)) RemoteFunc1[A, R] {
 	return RemoteFunc1[A, R]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 1, InPlace: []bool{isInPlace[A]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			if err := checkArity(name, args, 1); err != nil {
-				return nil, err
-			}
-			a, err := arg[A](args, 0)
+			a, err := args1[A](name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -130,14 +168,7 @@ type RemoteFunc2[A, B, R any] struct{ f *core.Function }
 func Func2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) RemoteFunc2[A, B, R] {
 	return RemoteFunc2[A, B, R]{core.Register(&core.Function{Name: name, NArgs: 2, NRet: 1, InPlace: []bool{isInPlace[A](), isInPlace[B]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			if err := checkArity(name, args, 2); err != nil {
-				return nil, err
-			}
-			a, err := arg[A](args, 0)
-			if err != nil {
-				return nil, err
-			}
-			b, err := arg[B](args, 1)
+			a, b, err := args2[A, B](name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -162,18 +193,7 @@ type RemoteFunc3[A, B, C, R any] struct{ f *core.Function }
 func Func3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) RemoteFunc3[A, B, C, R] {
 	return RemoteFunc3[A, B, C, R]{core.Register(&core.Function{Name: name, NArgs: 3, NRet: 1, InPlace: []bool{isInPlace[A](), isInPlace[B](), isInPlace[C]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			if err := checkArity(name, args, 3); err != nil {
-				return nil, err
-			}
-			a, err := arg[A](args, 0)
-			if err != nil {
-				return nil, err
-			}
-			b, err := arg[B](args, 1)
-			if err != nil {
-				return nil, err
-			}
-			c, err := arg[C](args, 2)
+			a, b, c, err := args3[A, B, C](name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -199,10 +219,7 @@ type RemoteFunc1x2[A, R1, R2 any] struct{ f *core.Function }
 func Func1x2[A, R1, R2 any](name string, fn func(context.Context, A) (R1, R2, error)) RemoteFunc1x2[A, R1, R2] {
 	return RemoteFunc1x2[A, R1, R2]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 2, InPlace: []bool{isInPlace[A]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			if err := checkArity(name, args, 1); err != nil {
-				return nil, err
-			}
-			a, err := arg[A](args, 0)
+			a, err := args1[A](name, args)
 			if err != nil {
 				return nil, err
 			}
