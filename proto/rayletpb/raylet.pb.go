@@ -92,6 +92,9 @@ const (
 	ErrorKind_ERROR_TASK_CANCELLED ErrorKind = 10
 	// The runtime env the task asked for could not be set up on its node.
 	ErrorKind_ERROR_RUNTIME_ENV_SETUP ErrorKind = 11
+	// The task's scheduling strategy can never be met: a hard node affinity
+	// to a dead node, or its placement group was removed.
+	ErrorKind_ERROR_UNSCHEDULABLE ErrorKind = 12
 )
 
 // Enum value maps for ErrorKind.
@@ -109,6 +112,7 @@ var (
 		9:  "ERROR_OBJECT_NOT_FOUND",
 		10: "ERROR_TASK_CANCELLED",
 		11: "ERROR_RUNTIME_ENV_SETUP",
+		12: "ERROR_UNSCHEDULABLE",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -123,6 +127,7 @@ var (
 		"ERROR_OBJECT_NOT_FOUND":   9,
 		"ERROR_TASK_CANCELLED":     10,
 		"ERROR_RUNTIME_ENV_SETUP":  11,
+		"ERROR_UNSCHEDULABLE":      12,
 	}
 )
 
@@ -4861,7 +4866,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\xa9\x02\n" +
+	"FORMAT_RAW\x10\x01*\xc2\x02\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -4876,7 +4881,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
 	"\x12\x1b\n" +
-	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v2\x9b\x0f\n" +
+	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v\x12\x17\n" +
+	"\x13ERROR_UNSCHEDULABLE\x10\f2\x9b\x0f\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +

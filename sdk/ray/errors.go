@@ -39,6 +39,10 @@ var (
 	// not be set up on the node that would run it (its working dir could
 	// not be fetched or unpacked); the error says why.
 	ErrRuntimeEnvSetup = core.ErrRuntimeEnvSetup
+	// ErrTaskUnschedulable: the task's scheduling strategy can never be
+	// met: a hard NodeAffinity to a dead node (or one too small for it),
+	// or its placement group was removed. The error says which.
+	ErrTaskUnschedulable = core.ErrTaskUnschedulable
 )
 
 // TaskError is a remote task's failure: its function, message and, for an
