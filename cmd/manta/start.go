@@ -53,6 +53,9 @@ type startFlags struct {
 	memory    float64
 	resources string
 	labels    string
+	// pgPrepareDelay is a testing knob: the leader pauses this long between
+	// preparing a placement group's bundles and recording the placement.
+	pgPrepareDelay time.Duration
 	// The raylet's object store.
 	objectStoreMemory string
 	objectSpillDir    string
@@ -116,6 +119,8 @@ its cluster on its own.`,
 	fs.Float64Var(&f.memory, "memory", 0, "memory the raylet offers to tasks, in bytes")
 	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
 	fs.StringVar(&f.labels, "labels", "", "the node's labels, for ray.NodeLabels: key=value,...")
+	fs.DurationVar(&f.pgPrepareDelay, "testing-pg-prepare-delay", 0, "testing: pause between a placement group's prepare and its recorded placement")
+	_ = fs.MarkHidden("testing-pg-prepare-delay")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
 	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
 	fs.StringVar(&f.objectSpillEngine, "object-spill-engine", "files", "how spilled objects are kept: files (one per object) or badger")
@@ -203,6 +208,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		MaxKVValueBytes:    f.maxKVValue,
 		MetricsAddr:        net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)),
 		Logger:             log,
+		Knobs:              f.headKnobs(),
 	})
 	if err != nil {
 		return err
@@ -437,4 +443,13 @@ func parseLabels(s string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// headKnobs are the testing knobs set by hidden flags.
+func (f *startFlags) headKnobs() head.TestingKnobs {
+	var k head.TestingKnobs
+	if d := f.pgPrepareDelay; d > 0 {
+		k.AfterPrepare = func(string) { time.Sleep(d) }
+	}
+	return k
 }
