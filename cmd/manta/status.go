@@ -16,10 +16,10 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/rpcerr"
-	"github.com/manta-ray/manta/state"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/state"
 )
 
 // errNoHeadAnswered makes `manta status` exit non-zero.

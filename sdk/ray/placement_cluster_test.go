@@ -36,8 +36,11 @@ var nodeOf = ray.Func1("test.pg.NodeOf", func(ctx context.Context, hold time.Dur
 type where struct{}
 
 var (
-	Where      = ray.Actor0("test.pg.Where", func(context.Context) (*where, error) { return &where{}, nil })
-	whereNode  = ray.Method0(Where, "Node", func(_ *where, ctx context.Context) (string, error) { info, err := ray.RuntimeContext(ctx); return info.NodeID, err })
+	Where     = ray.Actor0("test.pg.Where", func(context.Context) (*where, error) { return &where{}, nil })
+	whereNode = ray.Method0(Where, "Node", func(_ *where, ctx context.Context) (string, error) {
+		info, err := ray.RuntimeContext(ctx)
+		return info.NodeID, err
+	})
 	zoneLabels = []string{"a", "b", "c", "d"}
 )
 
