@@ -335,6 +335,14 @@ func (r *runner) run(ctx context.Context) (err error) {
 			r.addError("start the harness's driver: %v", err)
 			return err
 		}
+		if r.o.PlacementGroupClients > 0 {
+			// Before the task workload: its check removes the groups a
+			// fault left behind, which cpus-free-after then sees gone.
+			pw := NewPlacementGroupWorkload()
+			pw.Clients = r.o.PlacementGroupClients
+			pw.OpTimeout = r.o.TaskOpTimeout
+			r.workloads = append(r.workloads, pw)
+		}
 		tw := NewTaskWorkload(r.o.Seed)
 		tw.Clients = r.o.TaskClients
 		tw.OpTimeout = r.o.TaskOpTimeout
@@ -353,12 +361,6 @@ func (r *runner) run(ctx context.Context) (err error) {
 			aw.OpTimeout = r.o.TaskOpTimeout
 			aw.Accept = acceptedActorErrors(names)
 			r.workloads = append(r.workloads, aw)
-		}
-		if r.o.PlacementGroupClients > 0 {
-			pw := NewPlacementGroupWorkload()
-			pw.Clients = r.o.PlacementGroupClients
-			pw.OpTimeout = r.o.TaskOpTimeout
-			r.workloads = append(r.workloads, pw)
 		}
 	}
 	r.startWorkloads(ctx)
