@@ -342,6 +342,7 @@ func printStatus(w io.Writer, r *statusReport) {
 		return
 	case len(r.Nodes) == 0:
 		fmt.Fprintln(w, "nodes: none")
+		printGroups(w, r.WaitingGroups)
 		return
 	}
 	if r.NodesStale {
