@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -182,7 +183,12 @@ func (r *Raylet) placeInGroupLocked(q *leaseReq) placement {
 	}
 	g, known := r.groups[s.PlacementGroupId]
 	if !known {
-		return placement{kind: placeWait} // the table here may lag the group's creation
+		// The table here may lag the group's creation; a group still
+		// unknown after the grace was removed and forgotten.
+		if time.Since(q.arrived) < affinityGrace {
+			return placement{kind: placeWait}
+		}
+		return placement{kind: placeFail, err: rpcerr.Wrapf(ErrUnschedulable, "placement group %s is unknown (removed)", s.PlacementGroupId)}
 	}
 	if g.removed {
 		return placement{kind: placeFail, err: rpcerr.Wrapf(ErrUnschedulable, "placement group %s was removed", s.PlacementGroupId)}
