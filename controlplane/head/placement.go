@@ -104,10 +104,13 @@ func (p *groupPlacer) reconcile(ctx context.Context) {
 	// What this pass reserves, so one pass does not count a node's free
 	// resources twice (heartbeats lag behind).
 	taken := map[string]resources.Set{}
+	var prepared []*preparedGroup
+	seen := make(map[string]bool, len(groups))
 	for _, g := range groups {
 		if ctx.Err() != nil {
 			return
 		}
+		seen[g.PlacementGroupId] = true
 		switch {
 		case g.State == cpb.PlacementGroupState_PG_REMOVED:
 			p.mu.Lock()
@@ -119,9 +122,69 @@ func (p *groupPlacer) reconcile(ctx context.Context) {
 			}
 		case g.State == cpb.PlacementGroupState_PG_PENDING || g.State == cpb.PlacementGroupState_PG_INFEASIBLE ||
 			g.State == cpb.PlacementGroupState_PG_RESCHEDULING:
-			p.place(ctx, g, nodes, taken)
+			if pg := p.prepare(ctx, g, nodes, taken); pg != nil {
+				prepared = append(prepared, pg)
+			}
 		}
 	}
+	p.mu.Lock()
+	for id := range p.released {
+		if !seen[id] {
+			delete(p.released, id) // evicted from the table
+		}
+	}
+	p.mu.Unlock()
+	p.record(ctx, prepared)
+}
+
+// preparedGroup is a group whose bundles are prepared on their nodes and
+// whose placement is not recorded yet.
+type preparedGroup struct {
+	g      *cpb.PlacementGroupInfo
+	assign []string
+	byNode map[string][]*rpb.BundleSpec
+	addr   map[string]string
+}
+
+// record commits the placements prepared in one pass to Raft at once (they
+// share log entries), then commits their bundles on the raylets.
+func (p *groupPlacer) record(ctx context.Context, gs []*preparedGroup) {
+	var wg sync.WaitGroup
+	for _, pg := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.finish(ctx, pg)
+		}()
+	}
+	wg.Wait()
+}
+
+// finish records one prepared placement and commits its bundles, or
+// releases them when the record was refused.
+func (p *groupPlacer) finish(ctx context.Context, pg *preparedGroup) {
+	g := pg.g
+	log := p.h.log.With(zap.String("placement_group", g.PlacementGroupId))
+	ok, err := p.apply(ctx, fsm.CmdPlacementGroupPlaced, &cpb.PlacementGroupPlacedCommand{PlacementGroupId: g.PlacementGroupId, NodeIds: pg.assign})
+	if err != nil {
+		// Its outcome is unknown (leadership lost mid-write): the next
+		// leader's recovery pass releases or commits the prepared bundles.
+		return
+	}
+	if !ok {
+		for id, bs := range pg.byNode {
+			p.release(ctx, pg.addr[id], g.PlacementGroupId, indexes(bs), "the group was removed, or a node died, during its placement")
+		}
+		return
+	}
+	// Phase 2: commit. A failure here is retried by the recovery pass.
+	if _, err := p.onNodes(ctx, pg.byNode, pg.addr, func(c rpb.RayletClient, ctx context.Context, req *rpb.BundlesRequest) error {
+		_, err := c.CommitBundles(ctx, req)
+		return err
+	}); err != nil {
+		log.Warn("commit bundles; the audit retries", zap.Error(err))
+	}
+	log.Debug("placement group placed", zap.Strings("nodes", pg.assign), zap.Stringer("strategy", g.Strategy))
 }
 
 // aliveNodes are the alive nodes, with their last heartbeat's free resources.
@@ -135,8 +198,9 @@ func (p *groupPlacer) aliveNodes() []*cpb.NodeInfo {
 	return p.h.liveness.decorate(alive)
 }
 
-// place places one waiting group, or records why it waits.
-func (p *groupPlacer) place(ctx context.Context, g *cpb.PlacementGroupInfo, nodes []*cpb.NodeInfo, taken map[string]resources.Set) {
+// prepare chooses nodes for one waiting group and prepares its bundles
+// there; nil when it cannot be placed now (why is recorded).
+func (p *groupPlacer) prepare(ctx context.Context, g *cpb.PlacementGroupInfo, nodes []*cpb.NodeInfo, taken map[string]resources.Set) *preparedGroup {
 	log := p.h.log.With(zap.String("placement_group", g.PlacementGroupId))
 	free := map[string]resources.Set{}
 	total := map[string]resources.Set{}
@@ -160,7 +224,7 @@ func (p *groupPlacer) place(ctx context.Context, g *cpb.PlacementGroupInfo, node
 		if g.Reason != reason {
 			_, _ = p.apply(ctx, fsm.CmdPlacementGroupPending, &cpb.PlacementGroupPendingCommand{PlacementGroupId: g.PlacementGroupId, Reason: reason, Infeasible: infeasible})
 		}
-		return
+		return nil
 	}
 	byNode := map[string][]*rpb.BundleSpec{}
 	for i, id := range assign {
@@ -193,7 +257,7 @@ func (p *groupPlacer) place(ctx context.Context, g *cpb.PlacementGroupInfo, node
 		if g.State != cpb.PlacementGroupState_PG_RESCHEDULING && g.Reason != reason {
 			_, _ = p.apply(ctx, fsm.CmdPlacementGroupPending, &cpb.PlacementGroupPendingCommand{PlacementGroupId: g.PlacementGroupId, Reason: reason})
 		}
-		return
+		return nil
 	}
 	for id, bs := range byNode {
 		for _, b := range bs {
@@ -203,25 +267,7 @@ func (p *groupPlacer) place(ctx context.Context, g *cpb.PlacementGroupInfo, node
 			taken[id].Add(b.Resources)
 		}
 	}
-	// The decision.
-	ok, err := p.apply(ctx, fsm.CmdPlacementGroupPlaced, &cpb.PlacementGroupPlacedCommand{PlacementGroupId: g.PlacementGroupId, NodeIds: assign})
-	if err != nil {
-		// Its outcome is unknown (leadership lost mid-write): the next
-		// leader's recovery pass releases or commits the prepared bundles.
-		return
-	}
-	if !ok {
-		release("the group was removed, or a node died, during its placement")
-		return
-	}
-	// Phase 2: commit. A failure here is retried by the recovery pass.
-	if _, err := p.onNodes(ctx, byNode, addr, func(c rpb.RayletClient, ctx context.Context, req *rpb.BundlesRequest) error {
-		_, err := c.CommitBundles(ctx, req)
-		return err
-	}); err != nil {
-		log.Warn("commit bundles; the audit retries", zap.Error(err))
-	}
-	log.Info("placement group placed", zap.Strings("nodes", assign), zap.Stringer("strategy", g.Strategy))
+	return &preparedGroup{g: g, assign: assign, byNode: byNode, addr: addr}
 }
 
 func indexes(bs []*rpb.BundleSpec) []int32 {
