@@ -131,6 +131,7 @@ func randomLineage(rng *rand.Rand) *pb.LineageCommand {
 // state hash and the same answers everywhere.
 func TestApplyIsDeterministic(t *testing.T) {
 	var evictions, lineageLeft uint64
+	placed := 0
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var log [][]*pb.Command
@@ -139,6 +140,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 		}
 		a := &applier{t: t, f: New(nil)}
 		a.f.maxDeadActors = 2 // so dropping DEAD actors happens on both paths
+		a.f.maxRemovedGroups = 2
 		mid := len(log) / 2
 		var snap raft.FSMSnapshot
 		var answers []string
@@ -159,6 +161,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 		}
 		restored := New(nil)
 		restored.maxDeadActors = 2
+		restored.maxRemovedGroups = 2
 		if err := restored.Restore(io.NopCloser(&s)); err != nil {
 			t.Fatal(err)
 		}
@@ -174,6 +177,11 @@ func TestApplyIsDeterministic(t *testing.T) {
 		if ha != hb {
 			t.Fatalf("seed %d: state differs after restore and replay", seed)
 		}
+		for _, g := range b.f.PlacementGroups() {
+			if g.State == pb.PlacementGroupState_PG_CREATED || g.State == pb.PlacementGroupState_PG_RESCHEDULING {
+				placed++
+			}
+		}
 		st := b.f.LineageStats()
 		evictions += st.Evictions
 		lineageLeft += st.Records
@@ -186,6 +194,9 @@ func TestApplyIsDeterministic(t *testing.T) {
 	}
 	// The random logs must reach the lineage bound and keep some records,
 	// or the comparison above proves little about lineage.
+	if placed == 0 {
+		t.Fatal("no placement group was placed: the comparison proves little about them")
+	}
 	if evictions == 0 || lineageLeft == 0 {
 		t.Fatalf("lineage not exercised: %d evictions, %d records left", evictions, lineageLeft)
 	}

@@ -55,6 +55,8 @@ type FSM struct {
 	groups        map[string]*pb.PlacementGroupInfo
 	groupNames    map[string]string
 	removedGroups deadHeap
+	// maxRemovedGroups is MaxRemovedPlacementGroups (tests lower it).
+	maxRemovedGroups int
 	dedup         dedupTable
 	events        eventRing
 	changed       chan struct{} // closed and replaced after every Apply
@@ -89,6 +91,9 @@ func (f *FSM) reset() {
 	f.groups = map[string]*pb.PlacementGroupInfo{}
 	f.groupNames = map[string]string{}
 	f.removedGroups = nil
+	if f.maxRemovedGroups == 0 {
+		f.maxRemovedGroups = MaxRemovedPlacementGroups
+	}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }

@@ -150,7 +150,7 @@ func (f *FSM) removeGroupLocked(c *applyCtx, old *pb.PlacementGroupInfo, reason 
 	// Ordered by (index, ID) like DEAD actors, so a head that restored a
 	// snapshot drops the same groups as one that applied the whole log.
 	heap.Push(&f.removedGroups, deadKey{g.RemovedIndex, g.PlacementGroupId})
-	for f.removedGroups.Len() > MaxRemovedPlacementGroups {
+	for f.removedGroups.Len() > f.maxRemovedGroups {
 		k := heap.Pop(&f.removedGroups).(deadKey)
 		delete(f.groups, k.id)
 	}
