@@ -45,7 +45,14 @@ type groupPlacer struct {
 	conns map[string]*grpc.ClientConn
 	// released are the REMOVED groups whose bundles this leader released.
 	released map[string]bool
+	// retryAt paces the groups that could not be placed: a busy cluster
+	// changes the store often, and each change wakes the routine.
+	retryAt map[string]time.Time
 }
+
+// placeRetryPause is how long a group that could not be placed waits
+// before the next try (nodes report freed resources by heartbeat).
+const placeRetryPause = 200 * time.Millisecond
 
 func newGroupPlacer(h *Head) *groupPlacer {
 	return &groupPlacer{h: h, kicks: make(chan struct{}, 1)}
@@ -65,7 +72,7 @@ func (p *groupPlacer) kick() {
 
 func (p *groupPlacer) run(ctx context.Context) {
 	p.mu.Lock()
-	p.conns, p.released = map[string]*grpc.ClientConn{}, map[string]bool{}
+	p.conns, p.released, p.retryAt = map[string]*grpc.ClientConn{}, map[string]bool{}, map[string]time.Time{}
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
@@ -122,8 +129,14 @@ func (p *groupPlacer) reconcile(ctx context.Context) {
 			}
 		case g.State == cpb.PlacementGroupState_PG_PENDING || g.State == cpb.PlacementGroupState_PG_INFEASIBLE ||
 			g.State == cpb.PlacementGroupState_PG_RESCHEDULING:
+			if time.Now().Before(p.retryAt[g.PlacementGroupId]) {
+				continue
+			}
 			if pg := p.prepare(ctx, g, nodes, taken); pg != nil {
 				prepared = append(prepared, pg)
+				delete(p.retryAt, g.PlacementGroupId)
+			} else {
+				p.retryAt[g.PlacementGroupId] = time.Now().Add(placeRetryPause)
 			}
 		}
 	}
@@ -131,6 +144,11 @@ func (p *groupPlacer) reconcile(ctx context.Context) {
 	for id := range p.released {
 		if !seen[id] {
 			delete(p.released, id) // evicted from the table
+		}
+	}
+	for id := range p.retryAt {
+		if !seen[id] {
+			delete(p.retryAt, id)
 		}
 	}
 	p.mu.Unlock()
@@ -253,7 +271,9 @@ func (p *groupPlacer) prepare(ctx context.Context, g *cpb.PlacementGroupInfo, no
 	if err != nil {
 		log.Debug("prepare failed; the group waits", zap.Error(err))
 		release("a prepare on another node failed")
-		reason := "waiting for resources: " + err.Error()
+		// A stable reason: one naming the free amounts would be a new Raft
+		// write at every try.
+		reason := "waiting for resources: a chosen node had not the bundles' resources free"
 		if g.State != cpb.PlacementGroupState_PG_RESCHEDULING && g.Reason != reason {
 			_, _ = p.apply(ctx, fsm.CmdPlacementGroupPending, &cpb.PlacementGroupPendingCommand{PlacementGroupId: g.PlacementGroupId, Reason: reason})
 		}
