@@ -57,9 +57,9 @@ type FSM struct {
 	removedGroups deadHeap
 	// maxRemovedGroups is MaxRemovedPlacementGroups (tests lower it).
 	maxRemovedGroups int
-	dedup         dedupTable
-	events        eventRing
-	changed       chan struct{} // closed and replaced after every Apply
+	dedup            dedupTable
+	events           eventRing
+	changed          chan struct{} // closed and replaced after every Apply
 }
 
 // New returns an empty store.
