@@ -83,21 +83,10 @@ func TestPlacementCluster(t *testing.T) {
 
 	t.Run("strategies place where they say", func(t *testing.T) {
 		ids := nodeIDs()
-		for _, id := range ids {
-			got, err := ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeAffinity(id, false)))
-			if err != nil || got != id {
-				t.Fatalf("hard affinity to %s ran on %q, %v", id, got, err)
-			}
-		}
-		got, err := ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeLabels(map[string]string{"zone": "b"}, false)))
-		if err != nil || got != ids[1] {
-			t.Fatalf("zone=b ran on %q, %v; want %s", got, err, ids[1])
-		}
-		// Soft labels no node has: it runs anyway.
-		if _, err := ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeLabels(map[string]string{"zone": "z"}, true))); err != nil {
-			t.Fatalf("soft labels no node has: %v", err)
-		}
-		// SPREAD: three tasks that each hold a worker land on three nodes.
+		// SPREAD goes round-robin over the nodes with the CPU free: with
+		// every node idle, three tasks that each hold a worker land on
+		// three nodes.
+		waitAllFree(ctx, t, cp, raylets)
 		var refs []ray.ObjectRef[string]
 		for range 3 {
 			refs = append(refs, nodeOf.Remote(ctx, ray.Val(time.Second), ray.Spread()))
@@ -112,6 +101,20 @@ func TestPlacementCluster(t *testing.T) {
 		}
 		if len(seen) != 3 {
 			t.Fatalf("spread tasks ran on %v; want 3 nodes", seen)
+		}
+		for _, id := range ids {
+			got, err := ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeAffinity(id, false)))
+			if err != nil || got != id {
+				t.Fatalf("hard affinity to %s ran on %q, %v", id, got, err)
+			}
+		}
+		got, err := ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeLabels(map[string]string{"zone": "b"}, false)))
+		if err != nil || got != ids[1] {
+			t.Fatalf("zone=b ran on %q, %v; want %s", got, err, ids[1])
+		}
+		// Soft labels no node has: it runs anyway.
+		if _, err := ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeLabels(map[string]string{"zone": "z"}, true))); err != nil {
+			t.Fatalf("soft labels no node has: %v", err)
 		}
 		// Hard affinity to a node that does not exist fails, clearly.
 		_, err = ray.Get(ctx, nodeOf.Remote(ctx, ray.Val(time.Duration(0)), ray.NodeAffinity("node-nosuch", false)))
