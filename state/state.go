@@ -323,7 +323,7 @@ var briefColumns = map[string][]string{
 	Objects: {"object_id", "object_size", "task_status", "attempt_number", "reference_type", "call_site", "type", "pid", "ip",
 		"node_id", "owner_address", "tier"},
 	Jobs:            {"type", "job_id", "submission_id", "driver_info", "status", "entrypoint", "message", "error_type", "start_time", "end_time", "metadata", "runtime_env", "driver_agent_http_address", "driver_node_id", "driver_exit_code"},
-	PlacementGroups: {"placement_group_id", "name", "creator_job_id", "state", "strategy", "bundles", "reason"},
+	PlacementGroups: {"placement_group_id", "name", "creator_job_id", "state", "strategy", "reason"},
 }
 
 // Columns are the brief columns of a kind, in order.
