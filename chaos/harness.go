@@ -56,6 +56,10 @@ type Options struct {
 	// LineageClients is the number of lineage workload clients (chains
 	// whose lost stages must be rebuilt); default 2, negative for none.
 	LineageClients int
+	// PlacementGroupClients is the number of placement-group workload
+	// clients (create, use, remove in a loop; leaks checked at the end);
+	// default 1, negative for none.
+	PlacementGroupClients int
 	// TaskOpTimeout bounds one task operation; default
 	// DefaultTaskOpTimeout.
 	TaskOpTimeout time.Duration
@@ -115,6 +119,9 @@ func (o *Options) validate() (Scenario, error) {
 	}
 	if o.LineageClients == 0 {
 		o.LineageClients = 2
+	}
+	if o.PlacementGroupClients == 0 {
+		o.PlacementGroupClients = 1
 	}
 	if o.TaskOpTimeout == 0 {
 		o.TaskOpTimeout = DefaultTaskOpTimeout
@@ -328,6 +335,14 @@ func (r *runner) run(ctx context.Context) (err error) {
 			r.addError("start the harness's driver: %v", err)
 			return err
 		}
+		if r.o.PlacementGroupClients > 0 {
+			// Before the task workload: its check removes the groups a
+			// fault left behind, which cpus-free-after then sees gone.
+			pw := NewPlacementGroupWorkload()
+			pw.Clients = r.o.PlacementGroupClients
+			pw.OpTimeout = r.o.TaskOpTimeout
+			r.workloads = append(r.workloads, pw)
+		}
 		tw := NewTaskWorkload(r.o.Seed)
 		tw.Clients = r.o.TaskClients
 		tw.OpTimeout = r.o.TaskOpTimeout
@@ -396,6 +411,10 @@ func (r *runner) run(ctx context.Context) (err error) {
 				for _, c := range w.Check(ctx, r.env, CheckOptions{}) {
 					r.addCheck(c)
 				}
+			case *PlacementGroupWorkload:
+				// Its leak check needs the cluster: only its verdict on
+				// the placements it saw.
+				r.addCheck(w.Check(ctx, r.env, CheckOptions{})[0])
 			}
 		}
 		return nil
@@ -680,7 +699,7 @@ func (r *runner) checkNoHangs() CheckResult {
 		hangs = append(hangs, s.Hangs...)
 		bound := r.o.OpTimeout + hangGrace
 		switch w.(type) {
-		case *TaskWorkload, *ActorWorkload, *LineageWorkload:
+		case *TaskWorkload, *ActorWorkload, *LineageWorkload, *PlacementGroupWorkload:
 			bound = r.o.TaskOpTimeout
 		}
 		slowest = append(slowest, fmt.Sprintf("slowest %s operation %v (bound %v)", w.Name(), s.MaxLatency.Round(time.Millisecond), bound))

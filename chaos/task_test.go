@@ -59,10 +59,17 @@ func TestChaosSmokeRayletKill(t *testing.T) {
 	if tasks == nil || tasks.OK == 0 || tasks.Recovery.Count != len(rep.Faults) {
 		t.Fatalf("task workload %+v", tasks)
 	}
+	pgChecks := 0
 	for _, c := range rep.Checks {
 		if c.Name == "no-leaked-processes" && !strings.Contains(c.Detail, " worker") {
 			t.Fatalf("leak check did not track workers: %s", c.Detail)
 		}
+		if strings.HasPrefix(c.Name, "placement-group-") {
+			pgChecks++
+		}
+	}
+	if pgChecks != 2 {
+		t.Fatalf("%d placement-group checks in the report; want 2 (tasks in bundles, no leaks)", pgChecks)
 	}
 }
 

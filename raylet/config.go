@@ -76,6 +76,9 @@ type Config struct {
 	// table (strays of an interrupted placement are killed); default 5s.
 	ActorCheck   time.Duration
 	MaxSpillHops int // default 4
+	// Labels are the node's labels (manta start --labels), registered
+	// with it, that ray.NodeLabels selects on.
+	Labels map[string]string
 
 	Logger *zap.Logger
 	Knobs  TestingKnobs

@@ -31,4 +31,12 @@ var (
 	// on this node (its working dir could not be fetched or unpacked): the
 	// tasks that need it fail with the reason instead of waiting.
 	ErrRuntimeEnvSetup = rpcerr.New(codes.FailedPrecondition, "RUNTIME_ENV_SETUP_FAILED", "runtime env setup failed")
+	// ErrUnschedulable is a lease request its scheduling strategy forbids
+	// anywhere: a hard node affinity to a dead node or one that can never
+	// fit it, a placement group that was removed, or a request larger
+	// than its bundle. Its tasks fail with the reason.
+	ErrUnschedulable = rpcerr.New(codes.FailedPrecondition, "UNSCHEDULABLE", "the scheduling strategy cannot be met")
+	// ErrBundleResources is a bundle prepare this node has not the free
+	// resources for.
+	ErrBundleResources = rpcerr.New(codes.ResourceExhausted, "BUNDLE_RESOURCES", "not enough free resources for the bundle")
 )

@@ -25,6 +25,7 @@ type leaseReq struct {
 	infeasible bool // under Raylet.mu
 	arrived    time.Time
 	gpus       []int32 // assigned at grant (gpus.go), under Raylet.mu
+	bundle     *bundle // the placement-group pool it was granted from
 }
 
 type leaseResult struct {
@@ -36,11 +37,14 @@ func (q *leaseReq) finish(res leaseResult) { q.once.Do(func() { q.done <- res })
 
 // lease is a worker granted to an owner.
 type lease struct {
-	id      string
-	jobID   string
-	owner   string
-	res     resources.Set
-	gpus    []int32 // the GPU indices it holds (gpus.go)
+	id    string
+	jobID string
+	owner string
+	res   resources.Set
+	gpus  []int32 // the GPU indices it holds (gpus.go)
+	// bundle is the placement-group pool it holds resources of (nil: the
+	// node's free pool).
+	bundle  *bundle
 	worker  *workerpool.Worker
 	blocked bool // its CPUs are lent back while it waits in Get
 	// actorID is set for an actor's dedicated worker: its death is
@@ -154,7 +158,7 @@ func (r *Raylet) dropLeaseLocked(l *lease) {
 	if l.blocked {
 		back[resources.CPU] -= l.res[resources.CPU] // already lent back
 	}
-	r.avail.Add(back)
+	r.poolLocked(l.bundle).Add(back)
 	r.gpus.put(l.gpus)
 }
 
@@ -184,10 +188,11 @@ func (r *Raylet) NotifyBlocked(_ context.Context, req *pb.NotifyBlockedRequest) 
 	l := r.byWorker[req.WorkerId]
 	if l != nil && l.blocked != req.Blocked {
 		cpu := l.res[resources.CPU]
+		pool := r.poolLocked(l.bundle)
 		if req.Blocked {
-			r.avail[resources.CPU] += cpu
+			pool[resources.CPU] += cpu
 		} else {
-			r.avail[resources.CPU] -= cpu
+			pool[resources.CPU] -= cpu
 		}
 		l.blocked = req.Blocked
 	}
@@ -214,6 +219,15 @@ func (r *Raylet) jobEnded(jobID, why string) {
 	if n := r.pool.KillJob(jobID); n > 0 {
 		r.log.Info("killed the workers of an ended job", zap.String("job", jobID), zap.Int("workers", n), zap.String("why", why))
 	}
+}
+
+// poolLocked is where a grant from bundle b takes its resources: the
+// bundle's pool, or the node's free pool.
+func (r *Raylet) poolLocked(b *bundle) resources.Set {
+	if b != nil {
+		return b.avail
+	}
+	return r.avail
 }
 
 func (r *Raylet) wake() {
@@ -252,9 +266,13 @@ func (r *Raylet) schedule() {
 		p := r.placeLocked(q)
 		switch p.kind {
 		case placeLocal:
-			r.grantLocked(q)
+			r.grantLocked(q, p.bundle)
 		case placeSpill:
-			r.spillLocked(q, p.node)
+			r.spillLocked(q, p)
+		case placeFail:
+			r.metrics.leaseFailures.Inc()
+			r.log.Info("lease request fails: its scheduling strategy cannot be met", zap.String("job", q.req.JobId), zap.Error(p.err))
+			q.finish(leaseResult{err: p.err})
 		case placeInfeasible:
 			if !q.infeasible {
 				q.infeasible = true
@@ -270,8 +288,11 @@ func (r *Raylet) schedule() {
 	r.queue = keep
 }
 
-func (r *Raylet) spillLocked(q *leaseReq, n *remoteNode) {
-	n.avail.Sub(q.res) // until the next view refresh
+func (r *Raylet) spillLocked(q *leaseReq, p placement) {
+	n := p.node
+	if !p.spillAny {
+		n.avail.Sub(q.res) // until the next view refresh
+	}
 	r.metrics.leaseSpillbacks.Inc()
 	if q.infeasible {
 		r.log.Info("infeasible lease request found a node", zap.String("node", n.id), zap.String("resources", q.res.Key()))
@@ -281,8 +302,9 @@ func (r *Raylet) spillLocked(q *leaseReq, n *remoteNode) {
 
 // grantLocked takes the resources and hands the request to a goroutine
 // that finds it a worker (an idle one, or a new process).
-func (r *Raylet) grantLocked(q *leaseReq) {
-	r.avail.Sub(q.res)
+func (r *Raylet) grantLocked(q *leaseReq, b *bundle) {
+	q.bundle = b
+	r.poolLocked(b).Sub(q.res)
 	if r.gpus == nil {
 		r.gpus = newGPUSlots(r.total)
 	}
@@ -298,7 +320,7 @@ func (r *Raylet) grant(q *leaseReq) {
 	fail := func(err error) {
 		r.metrics.leaseFailures.Inc()
 		r.mu.Lock()
-		r.avail.Add(q.res)
+		r.poolLocked(q.bundle).Add(q.res)
 		r.gpus.put(q.gpus)
 		r.mu.Unlock()
 		q.finish(leaseResult{err: err})
@@ -337,7 +359,7 @@ func (r *Raylet) grant(q *leaseReq) {
 	}
 	r.mu.Lock()
 	if q.cancelled || r.closed {
-		r.avail.Add(q.res)
+		r.poolLocked(q.bundle).Add(q.res)
 		r.gpus.put(q.gpus)
 		r.mu.Unlock()
 		r.pool.Push(w)
@@ -351,7 +373,7 @@ func (r *Raylet) grant(q *leaseReq) {
 		return
 	default:
 	}
-	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, gpus: q.gpus, worker: w, actorID: q.req.ActorId,
+	l := &lease{id: auth.RandomHex(8), jobID: q.req.JobId, owner: q.req.OwnerAddress, res: q.res, gpus: q.gpus, bundle: q.bundle, worker: w, actorID: q.req.ActorId,
 		granted: time.Now(), backlog: q.req.Backlog}
 	if q.req.Detached {
 		r.pool.Detach(w)

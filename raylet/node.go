@@ -17,11 +17,12 @@ import (
 type remoteNode struct {
 	id, address  string
 	total, avail resources.Set
+	labels       map[string]string
 }
 
 func (r *Raylet) register(ctx context.Context) error {
 	_, err := r.cp.RegisterNode(ctx, &cpb.NodeInfo{NodeId: r.cfg.NodeID, Address: r.Address(),
-		Resources: r.total.Clone(), ObjectStoreAddress: r.Address(), MetricsAddress: r.MetricsAddress()})
+		Resources: r.total.Clone(), Labels: r.cfg.Labels, ObjectStoreAddress: r.Address(), MetricsAddress: r.MetricsAddress()})
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func (r *Raylet) viewLoop() {
 					avail = resources.Set(n.Resources).Clone()
 				}
 				view[n.NodeId] = &remoteNode{id: n.NodeId, address: n.Address,
-					total: resources.Set(n.Resources).Clone(), avail: avail.Clone()}
+					total: resources.Set(n.Resources).Clone(), avail: avail.Clone(), labels: n.Labels}
 			}
 			r.mu.Lock()
 			changed := len(view) != len(r.view)
@@ -114,7 +115,14 @@ func (r *Raylet) viewLoop() {
 				}
 			}
 			r.view = view
+			wantGroups := false
+			for _, q := range r.queue {
+				wantGroups = wantGroups || q.req.GetStrategy().GetKind() == cpb.SchedulingStrategy_PLACEMENT_GROUP
+			}
 			r.mu.Unlock()
+			if wantGroups {
+				r.refreshGroups()
+			}
 			if changed {
 				r.log.Info("cluster view changed", zap.Int("other_nodes", len(view)))
 			}
@@ -145,4 +153,33 @@ func (r *Raylet) jobLoop() {
 	if err != nil && r.ctx.Err() == nil {
 		r.log.Warn("job watch ended", zap.Error(err))
 	}
+}
+
+// refreshGroups reads where placement groups' bundles are, for requests
+// of groups whose bundles this node does not hold.
+func (r *Raylet) refreshGroups() {
+	ctx, cancel := context.WithTimeout(r.ctx, 3*time.Second)
+	resp, err := r.cp.ListPlacementGroups(ctx, true)
+	cancel()
+	if err != nil {
+		if r.ctx.Err() == nil {
+			r.log.Debug("refresh placement groups", zap.Error(err))
+		}
+		return
+	}
+	groups := make(map[string]*groupView, len(resp))
+	for _, g := range resp {
+		v := &groupView{removed: g.State == cpb.PlacementGroupState_PG_REMOVED}
+		for _, b := range g.Bundles {
+			node := b.NodeId
+			if g.State != cpb.PlacementGroupState_PG_CREATED && g.State != cpb.PlacementGroupState_PG_RESCHEDULING {
+				node = ""
+			}
+			v.bundles = append(v.bundles, bundleView{res: resources.Set(b.Resources), node: node})
+		}
+		groups[g.PlacementGroupId] = v
+	}
+	r.mu.Lock()
+	r.groups = groups
+	r.mu.Unlock()
 }

@@ -21,21 +21,30 @@ const (
 	placeLocal                       // grant a local worker now
 	placeSpill                       // send the owner to node
 	placeInfeasible                  // no live node could ever run it
+	placeFail                        // its strategy can never be met: fail it
 )
 
 type placement struct {
 	kind placeKind
 	node *remoteNode
+	// bundle is the placement-group pool a local grant draws from (nil:
+	// the node's free pool).
+	bundle *bundle
+	// err fails the request (placeFail).
+	err error
+	// spillAny: the target's free resources are not the node's pool (a
+	// bundle's), so the view is not debited.
+	spillAny bool
 }
 
-// placeLocked is the hybrid scheduling policy (Ray's): a request that fits
+// placeHybridLocked is the hybrid scheduling policy (Ray's): a request that fits
 // here runs here while this node is under spreadThreshold utilisation;
 // above it, a less utilised node whose free resources fit is preferred
 // (a random one of the spreadAmong least utilised), within MaxSpillHops;
 // else it runs here when it fits or waits. A request this node can never
 // run goes to a node that fits now, else to one that could, else it is
 // infeasible until such a node joins.
-func (r *Raylet) placeLocked(q *leaseReq) placement {
+func (r *Raylet) placeHybridLocked(q *leaseReq) placement {
 	maxHops := int32(r.cfg.MaxSpillHops)
 	if r.total.Fits(q.res) {
 		fits := r.avail.Fits(q.res)

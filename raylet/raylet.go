@@ -74,14 +74,20 @@ type Raylet struct {
 	wg     sync.WaitGroup
 	fatal  chan error // the first fatal error (node marked dead)
 
-	mu        sync.Mutex
-	total     resources.Set
-	avail     resources.Set
-	gpus      *gpuSlots   // GPU indices per lease, made at the first grant
-	queue     []*leaseReq // waiting: for resources, or infeasible
-	leases    map[string]*lease
-	byWorker  map[string]*lease
-	view      map[string]*remoteNode // other alive nodes
+	mu       sync.Mutex
+	total    resources.Set
+	avail    resources.Set
+	gpus     *gpuSlots   // GPU indices per lease, made at the first grant
+	queue    []*leaseReq // waiting: for resources, or infeasible
+	leases   map[string]*lease
+	byWorker map[string]*lease
+	view     map[string]*remoteNode // other alive nodes
+	// bundles are the placement-group bundles reserved here (bundles.go);
+	// groups is where the control plane says groups' bundles are, for
+	// requests of a group whose bundles are elsewhere.
+	bundles   map[bundleKey]*bundle
+	groups    map[string]*groupView
+	rr        int // the SPREAD strategy's round-robin position
 	closed    bool
 	kick      chan struct{} // wakes the scheduler
 	closeOnce sync.Once
@@ -129,6 +135,7 @@ func New(cfg Config) (*Raylet, error) {
 	r := &Raylet{cfg: cfg, log: cfg.Logger.Named("raylet").With(zap.String("node", cfg.NodeID)),
 		total: res, avail: res.Clone(), leases: map[string]*lease{},
 		byWorker: map[string]*lease{}, view: map[string]*remoteNode{}, kick: make(chan struct{}, 1),
+		bundles: map[bundleKey]*bundle{}, groups: map[string]*groupView{},
 		fatal: make(chan error, 1), objs: newObjectTable(),
 		peers: peerConns{token: cfg.Token, conns: map[string]*grpc.ClientConn{}}}
 	if cfg.DataDir == "" {

@@ -145,7 +145,8 @@ var Schemas = map[string]statefilter.Schema{
 		"node_id": statefilter.String, "ip": statefilter.String, "job_id": statefilter.String, "owner_address": statefilter.String,
 		"tier": statefilter.String, "primary": statefilter.Bool, "task_status": statefilter.String},
 	PlacementGroups: {"placement_group_id": statefilter.String, "name": statefilter.String,
-		"creator_job_id": statefilter.String, "state": statefilter.String},
+		"creator_job_id": statefilter.String, "state": statefilter.String, "strategy": statefilter.String,
+		"is_detached": statefilter.Bool},
 }
 
 // NormalizeKind accepts "task", "tasks", "placement-groups" and the like.
@@ -189,7 +190,7 @@ func ListKind(ctx context.Context, cl *cpclient.Client, kind string, opts ...Opt
 	case Objects:
 		rows, warnings, err = objectRows(ctx, cl)
 	case PlacementGroups:
-		warnings = []string{"placement groups are not built in manta yet: the list is always empty"}
+		rows, err = placementGroupRows(ctx, cl)
 	}
 	if err != nil {
 		return nil, err
@@ -199,7 +200,7 @@ func ListKind(ctx context.Context, cl *cpclient.Client, kind string, opts ...Opt
 
 // page filters and limits rows listed whole from their source.
 func page(kind string, rows []Row, o Options, warnings []string) *List {
-	l := &List{Kind: kind, Total: len(rows), Warnings: warnings, Partial: len(warnings) > 0 && kind != PlacementGroups}
+	l := &List{Kind: kind, Total: len(rows), Warnings: warnings, Partial: len(warnings) > 0}
 	limit := o.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
@@ -322,7 +323,7 @@ var briefColumns = map[string][]string{
 	Objects: {"object_id", "object_size", "task_status", "attempt_number", "reference_type", "call_site", "type", "pid", "ip",
 		"node_id", "owner_address", "tier"},
 	Jobs:            {"type", "job_id", "submission_id", "driver_info", "status", "entrypoint", "message", "error_type", "start_time", "end_time", "metadata", "runtime_env", "driver_agent_http_address", "driver_node_id", "driver_exit_code"},
-	PlacementGroups: {"placement_group_id", "name", "creator_job_id", "state"},
+	PlacementGroups: {"placement_group_id", "name", "creator_job_id", "state", "strategy", "reason"},
 }
 
 // Columns are the brief columns of a kind, in order.
@@ -430,6 +431,34 @@ func actorRows(ctx context.Context, cl *cpclient.Client) ([]Row, error) {
 			"num_restarts": a.NumRestarts, "repr_name": "", "pending_reason": nilIfEmpty(a.PendingReason)})
 	}
 	return rows, nil
+}
+
+// placementGroupRows are groups in Ray's row shape: state PENDING,
+// CREATED, RESCHEDULING, REMOVED or (manta's own) INFEASIBLE; bundles with
+// their node and unit resources.
+func placementGroupRows(ctx context.Context, cl *cpclient.Client) ([]Row, error) {
+	groups, err := cl.ListPlacementGroups(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]Row, 0, len(groups))
+	for _, g := range groups {
+		bundles := make([]map[string]any, 0, len(g.Bundles))
+		for i, b := range g.Bundles {
+			bundles = append(bundles, map[string]any{"bundle_id": fmt.Sprintf("%s_%d", g.PlacementGroupId, i),
+				"node_id": nilIfEmpty(b.NodeId), "unit_resources": b.Resources})
+		}
+		rows = append(rows, Row{"placement_group_id": g.PlacementGroupId, "name": g.Name, "creator_job_id": g.JobId,
+			"state": PlacementGroupState(g.State), "strategy": g.Strategy.String(), "bundles": bundles,
+			"is_detached": g.Detached, "reason": nilIfEmpty(g.Reason), "ray_namespace": g.Namespace,
+			"stats": map[string]any{"reschedules": g.Reschedules}})
+	}
+	return rows, nil
+}
+
+// PlacementGroupState names a group's state as Ray's State API does.
+func PlacementGroupState(s pb.PlacementGroupState) string {
+	return strings.TrimPrefix(s.String(), "PG_")
 }
 
 func host(addr string) string {

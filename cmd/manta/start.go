@@ -52,6 +52,10 @@ type startFlags struct {
 	numGPUs   float64
 	memory    float64
 	resources string
+	labels    string
+	// pgPrepareDelay is a testing knob: the leader pauses this long between
+	// preparing a placement group's bundles and recording the placement.
+	pgPrepareDelay time.Duration
 	// The raylet's object store.
 	objectStoreMemory string
 	objectSpillDir    string
@@ -114,6 +118,9 @@ its cluster on its own.`,
 	fs.Float64Var(&f.numGPUs, "num-gpus", -1, "GPUs the raylet offers (default: as many as nvidia-smi lists, else 0); each lease gets its own indices as CUDA_VISIBLE_DEVICES")
 	fs.Float64Var(&f.memory, "memory", 0, "memory the raylet offers to tasks, in bytes")
 	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
+	fs.StringVar(&f.labels, "labels", "", "the node's labels, for ray.NodeLabels: key=value,...")
+	fs.DurationVar(&f.pgPrepareDelay, "testing-pg-prepare-delay", 0, "testing: pause between a placement group's prepare and its recorded placement")
+	_ = fs.MarkHidden("testing-pg-prepare-delay")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
 	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
 	fs.StringVar(&f.objectSpillEngine, "object-spill-engine", "files", "how spilled objects are kept: files (one per object) or badger")
@@ -164,6 +171,10 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return err
 	}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return err
+	}
 	storeBytes, engine, err := f.objectStore()
 	if err != nil {
 		return err
@@ -197,6 +208,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		MaxKVValueBytes:    f.maxKVValue,
 		MetricsAddr:        net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)),
 		Logger:             log,
+		Knobs:              f.headKnobs(),
 	})
 	if err != nil {
 		return err
@@ -227,7 +239,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
 				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
 				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine,
-				PullStallTimeout: f.pullStallTimeout, Logger: log})
+				PullStallTimeout: f.pullStallTimeout, Labels: labels, Logger: log})
 			if err != nil {
 				h.Close()
 				return err
@@ -288,6 +300,10 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	if err != nil {
 		return err
 	}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return err
+	}
 	storeBytes, engine, err := f.objectStore()
 	if err != nil {
 		return err
@@ -320,7 +336,7 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
 		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
 		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, PullStallTimeout: f.pullStallTimeout,
-		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), Logger: log})
+		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), Labels: labels, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -408,4 +424,32 @@ func (f *startFlags) objectStore() (int64, objectstore.SpillEngine, error) {
 		return size, objectstore.SpillBadger, nil
 	}
 	return 0, 0, usageErrorf("--object-spill-engine %q: want files or badger", f.objectSpillEngine)
+}
+
+// parseLabels reads --labels: key=value pairs separated by commas.
+func parseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels: %q is not key=value", kv)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("--labels: key %q given twice", k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// headKnobs are the testing knobs set by hidden flags.
+func (f *startFlags) headKnobs() head.TestingKnobs {
+	var k head.TestingKnobs
+	if d := f.pgPrepareDelay; d > 0 {
+		k.AfterPrepare = func(string) { time.Sleep(d) }
+	}
+	return k
 }

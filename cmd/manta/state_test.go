@@ -111,8 +111,27 @@ func TestStateCommands(t *testing.T) {
 			t.Fatalf("%v: %v", args, r)
 		}
 	}
-	if r := mantaCmd(t, env, "", "list", "placement-groups"); r.code != 0 || !strings.Contains(r.stderr, "not built") {
-		t.Fatalf("placement groups: %v", r)
+	// A group no node could hold is listed as INFEASIBLE, with why, by
+	// `manta list placement-groups` and `manta status`.
+	pgID, err := cl.CreatePlacementGroup(ctx, &pb.PlacementGroupInfo{JobId: "00000001", Name: "too-big",
+		Strategy: pb.PlacementStrategy_PACK, Bundles: []*pb.Bundle{{Resources: map[string]float64{"CPU": 1000}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := mantaCmd(t, env, "", "list", "placement-groups")
+		if r.code == 0 && strings.Contains(r.stdout, pgID) && strings.Contains(r.stdout, "INFEASIBLE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("placement groups: %v", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := mantaCmd(t, env, "", "status"); r.code != 0 || !strings.Contains(r.stdout, "placement groups not placed") ||
+		!strings.Contains(r.stdout, pgID) || !strings.Contains(r.stdout, "infeasible") {
+		t.Fatalf("status: %v", r)
 	}
 	if r := mantaCmd(t, env, "", "list", "nodes", "--format", "yaml"); r.code != 0 {
 		t.Fatalf("nodes: %v", r)

@@ -19,6 +19,7 @@ import (
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
+	"github.com/manta-ray/manta/state"
 )
 
 // errNoHeadAnswered makes `manta status` exit non-zero.
@@ -33,6 +34,17 @@ type statusReport struct {
 	Owners     []ownerReport `json:"owners,omitempty"`
 	NodesStale bool          `json:"nodes_stale,omitempty"`
 	NodesError string        `json:"nodes_error,omitempty"`
+	// Placement groups not placed: waiting for resources, infeasible, or
+	// being rescheduled after a node died.
+	WaitingGroups []groupReport `json:"waiting_placement_groups,omitempty"`
+}
+
+type groupReport struct {
+	ID      string `json:"id"`
+	Name    string `json:"name,omitempty"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+	Bundles int    `json:"bundles"`
 }
 
 type leaderInfo struct {
@@ -243,6 +255,15 @@ func gatherStatus(ctx context.Context, cl *cpclient.Client) *statusReport {
 		}
 		r.Nodes = append(r.Nodes, nr)
 	}
+	if groups, err := cl.ListPlacementGroups(ctx, r.NodesStale); err == nil {
+		for _, g := range groups {
+			switch g.State {
+			case pb.PlacementGroupState_PG_PENDING, pb.PlacementGroupState_PG_INFEASIBLE, pb.PlacementGroupState_PG_RESCHEDULING:
+				r.WaitingGroups = append(r.WaitingGroups, groupReport{ID: g.PlacementGroupId, Name: g.Name,
+					State: state.PlacementGroupState(g.State), Reason: g.Reason, Bundles: len(g.Bundles)})
+			}
+		}
+	}
 	return r
 }
 
@@ -321,6 +342,7 @@ func printStatus(w io.Writer, r *statusReport) {
 		return
 	case len(r.Nodes) == 0:
 		fmt.Fprintln(w, "nodes: none")
+		printGroups(w, r.WaitingGroups)
 		return
 	}
 	if r.NodesStale {
@@ -346,8 +368,23 @@ func printStatus(w io.Writer, r *statusReport) {
 	for _, s := range infeasible {
 		fmt.Fprintf(w, "  ! %s\n", s)
 	}
+	printGroups(w, r.WaitingGroups)
 	printLeases(w, r.Nodes)
 	printOwners(w, r.Owners)
+}
+
+// printGroups lists the placement groups that wait, and why.
+func printGroups(w io.Writer, gs []groupReport) {
+	if len(gs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nplacement groups not placed:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tNAME\tSTATE\tBUNDLES\tWHY")
+	for _, g := range gs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", g.ID, g.Name, g.State, g.Bundles, g.Reason)
+	}
+	tw.Flush()
 }
 
 // gatherOwnerStatus asks each running job's driver what its tasks wait

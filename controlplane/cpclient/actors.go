@@ -69,3 +69,48 @@ func (c *Client) ResolveActorDependencies(ctx context.Context, actorID string, i
 	}
 	return r.Applied, nil
 }
+
+// CreatePlacementGroup records a group (PENDING) and returns its ID;
+// retries reuse one request ID, so it is created once.
+func (c *Client) CreatePlacementGroup(ctx context.Context, g *pb.PlacementGroupInfo) (string, error) {
+	req := &pb.CreatePlacementGroupRequest{Group: g, RequestId: RequestID()}
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.CreatePlacementGroupResponse, error) {
+		return cl.CreatePlacementGroup(ctx, req)
+	})
+	if err != nil {
+		return "", err
+	}
+	return r.PlacementGroupId, nil
+}
+
+// GetPlacementGroup returns a group by ID, or by name in a namespace.
+func (c *Client) GetPlacementGroup(ctx context.Context, req *pb.GetPlacementGroupRequest) (*pb.PlacementGroupInfo, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.GetPlacementGroupResponse, error) {
+		return cl.GetPlacementGroup(ctx, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Group, nil
+}
+
+// ListPlacementGroups lists every group.
+func (c *Client) ListPlacementGroups(ctx context.Context, stale bool) ([]*pb.PlacementGroupInfo, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ListPlacementGroupsResponse, error) {
+		return cl.ListPlacementGroups(ctx, &pb.ListPlacementGroupsRequest{Stale: stale})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Groups, nil
+}
+
+// RemovePlacementGroup removes a group: its actors die, its bundles are
+// released.
+func (c *Client) RemovePlacementGroup(ctx context.Context, id string) error {
+	req := &pb.RemovePlacementGroupRequest{PlacementGroupId: id, RequestId: RequestID()}
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.RemovePlacementGroupResponse, error) {
+		return cl.RemovePlacementGroup(ctx, req)
+	})
+	return err
+}

@@ -21,51 +21,59 @@ const (
 type CommandType uint32
 
 const (
-	_                    CommandType = iota // 0: reserved
-	CmdInitCluster                          // ClusterInfo
-	CmdUpsertHead                           // HeadInfo
-	CmdRemoveHead                           // RemoveHeadCommand
-	CmdRegisterNode                         // NodeInfo
-	CmdMarkNodeDead                         // MarkNodeDeadCommand
-	CmdAddJob                               // JobInfo
-	CmdFinishJob                            // FinishJobRequest
-	CmdKVPut                                // KVPutRequest
-	CmdKVDelete                             // KVDeleteRequest
-	CmdRegisterActor                        // ActorInfo
-	CmdActorAlive                           // ActorAliveCommand
-	CmdActorFailed                          // ActorFailedCommand
-	CmdActorPending                         // ActorPendingCommand
-	CmdLineage                              // LineageCommand
-	CmdActorDepsResolved                    // ActorDepsResolvedCommand
-	CmdSubmitJob                            // JobSubmission
-	CmdJobAssign                            // JobAssignCommand
-	CmdJobReport                            // ReportSubmissionRequest
-	CmdJobStop                              // JobStopCommand
-	CmdJobDelete                            // JobDeleteCommand
-	cmdCount                                // keep last: sizes the handler table
+	_                        CommandType = iota // 0: reserved
+	CmdInitCluster                              // ClusterInfo
+	CmdUpsertHead                               // HeadInfo
+	CmdRemoveHead                               // RemoveHeadCommand
+	CmdRegisterNode                             // NodeInfo
+	CmdMarkNodeDead                             // MarkNodeDeadCommand
+	CmdAddJob                                   // JobInfo
+	CmdFinishJob                                // FinishJobRequest
+	CmdKVPut                                    // KVPutRequest
+	CmdKVDelete                                 // KVDeleteRequest
+	CmdRegisterActor                            // ActorInfo
+	CmdActorAlive                               // ActorAliveCommand
+	CmdActorFailed                              // ActorFailedCommand
+	CmdActorPending                             // ActorPendingCommand
+	CmdLineage                                  // LineageCommand
+	CmdActorDepsResolved                        // ActorDepsResolvedCommand
+	CmdSubmitJob                                // JobSubmission
+	CmdJobAssign                                // JobAssignCommand
+	CmdJobReport                                // ReportSubmissionRequest
+	CmdJobStop                                  // JobStopCommand
+	CmdJobDelete                                // JobDeleteCommand
+	CmdCreatePlacementGroup                     // PlacementGroupInfo
+	CmdPlacementGroupPlaced                     // PlacementGroupPlacedCommand
+	CmdPlacementGroupPending                    // PlacementGroupPendingCommand
+	CmdRemovePlacementGroup                     // RemovePlacementGroupCommand
+	cmdCount                                    // keep last: sizes the handler table
 )
 
 var cmdNames = [...]string{
-	CmdInitCluster:       "InitCluster",
-	CmdUpsertHead:        "UpsertHead",
-	CmdRemoveHead:        "RemoveHead",
-	CmdRegisterNode:      "RegisterNode",
-	CmdMarkNodeDead:      "MarkNodeDead",
-	CmdAddJob:            "AddJob",
-	CmdFinishJob:         "FinishJob",
-	CmdKVPut:             "KVPut",
-	CmdKVDelete:          "KVDelete",
-	CmdRegisterActor:     "RegisterActor",
-	CmdActorAlive:        "ActorAlive",
-	CmdActorFailed:       "ActorFailed",
-	CmdActorPending:      "ActorPending",
-	CmdLineage:           "Lineage",
-	CmdActorDepsResolved: "ActorDepsResolved",
-	CmdSubmitJob:         "SubmitJob",
-	CmdJobAssign:         "JobAssign",
-	CmdJobReport:         "JobReport",
-	CmdJobStop:           "JobStop",
-	CmdJobDelete:         "JobDelete",
+	CmdInitCluster:           "InitCluster",
+	CmdUpsertHead:            "UpsertHead",
+	CmdRemoveHead:            "RemoveHead",
+	CmdRegisterNode:          "RegisterNode",
+	CmdMarkNodeDead:          "MarkNodeDead",
+	CmdAddJob:                "AddJob",
+	CmdFinishJob:             "FinishJob",
+	CmdKVPut:                 "KVPut",
+	CmdKVDelete:              "KVDelete",
+	CmdRegisterActor:         "RegisterActor",
+	CmdActorAlive:            "ActorAlive",
+	CmdActorFailed:           "ActorFailed",
+	CmdActorPending:          "ActorPending",
+	CmdLineage:               "Lineage",
+	CmdActorDepsResolved:     "ActorDepsResolved",
+	CmdSubmitJob:             "SubmitJob",
+	CmdJobAssign:             "JobAssign",
+	CmdJobReport:             "JobReport",
+	CmdJobStop:               "JobStop",
+	CmdJobDelete:             "JobDelete",
+	CmdCreatePlacementGroup:  "CreatePlacementGroup",
+	CmdPlacementGroupPlaced:  "PlacementGroupPlaced",
+	CmdPlacementGroupPending: "PlacementGroupPending",
+	CmdRemovePlacementGroup:  "RemovePlacementGroup",
 }
 
 func (t CommandType) String() string {

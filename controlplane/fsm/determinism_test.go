@@ -21,7 +21,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(22) {
+		switch rng.IntN(26) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -37,7 +37,8 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 		case 8:
 			typ, body = CmdRegisterActor, &pb.ActorInfo{ActorId: fmt.Sprint("a", rng.IntN(6)), ClassName: "C", JobId: JobID(uint32(1 + rng.IntN(4))),
 				Name: []string{"", "x", "y"}[rng.IntN(3)], Namespace: fmt.Sprint(rng.IntN(2)), MaxRestarts: int32(rng.IntN(3)) - 1, Detached: rng.IntN(2) == 0,
-				State: []pb.ActorState{pb.ActorState_ACTOR_STATE_UNSPECIFIED, pb.ActorState_DEPENDENCIES_UNREADY}[rng.IntN(2)]}
+				State:    []pb.ActorState{pb.ActorState_ACTOR_STATE_UNSPECIFIED, pb.ActorState_DEPENDENCIES_UNREADY}[rng.IntN(2)],
+				Strategy: &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_PLACEMENT_GROUP, PlacementGroupId: fmt.Sprint("g", rng.IntN(8))}}
 		case 9:
 			typ, body = CmdActorAlive, &pb.ActorAliveCommand{ActorId: fmt.Sprint("a", rng.IntN(6)), NumRestarts: int32(rng.IntN(2)), NodeId: "n1", WorkerId: fmt.Sprint("w", rng.IntN(3))}
 		case 10:
@@ -62,6 +63,17 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdJobDelete, &pb.JobDeleteCommand{SubmissionId: fmt.Sprint("s", rng.IntN(4))}
 		case 21:
 			typ, body = CmdAddJob, &pb.JobInfo{Entrypoint: "e", Metadata: map[string]string{SubmissionDriverKey: fmt.Sprint("s", rng.IntN(4))}}
+		case 22:
+			typ, body = CmdCreatePlacementGroup, &pb.PlacementGroupInfo{PlacementGroupId: fmt.Sprint("g", rng.IntN(6)), JobId: JobID(uint32(1 + rng.IntN(4))),
+				Name: []string{"", "x", "y"}[rng.IntN(3)], Detached: rng.IntN(2) == 0, Strategy: pb.PlacementStrategy(1 + rng.IntN(4)),
+				Bundles: []*pb.Bundle{{Resources: map[string]float64{"CPU": 1, "x": 1}}, {Resources: map[string]float64{"CPU": 2}}}}
+		case 23:
+			typ, body = CmdPlacementGroupPlaced, &pb.PlacementGroupPlacedCommand{PlacementGroupId: fmt.Sprint("g", rng.IntN(6)),
+				NodeIds: []string{fmt.Sprint("n", rng.IntN(5)), fmt.Sprint("n", rng.IntN(5))}}
+		case 24:
+			typ, body = CmdPlacementGroupPending, &pb.PlacementGroupPendingCommand{PlacementGroupId: fmt.Sprint("g", rng.IntN(6)), Reason: fmt.Sprint(rng.IntN(2)), Infeasible: rng.IntN(2) == 0}
+		case 25:
+			typ, body = CmdRemovePlacementGroup, &pb.RemovePlacementGroupCommand{PlacementGroupId: fmt.Sprint("g", rng.IntN(6)), Reason: "r"}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}
@@ -119,6 +131,7 @@ func randomLineage(rng *rand.Rand) *pb.LineageCommand {
 // state hash and the same answers everywhere.
 func TestApplyIsDeterministic(t *testing.T) {
 	var evictions, lineageLeft uint64
+	placed := 0
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var log [][]*pb.Command
@@ -127,6 +140,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 		}
 		a := &applier{t: t, f: New(nil)}
 		a.f.maxDeadActors = 2 // so dropping DEAD actors happens on both paths
+		a.f.maxRemovedGroups = 2
 		mid := len(log) / 2
 		var snap raft.FSMSnapshot
 		var answers []string
@@ -147,6 +161,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 		}
 		restored := New(nil)
 		restored.maxDeadActors = 2
+		restored.maxRemovedGroups = 2
 		if err := restored.Restore(io.NopCloser(&s)); err != nil {
 			t.Fatal(err)
 		}
@@ -162,6 +177,11 @@ func TestApplyIsDeterministic(t *testing.T) {
 		if ha != hb {
 			t.Fatalf("seed %d: state differs after restore and replay", seed)
 		}
+		for _, g := range b.f.PlacementGroups() {
+			if g.State == pb.PlacementGroupState_PG_CREATED || g.State == pb.PlacementGroupState_PG_RESCHEDULING {
+				placed++
+			}
+		}
 		st := b.f.LineageStats()
 		evictions += st.Evictions
 		lineageLeft += st.Records
@@ -174,6 +194,9 @@ func TestApplyIsDeterministic(t *testing.T) {
 	}
 	// The random logs must reach the lineage bound and keep some records,
 	// or the comparison above proves little about lineage.
+	if placed == 0 {
+		t.Fatal("no placement group was placed: the comparison proves little about them")
+	}
 	if evictions == 0 || lineageLeft == 0 {
 		t.Fatalf("lineage not exercised: %d evictions, %d records left", evictions, lineageLeft)
 	}

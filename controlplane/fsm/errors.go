@@ -30,4 +30,8 @@ var (
 	ErrLineageEvicted = rpcerr.New(codes.NotFound, "LINEAGE_EVICTED", "lineage evicted by the store's bound")
 	// ErrMadeByPut: Put objects have no lineage (they cannot be rebuilt).
 	ErrMadeByPut = rpcerr.New(codes.FailedPrecondition, "MADE_BY_PUT", "object was made by Put and has no lineage")
+
+	ErrPlacementGroupNotFound  = rpcerr.New(codes.NotFound, "PLACEMENT_GROUP_NOT_FOUND", "placement group not found")
+	ErrPlacementGroupExists    = rpcerr.New(codes.AlreadyExists, "PLACEMENT_GROUP_EXISTS", "placement group ID already registered")
+	ErrPlacementGroupNameTaken = rpcerr.New(codes.AlreadyExists, "PLACEMENT_GROUP_NAME_TAKEN", "placement group name already taken in this namespace")
 )

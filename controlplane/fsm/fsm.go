@@ -50,9 +50,16 @@ type FSM struct {
 	deadActors    deadHeap
 	maxDeadActors int
 	lineage       lineageTable
-	dedup         dedupTable
-	events        eventRing
-	changed       chan struct{} // closed and replaced after every Apply
+	// groups are the placement groups; groupNames indexes the live named
+	// ones and removedGroups orders the REMOVED ones kept (both derived).
+	groups        map[string]*pb.PlacementGroupInfo
+	groupNames    map[string]string
+	removedGroups deadHeap
+	// maxRemovedGroups is MaxRemovedPlacementGroups (tests lower it).
+	maxRemovedGroups int
+	dedup            dedupTable
+	events           eventRing
+	changed          chan struct{} // closed and replaced after every Apply
 }
 
 // New returns an empty store.
@@ -81,6 +88,12 @@ func (f *FSM) reset() {
 		f.maxDeadActors = MaxDeadActors
 	}
 	f.lineage = newLineageTable()
+	f.groups = map[string]*pb.PlacementGroupInfo{}
+	f.groupNames = map[string]string{}
+	f.removedGroups = nil
+	if f.maxRemovedGroups == 0 {
+		f.maxRemovedGroups = MaxRemovedPlacementGroups
+	}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -95,26 +108,30 @@ type applyCtx struct {
 type handler func(f *FSM, c *applyCtx, body []byte) *pb.CommandResult
 
 var handlers = [cmdCount]handler{
-	CmdInitCluster:       applyInitCluster,
-	CmdUpsertHead:        applyUpsertHead,
-	CmdRemoveHead:        applyRemoveHead,
-	CmdRegisterNode:      applyRegisterNode,
-	CmdMarkNodeDead:      applyMarkNodeDead,
-	CmdAddJob:            applyAddJob,
-	CmdFinishJob:         applyFinishJob,
-	CmdKVPut:             applyKVPut,
-	CmdKVDelete:          applyKVDelete,
-	CmdRegisterActor:     applyRegisterActor,
-	CmdActorAlive:        applyActorAlive,
-	CmdActorFailed:       applyActorFailed,
-	CmdActorPending:      applyActorPending,
-	CmdLineage:           applyLineage,
-	CmdActorDepsResolved: applyActorDepsResolved,
-	CmdSubmitJob:         applySubmitJob,
-	CmdJobAssign:         applyJobAssign,
-	CmdJobReport:         applyJobReport,
-	CmdJobStop:           applyJobStop,
-	CmdJobDelete:         applyJobDelete,
+	CmdInitCluster:           applyInitCluster,
+	CmdUpsertHead:            applyUpsertHead,
+	CmdRemoveHead:            applyRemoveHead,
+	CmdRegisterNode:          applyRegisterNode,
+	CmdMarkNodeDead:          applyMarkNodeDead,
+	CmdAddJob:                applyAddJob,
+	CmdFinishJob:             applyFinishJob,
+	CmdKVPut:                 applyKVPut,
+	CmdKVDelete:              applyKVDelete,
+	CmdRegisterActor:         applyRegisterActor,
+	CmdActorAlive:            applyActorAlive,
+	CmdActorFailed:           applyActorFailed,
+	CmdActorPending:          applyActorPending,
+	CmdLineage:               applyLineage,
+	CmdActorDepsResolved:     applyActorDepsResolved,
+	CmdSubmitJob:             applySubmitJob,
+	CmdJobAssign:             applyJobAssign,
+	CmdJobReport:             applyJobReport,
+	CmdJobStop:               applyJobStop,
+	CmdJobDelete:             applyJobDelete,
+	CmdCreatePlacementGroup:  applyCreatePlacementGroup,
+	CmdPlacementGroupPlaced:  applyPlacementGroupPlaced,
+	CmdPlacementGroupPending: applyPlacementGroupPending,
+	CmdRemovePlacementGroup:  applyRemovePlacementGroup,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

@@ -25,15 +25,16 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *FSM) snapshotLocked() *pb.Snapshot {
 	s := &pb.Snapshot{
-		Index:       f.index,
-		Cluster:     f.cluster,
-		Heads:       sortedValues(f.heads, func(h *pb.HeadInfo) string { return h.Id }),
-		Nodes:       sortedValues(f.nodes, func(n *pb.NodeInfo) string { return n.NodeId }),
-		Jobs:        sortedValues(f.jobs, func(j *pb.JobInfo) string { return j.JobId }),
-		NextJob:     f.nextJob,
-		Dedup:       f.dedup.entries(),
-		Actors:      sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
-		Submissions: sortedValues(f.submissions, func(j *pb.JobSubmission) string { return j.SubmissionId }),
+		Index:           f.index,
+		Cluster:         f.cluster,
+		Heads:           sortedValues(f.heads, func(h *pb.HeadInfo) string { return h.Id }),
+		Nodes:           sortedValues(f.nodes, func(n *pb.NodeInfo) string { return n.NodeId }),
+		Jobs:            sortedValues(f.jobs, func(j *pb.JobInfo) string { return j.JobId }),
+		NextJob:         f.nextJob,
+		Dedup:           f.dedup.entries(),
+		Actors:          sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
+		Submissions:     sortedValues(f.submissions, func(j *pb.JobSubmission) string { return j.SubmissionId }),
+		PlacementGroups: sortedValues(f.groups, func(g *pb.PlacementGroupInfo) string { return g.PlacementGroupId }),
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -119,6 +120,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	heap.Init(&f.deadActors)
+	f.restoreGroups(s.PlacementGroups)
 	if err := f.lineage.restore(&s); err != nil {
 		return fmt.Errorf("restore lineage: %w", err)
 	}

@@ -101,6 +101,7 @@ func applyMarkNodeDead(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	n.DeadUnixNano = c.timeNanos
 	f.nodes[n.NodeId] = n
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_NODE, Node: n})
+	f.rescheduleGroupsOfNodeLocked(c, n.NodeId)
 	return &pb.CommandResult{Flag: true}
 }
 
@@ -151,6 +152,7 @@ func (f *FSM) finishJobLocked(c *applyCtx, jobID string, state pb.JobState, mess
 	f.jobs[j.JobId] = j
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: j})
 	f.killJobActorsLocked(c, j.JobId, "its job "+j.JobId+" ended")
+	f.removeJobGroupsLocked(c, j.JobId)
 	f.dropJobLineageLocked(j.JobId)
 	return true
 }

@@ -2,6 +2,7 @@ package head
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -16,8 +17,10 @@ import (
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/rpcerr"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
+	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
 )
 
@@ -162,9 +165,16 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 			}
 		}
 	}
-	node := p.pickNode(a, nodes)
+	node, reason, never := p.pickByStrategy(a, nodes)
+	if never != "" {
+		log.Warn("actor can never be placed", zap.String("why", never))
+		_, _ = p.apply(ctx, fsm.CmdActorFailed, &cpb.ActorFailedCommand{ActorId: a.ActorId, Cause: never, NoRestart: true})
+		return
+	}
 	if node == nil {
-		reason := fmt.Sprintf("infeasible: no alive node has the resources %v", a.Resources)
+		if reason == "" {
+			reason = fmt.Sprintf("infeasible: no alive node has the resources %v", a.Resources)
+		}
 		if a.PendingReason != reason { // no Raft write per retry
 			_, _ = p.apply(ctx, fsm.CmdActorPending, &cpb.ActorPendingCommand{ActorId: a.ActorId, Reason: reason})
 		}
@@ -183,7 +193,7 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 	}
 	addr := node.Address
 	req := &rpb.LeaseRequest{JobId: a.JobId, BinarySha256: a.BinarySha256, Resources: a.Resources,
-		ActorId: a.ActorId, Detached: a.Detached, Shape: "actor:" + a.ClassName,
+		ActorId: a.ActorId, Detached: a.Detached, Shape: "actor:" + a.ClassName, Strategy: a.Strategy,
 		RuntimeEnvVars: a.GetRuntimeEnv().GetEnvVars(), RuntimeEnvWorkingDir: a.GetRuntimeEnv().GetWorkingDir()}
 	if !a.Detached {
 		// The raylet watches the owner: a non-detached actor dies with it.
@@ -197,6 +207,10 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 			return
 		}
 		lease, err = rpb.NewRayletClient(cc).RequestWorkerLease(ctx, req)
+		if errors.Is(rpcerr.FromStatus(err), raylet.ErrUnschedulable) {
+			_, _ = p.apply(ctx, fsm.CmdActorFailed, &cpb.ActorFailedCommand{ActorId: a.ActorId, Cause: rpcerr.FromStatus(err).Error(), NoRestart: true})
+			return
+		}
 		if err != nil {
 			fail(fmt.Errorf("lease a worker on %s: %w", addr, err))
 			return
@@ -278,6 +292,69 @@ func (p *actorPlacer) construct(ctx context.Context, a *cpb.ActorInfo, lease *rp
 		return &constructorError{msg: reply.Results[0].Error.Message}
 	}
 	return nil
+}
+
+// pickByStrategy chooses the node for an actor by its scheduling strategy:
+// a node, or nil and why it waits, or why it never can run (never: the
+// actor dies with that cause).
+func (p *actorPlacer) pickByStrategy(a *cpb.ActorInfo, nodes map[string]*cpb.NodeInfo) (node *cpb.NodeInfo, wait, never string) {
+	s := a.GetStrategy()
+	switch s.GetKind() {
+	case cpb.SchedulingStrategy_PLACEMENT_GROUP:
+		g := p.h.fsm.PlacementGroup(s.PlacementGroupId)
+		if g == nil || g.State == cpb.PlacementGroupState_PG_REMOVED {
+			return nil, "", fmt.Sprintf("its placement group %s was removed", s.PlacementGroupId)
+		}
+		var cands []int
+		for i, b := range g.Bundles {
+			if (s.BundleIndex < 0 || int(s.BundleIndex) == i) && fits(a.Resources, b.Resources) {
+				cands = append(cands, i)
+			}
+		}
+		if len(cands) == 0 {
+			return nil, "", fmt.Sprintf("infeasible: its resources %v fit no bundle %d of placement group %s", a.Resources, s.BundleIndex, g.PlacementGroupId)
+		}
+		h := fnv.New32a()
+		h.Write([]byte(a.ActorId))
+		seed := int(h.Sum32() % uint32(len(cands)))
+		for k := range cands {
+			b := g.Bundles[cands[(k+seed)%len(cands)]]
+			if n := nodes[b.NodeId]; b.NodeId != "" && n != nil && n.State == cpb.NodeState_NODE_ALIVE {
+				return n, "", ""
+			}
+		}
+		return nil, fmt.Sprintf("waiting for its placement group %s (%s)", g.PlacementGroupId, g.State), ""
+	case cpb.SchedulingStrategy_NODE_AFFINITY:
+		n := nodes[s.NodeId]
+		switch {
+		case n != nil && n.State == cpb.NodeState_NODE_ALIVE && fits(a.Resources, n.Resources):
+			return n, "", ""
+		case s.Soft:
+			return p.pickNode(a, nodes), "", ""
+		case n == nil || n.State != cpb.NodeState_NODE_ALIVE:
+			return nil, "", fmt.Sprintf("its node affinity names node %s, which is dead or unknown", s.NodeId)
+		default:
+			return nil, "", fmt.Sprintf("its node affinity names node %s, which can never fit its resources %v", s.NodeId, a.Resources)
+		}
+	case cpb.SchedulingStrategy_NODE_LABELS:
+		hard, soft := map[string]*cpb.NodeInfo{}, map[string]*cpb.NodeInfo{}
+		for id, n := range nodes {
+			if resources.LabelsMatch(n.Labels, s.HardLabels) {
+				hard[id] = n
+				if len(s.SoftLabels) > 0 && resources.LabelsMatch(n.Labels, s.SoftLabels) {
+					soft[id] = n
+				}
+			}
+		}
+		if n := p.pickNode(a, soft); n != nil {
+			return n, "", ""
+		}
+		if n := p.pickNode(a, hard); n != nil {
+			return n, "", ""
+		}
+		return nil, fmt.Sprintf("infeasible: no alive node has the labels %v and the resources %v", s.HardLabels, a.Resources), ""
+	}
+	return p.pickNode(a, nodes), "", ""
 }
 
 // pickNode chooses an alive node whose resources fit the actor: among

@@ -89,6 +89,10 @@ type Config struct {
 type TestingKnobs struct {
 	// BeforeApply runs on the leader before each Raft entry is proposed.
 	BeforeApply func(commands int)
+	// AfterPrepare runs on the leader after it prepared a placement
+	// group's bundles and before it records the placement (a test kills
+	// the leader there).
+	AfterPrepare func(placementGroupID string)
 }
 
 func (c *Config) setDefaults() error {

@@ -41,6 +41,9 @@ func (a *api) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*pb.
 			return nil, rpcerr.Wrapf(ErrBadRequest, "actor: %v", err)
 		}
 	}
+	if err := h.checkStrategy(spec.Strategy); err != nil {
+		return nil, err
+	}
 	if spec.MaxRestarts < -1 || spec.MaxTaskRetries < -1 || spec.MaxConcurrency < 0 {
 		return nil, rpcerr.Wrapf(ErrBadRequest, "max_restarts and max_task_retries must be >= -1, max_concurrency >= 0")
 	}

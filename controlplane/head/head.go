@@ -44,11 +44,13 @@ type Head struct {
 	applier  *applier
 	liveness *liveness
 	actors   *actorPlacer
-	jobs     *jobSupervision
-	peers    *peerBook
-	leader   *leaderLoop
-	metrics  *headMetrics
-	tasks    *taskevents.Buffer
+	// placement places placement groups (placement.go).
+	placement *groupPlacer
+	jobs      *jobSupervision
+	peers     *peerBook
+	leader    *leaderLoop
+	metrics   *headMetrics
+	tasks     *taskevents.Buffer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,6 +111,7 @@ func New(cfg Config) (*Head, error) {
 	h.applier = newApplier(h)
 	h.liveness = newLiveness(h)
 	h.actors = newActorPlacer(h)
+	h.placement = newGroupPlacer(h)
 	h.jobs = newJobSupervision(h)
 	h.leader = newLeaderLoop(h)
 	h.tasks = taskevents.New(taskevents.Config{MaxTasks: cfg.MaxTaskEvents})

@@ -40,6 +40,7 @@ func (l *leaderLoop) routines() []leaderRoutine {
 	return []leaderRoutine{
 		{"node-liveness", l.h.liveness.run},
 		{"actor-placement", l.h.actors.run},
+		{"placement-group-placement", l.h.placement.run},
 		{"job-supervision", l.h.jobs.run},
 		{"task-events", l.h.runTaskEvents},
 	}

@@ -92,6 +92,11 @@ func (h *Head) resetEvents(want func(pb.EventKind) bool) []*pb.Event {
 			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_JOB_SUBMISSION, Submission: j})
 		}
 	}
+	if want(pb.EventKind_EVENT_PLACEMENT_GROUP) {
+		for _, g := range h.fsm.PlacementGroups() {
+			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_PLACEMENT_GROUP, PlacementGroup: g})
+		}
+	}
 	if want(pb.EventKind_EVENT_ACTOR) {
 		for _, a := range h.fsm.Actors() {
 			out = append(out, &pb.Event{Kind: pb.EventKind_EVENT_ACTOR, Actor: a})

@@ -97,9 +97,17 @@ func TestStateHTTP(t *testing.T) {
 		!strings.Contains(string(e.Data.Result), `"total_tasks":3`) {
 		t.Fatalf("summary: %d %s", code, e.Data.Result)
 	}
-	code, e = get("/api/v0/placement_groups", nil, true)
-	if code != 200 || !strings.Contains(string(e.Data.Result), "not built") {
-		t.Fatalf("placement groups: %d %s", code, e.Data.Result)
+	// A group no node can hold is listed, with why, in Ray's row shape.
+	pgID, err := cl.CreatePlacementGroup(ctx, &pb.PlacementGroupInfo{JobId: "00000001", Name: "gang",
+		Strategy: pb.PlacementStrategy_STRICT_SPREAD, Bundles: []*pb.Bundle{{Resources: map[string]float64{"CPU": 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, e = get("/api/v0/placement_groups", url.Values{"detail": {"true"}}, true)
+	list.Result = nil
+	if err := json.Unmarshal(e.Data.Result, &list); err != nil || code != 200 || len(list.Result) != 1 ||
+		list.Result[0]["placement_group_id"] != pgID || list.Result[0]["name"] != "gang" {
+		t.Fatalf("placement groups: %d %v %s", code, err, e.Data.Result)
 	}
 }
 

@@ -138,7 +138,8 @@ const (
 	EventKind_EVENT_HEAD             EventKind = 4
 	EventKind_EVENT_ACTOR            EventKind = 5
 	// A submitted job (manta job submit) changed, or was deleted.
-	EventKind_EVENT_JOB_SUBMISSION EventKind = 6
+	EventKind_EVENT_JOB_SUBMISSION  EventKind = 6
+	EventKind_EVENT_PLACEMENT_GROUP EventKind = 7
 )
 
 // Enum value maps for EventKind.
@@ -151,6 +152,7 @@ var (
 		4: "EVENT_HEAD",
 		5: "EVENT_ACTOR",
 		6: "EVENT_JOB_SUBMISSION",
+		7: "EVENT_PLACEMENT_GROUP",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
@@ -160,6 +162,7 @@ var (
 		"EVENT_HEAD":             4,
 		"EVENT_ACTOR":            5,
 		"EVENT_JOB_SUBMISSION":   6,
+		"EVENT_PLACEMENT_GROUP":  7,
 	}
 )
 
@@ -483,6 +486,189 @@ func (x TaskType) Number() protoreflect.EnumNumber {
 // Deprecated: Use TaskType.Descriptor instead.
 func (TaskType) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{7}
+}
+
+type PlacementStrategy int32
+
+const (
+	PlacementStrategy_PLACEMENT_STRATEGY_UNSPECIFIED PlacementStrategy = 0
+	// Bundles on as few nodes as possible, best effort.
+	PlacementStrategy_PACK PlacementStrategy = 1
+	// Bundles on distinct nodes where possible.
+	PlacementStrategy_SPREAD PlacementStrategy = 2
+	// Every bundle on one node.
+	PlacementStrategy_STRICT_PACK PlacementStrategy = 3
+	// Every bundle on a different node.
+	PlacementStrategy_STRICT_SPREAD PlacementStrategy = 4
+)
+
+// Enum value maps for PlacementStrategy.
+var (
+	PlacementStrategy_name = map[int32]string{
+		0: "PLACEMENT_STRATEGY_UNSPECIFIED",
+		1: "PACK",
+		2: "SPREAD",
+		3: "STRICT_PACK",
+		4: "STRICT_SPREAD",
+	}
+	PlacementStrategy_value = map[string]int32{
+		"PLACEMENT_STRATEGY_UNSPECIFIED": 0,
+		"PACK":                           1,
+		"SPREAD":                         2,
+		"STRICT_PACK":                    3,
+		"STRICT_SPREAD":                  4,
+	}
+)
+
+func (x PlacementStrategy) Enum() *PlacementStrategy {
+	p := new(PlacementStrategy)
+	*p = x
+	return p
+}
+
+func (x PlacementStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlacementStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[8].Descriptor()
+}
+
+func (PlacementStrategy) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[8]
+}
+
+func (x PlacementStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlacementStrategy.Descriptor instead.
+func (PlacementStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{8}
+}
+
+type PlacementGroupState int32
+
+const (
+	PlacementGroupState_PLACEMENT_GROUP_STATE_UNSPECIFIED PlacementGroupState = 0
+	// Waiting for nodes with the resources free.
+	PlacementGroupState_PG_PENDING PlacementGroupState = 1
+	// Every bundle reserved on its node.
+	PlacementGroupState_PG_CREATED PlacementGroupState = 2
+	// A node holding bundles died: they are being placed again.
+	PlacementGroupState_PG_RESCHEDULING PlacementGroupState = 3
+	PlacementGroupState_PG_REMOVED      PlacementGroupState = 4
+	// No set of alive nodes could ever hold the bundles; it is placed when
+	// such nodes join.
+	PlacementGroupState_PG_INFEASIBLE PlacementGroupState = 5
+)
+
+// Enum value maps for PlacementGroupState.
+var (
+	PlacementGroupState_name = map[int32]string{
+		0: "PLACEMENT_GROUP_STATE_UNSPECIFIED",
+		1: "PG_PENDING",
+		2: "PG_CREATED",
+		3: "PG_RESCHEDULING",
+		4: "PG_REMOVED",
+		5: "PG_INFEASIBLE",
+	}
+	PlacementGroupState_value = map[string]int32{
+		"PLACEMENT_GROUP_STATE_UNSPECIFIED": 0,
+		"PG_PENDING":                        1,
+		"PG_CREATED":                        2,
+		"PG_RESCHEDULING":                   3,
+		"PG_REMOVED":                        4,
+		"PG_INFEASIBLE":                     5,
+	}
+)
+
+func (x PlacementGroupState) Enum() *PlacementGroupState {
+	p := new(PlacementGroupState)
+	*p = x
+	return p
+}
+
+func (x PlacementGroupState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlacementGroupState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[9].Descriptor()
+}
+
+func (PlacementGroupState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[9]
+}
+
+func (x PlacementGroupState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlacementGroupState.Descriptor instead.
+func (PlacementGroupState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{9}
+}
+
+type SchedulingStrategy_Kind int32
+
+const (
+	SchedulingStrategy_DEFAULT SchedulingStrategy_Kind = 0
+	// Round-robin over the nodes that fit (Ray's SPREAD).
+	SchedulingStrategy_SPREAD SchedulingStrategy_Kind = 1
+	// On node_id; soft falls back to the default policy when that node is
+	// dead or can never fit, hard fails the task.
+	SchedulingStrategy_NODE_AFFINITY SchedulingStrategy_Kind = 2
+	// On a node whose labels match every hard_labels entry; among those,
+	// nodes matching soft_labels are preferred.
+	SchedulingStrategy_NODE_LABELS SchedulingStrategy_Kind = 3
+	// In a bundle of a placement group (bundle_index -1: any bundle).
+	SchedulingStrategy_PLACEMENT_GROUP SchedulingStrategy_Kind = 4
+)
+
+// Enum value maps for SchedulingStrategy_Kind.
+var (
+	SchedulingStrategy_Kind_name = map[int32]string{
+		0: "DEFAULT",
+		1: "SPREAD",
+		2: "NODE_AFFINITY",
+		3: "NODE_LABELS",
+		4: "PLACEMENT_GROUP",
+	}
+	SchedulingStrategy_Kind_value = map[string]int32{
+		"DEFAULT":         0,
+		"SPREAD":          1,
+		"NODE_AFFINITY":   2,
+		"NODE_LABELS":     3,
+		"PLACEMENT_GROUP": 4,
+	}
+)
+
+func (x SchedulingStrategy_Kind) Enum() *SchedulingStrategy_Kind {
+	p := new(SchedulingStrategy_Kind)
+	*p = x
+	return p
+}
+
+func (x SchedulingStrategy_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SchedulingStrategy_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[10].Descriptor()
+}
+
+func (SchedulingStrategy_Kind) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[10]
+}
+
+func (x SchedulingStrategy_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SchedulingStrategy_Kind.Descriptor instead.
+func (SchedulingStrategy_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{100, 0}
 }
 
 // Header is on every reply: the Raft index the answer reflects (read your
@@ -2235,16 +2421,17 @@ type Event struct {
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Kind  EventKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=manta.controlplane.v1.EventKind" json:"kind,omitempty"`
 	// For KV: the key was deleted.
-	Deleted       bool           `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
-	Node          *NodeInfo      `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Job           *JobInfo       `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
-	KvNamespace   string         `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
-	KvKey         string         `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
-	Head          *HeadInfo      `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
-	Actor         *ActorInfo     `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
-	Submission    *JobSubmission `protobuf:"bytes,10,opt,name=submission,proto3" json:"submission,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Deleted        bool                `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Node           *NodeInfo           `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Job            *JobInfo            `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
+	KvNamespace    string              `protobuf:"bytes,6,opt,name=kv_namespace,json=kvNamespace,proto3" json:"kv_namespace,omitempty"`
+	KvKey          string              `protobuf:"bytes,7,opt,name=kv_key,json=kvKey,proto3" json:"kv_key,omitempty"`
+	Head           *HeadInfo           `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
+	Actor          *ActorInfo          `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
+	Submission     *JobSubmission      `protobuf:"bytes,10,opt,name=submission,proto3" json:"submission,omitempty"`
+	PlacementGroup *PlacementGroupInfo `protobuf:"bytes,11,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -2343,6 +2530,13 @@ func (x *Event) GetActor() *ActorInfo {
 func (x *Event) GetSubmission() *JobSubmission {
 	if x != nil {
 		return x.Submission
+	}
+	return nil
+}
+
+func (x *Event) GetPlacementGroup() *PlacementGroupInfo {
+	if x != nil {
+		return x.PlacementGroup
 	}
 	return nil
 }
@@ -2498,7 +2692,10 @@ type ActorInfo struct {
 	DeadIndex uint64 `protobuf:"varint,22,opt,name=dead_index,json=deadIndex,proto3" json:"dead_index,omitempty"`
 	// The actor's own runtime env (ray.WithRuntimeEnv, its working dir a
 	// package URI), merged over its job's by the raylet that runs it.
-	RuntimeEnv    *RuntimeEnv `protobuf:"bytes,23,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
+	RuntimeEnv *RuntimeEnv `protobuf:"bytes,23,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
+	// Where the actor may run (ray.Spread, ray.NodeAffinity, ray.NodeLabels,
+	// ray.InPlacementGroup); unset is the default hybrid policy.
+	Strategy      *SchedulingStrategy `protobuf:"bytes,24,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2690,6 +2887,13 @@ func (x *ActorInfo) GetDeadIndex() uint64 {
 func (x *ActorInfo) GetRuntimeEnv() *RuntimeEnv {
 	if x != nil {
 		return x.RuntimeEnv
+	}
+	return nil
+}
+
+func (x *ActorInfo) GetStrategy() *SchedulingStrategy {
+	if x != nil {
+		return x.Strategy
 	}
 	return nil
 }
@@ -7162,6 +7366,714 @@ func (x *SummarizeTasksResponse) GetWarnings() []string {
 	return nil
 }
 
+// SchedulingStrategy says where a task or actor may run. Kind DEFAULT is
+// the hybrid policy (pack a node until it is half used, then spread).
+type SchedulingStrategy struct {
+	state            protoimpl.MessageState  `protogen:"open.v1"`
+	Kind             SchedulingStrategy_Kind `protobuf:"varint,1,opt,name=kind,proto3,enum=manta.controlplane.v1.SchedulingStrategy_Kind" json:"kind,omitempty"`
+	NodeId           string                  `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Soft             bool                    `protobuf:"varint,3,opt,name=soft,proto3" json:"soft,omitempty"`
+	HardLabels       map[string]string       `protobuf:"bytes,4,rep,name=hard_labels,json=hardLabels,proto3" json:"hard_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SoftLabels       map[string]string       `protobuf:"bytes,5,rep,name=soft_labels,json=softLabels,proto3" json:"soft_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PlacementGroupId string                  `protobuf:"bytes,6,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	BundleIndex      int32                   `protobuf:"varint,7,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SchedulingStrategy) Reset() {
+	*x = SchedulingStrategy{}
+	mi := &file_controlpb_control_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchedulingStrategy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchedulingStrategy) ProtoMessage() {}
+
+func (x *SchedulingStrategy) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchedulingStrategy.ProtoReflect.Descriptor instead.
+func (*SchedulingStrategy) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *SchedulingStrategy) GetKind() SchedulingStrategy_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return SchedulingStrategy_DEFAULT
+}
+
+func (x *SchedulingStrategy) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SchedulingStrategy) GetSoft() bool {
+	if x != nil {
+		return x.Soft
+	}
+	return false
+}
+
+func (x *SchedulingStrategy) GetHardLabels() map[string]string {
+	if x != nil {
+		return x.HardLabels
+	}
+	return nil
+}
+
+func (x *SchedulingStrategy) GetSoftLabels() map[string]string {
+	if x != nil {
+		return x.SoftLabels
+	}
+	return nil
+}
+
+func (x *SchedulingStrategy) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *SchedulingStrategy) GetBundleIndex() int32 {
+	if x != nil {
+		return x.BundleIndex
+	}
+	return 0
+}
+
+type Bundle struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resources map[string]float64     `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// The node the bundle is reserved on; empty while it is not placed.
+	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bundle) Reset() {
+	*x = Bundle{}
+	mi := &file_controlpb_control_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bundle) ProtoMessage() {}
+
+func (x *Bundle) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
+func (*Bundle) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *Bundle) GetResources() map[string]float64 {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *Bundle) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type PlacementGroupInfo struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Name             string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace        string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Strategy         PlacementStrategy      `protobuf:"varint,4,opt,name=strategy,proto3,enum=manta.controlplane.v1.PlacementStrategy" json:"strategy,omitempty"`
+	Bundles          []*Bundle              `protobuf:"bytes,5,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	State            PlacementGroupState    `protobuf:"varint,6,opt,name=state,proto3,enum=manta.controlplane.v1.PlacementGroupState" json:"state,omitempty"`
+	JobId            string                 `protobuf:"bytes,7,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// A detached group outlives its job; others are removed when it ends.
+	Detached        bool  `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
+	CreatedUnixNano int64 `protobuf:"varint,9,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// Why it is PENDING or INFEASIBLE, or why it was removed.
+	Reason string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The Raft index of its removal (the store keeps the latest removed).
+	RemovedIndex uint64 `protobuf:"varint,11,opt,name=removed_index,json=removedIndex,proto3" json:"removed_index,omitempty"`
+	// How often its bundles were placed again after a node died.
+	Reschedules   int32 `protobuf:"varint,12,opt,name=reschedules,proto3" json:"reschedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementGroupInfo) Reset() {
+	*x = PlacementGroupInfo{}
+	mi := &file_controlpb_control_proto_msgTypes[102]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementGroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementGroupInfo) ProtoMessage() {}
+
+func (x *PlacementGroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[102]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementGroupInfo.ProtoReflect.Descriptor instead.
+func (*PlacementGroupInfo) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{102}
+}
+
+func (x *PlacementGroupInfo) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetStrategy() PlacementStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return PlacementStrategy_PLACEMENT_STRATEGY_UNSPECIFIED
+}
+
+func (x *PlacementGroupInfo) GetBundles() []*Bundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+func (x *PlacementGroupInfo) GetState() PlacementGroupState {
+	if x != nil {
+		return x.State
+	}
+	return PlacementGroupState_PLACEMENT_GROUP_STATE_UNSPECIFIED
+}
+
+func (x *PlacementGroupInfo) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
+func (x *PlacementGroupInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *PlacementGroupInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetRemovedIndex() uint64 {
+	if x != nil {
+		return x.RemovedIndex
+	}
+	return 0
+}
+
+func (x *PlacementGroupInfo) GetReschedules() int32 {
+	if x != nil {
+		return x.Reschedules
+	}
+	return 0
+}
+
+type CreatePlacementGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         *PlacementGroupInfo    `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePlacementGroupRequest) Reset() {
+	*x = CreatePlacementGroupRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[103]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePlacementGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePlacementGroupRequest) ProtoMessage() {}
+
+func (x *CreatePlacementGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[103]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePlacementGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreatePlacementGroupRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{103}
+}
+
+func (x *CreatePlacementGroupRequest) GetGroup() *PlacementGroupInfo {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+func (x *CreatePlacementGroupRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type CreatePlacementGroupResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Header           *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	PlacementGroupId string                 `protobuf:"bytes,2,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CreatePlacementGroupResponse) Reset() {
+	*x = CreatePlacementGroupResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[104]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePlacementGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePlacementGroupResponse) ProtoMessage() {}
+
+func (x *CreatePlacementGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[104]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePlacementGroupResponse.ProtoReflect.Descriptor instead.
+func (*CreatePlacementGroupResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{104}
+}
+
+func (x *CreatePlacementGroupResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CreatePlacementGroupResponse) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+// GetPlacementGroupRequest finds a group by ID, or by name in a namespace.
+type GetPlacementGroupRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Name             string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace        string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Stale            bool                   `protobuf:"varint,4,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GetPlacementGroupRequest) Reset() {
+	*x = GetPlacementGroupRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[105]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlacementGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlacementGroupRequest) ProtoMessage() {}
+
+func (x *GetPlacementGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[105]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlacementGroupRequest.ProtoReflect.Descriptor instead.
+func (*GetPlacementGroupRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{105}
+}
+
+func (x *GetPlacementGroupRequest) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *GetPlacementGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetPlacementGroupRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetPlacementGroupRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type GetPlacementGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Group         *PlacementGroupInfo    `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPlacementGroupResponse) Reset() {
+	*x = GetPlacementGroupResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[106]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlacementGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlacementGroupResponse) ProtoMessage() {}
+
+func (x *GetPlacementGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[106]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlacementGroupResponse.ProtoReflect.Descriptor instead.
+func (*GetPlacementGroupResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{106}
+}
+
+func (x *GetPlacementGroupResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetPlacementGroupResponse) GetGroup() *PlacementGroupInfo {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+type ListPlacementGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPlacementGroupsRequest) Reset() {
+	*x = ListPlacementGroupsRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[107]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPlacementGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPlacementGroupsRequest) ProtoMessage() {}
+
+func (x *ListPlacementGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[107]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPlacementGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListPlacementGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{107}
+}
+
+func (x *ListPlacementGroupsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *ListPlacementGroupsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListPlacementGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Groups        []*PlacementGroupInfo  `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPlacementGroupsResponse) Reset() {
+	*x = ListPlacementGroupsResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPlacementGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPlacementGroupsResponse) ProtoMessage() {}
+
+func (x *ListPlacementGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPlacementGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListPlacementGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{108}
+}
+
+func (x *ListPlacementGroupsResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListPlacementGroupsResponse) GetGroups() []*PlacementGroupInfo {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type RemovePlacementGroupRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	RequestId        string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RemovePlacementGroupRequest) Reset() {
+	*x = RemovePlacementGroupRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[109]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePlacementGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePlacementGroupRequest) ProtoMessage() {}
+
+func (x *RemovePlacementGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[109]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePlacementGroupRequest.ProtoReflect.Descriptor instead.
+func (*RemovePlacementGroupRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{109}
+}
+
+func (x *RemovePlacementGroupRequest) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *RemovePlacementGroupRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RemovePlacementGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePlacementGroupResponse) Reset() {
+	*x = RemovePlacementGroupResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[110]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePlacementGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePlacementGroupResponse) ProtoMessage() {}
+
+func (x *RemovePlacementGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[110]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePlacementGroupResponse.ProtoReflect.Descriptor instead.
+func (*RemovePlacementGroupResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{110}
+}
+
+func (x *RemovePlacementGroupResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 var File_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_controlpb_control_proto_rawDesc = "" +
@@ -7308,7 +8220,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05stale\x18\x03 \x01(\bR\x05stale\"[\n" +
 	"\x0eKVListResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\"\xc1\x03\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"\x95\x04\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .manta.controlplane.v1.EventKindR\x04kind\x12\x18\n" +
@@ -7322,7 +8234,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"submission\x18\n" +
 	" \x01(\v2$.manta.controlplane.v1.JobSubmissionR\n" +
-	"submission\"e\n" +
+	"submission\x12R\n" +
+	"\x0fplacement_group\x18\v \x01(\v2).manta.controlplane.v1.PlacementGroupInfoR\x0eplacementGroup\"e\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x126\n" +
@@ -7330,7 +8243,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x14\n" +
 	"\x05reset\x18\x01 \x01(\bR\x05reset\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x124\n" +
-	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xa4\a\n" +
+	"\x06events\x18\x03 \x03(\v2\x1c.manta.controlplane.v1.EventR\x06events\"\xeb\a\n" +
 	"\tActorInfo\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1d\n" +
@@ -7359,7 +8272,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"dead_index\x18\x16 \x01(\x04R\tdeadIndex\x12B\n" +
 	"\vruntime_env\x18\x17 \x01(\v2!.manta.controlplane.v1.RuntimeEnvR\n" +
-	"runtimeEnv\x1a<\n" +
+	"runtimeEnv\x12E\n" +
+	"\bstrategy\x18\x18 \x01(\v2).manta.controlplane.v1.SchedulingStrategyR\bstrategy\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"o\n" +
@@ -7735,7 +8649,77 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x1f\n" +
 	"\vnum_dropped\x18\x04 \x01(\x04R\n" +
 	"numDropped\x12\x1a\n" +
-	"\bwarnings\x18\x05 \x03(\tR\bwarnings*F\n" +
+	"\bwarnings\x18\x05 \x03(\tR\bwarnings\"\xe6\x04\n" +
+	"\x12SchedulingStrategy\x12B\n" +
+	"\x04kind\x18\x01 \x01(\x0e2..manta.controlplane.v1.SchedulingStrategy.KindR\x04kind\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x12\n" +
+	"\x04soft\x18\x03 \x01(\bR\x04soft\x12Z\n" +
+	"\vhard_labels\x18\x04 \x03(\v29.manta.controlplane.v1.SchedulingStrategy.HardLabelsEntryR\n" +
+	"hardLabels\x12Z\n" +
+	"\vsoft_labels\x18\x05 \x03(\v29.manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntryR\n" +
+	"softLabels\x12,\n" +
+	"\x12placement_group_id\x18\x06 \x01(\tR\x10placementGroupId\x12!\n" +
+	"\fbundle_index\x18\a \x01(\x05R\vbundleIndex\x1a=\n" +
+	"\x0fHardLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
+	"\x0fSoftLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
+	"\x04Kind\x12\v\n" +
+	"\aDEFAULT\x10\x00\x12\n" +
+	"\n" +
+	"\x06SPREAD\x10\x01\x12\x11\n" +
+	"\rNODE_AFFINITY\x10\x02\x12\x0f\n" +
+	"\vNODE_LABELS\x10\x03\x12\x13\n" +
+	"\x0fPLACEMENT_GROUP\x10\x04\"\xab\x01\n" +
+	"\x06Bundle\x12J\n" +
+	"\tresources\x18\x01 \x03(\v2,.manta.controlplane.v1.Bundle.ResourcesEntryR\tresources\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x1a<\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xf3\x03\n" +
+	"\x12PlacementGroupInfo\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12D\n" +
+	"\bstrategy\x18\x04 \x01(\x0e2(.manta.controlplane.v1.PlacementStrategyR\bstrategy\x127\n" +
+	"\abundles\x18\x05 \x03(\v2\x1d.manta.controlplane.v1.BundleR\abundles\x12@\n" +
+	"\x05state\x18\x06 \x01(\x0e2*.manta.controlplane.v1.PlacementGroupStateR\x05state\x12\x15\n" +
+	"\x06job_id\x18\a \x01(\tR\x05jobId\x12\x1a\n" +
+	"\bdetached\x18\b \x01(\bR\bdetached\x12*\n" +
+	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\tR\x06reason\x12#\n" +
+	"\rremoved_index\x18\v \x01(\x04R\fremovedIndex\x12 \n" +
+	"\vreschedules\x18\f \x01(\x05R\vreschedules\"}\n" +
+	"\x1bCreatePlacementGroupRequest\x12?\n" +
+	"\x05group\x18\x01 \x01(\v2).manta.controlplane.v1.PlacementGroupInfoR\x05group\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x83\x01\n" +
+	"\x1cCreatePlacementGroupResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12,\n" +
+	"\x12placement_group_id\x18\x02 \x01(\tR\x10placementGroupId\"\x90\x01\n" +
+	"\x18GetPlacementGroupRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"\x93\x01\n" +
+	"\x19GetPlacementGroupResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12?\n" +
+	"\x05group\x18\x02 \x01(\v2).manta.controlplane.v1.PlacementGroupInfoR\x05group\"I\n" +
+	"\x1aListPlacementGroupsRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"\x97\x01\n" +
+	"\x1bListPlacementGroupsResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12A\n" +
+	"\x06groups\x18\x02 \x03(\v2).manta.controlplane.v1.PlacementGroupInfoR\x06groups\"j\n" +
+	"\x1bRemovePlacementGroupRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"U\n" +
+	"\x1cRemovePlacementGroupResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header*F\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -7747,7 +8731,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rJOB_SUCCEEDED\x10\x02\x12\x0e\n" +
 	"\n" +
 	"JOB_FAILED\x10\x03\x12\x0f\n" +
-	"\vJOB_STOPPED\x10\x04*\x8f\x01\n" +
+	"\vJOB_STOPPED\x10\x04*\xaa\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -7757,7 +8741,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"EVENT_HEAD\x10\x04\x12\x0f\n" +
 	"\vEVENT_ACTOR\x10\x05\x12\x18\n" +
-	"\x14EVENT_JOB_SUBMISSION\x10\x06*~\n" +
+	"\x14EVENT_JOB_SUBMISSION\x10\x06\x12\x19\n" +
+	"\x15EVENT_PLACEMENT_GROUP\x10\a*~\n" +
 	"\n" +
 	"ActorState\x12\x1b\n" +
 	"\x17ACTOR_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -7795,7 +8780,24 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\vNORMAL_TASK\x10\x01\x12\x17\n" +
 	"\x13ACTOR_CREATION_TASK\x10\x02\x12\x0e\n" +
 	"\n" +
-	"ACTOR_TASK\x10\x032\xa3\x1f\n" +
+	"ACTOR_TASK\x10\x03*q\n" +
+	"\x11PlacementStrategy\x12\"\n" +
+	"\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\b\n" +
+	"\x04PACK\x10\x01\x12\n" +
+	"\n" +
+	"\x06SPREAD\x10\x02\x12\x0f\n" +
+	"\vSTRICT_PACK\x10\x03\x12\x11\n" +
+	"\rSTRICT_SPREAD\x10\x04*\x94\x01\n" +
+	"\x13PlacementGroupState\x12%\n" +
+	"!PLACEMENT_GROUP_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"PG_PENDING\x10\x01\x12\x0e\n" +
+	"\n" +
+	"PG_CREATED\x10\x02\x12\x13\n" +
+	"\x0fPG_RESCHEDULING\x10\x03\x12\x0e\n" +
+	"\n" +
+	"PG_REMOVED\x10\x04\x12\x11\n" +
+	"\rPG_INFEASIBLE\x10\x052\x9b#\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -7837,7 +8839,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x10ReportTaskEvents\x12..manta.controlplane.v1.ReportTaskEventsRequest\x1a/.manta.controlplane.v1.ReportTaskEventsResponse\x12^\n" +
 	"\tListTasks\x12'.manta.controlplane.v1.ListTasksRequest\x1a(.manta.controlplane.v1.ListTasksResponse\x12X\n" +
 	"\aGetTask\x12%.manta.controlplane.v1.GetTaskRequest\x1a&.manta.controlplane.v1.GetTaskResponse\x12m\n" +
-	"\x0eSummarizeTasks\x12,.manta.controlplane.v1.SummarizeTasksRequest\x1a-.manta.controlplane.v1.SummarizeTasksResponse2\xd6\x01\n" +
+	"\x0eSummarizeTasks\x12,.manta.controlplane.v1.SummarizeTasksRequest\x1a-.manta.controlplane.v1.SummarizeTasksResponse\x12\x7f\n" +
+	"\x14CreatePlacementGroup\x122.manta.controlplane.v1.CreatePlacementGroupRequest\x1a3.manta.controlplane.v1.CreatePlacementGroupResponse\x12v\n" +
+	"\x11GetPlacementGroup\x12/.manta.controlplane.v1.GetPlacementGroupRequest\x1a0.manta.controlplane.v1.GetPlacementGroupResponse\x12|\n" +
+	"\x13ListPlacementGroups\x121.manta.controlplane.v1.ListPlacementGroupsRequest\x1a2.manta.controlplane.v1.ListPlacementGroupsResponse\x12\x7f\n" +
+	"\x14RemovePlacementGroup\x122.manta.controlplane.v1.RemovePlacementGroupRequest\x1a3.manta.controlplane.v1.RemovePlacementGroupResponse2\xd6\x01\n" +
 	"\vHeadService\x12g\n" +
 	"\fRegisterHead\x12*.manta.controlplane.v1.RegisterHeadRequest\x1a+.manta.controlplane.v1.RegisterHeadResponse\x12^\n" +
 	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponseB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
@@ -7854,8 +8860,8 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 114)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 128)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -7865,307 +8871,348 @@ var file_controlpb_control_proto_goTypes = []any{
 	(JobSubmissionState)(0),                  // 5: manta.controlplane.v1.JobSubmissionState
 	(TaskEventState)(0),                      // 6: manta.controlplane.v1.TaskEventState
 	(TaskType)(0),                            // 7: manta.controlplane.v1.TaskType
-	(*Header)(nil),                           // 8: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),                 // 9: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),                // 10: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                         // 11: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                      // 12: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                         // 13: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),              // 14: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),             // 15: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),                 // 16: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),                // 17: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),            // 18: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),           // 19: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),                 // 20: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),                // 21: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                          // 22: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),                    // 23: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),                   // 24: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),                 // 25: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),                // 26: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),                  // 27: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),                 // 28: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),                     // 29: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),                    // 30: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),                     // 31: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),                    // 32: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),                  // 33: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),                 // 34: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),                    // 35: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),                   // 36: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                            // 37: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),                     // 38: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 39: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                        // 40: manta.controlplane.v1.ActorInfo
-	(*ResolveActorDependenciesRequest)(nil),  // 41: manta.controlplane.v1.ResolveActorDependenciesRequest
-	(*ResolveActorDependenciesResponse)(nil), // 42: manta.controlplane.v1.ResolveActorDependenciesResponse
-	(*CreateActorRequest)(nil),               // 43: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),              // 44: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),                  // 45: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),                 // 46: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),                // 47: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),               // 48: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),                 // 49: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),                // 50: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),        // 51: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil),       // 52: manta.controlplane.v1.ReportActorFailureResponse
-	(*LineageArg)(nil),                       // 53: manta.controlplane.v1.LineageArg
-	(*TaskRecord)(nil),                       // 54: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),                       // 55: manta.controlplane.v1.TaskUpdate
-	(*RecordLineageRequest)(nil),             // 56: manta.controlplane.v1.RecordLineageRequest
-	(*RecordLineageResponse)(nil),            // 57: manta.controlplane.v1.RecordLineageResponse
-	(*GetLineageTaskRequest)(nil),            // 58: manta.controlplane.v1.GetLineageTaskRequest
-	(*GetLineageTaskResponse)(nil),           // 59: manta.controlplane.v1.GetLineageTaskResponse
-	(*GetLineageRequest)(nil),                // 60: manta.controlplane.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),               // 61: manta.controlplane.v1.GetLineageResponse
-	(*LineageStatsRequest)(nil),              // 62: manta.controlplane.v1.LineageStatsRequest
-	(*JobLineageStats)(nil),                  // 63: manta.controlplane.v1.JobLineageStats
-	(*LineageStatsResponse)(nil),             // 64: manta.controlplane.v1.LineageStatsResponse
-	(*RuntimeEnv)(nil),                       // 65: manta.controlplane.v1.RuntimeEnv
-	(*JobSubmission)(nil),                    // 66: manta.controlplane.v1.JobSubmission
-	(*SubmitJobRequest)(nil),                 // 67: manta.controlplane.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),                // 68: manta.controlplane.v1.SubmitJobResponse
-	(*GetSubmissionRequest)(nil),             // 69: manta.controlplane.v1.GetSubmissionRequest
-	(*GetSubmissionResponse)(nil),            // 70: manta.controlplane.v1.GetSubmissionResponse
-	(*ListSubmissionsRequest)(nil),           // 71: manta.controlplane.v1.ListSubmissionsRequest
-	(*ListSubmissionsResponse)(nil),          // 72: manta.controlplane.v1.ListSubmissionsResponse
-	(*StopSubmissionRequest)(nil),            // 73: manta.controlplane.v1.StopSubmissionRequest
-	(*StopSubmissionResponse)(nil),           // 74: manta.controlplane.v1.StopSubmissionResponse
-	(*DeleteSubmissionRequest)(nil),          // 75: manta.controlplane.v1.DeleteSubmissionRequest
-	(*DeleteSubmissionResponse)(nil),         // 76: manta.controlplane.v1.DeleteSubmissionResponse
-	(*ReportSubmissionRequest)(nil),          // 77: manta.controlplane.v1.ReportSubmissionRequest
-	(*ReportSubmissionResponse)(nil),         // 78: manta.controlplane.v1.ReportSubmissionResponse
-	(*JobLogsRequest)(nil),                   // 79: manta.controlplane.v1.JobLogsRequest
-	(*JobLogsChunk)(nil),                     // 80: manta.controlplane.v1.JobLogsChunk
-	(*RaftPeer)(nil),                         // 81: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),                    // 82: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),                   // 83: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),             // 84: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),            // 85: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),               // 86: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),              // 87: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),            // 88: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),           // 89: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),        // 90: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil),       // 91: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),              // 92: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),             // 93: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),                 // 94: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),                // 95: manta.controlplane.v1.StateHashResponse
-	(*TaskEvent)(nil),                        // 96: manta.controlplane.v1.TaskEvent
-	(*ReportTaskEventsRequest)(nil),          // 97: manta.controlplane.v1.ReportTaskEventsRequest
-	(*TaskEventColumns)(nil),                 // 98: manta.controlplane.v1.TaskEventColumns
-	(*ReportTaskEventsResponse)(nil),         // 99: manta.controlplane.v1.ReportTaskEventsResponse
-	(*StateFilter)(nil),                      // 100: manta.controlplane.v1.StateFilter
-	(*ListTasksRequest)(nil),                 // 101: manta.controlplane.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),                // 102: manta.controlplane.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                   // 103: manta.controlplane.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                  // 104: manta.controlplane.v1.GetTaskResponse
-	(*SummarizeTasksRequest)(nil),            // 105: manta.controlplane.v1.SummarizeTasksRequest
-	(*TaskSummary)(nil),                      // 106: manta.controlplane.v1.TaskSummary
-	(*SummarizeTasksResponse)(nil),           // 107: manta.controlplane.v1.SummarizeTasksResponse
-	nil,                                      // 108: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 109: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 110: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 111: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 112: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 113: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 114: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 115: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 116: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 117: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 118: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	nil,                                      // 119: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	nil,                                      // 120: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	nil,                                      // 121: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	(PlacementStrategy)(0),                   // 8: manta.controlplane.v1.PlacementStrategy
+	(PlacementGroupState)(0),                 // 9: manta.controlplane.v1.PlacementGroupState
+	(SchedulingStrategy_Kind)(0),             // 10: manta.controlplane.v1.SchedulingStrategy.Kind
+	(*Header)(nil),                           // 11: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),                 // 12: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),                // 13: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                         // 14: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                      // 15: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                         // 16: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),              // 17: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),             // 18: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),                 // 19: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),                // 20: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),            // 21: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),           // 22: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),                 // 23: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),                // 24: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                          // 25: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),                    // 26: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),                   // 27: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),                 // 28: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),                // 29: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),                  // 30: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),                 // 31: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),                     // 32: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),                    // 33: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),                     // 34: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),                    // 35: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),                  // 36: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),                 // 37: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),                    // 38: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),                   // 39: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                            // 40: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),                     // 41: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 42: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                        // 43: manta.controlplane.v1.ActorInfo
+	(*ResolveActorDependenciesRequest)(nil),  // 44: manta.controlplane.v1.ResolveActorDependenciesRequest
+	(*ResolveActorDependenciesResponse)(nil), // 45: manta.controlplane.v1.ResolveActorDependenciesResponse
+	(*CreateActorRequest)(nil),               // 46: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),              // 47: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),                  // 48: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),                 // 49: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),                // 50: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),               // 51: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),                 // 52: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),                // 53: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),        // 54: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil),       // 55: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                       // 56: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                       // 57: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                       // 58: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),             // 59: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),            // 60: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),            // 61: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),           // 62: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),                // 63: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),               // 64: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),              // 65: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),                  // 66: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),             // 67: manta.controlplane.v1.LineageStatsResponse
+	(*RuntimeEnv)(nil),                       // 68: manta.controlplane.v1.RuntimeEnv
+	(*JobSubmission)(nil),                    // 69: manta.controlplane.v1.JobSubmission
+	(*SubmitJobRequest)(nil),                 // 70: manta.controlplane.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),                // 71: manta.controlplane.v1.SubmitJobResponse
+	(*GetSubmissionRequest)(nil),             // 72: manta.controlplane.v1.GetSubmissionRequest
+	(*GetSubmissionResponse)(nil),            // 73: manta.controlplane.v1.GetSubmissionResponse
+	(*ListSubmissionsRequest)(nil),           // 74: manta.controlplane.v1.ListSubmissionsRequest
+	(*ListSubmissionsResponse)(nil),          // 75: manta.controlplane.v1.ListSubmissionsResponse
+	(*StopSubmissionRequest)(nil),            // 76: manta.controlplane.v1.StopSubmissionRequest
+	(*StopSubmissionResponse)(nil),           // 77: manta.controlplane.v1.StopSubmissionResponse
+	(*DeleteSubmissionRequest)(nil),          // 78: manta.controlplane.v1.DeleteSubmissionRequest
+	(*DeleteSubmissionResponse)(nil),         // 79: manta.controlplane.v1.DeleteSubmissionResponse
+	(*ReportSubmissionRequest)(nil),          // 80: manta.controlplane.v1.ReportSubmissionRequest
+	(*ReportSubmissionResponse)(nil),         // 81: manta.controlplane.v1.ReportSubmissionResponse
+	(*JobLogsRequest)(nil),                   // 82: manta.controlplane.v1.JobLogsRequest
+	(*JobLogsChunk)(nil),                     // 83: manta.controlplane.v1.JobLogsChunk
+	(*RaftPeer)(nil),                         // 84: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),                    // 85: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),                   // 86: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),             // 87: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),            // 88: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),               // 89: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),              // 90: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),            // 91: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),           // 92: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),        // 93: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil),       // 94: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),              // 95: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),             // 96: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),                 // 97: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),                // 98: manta.controlplane.v1.StateHashResponse
+	(*TaskEvent)(nil),                        // 99: manta.controlplane.v1.TaskEvent
+	(*ReportTaskEventsRequest)(nil),          // 100: manta.controlplane.v1.ReportTaskEventsRequest
+	(*TaskEventColumns)(nil),                 // 101: manta.controlplane.v1.TaskEventColumns
+	(*ReportTaskEventsResponse)(nil),         // 102: manta.controlplane.v1.ReportTaskEventsResponse
+	(*StateFilter)(nil),                      // 103: manta.controlplane.v1.StateFilter
+	(*ListTasksRequest)(nil),                 // 104: manta.controlplane.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                // 105: manta.controlplane.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                   // 106: manta.controlplane.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                  // 107: manta.controlplane.v1.GetTaskResponse
+	(*SummarizeTasksRequest)(nil),            // 108: manta.controlplane.v1.SummarizeTasksRequest
+	(*TaskSummary)(nil),                      // 109: manta.controlplane.v1.TaskSummary
+	(*SummarizeTasksResponse)(nil),           // 110: manta.controlplane.v1.SummarizeTasksResponse
+	(*SchedulingStrategy)(nil),               // 111: manta.controlplane.v1.SchedulingStrategy
+	(*Bundle)(nil),                           // 112: manta.controlplane.v1.Bundle
+	(*PlacementGroupInfo)(nil),               // 113: manta.controlplane.v1.PlacementGroupInfo
+	(*CreatePlacementGroupRequest)(nil),      // 114: manta.controlplane.v1.CreatePlacementGroupRequest
+	(*CreatePlacementGroupResponse)(nil),     // 115: manta.controlplane.v1.CreatePlacementGroupResponse
+	(*GetPlacementGroupRequest)(nil),         // 116: manta.controlplane.v1.GetPlacementGroupRequest
+	(*GetPlacementGroupResponse)(nil),        // 117: manta.controlplane.v1.GetPlacementGroupResponse
+	(*ListPlacementGroupsRequest)(nil),       // 118: manta.controlplane.v1.ListPlacementGroupsRequest
+	(*ListPlacementGroupsResponse)(nil),      // 119: manta.controlplane.v1.ListPlacementGroupsResponse
+	(*RemovePlacementGroupRequest)(nil),      // 120: manta.controlplane.v1.RemovePlacementGroupRequest
+	(*RemovePlacementGroupResponse)(nil),     // 121: manta.controlplane.v1.RemovePlacementGroupResponse
+	nil,                                      // 122: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 123: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 124: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 125: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 126: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 127: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 128: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 129: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 130: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 131: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 132: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 133: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 134: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 135: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	nil,                                      // 136: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	nil,                                      // 137: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	nil,                                      // 138: manta.controlplane.v1.Bundle.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	108, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	109, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	122, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	123, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	110, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	13,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	8,   // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	111, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	8,   // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	13,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	124, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	16,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	11,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	125, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	11,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	16,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	112, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	22,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	8,   // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	126, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	25,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	11,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	8,   // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	22,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	8,   // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	25,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	11,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
 	2,   // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	13,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	22,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	11,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	40,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
-	66,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
-	2,   // 29: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	37,  // 30: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	113, // 31: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
-	3,   // 32: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	65,  // 33: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	8,   // 34: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	40,  // 35: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	8,   // 36: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 37: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	40,  // 38: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	8,   // 39: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	40,  // 40: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	8,   // 41: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 42: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	53,  // 43: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	114, // 44: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	115, // 45: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
-	4,   // 46: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
-	4,   // 47: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	54,  // 48: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	55,  // 49: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	8,   // 50: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 51: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	54,  // 52: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	8,   // 53: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	54,  // 54: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	8,   // 55: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	63,  // 56: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	116, // 57: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	65,  // 58: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	117, // 59: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	118, // 60: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	5,   // 61: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	66,  // 62: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
-	8,   // 63: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 64: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	66,  // 65: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
-	8,   // 66: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
-	66,  // 67: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
-	8,   // 68: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 69: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	5,   // 70: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	8,   // 71: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	81,  // 72: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	11,  // 73: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	8,   // 74: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	81,  // 75: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	8,   // 76: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 77: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	8,   // 78: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 79: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	8,   // 80: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	7,   // 81: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
-	6,   // 82: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
-	119, // 83: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	96,  // 84: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
-	120, // 85: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	98,  // 86: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
-	8,   // 87: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
-	100, // 88: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	8,   // 89: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	96,  // 90: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
-	8,   // 91: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	96,  // 92: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
-	100, // 93: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	7,   // 94: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
-	121, // 95: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
-	8,   // 96: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	106, // 97: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
-	9,   // 98: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	82,  // 99: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	14,  // 100: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	16,  // 101: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	18,  // 102: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	20,  // 103: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	23,  // 104: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	25,  // 105: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	27,  // 106: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	29,  // 107: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	31,  // 108: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	33,  // 109: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	35,  // 110: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	38,  // 111: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	43,  // 112: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	45,  // 113: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	47,  // 114: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	49,  // 115: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	51,  // 116: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	41,  // 117: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	56,  // 118: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	58,  // 119: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	60,  // 120: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	62,  // 121: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	67,  // 122: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	69,  // 123: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	71,  // 124: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	73,  // 125: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	75,  // 126: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	77,  // 127: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	79,  // 128: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	84,  // 129: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	86,  // 130: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	88,  // 131: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	90,  // 132: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	97,  // 133: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	101, // 134: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	103, // 135: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	105, // 136: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	92,  // 137: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	94,  // 138: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	10,  // 139: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	83,  // 140: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	15,  // 141: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	17,  // 142: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	19,  // 143: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	21,  // 144: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	24,  // 145: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	26,  // 146: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	28,  // 147: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	30,  // 148: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	32,  // 149: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	34,  // 150: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	36,  // 151: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	39,  // 152: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	44,  // 153: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	46,  // 154: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	48,  // 155: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	50,  // 156: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	52,  // 157: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	42,  // 158: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	57,  // 159: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	59,  // 160: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	61,  // 161: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	64,  // 162: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	68,  // 163: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	70,  // 164: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	72,  // 165: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	74,  // 166: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	76,  // 167: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	78,  // 168: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	80,  // 169: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	85,  // 170: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	87,  // 171: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	89,  // 172: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	91,  // 173: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	99,  // 174: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	102, // 175: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	104, // 176: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	107, // 177: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	93,  // 178: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	95,  // 179: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	139, // [139:180] is the sub-list for method output_type
-	98,  // [98:139] is the sub-list for method input_type
-	98,  // [98:98] is the sub-list for extension type_name
-	98,  // [98:98] is the sub-list for extension extendee
-	0,   // [0:98] is the sub-list for field type_name
+	16,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	25,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	14,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	43,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	69,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
+	113, // 29: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	2,   // 30: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
+	40,  // 31: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	127, // 32: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	3,   // 33: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
+	68,  // 34: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	111, // 35: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
+	11,  // 36: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	43,  // 37: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	11,  // 38: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 39: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	43,  // 40: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	11,  // 41: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	43,  // 42: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	11,  // 43: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 44: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	56,  // 45: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	128, // 46: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	129, // 47: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,   // 48: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,   // 49: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	57,  // 50: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	58,  // 51: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	11,  // 52: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 53: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	57,  // 54: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	11,  // 55: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	57,  // 56: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	11,  // 57: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	66,  // 58: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	130, // 59: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	68,  // 60: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	131, // 61: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	132, // 62: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	5,   // 63: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	69,  // 64: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	11,  // 65: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 66: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	69,  // 67: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	11,  // 68: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	69,  // 69: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	11,  // 70: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 71: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	5,   // 72: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	11,  // 73: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	84,  // 74: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	14,  // 75: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	11,  // 76: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	84,  // 77: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	11,  // 78: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 79: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 80: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	14,  // 81: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	11,  // 82: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	7,   // 83: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
+	6,   // 84: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
+	133, // 85: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	99,  // 86: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
+	134, // 87: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	101, // 88: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
+	11,  // 89: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
+	103, // 90: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	11,  // 91: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	99,  // 92: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
+	11,  // 93: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	99,  // 94: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
+	103, // 95: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	7,   // 96: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
+	135, // 97: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	11,  // 98: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	109, // 99: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
+	10,  // 100: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
+	136, // 101: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	137, // 102: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	138, // 103: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
+	8,   // 104: manta.controlplane.v1.PlacementGroupInfo.strategy:type_name -> manta.controlplane.v1.PlacementStrategy
+	112, // 105: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
+	9,   // 106: manta.controlplane.v1.PlacementGroupInfo.state:type_name -> manta.controlplane.v1.PlacementGroupState
+	113, // 107: manta.controlplane.v1.CreatePlacementGroupRequest.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	11,  // 108: manta.controlplane.v1.CreatePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	11,  // 109: manta.controlplane.v1.GetPlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	113, // 110: manta.controlplane.v1.GetPlacementGroupResponse.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	11,  // 111: manta.controlplane.v1.ListPlacementGroupsResponse.header:type_name -> manta.controlplane.v1.Header
+	113, // 112: manta.controlplane.v1.ListPlacementGroupsResponse.groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	11,  // 113: manta.controlplane.v1.RemovePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 114: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	85,  // 115: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	17,  // 116: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	19,  // 117: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	21,  // 118: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	23,  // 119: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	26,  // 120: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	28,  // 121: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	30,  // 122: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	32,  // 123: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	34,  // 124: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	36,  // 125: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	38,  // 126: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	41,  // 127: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	46,  // 128: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	48,  // 129: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	50,  // 130: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	52,  // 131: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	54,  // 132: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	44,  // 133: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	59,  // 134: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	61,  // 135: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	63,  // 136: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	65,  // 137: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	70,  // 138: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	72,  // 139: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	74,  // 140: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	76,  // 141: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	78,  // 142: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	80,  // 143: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	82,  // 144: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	87,  // 145: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	89,  // 146: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	91,  // 147: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	93,  // 148: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	100, // 149: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	104, // 150: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	106, // 151: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	108, // 152: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	114, // 153: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
+	116, // 154: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
+	118, // 155: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
+	120, // 156: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
+	95,  // 157: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	97,  // 158: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	13,  // 159: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	86,  // 160: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	18,  // 161: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	20,  // 162: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	22,  // 163: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	24,  // 164: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	27,  // 165: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	29,  // 166: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	31,  // 167: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	33,  // 168: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	35,  // 169: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	37,  // 170: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	39,  // 171: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	42,  // 172: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	47,  // 173: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	49,  // 174: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	51,  // 175: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	53,  // 176: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	55,  // 177: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	45,  // 178: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	60,  // 179: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	62,  // 180: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	64,  // 181: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	67,  // 182: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	71,  // 183: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	73,  // 184: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	75,  // 185: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	77,  // 186: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	79,  // 187: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	81,  // 188: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	83,  // 189: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	88,  // 190: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	90,  // 191: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	92,  // 192: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	94,  // 193: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	102, // 194: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	105, // 195: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	107, // 196: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	110, // 197: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	115, // 198: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
+	117, // 199: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
+	119, // 200: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
+	121, // 201: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
+	96,  // 202: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	98,  // 203: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	159, // [159:204] is the sub-list for method output_type
+	114, // [114:159] is the sub-list for method input_type
+	114, // [114:114] is the sub-list for extension type_name
+	114, // [114:114] is the sub-list for extension extendee
+	0,   // [0:114] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -8178,8 +9225,8 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   114,
+			NumEnums:      11,
+			NumMessages:   128,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

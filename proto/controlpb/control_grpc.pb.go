@@ -61,6 +61,10 @@ const (
 	ControlPlane_ListTasks_FullMethodName                = "/manta.controlplane.v1.ControlPlane/ListTasks"
 	ControlPlane_GetTask_FullMethodName                  = "/manta.controlplane.v1.ControlPlane/GetTask"
 	ControlPlane_SummarizeTasks_FullMethodName           = "/manta.controlplane.v1.ControlPlane/SummarizeTasks"
+	ControlPlane_CreatePlacementGroup_FullMethodName     = "/manta.controlplane.v1.ControlPlane/CreatePlacementGroup"
+	ControlPlane_GetPlacementGroup_FullMethodName        = "/manta.controlplane.v1.ControlPlane/GetPlacementGroup"
+	ControlPlane_ListPlacementGroups_FullMethodName      = "/manta.controlplane.v1.ControlPlane/ListPlacementGroups"
+	ControlPlane_RemovePlacementGroup_FullMethodName     = "/manta.controlplane.v1.ControlPlane/RemovePlacementGroup"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -120,6 +124,13 @@ type ControlPlaneClient interface {
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
 	SummarizeTasks(ctx context.Context, in *SummarizeTasksRequest, opts ...grpc.CallOption) (*SummarizeTasksResponse, error)
+	// Placement groups. Creation only records the group (PENDING); the
+	// leader's placement routine reserves its bundles on raylets with
+	// prepare/commit and records where (CREATED).
+	CreatePlacementGroup(ctx context.Context, in *CreatePlacementGroupRequest, opts ...grpc.CallOption) (*CreatePlacementGroupResponse, error)
+	GetPlacementGroup(ctx context.Context, in *GetPlacementGroupRequest, opts ...grpc.CallOption) (*GetPlacementGroupResponse, error)
+	ListPlacementGroups(ctx context.Context, in *ListPlacementGroupsRequest, opts ...grpc.CallOption) (*ListPlacementGroupsResponse, error)
+	RemovePlacementGroup(ctx context.Context, in *RemovePlacementGroupRequest, opts ...grpc.CallOption) (*RemovePlacementGroupResponse, error)
 }
 
 type controlPlaneClient struct {
@@ -538,6 +549,46 @@ func (c *controlPlaneClient) SummarizeTasks(ctx context.Context, in *SummarizeTa
 	return out, nil
 }
 
+func (c *controlPlaneClient) CreatePlacementGroup(ctx context.Context, in *CreatePlacementGroupRequest, opts ...grpc.CallOption) (*CreatePlacementGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreatePlacementGroupResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_CreatePlacementGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetPlacementGroup(ctx context.Context, in *GetPlacementGroupRequest, opts ...grpc.CallOption) (*GetPlacementGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPlacementGroupResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_GetPlacementGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ListPlacementGroups(ctx context.Context, in *ListPlacementGroupsRequest, opts ...grpc.CallOption) (*ListPlacementGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPlacementGroupsResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ListPlacementGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) RemovePlacementGroup(ctx context.Context, in *RemovePlacementGroupRequest, opts ...grpc.CallOption) (*RemovePlacementGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePlacementGroupResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_RemovePlacementGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -595,6 +646,13 @@ type ControlPlaneServer interface {
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
 	SummarizeTasks(context.Context, *SummarizeTasksRequest) (*SummarizeTasksResponse, error)
+	// Placement groups. Creation only records the group (PENDING); the
+	// leader's placement routine reserves its bundles on raylets with
+	// prepare/commit and records where (CREATED).
+	CreatePlacementGroup(context.Context, *CreatePlacementGroupRequest) (*CreatePlacementGroupResponse, error)
+	GetPlacementGroup(context.Context, *GetPlacementGroupRequest) (*GetPlacementGroupResponse, error)
+	ListPlacementGroups(context.Context, *ListPlacementGroupsRequest) (*ListPlacementGroupsResponse, error)
+	RemovePlacementGroup(context.Context, *RemovePlacementGroupRequest) (*RemovePlacementGroupResponse, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -721,6 +779,18 @@ func (UnimplementedControlPlaneServer) GetTask(context.Context, *GetTaskRequest)
 }
 func (UnimplementedControlPlaneServer) SummarizeTasks(context.Context, *SummarizeTasksRequest) (*SummarizeTasksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SummarizeTasks not implemented")
+}
+func (UnimplementedControlPlaneServer) CreatePlacementGroup(context.Context, *CreatePlacementGroupRequest) (*CreatePlacementGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreatePlacementGroup not implemented")
+}
+func (UnimplementedControlPlaneServer) GetPlacementGroup(context.Context, *GetPlacementGroupRequest) (*GetPlacementGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPlacementGroup not implemented")
+}
+func (UnimplementedControlPlaneServer) ListPlacementGroups(context.Context, *ListPlacementGroupsRequest) (*ListPlacementGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPlacementGroups not implemented")
+}
+func (UnimplementedControlPlaneServer) RemovePlacementGroup(context.Context, *RemovePlacementGroupRequest) (*RemovePlacementGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePlacementGroup not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -1431,6 +1501,78 @@ func _ControlPlane_SummarizeTasks_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_CreatePlacementGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePlacementGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).CreatePlacementGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_CreatePlacementGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).CreatePlacementGroup(ctx, req.(*CreatePlacementGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetPlacementGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPlacementGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetPlacementGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_GetPlacementGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetPlacementGroup(ctx, req.(*GetPlacementGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ListPlacementGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPlacementGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ListPlacementGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ListPlacementGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ListPlacementGroups(ctx, req.(*ListPlacementGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_RemovePlacementGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePlacementGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).RemovePlacementGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_RemovePlacementGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).RemovePlacementGroup(ctx, req.(*RemovePlacementGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1585,6 +1727,22 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SummarizeTasks",
 			Handler:    _ControlPlane_SummarizeTasks_Handler,
+		},
+		{
+			MethodName: "CreatePlacementGroup",
+			Handler:    _ControlPlane_CreatePlacementGroup_Handler,
+		},
+		{
+			MethodName: "GetPlacementGroup",
+			Handler:    _ControlPlane_GetPlacementGroup_Handler,
+		},
+		{
+			MethodName: "ListPlacementGroups",
+			Handler:    _ControlPlane_ListPlacementGroups_Handler,
+		},
+		{
+			MethodName: "RemovePlacementGroup",
+			Handler:    _ControlPlane_RemovePlacementGroup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

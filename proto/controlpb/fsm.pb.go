@@ -458,9 +458,10 @@ type Snapshot struct {
 	// Lineage records by task ID.
 	Lineage []*TaskRecord `protobuf:"bytes,10,rep,name=lineage,proto3" json:"lineage,omitempty"`
 	// Task IDs the bound evicted, oldest first (a bounded memory of them).
-	LineageEvicted   [][]byte         `protobuf:"bytes,11,rep,name=lineage_evicted,json=lineageEvicted,proto3" json:"lineage_evicted,omitempty"`
-	LineageEvictions uint64           `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
-	Submissions      []*JobSubmission `protobuf:"bytes,13,rep,name=submissions,proto3" json:"submissions,omitempty"`
+	LineageEvicted   [][]byte              `protobuf:"bytes,11,rep,name=lineage_evicted,json=lineageEvicted,proto3" json:"lineage_evicted,omitempty"`
+	LineageEvictions uint64                `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
+	Submissions      []*JobSubmission      `protobuf:"bytes,13,rep,name=submissions,proto3" json:"submissions,omitempty"`
+	PlacementGroups  []*PlacementGroupInfo `protobuf:"bytes,14,rep,name=placement_groups,json=placementGroups,proto3" json:"placement_groups,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -582,6 +583,13 @@ func (x *Snapshot) GetLineageEvictions() uint64 {
 func (x *Snapshot) GetSubmissions() []*JobSubmission {
 	if x != nil {
 		return x.Submissions
+	}
+	return nil
+}
+
+func (x *Snapshot) GetPlacementGroups() []*PlacementGroupInfo {
+	if x != nil {
+		return x.PlacementGroups
 	}
 	return nil
 }
@@ -1093,6 +1101,179 @@ func (x *JobDeleteCommand) GetSubmissionId() string {
 	return ""
 }
 
+// PlacementGroupPlacedCommand records where the leader reserved a group's
+// bundles (prepared on every node named): node_ids has one entry per
+// bundle. It applies only to a group still waiting for placement and only
+// when every node named is alive; otherwise it is a no-op (flag false) and
+// the leader releases what it prepared.
+type PlacementGroupPlacedCommand struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	NodeIds          []string               `protobuf:"bytes,2,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PlacementGroupPlacedCommand) Reset() {
+	*x = PlacementGroupPlacedCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementGroupPlacedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementGroupPlacedCommand) ProtoMessage() {}
+
+func (x *PlacementGroupPlacedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementGroupPlacedCommand.ProtoReflect.Descriptor instead.
+func (*PlacementGroupPlacedCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PlacementGroupPlacedCommand) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *PlacementGroupPlacedCommand) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
+}
+
+// PlacementGroupPendingCommand notes why a group waits; infeasible says no
+// set of alive nodes could ever hold it.
+type PlacementGroupPendingCommand struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Reason           string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Infeasible       bool                   `protobuf:"varint,3,opt,name=infeasible,proto3" json:"infeasible,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PlacementGroupPendingCommand) Reset() {
+	*x = PlacementGroupPendingCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementGroupPendingCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementGroupPendingCommand) ProtoMessage() {}
+
+func (x *PlacementGroupPendingCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementGroupPendingCommand.ProtoReflect.Descriptor instead.
+func (*PlacementGroupPendingCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PlacementGroupPendingCommand) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *PlacementGroupPendingCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PlacementGroupPendingCommand) GetInfeasible() bool {
+	if x != nil {
+		return x.Infeasible
+	}
+	return false
+}
+
+// RemovePlacementGroupCommand removes a group: its actors die (no
+// restart), and the leader releases its bundles.
+type RemovePlacementGroupCommand struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Reason           string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RemovePlacementGroupCommand) Reset() {
+	*x = RemovePlacementGroupCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePlacementGroupCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePlacementGroupCommand) ProtoMessage() {}
+
+func (x *RemovePlacementGroupCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePlacementGroupCommand.ProtoReflect.Descriptor instead.
+func (*RemovePlacementGroupCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RemovePlacementGroupCommand) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *RemovePlacementGroupCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -1127,7 +1308,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\x99\x05\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xef\x05\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -1142,7 +1323,8 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	" \x03(\v2!.manta.controlplane.v1.TaskRecordR\alineage\x12'\n" +
 	"\x0flineage_evicted\x18\v \x03(\fR\x0elineageEvicted\x12+\n" +
 	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\x12F\n" +
-	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\"\xa4\x02\n" +
+	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\x12T\n" +
+	"\x10placement_groups\x18\x0e \x03(\v2).manta.controlplane.v1.PlacementGroupInfoR\x0fplacementGroups\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -1177,7 +1359,19 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x0eJobStopCommand\x12#\n" +
 	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\"7\n" +
 	"\x10JobDeleteCommand\x12#\n" +
-	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionIdB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\"f\n" +
+	"\x1bPlacementGroupPlacedCommand\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x19\n" +
+	"\bnode_ids\x18\x02 \x03(\tR\anodeIds\"\x84\x01\n" +
+	"\x1cPlacementGroupPendingCommand\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"infeasible\x18\x03 \x01(\bR\n" +
+	"infeasible\"c\n" +
+	"\x1bRemovePlacementGroupCommand\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reasonB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -1191,52 +1385,57 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_controlpb_fsm_proto_goTypes = []any{
-	(*Command)(nil),                  // 0: manta.controlplane.v1.Command
-	(*CommandBatch)(nil),             // 1: manta.controlplane.v1.CommandBatch
-	(*RemoveHeadCommand)(nil),        // 2: manta.controlplane.v1.RemoveHeadCommand
-	(*MarkNodeDeadCommand)(nil),      // 3: manta.controlplane.v1.MarkNodeDeadCommand
-	(*CommandResult)(nil),            // 4: manta.controlplane.v1.CommandResult
-	(*KVEntry)(nil),                  // 5: manta.controlplane.v1.KVEntry
-	(*DedupEntry)(nil),               // 6: manta.controlplane.v1.DedupEntry
-	(*Snapshot)(nil),                 // 7: manta.controlplane.v1.Snapshot
-	(*LineageCommand)(nil),           // 8: manta.controlplane.v1.LineageCommand
-	(*ActorAliveCommand)(nil),        // 9: manta.controlplane.v1.ActorAliveCommand
-	(*ActorFailedCommand)(nil),       // 10: manta.controlplane.v1.ActorFailedCommand
-	(*ActorPendingCommand)(nil),      // 11: manta.controlplane.v1.ActorPendingCommand
-	(*ActorDepsResolvedCommand)(nil), // 12: manta.controlplane.v1.ActorDepsResolvedCommand
-	(*JobAssignCommand)(nil),         // 13: manta.controlplane.v1.JobAssignCommand
-	(*JobStopCommand)(nil),           // 14: manta.controlplane.v1.JobStopCommand
-	(*JobDeleteCommand)(nil),         // 15: manta.controlplane.v1.JobDeleteCommand
-	(*ClusterInfo)(nil),              // 16: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),                 // 17: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),                 // 18: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),                  // 19: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),                // 20: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),               // 21: manta.controlplane.v1.TaskRecord
-	(*JobSubmission)(nil),            // 22: manta.controlplane.v1.JobSubmission
-	(*TaskUpdate)(nil),               // 23: manta.controlplane.v1.TaskUpdate
+	(*Command)(nil),                      // 0: manta.controlplane.v1.Command
+	(*CommandBatch)(nil),                 // 1: manta.controlplane.v1.CommandBatch
+	(*RemoveHeadCommand)(nil),            // 2: manta.controlplane.v1.RemoveHeadCommand
+	(*MarkNodeDeadCommand)(nil),          // 3: manta.controlplane.v1.MarkNodeDeadCommand
+	(*CommandResult)(nil),                // 4: manta.controlplane.v1.CommandResult
+	(*KVEntry)(nil),                      // 5: manta.controlplane.v1.KVEntry
+	(*DedupEntry)(nil),                   // 6: manta.controlplane.v1.DedupEntry
+	(*Snapshot)(nil),                     // 7: manta.controlplane.v1.Snapshot
+	(*LineageCommand)(nil),               // 8: manta.controlplane.v1.LineageCommand
+	(*ActorAliveCommand)(nil),            // 9: manta.controlplane.v1.ActorAliveCommand
+	(*ActorFailedCommand)(nil),           // 10: manta.controlplane.v1.ActorFailedCommand
+	(*ActorPendingCommand)(nil),          // 11: manta.controlplane.v1.ActorPendingCommand
+	(*ActorDepsResolvedCommand)(nil),     // 12: manta.controlplane.v1.ActorDepsResolvedCommand
+	(*JobAssignCommand)(nil),             // 13: manta.controlplane.v1.JobAssignCommand
+	(*JobStopCommand)(nil),               // 14: manta.controlplane.v1.JobStopCommand
+	(*JobDeleteCommand)(nil),             // 15: manta.controlplane.v1.JobDeleteCommand
+	(*PlacementGroupPlacedCommand)(nil),  // 16: manta.controlplane.v1.PlacementGroupPlacedCommand
+	(*PlacementGroupPendingCommand)(nil), // 17: manta.controlplane.v1.PlacementGroupPendingCommand
+	(*RemovePlacementGroupCommand)(nil),  // 18: manta.controlplane.v1.RemovePlacementGroupCommand
+	(*ClusterInfo)(nil),                  // 19: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                     // 20: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                     // 21: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                      // 22: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                    // 23: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),                   // 24: manta.controlplane.v1.TaskRecord
+	(*JobSubmission)(nil),                // 25: manta.controlplane.v1.JobSubmission
+	(*PlacementGroupInfo)(nil),           // 26: manta.controlplane.v1.PlacementGroupInfo
+	(*TaskUpdate)(nil),                   // 27: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	16, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	17, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	18, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	19, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	19, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	20, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	21, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	22, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	20, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	21, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	22, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
-	21, // 11: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	23, // 12: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	23, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	24, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	25, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
+	26, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	24, // 12: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	27, // 13: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -1251,7 +1450,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

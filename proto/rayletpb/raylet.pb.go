@@ -12,6 +12,7 @@
 package rayletpb
 
 import (
+	controlpb "github.com/manta-ray/manta/proto/controlpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -93,7 +94,10 @@ const (
 	ErrorKind_ERROR_RUNTIME_ENV_SETUP ErrorKind = 11
 	// The object's owner died (or cannot be reached): its reference count
 	// and lineage went with it.
-	ErrorKind_ERROR_OWNER_DIED ErrorKind = 12
+	ErrorKind_ERROR_OWNER_DIED ErrorKind = 13
+	// The task's scheduling strategy can never be met: a hard node affinity
+	// to a dead node, or its placement group was removed.
+	ErrorKind_ERROR_UNSCHEDULABLE ErrorKind = 12
 )
 
 // Enum value maps for ErrorKind.
@@ -111,7 +115,8 @@ var (
 		9:  "ERROR_OBJECT_NOT_FOUND",
 		10: "ERROR_TASK_CANCELLED",
 		11: "ERROR_RUNTIME_ENV_SETUP",
-		12: "ERROR_OWNER_DIED",
+		13: "ERROR_OWNER_DIED",
+		12: "ERROR_UNSCHEDULABLE",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -126,7 +131,8 @@ var (
 		"ERROR_OBJECT_NOT_FOUND":   9,
 		"ERROR_TASK_CANCELLED":     10,
 		"ERROR_RUNTIME_ENV_SETUP":  11,
-		"ERROR_OWNER_DIED":         12,
+		"ERROR_OWNER_DIED":         13,
+		"ERROR_UNSCHEDULABLE":      12,
 	}
 )
 
@@ -360,7 +366,9 @@ type LeaseRequest struct {
 	// busy worker and not started), for `manta status`.
 	Backlog int32 `protobuf:"varint,20,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	// The owner's ID of this request, to withdraw it (CancelLeaseRequests).
-	RequestId     string `protobuf:"bytes,21,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,21,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Where the task or actor may run (see SchedulingStrategy).
+	Strategy      *controlpb.SchedulingStrategy `protobuf:"bytes,22,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -477,6 +485,13 @@ func (x *LeaseRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *LeaseRequest) GetStrategy() *controlpb.SchedulingStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return nil
 }
 
 type LeaseReply struct {
@@ -2656,8 +2671,11 @@ type TaskSpec struct {
 	// that runs it carries the same, so its worker was started in it.
 	RuntimeEnvVars       map[string]string `protobuf:"bytes,15,rep,name=runtime_env_vars,json=runtimeEnvVars,proto3" json:"runtime_env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	RuntimeEnvWorkingDir string            `protobuf:"bytes,16,opt,name=runtime_env_working_dir,json=runtimeEnvWorkingDir,proto3" json:"runtime_env_working_dir,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The task's scheduling strategy; the submitter puts it on the lease
+	// requests of the task's shape.
+	Strategy      *controlpb.SchedulingStrategy `protobuf:"bytes,17,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -2800,6 +2818,13 @@ func (x *TaskSpec) GetRuntimeEnvWorkingDir() string {
 		return x.RuntimeEnvWorkingDir
 	}
 	return ""
+}
+
+func (x *TaskSpec) GetStrategy() *controlpb.SchedulingStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return nil
 }
 
 type PushTasksRequest struct {
@@ -4453,11 +4478,378 @@ func (*GeneratorItemReply) Descriptor() ([]byte, []int) {
 	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{67}
 }
 
+type BundleSpec struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Index            int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Resources        map[string]float64     `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BundleSpec) Reset() {
+	*x = BundleSpec{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleSpec) ProtoMessage() {}
+
+func (x *BundleSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleSpec.ProtoReflect.Descriptor instead.
+func (*BundleSpec) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *BundleSpec) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *BundleSpec) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BundleSpec) GetResources() map[string]float64 {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type BundlesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundles       []*BundleSpec          `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundlesRequest) Reset() {
+	*x = BundlesRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundlesRequest) ProtoMessage() {}
+
+func (x *BundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundlesRequest.ProtoReflect.Descriptor instead.
+func (*BundlesRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *BundlesRequest) GetBundles() []*BundleSpec {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+type BundlesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundlesReply) Reset() {
+	*x = BundlesReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundlesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundlesReply) ProtoMessage() {}
+
+func (x *BundlesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundlesReply.ProtoReflect.Descriptor instead.
+func (*BundlesReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{70}
+}
+
+type ReleaseBundlesRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	// Empty releases every bundle of the group held here.
+	Indexes []int32 `protobuf:"varint,2,rep,packed,name=indexes,proto3" json:"indexes,omitempty"`
+	// Why, for the errors of the leases and requests it ends.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseBundlesRequest) Reset() {
+	*x = ReleaseBundlesRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseBundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseBundlesRequest) ProtoMessage() {}
+
+func (x *ReleaseBundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseBundlesRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseBundlesRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ReleaseBundlesRequest) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *ReleaseBundlesRequest) GetIndexes() []int32 {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+func (x *ReleaseBundlesRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ListBundlesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBundlesRequest) Reset() {
+	*x = ListBundlesRequest{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBundlesRequest) ProtoMessage() {}
+
+func (x *ListBundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBundlesRequest.ProtoReflect.Descriptor instead.
+func (*ListBundlesRequest) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{72}
+}
+
+type HeldBundle struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId string                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Index            int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Resources        map[string]float64     `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// What leases of the bundle do not hold now.
+	Available     map[string]float64 `protobuf:"bytes,4,rep,name=available,proto3" json:"available,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Committed     bool               `protobuf:"varint,5,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldBundle) Reset() {
+	*x = HeldBundle{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldBundle) ProtoMessage() {}
+
+func (x *HeldBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldBundle.ProtoReflect.Descriptor instead.
+func (*HeldBundle) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *HeldBundle) GetPlacementGroupId() string {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return ""
+}
+
+func (x *HeldBundle) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *HeldBundle) GetResources() map[string]float64 {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *HeldBundle) GetAvailable() map[string]float64 {
+	if x != nil {
+		return x.Available
+	}
+	return nil
+}
+
+func (x *HeldBundle) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+type ListBundlesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Bundles       []*HeldBundle          `protobuf:"bytes,2,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBundlesReply) Reset() {
+	*x = ListBundlesReply{}
+	mi := &file_rayletpb_raylet_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBundlesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBundlesReply) ProtoMessage() {}
+
+func (x *ListBundlesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rayletpb_raylet_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBundlesReply.ProtoReflect.Descriptor instead.
+func (*ListBundlesReply) Descriptor() ([]byte, []int) {
+	return file_rayletpb_raylet_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ListBundlesReply) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ListBundlesReply) GetBundles() []*HeldBundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
 var File_rayletpb_raylet_proto protoreflect.FileDescriptor
 
 const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\n" +
-	"\x15rayletpb/raylet.proto\x12\x0fmanta.raylet.v1\"g\n" +
+	"\x15rayletpb/raylet.proto\x12\x0fmanta.raylet.v1\x1a\x17controlpb/control.proto\"g\n" +
 	"\x16ReplicateObjectRequest\x126\n" +
 	"\x06object\x18\x01 \x01(\v2\x1e.manta.raylet.v1.ObjectRequestR\x06object\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"\x16\n" +
@@ -4465,7 +4857,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16KillActorWorkerRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x16\n" +
-	"\x14KillActorWorkerReply\"\xea\x04\n" +
+	"\x14KillActorWorkerReply\"\xb1\x05\n" +
 	"\fLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12J\n" +
@@ -4480,7 +4872,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	" \x01(\tR\x14runtimeEnvWorkingDir\x12\x18\n" +
 	"\abacklog\x18\x14 \x01(\x05R\abacklog\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x15 \x01(\tR\trequestId\x1a<\n" +
+	"request_id\x18\x15 \x01(\tR\trequestId\x12E\n" +
+	"\bstrategy\x18\x16 \x01(\v2).manta.controlplane.v1.SchedulingStrategyR\bstrategy\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aA\n" +
@@ -4651,7 +5044,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\"Z\n" +
 	"\aTaskArg\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x1b\n" +
-	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\x84\x05\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xcb\x05\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1a\n" +
@@ -4670,7 +5063,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x03seq\x18\r \x01(\x04R\x03seq\x12'\n" +
 	"\x0fmax_concurrency\x18\x0e \x01(\x05R\x0emaxConcurrency\x12W\n" +
 	"\x10runtime_env_vars\x18\x0f \x03(\v2-.manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntryR\x0eruntimeEnvVars\x125\n" +
-	"\x17runtime_env_working_dir\x18\x10 \x01(\tR\x14runtimeEnvWorkingDir\x1aA\n" +
+	"\x17runtime_env_working_dir\x18\x10 \x01(\tR\x14runtimeEnvWorkingDir\x12E\n" +
+	"\bstrategy\x18\x11 \x01(\v2).manta.controlplane.v1.SchedulingStrategyR\bstrategy\x1aA\n" +
 	"\x13RuntimeEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
@@ -4780,11 +5174,43 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x122\n" +
 	"\x05value\x18\x03 \x01(\v2\x1c.manta.raylet.v1.ObjectValueR\x05value\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\x14\n" +
-	"\x12GeneratorItemReply*,\n" +
+	"\x12GeneratorItemReply\"\xd8\x01\n" +
+	"\n" +
+	"BundleSpec\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12H\n" +
+	"\tresources\x18\x03 \x03(\v2*.manta.raylet.v1.BundleSpec.ResourcesEntryR\tresources\x1a<\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"G\n" +
+	"\x0eBundlesRequest\x125\n" +
+	"\abundles\x18\x01 \x03(\v2\x1b.manta.raylet.v1.BundleSpecR\abundles\"\x0e\n" +
+	"\fBundlesReply\"w\n" +
+	"\x15ReleaseBundlesRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x18\n" +
+	"\aindexes\x18\x02 \x03(\x05R\aindexes\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x14\n" +
+	"\x12ListBundlesRequest\"\xfe\x02\n" +
+	"\n" +
+	"HeldBundle\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12H\n" +
+	"\tresources\x18\x03 \x03(\v2*.manta.raylet.v1.HeldBundle.ResourcesEntryR\tresources\x12H\n" +
+	"\tavailable\x18\x04 \x03(\v2*.manta.raylet.v1.HeldBundle.AvailableEntryR\tavailable\x12\x1c\n" +
+	"\tcommitted\x18\x05 \x01(\bR\tcommitted\x1a<\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a<\n" +
+	"\x0eAvailableEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"b\n" +
+	"\x10ListBundlesReply\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x125\n" +
+	"\abundles\x18\x02 \x03(\v2\x1b.manta.raylet.v1.HeldBundleR\abundles*,\n" +
 	"\x06Format\x12\x12\n" +
 	"\x0eFORMAT_MSGPACK\x10\x00\x12\x0e\n" +
 	"\n" +
-	"FORMAT_RAW\x10\x01*\xbf\x02\n" +
+	"FORMAT_RAW\x10\x01*\xd8\x02\n" +
 	"\tErrorKind\x12\x0e\n" +
 	"\n" +
 	"ERROR_NONE\x10\x00\x12\x15\n" +
@@ -4800,7 +5226,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
 	"\x12\x1b\n" +
 	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v\x12\x14\n" +
-	"\x10ERROR_OWNER_DIED\x10\f2\xab\r\n" +
+	"\x10ERROR_OWNER_DIED\x10\r\x12\x17\n" +
+	"\x13ERROR_UNSCHEDULABLE\x10\f2\xfe\x0f\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +
@@ -4823,7 +5250,11 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"StreamLogs\x12\".manta.raylet.v1.StreamLogsRequest\x1a\x19.manta.raylet.v1.LogBatch0\x01\x12U\n" +
 	"\vListWorkers\x12#.manta.raylet.v1.ListWorkersRequest\x1a!.manta.raylet.v1.ListWorkersReply\x12U\n" +
 	"\vListObjects\x12#.manta.raylet.v1.ListObjectsRequest\x1a!.manta.raylet.v1.ListObjectsReply\x12a\n" +
-	"\x0fReplicateObject\x12'.manta.raylet.v1.ReplicateObjectRequest\x1a%.manta.raylet.v1.ReplicateObjectReply2\xcd\x05\n" +
+	"\x0fReplicateObject\x12'.manta.raylet.v1.ReplicateObjectRequest\x1a%.manta.raylet.v1.ReplicateObjectReply\x12P\n" +
+	"\x0ePrepareBundles\x12\x1f.manta.raylet.v1.BundlesRequest\x1a\x1d.manta.raylet.v1.BundlesReply\x12O\n" +
+	"\rCommitBundles\x12\x1f.manta.raylet.v1.BundlesRequest\x1a\x1d.manta.raylet.v1.BundlesReply\x12W\n" +
+	"\x0eReleaseBundles\x12&.manta.raylet.v1.ReleaseBundlesRequest\x1a\x1d.manta.raylet.v1.BundlesReply\x12U\n" +
+	"\vListBundles\x12#.manta.raylet.v1.ListBundlesRequest\x1a!.manta.raylet.v1.ListBundlesReply2\xcd\x05\n" +
 	"\n" +
 	"CoreWorker\x12S\n" +
 	"\tPushTasks\x12!.manta.raylet.v1.PushTasksRequest\x1a\x1f.manta.raylet.v1.PushTasksReply(\x010\x01\x12K\n" +
@@ -4849,176 +5280,202 @@ func file_rayletpb_raylet_proto_rawDescGZIP() []byte {
 }
 
 var file_rayletpb_raylet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_rayletpb_raylet_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_rayletpb_raylet_proto_goTypes = []any{
-	(Format)(0),                        // 0: manta.raylet.v1.Format
-	(ErrorKind)(0),                     // 1: manta.raylet.v1.ErrorKind
-	(*ReplicateObjectRequest)(nil),     // 2: manta.raylet.v1.ReplicateObjectRequest
-	(*ReplicateObjectReply)(nil),       // 3: manta.raylet.v1.ReplicateObjectReply
-	(*KillActorWorkerRequest)(nil),     // 4: manta.raylet.v1.KillActorWorkerRequest
-	(*KillActorWorkerReply)(nil),       // 5: manta.raylet.v1.KillActorWorkerReply
-	(*LeaseRequest)(nil),               // 6: manta.raylet.v1.LeaseRequest
-	(*LeaseReply)(nil),                 // 7: manta.raylet.v1.LeaseReply
-	(*CancelLeaseRequestsRequest)(nil), // 8: manta.raylet.v1.CancelLeaseRequestsRequest
-	(*CancelLeaseRequestsReply)(nil),   // 9: manta.raylet.v1.CancelLeaseRequestsReply
-	(*ReturnLeaseRequest)(nil),         // 10: manta.raylet.v1.ReturnLeaseRequest
-	(*ReturnLeaseReply)(nil),           // 11: manta.raylet.v1.ReturnLeaseReply
-	(*RegisterWorkerRequest)(nil),      // 12: manta.raylet.v1.RegisterWorkerRequest
-	(*RegisterWorkerReply)(nil),        // 13: manta.raylet.v1.RegisterWorkerReply
-	(*NotifyBlockedRequest)(nil),       // 14: manta.raylet.v1.NotifyBlockedRequest
-	(*NotifyBlockedReply)(nil),         // 15: manta.raylet.v1.NotifyBlockedReply
-	(*ObjectChunk)(nil),                // 16: manta.raylet.v1.ObjectChunk
-	(*PutObjectReply)(nil),             // 17: manta.raylet.v1.PutObjectReply
-	(*GetObjectRequest)(nil),           // 18: manta.raylet.v1.GetObjectRequest
-	(*CreateObjectRequest)(nil),        // 19: manta.raylet.v1.CreateObjectRequest
-	(*CreateObjectReply)(nil),          // 20: manta.raylet.v1.CreateObjectReply
-	(*SealObjectRequest)(nil),          // 21: manta.raylet.v1.SealObjectRequest
-	(*SealObjectReply)(nil),            // 22: manta.raylet.v1.SealObjectReply
-	(*ObjectRequest)(nil),              // 23: manta.raylet.v1.ObjectRequest
-	(*MapObjectsRequest)(nil),          // 24: manta.raylet.v1.MapObjectsRequest
-	(*MappedObject)(nil),               // 25: manta.raylet.v1.MappedObject
-	(*MapObjectsReply)(nil),            // 26: manta.raylet.v1.MapObjectsReply
-	(*ReleaseObjectsRequest)(nil),      // 27: manta.raylet.v1.ReleaseObjectsRequest
-	(*ReleaseObjectsReply)(nil),        // 28: manta.raylet.v1.ReleaseObjectsReply
-	(*FreeObjectsRequest)(nil),         // 29: manta.raylet.v1.FreeObjectsRequest
-	(*FreeObjectsReply)(nil),           // 30: manta.raylet.v1.FreeObjectsReply
-	(*LocateObjectsRequest)(nil),       // 31: manta.raylet.v1.LocateObjectsRequest
-	(*ObjectLocation)(nil),             // 32: manta.raylet.v1.ObjectLocation
-	(*LocateObjectsReply)(nil),         // 33: manta.raylet.v1.LocateObjectsReply
-	(*GetStatusRequest)(nil),           // 34: manta.raylet.v1.GetStatusRequest
-	(*GetStatusReply)(nil),             // 35: manta.raylet.v1.GetStatusReply
-	(*LeaseStatus)(nil),                // 36: manta.raylet.v1.LeaseStatus
-	(*TaskError)(nil),                  // 37: manta.raylet.v1.TaskError
-	(*ObjectValue)(nil),                // 38: manta.raylet.v1.ObjectValue
-	(*ObjectRefInfo)(nil),              // 39: manta.raylet.v1.ObjectRefInfo
-	(*TaskArg)(nil),                    // 40: manta.raylet.v1.TaskArg
-	(*TaskSpec)(nil),                   // 41: manta.raylet.v1.TaskSpec
-	(*PushTasksRequest)(nil),           // 42: manta.raylet.v1.PushTasksRequest
-	(*CancelTask)(nil),                 // 43: manta.raylet.v1.CancelTask
-	(*TaskResult)(nil),                 // 44: manta.raylet.v1.TaskResult
-	(*PushTasksReply)(nil),             // 45: manta.raylet.v1.PushTasksReply
-	(*CancelTaskRequest)(nil),          // 46: manta.raylet.v1.CancelTaskRequest
-	(*OwnerStatusRequest)(nil),         // 47: manta.raylet.v1.OwnerStatusRequest
-	(*OwnerStatusReply)(nil),           // 48: manta.raylet.v1.OwnerStatusReply
-	(*OwnerShapeStatus)(nil),           // 49: manta.raylet.v1.OwnerShapeStatus
-	(*CancelTaskReply)(nil),            // 50: manta.raylet.v1.CancelTaskReply
-	(*OwnerGetRequest)(nil),            // 51: manta.raylet.v1.OwnerGetRequest
-	(*PingRequest)(nil),                // 52: manta.raylet.v1.PingRequest
-	(*PingReply)(nil),                  // 53: manta.raylet.v1.PingReply
-	(*BorrowOp)(nil),                   // 54: manta.raylet.v1.BorrowOp
-	(*UpdateBorrowersRequest)(nil),     // 55: manta.raylet.v1.UpdateBorrowersRequest
-	(*UpdateBorrowersReply)(nil),       // 56: manta.raylet.v1.UpdateBorrowersReply
-	(*AddObjectLocationRequest)(nil),   // 57: manta.raylet.v1.AddObjectLocationRequest
-	(*AddObjectLocationReply)(nil),     // 58: manta.raylet.v1.AddObjectLocationReply
-	(*StreamLogsRequest)(nil),          // 59: manta.raylet.v1.StreamLogsRequest
-	(*LogLine)(nil),                    // 60: manta.raylet.v1.LogLine
-	(*LogBatch)(nil),                   // 61: manta.raylet.v1.LogBatch
-	(*ListWorkersRequest)(nil),         // 62: manta.raylet.v1.ListWorkersRequest
-	(*WorkerStateInfo)(nil),            // 63: manta.raylet.v1.WorkerStateInfo
-	(*ListWorkersReply)(nil),           // 64: manta.raylet.v1.ListWorkersReply
-	(*ListObjectsRequest)(nil),         // 65: manta.raylet.v1.ListObjectsRequest
-	(*ObjectStateInfo)(nil),            // 66: manta.raylet.v1.ObjectStateInfo
-	(*ListObjectsReply)(nil),           // 67: manta.raylet.v1.ListObjectsReply
-	(*GeneratorItemRequest)(nil),       // 68: manta.raylet.v1.GeneratorItemRequest
-	(*GeneratorItemReply)(nil),         // 69: manta.raylet.v1.GeneratorItemReply
-	nil,                                // 70: manta.raylet.v1.LeaseRequest.ResourcesEntry
-	nil,                                // 71: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	nil,                                // 72: manta.raylet.v1.GetStatusReply.TotalEntry
-	nil,                                // 73: manta.raylet.v1.GetStatusReply.AvailableEntry
-	nil,                                // 74: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	(Format)(0),                          // 0: manta.raylet.v1.Format
+	(ErrorKind)(0),                       // 1: manta.raylet.v1.ErrorKind
+	(*ReplicateObjectRequest)(nil),       // 2: manta.raylet.v1.ReplicateObjectRequest
+	(*ReplicateObjectReply)(nil),         // 3: manta.raylet.v1.ReplicateObjectReply
+	(*KillActorWorkerRequest)(nil),       // 4: manta.raylet.v1.KillActorWorkerRequest
+	(*KillActorWorkerReply)(nil),         // 5: manta.raylet.v1.KillActorWorkerReply
+	(*LeaseRequest)(nil),                 // 6: manta.raylet.v1.LeaseRequest
+	(*LeaseReply)(nil),                   // 7: manta.raylet.v1.LeaseReply
+	(*CancelLeaseRequestsRequest)(nil),   // 8: manta.raylet.v1.CancelLeaseRequestsRequest
+	(*CancelLeaseRequestsReply)(nil),     // 9: manta.raylet.v1.CancelLeaseRequestsReply
+	(*ReturnLeaseRequest)(nil),           // 10: manta.raylet.v1.ReturnLeaseRequest
+	(*ReturnLeaseReply)(nil),             // 11: manta.raylet.v1.ReturnLeaseReply
+	(*RegisterWorkerRequest)(nil),        // 12: manta.raylet.v1.RegisterWorkerRequest
+	(*RegisterWorkerReply)(nil),          // 13: manta.raylet.v1.RegisterWorkerReply
+	(*NotifyBlockedRequest)(nil),         // 14: manta.raylet.v1.NotifyBlockedRequest
+	(*NotifyBlockedReply)(nil),           // 15: manta.raylet.v1.NotifyBlockedReply
+	(*ObjectChunk)(nil),                  // 16: manta.raylet.v1.ObjectChunk
+	(*PutObjectReply)(nil),               // 17: manta.raylet.v1.PutObjectReply
+	(*GetObjectRequest)(nil),             // 18: manta.raylet.v1.GetObjectRequest
+	(*CreateObjectRequest)(nil),          // 19: manta.raylet.v1.CreateObjectRequest
+	(*CreateObjectReply)(nil),            // 20: manta.raylet.v1.CreateObjectReply
+	(*SealObjectRequest)(nil),            // 21: manta.raylet.v1.SealObjectRequest
+	(*SealObjectReply)(nil),              // 22: manta.raylet.v1.SealObjectReply
+	(*ObjectRequest)(nil),                // 23: manta.raylet.v1.ObjectRequest
+	(*MapObjectsRequest)(nil),            // 24: manta.raylet.v1.MapObjectsRequest
+	(*MappedObject)(nil),                 // 25: manta.raylet.v1.MappedObject
+	(*MapObjectsReply)(nil),              // 26: manta.raylet.v1.MapObjectsReply
+	(*ReleaseObjectsRequest)(nil),        // 27: manta.raylet.v1.ReleaseObjectsRequest
+	(*ReleaseObjectsReply)(nil),          // 28: manta.raylet.v1.ReleaseObjectsReply
+	(*FreeObjectsRequest)(nil),           // 29: manta.raylet.v1.FreeObjectsRequest
+	(*FreeObjectsReply)(nil),             // 30: manta.raylet.v1.FreeObjectsReply
+	(*LocateObjectsRequest)(nil),         // 31: manta.raylet.v1.LocateObjectsRequest
+	(*ObjectLocation)(nil),               // 32: manta.raylet.v1.ObjectLocation
+	(*LocateObjectsReply)(nil),           // 33: manta.raylet.v1.LocateObjectsReply
+	(*GetStatusRequest)(nil),             // 34: manta.raylet.v1.GetStatusRequest
+	(*GetStatusReply)(nil),               // 35: manta.raylet.v1.GetStatusReply
+	(*LeaseStatus)(nil),                  // 36: manta.raylet.v1.LeaseStatus
+	(*TaskError)(nil),                    // 37: manta.raylet.v1.TaskError
+	(*ObjectValue)(nil),                  // 38: manta.raylet.v1.ObjectValue
+	(*ObjectRefInfo)(nil),                // 39: manta.raylet.v1.ObjectRefInfo
+	(*TaskArg)(nil),                      // 40: manta.raylet.v1.TaskArg
+	(*TaskSpec)(nil),                     // 41: manta.raylet.v1.TaskSpec
+	(*PushTasksRequest)(nil),             // 42: manta.raylet.v1.PushTasksRequest
+	(*CancelTask)(nil),                   // 43: manta.raylet.v1.CancelTask
+	(*TaskResult)(nil),                   // 44: manta.raylet.v1.TaskResult
+	(*PushTasksReply)(nil),               // 45: manta.raylet.v1.PushTasksReply
+	(*CancelTaskRequest)(nil),            // 46: manta.raylet.v1.CancelTaskRequest
+	(*OwnerStatusRequest)(nil),           // 47: manta.raylet.v1.OwnerStatusRequest
+	(*OwnerStatusReply)(nil),             // 48: manta.raylet.v1.OwnerStatusReply
+	(*OwnerShapeStatus)(nil),             // 49: manta.raylet.v1.OwnerShapeStatus
+	(*CancelTaskReply)(nil),              // 50: manta.raylet.v1.CancelTaskReply
+	(*OwnerGetRequest)(nil),              // 51: manta.raylet.v1.OwnerGetRequest
+	(*PingRequest)(nil),                  // 52: manta.raylet.v1.PingRequest
+	(*PingReply)(nil),                    // 53: manta.raylet.v1.PingReply
+	(*BorrowOp)(nil),                     // 54: manta.raylet.v1.BorrowOp
+	(*UpdateBorrowersRequest)(nil),       // 55: manta.raylet.v1.UpdateBorrowersRequest
+	(*UpdateBorrowersReply)(nil),         // 56: manta.raylet.v1.UpdateBorrowersReply
+	(*AddObjectLocationRequest)(nil),     // 57: manta.raylet.v1.AddObjectLocationRequest
+	(*AddObjectLocationReply)(nil),       // 58: manta.raylet.v1.AddObjectLocationReply
+	(*StreamLogsRequest)(nil),            // 59: manta.raylet.v1.StreamLogsRequest
+	(*LogLine)(nil),                      // 60: manta.raylet.v1.LogLine
+	(*LogBatch)(nil),                     // 61: manta.raylet.v1.LogBatch
+	(*ListWorkersRequest)(nil),           // 62: manta.raylet.v1.ListWorkersRequest
+	(*WorkerStateInfo)(nil),              // 63: manta.raylet.v1.WorkerStateInfo
+	(*ListWorkersReply)(nil),             // 64: manta.raylet.v1.ListWorkersReply
+	(*ListObjectsRequest)(nil),           // 65: manta.raylet.v1.ListObjectsRequest
+	(*ObjectStateInfo)(nil),              // 66: manta.raylet.v1.ObjectStateInfo
+	(*ListObjectsReply)(nil),             // 67: manta.raylet.v1.ListObjectsReply
+	(*GeneratorItemRequest)(nil),         // 68: manta.raylet.v1.GeneratorItemRequest
+	(*GeneratorItemReply)(nil),           // 69: manta.raylet.v1.GeneratorItemReply
+	(*BundleSpec)(nil),                   // 70: manta.raylet.v1.BundleSpec
+	(*BundlesRequest)(nil),               // 71: manta.raylet.v1.BundlesRequest
+	(*BundlesReply)(nil),                 // 72: manta.raylet.v1.BundlesReply
+	(*ReleaseBundlesRequest)(nil),        // 73: manta.raylet.v1.ReleaseBundlesRequest
+	(*ListBundlesRequest)(nil),           // 74: manta.raylet.v1.ListBundlesRequest
+	(*HeldBundle)(nil),                   // 75: manta.raylet.v1.HeldBundle
+	(*ListBundlesReply)(nil),             // 76: manta.raylet.v1.ListBundlesReply
+	nil,                                  // 77: manta.raylet.v1.LeaseRequest.ResourcesEntry
+	nil,                                  // 78: manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	nil,                                  // 79: manta.raylet.v1.GetStatusReply.TotalEntry
+	nil,                                  // 80: manta.raylet.v1.GetStatusReply.AvailableEntry
+	nil,                                  // 81: manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	nil,                                  // 82: manta.raylet.v1.BundleSpec.ResourcesEntry
+	nil,                                  // 83: manta.raylet.v1.HeldBundle.ResourcesEntry
+	nil,                                  // 84: manta.raylet.v1.HeldBundle.AvailableEntry
+	(*controlpb.SchedulingStrategy)(nil), // 85: manta.controlplane.v1.SchedulingStrategy
 }
 var file_rayletpb_raylet_proto_depIdxs = []int32{
 	23, // 0: manta.raylet.v1.ReplicateObjectRequest.object:type_name -> manta.raylet.v1.ObjectRequest
-	70, // 1: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
-	71, // 2: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
-	0,  // 3: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
-	0,  // 4: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
-	23, // 5: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
-	0,  // 6: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
-	37, // 7: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
-	25, // 8: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
-	32, // 9: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
-	72, // 10: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
-	73, // 11: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
-	36, // 12: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
-	36, // 13: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
-	1,  // 14: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
-	0,  // 15: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
-	37, // 16: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
-	39, // 17: manta.raylet.v1.ObjectValue.contained:type_name -> manta.raylet.v1.ObjectRefInfo
-	38, // 18: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
-	40, // 19: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
-	74, // 20: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
-	41, // 21: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
-	43, // 22: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
-	38, // 23: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
-	37, // 24: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
-	44, // 25: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
-	49, // 26: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
-	54, // 27: manta.raylet.v1.UpdateBorrowersRequest.ops:type_name -> manta.raylet.v1.BorrowOp
-	60, // 28: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
-	63, // 29: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
-	66, // 30: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
-	38, // 31: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
-	6,  // 32: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
-	10, // 33: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
-	8,  // 34: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
-	12, // 35: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
-	14, // 36: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
-	16, // 37: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
-	18, // 38: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
-	34, // 39: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
-	4,  // 40: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
-	19, // 41: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
-	21, // 42: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
-	24, // 43: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
-	27, // 44: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
-	29, // 45: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
-	31, // 46: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
-	59, // 47: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
-	62, // 48: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
-	65, // 49: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
-	2,  // 50: manta.raylet.v1.Raylet.ReplicateObject:input_type -> manta.raylet.v1.ReplicateObjectRequest
-	42, // 51: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
-	51, // 52: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
-	52, // 53: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
-	57, // 54: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
-	46, // 55: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
-	47, // 56: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
-	68, // 57: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
-	55, // 58: manta.raylet.v1.CoreWorker.UpdateBorrowers:input_type -> manta.raylet.v1.UpdateBorrowersRequest
-	7,  // 59: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
-	11, // 60: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
-	9,  // 61: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
-	13, // 62: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
-	15, // 63: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
-	17, // 64: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
-	16, // 65: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
-	35, // 66: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
-	5,  // 67: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
-	20, // 68: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
-	22, // 69: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
-	26, // 70: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
-	28, // 71: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
-	30, // 72: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
-	33, // 73: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
-	61, // 74: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
-	64, // 75: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
-	67, // 76: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
-	3,  // 77: manta.raylet.v1.Raylet.ReplicateObject:output_type -> manta.raylet.v1.ReplicateObjectReply
-	45, // 78: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
-	38, // 79: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
-	53, // 80: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
-	58, // 81: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
-	50, // 82: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
-	48, // 83: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
-	69, // 84: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
-	56, // 85: manta.raylet.v1.CoreWorker.UpdateBorrowers:output_type -> manta.raylet.v1.UpdateBorrowersReply
-	59, // [59:86] is the sub-list for method output_type
-	32, // [32:59] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	77, // 1: manta.raylet.v1.LeaseRequest.resources:type_name -> manta.raylet.v1.LeaseRequest.ResourcesEntry
+	78, // 2: manta.raylet.v1.LeaseRequest.runtime_env_vars:type_name -> manta.raylet.v1.LeaseRequest.RuntimeEnvVarsEntry
+	85, // 3: manta.raylet.v1.LeaseRequest.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
+	0,  // 4: manta.raylet.v1.ObjectChunk.format:type_name -> manta.raylet.v1.Format
+	0,  // 5: manta.raylet.v1.CreateObjectRequest.format:type_name -> manta.raylet.v1.Format
+	23, // 6: manta.raylet.v1.MapObjectsRequest.objects:type_name -> manta.raylet.v1.ObjectRequest
+	0,  // 7: manta.raylet.v1.MappedObject.format:type_name -> manta.raylet.v1.Format
+	37, // 8: manta.raylet.v1.MappedObject.error:type_name -> manta.raylet.v1.TaskError
+	25, // 9: manta.raylet.v1.MapObjectsReply.objects:type_name -> manta.raylet.v1.MappedObject
+	32, // 10: manta.raylet.v1.LocateObjectsReply.objects:type_name -> manta.raylet.v1.ObjectLocation
+	79, // 11: manta.raylet.v1.GetStatusReply.total:type_name -> manta.raylet.v1.GetStatusReply.TotalEntry
+	80, // 12: manta.raylet.v1.GetStatusReply.available:type_name -> manta.raylet.v1.GetStatusReply.AvailableEntry
+	36, // 13: manta.raylet.v1.GetStatusReply.leases:type_name -> manta.raylet.v1.LeaseStatus
+	36, // 14: manta.raylet.v1.GetStatusReply.waiting:type_name -> manta.raylet.v1.LeaseStatus
+	1,  // 15: manta.raylet.v1.TaskError.kind:type_name -> manta.raylet.v1.ErrorKind
+	0,  // 16: manta.raylet.v1.ObjectValue.format:type_name -> manta.raylet.v1.Format
+	37, // 17: manta.raylet.v1.ObjectValue.error:type_name -> manta.raylet.v1.TaskError
+	39, // 18: manta.raylet.v1.ObjectValue.contained:type_name -> manta.raylet.v1.ObjectRefInfo
+	38, // 19: manta.raylet.v1.TaskArg.value:type_name -> manta.raylet.v1.ObjectValue
+	40, // 20: manta.raylet.v1.TaskSpec.args:type_name -> manta.raylet.v1.TaskArg
+	81, // 21: manta.raylet.v1.TaskSpec.runtime_env_vars:type_name -> manta.raylet.v1.TaskSpec.RuntimeEnvVarsEntry
+	85, // 22: manta.raylet.v1.TaskSpec.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
+	41, // 23: manta.raylet.v1.PushTasksRequest.tasks:type_name -> manta.raylet.v1.TaskSpec
+	43, // 24: manta.raylet.v1.PushTasksRequest.cancel:type_name -> manta.raylet.v1.CancelTask
+	38, // 25: manta.raylet.v1.TaskResult.returns:type_name -> manta.raylet.v1.ObjectValue
+	37, // 26: manta.raylet.v1.TaskResult.error:type_name -> manta.raylet.v1.TaskError
+	44, // 27: manta.raylet.v1.PushTasksReply.results:type_name -> manta.raylet.v1.TaskResult
+	49, // 28: manta.raylet.v1.OwnerStatusReply.shapes:type_name -> manta.raylet.v1.OwnerShapeStatus
+	54, // 29: manta.raylet.v1.UpdateBorrowersRequest.ops:type_name -> manta.raylet.v1.BorrowOp
+	60, // 30: manta.raylet.v1.LogBatch.lines:type_name -> manta.raylet.v1.LogLine
+	63, // 31: manta.raylet.v1.ListWorkersReply.workers:type_name -> manta.raylet.v1.WorkerStateInfo
+	66, // 32: manta.raylet.v1.ListObjectsReply.objects:type_name -> manta.raylet.v1.ObjectStateInfo
+	38, // 33: manta.raylet.v1.GeneratorItemRequest.value:type_name -> manta.raylet.v1.ObjectValue
+	82, // 34: manta.raylet.v1.BundleSpec.resources:type_name -> manta.raylet.v1.BundleSpec.ResourcesEntry
+	70, // 35: manta.raylet.v1.BundlesRequest.bundles:type_name -> manta.raylet.v1.BundleSpec
+	83, // 36: manta.raylet.v1.HeldBundle.resources:type_name -> manta.raylet.v1.HeldBundle.ResourcesEntry
+	84, // 37: manta.raylet.v1.HeldBundle.available:type_name -> manta.raylet.v1.HeldBundle.AvailableEntry
+	75, // 38: manta.raylet.v1.ListBundlesReply.bundles:type_name -> manta.raylet.v1.HeldBundle
+	6,  // 39: manta.raylet.v1.Raylet.RequestWorkerLease:input_type -> manta.raylet.v1.LeaseRequest
+	10, // 40: manta.raylet.v1.Raylet.ReturnWorkerLease:input_type -> manta.raylet.v1.ReturnLeaseRequest
+	8,  // 41: manta.raylet.v1.Raylet.CancelLeaseRequests:input_type -> manta.raylet.v1.CancelLeaseRequestsRequest
+	12, // 42: manta.raylet.v1.Raylet.RegisterWorker:input_type -> manta.raylet.v1.RegisterWorkerRequest
+	14, // 43: manta.raylet.v1.Raylet.NotifyBlocked:input_type -> manta.raylet.v1.NotifyBlockedRequest
+	16, // 44: manta.raylet.v1.Raylet.PutObject:input_type -> manta.raylet.v1.ObjectChunk
+	18, // 45: manta.raylet.v1.Raylet.GetObject:input_type -> manta.raylet.v1.GetObjectRequest
+	34, // 46: manta.raylet.v1.Raylet.GetStatus:input_type -> manta.raylet.v1.GetStatusRequest
+	4,  // 47: manta.raylet.v1.Raylet.KillActorWorker:input_type -> manta.raylet.v1.KillActorWorkerRequest
+	19, // 48: manta.raylet.v1.Raylet.CreateObject:input_type -> manta.raylet.v1.CreateObjectRequest
+	21, // 49: manta.raylet.v1.Raylet.SealObject:input_type -> manta.raylet.v1.SealObjectRequest
+	24, // 50: manta.raylet.v1.Raylet.MapObjects:input_type -> manta.raylet.v1.MapObjectsRequest
+	27, // 51: manta.raylet.v1.Raylet.ReleaseObjects:input_type -> manta.raylet.v1.ReleaseObjectsRequest
+	29, // 52: manta.raylet.v1.Raylet.FreeObjects:input_type -> manta.raylet.v1.FreeObjectsRequest
+	31, // 53: manta.raylet.v1.Raylet.LocateObjects:input_type -> manta.raylet.v1.LocateObjectsRequest
+	59, // 54: manta.raylet.v1.Raylet.StreamLogs:input_type -> manta.raylet.v1.StreamLogsRequest
+	62, // 55: manta.raylet.v1.Raylet.ListWorkers:input_type -> manta.raylet.v1.ListWorkersRequest
+	65, // 56: manta.raylet.v1.Raylet.ListObjects:input_type -> manta.raylet.v1.ListObjectsRequest
+	2,  // 57: manta.raylet.v1.Raylet.ReplicateObject:input_type -> manta.raylet.v1.ReplicateObjectRequest
+	71, // 58: manta.raylet.v1.Raylet.PrepareBundles:input_type -> manta.raylet.v1.BundlesRequest
+	71, // 59: manta.raylet.v1.Raylet.CommitBundles:input_type -> manta.raylet.v1.BundlesRequest
+	73, // 60: manta.raylet.v1.Raylet.ReleaseBundles:input_type -> manta.raylet.v1.ReleaseBundlesRequest
+	74, // 61: manta.raylet.v1.Raylet.ListBundles:input_type -> manta.raylet.v1.ListBundlesRequest
+	42, // 62: manta.raylet.v1.CoreWorker.PushTasks:input_type -> manta.raylet.v1.PushTasksRequest
+	51, // 63: manta.raylet.v1.CoreWorker.GetObject:input_type -> manta.raylet.v1.OwnerGetRequest
+	52, // 64: manta.raylet.v1.CoreWorker.Ping:input_type -> manta.raylet.v1.PingRequest
+	57, // 65: manta.raylet.v1.CoreWorker.AddObjectLocation:input_type -> manta.raylet.v1.AddObjectLocationRequest
+	46, // 66: manta.raylet.v1.CoreWorker.CancelTask:input_type -> manta.raylet.v1.CancelTaskRequest
+	47, // 67: manta.raylet.v1.CoreWorker.GetOwnerStatus:input_type -> manta.raylet.v1.OwnerStatusRequest
+	68, // 68: manta.raylet.v1.CoreWorker.ReportGeneratorItem:input_type -> manta.raylet.v1.GeneratorItemRequest
+	55, // 69: manta.raylet.v1.CoreWorker.UpdateBorrowers:input_type -> manta.raylet.v1.UpdateBorrowersRequest
+	7,  // 70: manta.raylet.v1.Raylet.RequestWorkerLease:output_type -> manta.raylet.v1.LeaseReply
+	11, // 71: manta.raylet.v1.Raylet.ReturnWorkerLease:output_type -> manta.raylet.v1.ReturnLeaseReply
+	9,  // 72: manta.raylet.v1.Raylet.CancelLeaseRequests:output_type -> manta.raylet.v1.CancelLeaseRequestsReply
+	13, // 73: manta.raylet.v1.Raylet.RegisterWorker:output_type -> manta.raylet.v1.RegisterWorkerReply
+	15, // 74: manta.raylet.v1.Raylet.NotifyBlocked:output_type -> manta.raylet.v1.NotifyBlockedReply
+	17, // 75: manta.raylet.v1.Raylet.PutObject:output_type -> manta.raylet.v1.PutObjectReply
+	16, // 76: manta.raylet.v1.Raylet.GetObject:output_type -> manta.raylet.v1.ObjectChunk
+	35, // 77: manta.raylet.v1.Raylet.GetStatus:output_type -> manta.raylet.v1.GetStatusReply
+	5,  // 78: manta.raylet.v1.Raylet.KillActorWorker:output_type -> manta.raylet.v1.KillActorWorkerReply
+	20, // 79: manta.raylet.v1.Raylet.CreateObject:output_type -> manta.raylet.v1.CreateObjectReply
+	22, // 80: manta.raylet.v1.Raylet.SealObject:output_type -> manta.raylet.v1.SealObjectReply
+	26, // 81: manta.raylet.v1.Raylet.MapObjects:output_type -> manta.raylet.v1.MapObjectsReply
+	28, // 82: manta.raylet.v1.Raylet.ReleaseObjects:output_type -> manta.raylet.v1.ReleaseObjectsReply
+	30, // 83: manta.raylet.v1.Raylet.FreeObjects:output_type -> manta.raylet.v1.FreeObjectsReply
+	33, // 84: manta.raylet.v1.Raylet.LocateObjects:output_type -> manta.raylet.v1.LocateObjectsReply
+	61, // 85: manta.raylet.v1.Raylet.StreamLogs:output_type -> manta.raylet.v1.LogBatch
+	64, // 86: manta.raylet.v1.Raylet.ListWorkers:output_type -> manta.raylet.v1.ListWorkersReply
+	67, // 87: manta.raylet.v1.Raylet.ListObjects:output_type -> manta.raylet.v1.ListObjectsReply
+	3,  // 88: manta.raylet.v1.Raylet.ReplicateObject:output_type -> manta.raylet.v1.ReplicateObjectReply
+	72, // 89: manta.raylet.v1.Raylet.PrepareBundles:output_type -> manta.raylet.v1.BundlesReply
+	72, // 90: manta.raylet.v1.Raylet.CommitBundles:output_type -> manta.raylet.v1.BundlesReply
+	72, // 91: manta.raylet.v1.Raylet.ReleaseBundles:output_type -> manta.raylet.v1.BundlesReply
+	76, // 92: manta.raylet.v1.Raylet.ListBundles:output_type -> manta.raylet.v1.ListBundlesReply
+	45, // 93: manta.raylet.v1.CoreWorker.PushTasks:output_type -> manta.raylet.v1.PushTasksReply
+	38, // 94: manta.raylet.v1.CoreWorker.GetObject:output_type -> manta.raylet.v1.ObjectValue
+	53, // 95: manta.raylet.v1.CoreWorker.Ping:output_type -> manta.raylet.v1.PingReply
+	58, // 96: manta.raylet.v1.CoreWorker.AddObjectLocation:output_type -> manta.raylet.v1.AddObjectLocationReply
+	50, // 97: manta.raylet.v1.CoreWorker.CancelTask:output_type -> manta.raylet.v1.CancelTaskReply
+	48, // 98: manta.raylet.v1.CoreWorker.GetOwnerStatus:output_type -> manta.raylet.v1.OwnerStatusReply
+	69, // 99: manta.raylet.v1.CoreWorker.ReportGeneratorItem:output_type -> manta.raylet.v1.GeneratorItemReply
+	56, // 100: manta.raylet.v1.CoreWorker.UpdateBorrowers:output_type -> manta.raylet.v1.UpdateBorrowersReply
+	70, // [70:101] is the sub-list for method output_type
+	39, // [39:70] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_rayletpb_raylet_proto_init() }
@@ -5032,7 +5489,7 @@ func file_rayletpb_raylet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rayletpb_raylet_proto_rawDesc), len(file_rayletpb_raylet_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   73,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

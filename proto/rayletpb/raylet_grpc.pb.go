@@ -43,6 +43,10 @@ const (
 	Raylet_ListWorkers_FullMethodName         = "/manta.raylet.v1.Raylet/ListWorkers"
 	Raylet_ListObjects_FullMethodName         = "/manta.raylet.v1.Raylet/ListObjects"
 	Raylet_ReplicateObject_FullMethodName     = "/manta.raylet.v1.Raylet/ReplicateObject"
+	Raylet_PrepareBundles_FullMethodName      = "/manta.raylet.v1.Raylet/PrepareBundles"
+	Raylet_CommitBundles_FullMethodName       = "/manta.raylet.v1.Raylet/CommitBundles"
+	Raylet_ReleaseBundles_FullMethodName      = "/manta.raylet.v1.Raylet/ReleaseBundles"
+	Raylet_ListBundles_FullMethodName         = "/manta.raylet.v1.Raylet/ListBundles"
 )
 
 // RayletClient is the client API for Raylet service.
@@ -102,6 +106,17 @@ type RayletClient interface {
 	// from the given locations unless it has it, and keeps the copy while
 	// the owner references it, as the copy where it was made.
 	ReplicateObject(ctx context.Context, in *ReplicateObjectRequest, opts ...grpc.CallOption) (*ReplicateObjectReply, error)
+	// Placement-group bundles, reserved by the control plane's leader in two
+	// phases. PrepareBundles sets the resources aside (ResourceExhausted when
+	// they are not free); CommitBundles makes prepared bundles usable by
+	// leases (reserving them first if this raylet does not hold them);
+	// ReleaseBundles gives bundles back, killing the workers leased from
+	// them and failing the lease requests waiting for them; ListBundles is
+	// what the leader's recovery pass compares with the group table.
+	PrepareBundles(ctx context.Context, in *BundlesRequest, opts ...grpc.CallOption) (*BundlesReply, error)
+	CommitBundles(ctx context.Context, in *BundlesRequest, opts ...grpc.CallOption) (*BundlesReply, error)
+	ReleaseBundles(ctx context.Context, in *ReleaseBundlesRequest, opts ...grpc.CallOption) (*BundlesReply, error)
+	ListBundles(ctx context.Context, in *ListBundlesRequest, opts ...grpc.CallOption) (*ListBundlesReply, error)
 }
 
 type rayletClient struct {
@@ -323,6 +338,46 @@ func (c *rayletClient) ReplicateObject(ctx context.Context, in *ReplicateObjectR
 	return out, nil
 }
 
+func (c *rayletClient) PrepareBundles(ctx context.Context, in *BundlesRequest, opts ...grpc.CallOption) (*BundlesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BundlesReply)
+	err := c.cc.Invoke(ctx, Raylet_PrepareBundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) CommitBundles(ctx context.Context, in *BundlesRequest, opts ...grpc.CallOption) (*BundlesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BundlesReply)
+	err := c.cc.Invoke(ctx, Raylet_CommitBundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) ReleaseBundles(ctx context.Context, in *ReleaseBundlesRequest, opts ...grpc.CallOption) (*BundlesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BundlesReply)
+	err := c.cc.Invoke(ctx, Raylet_ReleaseBundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rayletClient) ListBundles(ctx context.Context, in *ListBundlesRequest, opts ...grpc.CallOption) (*ListBundlesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBundlesReply)
+	err := c.cc.Invoke(ctx, Raylet_ListBundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RayletServer is the server API for Raylet service.
 // All implementations must embed UnimplementedRayletServer
 // for forward compatibility.
@@ -380,6 +435,17 @@ type RayletServer interface {
 	// from the given locations unless it has it, and keeps the copy while
 	// the owner references it, as the copy where it was made.
 	ReplicateObject(context.Context, *ReplicateObjectRequest) (*ReplicateObjectReply, error)
+	// Placement-group bundles, reserved by the control plane's leader in two
+	// phases. PrepareBundles sets the resources aside (ResourceExhausted when
+	// they are not free); CommitBundles makes prepared bundles usable by
+	// leases (reserving them first if this raylet does not hold them);
+	// ReleaseBundles gives bundles back, killing the workers leased from
+	// them and failing the lease requests waiting for them; ListBundles is
+	// what the leader's recovery pass compares with the group table.
+	PrepareBundles(context.Context, *BundlesRequest) (*BundlesReply, error)
+	CommitBundles(context.Context, *BundlesRequest) (*BundlesReply, error)
+	ReleaseBundles(context.Context, *ReleaseBundlesRequest) (*BundlesReply, error)
+	ListBundles(context.Context, *ListBundlesRequest) (*ListBundlesReply, error)
 	mustEmbedUnimplementedRayletServer()
 }
 
@@ -446,6 +512,18 @@ func (UnimplementedRayletServer) ListObjects(context.Context, *ListObjectsReques
 }
 func (UnimplementedRayletServer) ReplicateObject(context.Context, *ReplicateObjectRequest) (*ReplicateObjectReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplicateObject not implemented")
+}
+func (UnimplementedRayletServer) PrepareBundles(context.Context, *BundlesRequest) (*BundlesReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareBundles not implemented")
+}
+func (UnimplementedRayletServer) CommitBundles(context.Context, *BundlesRequest) (*BundlesReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitBundles not implemented")
+}
+func (UnimplementedRayletServer) ReleaseBundles(context.Context, *ReleaseBundlesRequest) (*BundlesReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseBundles not implemented")
+}
+func (UnimplementedRayletServer) ListBundles(context.Context, *ListBundlesRequest) (*ListBundlesReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBundles not implemented")
 }
 func (UnimplementedRayletServer) mustEmbedUnimplementedRayletServer() {}
 func (UnimplementedRayletServer) testEmbeddedByValue()                {}
@@ -785,6 +863,78 @@ func _Raylet_ReplicateObject_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raylet_PrepareBundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).PrepareBundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_PrepareBundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).PrepareBundles(ctx, req.(*BundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_CommitBundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).CommitBundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_CommitBundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).CommitBundles(ctx, req.(*BundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_ReleaseBundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseBundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).ReleaseBundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_ReleaseBundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).ReleaseBundles(ctx, req.(*ReleaseBundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raylet_ListBundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RayletServer).ListBundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raylet_ListBundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RayletServer).ListBundles(ctx, req.(*ListBundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raylet_ServiceDesc is the grpc.ServiceDesc for Raylet service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -855,6 +1005,22 @@ var Raylet_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplicateObject",
 			Handler:    _Raylet_ReplicateObject_Handler,
+		},
+		{
+			MethodName: "PrepareBundles",
+			Handler:    _Raylet_PrepareBundles_Handler,
+		},
+		{
+			MethodName: "CommitBundles",
+			Handler:    _Raylet_CommitBundles_Handler,
+		},
+		{
+			MethodName: "ReleaseBundles",
+			Handler:    _Raylet_ReleaseBundles_Handler,
+		},
+		{
+			MethodName: "ListBundles",
+			Handler:    _Raylet_ListBundles_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -44,6 +44,10 @@ var (
 	// cannot be reached, and with it what the object was. As Ray's
 	// OwnerDiedError.
 	ErrOwnerDied = core.ErrOwnerDied
+	// ErrTaskUnschedulable: the task's scheduling strategy can never be
+	// met: a hard NodeAffinity to a dead node (or one too small for it),
+	// or its placement group was removed. The error says which.
+	ErrTaskUnschedulable = core.ErrTaskUnschedulable
 )
 
 // TaskError is a remote task's failure: its function, message and, for an

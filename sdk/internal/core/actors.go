@@ -81,7 +81,8 @@ func (c *Worker) CreateActor(ctx context.Context, cls *ActorClass, args []Arg, o
 	}
 	info := &cpb.ActorInfo{JobId: c.jobID, ClassName: cls.Name, Name: o.Name, Namespace: o.Namespace,
 		Detached: o.Detached, MaxRestarts: int32(o.MaxRestarts), MaxTaskRetries: int32(o.MaxTaskRetries),
-		MaxConcurrency: int32(maxConc), Resources: res, BinarySha256: c.binarySHA, OwnerAddress: c.address}
+		MaxConcurrency: int32(maxConc), Resources: res, BinarySha256: c.binarySHA, OwnerAddress: c.address,
+		Strategy: o.Strategy}
 	if !o.RuntimeEnv.isZero() {
 		env, err := c.resolveEnv(ctx, o.RuntimeEnv)
 		if err != nil {

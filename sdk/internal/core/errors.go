@@ -48,6 +48,9 @@ var (
 	// not be set up on the node that would run it (its working dir could
 	// not be fetched or unpacked); the error says why.
 	ErrRuntimeEnvSetup = errors.New("ray: runtime env setup failed")
+	// ErrTaskUnschedulable: the task's scheduling strategy can never be
+	// met (a hard node affinity to a dead node, a removed placement group).
+	ErrTaskUnschedulable = errors.New("ray: task unschedulable")
 )
 
 // TaskError is a remote task's failure: its function, message and, for an
@@ -97,6 +100,8 @@ func (e *TaskError) Unwrap() error {
 		return ErrRuntimeEnvSetup
 	case pb.ErrorKind_ERROR_OWNER_DIED:
 		return ErrOwnerDied
+	case pb.ErrorKind_ERROR_UNSCHEDULABLE:
+		return ErrTaskUnschedulable
 	}
 	return nil
 }

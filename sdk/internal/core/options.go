@@ -14,6 +14,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/internal/pkgstore"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/resources"
 )
@@ -34,6 +35,9 @@ type CallOptions struct {
 	// a generator's yield while this many items are unconsumed.
 	Backpressure    int
 	BackpressureSet bool
+	// Strategy is where the task or actor may run (nil: the default
+	// hybrid policy).
+	Strategy *cpb.SchedulingStrategy
 
 	// Actor options (ignored by tasks).
 	CPUSet         bool

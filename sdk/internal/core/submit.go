@@ -39,7 +39,7 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 	tc := c.taskOf(ctx)
 	tid := ids.NewTaskID(c.jobID, tc.id, tc.counter.Add(1))
 	t := newTask(&pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: f.Name, NumReturns: int32(f.NRet),
-		OwnerAddress: c.address, NumCpus: o.Res[resources.CPU]}, o.Res)
+		OwnerAddress: c.address, NumCpus: o.Res[resources.CPU], Strategy: o.Strategy}, o.Res)
 	t.retriesLeft, t.retryExceptions = o.MaxRetries, o.RetryExceptions
 	refs, argKeys := encodeArgs(t.spec, args)
 	if !o.RuntimeEnv.isZero() {

@@ -37,9 +37,11 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
@@ -173,8 +175,10 @@ type shape struct {
 	res     resources.Set
 	envVars map[string]string
 	envDir  string
-	pending []*Task // next first; stolen tasks go back to the front
-	leases  []*lease
+	// strategy is the shape's scheduling strategy (part of its key).
+	strategy *cpb.SchedulingStrategy
+	pending  []*Task // next first; stolen tasks go back to the front
+	leases   []*lease
 	// requests counts the lease requests in flight and not withdrawn;
 	// reqs are all those in flight.
 	requests int
@@ -264,7 +268,7 @@ func (s *Submitter) Close() {
 
 // Submit queues a task whose arguments are resolved.
 func (s *Submitter) Submit(t *Task) {
-	key := t.Res.Key() + envKey(t.Spec)
+	key := t.Res.Key() + envKey(t.Spec) + strategyKey(t.Spec.Strategy)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -272,7 +276,7 @@ func (s *Submitter) Submit(t *Task) {
 	}
 	sh := s.shapes[key]
 	if sh == nil {
-		sh = &shape{key: key, res: t.Res, envVars: t.Spec.RuntimeEnvVars, envDir: t.Spec.RuntimeEnvWorkingDir}
+		sh = &shape{key: key, res: t.Res, envVars: t.Spec.RuntimeEnvVars, envDir: t.Spec.RuntimeEnvWorkingDir, strategy: t.Spec.Strategy}
 		s.shapes[key] = sh
 	}
 	t.sh, t.l = sh, nil
@@ -332,6 +336,18 @@ func envKey(spec *pb.TaskSpec) string {
 	}
 	sort.Strings(kv)
 	return " env{" + strings.Join(kv, ",") + ";wd=" + spec.RuntimeEnvWorkingDir + "}"
+}
+
+// strategyKey names a spec's scheduling strategy in its shape's key: tasks
+// of different strategies never share a lease (a SPREAD task must not run
+// on a worker leased for a task pinned to one node, nor a task of one
+// bundle on another's).
+func strategyKey(s *cpb.SchedulingStrategy) string {
+	if s == nil || s.Kind == cpb.SchedulingStrategy_DEFAULT {
+		return ""
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	return fmt.Sprintf(" strategy{%s %x}", s.Kind, b)
 }
 
 // CancelledError is the error of a cancelled task.
@@ -528,7 +544,7 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 	for {
 		req := &pb.LeaseRequest{JobId: s.cfg.JobID, BinarySha256: s.cfg.BinarySHA, Resources: sh.res,
 			OwnerAddress: s.cfg.Owner, Shape: sh.key, RequestId: r.id,
-			RuntimeEnvVars: sh.envVars, RuntimeEnvWorkingDir: sh.envDir}
+			RuntimeEnvVars: sh.envVars, RuntimeEnvWorkingDir: sh.envDir, Strategy: sh.strategy}
 		var err error
 		withdrawn := false
 		for hops := int32(0); ; hops++ {
@@ -557,6 +573,10 @@ func (s *Submitter) leaseAndRun(sh *shape, r *leaseRequest) {
 		switch code := rpcerr.Code(err); {
 		case code == codes.InvalidArgument || status.Code(err) == codes.InvalidArgument:
 			s.failShape(sh, &pb.TaskError{Kind: pb.ErrorKind_ERROR_INFEASIBLE, Message: err.Error()})
+			done()
+			return
+		case errors.Is(err, raylet.ErrUnschedulable):
+			s.failShape(sh, &pb.TaskError{Kind: pb.ErrorKind_ERROR_UNSCHEDULABLE, Message: err.Error()})
 			done()
 			return
 		case errors.Is(err, raylet.ErrRuntimeEnvSetup):
