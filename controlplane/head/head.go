@@ -118,7 +118,7 @@ func New(cfg Config) (*Head, error) {
 		grpc.ChainUnaryInterceptor(h.metrics.grpc.UnaryServerInterceptor(), h.unaryAuth),
 		grpc.ChainStreamInterceptor(h.metrics.grpc.StreamServerInterceptor(), h.streamAuth),
 		grpc.MaxRecvMsgSize(16 << 20),
-	}, cfg.ServerOptions...)
+	}, append(cfg.TLS.ServerOptions(), cfg.ServerOptions...)...)
 	h.srv = grpc.NewServer(opts...)
 	pb.RegisterControlPlaneServer(h.srv, &api{h: h})
 	pb.RegisterHeadServiceServer(h.srv, &headAPI{h: h})
@@ -195,9 +195,7 @@ func (h *Head) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	h.trans, err = raft.NewTCPTransportWithConfig(h.cfg.RaftAddr, nil, &raft.NetworkTransportConfig{
-		MaxPool: 4, Timeout: 5 * time.Second, Logger: hl.Named("transport"),
-	})
+	h.trans, err = h.newRaftTransport(hl.Named("transport"))
 	if err != nil {
 		return fmt.Errorf("raft transport on %s: %w", h.cfg.RaftAddr, err)
 	}

@@ -84,7 +84,7 @@ func (h *Head) startMetrics() error {
 	if h.cfg.MetricsAddr == "" {
 		return nil
 	}
-	srv, err := metrics.Listen(h.cfg.MetricsAddr, h.metrics.reg, h.Token, h.log)
+	srv, err := metrics.ListenTLS(h.cfg.MetricsAddr, h.metrics.reg, h.Token, h.log, h.cfg.TLS)
 	if err != nil {
 		return err
 	}

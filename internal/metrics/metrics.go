@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/tlsconfig"
+
 	"github.com/manta-ray/manta/internal/auth"
 )
 
@@ -97,10 +99,17 @@ type Server struct {
 
 // Listen serves g on addr ("host:0" picks a port) behind the token.
 func Listen(addr string, g prometheus.Gatherer, token func() string, log *zap.Logger) (*Server, error) {
+	return ListenTLS(addr, g, token, log, nil)
+}
+
+// ListenTLS is Listen over mutual TLS with src's certificates (plain HTTP
+// when src is nil).
+func ListenTLS(addr string, g prometheus.Gatherer, token func() string, log *zap.Logger, src *tlsconfig.Source) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w", addr, err)
 	}
+	lis = src.Listener(lis)
 	mux := http.NewServeMux()
 	mux.Handle("GET "+Path, Protect(token, Handler(g, log)))
 	s := &Server{lis: lis, done: make(chan struct{}),

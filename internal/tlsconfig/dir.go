@@ -1,11 +1,17 @@
 package tlsconfig
 
 import (
+	"crypto/tls"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // File names in a directory of cluster certificates (manta tls, manta up --tls).
@@ -55,4 +61,70 @@ func (s *Source) ServerCredentials(allowed ...Role) credentials.TransportCredent
 // ClientCredentials are gRPC dial credentials from ClientConfig.
 func (s *Source) ClientCredentials(allowed ...Role) credentials.TransportCredentials {
 	return credentials.NewTLS(s.ClientConfig(allowed...))
+}
+
+// The helpers below take a nil *Source to mean TLS off, so a call site
+// needs no branch of its own.
+
+// DialOption is the transport credentials of a gRPC dial: mutual TLS
+// expecting a server of one of allowed roles, or plain text when s is nil.
+func (s *Source) DialOption(allowed ...Role) grpc.DialOption {
+	if s == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(s.ClientCredentials(allowed...))
+}
+
+// ServerOptions are the options a gRPC server adds for TLS (none when s is nil).
+func (s *Source) ServerOptions(allowed ...Role) []grpc.ServerOption {
+	if s == nil {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.Creds(s.ServerCredentials(allowed...))}
+}
+
+// Listener wraps lis in TLS for an HTTP server (lis itself when s is nil).
+func (s *Source) Listener(lis net.Listener, allowed ...Role) net.Listener {
+	if s == nil {
+		return lis
+	}
+	return tls.NewListener(lis, s.ServerConfig(allowed...))
+}
+
+// HTTPTransport is an http.RoundTripper for HTTPS to a head (nil when s is
+// nil: the default transport).
+func (s *Source) HTTPTransport(allowed ...Role) http.RoundTripper {
+	if s == nil {
+		return nil
+	}
+	return &http.Transport{TLSClientConfig: s.ClientConfig(allowed...), ForceAttemptHTTP2: true}
+}
+
+// The environment of clients (CLI, drivers, the SDK) and of the processes
+// a raylet starts.
+const (
+	EnvCA   = "MANTA_TLS_CA"
+	EnvCert = "MANTA_TLS_CERT"
+	EnvKey  = "MANTA_TLS_KEY"
+)
+
+// FilesFromEnv reads MANTA_TLS_CA, MANTA_TLS_CERT and MANTA_TLS_KEY.
+func FilesFromEnv() Files {
+	return Files{CA: os.Getenv(EnvCA), Cert: os.Getenv(EnvCert), Key: os.Getenv(EnvKey)}
+}
+
+// Env is the environment that passes f to a child process.
+func (f Files) Env() []string {
+	if !f.Enabled() {
+		return nil
+	}
+	return []string{EnvCA + "=" + f.CA, EnvCert + "=" + f.Cert, EnvKey + "=" + f.Key}
+}
+
+// LoadOptional loads f, or returns nil (TLS off) when f names no CA.
+func LoadOptional(f Files, log *zap.Logger) (*Source, error) {
+	if !f.Enabled() {
+		return nil, f.Validate()
+	}
+	return Load(f, log)
 }
