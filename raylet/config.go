@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/objectstore"
 	"github.com/manta-ray/manta/raylet/resources"
 )
@@ -76,6 +77,12 @@ type Config struct {
 	// table (strays of an interrupted placement are killed); default 5s.
 	ActorCheck   time.Duration
 	MaxSpillHops int // default 4
+
+	// TLS, when set, makes the raylet's server and metrics port mutual TLS
+	// with the cluster CA, and every connection it dials (heads, other
+	// raylets, owners); its workers and job drivers get the same files
+	// through the environment (tlsconfig.EnvCA...).
+	TLS *tlsconfig.Source
 
 	Logger *zap.Logger
 	Knobs  TestingKnobs

@@ -65,6 +65,8 @@ type startFlags struct {
 	forwardTimeout    time.Duration
 	snapshotThreshold uint64
 	maxKVValue        int
+
+	tls *tlsFlags
 }
 
 func newStartCommand() *cobra.Command {
@@ -116,6 +118,7 @@ its cluster on its own.`,
 	fs.StringVar(&f.resources, "resources", "", "custom resources the raylet offers: name=qty,...")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
 	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
+	f.tls = addTLSFlags(fs)
 	fs.StringVar(&f.objectSpillEngine, "object-spill-engine", "files", "how spilled objects are kept: files (one per object) or badger")
 	return cmd
 }
@@ -160,6 +163,10 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	defer log.Sync()
+	tls, err := f.tls.load(log)
+	if err != nil {
+		return err
+	}
 	res, err := f.rayletResources()
 	if err != nil {
 		return err
@@ -196,6 +203,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		SnapshotThreshold:  f.snapshotThreshold,
 		MaxKVValueBytes:    f.maxKVValue,
 		MetricsAddr:        net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)),
+		TLS:                tls,
 		Logger:             log,
 	})
 	if err != nil {
@@ -204,7 +212,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
 	fmt.Fprintf(cmd.OutOrStdout(), "head metrics on http://%s%s\n", h.MetricsAddress(), metrics.Path)
 	if f.dashboardPort >= 0 {
-		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), log)
+		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), tls, log)
 		if err != nil {
 			h.Close()
 			return err
@@ -227,7 +235,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
 				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
 				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine,
-				PullStallTimeout: f.pullStallTimeout, Logger: log})
+				PullStallTimeout: f.pullStallTimeout, TLS: tls, Logger: log})
 			if err != nil {
 				h.Close()
 				return err
@@ -240,7 +248,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	// Name this cluster for drivers and commands started here without an
 	// address (internal/currentcluster).
 	if err := currentcluster.Write(currentcluster.Info{Heads: []string{h.Address()},
-		TokenFile: filepath.Join(f.dataDir, head.TokenFile), PID: os.Getpid()}); err != nil {
+		TokenFile: filepath.Join(f.dataDir, head.TokenFile), PID: os.Getpid(), TLS: f.tls.resolved()}); err != nil {
 		log.Warn("write the current-cluster file", zap.String("path", currentcluster.Path()), zap.Error(err))
 	}
 	defer currentcluster.Remove(os.Getpid())
@@ -311,6 +319,10 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	defer log.Sync()
+	tls, err := f.tls.load(log)
+	if err != nil {
+		return err
+	}
 	port := f.port
 	if !cmd.Flags().Changed("port") {
 		port = 0
@@ -320,7 +332,7 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
 		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
 		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, PullStallTimeout: f.pullStallTimeout,
-		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), Logger: log})
+		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), TLS: tls, Logger: log})
 	if err != nil {
 		return err
 	}

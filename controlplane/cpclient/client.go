@@ -110,6 +110,10 @@ func TokenFromEnv() (string, error) {
 	return "", nil
 }
 
+// TLS is the client's TLS source (nil: plain text), for connections to
+// raylets and owners made beside this client.
+func (c *Client) TLS() *tlsconfig.Source { return c.cfg.TLS }
+
 // Addresses returns the heads this client rotates over.
 func (c *Client) Addresses() []string {
 	c.mu.Lock()

@@ -32,6 +32,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/pkgstore"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -52,6 +53,10 @@ type Config struct {
 	// Mount, when set, adds more handlers (the State API, the dashboard,
 	// metrics) to the same server, behind the same token check.
 	Mount []func(mux *http.ServeMux)
+	// TLS, when set, serves HTTPS with the cluster's certificate; a client
+	// certificate is optional (browsers), but one from another CA is
+	// refused.
+	TLS *tlsconfig.Source
 	// Public are path prefixes served without a token (the dashboard's
 	// static assets, which the login page needs). /login always is.
 	Public []string
@@ -79,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs api: listen %s: %w", cfg.Addr, err)
 	}
+	lis = cfg.TLS.BrowserListener(lis)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, log: cfg.Logger.Named("jobsapi"), lis: lis, ctx: ctx, cancel: cancel}
 	mux := http.NewServeMux()

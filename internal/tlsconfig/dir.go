@@ -91,6 +91,15 @@ func (s *Source) Listener(lis net.Listener, allowed ...Role) net.Listener {
 	return tls.NewListener(lis, s.ServerConfig(allowed...))
 }
 
+// BrowserListener wraps lis in TLS for a port browsers use
+// (BrowserServerConfig; lis itself when s is nil).
+func (s *Source) BrowserListener(lis net.Listener) net.Listener {
+	if s == nil {
+		return lis
+	}
+	return tls.NewListener(lis, s.BrowserServerConfig())
+}
+
 // HTTPTransport is an http.RoundTripper for HTTPS to a head (nil when s is
 // nil: the default transport).
 func (s *Source) HTTPTransport(allowed ...Role) http.RoundTripper {

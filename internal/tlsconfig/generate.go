@@ -64,9 +64,9 @@ type CertRequest struct {
 	NotBefore time.Time
 }
 
-// Issue signs a certificate for req with ca. Heads and nodes both serve and
-// dial, so their certificates carry both key usages; a client's only
-// client authentication.
+// Issue signs a certificate for req with ca. Every role both dials and
+// serves (a driver serves the objects it owns to workers), so every
+// certificate carries both key usages; the role is what tells them apart.
 func (ca CA) Issue(req CertRequest) (Pair, error) {
 	if !slices.Contains(Roles, req.Role) {
 		return Pair{}, fmt.Errorf("tls: role %q: want one of %v", req.Role, Roles)
@@ -86,10 +86,7 @@ func (ca CA) Issue(req CertRequest) (Pair, error) {
 	if nb.IsZero() {
 		nb = time.Now().Add(-time.Minute)
 	}
-	usage := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	if req.Role != RoleClient {
-		usage = append(usage, x509.ExtKeyUsageServerAuth)
-	}
+	usage := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject: pkix.Name{CommonName: req.Name, Organization: []string{"manta"},

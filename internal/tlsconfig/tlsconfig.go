@@ -42,9 +42,9 @@ const ouPrefix = "manta-"
 // Files names the PEM files of one process's TLS identity. The zero value
 // means TLS off.
 type Files struct {
-	CA   string // the cluster CA certificate
-	Cert string // this process's certificate (may be empty for a client that only verifies)
-	Key  string // its private key
+	CA   string `json:"ca,omitempty"`   // the cluster CA certificate
+	Cert string `json:"cert,omitempty"` // this process's certificate (may be empty for a client that only verifies)
+	Key  string `json:"key,omitempty"`  // its private key
 }
 
 // Enabled reports whether TLS is configured.
@@ -172,6 +172,22 @@ func (s *Source) current() (*x509.CertPool, *tls.Certificate) {
 // of allowed (any role when allowed is empty). Refusals are logged with the
 // peer's address.
 func (s *Source) ServerConfig(allowed ...Role) *tls.Config {
+	return s.serverConfig(true, allowed)
+}
+
+// BrowserServerConfig is ServerConfig for a port browsers use (the
+// dashboard): a client certificate is asked for and, when given, must be
+// the cluster CA's, but a browser without one gets in to log in with a
+// token. Plain text is still refused.
+func (s *Source) BrowserServerConfig() *tls.Config {
+	return s.serverConfig(false, nil)
+}
+
+func (s *Source) serverConfig(requireCert bool, allowed []Role) *tls.Config {
+	clientAuth := tls.RequireAnyClientCert
+	if !requireCert {
+		clientAuth = tls.RequestClientCert
+	}
 	base := &tls.Config{MinVersion: tls.VersionTLS12}
 	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		pool, pair := s.current()
@@ -185,10 +201,13 @@ func (s *Source) ServerConfig(allowed ...Role) *tls.Config {
 		return &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{*pair},
-			ClientAuth:   tls.RequireAnyClientCert,
+			ClientAuth:   clientAuth,
 			// Verified here rather than by ClientCAs so the role check and
 			// the log line with the peer are in one place.
 			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+				if len(raw) == 0 && !requireCert {
+					return nil
+				}
 				err := verify(raw, pool, x509.ExtKeyUsageClientAuth, allowed)
 				if err != nil {
 					s.log.Warn("refused a TLS client", zap.String("peer", peer), zap.Error(err))
