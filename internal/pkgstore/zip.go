@@ -161,6 +161,27 @@ func linkInside(name, target string) bool {
 	return p != ".." && !strings.HasPrefix(p, "../")
 }
 
+// symlinkParent returns the first parent directory of clean (slash-
+// separated, relative to dest) that is a symlink on disk, or "".
+func symlinkParent(dest, clean string) string {
+	dir := path.Dir(clean)
+	if dir == "." {
+		return ""
+	}
+	rel := ""
+	for _, part := range strings.Split(dir, "/") {
+		rel = path.Join(rel, part)
+		fi, err := os.Lstat(filepath.Join(dest, filepath.FromSlash(rel)))
+		if err != nil {
+			return "" // not there yet: MkdirAll makes a real directory
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return rel
+		}
+	}
+	return ""
+}
+
 // Unpack extracts a zip into dest (created), refusing absolute paths,
 // entries that climb out with "..", symlinks that point outside dest, and
 // more than MaxUnpackedBytes in all.
@@ -184,6 +205,13 @@ func Unpack(data []byte, dest string) error {
 		}
 		if clean == "." {
 			continue
+		}
+		// The lexical checks assume every parent is a real directory; a
+		// parent that an earlier entry made a symlink ("s" → ".") moves
+		// what follows, so nothing is created under one. A packed working
+		// dir never has entries below a symlink (Zip does not follow them).
+		if link := symlinkParent(dest, clean); link != "" {
+			return fmt.Errorf("%w: %q lies under the symlink %q", ErrUnsafe, name, link)
 		}
 		target := filepath.Join(dest, filepath.FromSlash(clean))
 		mode := f.Mode()
