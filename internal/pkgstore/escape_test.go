@@ -22,7 +22,7 @@ func TestUnpackRefusesSymlinkParent(t *testing.T) {
 			dest := filepath.Join(root, "out")
 			err := Unpack(zipOf(t, entries), dest)
 			if !errors.Is(err, ErrUnsafe) {
-				t.Fatalf("unpack: %v; want ErrUnsafe", err)
+				t.Errorf("unpack: %v; want ErrUnsafe", err)
 			}
 			if _, err := os.Stat(filepath.Join(root, "x", "evil")); err == nil {
 				t.Fatal("a file landed outside the directory")
