@@ -185,7 +185,10 @@ func symlinkParent(dest, clean string) string {
 // Unpack extracts a zip into dest (created), refusing absolute paths,
 // entries that climb out with "..", symlinks that point outside dest, and
 // more than MaxUnpackedBytes in all.
-func Unpack(data []byte, dest string) error {
+func Unpack(data []byte, dest string) error { return unpack(data, dest, MaxUnpackedBytes) }
+
+// unpack is Unpack with a bound of limit bytes (fuzzing uses a small one).
+func unpack(data []byte, dest string, limit int64) error {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return fmt.Errorf("package is not a zip archive: %w", err)
@@ -257,7 +260,7 @@ func Unpack(data []byte, dest string) error {
 				rc.Close()
 				return err
 			}
-			n, err := io.Copy(out, io.LimitReader(rc, MaxUnpackedBytes-total+1))
+			n, err := io.Copy(out, io.LimitReader(rc, limit-total+1))
 			rc.Close()
 			if cerr := out.Close(); err == nil {
 				err = cerr
@@ -266,8 +269,8 @@ func Unpack(data []byte, dest string) error {
 				return fmt.Errorf("unpack %s: %w", name, err)
 			}
 			total += n
-			if total > MaxUnpackedBytes {
-				return fmt.Errorf("%w: the package unpacks to more than %d MiB", ErrTooLarge, MaxUnpackedBytes>>20)
+			if total > limit {
+				return fmt.Errorf("%w: the package unpacks to more than %d MiB", ErrTooLarge, limit>>20)
 			}
 		}
 	}
