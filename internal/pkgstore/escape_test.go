@@ -13,7 +13,7 @@ import (
 // a file written under "t/" landed outside it.
 func TestUnpackRefusesSymlinkParent(t *testing.T) {
 	for name, entries := range map[string][][2]string{
-		"link in a linked dir": {{"s@", "."}, {"s/t@", "../x"}, {"t/evil", "x"}},
+		"link in a linked dir":      {{"s@", "."}, {"s/t@", "../x"}, {"t/evil", "x"}},
 		"file through a linked dir": {{"s@", "sub"}, {"sub/", ""}, {"s/evil", "x"}},
 	} {
 		t.Run(name, func(t *testing.T) {
