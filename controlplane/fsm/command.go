@@ -42,6 +42,8 @@ const (
 	CmdJobReport                            // ReportSubmissionRequest
 	CmdJobStop                              // JobStopCommand
 	CmdJobDelete                            // JobDeleteCommand
+	CmdCreateToken                          // TokenInfo (21)
+	CmdRevokeToken                          // RevokeTokenCommand (22)
 	cmdCount                                // keep last: sizes the handler table
 )
 
@@ -66,6 +68,8 @@ var cmdNames = [...]string{
 	CmdJobReport:         "JobReport",
 	CmdJobStop:           "JobStop",
 	CmdJobDelete:         "JobDelete",
+	CmdCreateToken:       "CreateToken",
+	CmdRevokeToken:       "RevokeToken",
 }
 
 func (t CommandType) String() string {

@@ -30,4 +30,8 @@ var (
 	ErrLineageEvicted = rpcerr.New(codes.NotFound, "LINEAGE_EVICTED", "lineage evicted by the store's bound")
 	// ErrMadeByPut: Put objects have no lineage (they cannot be rebuilt).
 	ErrMadeByPut = rpcerr.New(codes.FailedPrecondition, "MADE_BY_PUT", "object was made by Put and has no lineage")
+	// ErrTokenNotFound: no scoped token has that ID (never, or revoked).
+	ErrTokenNotFound = rpcerr.New(codes.NotFound, "TOKEN_NOT_FOUND", "token not found")
+	// ErrTokenExists: a token ID is taken (the leader drew it twice).
+	ErrTokenExists = rpcerr.New(codes.AlreadyExists, "TOKEN_EXISTS", "token ID already used")
 )

@@ -50,9 +50,12 @@ type FSM struct {
 	deadActors    deadHeap
 	maxDeadActors int
 	lineage       lineageTable
-	dedup         dedupTable
-	events        eventRing
-	changed       chan struct{} // closed and replaced after every Apply
+	// tokens are the scoped tokens by ID; tokenByHash indexes them (derived).
+	tokens      map[string]*pb.TokenInfo
+	tokenByHash map[string]string
+	dedup       dedupTable
+	events      eventRing
+	changed     chan struct{} // closed and replaced after every Apply
 }
 
 // New returns an empty store.
@@ -81,6 +84,8 @@ func (f *FSM) reset() {
 		f.maxDeadActors = MaxDeadActors
 	}
 	f.lineage = newLineageTable()
+	f.tokens = map[string]*pb.TokenInfo{}
+	f.tokenByHash = map[string]string{}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -115,6 +120,8 @@ var handlers = [cmdCount]handler{
 	CmdJobReport:         applyJobReport,
 	CmdJobStop:           applyJobStop,
 	CmdJobDelete:         applyJobDelete,
+	CmdCreateToken:       applyCreateToken,
+	CmdRevokeToken:       applyRevokeToken,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

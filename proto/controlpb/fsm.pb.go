@@ -461,8 +461,11 @@ type Snapshot struct {
 	LineageEvicted   [][]byte         `protobuf:"bytes,11,rep,name=lineage_evicted,json=lineageEvicted,proto3" json:"lineage_evicted,omitempty"`
 	LineageEvictions uint64           `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
 	Submissions      []*JobSubmission `protobuf:"bytes,13,rep,name=submissions,proto3" json:"submissions,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Scoped API tokens (hashed), by ID. Field 20 leaves room for tables
+	// added concurrently.
+	Tokens        []*TokenInfo `protobuf:"bytes,20,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -582,6 +585,13 @@ func (x *Snapshot) GetLineageEvictions() uint64 {
 func (x *Snapshot) GetSubmissions() []*JobSubmission {
 	if x != nil {
 		return x.Submissions
+	}
+	return nil
+}
+
+func (x *Snapshot) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
 	}
 	return nil
 }
@@ -1093,6 +1103,51 @@ func (x *JobDeleteCommand) GetSubmissionId() string {
 	return ""
 }
 
+// RevokeTokenCommand deletes a scoped token.
+type RevokeTokenCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenCommand) Reset() {
+	*x = RevokeTokenCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenCommand) ProtoMessage() {}
+
+func (x *RevokeTokenCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenCommand.ProtoReflect.Descriptor instead.
+func (*RevokeTokenCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RevokeTokenCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -1127,7 +1182,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\x99\x05\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xd3\x05\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -1142,7 +1197,8 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	" \x03(\v2!.manta.controlplane.v1.TaskRecordR\alineage\x12'\n" +
 	"\x0flineage_evicted\x18\v \x03(\fR\x0elineageEvicted\x12+\n" +
 	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\x12F\n" +
-	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\"\xa4\x02\n" +
+	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\x128\n" +
+	"\x06tokens\x18\x14 \x03(\v2 .manta.controlplane.v1.TokenInfoR\x06tokens\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -1177,7 +1233,9 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x0eJobStopCommand\x12#\n" +
 	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\"7\n" +
 	"\x10JobDeleteCommand\x12#\n" +
-	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionIdB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\rsubmission_id\x18\x01 \x01(\tR\fsubmissionId\"$\n" +
+	"\x12RevokeTokenCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02idB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -1191,7 +1249,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),                  // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),             // 1: manta.controlplane.v1.CommandBatch
@@ -1209,34 +1267,37 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*JobAssignCommand)(nil),         // 13: manta.controlplane.v1.JobAssignCommand
 	(*JobStopCommand)(nil),           // 14: manta.controlplane.v1.JobStopCommand
 	(*JobDeleteCommand)(nil),         // 15: manta.controlplane.v1.JobDeleteCommand
-	(*ClusterInfo)(nil),              // 16: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),                 // 17: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),                 // 18: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),                  // 19: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),                // 20: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),               // 21: manta.controlplane.v1.TaskRecord
-	(*JobSubmission)(nil),            // 22: manta.controlplane.v1.JobSubmission
-	(*TaskUpdate)(nil),               // 23: manta.controlplane.v1.TaskUpdate
+	(*RevokeTokenCommand)(nil),       // 16: manta.controlplane.v1.RevokeTokenCommand
+	(*ClusterInfo)(nil),              // 17: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                 // 18: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                 // 19: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                  // 20: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                // 21: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),               // 22: manta.controlplane.v1.TaskRecord
+	(*JobSubmission)(nil),            // 23: manta.controlplane.v1.JobSubmission
+	(*TokenInfo)(nil),                // 24: manta.controlplane.v1.TokenInfo
+	(*TaskUpdate)(nil),               // 25: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	16, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	17, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	18, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	19, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	17, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	18, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	19, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	20, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	20, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	21, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	22, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
-	21, // 11: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	23, // 12: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	21, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	22, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	23, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
+	24, // 11: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	22, // 12: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	25, // 13: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -1251,7 +1312,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
