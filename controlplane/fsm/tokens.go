@@ -20,7 +20,7 @@ func applyCreateToken(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	if _, err := auth.ParseScope(t.Scope); err != nil {
 		return errResult(rpcerr.Wrapf(ErrBadCommand, "%v", err))
 	}
-	if old := f.tokens[t.Id]; old != nil {
+	if old := f.tokens[t.Id]; old != nil && !old.Revoked {
 		if old.Hash == t.Hash {
 			return okResult() // a retry
 		}
@@ -38,16 +38,16 @@ func applyRevokeToken(f *FSM, _ *applyCtx, body []byte) *pb.CommandResult {
 		return errResult(err)
 	}
 	t := f.tokens[r.Id]
-	if t == nil {
+	if t == nil || t.Revoked {
 		return errResult(rpcerr.Wrapf(ErrTokenNotFound, "token %s", r.Id))
 	}
-	delete(f.tokens, r.Id)
-	delete(f.tokenByHash, t.Hash)
+	// Kept as a tombstone: stored messages are never changed in place.
+	f.tokens[r.Id] = &pb.TokenInfo{Id: t.Id, Hash: t.Hash, CreatedUnixNano: t.CreatedUnixNano, Revoked: true}
 	return &pb.CommandResult{Flag: true}
 }
 
-// TokenByHash returns the scoped token whose hash is hash, or nil. The
-// message is shared: callers must not change it.
+// TokenByHash returns the scoped token whose hash is hash (perhaps a
+// revoked one), or nil. The message is shared: callers must not change it.
 func (f *FSM) TokenByHash(hash string) *pb.TokenInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -57,15 +57,16 @@ func (f *FSM) TokenByHash(hash string) *pb.TokenInfo {
 	return nil
 }
 
-// Tokens lists the scoped tokens by ID, without their hashes.
+// Tokens lists the live scoped tokens by ID, without their hashes.
 func (f *FSM) Tokens() []*pb.TokenInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	out := sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id })
-	for i, t := range out {
-		c := &pb.TokenInfo{Id: t.Id, Scope: t.Scope, Description: t.Description,
-			CreatedUnixNano: t.CreatedUnixNano, ExpiresUnixNano: t.ExpiresUnixNano}
-		out[i] = c
+	var out []*pb.TokenInfo
+	for _, t := range sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id }) {
+		if !t.Revoked {
+			out = append(out, &pb.TokenInfo{Id: t.Id, Scope: t.Scope, Description: t.Description,
+				CreatedUnixNano: t.CreatedUnixNano, ExpiresUnixNano: t.ExpiresUnixNano})
+		}
 	}
 	return out
 }

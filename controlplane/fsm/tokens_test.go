@@ -41,8 +41,11 @@ func TestTokensCreateRevokeAndSnapshot(t *testing.T) {
 	if r := a.apply(cmd(t, CmdRevokeToken, "", &pb.RevokeTokenCommand{Id: "t1"}))[0]; !r.Flag {
 		t.Fatalf("revoke: %v", r)
 	}
-	if a.f.TokenByHash(h) != nil {
-		t.Fatal("revoked token still found")
+	if got := a.f.TokenByHash(h); got == nil || !got.Revoked || got.Scope != "" {
+		t.Fatalf("revoked token: %v; want a tombstone", got)
+	}
+	if len(a.f.Tokens()) != 0 {
+		t.Fatal("list shows a revoked token")
 	}
 	if err := ResultError(a.apply(cmd(t, CmdRevokeToken, "", &pb.RevokeTokenCommand{Id: "t1"}))[0]); !errors.Is(err, ErrTokenNotFound) {
 		t.Fatalf("second revoke: %v", err)

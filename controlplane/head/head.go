@@ -22,6 +22,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/controlplane/taskevents"
+	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -49,6 +50,8 @@ type Head struct {
 	leader   *leaderLoop
 	metrics  *headMetrics
 	tasks    *taskevents.Buffer
+	// authLimit counts failed authentications per source.
+	authLimit auth.FailureLimiter
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -27,6 +27,7 @@ type headMetrics struct {
 	leaderChanges prometheus.Counter
 	snapshots     prometheus.Counter
 	snapshotBytes prometheus.Gauge
+	authFailures  *prometheus.CounterVec
 
 	srv *metrics.Server // the dedicated /metrics port, when configured
 }
@@ -49,8 +50,11 @@ func newHeadMetrics(h *Head) *headMetrics {
 			Name: "snapshots_total", Help: "Raft snapshots this head persisted."}),
 		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "raft",
 			Name: "last_snapshot_size_bytes", Help: "Size of the newest Raft snapshot this head holds."}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "auth",
+			Name: "failures_total", Help: "Calls refused for their token: bad_token (missing, wrong, revoked or expired), scope (valid but too small), rate_limited (from a source that failed too often)."},
+			[]string{"reason"}),
 	}
-	reg.MustRegister(m.applySeconds, m.applyCommands, m.leaderChanges, m.snapshots, m.snapshotBytes,
+	reg.MustRegister(m.authFailures, m.applySeconds, m.applyCommands, m.leaderChanges, m.snapshots, m.snapshotBytes,
 		&stateCollector{h: h})
 	return m
 }

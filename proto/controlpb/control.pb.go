@@ -7174,8 +7174,11 @@ type TokenInfo struct {
 	CreatedUnixNano int64  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	// 0: never expires.
 	ExpiresUnixNano int64 `protobuf:"varint,6,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Revoked tokens stay (without scope) so that every head can tell a
+	// revoked token from one it has not learned of yet.
+	Revoked       bool `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TokenInfo) Reset() {
@@ -7250,12 +7253,23 @@ func (x *TokenInfo) GetExpiresUnixNano() int64 {
 	return 0
 }
 
+func (x *TokenInfo) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
 type CreateTokenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scope         string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: no expiry
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Scope       string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	TtlSeconds  int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: no expiry
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	RequestId   string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The token to store, drawn by the client (auth.NewScopedToken) so that
+	// a create retried across a failover stores the token its caller holds;
+	// empty: the head draws one.
+	Token         string `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -7314,6 +7328,13 @@ func (x *CreateTokenRequest) GetDescription() string {
 func (x *CreateTokenRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
 	}
 	return ""
 }
@@ -8144,21 +8165,23 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x1f\n" +
 	"\vnum_dropped\x18\x04 \x01(\x04R\n" +
 	"numDropped\x12\x1a\n" +
-	"\bwarnings\x18\x05 \x03(\tR\bwarnings\"\xbf\x01\n" +
+	"\bwarnings\x18\x05 \x03(\tR\bwarnings\"\xd9\x01\n" +
 	"\tTokenInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
 	"\x05scope\x18\x03 \x01(\tR\x05scope\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12*\n" +
 	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
-	"\x11expires_unix_nano\x18\x06 \x01(\x03R\x0fexpiresUnixNano\"\x8c\x01\n" +
+	"\x11expires_unix_nano\x18\x06 \x01(\x03R\x0fexpiresUnixNano\x12\x18\n" +
+	"\arevoked\x18\a \x01(\bR\arevoked\"\xa2\x01\n" +
 	"\x12CreateTokenRequest\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
 	"ttlSeconds\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\x98\x01\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\"\x98\x01\n" +
 	"\x13CreateTokenResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x124\n" +
 	"\x04info\x18\x02 \x01(\v2 .manta.controlplane.v1.TokenInfoR\x04info\x12\x14\n" +
