@@ -47,7 +47,7 @@ func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit boo
 	}
 	dash := dashboard.New(dashboard.Config{Client: cl, Token: h.Token, Logger: log})
 	api, err := jobsapi.New(jobsapi.Config{Addr: net.JoinHostPort(f.host, strconv.Itoa(f.dashboardPort)),
-		Client: cl, Token: h.Token, TLS: tls, Logger: log,
+		Client: cl, Token: h.Token, Scope: h.ScopeOf, TLS: tls, Logger: log,
 		// The head's metrics on the dashboard port too, as Ray's dashboard
 		// serves them; the token check covers this path as every other.
 		Mount: []func(*http.ServeMux){stateapi.Register(cl), dash.Register, func(mux *http.ServeMux) {
