@@ -16,7 +16,7 @@ type pki struct {
 	ca  CA
 }
 
-func newPKI(t *testing.T) pki {
+func newPKI(t testing.TB) pki {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := CreateCA(dir, time.Hour)
@@ -26,7 +26,7 @@ func newPKI(t *testing.T) pki {
 	return pki{dir: dir, ca: ca}
 }
 
-func (p pki) source(t *testing.T, role Role, name string) *Source {
+func (p pki) source(t testing.TB, role Role, name string) *Source {
 	t.Helper()
 	f, err := p.ca.CreateCert(p.dir, role, name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, time.Hour)
 	if err != nil {
