@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/metrics"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -88,7 +89,10 @@ func (h *Head) startMetrics() error {
 	if h.cfg.MetricsAddr == "" {
 		return nil
 	}
-	srv, err := metrics.ListenTLS(h.cfg.MetricsAddr, h.metrics.reg, h.Token, h.log, h.cfg.TLS)
+	srv, err := metrics.ListenTLS(h.cfg.MetricsAddr, h.metrics.reg, h.Token, h.log, h.cfg.TLS, func(tok string) bool {
+		s, err := h.ScopeOf(tok)
+		return err == nil && s.Allows(auth.ScopeRead)
+	})
 	if err != nil {
 		return err
 	}

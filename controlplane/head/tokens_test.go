@@ -2,12 +2,15 @@ package head_test
 
 import (
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/controlplane/head"
 	tc "github.com/manta-ray/manta/controlplane/testcluster"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
@@ -104,4 +107,71 @@ func TestScopedTokens(t *testing.T) {
 			t.Errorf("head %d after revoke: %v; want Unauthenticated", i+1, err)
 		}
 	}
+}
+
+// TestBadTokensAreRateLimitedAndCounted: a source that keeps failing to
+// authenticate is answered ResourceExhausted past the limit, every refusal
+// is counted by reason, and a good token from the same source still works.
+// A read token also opens the head's /metrics.
+func TestBadTokensAreRateLimitedAndCounted(t *testing.T) {
+	c := tc.Start(t, 1, func(_ int, cfg *head.Config) { cfg.MetricsAddr = "127.0.0.1:0" })
+	ctx := tc.Ctx(t, 30*time.Second)
+	bad := client(t, c, "mt1_0123456789ab_"+strings.Repeat("0", 64))
+	var limited bool
+	for range 60 {
+		_, err := bad.KVList(ctx, &pb.KVListRequest{})
+		switch rpcerr.Code(err) {
+		case codes.Unauthenticated:
+		case codes.ResourceExhausted:
+			limited = true
+		default:
+			t.Fatalf("bad token: %v", err)
+		}
+	}
+	if !limited {
+		t.Fatal("60 failures in a row were never rate-limited")
+	}
+	admin := c.Client()
+	if _, err := admin.KVList(ctx, &pb.KVListRequest{}); err != nil {
+		t.Fatalf("the cluster token from the same source: %v", err)
+	}
+	got := map[string]float64{}
+	mfs, err := c.Heads[0].Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "manta_auth_failures_total" {
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if got["bad_token"] == 0 || got["rate_limited"] == 0 || got["bad_token"]+got["rate_limited"] != 60 {
+		t.Fatalf("manta_auth_failures_total: %v; want 60 split between bad_token and rate_limited", got)
+	}
+
+	read, err := admin.CreateToken(ctx, &pb.CreateTokenRequest{Scope: "read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+c.Heads[0].MetricsAddress()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+read.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics with a read token: %s", resp.Status)
+	}
+}
+
+func client(t *testing.T, c *tc.Cluster, tok string) *cpclient.Client {
+	cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: tok, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
 }
