@@ -210,7 +210,11 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
-	fmt.Fprintf(cmd.OutOrStdout(), "head metrics on http://%s%s\n", h.MetricsAddress(), metrics.Path)
+	scheme := "http"
+	if tls != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "head metrics on %s://%s%s\n", scheme, h.MetricsAddress(), metrics.Path)
 	if f.dashboardPort >= 0 {
 		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), tls, log)
 		if err != nil {
@@ -219,7 +223,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		}
 		if api != nil {
 			defer api.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s (dashboard: http://%s/)\n", api.Address(), api.Address())
+			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on %s://%s (dashboard: %s://%s/)\n", scheme, api.Address(), scheme, api.Address())
 		}
 	}
 	var fatal <-chan error
@@ -242,7 +246,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 			}
 			defer r.Close()
 			fatal = r.Fatal()
-			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics http://%s%s)\n", r.NodeID(), r.Address(), r.MetricsAddress(), metrics.Path)
+			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics %s://%s%s)\n", r.NodeID(), r.Address(), scheme, r.MetricsAddress(), metrics.Path)
 		}
 	}
 	// Name this cluster for drivers and commands started here without an

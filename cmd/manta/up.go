@@ -136,7 +136,11 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	for _, h := range c.Heads() {
 		api := ""
 		if b, err := os.ReadFile(filepath.Join(h.DataDir, dashboardAddressFile)); err == nil {
-			api = "  dashboard and jobs api http://" + strings.TrimSpace(string(b)) + "/"
+			scheme := "http"
+			if c.TLS() != nil {
+				scheme = "https"
+			}
+			api = "  dashboard and jobs api " + scheme + "://" + strings.TrimSpace(string(b)) + "/"
 		}
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log%s\n", h.ID, h.Address, h.PID, h.DataDir, api)
 	}
