@@ -202,6 +202,11 @@ func (s *Source) serverConfig(requireCert bool, allowed []Role) *tls.Config {
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{*pair},
 			ClientAuth:   clientAuth,
+			// A resumed session skips VerifyPeerCertificate: without
+			// tickets every connection proves its certificate against
+			// the CA of the moment (connections are long-lived, so full
+			// handshakes cost little).
+			SessionTicketsDisabled: true,
 			// Verified here rather than by ClientCAs so the role check and
 			// the log line with the peer are in one place.
 			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
