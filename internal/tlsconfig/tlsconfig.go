@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/manta-ray/manta/internal/auth"
 )
 
 // Role is what a certificate allows its holder to be.
@@ -76,6 +78,9 @@ type Source struct {
 	pool    *x509.CertPool
 	pair    *tls.Certificate
 	checked time.Time
+
+	// refusals keeps a scanner to one log line per source and window.
+	refusals auth.FailureLimiter
 }
 
 // reloadEvery bounds how often handshakes stat the files.
@@ -198,6 +203,7 @@ func (s *Source) serverConfig(requireCert bool, allowed []Role) *tls.Config {
 		if hello.Conn != nil {
 			peer = hello.Conn.RemoteAddr().String()
 		}
+		host, _, _ := net.SplitHostPort(peer)
 		return &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{*pair},
@@ -215,7 +221,10 @@ func (s *Source) serverConfig(requireCert bool, allowed []Role) *tls.Config {
 				}
 				err := verify(raw, pool, x509.ExtKeyUsageClientAuth, allowed)
 				if err != nil {
-					s.log.Warn("refused a TLS client", zap.String("peer", peer), zap.Error(err))
+					if logIt, _ := s.refusals.Failed(host); logIt {
+						s.log.Warn("refused a TLS client (more refusals of this host are not logged for a while)",
+							zap.String("peer", peer), zap.Error(err))
+					}
 				}
 				return err
 			},
