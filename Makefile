@@ -3,7 +3,7 @@ PKGS := ./...
 # Packages whose tests fit -race on a 2-core CI machine.
 RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./sdk/...
 
-.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv tools chaos
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv tools chaos fuzz
 
 build:
 	$(GO) build ./...
@@ -63,3 +63,16 @@ chaos:
 		./bin/manta chaos run --hosts netns --scenario $$s --nodes 2 --duration 60s --seed $$seed --report chaos-reports/netns-$$s-$$seed --force || exit 1; \
 	done; done
 	./bin/manta chaos run --hosts netns --scenario mixed --nodes 2 --duration 60s --seed 1 --report chaos-reports/netns-mixed --force
+
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a
+# time). Their seed corpora (f.Add and testdata/fuzz) run in every go test.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := \
+	./controlplane/fsm:FuzzApplyNeverPanics \
+	./controlplane/jobsapi:FuzzSubmitBody \
+	./internal/pkgstore:FuzzUnpack \
+	./raylet:FuzzChunkDecode
+fuzz:
+	for t in $(FUZZ_TARGETS); do \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || exit 1; \
+	done

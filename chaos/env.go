@@ -67,7 +67,7 @@ func (e *Env) Now() time.Duration { return time.Since(e.start) }
 // Client returns a client over every head whose calls give up after
 // OpTimeout; the caller closes it.
 func (e *Env) Client() (*cpclient.Client, error) {
-	return cpclient.New(cpclient.Config{Addresses: e.Cluster.Addresses(), Token: e.Cluster.Token(), Timeout: e.OpTimeout, Logger: e.Log})
+	return cpclient.New(cpclient.Config{Addresses: e.Cluster.Addresses(), Token: e.Cluster.Token(), Timeout: e.OpTimeout, TLS: e.Cluster.TLS(), Logger: e.Log})
 }
 
 // Succeeded records a successful operation of workload that was called
@@ -148,7 +148,7 @@ func (e *Env) roles(ctx context.Context) (leader int, followers []int, err error
 func (e *Env) waitHealthy(ctx context.Context, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
-	cl, err := cpclient.New(cpclient.Config{Addresses: e.Cluster.Addresses(), Token: e.Cluster.Token(), AttemptTimeout: time.Second, Logger: e.Log})
+	cl, err := cpclient.New(cpclient.Config{Addresses: e.Cluster.Addresses(), Token: e.Cluster.Token(), AttemptTimeout: time.Second, TLS: e.Cluster.TLS(), Logger: e.Log})
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,9 @@ type Options struct {
 	// the harness (and its driver) is then the host at the bridge's
 	// address.
 	Hosts string
+	// TLS runs the cluster on mutual TLS (launcher.Options.TLS); this
+	// process's driver takes the launcher's client certificate.
+	TLS bool
 	// LinearizabilityTimeout bounds the porcupine search; default 60s.
 	LinearizabilityTimeout time.Duration
 	Logger                 *zap.Logger
@@ -308,7 +311,7 @@ func (r *runner) run(ctx context.Context) (err error) {
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	c, err := launcher.Start(startCtx, launcher.Options{Binary: binary, Heads: r.o.Heads, Nodes: r.o.Nodes, DataDir: clusterDir,
-		Hosts: r.o.Hosts, Logger: r.log})
+		Hosts: r.o.Hosts, Logger: r.log, TLS: r.o.TLS})
 	if err != nil {
 		r.addError("start the cluster: %v", err)
 		return err
@@ -857,6 +860,11 @@ const leakWait = 5 * time.Second
 func (r *runner) initDriver(ctx context.Context) error {
 	home := r.cluster.Nodes()[0]
 	r.env.HomeNode = home.ID
+	// The SDK takes its TLS identity from the environment.
+	for _, kv := range r.cluster.TLSFiles().Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
 	err := ray.Init(ctx, ray.Address(strings.Join(r.cluster.Addresses(), ",")), ray.Token(r.cluster.Token()),
 		ray.Raylet(home.Address), ray.Logger(r.log.Named("driver")))
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/raylet/resources"
 	"github.com/manta-ray/manta/sdk/ray"
@@ -264,7 +265,7 @@ func checkCPUsFree(ctx context.Context, env *Env) CheckResult {
 				continue
 			}
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			st, err := raylet.Status(sctx, n.Address, env.Cluster.Token())
+			st, err := raylet.Status(sctx, n.Address, env.Cluster.Token(), env.Cluster.TLS().DialOption(tlsconfig.RoleNode))
 			cancel()
 			if err != nil {
 				busy = append(busy, fmt.Sprintf("%s: status: %v", n.ID, err))

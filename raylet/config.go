@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/objectstore"
 	"github.com/manta-ray/manta/raylet/resources"
 )
@@ -79,6 +80,12 @@ type Config struct {
 	// Labels are the node's labels (manta start --labels), registered
 	// with it, that ray.NodeLabels selects on.
 	Labels map[string]string
+
+	// TLS, when set, makes the raylet's server and metrics port mutual TLS
+	// with the cluster CA, and every connection it dials (heads, other
+	// raylets, owners); its workers and job drivers get the same files
+	// through the environment (tlsconfig.EnvCA...).
+	TLS *tlsconfig.Source
 
 	Logger *zap.Logger
 	Knobs  TestingKnobs

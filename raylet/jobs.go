@@ -15,7 +15,7 @@ import (
 func (r *Raylet) startJobSupervisor() {
 	r.pkgs = &pkgstore.Cache{Dir: filepath.Join(r.cfg.DataDir, "runtime_resources", "working_dir_files"), CP: r.cp}
 	r.jobs = jobsupervisor.New(jobsupervisor.Config{
-		NodeID: r.cfg.NodeID, Heads: r.cfg.Heads, Token: r.cfg.Token, RayletAddress: r.lis.Addr().String(),
+		NodeID: r.cfg.NodeID, Heads: r.cfg.Heads, Token: r.cfg.Token, TLSEnv: tlsEnv(r.cfg.TLS), RayletAddress: r.lis.Addr().String(),
 		Dir: filepath.Join(r.cfg.DataDir, "jobs"), Reporter: r.cp, WorkingDirs: r.pkgs,
 		Reserve: r.reserveEntrypoint, Logger: r.log,
 	})

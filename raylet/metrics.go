@@ -79,7 +79,7 @@ func (r *Raylet) startMetrics() error {
 		}
 		addr = net.JoinHostPort(host, "0")
 	}
-	srv, err := metrics.Listen(addr, r.metrics.reg, func() string { return r.cfg.Token }, r.log)
+	srv, err := metrics.ListenTLS(addr, r.metrics.reg, func() string { return r.cfg.Token }, r.log, r.cfg.TLS, nil)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
@@ -57,7 +56,7 @@ func (r *Raylet) ownerLoop() {
 			c := conns[addr]
 			if c == nil {
 				var err error
-				c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				c, err = grpc.NewClient(addr, r.cfg.TLS.DialOption(),
 					grpc.WithPerRPCCredentials(auth.Token(func() string { return r.cfg.Token })))
 				// Pings only: the default windows do.
 				if err != nil {
@@ -121,7 +120,7 @@ func (r *Raylet) keepIdleWorker(w *workerpool.Worker) bool {
 	if w.Address == "" {
 		return false
 	}
-	cc, err := grpc.NewClient(w.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(w.Address, r.cfg.TLS.DialOption(),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return r.cfg.Token })))
 	if err != nil {
 		return false

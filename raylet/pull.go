@@ -11,11 +11,11 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/objectstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 )
@@ -366,6 +366,7 @@ func (b *byteBudget) grantLocked() {
 // from, owners to tell); Close closes them all.
 type peerConns struct {
 	token string
+	tls   *tlsconfig.Source
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -380,7 +381,7 @@ func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	token := p.token
-	c, err := grpc.NewClient(addr, append(DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	c, err := grpc.NewClient(addr, append(DialOptions(), p.tls.DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))...)
 	if err != nil {
 		return nil, err

@@ -29,6 +29,7 @@ import (
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/pkgstore"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/objectstore"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/jobsupervisor"
@@ -137,7 +138,7 @@ func New(cfg Config) (*Raylet, error) {
 		byWorker: map[string]*lease{}, view: map[string]*remoteNode{}, kick: make(chan struct{}, 1),
 		bundles: map[bundleKey]*bundle{}, groups: map[string]*groupView{},
 		fatal: make(chan error, 1), objs: newObjectTable(),
-		peers: peerConns{token: cfg.Token, conns: map[string]*grpc.ClientConn{}}}
+		peers: peerConns{token: cfg.Token, tls: cfg.TLS, conns: map[string]*grpc.ClientConn{}}}
 	if cfg.DataDir == "" {
 		d, err := os.MkdirTemp("", "manta-raylet-")
 		if err != nil {
@@ -149,7 +150,7 @@ func New(cfg Config) (*Raylet, error) {
 		r.removeTmp()
 		return nil, err
 	}
-	cp, err := cpclient.New(cpclient.Config{Addresses: cfg.Heads, Token: cfg.Token, Logger: cfg.Logger})
+	cp, err := cpclient.New(cpclient.Config{Addresses: cfg.Heads, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
 	if err != nil {
 		r.closeStore()
 		r.removeTmp()
@@ -171,7 +172,7 @@ func New(cfg Config) (*Raylet, error) {
 	}
 	logDir := filepath.Join(r.cfg.DataDir, "logs")
 	r.pool = workerpool.New(workerpool.Config{
-		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token,
+		RayletAddress: lis.Addr().String(), Heads: cfg.Heads, NodeID: cfg.NodeID, Token: cfg.Token, TLSEnv: tlsEnv(cfg.TLS),
 		LogDir: logDir, Output: cfg.WorkerOutput, LogMaxBytes: cfg.WorkerLogMaxBytes, LogBackups: cfg.WorkerLogBackups,
 		IdleTimeout: cfg.IdleWorkerTimeout, Prestart: max(0, prestart), OnExit: r.onWorkerExit, KeepIdle: r.keepIdleWorker,
 		Logger: r.log,
@@ -180,7 +181,7 @@ func New(cfg Config) (*Raylet, error) {
 	// WaitForHandlers: Stop returns only once no handler runs, so none can
 	// still be sending from the arena when Close unmaps it.
 	r.metrics = newRayletMetrics(r)
-	r.srv = grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true),
+	r.srv = grpc.NewServer(append(append(ServerOptions(), cfg.TLS.ServerOptions()...), grpc.WaitForHandlers(true),
 		grpc.ChainUnaryInterceptor(r.metrics.grpc.UnaryServerInterceptor(), auth.UnaryServer(cfg.Token)),
 		grpc.ChainStreamInterceptor(r.metrics.grpc.StreamServerInterceptor(), streamServer(cfg.Token)))...)
 	pb.RegisterRayletServer(r.srv, r)
@@ -412,10 +413,19 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
 }
 
-// Status asks the raylet at addr for its status (`manta status`).
-func Status(ctx context.Context, addr, token string) (*pb.GetStatusReply, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
+// tlsEnv is the environment that hands src's files to a child process.
+func tlsEnv(src *tlsconfig.Source) []string {
+	if src == nil {
+		return nil
+	}
+	return src.Files().Env()
+}
+
+// Status asks the raylet at addr for its status (`manta status`). opts
+// come last, so a TLS dial option replaces the plaintext default.
+func Status(ctx context.Context, addr, token string, opts ...grpc.DialOption) (*pb.GetStatusReply, error) {
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return token }))}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -426,9 +436,9 @@ func Status(ctx context.Context, addr, token string) (*pb.GetStatusReply, error)
 
 // OwnerStatus asks the owner (a driver or worker) at addr what its tasks
 // wait for.
-func OwnerStatus(ctx context.Context, addr, token string) (*pb.OwnerStatusReply, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
+func OwnerStatus(ctx context.Context, addr, token string, opts ...grpc.DialOption) (*pb.OwnerStatusReply, error) {
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.Token(func() string { return token }))}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -20,13 +20,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/statefilter"
 	"github.com/manta-ray/manta/controlplane/taskevents"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 )
@@ -551,7 +551,7 @@ func fanOut(ctx context.Context, cl *cpclient.Client, fn func(ctx context.Contex
 		go func() {
 			defer wg.Done()
 			got, err := func() ([]Row, error) {
-				cc, err := grpc.NewClient(n.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				cc, err := grpc.NewClient(n.Address, cl.TLS().DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead),
 					grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
 				if err != nil {
 					return nil, err

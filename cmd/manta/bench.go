@@ -28,8 +28,8 @@ func newBenchCommand() *cobra.Command {
 }
 
 // localCluster starts a throw-away cluster of separate head processes.
-func localCluster(ctx context.Context, heads int) (*launcher.Cluster, func(), error) {
-	return localClusterWith(ctx, launcher.Options{Heads: heads}, nil)
+func localCluster(ctx context.Context, heads int, tls bool) (*launcher.Cluster, func(), error) {
+	return localClusterWith(ctx, launcher.Options{Heads: heads, TLS: tls}, nil)
 }
 
 // localClusterWith starts a throw-away cluster with o (and, with netns
@@ -67,6 +67,7 @@ func newBenchKVCommand() *cobra.Command {
 		size     int
 		heads    int
 		asJSON   bool
+		useTLS   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "kv",
@@ -79,24 +80,25 @@ func newBenchKVCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to write")
 	cmd.Flags().IntVar(&size, "value-size", 100, "bytes per value")
 	cmd.Flags().IntVar(&heads, "heads", 3, "heads of the local cluster when no --address is given")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "the local cluster runs mutual TLS (as manta up --tls), to measure its cost")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		o := cpbench.KVOptions{Clients: clients, Conns: conns, Duration: duration, ValueSize: size}
 		if cf.address == "" && os.Getenv("MANTA_ADDRESS") == "" {
-			c, done, err := localCluster(ctx, heads)
+			c, done, err := localCluster(ctx, heads, useTLS)
 			if err != nil {
 				return err
 			}
 			defer done()
-			o.Addresses, o.Token = c.Addresses(), c.Token()
+			o.Addresses, o.Token, o.TLS = c.Addresses(), c.Token(), c.TLS()
 		} else {
 			cfg, err := cf.config()
 			if err != nil {
 				return err
 			}
-			o.Addresses, o.Token = cfg.Addresses, cfg.Token
+			o.Addresses, o.Token, o.TLS = cfg.Addresses, cfg.Token, cfg.TLS
 		}
 		r, err := cpbench.KV(ctx, o)
 		if err != nil {
@@ -119,6 +121,7 @@ func newBenchFailoverCommand() *cobra.Command {
 		reps   int
 		heads  int
 		asJSON bool
+		useTLS bool
 	)
 	cmd := &cobra.Command{
 		Use:   "failover",
@@ -127,6 +130,7 @@ func newBenchFailoverCommand() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&reps, "reps", 5, "how many leader kills")
 	cmd.Flags().IntVar(&heads, "heads", 3, "heads of the local cluster")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "the cluster runs mutual TLS, Raft included")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	var raftArgs []string
 	cmd.Flags().StringSliceVar(&raftArgs, "head-arg", nil, "extra `manta start` arguments for every head, e.g. --head-arg=--election-timeout=1s")
@@ -137,7 +141,7 @@ func newBenchFailoverCommand() *cobra.Command {
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		c, done, err := localClusterWith(ctx, launcher.Options{Heads: heads, Hosts: hf.hosts, ExtraHeadArgs: raftArgs}, hf)
+		c, done, err := localClusterWith(ctx, launcher.Options{Heads: heads, Hosts: hf.hosts, ExtraHeadArgs: raftArgs, TLS: useTLS}, hf)
 		if err != nil {
 			return err
 		}

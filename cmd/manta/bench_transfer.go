@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/manta-ray/manta/internal/launcher"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/sdk/ray"
 )
@@ -51,6 +52,8 @@ warm-up; the rate is over the other --reps. This process is the driver.`,
 	cmd.Flags().StringVar(&size, "size", "256MiB", "object size")
 	cmd.Flags().IntVar(&reps, "reps", 3, "timed transfers")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	var useTLS bool
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "the cluster runs mutual TLS (raylet to raylet included), to measure its cost")
 	hf := addHostFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := hf.validate(); err != nil {
@@ -65,7 +68,7 @@ warm-up; the rate is over the other --reps. This process is the driver.`,
 		startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		store := fmt.Sprint(3 * n)
-		c, done, err := localClusterWith(startCtx, launcher.Options{Heads: 3, Nodes: 2, Hosts: hf.hosts,
+		c, done, err := localClusterWith(startCtx, launcher.Options{Heads: 3, Nodes: 2, Hosts: hf.hosts, TLS: useTLS,
 			NodeArgs: func(i int) []string {
 				res := benchSrc
 				if i == 1 {
@@ -78,6 +81,12 @@ warm-up; the rate is over the other --reps. This process is the driver.`,
 		}
 		defer done()
 		nodes := c.Nodes()
+		// This process is the driver: the SDK takes its TLS identity
+		// from the environment.
+		for _, kv := range c.TLSFiles().Env() {
+			k, v, _ := strings.Cut(kv, "=")
+			os.Setenv(k, v)
+		}
 		if err := ray.Init(startCtx, ray.Address(strings.Join(c.Addresses(), ",")), ray.Token(c.Token()), ray.Raylet(nodes[0].Address)); err != nil {
 			return err
 		}
@@ -103,7 +112,7 @@ warm-up; the rate is over the other --reps. This process is the driver.`,
 				return fmt.Errorf("node-2 read %d bytes of %d", got, n)
 			}
 		}
-		st, err := raylet.Status(ctx, nodes[1].Address, c.Token())
+		st, err := raylet.Status(ctx, nodes[1].Address, c.Token(), c.TLS().DialOption(tlsconfig.RoleNode))
 		if err != nil {
 			return err
 		}

@@ -106,6 +106,7 @@ and partition-minority refuses to run.`,
 	fs.IntVar(&f.o.ActorClients, "actor-clients", 2, "actor workload clients, each calling its own counter actor (with --nodes; negative for none)")
 	fs.DurationVar(&f.o.OpTimeout, "op-timeout", chaos.DefaultOpTimeout, "bound on one operation with its retries; 5s past it is a hang")
 	fs.StringVar(&f.o.Hosts, "hosts", launcher.HostsLocal, "local: every process on loopback; netns: each head and raylet a host of its own (network namespace, private /dev/shm; needs root), which slow-leader, lossy-links and asymmetric-partition need")
+	fs.BoolVar(&f.o.TLS, "tls", false, "run the cluster on mutual TLS, Raft included")
 	fs.StringVar(&f.o.Partition, "partition", chaos.PartitionAuto, "partition mechanism: auto, iptables or none")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

@@ -13,6 +13,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
 	"github.com/manta-ray/manta/internal/currentcluster"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // errNoToken is returned when no token was given in any of the four ways.
@@ -26,6 +27,7 @@ type clusterFlags struct {
 	token     string
 	tokenFile string
 	timeout   time.Duration
+	tls       *tlsFlags
 }
 
 // addClusterFlags registers the flags on cmd, persistent so that a command
@@ -37,6 +39,7 @@ func addClusterFlags(cmd *cobra.Command) *clusterFlags {
 	fs.StringVar(&f.token, "token", "", "cluster token (default $"+cpclient.EnvToken+")")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the cluster token (default $"+cpclient.EnvTokenFile+")")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "bound on one call, retries included")
+	f.tls = addTLSFlags(fs)
 	return f
 }
 
@@ -81,7 +84,18 @@ func (f *clusterFlags) config() (cpclient.Config, error) {
 	if tok == "" {
 		return cpclient.Config{}, usageError{errNoToken}
 	}
-	return cpclient.Config{Addresses: []string{addr}, Token: tok, Timeout: f.timeout}, nil
+	files := f.tls.resolved()
+	if !files.Enabled() && current.TLS.Enabled() {
+		files = current.TLS
+	}
+	if err := files.Validate(); err != nil {
+		return cpclient.Config{}, usageError{err}
+	}
+	src, err := tlsconfig.LoadOptional(files, nil)
+	if err != nil {
+		return cpclient.Config{}, err
+	}
+	return cpclient.Config{Addresses: []string{addr}, Token: tok, Timeout: f.timeout, TLS: src}, nil
 }
 
 // client returns a client for the resolved cluster; the caller closes it.

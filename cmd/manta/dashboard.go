@@ -19,6 +19,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/jobsapi"
 	"github.com/manta-ray/manta/controlplane/stateapi"
 	"github.com/manta-ray/manta/internal/metrics"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // defaultDashboardPort is Ray's dashboard port, where its clients look.
@@ -31,7 +32,7 @@ const dashboardAddressFile = "dashboard_address"
 // startJobsAPI serves Ray's Jobs REST API and the dashboard on the head. When the port was
 // not asked for and is taken (another head on this machine), the head goes
 // on without it and says so.
-func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit bool, log *zap.Logger) (*jobsAPI, error) {
+func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit bool, tls *tlsconfig.Source, log *zap.Logger) (*jobsAPI, error) {
 	// The token is known once the cluster bootstrapped.
 	for h.Token() == "" {
 		select {
@@ -40,13 +41,13 @@ func startJobsAPI(ctx context.Context, h *head.Head, f *startFlags, explicit boo
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	cl, err := cpclient.New(cpclient.Config{Addresses: []string{h.Address()}, Token: h.Token(), Logger: log})
+	cl, err := cpclient.New(cpclient.Config{Addresses: []string{h.Address()}, Token: h.Token(), TLS: tls, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	dash := dashboard.New(dashboard.Config{Client: cl, Token: h.Token, Logger: log})
 	api, err := jobsapi.New(jobsapi.Config{Addr: net.JoinHostPort(f.host, strconv.Itoa(f.dashboardPort)),
-		Client: cl, Token: h.Token, Logger: log,
+		Client: cl, Token: h.Token, Scope: h.ScopeOf, TLS: tls, Logger: log,
 		// The head's metrics on the dashboard port too, as Ray's dashboard
 		// serves them; the token check covers this path as every other.
 		Mount: []func(*http.ServeMux){stateapi.Register(cl), dash.Register, func(mux *http.ServeMux) {

@@ -14,13 +14,13 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/lineage"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
@@ -207,7 +207,7 @@ func locateObjects(ctx context.Context, cl *cpclient.Client, token string, objs 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reply, err := locateOn(ctx, n.Address, token, req, deadline)
+			reply, err := locateOn(ctx, n.Address, token, cl.TLS(), req, deadline)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -237,8 +237,8 @@ func locateObjects(ctx context.Context, cl *cpclient.Client, token string, objs 
 	}
 }
 
-func locateOn(ctx context.Context, addr, token string, req *rpb.LocateObjectsRequest, d time.Duration) (*rpb.LocateObjectsReply, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+func locateOn(ctx context.Context, addr, token string, tls *tlsconfig.Source, req *rpb.LocateObjectsRequest, d time.Duration) (*rpb.LocateObjectsReply, error) {
+	cc, err := grpc.NewClient(addr, tls.DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
@@ -78,7 +79,7 @@ is every worker of it on every node. --node narrows to one node.`,
 			return err
 		}
 		for {
-			err := streamNodeLogs(cmd.Context(), cmd.OutOrStdout(), cfg.Token, targets, req)
+			err := streamNodeLogs(cmd.Context(), cmd.OutOrStdout(), cfg.Token, cl.TLS(), targets, req)
 			if actor == "" || !follow || (err != nil && !errors.Is(err, rpcerr.ErrUnavailable)) {
 				return err // (an actor's node that died is a worker that ended)
 			}
@@ -183,7 +184,7 @@ var rpcNotFound = rpcerr.ErrNotFound
 // streamNodeLogs asks every target at once and prints lines as they come.
 // A node without the worker or task is expected when asking every node;
 // only when none has it is that an error.
-func streamNodeLogs(ctx context.Context, out io.Writer, token string, targets map[string]string, req *pb.StreamLogsRequest) error {
+func streamNodeLogs(ctx context.Context, out io.Writer, token string, tls *tlsconfig.Source, targets map[string]string, req *pb.StreamLogsRequest) error {
 	var mu sync.Mutex // one line at a time on out
 	var wg sync.WaitGroup
 	errs := make([]error, 0, len(targets))
@@ -201,7 +202,7 @@ func streamNodeLogs(ctx context.Context, out io.Writer, token string, targets ma
 					}
 				}
 				return nil
-			})
+			}, tls.DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead))
 			errMu.Lock()
 			errs = append(errs, err)
 			errMu.Unlock()

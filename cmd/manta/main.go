@@ -54,7 +54,7 @@ survive the loss of its leader with "manta demo".`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	for _, f := range []func() *cobra.Command{
 		newStartCommand, newUpCommand, newStatusCommand, newKVCommand,
-		newOperatorCommand, newTokenCommand, newDemoCommand, newListCommand,
+		newOperatorCommand, newTokenCommand, newTLSCommand, newDemoCommand, newListCommand,
 	} {
 		root.AddCommand(f())
 	}

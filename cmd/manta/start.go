@@ -69,6 +69,8 @@ type startFlags struct {
 	forwardTimeout    time.Duration
 	snapshotThreshold uint64
 	maxKVValue        int
+
+	tls *tlsFlags
 }
 
 func newStartCommand() *cobra.Command {
@@ -123,6 +125,7 @@ its cluster on its own.`,
 	_ = fs.MarkHidden("testing-pg-prepare-delay")
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
 	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
+	f.tls = addTLSFlags(fs)
 	fs.StringVar(&f.objectSpillEngine, "object-spill-engine", "files", "how spilled objects are kept: files (one per object) or badger")
 	return cmd
 }
@@ -167,6 +170,10 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	defer log.Sync()
+	tls, err := f.tls.load(log)
+	if err != nil {
+		return err
+	}
 	res, err := f.rayletResources()
 	if err != nil {
 		return err
@@ -207,6 +214,7 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		SnapshotThreshold:  f.snapshotThreshold,
 		MaxKVValueBytes:    f.maxKVValue,
 		MetricsAddr:        net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)),
+		TLS:                tls,
 		Logger:             log,
 		Knobs:              f.headKnobs(),
 	})
@@ -214,16 +222,20 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "head %s serving on %s (raft %s)\n", h.ID(), h.Address(), h.RaftAddress())
-	fmt.Fprintf(cmd.OutOrStdout(), "head metrics on http://%s%s\n", h.MetricsAddress(), metrics.Path)
+	scheme := "http"
+	if tls != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "head metrics on %s://%s%s\n", scheme, h.MetricsAddress(), metrics.Path)
 	if f.dashboardPort >= 0 {
-		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), log)
+		api, err := startJobsAPI(ctx, h, f, cmd.Flags().Changed("dashboard-port"), tls, log)
 		if err != nil {
 			h.Close()
 			return err
 		}
 		if api != nil {
 			defer api.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on http://%s (dashboard: http://%s/)\n", api.Address(), api.Address())
+			fmt.Fprintf(cmd.OutOrStdout(), "jobs api serving on %s://%s (dashboard: %s://%s/)\n", scheme, api.Address(), scheme, api.Address())
 		}
 	}
 	var fatal <-chan error
@@ -239,20 +251,20 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 			r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: []string{h.Address()}, Token: h.Token(),
 				ListenAddr: net.JoinHostPort(f.host, "0"), DataDir: filepath.Join(f.dataDir, "raylet"),
 				Resources: res, ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine,
-				PullStallTimeout: f.pullStallTimeout, Labels: labels, Logger: log})
+				PullStallTimeout: f.pullStallTimeout, Labels: labels, TLS: tls, Logger: log})
 			if err != nil {
 				h.Close()
 				return err
 			}
 			defer r.Close()
 			fatal = r.Fatal()
-			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics http://%s%s)\n", r.NodeID(), r.Address(), r.MetricsAddress(), metrics.Path)
+			fmt.Fprintf(cmd.OutOrStdout(), "raylet %s serving on %s (metrics %s://%s%s)\n", r.NodeID(), r.Address(), scheme, r.MetricsAddress(), metrics.Path)
 		}
 	}
 	// Name this cluster for drivers and commands started here without an
 	// address (internal/currentcluster).
 	if err := currentcluster.Write(currentcluster.Info{Heads: []string{h.Address()},
-		TokenFile: filepath.Join(f.dataDir, head.TokenFile), PID: os.Getpid()}); err != nil {
+		TokenFile: filepath.Join(f.dataDir, head.TokenFile), PID: os.Getpid(), TLS: f.tls.resolved()}); err != nil {
 		log.Warn("write the current-cluster file", zap.String("path", currentcluster.Path()), zap.Error(err))
 	}
 	defer currentcluster.Remove(os.Getpid())
@@ -327,6 +339,10 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 		return err
 	}
 	defer log.Sync()
+	tls, err := f.tls.load(log)
+	if err != nil {
+		return err
+	}
 	port := f.port
 	if !cmd.Flags().Changed("port") {
 		port = 0
@@ -336,7 +352,7 @@ func runRaylet(cmd *cobra.Command, f *startFlags) error {
 	r, err := raylet.New(raylet.Config{NodeID: f.nodeID, Heads: strings.Split(f.address, ","), Token: token,
 		ListenAddr: net.JoinHostPort(f.host, strconv.Itoa(port)), DataDir: f.dataDir, Resources: res,
 		ObjectStoreMemory: storeBytes, SpillDir: f.objectSpillDir, SpillEngine: engine, PullStallTimeout: f.pullStallTimeout,
-		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), Labels: labels, Logger: log})
+		MetricsAddr: net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)), Labels: labels, TLS: tls, Logger: log})
 	if err != nil {
 		return err
 	}

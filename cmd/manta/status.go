@@ -16,6 +16,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
@@ -161,7 +162,7 @@ head answers.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
 			defer cancel()
 			r := gatherStatus(ctx, cl)
-			gatherRayletStatus(ctx, r, cfg.Token)
+			gatherRayletStatus(ctx, r, cfg.Token, cl.TLS())
 			gatherOwnerStatus(ctx, cl, r, cfg.Token)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -269,7 +270,7 @@ func gatherStatus(ctx context.Context, cl *cpclient.Client) *statusReport {
 
 // gatherRayletStatus asks every alive node's raylet for its workers and
 // waiting lease requests (infeasible ones are listed by resource shape).
-func gatherRayletStatus(ctx context.Context, r *statusReport, token string) {
+func gatherRayletStatus(ctx context.Context, r *statusReport, token string, tls *tlsconfig.Source) {
 	var wg sync.WaitGroup
 	for i := range r.Nodes {
 		n := &r.Nodes[i]
@@ -281,7 +282,7 @@ func gatherRayletStatus(ctx context.Context, r *statusReport, token string) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			st, err := raylet.Status(ctx, n.Address, token)
+			st, err := raylet.Status(ctx, n.Address, token, tls.DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead))
 			if err != nil {
 				n.RayletError = describe(err)
 				return
@@ -408,7 +409,7 @@ func gatherOwnerStatus(ctx context.Context, cl *cpclient.Client, r *statusReport
 			o := ownerReport{Job: j.JobId, Driver: j.DriverAddress}
 			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			st, err := raylet.OwnerStatus(octx, j.DriverAddress, token)
+			st, err := raylet.OwnerStatus(octx, j.DriverAddress, token, cl.TLS().DialOption())
 			if err != nil {
 				o.Error = describe(err)
 			} else {

@@ -32,6 +32,7 @@ type upFlags struct {
 	// objectStoreMemory is every raylet's --object-store-memory ("" for
 	// its default).
 	objectStoreMemory string
+	tls               bool
 }
 
 func newUpCommand() *cobra.Command {
@@ -55,6 +56,7 @@ cluster of the same size restarts it on its old addresses.`,
 	fs.StringVar(&f.dataDir, "data-dir", "", "cluster directory (default: a fresh temp dir, removed on exit)")
 	fs.StringVar(&f.token, "token", "", "preset cluster token (default: generated)")
 	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the cluster to form")
+	fs.BoolVar(&f.tls, "tls", false, "mutual TLS on every port: a CA and certificates for every process in <data-dir>/"+launcher.TLSDir)
 	fs.StringVar(&f.logLevel, "log-level", "warn", "launcher log level: debug, info, warn or error")
 	return cmd
 }
@@ -94,7 +96,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		storeArgs = []string{"--object-store-memory", f.objectStoreMemory}
 	}
 	c, err := launcher.Start(startCtx, launcher.Options{
-		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log,
+		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log, TLS: f.tls,
 		ExtraHeadArgs: append(append([]string(nil), storeArgs...), f.headArgs...), NodeArgs: func(int) []string { return storeArgs }, Hosts: f.hf.hosts,
 	})
 	if errors.Is(err, launcher.ErrHostsUnsupported) {
@@ -134,7 +136,11 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	for _, h := range c.Heads() {
 		api := ""
 		if b, err := os.ReadFile(filepath.Join(h.DataDir, dashboardAddressFile)); err == nil {
-			api = "  dashboard and jobs api http://" + strings.TrimSpace(string(b)) + "/"
+			scheme := "http"
+			if c.TLS() != nil {
+				scheme = "https"
+			}
+			api = "  dashboard and jobs api " + scheme + "://" + strings.TrimSpace(string(b)) + "/"
 		}
 		fmt.Fprintf(out, "  %s  %s  pid %d  log %s/head.log%s\n", h.ID, h.Address, h.PID, h.DataDir, api)
 	}
@@ -144,7 +150,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	fmt.Fprintf(out, "cluster file %s\n", c.ClusterFile())
 	// The cluster as a whole is this machine's current one; its heads
 	// (launcher's children) write no file of their own.
-	if err := currentcluster.Write(currentcluster.Info{Heads: c.Addresses(), TokenFile: c.TokenFile(), PID: os.Getpid()}); err != nil {
+	if err := currentcluster.Write(currentcluster.Info{Heads: c.Addresses(), TokenFile: c.TokenFile(), PID: os.Getpid(), TLS: c.TLSFiles()}); err != nil {
 		log.Warn("write the current-cluster file", zap.String("path", currentcluster.Path()), zap.Error(err))
 	} else if p := currentcluster.Path(); p != "" {
 		fmt.Fprintf(out, "current cluster file %s (drivers and manta commands here find the cluster through it)\n", p)
@@ -167,6 +173,11 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	fmt.Fprintln(out, "to use it from another shell:")
 	fmt.Fprintf(out, "  export %s=%s\n", cpclient.EnvAddress, addrs)
 	fmt.Fprintf(out, "  export %s=%s\n", cpclient.EnvTokenFile, c.TokenFile())
+	if tf := c.TLSFiles(); tf.Enabled() {
+		for _, kv := range tf.Env() {
+			fmt.Fprintf(out, "  export %s\n", kv)
+		}
+	}
 	if temp {
 		fmt.Fprintln(out, "press Ctrl-C to stop the cluster (its temp dir is removed then)")
 	} else {

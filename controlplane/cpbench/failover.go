@@ -25,7 +25,7 @@ type FailoverResult struct {
 func Failover(ctx context.Context, c *launcher.Cluster, reps int, log func(string)) ([]FailoverResult, error) {
 	var out []FailoverResult
 	for rep := range reps {
-		cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), Timeout: 30 * time.Second, AttemptTimeout: 500 * time.Millisecond})
+		cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), TLS: c.TLS(), Timeout: 30 * time.Second, AttemptTimeout: 500 * time.Millisecond})
 		if err != nil {
 			return out, err
 		}
@@ -77,7 +77,7 @@ func Failover(ctx context.Context, c *launcher.Cluster, reps int, log func(strin
 
 // waitCaughtUp waits until every head has applied the leader's index.
 func waitCaughtUp(ctx context.Context, c *launcher.Cluster) error {
-	cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token()})
+	cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), TLS: c.TLS()})
 	if err != nil {
 		return err
 	}

@@ -11,16 +11,18 @@ import (
 	"time"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // KVOptions configures a KV write benchmark.
 type KVOptions struct {
 	Addresses []string
 	Token     string
-	Clients   int           // concurrent writers; default 64
-	Conns     int           // client connections the writers share round-robin; default Clients (one each)
-	Duration  time.Duration // default 10s
-	ValueSize int           // bytes per value; default 100
+	TLS       *tlsconfig.Source // nil: plain text
+	Clients   int               // concurrent writers; default 64
+	Conns     int               // client connections the writers share round-robin; default Clients (one each)
+	Duration  time.Duration     // default 10s
+	ValueSize int               // bytes per value; default 100
 }
 
 // KVResult is what one run measured.
@@ -55,7 +57,7 @@ func KV(ctx context.Context, o KVOptions) (KVResult, error) {
 	}
 	conns := make([]*cpclient.Client, o.Conns)
 	for i := range conns {
-		c, err := cpclient.New(cpclient.Config{Addresses: o.Addresses, Token: o.Token})
+		c, err := cpclient.New(cpclient.Config{Addresses: o.Addresses, Token: o.Token, TLS: o.TLS})
 		if err != nil {
 			return KVResult{}, err
 		}

@@ -18,10 +18,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -47,9 +47,12 @@ type Config struct {
 	// AttemptTimeout bounds one attempt on one head, so a paused head
 	// does not hold a call; default 2s.
 	AttemptTimeout time.Duration
-	// DialOptions are added to every connection (the seam for TLS).
+	// DialOptions are added to every connection.
 	DialOptions []grpc.DialOption
-	Logger      *zap.Logger
+	// TLS, when set, makes every connection mutual TLS, accepting only
+	// heads with a certificate from the cluster CA.
+	TLS    *tlsconfig.Source
+	Logger *zap.Logger
 }
 
 // Client talks to a cluster's heads. It is safe for concurrent use.
@@ -107,6 +110,10 @@ func TokenFromEnv() (string, error) {
 	return "", nil
 }
 
+// TLS is the client's TLS source (nil: plain text), for connections to
+// raylets and owners made beside this client.
+func (c *Client) TLS() *tlsconfig.Source { return c.cfg.TLS }
+
 // Addresses returns the heads this client rotates over.
 func (c *Client) Addresses() []string {
 	c.mu.Lock()
@@ -133,7 +140,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	tok := c.cfg.Token
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		c.cfg.TLS.DialOption(tlsconfig.RoleHead),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return tok })),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
 	}, c.cfg.DialOptions...)

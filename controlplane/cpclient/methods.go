@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -320,4 +321,36 @@ func (c *Client) AddJobWithRequest(ctx context.Context, req *pb.AddJobRequest) (
 		return "", err
 	}
 	return r.JobId, nil
+}
+
+// CreateToken makes a scoped token. The token is drawn here, before the
+// first attempt, so a create retried across a failover stores the token
+// this call returns.
+func (c *Client) CreateToken(ctx context.Context, req *pb.CreateTokenRequest) (*pb.CreateTokenResponse, error) {
+	if req.RequestId == "" {
+		req.RequestId = RequestID()
+	}
+	if req.Token == "" {
+		_, req.Token = auth.NewScopedToken()
+	}
+	return call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.CreateTokenResponse, error) {
+		return cl.CreateToken(ctx, req)
+	})
+}
+
+// ListTokens lists the scoped tokens (without their secrets).
+func (c *Client) ListTokens(ctx context.Context, req *pb.ListTokensRequest) (*pb.ListTokensResponse, error) {
+	return call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ListTokensResponse, error) {
+		return cl.ListTokens(ctx, req)
+	})
+}
+
+// RevokeToken deletes a scoped token by ID.
+func (c *Client) RevokeToken(ctx context.Context, req *pb.RevokeTokenRequest) (*pb.RevokeTokenResponse, error) {
+	if req.RequestId == "" {
+		req.RequestId = RequestID()
+	}
+	return call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.RevokeTokenResponse, error) {
+		return cl.RevokeToken(ctx, req)
+	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
@@ -160,7 +161,7 @@ func (d *Dashboard) nodesView(ctx context.Context) (nodesView, error) {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 			defer cancel()
-			st, err := raylet.Status(rctx, n.Address, token)
+			st, err := raylet.Status(rctx, n.Address, token, d.cfg.Client.TLS().DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead))
 			if err != nil {
 				n.RayletError = err.Error()
 				return

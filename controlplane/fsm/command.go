@@ -46,6 +46,8 @@ const (
 	CmdPlacementGroupPlaced                     // PlacementGroupPlacedCommand
 	CmdPlacementGroupPending                    // PlacementGroupPendingCommand
 	CmdRemovePlacementGroup                     // RemovePlacementGroupCommand
+	CmdCreateToken                              // TokenInfo (25)
+	CmdRevokeToken                              // RevokeTokenCommand (26)
 	cmdCount                                    // keep last: sizes the handler table
 )
 
@@ -74,6 +76,8 @@ var cmdNames = [...]string{
 	CmdPlacementGroupPlaced:  "PlacementGroupPlaced",
 	CmdPlacementGroupPending: "PlacementGroupPending",
 	CmdRemovePlacementGroup:  "RemovePlacementGroup",
+	CmdCreateToken:           "CreateToken",
+	CmdRevokeToken:           "RevokeToken",
 }
 
 func (t CommandType) String() string {

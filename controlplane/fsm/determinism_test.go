@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -21,7 +22,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(26) {
+		switch rng.IntN(28) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -74,6 +75,12 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			typ, body = CmdPlacementGroupPending, &pb.PlacementGroupPendingCommand{PlacementGroupId: fmt.Sprint("g", rng.IntN(6)), Reason: fmt.Sprint(rng.IntN(2)), Infeasible: rng.IntN(2) == 0}
 		case 25:
 			typ, body = CmdRemovePlacementGroup, &pb.RemovePlacementGroupCommand{PlacementGroupId: fmt.Sprint("g", rng.IntN(6)), Reason: "r"}
+		case 26:
+			id := fmt.Sprint("t", rng.IntN(4))
+			typ, body = CmdCreateToken, &pb.TokenInfo{Id: id, Hash: auth.Hash(id + fmt.Sprint(rng.IntN(2))),
+				Scope: []string{"read", "submit", "admin", "bogus"}[rng.IntN(4)], ExpiresUnixNano: int64(rng.IntN(3))}
+		case 27:
+			typ, body = CmdRevokeToken, &pb.RevokeTokenCommand{Id: fmt.Sprint("t", rng.IntN(5))}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}

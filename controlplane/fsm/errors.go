@@ -34,4 +34,8 @@ var (
 	ErrPlacementGroupNotFound  = rpcerr.New(codes.NotFound, "PLACEMENT_GROUP_NOT_FOUND", "placement group not found")
 	ErrPlacementGroupExists    = rpcerr.New(codes.AlreadyExists, "PLACEMENT_GROUP_EXISTS", "placement group ID already registered")
 	ErrPlacementGroupNameTaken = rpcerr.New(codes.AlreadyExists, "PLACEMENT_GROUP_NAME_TAKEN", "placement group name already taken in this namespace")
+	// ErrTokenNotFound: no scoped token has that ID (never, or revoked).
+	ErrTokenNotFound = rpcerr.New(codes.NotFound, "TOKEN_NOT_FOUND", "token not found")
+	// ErrTokenExists: a token ID is taken (the leader drew it twice).
+	ErrTokenExists = rpcerr.New(codes.AlreadyExists, "TOKEN_EXISTS", "token ID already used")
 )

@@ -60,6 +60,9 @@ type FSM struct {
 	dedup            dedupTable
 	events           eventRing
 	changed          chan struct{} // closed and replaced after every Apply
+	// tokens are the scoped tokens by ID; tokenByHash indexes them (derived).
+	tokens      map[string]*pb.TokenInfo
+	tokenByHash map[string]string
 }
 
 // New returns an empty store.
@@ -94,6 +97,8 @@ func (f *FSM) reset() {
 	if f.maxRemovedGroups == 0 {
 		f.maxRemovedGroups = MaxRemovedPlacementGroups
 	}
+	f.tokens = map[string]*pb.TokenInfo{}
+	f.tokenByHash = map[string]string{}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -132,6 +137,8 @@ var handlers = [cmdCount]handler{
 	CmdPlacementGroupPlaced:  applyPlacementGroupPlaced,
 	CmdPlacementGroupPending: applyPlacementGroupPending,
 	CmdRemovePlacementGroup:  applyRemovePlacementGroup,
+	CmdCreateToken:           applyCreateToken,
+	CmdRevokeToken:           applyRevokeToken,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

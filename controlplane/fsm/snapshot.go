@@ -35,6 +35,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		Actors:          sortedValues(f.actors, func(a *pb.ActorInfo) string { return a.ActorId }),
 		Submissions:     sortedValues(f.submissions, func(j *pb.JobSubmission) string { return j.SubmissionId }),
 		PlacementGroups: sortedValues(f.groups, func(g *pb.PlacementGroupInfo) string { return g.PlacementGroupId }),
+		Tokens:          sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id }),
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -98,6 +99,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, j := range s.Submissions {
 		f.submissions[j.SubmissionId] = j
+	}
+	for _, t := range s.Tokens {
+		f.tokens[t.Id] = t
+		f.tokenByHash[t.Hash] = t.Id
 	}
 	if s.NextJob > 0 {
 		f.nextJob = s.NextJob

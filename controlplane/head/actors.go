@@ -11,13 +11,13 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
@@ -433,6 +433,6 @@ func (p *actorPlacer) conn(addr string) (*grpc.ClientConn, error) {
 
 func (p *actorPlacer) dial(addr string) (*grpc.ClientConn, error) {
 	token := p.h.Token()
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	return grpc.NewClient(addr, p.h.cfg.TLS.DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
 }

@@ -7,6 +7,8 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // Config configures one head. The zero value of every duration means its
@@ -75,6 +77,11 @@ type Config struct {
 	// the gRPC server and to head-to-head connections.
 	ServerOptions []grpc.ServerOption
 	DialOptions   []grpc.DialOption
+
+	// TLS, when set, makes every port of the head mutual TLS with the
+	// cluster CA: Raft (head certificates only), gRPC, HTTP and metrics,
+	// and the head's own connections to other heads, raylets and workers.
+	TLS *tlsconfig.Source
 
 	// MaxTaskEvents bounds the leader's task event buffer (soft state, not
 	// in Raft), in task attempts; default taskevents.DefaultMaxTasks.

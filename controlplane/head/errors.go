@@ -15,6 +15,12 @@ var (
 	ErrOutcomeUnknown  = rpcerr.New(codes.Unavailable, "OUTCOME_UNKNOWN", "leadership was lost before the write was known to commit; retry with the same request ID")
 	ErrShuttingDown    = rpcerr.New(codes.Unavailable, "SHUTTING_DOWN", "this head is shutting down")
 	ErrBadToken        = rpcerr.New(codes.Unauthenticated, "BAD_TOKEN", "missing or wrong cluster token")
+	// ErrPermissionDenied: the token is valid but its scope is too small.
+	ErrPermissionDenied = rpcerr.New(codes.PermissionDenied, "PERMISSION_DENIED", "the token's scope does not allow this call")
+	// ErrTokenNotYetKnown: a follower does not know a scoped token (yet).
+	ErrTokenNotYetKnown = rpcerr.New(codes.Unavailable, "TOKEN_NOT_YET_KNOWN", "this head does not know the token (yet); retry on another head")
+	// ErrAuthRateLimited: this source failed to authenticate too often.
+	ErrAuthRateLimited = rpcerr.New(codes.ResourceExhausted, "AUTH_RATE_LIMITED", "too many failed authentications")
 	ErrValueTooLarge   = rpcerr.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "value too large")
 	ErrBadRequest      = rpcerr.New(codes.InvalidArgument, "BAD_REQUEST", "invalid request")
 	ErrWrongCluster    = rpcerr.New(codes.FailedPrecondition, "WRONG_CLUSTER", "data dir belongs to another cluster")

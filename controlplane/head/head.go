@@ -22,6 +22,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/controlplane/taskevents"
+	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -51,6 +52,8 @@ type Head struct {
 	leader    *leaderLoop
 	metrics   *headMetrics
 	tasks     *taskevents.Buffer
+	// authLimit counts failed authentications per source.
+	authLimit auth.FailureLimiter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -121,7 +124,7 @@ func New(cfg Config) (*Head, error) {
 		grpc.ChainUnaryInterceptor(h.metrics.grpc.UnaryServerInterceptor(), h.unaryAuth),
 		grpc.ChainStreamInterceptor(h.metrics.grpc.StreamServerInterceptor(), h.streamAuth),
 		grpc.MaxRecvMsgSize(16 << 20),
-	}, cfg.ServerOptions...)
+	}, append(cfg.TLS.ServerOptions(), cfg.ServerOptions...)...)
 	h.srv = grpc.NewServer(opts...)
 	pb.RegisterControlPlaneServer(h.srv, &api{h: h})
 	pb.RegisterHeadServiceServer(h.srv, &headAPI{h: h})
@@ -198,9 +201,7 @@ func (h *Head) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	h.trans, err = raft.NewTCPTransportWithConfig(h.cfg.RaftAddr, nil, &raft.NetworkTransportConfig{
-		MaxPool: 4, Timeout: 5 * time.Second, Logger: hl.Named("transport"),
-	})
+	h.trans, err = h.newRaftTransport(hl.Named("transport"))
 	if err != nil {
 		return fmt.Errorf("raft transport on %s: %w", h.cfg.RaftAddr, err)
 	}

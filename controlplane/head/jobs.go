@@ -10,12 +10,12 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 )
@@ -230,7 +230,7 @@ func (s *jobSupervision) conn(addr string) (*grpc.ClientConn, error) {
 		return cc, nil
 	}
 	token := s.h.Token()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, s.h.cfg.TLS.DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return token })))
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/metrics"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -27,6 +28,7 @@ type headMetrics struct {
 	leaderChanges prometheus.Counter
 	snapshots     prometheus.Counter
 	snapshotBytes prometheus.Gauge
+	authFailures  *prometheus.CounterVec
 
 	srv *metrics.Server // the dedicated /metrics port, when configured
 }
@@ -49,8 +51,11 @@ func newHeadMetrics(h *Head) *headMetrics {
 			Name: "snapshots_total", Help: "Raft snapshots this head persisted."}),
 		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "raft",
 			Name: "last_snapshot_size_bytes", Help: "Size of the newest Raft snapshot this head holds."}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "auth",
+			Name: "failures_total", Help: "Calls refused for their token: bad_token (missing, wrong, revoked or expired), scope (valid but too small), rate_limited (from a source that failed too often)."},
+			[]string{"reason"}),
 	}
-	reg.MustRegister(m.applySeconds, m.applyCommands, m.leaderChanges, m.snapshots, m.snapshotBytes,
+	reg.MustRegister(m.authFailures, m.applySeconds, m.applyCommands, m.leaderChanges, m.snapshots, m.snapshotBytes,
 		&stateCollector{h: h})
 	return m
 }
@@ -84,7 +89,10 @@ func (h *Head) startMetrics() error {
 	if h.cfg.MetricsAddr == "" {
 		return nil
 	}
-	srv, err := metrics.Listen(h.cfg.MetricsAddr, h.metrics.reg, h.Token, h.log)
+	srv, err := metrics.ListenTLS(h.cfg.MetricsAddr, h.metrics.reg, h.Token, h.log, h.cfg.TLS, func(tok string) bool {
+		s, err := h.ScopeOf(tok)
+		return err == nil && s.Allows(auth.ScopeRead)
+	})
 	if err != nil {
 		return err
 	}

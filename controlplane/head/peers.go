@@ -10,10 +10,10 @@ import (
 	"github.com/hashicorp/raft"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -38,7 +38,7 @@ func (p *peerBook) conn(addr string) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		p.h.cfg.TLS.DialOption(tlsconfig.RoleHead),
 		grpc.WithPerRPCCredentials(auth.Token(p.h.Token)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, p.h.cfg.DialOptions...)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/manta-ray/manta/internal/auth"
 )
 
 // CookieName is the cookie a browser holds after logging in.
@@ -29,6 +31,21 @@ func cookieOK(r *http.Request, token string) bool {
 		return false
 	}
 	return hmac.Equal([]byte(c.Value), []byte(sessionValue(token)))
+}
+
+// cookieScope is what the login cookie allows: admin for a session of the
+// cluster token; a scoped token's session is the token itself (HttpOnly,
+// SameSite=Strict, Secure over TLS), checked on every request so that a
+// revocation ends it.
+func (s *Server) cookieScope(r *http.Request, cluster string) (auth.Scope, bool) {
+	if cookieOK(r, cluster) {
+		return auth.ScopeAdmin, true
+	}
+	c, err := r.Cookie(CookieName)
+	if err != nil || !strings.HasPrefix(c.Value, auth.ScopedTokenPrefix) {
+		return 0, false
+	}
+	return s.scopeOf(c.Value, cluster)
 }
 
 // sameOrigin refuses cookie-authenticated writes sent by another site.
@@ -119,12 +136,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	want := s.cfg.Token()
-	if !tokenEqual(r.PostForm.Get("token"), want) {
+	given := strings.TrimSpace(r.PostForm.Get("token"))
+	if _, ok := s.scopeOf(given, want); !ok {
 		s.log.Info("dashboard login refused: wrong token", zapRemote(r))
-		s.renderLogin(w, http.StatusUnauthorized, loginData{Error: "That is not the cluster token.", Next: next})
+		s.renderLogin(w, http.StatusUnauthorized, loginData{Error: "That is not the cluster token or a live scoped token.", Next: next})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: sessionValue(want), Path: "/",
+	session := given
+	if tokenEqual(given, want) {
+		session = sessionValue(want)
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: session, Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -30,8 +30,10 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/pkgstore"
 	"github.com/manta-ray/manta/internal/rpcerr"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -52,6 +54,15 @@ type Config struct {
 	// Mount, when set, adds more handlers (the State API, the dashboard,
 	// metrics) to the same server, behind the same token check.
 	Mount []func(mux *http.ServeMux)
+	// Scope, when set, says what a token other than the cluster token may
+	// do (head.ScopeOf: scoped tokens from the replicated store). Reads
+	// (GET) need read, everything else submit. Nil: only the cluster
+	// token works.
+	Scope func(token string) (auth.Scope, error)
+	// TLS, when set, serves HTTPS with the cluster's certificate; a client
+	// certificate is optional (browsers), but one from another CA is
+	// refused.
+	TLS *tlsconfig.Source
 	// Public are path prefixes served without a token (the dashboard's
 	// static assets, which the login page needs). /login always is.
 	Public []string
@@ -79,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs api: listen %s: %w", cfg.Addr, err)
 	}
+	lis = cfg.TLS.BrowserListener(lis)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, log: cfg.Logger.Named("jobsapi"), lis: lis, ctx: ctx, cancel: cancel}
 	mux := http.NewServeMux()
@@ -143,14 +155,27 @@ func (s *Server) auth(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		need := auth.ScopeSubmit
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			need = auth.ScopeRead
+		}
 		if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			if tokenEqual(got, want) {
+			if scope, ok := s.scopeOf(got, want); ok {
+				if !scope.Allows(need) {
+					httpError(w, http.StatusForbidden, fmt.Sprintf("this needs a %s token; yours is %s", need, scope))
+					return
+				}
 				next.ServeHTTP(w, r)
 				return
 			}
-		} else if cookieOK(r, want) {
+		} else if scope, ok := s.cookieScope(r, want); ok {
 			if !sameOrigin(r) {
 				httpError(w, http.StatusForbidden, "a cross-site request with the login cookie is refused")
+				return
+			}
+			if !scope.Allows(need) {
+				httpError(w, http.StatusForbidden, fmt.Sprintf("this needs a %s token; you logged in with a %s one", need, scope))
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -165,6 +190,20 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="manta"`)
 		httpError(w, http.StatusUnauthorized, "missing or wrong cluster token: send Authorization: Bearer <token> (or log in at /login)")
 	})
+}
+
+// scopeOf is what token may do: admin for the cluster token, else what
+// cfg.Scope says.
+func (s *Server) scopeOf(token, cluster string) (auth.Scope, bool) {
+	token = strings.TrimSpace(token)
+	if tokenEqual(token, cluster) {
+		return auth.ScopeAdmin, true
+	}
+	if s.cfg.Scope == nil || !strings.HasPrefix(token, auth.ScopedTokenPrefix) {
+		return 0, false
+	}
+	scope, err := s.cfg.Scope(token)
+	return scope, err == nil
 }
 
 func (s *Server) public(path string) bool {

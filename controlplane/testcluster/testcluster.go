@@ -15,6 +15,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // Cluster is n heads in this process. Stopped heads keep their slot (nil).
@@ -23,6 +24,12 @@ type Cluster struct {
 	Heads []*head.Head
 	cfgs  []head.Config
 	addrs []string
+
+	// ClientTLS is what Client dials with (StartTLS sets it).
+	ClientTLS *tlsconfig.Source
+	// CA issued the heads' certificates in a StartTLS cluster, in PKIDir.
+	CA     tlsconfig.CA
+	PKIDir string
 }
 
 // Start starts n heads that bootstrap together and waits for a leader.
@@ -67,6 +74,37 @@ func Start(t testing.TB, n int, tune func(i int, c *head.Config)) *Cluster {
 	return c
 }
 
+// StartTLS is Start with every port of every head on mutual TLS: a fresh
+// CA, a head certificate per head, and a client certificate for Client.
+func StartTLS(t testing.TB, n int, tune func(i int, c *head.Config)) *Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := tlsconfig.CreateCA(dir, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := func(role tlsconfig.Role, name string) *tlsconfig.Source {
+		f, err := ca.CreateCert(dir, role, name, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := tlsconfig.Load(f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	client := src(tlsconfig.RoleClient, "test-client")
+	c := Start(t, n, func(i int, c *head.Config) {
+		c.TLS = src(tlsconfig.RoleHead, fmt.Sprintf("head-%d", i+1))
+		if tune != nil {
+			tune(i, c)
+		}
+	})
+	c.ClientTLS, c.CA, c.PKIDir = client, ca, dir
+	return c
+}
+
 // Addresses are the heads' gRPC addresses.
 func (c *Cluster) Addresses() []string { return append([]string(nil), c.addrs...) }
 
@@ -83,7 +121,7 @@ func (c *Cluster) Token() string {
 // Client returns a client over every head; closed at cleanup.
 func (c *Cluster) Client() *cpclient.Client {
 	c.t.Helper()
-	cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token()})
+	cl, err := cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), TLS: c.ClientTLS})
 	if err != nil {
 		c.t.Fatal(err)
 	}

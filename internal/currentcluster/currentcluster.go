@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // EnvFile overrides the file's path; "off" disables reading and writing.
@@ -44,6 +46,9 @@ type Info struct {
 	TokenFile string `json:"token_file"`
 	// PID is the writer: `manta up` or `manta start --head`.
 	PID int `json:"pid"`
+	// TLS names the cluster's CA and a certificate local commands may use
+	// (empty: TLS off).
+	TLS tlsconfig.Files `json:"tls,omitzero"`
 }
 
 // Path is where the file lives ("" when disabled).

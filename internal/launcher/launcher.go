@@ -23,6 +23,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/controlplane/head"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
 // DefaultHeadPort is a netns head's gRPC port; Raft takes the next one.
@@ -60,6 +61,10 @@ type Options struct {
 	// namespace with a private /dev/shm; see netns.go). Needs root.
 	Hosts  string
 	Logger *zap.Logger
+	// TLS makes a CA (DataDir/tls, kept across restarts) and a certificate
+	// for every head, raylet and this launcher's clients, and starts every
+	// process with mutual TLS.
+	TLS bool
 	// Ports chooses n loopback ports for a fresh local cluster; nil picks
 	// free ones. Tests set it to lose the race for a port on purpose.
 	Ports func(n int) ([]int, error)
@@ -98,6 +103,10 @@ type Cluster struct {
 	closed bool
 	// net is the hosts' network in HostsNetns mode, else nil.
 	net *Network
+	// ca issues the processes' certificates and tls is the launcher's own
+	// client identity (Options.TLS; else nil).
+	ca  tlsconfig.CA
+	tls *tlsconfig.Source
 
 	wg        sync.WaitGroup // reapers, one per child ever started
 	closeOnce sync.Once
@@ -174,6 +183,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	grpcAddrs, raftAddrs, fresh, err := c.addresses(hosts)
 	if err != nil {
 		return nil, err
+	}
+	if o.TLS {
+		if err := c.setupTLS(); err != nil {
+			return nil, err
+		}
 	}
 	var tokenArgs []string
 	if o.Token != "" {
@@ -282,6 +296,13 @@ func (c *Cluster) configureHeads(grpcAddrs, raftAddrs []string, hosts []*Host, t
 			// (written to its data dir) instead of all fighting for 8265.
 			"--dashboard-port", "0"}
 		args = append(append(args, tokenArgs...), c.opts.ExtraHeadArgs...)
+		if c.opts.TLS {
+			f, err := c.issue(tlsconfig.RoleHead, id, host)
+			if err != nil {
+				c.log.Error("issue a head certificate", zap.Error(err)) // the head then fails to start, visibly
+			}
+			args = append(args, tlsArgs(f)...)
+		}
 		c.heads = append(c.heads, &headState{
 			HeadProc: HeadProc{ID: id, Address: grpcAddrs[i], RaftAddress: raftAddrs[i], DataDir: dir},
 			args:     args,
@@ -487,13 +508,13 @@ func (c *Cluster) ClusterFile() string { return filepath.Join(c.opts.DataDir, Cl
 // Client returns a new client over all heads with the token; the caller
 // closes it.
 func (c *Cluster) Client() (*cpclient.Client, error) {
-	return cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), Logger: c.opts.Logger})
+	return cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), TLS: c.tls, Logger: c.opts.Logger})
 }
 
 // statusClient is a client whose per-head calls give up quickly, so a
 // paused head does not hold a poll.
 func (c *Cluster) statusClient() (*cpclient.Client, error) {
-	return cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), AttemptTimeout: time.Second, Logger: c.opts.Logger})
+	return cpclient.New(cpclient.Config{Addresses: c.Addresses(), Token: c.Token(), AttemptTimeout: time.Second, TLS: c.tls, Logger: c.opts.Logger})
 }
 
 func (c *Cluster) head(i int) (*headState, error) {

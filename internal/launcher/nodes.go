@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	"github.com/manta-ray/manta/objectstore/arena"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -57,6 +58,18 @@ func (c *Cluster) AddNode(ctx context.Context, extraArgs ...string) (int, error)
 		}
 		// The raylet listens, and its workers listen, on the host's address.
 		args = append(args, "--host", host.IP)
+	}
+	if c.opts.TLS {
+		ip := "127.0.0.1"
+		if host != nil {
+			ip = host.IP
+		}
+		f, err := c.issue(tlsconfig.RoleNode, id, ip)
+		if err != nil {
+			c.mu.Unlock()
+			return 0, err
+		}
+		args = append(args, tlsArgs(f)...)
 	}
 	args = append(args, extraArgs...)
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/tlsconfig"
+
 	"github.com/manta-ray/manta/internal/auth"
 )
 
@@ -63,6 +65,12 @@ func Handler(g prometheus.Gatherer, log *zap.Logger) http.Handler {
 // Protect refuses requests without the cluster token (Authorization:
 // Bearer), as every other manta port does.
 func Protect(token func() string, next http.Handler) http.Handler {
+	return ProtectWith(token, nil, next)
+}
+
+// ProtectWith is Protect that also lets in a token other (a scoped read
+// token, on a head) says yes to.
+func ProtectWith(token func() string, other func(token string) bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		want := token()
 		if want == "" {
@@ -70,7 +78,8 @@ func Protect(token func() string, next http.Handler) http.Handler {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !auth.Equal(strings.TrimSpace(got), want) {
+		got = strings.TrimSpace(got)
+		if !ok || !auth.Equal(got, want) && (other == nil || !other(got)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="manta"`)
 			http.Error(w, "missing or wrong cluster token: send Authorization: Bearer <token>", http.StatusUnauthorized)
 			return
@@ -97,12 +106,19 @@ type Server struct {
 
 // Listen serves g on addr ("host:0" picks a port) behind the token.
 func Listen(addr string, g prometheus.Gatherer, token func() string, log *zap.Logger) (*Server, error) {
+	return ListenTLS(addr, g, token, log, nil, nil)
+}
+
+// ListenTLS is Listen over mutual TLS with src's certificates (plain HTTP
+// when src is nil), also serving tokens other accepts (see ProtectWith).
+func ListenTLS(addr string, g prometheus.Gatherer, token func() string, log *zap.Logger, src *tlsconfig.Source, other func(string) bool) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w", addr, err)
 	}
+	lis = src.Listener(lis)
 	mux := http.NewServeMux()
-	mux.Handle("GET "+Path, Protect(token, Handler(g, log)))
+	mux.Handle("GET "+Path, ProtectWith(token, other, Handler(g, log)))
 	s := &Server{lis: lis, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {

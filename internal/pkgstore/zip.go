@@ -161,10 +161,34 @@ func linkInside(name, target string) bool {
 	return p != ".." && !strings.HasPrefix(p, "../")
 }
 
+// symlinkParent returns the first parent directory of clean (slash-
+// separated, relative to dest) that is a symlink on disk, or "".
+func symlinkParent(dest, clean string) string {
+	dir := path.Dir(clean)
+	if dir == "." {
+		return ""
+	}
+	rel := ""
+	for _, part := range strings.Split(dir, "/") {
+		rel = path.Join(rel, part)
+		fi, err := os.Lstat(filepath.Join(dest, filepath.FromSlash(rel)))
+		if err != nil {
+			return "" // not there yet: MkdirAll makes a real directory
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return rel
+		}
+	}
+	return ""
+}
+
 // Unpack extracts a zip into dest (created), refusing absolute paths,
 // entries that climb out with "..", symlinks that point outside dest, and
 // more than MaxUnpackedBytes in all.
-func Unpack(data []byte, dest string) error {
+func Unpack(data []byte, dest string) error { return unpack(data, dest, MaxUnpackedBytes) }
+
+// unpack is Unpack with a bound of limit bytes (fuzzing uses a small one).
+func unpack(data []byte, dest string, limit int64) error {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return fmt.Errorf("package is not a zip archive: %w", err)
@@ -184,6 +208,13 @@ func Unpack(data []byte, dest string) error {
 		}
 		if clean == "." {
 			continue
+		}
+		// The lexical checks assume every parent is a real directory; a
+		// parent that an earlier entry made a symlink ("s" → ".") moves
+		// what follows, so nothing is created under one. A packed working
+		// dir never has entries below a symlink (Zip does not follow them).
+		if link := symlinkParent(dest, clean); link != "" {
+			return fmt.Errorf("%w: %q lies under the symlink %q", ErrUnsafe, name, link)
 		}
 		target := filepath.Join(dest, filepath.FromSlash(clean))
 		mode := f.Mode()
@@ -229,7 +260,7 @@ func Unpack(data []byte, dest string) error {
 				rc.Close()
 				return err
 			}
-			n, err := io.Copy(out, io.LimitReader(rc, MaxUnpackedBytes-total+1))
+			n, err := io.Copy(out, io.LimitReader(rc, limit-total+1))
 			rc.Close()
 			if cerr := out.Close(); err == nil {
 				err = cerr
@@ -238,8 +269,8 @@ func Unpack(data []byte, dest string) error {
 				return fmt.Errorf("unpack %s: %w", name, err)
 			}
 			total += n
-			if total > MaxUnpackedBytes {
-				return fmt.Errorf("%w: the package unpacks to more than %d MiB", ErrTooLarge, MaxUnpackedBytes>>20)
+			if total > limit {
+				return fmt.Errorf("%w: the package unpacks to more than %d MiB", ErrTooLarge, limit>>20)
 			}
 		}
 	}

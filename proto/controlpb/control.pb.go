@@ -8074,6 +8074,436 @@ func (x *RemovePlacementGroupResponse) GetHeader() *Header {
 	return nil
 }
 
+// TokenInfo is a scoped token as stored: its secret only as a SHA-256 hash.
+type TokenInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Hex SHA-256 of the whole token string; never returned by ListTokens.
+	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// "admin", "submit" or "read".
+	Scope           string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	Description     string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	CreatedUnixNano int64  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// 0: never expires.
+	ExpiresUnixNano int64 `protobuf:"varint,6,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	// Revoked tokens stay (without scope) so that every head can tell a
+	// revoked token from one it has not learned of yet.
+	Revoked       bool `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenInfo) Reset() {
+	*x = TokenInfo{}
+	mi := &file_controlpb_control_proto_msgTypes[111]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenInfo) ProtoMessage() {}
+
+func (x *TokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[111]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
+func (*TokenInfo) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{111}
+}
+
+func (x *TokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+type CreateTokenRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Scope       string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	TtlSeconds  int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: no expiry
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	RequestId   string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The token to store, drawn by the client (auth.NewScopedToken) so that
+	// a create retried across a failover stores the token its caller holds;
+	// empty: the head draws one.
+	Token         string `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[112]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[112]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{112}
+}
+
+func (x *CreateTokenRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type CreateTokenResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Info   *TokenInfo             `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"` // without the hash
+	// The token itself, shown once: only its hash is stored.
+	Token         string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[113]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[113]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{113}
+}
+
+func (x *CreateTokenResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetInfo() *TokenInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[114]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[114]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{114}
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Tokens        []*TokenInfo           `protobuf:"bytes,2,rep,name=tokens,proto3" json:"tokens,omitempty"` // without hashes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[115]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[115]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{115}
+}
+
+func (x *ListTokensResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[116]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[116]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{116}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Revoked       bool                   `protobuf:"varint,2,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[117]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[117]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{117}
+}
+
+func (x *RevokeTokenResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RevokeTokenResponse) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
 var File_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_controlpb_control_proto_rawDesc = "" +
@@ -8719,7 +9149,38 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"U\n" +
 	"\x1cRemovePlacementGroupResponse\x125\n" +
-	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header*F\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\xd9\x01\n" +
+	"\tTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12*\n" +
+	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
+	"\x11expires_unix_nano\x18\x06 \x01(\x03R\x0fexpiresUnixNano\x12\x18\n" +
+	"\arevoked\x18\a \x01(\bR\arevoked\"\xa2\x01\n" +
+	"\x12CreateTokenRequest\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\"\x98\x01\n" +
+	"\x13CreateTokenResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x124\n" +
+	"\x04info\x18\x02 \x01(\v2 .manta.controlplane.v1.TokenInfoR\x04info\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\x13\n" +
+	"\x11ListTokensRequest\"\x85\x01\n" +
+	"\x12ListTokensResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x128\n" +
+	"\x06tokens\x18\x02 \x03(\v2 .manta.controlplane.v1.TokenInfoR\x06tokens\"C\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"f\n" +
+	"\x13RevokeTokenResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\arevoked\x18\x02 \x01(\bR\arevoked*F\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -8797,7 +9258,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x0fPG_RESCHEDULING\x10\x03\x12\x0e\n" +
 	"\n" +
 	"PG_REMOVED\x10\x04\x12\x11\n" +
-	"\rPG_INFEASIBLE\x10\x052\x9b#\n" +
+	"\rPG_INFEASIBLE\x10\x052\xca%\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -8843,7 +9304,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x14CreatePlacementGroup\x122.manta.controlplane.v1.CreatePlacementGroupRequest\x1a3.manta.controlplane.v1.CreatePlacementGroupResponse\x12v\n" +
 	"\x11GetPlacementGroup\x12/.manta.controlplane.v1.GetPlacementGroupRequest\x1a0.manta.controlplane.v1.GetPlacementGroupResponse\x12|\n" +
 	"\x13ListPlacementGroups\x121.manta.controlplane.v1.ListPlacementGroupsRequest\x1a2.manta.controlplane.v1.ListPlacementGroupsResponse\x12\x7f\n" +
-	"\x14RemovePlacementGroup\x122.manta.controlplane.v1.RemovePlacementGroupRequest\x1a3.manta.controlplane.v1.RemovePlacementGroupResponse2\xd6\x01\n" +
+	"\x14RemovePlacementGroup\x122.manta.controlplane.v1.RemovePlacementGroupRequest\x1a3.manta.controlplane.v1.RemovePlacementGroupResponse\x12d\n" +
+	"\vCreateToken\x12).manta.controlplane.v1.CreateTokenRequest\x1a*.manta.controlplane.v1.CreateTokenResponse\x12a\n" +
+	"\n" +
+	"ListTokens\x12(.manta.controlplane.v1.ListTokensRequest\x1a).manta.controlplane.v1.ListTokensResponse\x12d\n" +
+	"\vRevokeToken\x12).manta.controlplane.v1.RevokeTokenRequest\x1a*.manta.controlplane.v1.RevokeTokenResponse2\xd6\x01\n" +
 	"\vHeadService\x12g\n" +
 	"\fRegisterHead\x12*.manta.controlplane.v1.RegisterHeadRequest\x1a+.manta.controlplane.v1.RegisterHeadResponse\x12^\n" +
 	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponseB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
@@ -8861,7 +9326,7 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 }
 
 var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 128)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 135)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -8985,38 +9450,45 @@ var file_controlpb_control_proto_goTypes = []any{
 	(*ListPlacementGroupsResponse)(nil),      // 119: manta.controlplane.v1.ListPlacementGroupsResponse
 	(*RemovePlacementGroupRequest)(nil),      // 120: manta.controlplane.v1.RemovePlacementGroupRequest
 	(*RemovePlacementGroupResponse)(nil),     // 121: manta.controlplane.v1.RemovePlacementGroupResponse
-	nil,                                      // 122: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 123: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 124: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 125: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 126: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 127: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 128: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 129: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 130: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 131: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 132: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	nil,                                      // 133: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	nil,                                      // 134: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	nil,                                      // 135: manta.controlplane.v1.TaskSummary.StateCountsEntry
-	nil,                                      // 136: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	nil,                                      // 137: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	nil,                                      // 138: manta.controlplane.v1.Bundle.ResourcesEntry
+	(*TokenInfo)(nil),                        // 122: manta.controlplane.v1.TokenInfo
+	(*CreateTokenRequest)(nil),               // 123: manta.controlplane.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),              // 124: manta.controlplane.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),                // 125: manta.controlplane.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),               // 126: manta.controlplane.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),               // 127: manta.controlplane.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),              // 128: manta.controlplane.v1.RevokeTokenResponse
+	nil,                                      // 129: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 130: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 131: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 132: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 133: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 134: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 135: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 136: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 137: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 138: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 139: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 140: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 141: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 142: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	nil,                                      // 143: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	nil,                                      // 144: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	nil,                                      // 145: manta.controlplane.v1.Bundle.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	122, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	123, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	129, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	130, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	124, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	131, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
 	16,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
 	11,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	125, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	132, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
 	11,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
 	11,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
 	11,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
 	16,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	126, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	133, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
 	25,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
 	11,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
@@ -9036,7 +9508,7 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	113, // 29: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
 	2,   // 30: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
 	40,  // 31: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	127, // 32: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	134, // 32: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,   // 33: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
 	68,  // 34: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
 	111, // 35: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
@@ -9050,8 +9522,8 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	11,  // 43: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
 	11,  // 44: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
 	56,  // 45: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	128, // 46: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	129, // 47: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	135, // 46: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	136, // 47: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
 	4,   // 48: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
 	4,   // 49: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
 	57,  // 50: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
@@ -9063,10 +9535,10 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	57,  // 56: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
 	11,  // 57: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
 	66,  // 58: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	130, // 59: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	137, // 59: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
 	68,  // 60: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	131, // 61: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	132, // 62: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	138, // 61: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	139, // 62: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
 	5,   // 63: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
 	69,  // 64: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
 	11,  // 65: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
@@ -9089,9 +9561,9 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	11,  // 82: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
 	7,   // 83: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
 	6,   // 84: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
-	133, // 85: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	140, // 85: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
 	99,  // 86: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
-	134, // 87: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	141, // 87: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
 	101, // 88: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
 	11,  // 89: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
 	103, // 90: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
@@ -9101,13 +9573,13 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	99,  // 94: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
 	103, // 95: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
 	7,   // 96: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
-	135, // 97: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	142, // 97: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
 	11,  // 98: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
 	109, // 99: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
 	10,  // 100: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
-	136, // 101: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	137, // 102: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	138, // 103: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
+	143, // 101: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	144, // 102: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	145, // 103: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
 	8,   // 104: manta.controlplane.v1.PlacementGroupInfo.strategy:type_name -> manta.controlplane.v1.PlacementStrategy
 	112, // 105: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
 	9,   // 106: manta.controlplane.v1.PlacementGroupInfo.state:type_name -> manta.controlplane.v1.PlacementGroupState
@@ -9118,101 +9590,112 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	11,  // 111: manta.controlplane.v1.ListPlacementGroupsResponse.header:type_name -> manta.controlplane.v1.Header
 	113, // 112: manta.controlplane.v1.ListPlacementGroupsResponse.groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
 	11,  // 113: manta.controlplane.v1.RemovePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 114: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	85,  // 115: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	17,  // 116: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	19,  // 117: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	21,  // 118: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	23,  // 119: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	26,  // 120: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	28,  // 121: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	30,  // 122: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	32,  // 123: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	34,  // 124: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	36,  // 125: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	38,  // 126: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	41,  // 127: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	46,  // 128: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	48,  // 129: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	50,  // 130: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	52,  // 131: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	54,  // 132: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	44,  // 133: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	59,  // 134: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	61,  // 135: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	63,  // 136: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	65,  // 137: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	70,  // 138: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	72,  // 139: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	74,  // 140: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	76,  // 141: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	78,  // 142: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	80,  // 143: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	82,  // 144: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	87,  // 145: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	89,  // 146: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	91,  // 147: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	93,  // 148: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	100, // 149: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	104, // 150: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	106, // 151: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	108, // 152: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	114, // 153: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
-	116, // 154: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
-	118, // 155: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
-	120, // 156: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
-	95,  // 157: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	97,  // 158: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	13,  // 159: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	86,  // 160: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	18,  // 161: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	20,  // 162: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	22,  // 163: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	24,  // 164: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	27,  // 165: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	29,  // 166: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	31,  // 167: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	33,  // 168: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	35,  // 169: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	37,  // 170: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	39,  // 171: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	42,  // 172: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	47,  // 173: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	49,  // 174: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	51,  // 175: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	53,  // 176: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	55,  // 177: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	45,  // 178: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	60,  // 179: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	62,  // 180: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	64,  // 181: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	67,  // 182: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	71,  // 183: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	73,  // 184: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	75,  // 185: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	77,  // 186: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	79,  // 187: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	81,  // 188: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	83,  // 189: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	88,  // 190: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	90,  // 191: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	92,  // 192: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	94,  // 193: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	102, // 194: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	105, // 195: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	107, // 196: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	110, // 197: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	115, // 198: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
-	117, // 199: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
-	119, // 200: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
-	121, // 201: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
-	96,  // 202: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	98,  // 203: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	159, // [159:204] is the sub-list for method output_type
-	114, // [114:159] is the sub-list for method input_type
-	114, // [114:114] is the sub-list for extension type_name
-	114, // [114:114] is the sub-list for extension extendee
-	0,   // [0:114] is the sub-list for field type_name
+	11,  // 114: manta.controlplane.v1.CreateTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	122, // 115: manta.controlplane.v1.CreateTokenResponse.info:type_name -> manta.controlplane.v1.TokenInfo
+	11,  // 116: manta.controlplane.v1.ListTokensResponse.header:type_name -> manta.controlplane.v1.Header
+	122, // 117: manta.controlplane.v1.ListTokensResponse.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	11,  // 118: manta.controlplane.v1.RevokeTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 119: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	85,  // 120: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	17,  // 121: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	19,  // 122: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	21,  // 123: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	23,  // 124: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	26,  // 125: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	28,  // 126: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	30,  // 127: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	32,  // 128: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	34,  // 129: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	36,  // 130: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	38,  // 131: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	41,  // 132: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	46,  // 133: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	48,  // 134: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	50,  // 135: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	52,  // 136: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	54,  // 137: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	44,  // 138: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	59,  // 139: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	61,  // 140: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	63,  // 141: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	65,  // 142: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	70,  // 143: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	72,  // 144: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	74,  // 145: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	76,  // 146: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	78,  // 147: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	80,  // 148: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	82,  // 149: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	87,  // 150: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	89,  // 151: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	91,  // 152: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	93,  // 153: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	100, // 154: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	104, // 155: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	106, // 156: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	108, // 157: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	114, // 158: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
+	116, // 159: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
+	118, // 160: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
+	120, // 161: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
+	123, // 162: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
+	125, // 163: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
+	127, // 164: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
+	95,  // 165: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	97,  // 166: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	13,  // 167: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	86,  // 168: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	18,  // 169: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	20,  // 170: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	22,  // 171: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	24,  // 172: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	27,  // 173: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	29,  // 174: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	31,  // 175: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	33,  // 176: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	35,  // 177: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	37,  // 178: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	39,  // 179: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	42,  // 180: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	47,  // 181: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	49,  // 182: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	51,  // 183: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	53,  // 184: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	55,  // 185: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	45,  // 186: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	60,  // 187: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	62,  // 188: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	64,  // 189: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	67,  // 190: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	71,  // 191: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	73,  // 192: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	75,  // 193: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	77,  // 194: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	79,  // 195: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	81,  // 196: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	83,  // 197: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	88,  // 198: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	90,  // 199: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	92,  // 200: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	94,  // 201: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	102, // 202: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	105, // 203: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	107, // 204: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	110, // 205: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	115, // 206: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
+	117, // 207: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
+	119, // 208: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
+	121, // 209: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
+	124, // 210: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
+	126, // 211: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
+	128, // 212: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
+	96,  // 213: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	98,  // 214: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	167, // [167:215] is the sub-list for method output_type
+	119, // [119:167] is the sub-list for method input_type
+	119, // [119:119] is the sub-list for extension type_name
+	119, // [119:119] is the sub-list for extension extendee
+	0,   // [0:119] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -9226,7 +9709,7 @@ func file_controlpb_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   128,
+			NumMessages:   135,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

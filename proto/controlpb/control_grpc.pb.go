@@ -65,6 +65,9 @@ const (
 	ControlPlane_GetPlacementGroup_FullMethodName        = "/manta.controlplane.v1.ControlPlane/GetPlacementGroup"
 	ControlPlane_ListPlacementGroups_FullMethodName      = "/manta.controlplane.v1.ControlPlane/ListPlacementGroups"
 	ControlPlane_RemovePlacementGroup_FullMethodName     = "/manta.controlplane.v1.ControlPlane/RemovePlacementGroup"
+	ControlPlane_CreateToken_FullMethodName              = "/manta.controlplane.v1.ControlPlane/CreateToken"
+	ControlPlane_ListTokens_FullMethodName               = "/manta.controlplane.v1.ControlPlane/ListTokens"
+	ControlPlane_RevokeToken_FullMethodName              = "/manta.controlplane.v1.ControlPlane/RevokeToken"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -131,6 +134,11 @@ type ControlPlaneClient interface {
 	GetPlacementGroup(ctx context.Context, in *GetPlacementGroupRequest, opts ...grpc.CallOption) (*GetPlacementGroupResponse, error)
 	ListPlacementGroups(ctx context.Context, in *ListPlacementGroupsRequest, opts ...grpc.CallOption) (*ListPlacementGroupsResponse, error)
 	RemovePlacementGroup(ctx context.Context, in *RemovePlacementGroupRequest, opts ...grpc.CallOption) (*RemovePlacementGroupResponse, error)
+	// Scoped tokens (admin): created and revoked through the replicated
+	// store; every head checks calls against its copy of the table.
+	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
 }
 
 type controlPlaneClient struct {
@@ -589,6 +597,36 @@ func (c *controlPlaneClient) RemovePlacementGroup(ctx context.Context, in *Remov
 	return out, nil
 }
 
+func (c *controlPlaneClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTokenResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -653,6 +691,11 @@ type ControlPlaneServer interface {
 	GetPlacementGroup(context.Context, *GetPlacementGroupRequest) (*GetPlacementGroupResponse, error)
 	ListPlacementGroups(context.Context, *ListPlacementGroupsRequest) (*ListPlacementGroupsResponse, error)
 	RemovePlacementGroup(context.Context, *RemovePlacementGroupRequest) (*RemovePlacementGroupResponse, error)
+	// Scoped tokens (admin): created and revoked through the replicated
+	// store; every head checks calls against its copy of the table.
+	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -791,6 +834,15 @@ func (UnimplementedControlPlaneServer) ListPlacementGroups(context.Context, *Lis
 }
 func (UnimplementedControlPlaneServer) RemovePlacementGroup(context.Context, *RemovePlacementGroupRequest) (*RemovePlacementGroupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemovePlacementGroup not implemented")
+}
+func (UnimplementedControlPlaneServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
+}
+func (UnimplementedControlPlaneServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedControlPlaneServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -1573,6 +1625,60 @@ func _ControlPlane_RemovePlacementGroup_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).CreateToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_CreateToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1743,6 +1849,18 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemovePlacementGroup",
 			Handler:    _ControlPlane_RemovePlacementGroup_Handler,
+		},
+		{
+			MethodName: "CreateToken",
+			Handler:    _ControlPlane_CreateToken_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _ControlPlane_ListTokens_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _ControlPlane_RevokeToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

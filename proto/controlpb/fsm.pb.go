@@ -462,8 +462,11 @@ type Snapshot struct {
 	LineageEvictions uint64                `protobuf:"varint,12,opt,name=lineage_evictions,json=lineageEvictions,proto3" json:"lineage_evictions,omitempty"`
 	Submissions      []*JobSubmission      `protobuf:"bytes,13,rep,name=submissions,proto3" json:"submissions,omitempty"`
 	PlacementGroups  []*PlacementGroupInfo `protobuf:"bytes,14,rep,name=placement_groups,json=placementGroups,proto3" json:"placement_groups,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Scoped API tokens (hashed), by ID. Field 20 leaves room for tables
+	// added concurrently.
+	Tokens        []*TokenInfo `protobuf:"bytes,20,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -590,6 +593,13 @@ func (x *Snapshot) GetSubmissions() []*JobSubmission {
 func (x *Snapshot) GetPlacementGroups() []*PlacementGroupInfo {
 	if x != nil {
 		return x.PlacementGroups
+	}
+	return nil
+}
+
+func (x *Snapshot) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
 	}
 	return nil
 }
@@ -1274,6 +1284,51 @@ func (x *RemovePlacementGroupCommand) GetReason() string {
 	return ""
 }
 
+// RevokeTokenCommand deletes a scoped token.
+type RevokeTokenCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenCommand) Reset() {
+	*x = RevokeTokenCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenCommand) ProtoMessage() {}
+
+func (x *RevokeTokenCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenCommand.ProtoReflect.Descriptor instead.
+func (*RevokeTokenCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RevokeTokenCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -1308,7 +1363,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xef\x05\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xa9\x06\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -1324,7 +1379,8 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x0flineage_evicted\x18\v \x03(\fR\x0elineageEvicted\x12+\n" +
 	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\x12F\n" +
 	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\x12T\n" +
-	"\x10placement_groups\x18\x0e \x03(\v2).manta.controlplane.v1.PlacementGroupInfoR\x0fplacementGroups\"\xa4\x02\n" +
+	"\x10placement_groups\x18\x0e \x03(\v2).manta.controlplane.v1.PlacementGroupInfoR\x0fplacementGroups\x128\n" +
+	"\x06tokens\x18\x14 \x03(\v2 .manta.controlplane.v1.TokenInfoR\x06tokens\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -1371,7 +1427,9 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"infeasible\"c\n" +
 	"\x1bRemovePlacementGroupCommand\x12,\n" +
 	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reasonB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
+	"\x12RevokeTokenCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02idB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -1385,7 +1443,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),                      // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),                 // 1: manta.controlplane.v1.CommandBatch
@@ -1406,36 +1464,39 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*PlacementGroupPlacedCommand)(nil),  // 16: manta.controlplane.v1.PlacementGroupPlacedCommand
 	(*PlacementGroupPendingCommand)(nil), // 17: manta.controlplane.v1.PlacementGroupPendingCommand
 	(*RemovePlacementGroupCommand)(nil),  // 18: manta.controlplane.v1.RemovePlacementGroupCommand
-	(*ClusterInfo)(nil),                  // 19: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),                     // 20: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),                     // 21: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),                      // 22: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),                    // 23: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),                   // 24: manta.controlplane.v1.TaskRecord
-	(*JobSubmission)(nil),                // 25: manta.controlplane.v1.JobSubmission
-	(*PlacementGroupInfo)(nil),           // 26: manta.controlplane.v1.PlacementGroupInfo
-	(*TaskUpdate)(nil),                   // 27: manta.controlplane.v1.TaskUpdate
+	(*RevokeTokenCommand)(nil),           // 19: manta.controlplane.v1.RevokeTokenCommand
+	(*ClusterInfo)(nil),                  // 20: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                     // 21: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                     // 22: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                      // 23: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                    // 24: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),                   // 25: manta.controlplane.v1.TaskRecord
+	(*JobSubmission)(nil),                // 26: manta.controlplane.v1.JobSubmission
+	(*PlacementGroupInfo)(nil),           // 27: manta.controlplane.v1.PlacementGroupInfo
+	(*TokenInfo)(nil),                    // 28: manta.controlplane.v1.TokenInfo
+	(*TaskUpdate)(nil),                   // 29: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	19, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	20, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	21, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	22, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	20, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	21, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	22, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	23, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	23, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	24, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	25, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
-	26, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	24, // 12: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	27, // 13: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	24, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	25, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	26, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
+	27, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	28, // 12: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	25, // 13: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	29, // 14: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -1450,7 +1511,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -59,6 +59,8 @@ type Config struct {
 	// Heads and Token are what entrypoints get to join the cluster.
 	Heads []string
 	Token string
+	// TLSEnv hands entrypoints the raylet's TLS files (KEY=VALUE).
+	TLSEnv []string
 	// RayletAddress is this node's raylet.
 	RayletAddress string
 	// Dir holds one directory per job: its log files, and its working
@@ -270,6 +272,11 @@ func (s *Supervisor) env(j *cpb.JobSubmission) []string {
 	vars[EnvAddress] = strings.Join(s.cfg.Heads, ",")
 	vars[EnvToken] = s.cfg.Token
 	delete(vars, "MANTA_TOKEN_FILE") // the token above wins
+	for _, kv := range s.cfg.TLSEnv {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
 	vars[EnvRayletAddress] = s.cfg.RayletAddress
 	vars[EnvSubmissionID] = j.SubmissionId
 	vars[envRaySubmissionID] = j.SubmissionId

@@ -66,6 +66,8 @@ type Config struct {
 	Heads         []string
 	NodeID        string
 	Token         string
+	// TLSEnv hands workers the raylet's TLS files (tlsconfig.Files.Env).
+	TLSEnv []string
 	// LogDir receives each worker's stdout and stderr, together, in a
 	// rotated file of its own (logmonitor.FileName). Output, when set, also
 	// receives every worker's output (embedded mode prints it).
@@ -253,6 +255,7 @@ func (p *Pool) startLocked(jobID, binary, sha string, env RuntimeEnv) (*Worker, 
 		EnvBinarySHA256+"="+sha,
 		EnvHeads+"="+strings.Join(p.cfg.Heads, ","),
 	)
+	cmd.Env = append(cmd.Env, p.cfg.TLSEnv...)
 	if os.Getenv("GOMAXPROCS") == "" {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1", EnvProcsPreset+"=1")
 	}

@@ -40,7 +40,7 @@ func (c *Worker) controlPlane() (*cpclient.Client, error) {
 	if heads == "" {
 		return nil, fmt.Errorf("%w: no control plane address in this process", ErrNotInitialized)
 	}
-	cp, err := cpclient.New(cpclient.Config{Addresses: strings.Split(heads, ","), Token: c.token, Logger: c.log})
+	cp, err := cpclient.New(cpclient.Config{Addresses: strings.Split(heads, ","), Token: c.token, TLS: c.tls, Logger: c.log})
 	if err != nil {
 		return nil, err
 	}

@@ -170,7 +170,11 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 			return err
 		}
 	}
-	cp, err := cpclient.New(cpclient.Config{Addresses: []string{heads}, Token: token, Logger: o.Logger})
+	tls, err := processTLS()
+	if err != nil {
+		return err
+	}
+	cp, err := cpclient.New(cpclient.Config{Addresses: []string{heads}, Token: token, TLS: tls, Logger: o.Logger})
 	if err != nil {
 		return err
 	}

@@ -17,11 +17,11 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/auth"
 	"github.com/manta-ray/manta/internal/ids"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/sdk/internal/actorsubmit"
@@ -97,6 +97,7 @@ type Worker struct {
 	ownCP    bool
 	actorSub *actorsubmit.Submitter
 	hosted   *hostedActor
+	tls      *tlsconfig.Source // nil: TLS off
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -127,6 +128,11 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	c := &Worker{log: log, jobID: jobID, token: token, rayletAddr: rayletAddr,
 		conns: map[string]*grpc.ClientConn{},
 	}
+	tls, err := processTLS()
+	if err != nil {
+		return nil, fmt.Errorf("ray: %w", err)
+	}
+	c.tls = tls
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id); c.replicasReleased(id) },
 		OnContainedFreed: c.containedFreed})
@@ -141,7 +147,7 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	}
 	c.lis, c.address = lis, lis.Addr().String()
 	c.lin.owner = c.address
-	c.srv = grpc.NewServer(append(raylet.ServerOptions(), grpc.UnaryInterceptor(auth.UnaryServer(token)))...)
+	c.srv = grpc.NewServer(append(append(raylet.ServerOptions(), tls.ServerOptions()...), grpc.UnaryInterceptor(auth.UnaryServer(token)))...)
 	pb.RegisterCoreWorkerServer(c.srv, c)
 	cc, err := c.conn(rayletAddr)
 	if err != nil {
@@ -186,7 +192,7 @@ func (c *Worker) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := c.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, append(raylet.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, append(raylet.DialOptions(), c.tls.DialOption(),
 		grpc.WithPerRPCCredentials(auth.Token(func() string { return c.token })))...)
 	if err != nil {
 		return nil, err

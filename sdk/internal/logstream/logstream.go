@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/tlsconfig"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet"
@@ -145,7 +146,7 @@ func (s *Streamer) follow(ctx context.Context, nodeID, addr string) {
 				tail, backoff = 0, 50*time.Millisecond
 				s.write(b)
 				return nil
-			})
+			}, s.cfg.CP.TLS().DialOption(tlsconfig.RoleNode, tlsconfig.RoleHead))
 		if ctx.Err() != nil {
 			return
 		}
