@@ -33,6 +33,10 @@ var methodScopes = map[string]auth.Scope{
 	pb.ControlPlane_GetActor_FullMethodName:                 auth.ScopeRead,
 	pb.ControlPlane_ListActors_FullMethodName:               auth.ScopeRead,
 	pb.ControlPlane_KillActor_FullMethodName:                auth.ScopeSubmit,
+	pb.ControlPlane_CreatePlacementGroup_FullMethodName:     auth.ScopeSubmit,
+	pb.ControlPlane_RemovePlacementGroup_FullMethodName:     auth.ScopeSubmit,
+	pb.ControlPlane_GetPlacementGroup_FullMethodName:        auth.ScopeRead,
+	pb.ControlPlane_ListPlacementGroups_FullMethodName:      auth.ScopeRead,
 	pb.ControlPlane_ReportActorFailure_FullMethodName:       auth.ScopeSubmit,
 	pb.ControlPlane_ResolveActorDependencies_FullMethodName: auth.ScopeSubmit,
 
