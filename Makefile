@@ -69,6 +69,7 @@ chaos:
 FUZZTIME ?= 60s
 FUZZ_TARGETS := \
 	./controlplane/fsm:FuzzApplyNeverPanics \
+	./controlplane/head:FuzzHeadRequests \
 	./controlplane/jobsapi:FuzzSubmitBody \
 	./internal/pkgstore:FuzzUnpack \
 	./raylet:FuzzChunkDecode
