@@ -51,24 +51,27 @@ CHAOS_TASK_SCENARIOS := raylet-kill worker-kill mixed
 # Network faults need each head and raylet on a host of its own (netns,
 # as root); each runs with seeds 1-3, and mixed once more with them.
 CHAOS_NETNS_SCENARIOS := slow-leader lossy-links asymmetric-partition
+# CHAOS_FLAGS=--tls runs every scenario on a mutual-TLS cluster.
+CHAOS_FLAGS ?=
 chaos:
 	$(GO) build -o bin/manta ./cmd/manta
 	for s in $(CHAOS_SCENARIOS); do \
-		./bin/manta chaos run --scenario $$s --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
+		./bin/manta chaos run $(CHAOS_FLAGS) --scenario $$s --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
 	done
 	for s in $(CHAOS_TASK_SCENARIOS); do \
-		./bin/manta chaos run --scenario $$s --nodes 2 --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
+		./bin/manta chaos run $(CHAOS_FLAGS) --scenario $$s --nodes 2 --duration 60s --seed 1 --report chaos-reports/$$s --force || exit 1; \
 	done
 	for s in $(CHAOS_NETNS_SCENARIOS); do for seed in 1 2 3; do \
-		./bin/manta chaos run --hosts netns --scenario $$s --nodes 2 --duration 60s --seed $$seed --report chaos-reports/netns-$$s-$$seed --force || exit 1; \
+		./bin/manta chaos run $(CHAOS_FLAGS) --hosts netns --scenario $$s --nodes 2 --duration 60s --seed $$seed --report chaos-reports/netns-$$s-$$seed --force || exit 1; \
 	done; done
-	./bin/manta chaos run --hosts netns --scenario mixed --nodes 2 --duration 60s --seed 1 --report chaos-reports/netns-mixed --force
+	./bin/manta chaos run $(CHAOS_FLAGS) --hosts netns --scenario mixed --nodes 2 --duration 60s --seed 1 --report chaos-reports/netns-mixed --force
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a
 # time). Their seed corpora (f.Add and testdata/fuzz) run in every go test.
 FUZZTIME ?= 60s
 FUZZ_TARGETS := \
 	./controlplane/fsm:FuzzApplyNeverPanics \
+	./controlplane/head:FuzzHeadRequests \
 	./controlplane/jobsapi:FuzzSubmitBody \
 	./internal/pkgstore:FuzzUnpack \
 	./raylet:FuzzChunkDecode

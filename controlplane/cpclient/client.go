@@ -152,6 +152,16 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
+// tlsHint explains the error a plaintext client gets from a TLS head (the
+// server drops the connection before gRPC's preface).
+func (c *Client) tlsHint(err error) string {
+	if c.cfg.TLS == nil && err != nil && strings.Contains(err.Error(), "server preface") {
+		return " (if the cluster runs TLS, pass --tls-ca, --tls-cert and --tls-key or set " +
+			tlsconfig.EnvCA + ", " + tlsconfig.EnvCert + " and " + tlsconfig.EnvKey + ")"
+	}
+	return ""
+}
+
 // current returns the head to try now.
 func (c *Client) current() string {
 	c.mu.Lock()
@@ -238,7 +248,7 @@ func call[Resp any](ctx context.Context, c *Client, fn func(ctx context.Context,
 		select {
 		case <-ctx.Done():
 			var zero Resp
-			return zero, fmt.Errorf("%w: gave up after %d attempts; last error: %v", ErrUnavailable, attempt+1, lastErr)
+			return zero, fmt.Errorf("%w: gave up after %d attempts; last error: %v%s", ErrUnavailable, attempt+1, lastErr, c.tlsHint(lastErr))
 		case <-time.After(sleep):
 		}
 		backoff = min(backoff*2, 250*time.Millisecond)
