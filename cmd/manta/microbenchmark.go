@@ -93,6 +93,21 @@ var microbenchmarks = []microbenchmark{
 			return batchOf(ctx, 1000, func() ray.ObjectRef[int] { return noop.Remote(ctx, ref) })
 		})
 	}},
+	// The same with a new Put object per task: each task's ref is one its
+	// worker has not seen, so inside a value every task registers a borrow
+	// (and drops it after).
+	{"single_client_tasks_async_new_ref_arg", func(ctx context.Context, d time.Duration) (float64, error) {
+		return rate(d, func() (int, error) {
+			return batchOfPuts(ctx, 1000, func(ref ray.ObjectRef[int]) ray.ObjectRef[int] { return noop.Remote(ctx, ref) })
+		})
+	}},
+	{"single_client_tasks_async_new_ref_in_value", func(ctx context.Context, d time.Duration) (float64, error) {
+		return rate(d, func() (int, error) {
+			return batchOfPuts(ctx, 1000, func(ref ray.ObjectRef[int]) ray.ObjectRef[int] {
+				return holdsRef.Remote(ctx, ray.Val(refBox{Ref: ref}))
+			})
+		})
+	}},
 	{"single_client_tasks_async_ref_in_value", func(ctx context.Context, d time.Duration) (float64, error) {
 		ref, err := ray.Put(ctx, 1)
 		if err != nil {
@@ -140,6 +155,20 @@ type refBox struct{ Ref ray.ObjectRef[int] }
 
 // holdsRef takes a ref inside a value (it borrows it) and does nothing.
 var holdsRef = ray.Func1("manta.microbenchmark.holdsRef", func(_ context.Context, b refBox) (int, error) { return 1, nil })
+
+// batchOfPuts submits n tasks, each given a new Put object.
+func batchOfPuts(ctx context.Context, n int, submit func(ray.ObjectRef[int]) ray.ObjectRef[int]) (int, error) {
+	refs := make([]ray.ObjectRef[int], n)
+	for i := range refs {
+		ref, err := ray.Put(ctx, i)
+		if err != nil {
+			return 0, err
+		}
+		refs[i] = submit(ref)
+	}
+	_, err := ray.GetAll(ctx, refs)
+	return n, err
+}
 
 func batchOf(ctx context.Context, n int, submit func() ray.ObjectRef[int]) (int, error) {
 	refs := make([]ray.ObjectRef[int], n)
