@@ -20,9 +20,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/artifact"
@@ -45,13 +43,15 @@ const MaxMessageBytes = 1 << 30
 type Raylet struct {
 	pb.UnimplementedRayletServer
 
-	cfg   Config
-	log   *zap.Logger
-	cp    *cpclient.Client
-	lis   net.Listener
-	srv   *grpc.Server
-	pool  *workerpool.Pool
-	store objectstore.Store
+	cfg Config
+	log *zap.Logger
+	cp  *cpclient.Client
+	// tokens admits the calls this raylet serves.
+	tokens *auth.Checker
+	lis    net.Listener
+	srv    *grpc.Server
+	pool   *workerpool.Pool
+	store  objectstore.Store
 	// shm is store when it is a shared arena (nil otherwise); ownStore says
 	// Close must close it.
 	shm        *objectstore.Shared
@@ -181,9 +181,18 @@ func New(cfg Config) (*Raylet, error) {
 	// WaitForHandlers: Stop returns only once no handler runs, so none can
 	// still be sending from the arena when Close unmaps it.
 	r.metrics = newRayletMetrics(r)
+	// The cluster token, and scoped tokens of drivers that the control
+	// plane vouches for.
+	r.tokens = &auth.Checker{Local: []string{cfg.Token}, Verify: func(ctx context.Context, token string) (auth.Scope, error) {
+		rep, err := r.cp.CheckToken(ctx, token)
+		if err != nil {
+			return 0, err
+		}
+		return auth.ParseScope(rep.Scope)
+	}}
 	r.srv = grpc.NewServer(append(append(ServerOptions(), cfg.TLS.ServerOptions()...), grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(r.metrics.grpc.UnaryServerInterceptor(), auth.UnaryServer(cfg.Token)),
-		grpc.ChainStreamInterceptor(r.metrics.grpc.StreamServerInterceptor(), streamServer(cfg.Token)))...)
+		grpc.ChainUnaryInterceptor(r.metrics.grpc.UnaryServerInterceptor(), r.tokens.UnaryServer()),
+		grpc.ChainStreamInterceptor(r.metrics.grpc.StreamServerInterceptor(), r.tokens.StreamServer()))...)
 	pb.RegisterRayletServer(r.srv, r)
 	r.startJobSupervisor()
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -381,18 +390,6 @@ func (r *Raylet) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.GetStatus
 		}
 	}
 	return st, nil
-}
-
-// streamServer is auth.UnaryServer for streams (object puts and gets):
-// calls without the token are refused, and handler errors keep their
-// sentinels across the wire.
-func streamServer(token string) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if token != "" && !auth.Equal(auth.FromIncoming(ss.Context()), token) {
-			return status.Error(codes.Unauthenticated, "missing or wrong cluster token")
-		}
-		return rpcerr.ToStatus(handler(srv, ss))
-	}
 }
 
 // Flow-control windows large enough for objects of many MiB per round trip.

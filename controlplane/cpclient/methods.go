@@ -354,3 +354,11 @@ func (c *Client) RevokeToken(ctx context.Context, req *pb.RevokeTokenRequest) (*
 		return cl.RevokeToken(ctx, req)
 	})
 }
+
+// CheckToken says what a token may do (its scope), as the control plane's
+// token table says.
+func (c *Client) CheckToken(ctx context.Context, token string) (*pb.CheckTokenResponse, error) {
+	return call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.CheckTokenResponse, error) {
+		return cl.CheckToken(ctx, &pb.CheckTokenRequest{Token: token})
+	})
+}

@@ -88,3 +88,14 @@ func (a *api) RevokeToken(ctx context.Context, req *pb.RevokeTokenRequest) (*pb.
 		return &pb.RevokeTokenResponse{Header: h.headerAt(r.Index), Revoked: r.Flag}, nil
 	})
 }
+
+// CheckToken answers for servers without the token table (raylets,
+// workers, drivers): what the token may do, as this head's replica says.
+func (a *api) CheckToken(ctx context.Context, req *pb.CheckTokenRequest) (*pb.CheckTokenResponse, error) {
+	h := a.h
+	scope, err := h.ScopeOf(req.Token)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CheckTokenResponse{Header: h.headerAt(h.fsm.AppliedIndex()), Scope: scope.String()}, nil
+}

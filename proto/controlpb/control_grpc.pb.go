@@ -68,6 +68,7 @@ const (
 	ControlPlane_CreateToken_FullMethodName              = "/manta.controlplane.v1.ControlPlane/CreateToken"
 	ControlPlane_ListTokens_FullMethodName               = "/manta.controlplane.v1.ControlPlane/ListTokens"
 	ControlPlane_RevokeToken_FullMethodName              = "/manta.controlplane.v1.ControlPlane/RevokeToken"
+	ControlPlane_CheckToken_FullMethodName               = "/manta.controlplane.v1.ControlPlane/CheckToken"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -139,6 +140,11 @@ type ControlPlaneClient interface {
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
 	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// CheckToken says what a token may do (its scope), for the servers that
+	// do not hold the token table: raylets, workers and drivers accept a
+	// scoped token the control plane vouches for. Unauthenticated when the
+	// token is unknown, revoked or expired.
+	CheckToken(ctx context.Context, in *CheckTokenRequest, opts ...grpc.CallOption) (*CheckTokenResponse, error)
 }
 
 type controlPlaneClient struct {
@@ -627,6 +633,16 @@ func (c *controlPlaneClient) RevokeToken(ctx context.Context, in *RevokeTokenReq
 	return out, nil
 }
 
+func (c *controlPlaneClient) CheckToken(ctx context.Context, in *CheckTokenRequest, opts ...grpc.CallOption) (*CheckTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckTokenResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_CheckToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -696,6 +712,11 @@ type ControlPlaneServer interface {
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
 	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// CheckToken says what a token may do (its scope), for the servers that
+	// do not hold the token table: raylets, workers and drivers accept a
+	// scoped token the control plane vouches for. Unauthenticated when the
+	// token is unknown, revoked or expired.
+	CheckToken(context.Context, *CheckTokenRequest) (*CheckTokenResponse, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -843,6 +864,9 @@ func (UnimplementedControlPlaneServer) ListTokens(context.Context, *ListTokensRe
 }
 func (UnimplementedControlPlaneServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedControlPlaneServer) CheckToken(context.Context, *CheckTokenRequest) (*CheckTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckToken not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -1679,6 +1703,24 @@ func _ControlPlane_RevokeToken_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_CheckToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).CheckToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_CheckToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).CheckToken(ctx, req.(*CheckTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1861,6 +1903,10 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeToken",
 			Handler:    _ControlPlane_RevokeToken_Handler,
+		},
+		{
+			MethodName: "CheckToken",
+			Handler:    _ControlPlane_CheckToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -147,7 +147,23 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	}
 	c.lis, c.address = lis, lis.Addr().String()
 	c.lin.owner = c.address
-	c.srv = grpc.NewServer(append(append(raylet.ServerOptions(), tls.ServerOptions()...), grpc.UnaryInterceptor(auth.UnaryServer(token)))...)
+	// This process's token, and any other the control plane vouches for
+	// (a driver may hold only a submit token; its workers call it back
+	// with the cluster token, and it pushes to them with its own). The
+	// push stream is checked too: it runs code.
+	checker := &auth.Checker{Local: []string{token}, Verify: func(ctx context.Context, tok string) (auth.Scope, error) {
+		cp, err := c.controlPlane()
+		if err != nil {
+			return 0, err
+		}
+		rep, err := cp.CheckToken(ctx, tok)
+		if err != nil {
+			return 0, err
+		}
+		return auth.ParseScope(rep.Scope)
+	}}
+	c.srv = grpc.NewServer(append(append(raylet.ServerOptions(), tls.ServerOptions()...),
+		grpc.UnaryInterceptor(checker.UnaryServer()), grpc.StreamInterceptor(checker.StreamServer()))...)
 	pb.RegisterCoreWorkerServer(c.srv, c)
 	cc, err := c.conn(rayletAddr)
 	if err != nil {
