@@ -165,6 +165,17 @@ func (w *PlacementGroupWorkload) checkLeaks(ctx context.Context, env *Env, mine 
 		res.Verdict, res.Detail = Unknown, err.Error()
 		return res
 	}
+	// A create cut short by the end of the run may have taken effect
+	// unseen: every live group of the harness's job goes too.
+	if info, err := ray.RuntimeContext(ctx); err == nil {
+		if groups, err := cl.ListPlacementGroups(ctx, false); err == nil {
+			for _, g := range groups {
+				if g.JobId == info.JobID && g.State != cpb.PlacementGroupState_PG_REMOVED && !slices.Contains(mine, g.PlacementGroupId) {
+					mine = append(mine, g.PlacementGroupId)
+				}
+			}
+		}
+	}
 	for _, id := range mine {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = cl.RemovePlacementGroup(rctx, id)

@@ -84,6 +84,15 @@ func (p *groupPlacer) run(ctx context.Context) {
 	}()
 	p.audit(ctx)
 	lastAudit := time.Now()
+	// The audit released what raylets held of groups removed before this
+	// leadership: only later removals need a release of their own.
+	p.mu.Lock()
+	for _, g := range p.h.fsm.PlacementGroups() {
+		if g.State == cpb.PlacementGroupState_PG_REMOVED {
+			p.released[g.PlacementGroupId] = true
+		}
+	}
+	p.mu.Unlock()
 	t := time.NewTicker(250 * time.Millisecond) // retries waiting groups as nodes free up
 	defer t.Stop()
 	for {

@@ -1,9 +1,11 @@
 package head
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
+	"github.com/manta-ray/manta/internal/rpcerr"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	"github.com/manta-ray/manta/raylet/resources"
 )
@@ -43,5 +45,30 @@ func TestAssignBundles(t *testing.T) {
 				t.Fatalf("assigned %v; want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCheckPlacementGroupRefusesBadInput(t *testing.T) {
+	ok := func() *cpb.PlacementGroupInfo {
+		return &cpb.PlacementGroupInfo{JobId: "00000001", Strategy: cpb.PlacementStrategy_PACK,
+			Bundles: []*cpb.Bundle{{Resources: map[string]float64{"CPU": 1}}}}
+	}
+	if err := checkPlacementGroup(ok()); err != nil {
+		t.Fatalf("a good group: %v", err)
+	}
+	for name, edit := range map[string]func(g *cpb.PlacementGroupInfo){
+		"no bundles":          func(g *cpb.PlacementGroupInfo) { g.Bundles = nil },
+		"an empty bundle":     func(g *cpb.PlacementGroupInfo) { g.Bundles[0].Resources = nil },
+		"a zero quantity":     func(g *cpb.PlacementGroupInfo) { g.Bundles[0].Resources["CPU"] = 0 },
+		"a negative quantity": func(g *cpb.PlacementGroupInfo) { g.Bundles[0].Resources["GPU"] = -1 },
+		"an unknown strategy": func(g *cpb.PlacementGroupInfo) { g.Strategy = 9 },
+		"no strategy":         func(g *cpb.PlacementGroupInfo) { g.Strategy = 0 },
+		"no job":              func(g *cpb.PlacementGroupInfo) { g.JobId = "" },
+	} {
+		g := ok()
+		edit(g)
+		if err := checkPlacementGroup(g); !errors.Is(err, rpcerr.ErrInvalidArgument) {
+			t.Errorf("%s: %v; want InvalidArgument", name, err)
+		}
 	}
 }
