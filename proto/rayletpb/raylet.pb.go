@@ -92,12 +92,12 @@ const (
 	ErrorKind_ERROR_TASK_CANCELLED ErrorKind = 10
 	// The runtime env the task asked for could not be set up on its node.
 	ErrorKind_ERROR_RUNTIME_ENV_SETUP ErrorKind = 11
-	// The object's owner died (or cannot be reached): its reference count
-	// and lineage went with it.
-	ErrorKind_ERROR_OWNER_DIED ErrorKind = 13
 	// The task's scheduling strategy can never be met: a hard node affinity
 	// to a dead node, or its placement group was removed.
 	ErrorKind_ERROR_UNSCHEDULABLE ErrorKind = 12
+	// The object's owner died (or cannot be reached): its reference count
+	// and lineage went with it.
+	ErrorKind_ERROR_OWNER_DIED ErrorKind = 13
 )
 
 // Enum value maps for ErrorKind.
@@ -115,8 +115,8 @@ var (
 		9:  "ERROR_OBJECT_NOT_FOUND",
 		10: "ERROR_TASK_CANCELLED",
 		11: "ERROR_RUNTIME_ENV_SETUP",
-		13: "ERROR_OWNER_DIED",
 		12: "ERROR_UNSCHEDULABLE",
+		13: "ERROR_OWNER_DIED",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_NONE":               0,
@@ -131,8 +131,8 @@ var (
 		"ERROR_OBJECT_NOT_FOUND":   9,
 		"ERROR_TASK_CANCELLED":     10,
 		"ERROR_RUNTIME_ENV_SETUP":  11,
-		"ERROR_OWNER_DIED":         13,
 		"ERROR_UNSCHEDULABLE":      12,
+		"ERROR_OWNER_DIED":         13,
 	}
 )
 
@@ -5225,9 +5225,9 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x16ERROR_OBJECT_NOT_FOUND\x10\t\x12\x18\n" +
 	"\x14ERROR_TASK_CANCELLED\x10\n" +
 	"\x12\x1b\n" +
-	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v\x12\x14\n" +
-	"\x10ERROR_OWNER_DIED\x10\r\x12\x17\n" +
-	"\x13ERROR_UNSCHEDULABLE\x10\f2\xfe\x0f\n" +
+	"\x17ERROR_RUNTIME_ENV_SETUP\x10\v\x12\x17\n" +
+	"\x13ERROR_UNSCHEDULABLE\x10\f\x12\x14\n" +
+	"\x10ERROR_OWNER_DIED\x10\r2\xfe\x0f\n" +
 	"\x06Raylet\x12P\n" +
 	"\x12RequestWorkerLease\x12\x1d.manta.raylet.v1.LeaseRequest\x1a\x1b.manta.raylet.v1.LeaseReply\x12[\n" +
 	"\x11ReturnWorkerLease\x12#.manta.raylet.v1.ReturnLeaseRequest\x1a!.manta.raylet.v1.ReturnLeaseReply\x12m\n" +
