@@ -31,14 +31,7 @@ var (
 		return ms, nil
 	})
 	benchSpin = ray.Func1("manta.microbenchmark.spin", func(_ context.Context, ms int) (int, error) {
-		end := time.Now().Add(time.Duration(ms) * time.Millisecond)
-		x := 0
-		for time.Now().Before(end) {
-			for i := range 10000 {
-				x += i
-			}
-		}
-		_ = x
+		spin(ms)
 		return ms, nil
 	})
 	// benchWaitCtx marks dir/name when it starts, then waits for its
@@ -74,6 +67,18 @@ func init() {
 			// 10-490 ms of sleep each, submitted every 20 ms.
 			return efficiency(ctx, benchSleep, durations(8*benchCPUs, 10, 490), 20*time.Millisecond)
 		}},
+		microbenchmark{"uneven_spin_tasks_spread_efficiency", func(ctx context.Context, _ time.Duration) (float64, error) {
+			// 10-490 ms of CPU each, submitted every 20 ms.
+			return efficiency(ctx, benchSpin, durations(8*benchCPUs, 10, 490), 20*time.Millisecond)
+		}},
+		microbenchmark{"uneven_spin_tasks_refs_in_values_efficiency", func(ctx context.Context, _ time.Duration) (float64, error) {
+			// As uneven_spin_tasks_spread_efficiency, but each task is given
+			// a struct holding the ref of a 1 MiB Put made for it, and reads
+			// it: the borrower protocol on a user's shape. (CPU work: a task
+			// blocked in Get lends its CPU, which lets sleeping tasks
+			// overlap and read above 1.)
+			return refsInValuesEfficiency(ctx, durations(8*benchCPUs, 10, 490), 20*time.Millisecond)
+		}},
 		microbenchmark{"small_tasks_behind_long_seconds", smallBehindLong},
 		microbenchmark{"cancel_queued_p50_us", func(ctx context.Context, _ time.Duration) (float64, error) {
 			return cancelLatency(ctx, false)
@@ -82,6 +87,60 @@ func init() {
 			return cancelLatency(ctx, true)
 		}},
 	)
+}
+
+// spin keeps a CPU busy for ms milliseconds.
+func spin(ms int) {
+	end := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	x := 0
+	for time.Now().Before(end) {
+		for i := range 10000 {
+			x += i
+		}
+	}
+	_ = x
+}
+
+// shard is a task's input: its length of work and the ref of its data.
+type shard struct {
+	Ms   int
+	Data ray.ObjectRef[[]byte]
+}
+
+// benchShard reads its shard's data and spins its length of work.
+var benchShard = ray.Func1("manta.microbenchmark.shard", func(ctx context.Context, s shard) (int, error) {
+	b, err := ray.Get(ctx, s.Data)
+	spin(s.Ms)
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+})
+
+// refsInValuesEfficiency is efficiency's measure for benchShard tasks.
+func refsInValuesEfficiency(ctx context.Context, ms []int, gap time.Duration) (float64, error) {
+	data := make([]byte, 1<<20)
+	start := time.Now()
+	refs := make([]ray.ObjectRef[int], len(ms))
+	total := 0
+	for i, d := range ms {
+		data[0] = byte(i)
+		ref, err := ray.Put(ctx, data)
+		if err != nil {
+			return 0, err
+		}
+		refs[i] = benchShard.Remote(ctx, ray.Val(shard{Ms: d, Data: ref}))
+		ref.Release() // the task's argument holds it
+		total += d
+		time.Sleep(gap)
+	}
+	if _, err := ray.GetAll(ctx, refs); err != nil {
+		return 0, err
+	}
+	elapsed := time.Since(start)
+	ideal := max(time.Duration(total)*time.Millisecond/time.Duration(benchCPUs), time.Duration(slices.Max(ms))*time.Millisecond,
+		time.Duration(len(ms)-1)*gap+time.Duration(ms[len(ms)-1])*time.Millisecond)
+	return ideal.Seconds() / elapsed.Seconds(), nil
 }
 
 // durations are n task lengths in [lo, hi] ms, the same every run.
