@@ -2966,7 +2966,13 @@ type TaskResult struct {
 	RunNanos int64 `protobuf:"varint,4,opt,name=run_nanos,json=runNanos,proto3" json:"run_nanos,omitempty"`
 	// A forced cancel found the task running: the worker gave back what it
 	// had queued and must now be killed by its owner (through the raylet).
-	KillWorker    bool `protobuf:"varint,5,opt,name=kill_worker,json=killWorker,proto3" json:"kill_worker,omitempty"`
+	KillWorker bool `protobuf:"varint,5,opt,name=kill_worker,json=killWorker,proto3" json:"kill_worker,omitempty"`
+	// Objects of the task's owner that the worker (borrower, its CoreWorker
+	// address) decoded from the task's arguments and still holds: the owner
+	// registers it as their borrower from this result, before it unpins the
+	// arguments, instead of the worker asking first (borrowers.go).
+	Borrowed      [][]byte `protobuf:"bytes,6,rep,name=borrowed,proto3" json:"borrowed,omitempty"`
+	Borrower      string   `protobuf:"bytes,7,opt,name=borrower,proto3" json:"borrower,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3034,6 +3040,20 @@ func (x *TaskResult) GetKillWorker() bool {
 		return x.KillWorker
 	}
 	return false
+}
+
+func (x *TaskResult) GetBorrowed() [][]byte {
+	if x != nil {
+		return x.Borrowed
+	}
+	return nil
+}
+
+func (x *TaskResult) GetBorrower() string {
+	if x != nil {
+		return x.Borrower
+	}
+	return ""
 }
 
 type PushTasksReply struct {
@@ -3511,8 +3531,12 @@ type BorrowOp struct {
 	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
 	// The object whose value holds the ref, when the borrow is by a value
 	// rather than by live refs in the borrower's memory (empty).
-	Outer         []byte `protobuf:"bytes,2,opt,name=outer,proto3" json:"outer,omitempty"`
-	Remove        bool   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	Outer  []byte `protobuf:"bytes,2,opt,name=outer,proto3" json:"outer,omitempty"`
+	Remove bool   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	// A removal of a borrow registered through the result of this task
+	// (TaskResult.borrowed): if the result has not been taken yet, the owner
+	// remembers the removal and skips the registration when it comes.
+	ViaTask       []byte `protobuf:"bytes,4,opt,name=via_task,json=viaTask,proto3" json:"via_task,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3566,6 +3590,13 @@ func (x *BorrowOp) GetRemove() bool {
 		return x.Remove
 	}
 	return false
+}
+
+func (x *BorrowOp) GetViaTask() []byte {
+	if x != nil {
+		return x.ViaTask
+	}
+	return nil
 }
 
 type UpdateBorrowersRequest struct {
@@ -5076,7 +5107,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"CancelTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
-	"\trecursive\x18\x03 \x01(\bR\trecursive\"\xcd\x01\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"\x85\x02\n" +
 	"\n" +
 	"TaskResult\x126\n" +
 	"\areturns\x18\x01 \x03(\v2\x1c.manta.raylet.v1.ObjectValueR\areturns\x120\n" +
@@ -5084,7 +5115,9 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\atask_id\x18\x03 \x01(\fR\x06taskId\x12\x1b\n" +
 	"\trun_nanos\x18\x04 \x01(\x03R\brunNanos\x12\x1f\n" +
 	"\vkill_worker\x18\x05 \x01(\bR\n" +
-	"killWorker\"\x86\x01\n" +
+	"killWorker\x12\x1a\n" +
+	"\bborrowed\x18\x06 \x03(\fR\bborrowed\x12\x1a\n" +
+	"\bborrower\x18\a \x01(\tR\bborrower\"\x86\x01\n" +
 	"\x0ePushTasksReply\x125\n" +
 	"\aresults\x18\x01 \x03(\v2\x1b.manta.raylet.v1.TaskResultR\aresults\x12\x16\n" +
 	"\x06stolen\x18\x02 \x03(\fR\x06stolen\x12%\n" +
@@ -5110,11 +5143,12 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\r\n" +
 	"\vPingRequest\"6\n" +
 	"\tPingReply\x12)\n" +
-	"\x10borrowed_objects\x18\x01 \x01(\x05R\x0fborrowedObjects\"U\n" +
+	"\x10borrowed_objects\x18\x01 \x01(\x05R\x0fborrowedObjects\"p\n" +
 	"\bBorrowOp\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x14\n" +
 	"\x05outer\x18\x02 \x01(\fR\x05outer\x12\x16\n" +
-	"\x06remove\x18\x03 \x01(\bR\x06remove\"a\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x19\n" +
+	"\bvia_task\x18\x04 \x01(\fR\aviaTask\"a\n" +
 	"\x16UpdateBorrowersRequest\x12\x1a\n" +
 	"\bborrower\x18\x01 \x01(\tR\bborrower\x12+\n" +
 	"\x03ops\x18\x02 \x03(\v2\x19.manta.raylet.v1.BorrowOpR\x03ops\"3\n" +

@@ -69,7 +69,7 @@ func (a ActorClass1[T, A]) Name() string { return a.c.Name }
 // Actor1 registers an actor class whose constructor takes one argument.
 func Actor1[T, A any](name string, newFn func(context.Context, A) (T, error)) ActorClass1[T, A] {
 	return ActorClass1[T, A]{core.RegisterClass(&core.ActorClass{Name: name, Type: reflect.TypeFor[T](), Construct: func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
-		x, err := args1[A](name, args)
+		x, err := args1[A](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +95,7 @@ func (a ActorClass2[T, A, B]) Name() string { return a.c.Name }
 // Actor2 registers an actor class whose constructor takes two arguments.
 func Actor2[T, A, B any](name string, newFn func(context.Context, A, B) (T, error)) ActorClass2[T, A, B] {
 	return ActorClass2[T, A, B]{core.RegisterClass(&core.ActorClass{Name: name, Type: reflect.TypeFor[T](), Construct: func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
-		x, y, err := args2[A, B](name, args)
+		x, y, err := args2[A, B](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +121,7 @@ func (a ActorClass3[T, A, B, C]) Name() string { return a.c.Name }
 // Actor3 registers an actor class whose constructor takes three arguments.
 func Actor3[T, A, B, C any](name string, newFn func(context.Context, A, B, C) (T, error)) ActorClass3[T, A, B, C] {
 	return ActorClass3[T, A, B, C]{core.RegisterClass(&core.ActorClass{Name: name, Type: reflect.TypeFor[T](), Construct: func(ctx context.Context, args []*pb.ObjectValue) (any, error) {
-		x, y, z, err := args3[A, B, C](name, args)
+		x, y, z, err := args3[A, B, C](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +162,7 @@ type ActorMethod1[T, A, R any] struct{ m *core.ActorMethod }
 // Method1 registers a method of one argument.
 func Method1[T, A, R any](class ActorType[T], name string, fn func(T, context.Context, A) (R, error)) ActorMethod1[T, A, R] {
 	return ActorMethod1[T, A, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		a, err := args1[A](name, args)
+		a, err := args1[A](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -182,7 +182,7 @@ type ActorMethod2[T, A, B, R any] struct{ m *core.ActorMethod }
 // Method2 registers a method of two arguments.
 func Method2[T, A, B, R any](class ActorType[T], name string, fn func(T, context.Context, A, B) (R, error)) ActorMethod2[T, A, B, R] {
 	return ActorMethod2[T, A, B, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		a, b, err := args2[A, B](name, args)
+		a, b, err := args2[A, B](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +202,7 @@ type ActorMethod3[T, A, B, C, R any] struct{ m *core.ActorMethod }
 // Method3 registers a method of three arguments.
 func Method3[T, A, B, C, R any](class ActorType[T], name string, fn func(T, context.Context, A, B, C) (R, error)) ActorMethod3[T, A, B, C, R] {
 	return ActorMethod3[T, A, B, C, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		a, b, c, err := args3[A, B, C](name, args)
+		a, b, c, err := args3[A, B, C](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +222,7 @@ type ActorMethod4[T, A, B, C, D, R any] struct{ m *core.ActorMethod }
 // Method4 registers a method of four arguments.
 func Method4[T, A, B, C, D, R any](class ActorType[T], name string, fn func(T, context.Context, A, B, C, D) (R, error)) ActorMethod4[T, A, B, C, D, R] {
 	return ActorMethod4[T, A, B, C, D, R]{core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		a, b, c, d, err := args4[A, B, C, D](name, args)
+		a, b, c, d, err := args4[A, B, C, D](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}

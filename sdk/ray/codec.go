@@ -1,6 +1,7 @@
 package ray
 
 import (
+	"context"
 	"fmt"
 
 	pb "github.com/manta-ray/manta/proto/rayletpb"
@@ -22,6 +23,13 @@ type ReadOnlyBytes = core.ReadOnlyBytes
 
 // decode reads a value as T (the runtime encodes: core.Encode).
 func decode[T any](data []byte, format pb.Format) (T, error) {
+	return decodeIn[T](nil, data, format)
+}
+
+// decodeIn is decode for an argument of the task running in ctx (nil:
+// not an argument): refs in it of the task's caller are registered by
+// the task's result rather than one by one.
+func decodeIn[T any](ctx context.Context, data []byte, format pb.Format) (T, error) {
 	var v T
 	if format == pb.Format_FORMAT_RAW {
 		switch p := any(&v).(type) {
@@ -34,7 +42,13 @@ func decode[T any](data []byte, format pb.Format) (T, error) {
 		}
 		return v, fmt.Errorf("%w: raw bytes cannot be read as %T", ErrBadArgument, v)
 	}
-	if err := core.Decode(data, &v); err != nil {
+	var err error
+	if ctx != nil {
+		err = core.DecodeArg(ctx, data, &v)
+	} else {
+		err = core.Decode(data, &v)
+	}
+	if err != nil {
 		return v, fmt.Errorf("%w: cannot read the value as %T: %v", ErrBadArgument, v, err)
 	}
 	return v, nil

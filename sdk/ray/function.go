@@ -16,12 +16,12 @@ func isInPlace[T any]() bool {
 	return ok
 }
 
-func arg[T any](args []*pb.ObjectValue, i int) (T, error) {
+func arg[T any](ctx context.Context, args []*pb.ObjectValue, i int) (T, error) {
 	var zero T
 	if i >= len(args) {
 		return zero, fmt.Errorf("%w: %d arguments given, parameter %d missing", ErrBadArgument, len(args), i+1)
 	}
-	v, err := decode[T](args[i].Data, args[i].Format)
+	v, err := decodeIn[T](ctx, args[i].Data, args[i].Format)
 	if err != nil {
 		return zero, fmt.Errorf("argument %d: %w", i+1, err)
 	}
@@ -29,43 +29,43 @@ func arg[T any](args []*pb.ObjectValue, i int) (T, error) {
 }
 
 // args1 ... args4 check a call's arity and decode its arguments.
-func args1[A any](name string, args []*pb.ObjectValue) (a A, err error) {
+func args1[A any](ctx context.Context, name string, args []*pb.ObjectValue) (a A, err error) {
 	if err = checkArity(name, args, 1); err == nil {
-		a, err = arg[A](args, 0)
+		a, err = arg[A](ctx, args, 0)
 	}
 	return a, err
 }
 
-func args2[A, B any](name string, args []*pb.ObjectValue) (a A, b B, err error) {
+func args2[A, B any](ctx context.Context, name string, args []*pb.ObjectValue) (a A, b B, err error) {
 	if err = checkArity(name, args, 2); err != nil {
 		return a, b, err
 	}
-	if a, err = arg[A](args, 0); err != nil {
+	if a, err = arg[A](ctx, args, 0); err != nil {
 		return a, b, err
 	}
-	b, err = arg[B](args, 1)
+	b, err = arg[B](ctx, args, 1)
 	return a, b, err
 }
 
-func args3[A, B, C any](name string, args []*pb.ObjectValue) (a A, b B, c C, err error) {
+func args3[A, B, C any](ctx context.Context, name string, args []*pb.ObjectValue) (a A, b B, c C, err error) {
 	if err = checkArity(name, args, 3); err != nil {
 		return a, b, c, err
 	}
-	if a, b, err = args2[A, B](name, args[:2]); err != nil {
+	if a, b, err = args2[A, B](ctx, name, args[:2]); err != nil {
 		return a, b, c, err
 	}
-	c, err = arg[C](args, 2)
+	c, err = arg[C](ctx, args, 2)
 	return a, b, c, err
 }
 
-func args4[A, B, C, D any](name string, args []*pb.ObjectValue) (a A, b B, c C, d D, err error) {
+func args4[A, B, C, D any](ctx context.Context, name string, args []*pb.ObjectValue) (a A, b B, c C, d D, err error) {
 	if err = checkArity(name, args, 4); err != nil {
 		return a, b, c, d, err
 	}
-	if a, b, c, err = args3[A, B, C](name, args[:3]); err != nil {
+	if a, b, c, err = args3[A, B, C](ctx, name, args[:3]); err != nil {
 		return a, b, c, d, err
 	}
-	d, err = arg[D](args, 3)
+	d, err = arg[D](ctx, args, 3)
 	return a, b, c, d, err
 }
 
@@ -143,7 +143,7 @@ type RemoteFunc1[A, R any] struct{ f *core.Function }
 func Func1[A, R any](name string, fn func(context.Context, A) (R, error)) RemoteFunc1[A, R] {
 	return RemoteFunc1[A, R]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 1, InPlace: []bool{isInPlace[A]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			a, err := args1[A](name, args)
+			a, err := args1[A](ctx, name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -168,7 +168,7 @@ type RemoteFunc2[A, B, R any] struct{ f *core.Function }
 func Func2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) RemoteFunc2[A, B, R] {
 	return RemoteFunc2[A, B, R]{core.Register(&core.Function{Name: name, NArgs: 2, NRet: 1, InPlace: []bool{isInPlace[A](), isInPlace[B]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			a, b, err := args2[A, B](name, args)
+			a, b, err := args2[A, B](ctx, name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -193,7 +193,7 @@ type RemoteFunc3[A, B, C, R any] struct{ f *core.Function }
 func Func3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) RemoteFunc3[A, B, C, R] {
 	return RemoteFunc3[A, B, C, R]{core.Register(&core.Function{Name: name, NArgs: 3, NRet: 1, InPlace: []bool{isInPlace[A](), isInPlace[B](), isInPlace[C]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			a, b, c, err := args3[A, B, C](name, args)
+			a, b, c, err := args3[A, B, C](ctx, name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -219,7 +219,7 @@ type RemoteFunc1x2[A, R1, R2 any] struct{ f *core.Function }
 func Func1x2[A, R1, R2 any](name string, fn func(context.Context, A) (R1, R2, error)) RemoteFunc1x2[A, R1, R2] {
 	return RemoteFunc1x2[A, R1, R2]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 2, InPlace: []bool{isInPlace[A]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			a, err := args1[A](name, args)
+			a, err := args1[A](ctx, name, args)
 			if err != nil {
 				return nil, err
 			}

@@ -153,7 +153,7 @@ type RemoteGen1[A, R any] struct{ f *core.Function }
 func Gen1[A, R any](name string, fn func(ctx context.Context, a A, yield func(R) error) error) RemoteGen1[A, R] {
 	return RemoteGen1[A, R]{core.Register(&core.Function{Name: name, NArgs: 1, NRet: 1, Generator: true, InPlace: []bool{isInPlace[A]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			a, err := args1[A](name, args)
+			a, err := args1[A](ctx, name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -173,7 +173,7 @@ type RemoteGen2[A, B, R any] struct{ f *core.Function }
 func Gen2[A, B, R any](name string, fn func(ctx context.Context, a A, b B, yield func(R) error) error) RemoteGen2[A, B, R] {
 	return RemoteGen2[A, B, R]{core.Register(&core.Function{Name: name, NArgs: 2, NRet: 1, Generator: true, InPlace: []bool{isInPlace[A](), isInPlace[B]()},
 		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
-			a, b, err := args2[A, B](name, args)
+			a, b, err := args2[A, B](ctx, name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -212,7 +212,7 @@ type ActorGenMethod1[T, A, R any] struct{ m *core.ActorMethod }
 // ActorGen1 registers a generator method of one argument (see Gen0).
 func ActorGen1[T, A, R any](class ActorType[T], name string, fn func(inst T, ctx context.Context, a A, yield func(R) error) error) ActorGenMethod1[T, A, R] {
 	m := core.RegisterMethod(class.class(), name, 1, func(ctx context.Context, inst any, args []*pb.ObjectValue) ([]any, error) {
-		a, err := args1[A](name, args)
+		a, err := args1[A](ctx, name, args)
 		if err != nil {
 			return nil, err
 		}

@@ -290,6 +290,7 @@ func (c *Worker) actorSubmitter() (*actorsubmit.Submitter, error) {
 type actorHandler struct{ c *Worker }
 
 func (h actorHandler) Finished(call *actorsubmit.Call, res *pb.TaskResult) {
+	h.c.takeResultBorrows(call.ID, res)
 	h.c.finishCall(call.Data.(*actorCall), res)
 }
 

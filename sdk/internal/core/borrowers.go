@@ -81,7 +81,15 @@ type borrowed struct {
 	n     int           // live handles and pins (tasks, values)
 	ready chan struct{} // closed when the owner answered the registration
 	err   error         // set before ready closes: not found, owner died
+	// via is the task whose result registers this borrow (its owner is
+	// the task's caller, which pins it until then); viaSent once that
+	// result was built.
+	via     ids.TaskID
+	viaSent bool
 }
+
+// closedCh is a ready channel for borrows that need no answer.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 type queueKey struct{ owner, borrower string }
 
@@ -126,6 +134,48 @@ func (b *borrowTable) acquire(id ids.ObjectID, owner string) *borrowed {
 	return e
 }
 
+// acquireVia counts one more live ref to an object of the running task's
+// caller decoded from the task's arguments. A first one is not registered
+// now: the caller pins the object until the task's result, which carries
+// the registration (viaResult), so the task does not wait for a round
+// trip per new ref.
+func (b *borrowTable) acquireVia(id ids.ObjectID, owner string, tc *taskCtx) {
+	b.mu.Lock()
+	e := b.refs[id]
+	if e == nil {
+		e = &borrowed{owner: owner, ready: closedCh, via: tc.id}
+		b.refs[id] = e
+		b.acquired.Add(1)
+	}
+	e.n++
+	b.mu.Unlock()
+	tc.viaMu.Lock()
+	tc.via = append(tc.via, id)
+	tc.viaMu.Unlock()
+}
+
+// viaResult lists, for task tc's result, the objects of its caller it
+// still borrows through it; they count as registered from then on.
+func (b *borrowTable) viaResult(tc *taskCtx) [][]byte {
+	tc.viaMu.Lock()
+	via := tc.via
+	tc.via = nil
+	tc.viaMu.Unlock()
+	if len(via) == 0 {
+		return nil
+	}
+	var out [][]byte
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range via {
+		if e := b.refs[id]; e != nil && e.via == tc.id && !e.viaSent {
+			e.viaSent = true
+			out = append(out, id[:])
+		}
+	}
+	return out
+}
+
 // hold counts a pin on a borrowed object this process holds a ref to; it
 // says whether it did (an object not borrowed here is not held).
 func (b *borrowTable) hold(id ids.ObjectID) bool {
@@ -158,7 +208,12 @@ func (b *borrowTable) release(id ids.ObjectID) {
 		failed = e.err != nil
 	default:
 	}
-	if !failed {
+	switch {
+	case e.via != (ids.TaskID{}) && !e.viaSent:
+		// Dropped before its task's result: never registered.
+	case e.via != (ids.TaskID{}):
+		b.enqueueLocked(e.owner, b.c.address, &pb.BorrowOp{ObjectId: id[:], Remove: true, ViaTask: e.via[:]}, nil)
+	case !failed:
 		b.enqueueLocked(e.owner, b.c.address, &pb.BorrowOp{ObjectId: id[:], Remove: true}, nil)
 	}
 	b.mu.Unlock()
@@ -289,6 +344,11 @@ func (c *Worker) UpdateBorrowers(_ context.Context, req *pb.UpdateBorrowersReque
 				return nil, status.Errorf(codes.InvalidArgument, "ops[%d].outer: %v", i, err)
 			}
 		}
+		if len(op.ViaTask) > 0 {
+			if _, err := ids.TaskFromBytes(op.ViaTask); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "ops[%d].via_task: %v", i, err)
+			}
+		}
 	}
 	return c.applyBorrowOps(req), nil
 }
@@ -306,13 +366,32 @@ func (c *Worker) applyBorrowOps(req *pb.UpdateBorrowersRequest) *pb.UpdateBorrow
 				continue
 			}
 		}
-		if op.Remove {
+		if op.Remove && len(op.ViaTask) > 0 {
+			if via, err := ids.TaskFromBytes(op.ViaTask); err == nil {
+				c.mem.RemoveBorrowerVia(id, b, via)
+			}
+		} else if op.Remove {
 			c.mem.RemoveBorrower(id, b)
 		} else if !c.mem.AddBorrower(id, b) {
 			rep.NotFound = append(rep.NotFound, op.ObjectId)
 		}
 	}
 	return rep
+}
+
+// takeResultBorrows registers the borrowers a task's result reports (the
+// worker kept objects of ours it decoded from the task's arguments);
+// called before the task's arguments are unpinned.
+func (c *Worker) takeResultBorrows(task ids.TaskID, res *pb.TaskResult) {
+	if len(res.Borrowed) == 0 || res.Borrower == "" {
+		return
+	}
+	b := memstore.Borrow{Addr: res.Borrower}
+	for _, raw := range res.Borrowed {
+		if id, err := ids.ObjectFromBytes(raw); err == nil {
+			c.mem.AddBorrowerVia(id, b, task)
+		}
+	}
 }
 
 // failBorrowed makes a borrowed object whose registration failed read as
@@ -435,12 +514,27 @@ type refWriter struct {
 type refReader struct {
 	bytes.Reader
 	pending []*borrowed
+	// tc is the running task whose arguments these are, when its result
+	// reports their borrows (acquireVia).
+	tc *taskCtx
 }
 
 // Decode reads a msgpack value into v (a pointer). Refs inside it are
 // registered with their owners before it returns.
-func Decode(data []byte, v any) error {
-	r := &refReader{}
+func Decode(data []byte, v any) error { return decode(data, v, nil) }
+
+// DecodeArg is Decode for an argument of the task running in ctx: refs of
+// the task's caller in it are registered by the task's result.
+func DecodeArg(ctx context.Context, data []byte, v any) error {
+	tc, _ := ctx.Value(taskKey{}).(*taskCtx)
+	if tc != nil && tc.caller == "" {
+		tc = nil
+	}
+	return decode(data, v, tc)
+}
+
+func decode(data []byte, v any, tc *taskCtx) error {
+	r := &refReader{tc: tc}
 	r.Reset(data)
 	dec := msgpack.GetDecoder()
 	dec.UsePreallocateValues(true)
@@ -524,9 +618,15 @@ func DecodeRef(dec *msgpack.Decoder) (k ObjectKey, ok bool, err error) {
 		// Released: the key has no handle and Get finds nothing.
 		return k, true, nil
 	}
+	r, isRef := dec.Buffered().(*refReader)
+	if isRef && r.tc != nil && k.Owner == r.tc.caller {
+		c.borrows.acquireVia(k.ID, k.Owner, r.tc)
+		k.H = c.newBorrowHandle(k.ID)
+		return k, true, nil
+	}
 	e := c.borrows.acquire(k.ID, k.Owner)
 	k.H = c.newBorrowHandle(k.ID)
-	if r, isRef := dec.Buffered().(*refReader); isRef {
+	if isRef {
 		r.pending = append(r.pending, e)
 	} else {
 		waitBorrow(e)

@@ -107,13 +107,24 @@ func (c *Worker) execute(ctx context.Context, spec *pb.TaskSpec) *pb.TaskResult 
 	}
 	c.fitProcs(spec.NumCpus)
 	tc := c.newTaskCtx(ctx, spec, tid)
+	tc.caller = spec.OwnerAddress
 	c.cudaEnv(tc)
 	tctx := context.WithValue(ctx, taskKey{}, tc)
 	if f.Generator {
 		tctx = c.withGenerator(tctx, spec, tid)
 	}
 	results, err, stack := invoke(tctx, f, args)
-	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
+	return c.withBorrows(c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure), tc)
+}
+
+// withBorrows adds to a task's result the objects of its caller that the
+// task decoded from its arguments and this process still holds: the
+// caller registers this process as their borrower from the result.
+func (c *Worker) withBorrows(res *pb.TaskResult, tc *taskCtx) *pb.TaskResult {
+	if b := c.borrows.viaResult(tc); len(b) > 0 {
+		res.Borrowed, res.Borrower = b, c.address
+	}
+	return res
 }
 
 // argValue reads a stored argument: mapped in place (valid until release,
@@ -253,6 +264,8 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 		c.mu.Unlock()
 		return &pb.TaskResult{}
 	}
+	// A call's result reports its borrows (a creation's goes to no caller).
+	tc.caller = spec.OwnerAddress
 	h := c.hostedFor(spec.ActorId)
 	if h == nil {
 		return failure(pb.ErrorKind_ERROR_ACTOR_DIED, fmt.Sprintf("actor %s does not live in this worker (it restarted elsewhere)", spec.ActorId), "")
@@ -271,5 +284,5 @@ func (c *Worker) executeActor(ctx context.Context, spec *pb.TaskSpec, tid ids.Ta
 	}
 	results, err, stack := invokeMethod(tctx, m, h.inst, args)
 	<-h.sem
-	return c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure)
+	return c.withBorrows(c.taskResult(ctx, tid, spec.OwnerAddress, results, err, stack, failure), tc)
 }

@@ -116,13 +116,19 @@ type taskManager struct {
 	queue func() taskQueue
 	// ev reports what happens to each attempt (events.go).
 	ev *eventLog
-	// unborrow drops the borrows a task's arguments held (refs.go).
-	unborrow func([]ids.ObjectID)
+	// unborrow drops the borrows a task's arguments held (refs.go);
+	// resultBorrows registers the borrowers a result reports, before the
+	// arguments are unpinned (borrowers.go).
+	unborrow      func([]ids.ObjectID)
+	resultBorrows func(ids.TaskID, *pb.TaskResult)
 }
 
 // Finished, WorkerLost and Failed take the submitter's reports
 // (submitter.Handler).
 func (m *taskManager) Finished(st *submitter.Task, res *pb.TaskResult, ran *pb.LeaseReply) {
+	if m.resultBorrows != nil {
+		m.resultBorrows(st.ID, res)
+	}
 	t := st.Data.(*task)
 	m.ev.ran(t.spec, ran, res.RunNanos, res.Error == nil)
 	m.finish(t, res, ran.GetNodeId())

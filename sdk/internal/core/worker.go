@@ -111,6 +111,12 @@ type taskCtx struct {
 	puts    atomic.Uint32
 	worker  bool     // a task in a worker process (Get blocks: lend the CPU)
 	info    *runInfo // a pushed task's attempt, actor and grant (context.go)
+	// caller is the task's owner when its result reports the borrows of
+	// its arguments (normal tasks and actor calls; borrowers.go), and via
+	// the objects of the caller's it decoded from them.
+	caller string
+	viaMu  sync.Mutex
+	via    []ids.ObjectID
 }
 
 type taskKey struct{}
@@ -137,7 +143,7 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id); c.replicasReleased(id) },
 		OnContainedFreed: c.containedFreed})
 	c.borrows = newBorrowTable(c)
-	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev, unborrow: c.unborrow}
+	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev, unborrow: c.unborrow, resultBorrows: c.takeResultBorrows}
 	c.lin = &recovery{objs: c.mem, log: c.log, ctx: c.ctx, jobID: jobID, open: c.openRecorder,
 		spawn: c.spawn, resolve: c.resolveAndEnqueue, fail: c.tasks.fail}
 	c.tasks.lin = c.lin

@@ -101,7 +101,20 @@ type Store struct {
 	// contained are the values that held refs dropped under the lock,
 	// for OnContainedFreed once it is released.
 	contained []containedFree
+	// early are removals of borrows registered through task results that
+	// arrived before the result did (AddBorrowerVia skips those).
+	early map[viaKey]struct{}
 }
+
+type viaKey struct {
+	id   ids.ObjectID
+	addr string
+	task ids.TaskID
+}
+
+// maxEarly bounds the early removals remembered (a result that never
+// comes, its worker dead, leaves one behind).
+const maxEarly = 10000
 
 type containedFree struct {
 	outer ids.ObjectID
@@ -281,6 +294,40 @@ func (s *Store) AddBorrower(id ids.ObjectID, b Borrow) bool {
 	}
 	m[id]++
 	return true
+}
+
+// AddBorrowerVia registers b from the result of task (see
+// RemoveBorrowerVia); false as AddBorrower's, or when the borrow was
+// removed already.
+func (s *Store) AddBorrowerVia(id ids.ObjectID, b Borrow, task ids.TaskID) bool {
+	s.mu.Lock()
+	k := viaKey{id, b.Addr, task}
+	if _, ok := s.early[k]; ok {
+		delete(s.early, k)
+		s.mu.Unlock()
+		return true
+	}
+	s.mu.Unlock()
+	return s.AddBorrower(id, b)
+}
+
+// RemoveBorrowerVia unregisters a borrow registered through the result of
+// task; one whose result has not been taken yet is remembered, so that
+// the registration, when it comes, is skipped.
+func (s *Store) RemoveBorrowerVia(id ids.ObjectID, b Borrow, task ids.TaskID) {
+	s.mu.Lock()
+	if o := s.objects[id]; o != nil && o.owned {
+		if _, ok := o.borrowers[b]; ok {
+			s.unborrowLocked(id, o, b)
+			s.maybeReleaseLocked(id, o)
+			return
+		}
+	}
+	if s.early == nil || len(s.early) >= maxEarly {
+		s.early = map[viaKey]struct{}{}
+	}
+	s.early[viaKey{id, b.Addr, task}] = struct{}{}
+	s.mu.Unlock()
 }
 
 // RemoveBorrower unregisters b; the object goes if nothing else holds it.

@@ -277,3 +277,37 @@ func TestReleasedBeforeCompleteReportsContained(t *testing.T) {
 		t.Fatalf("contained reported %d times; want 1", len(got))
 	}
 }
+
+// TestBorrowViaResultRemovedFirst: a borrow registered through a task's
+// result whose removal arrives before the result is not registered by the
+// late result, so the object is freed and nothing is left behind.
+func TestBorrowViaResultRemovedFirst(t *testing.T) {
+	var rel released
+	s := New(Config{OnReleased: rel.add})
+	a := oid(1)
+	task := ids.NewTaskID("job", ids.DriverTaskID("job"), 7)
+	s.NewOwned([]ids.ObjectID{a}, "")
+	s.Complete([]ids.ObjectID{a}, []*pb.ObjectValue{stored("node-1")})
+	w := Borrow{Addr: "w1"}
+	s.RemoveBorrowerVia(a, w, task) // overtook the result
+	if !s.AddBorrowerVia(a, w, task) {
+		t.Fatal("the late registration failed")
+	}
+	s.DecRef(a)
+	if s.Get(a) != nil || rel.count() != 1 {
+		t.Fatal("the object was kept by a registration removed before it came")
+	}
+	// In order, the removal unregisters.
+	b := oid(2)
+	s.NewOwned([]ids.ObjectID{b}, "")
+	s.Complete([]ids.ObjectID{b}, []*pb.ObjectValue{inline("x")})
+	s.AddBorrowerVia(b, w, task)
+	s.DecRef(b)
+	if s.Get(b) == nil {
+		t.Fatal("a borrowed object was freed")
+	}
+	s.RemoveBorrowerVia(b, w, task)
+	if s.Get(b) != nil {
+		t.Fatal("the removal in order did not free it")
+	}
+}
