@@ -156,7 +156,7 @@ func (r *Raylet) dropLeaseLocked(l *lease) {
 	delete(r.byWorker, l.worker.ID)
 	back := l.res.Clone()
 	if l.blocked {
-		back[resources.CPU] -= l.res[resources.CPU] // already lent back
+		back[resources.CPU] = 0 // already lent back
 	}
 	r.poolLocked(l.bundle).Add(back)
 	r.gpus.put(l.gpus)
@@ -190,9 +190,9 @@ func (r *Raylet) NotifyBlocked(_ context.Context, req *pb.NotifyBlockedRequest) 
 		cpu := l.res[resources.CPU]
 		pool := r.poolLocked(l.bundle)
 		if req.Blocked {
-			pool[resources.CPU] += cpu
+			pool[resources.CPU] = resources.Round(pool[resources.CPU] + cpu)
 		} else {
-			pool[resources.CPU] -= cpu
+			pool[resources.CPU] = resources.Round(pool[resources.CPU] - cpu)
 		}
 		l.blocked = req.Blocked
 	}

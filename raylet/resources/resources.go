@@ -87,16 +87,22 @@ func (s Set) Fits(req Set) bool {
 // taken back even when lent out).
 func (s Set) Sub(req Set) {
 	for k, v := range req {
-		s[k] -= v
+		s[k] = Round(s[k] - v)
 	}
 }
 
 // Add puts req back into s.
 func (s Set) Add(req Set) {
 	for k, v := range req {
-		s[k] += v
+		s[k] = Round(s[k] + v)
 	}
 }
+
+// Round drops the binary rounding error of an amount (to 1e-9, far below
+// any quantity asked): fractional amounts taken and given back many times
+// (bundles of 0.1 CPU) left 1.9999999999999998 of 2 CPUs free, which is
+// not all of them.
+func Round(x float64) float64 { return math.Round(x*1e9) / 1e9 }
 
 // Utilization is the largest used fraction over the resources of total
 // that req asks for (CPU when req is empty).

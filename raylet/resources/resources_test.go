@@ -43,3 +43,21 @@ func TestFitsSubAddUtilization(t *testing.T) {
 		t.Fatalf("key %q", k)
 	}
 }
+
+// TestAddSubLeaveNoDrift: an amount taken and given back in tenths many
+// times comes back whole.
+func TestAddSubLeaveNoDrift(t *testing.T) {
+	s := Set{CPU: 2}
+	tenth := Set{CPU: 0.1}
+	for range 1000 {
+		for range 7 {
+			s.Sub(tenth)
+		}
+		for range 7 {
+			s.Add(tenth)
+		}
+	}
+	if s[CPU] != 2 {
+		t.Fatalf("%v CPUs after balanced takes and returns; want 2", s[CPU])
+	}
+}
