@@ -221,8 +221,10 @@ func (b *borrowTable) release(id ids.ObjectID) {
 }
 
 // borrowGCDelay is how long after a task that borrowed refs a worker
-// collects garbage, so that the refs the task dropped are released.
-const borrowGCDelay = 200 * time.Millisecond
+// collects garbage, so that the refs the task dropped are released. At
+// most one collection per delay: a worker with a large heap that is given
+// new refs by every task does not collect more than once a second.
+const borrowGCDelay = time.Second
 
 // collectAfterTask runs the garbage collector shortly after a task that
 // borrowed refs (acquired moved past before): a Go ref is released by a
