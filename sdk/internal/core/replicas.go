@@ -57,6 +57,9 @@ type replicaTable struct {
 	replicas map[ids.ObjectID]int // wanted copies, of stored objects
 	durable  map[ids.ObjectID]pb.Format
 	looping  bool
+	// The alive raylets, and when the control plane said so.
+	alive   []string
+	aliveAt time.Time
 }
 
 func (c *Worker) checkPutOptions(o PutOptions, ov *pb.ObjectValue) error {
@@ -142,8 +145,18 @@ func (c *Worker) addReplicas(ctx context.Context, id ids.ObjectID, v *pb.ObjectV
 	return added, nil
 }
 
-// aliveRaylets are the alive nodes' raylet addresses.
+// aliveRaylets are the alive nodes' raylet addresses, as the control plane
+// said at most aliveCacheFor ago: a stream of replicated Puts asks once a
+// second, not once per Put (a node that died since fails its replica,
+// and the next one is tried).
 func (c *Worker) aliveRaylets(ctx context.Context) ([]string, error) {
+	c.reps.mu.Lock()
+	if time.Since(c.reps.aliveAt) < aliveCacheFor {
+		out := c.reps.alive
+		c.reps.mu.Unlock()
+		return out, nil
+	}
+	c.reps.mu.Unlock()
 	cp, err := c.controlPlane()
 	if err != nil {
 		return nil, err
@@ -158,8 +171,14 @@ func (c *Worker) aliveRaylets(ctx context.Context) ([]string, error) {
 			out = append(out, n.Address)
 		}
 	}
+	c.reps.mu.Lock()
+	c.reps.alive, c.reps.aliveAt = out, time.Now()
+	c.reps.mu.Unlock()
 	return out, nil
 }
+
+// aliveCacheFor is how long the alive nodes' list is reused.
+const aliveCacheFor = time.Second
 
 // keepReplicated notes a replicated object for the copy checks.
 func (c *Worker) keepReplicated(id ids.ObjectID, n int) {
