@@ -16,6 +16,7 @@ import (
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	"github.com/manta-ray/manta/objectstore"
+	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 )
 
@@ -581,12 +582,59 @@ func (r *Raylet) freeJobObjects(job string) {
 	}
 }
 
-// objectOwnerGone frees the objects of an owner that stopped answering
-// (Ray's rule: objects die with their owner) and drops what it held as a
-// client.
+// objectOwnerGone handles an owner that stopped answering. Its objects
+// die with it (Ray's rule) except those the control plane adopts (their
+// lineage is recorded and still referenced: fsm/adoption.go), which stay
+// until their job ends. While the control plane cannot be asked, nothing
+// is freed: the next round of the owner loop asks again.
 func (r *Raylet) objectOwnerGone(owner string) {
-	if n := r.freeWhere(func(m objectMeta) bool { return m.owner == owner }); n > 0 {
-		r.log.Info("owner unreachable: freed its objects", zap.String("owner", owner), zap.Int("objects", n))
+	var objs []ids.ObjectID
+	r.objs.mu.Lock()
+	for id, m := range r.objs.meta {
+		if m.owner == owner {
+			objs = append(objs, id)
+		}
+	}
+	r.objs.mu.Unlock()
+	keep := map[ids.ObjectID]bool{}
+	if len(objs) > 0 && r.cp != nil {
+		req := &cpb.OwnerDiedRequest{OwnerAddress: owner, ObjectIds: make([][]byte, len(objs)), Reason: "unreachable from raylet " + r.cfg.NodeID}
+		for i, id := range objs {
+			req.ObjectIds[i] = append([]byte(nil), id[:]...)
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, ownerDiedTimeout)
+		rep, err := r.cp.OwnerDied(ctx, req)
+		cancel()
+		if err != nil {
+			r.log.Info("owner unreachable; its objects are kept until the control plane rules on them",
+				zap.String("owner", owner), zap.Int("objects", len(objs)), zap.Error(err))
+			return
+		}
+		for _, b := range rep.Adopted {
+			if id, err := ids.ObjectFromBytes(b); err == nil {
+				keep[id] = true
+			}
+		}
+	}
+	var free []ids.ObjectID
+	r.objs.mu.Lock()
+	for _, id := range objs {
+		m, ok := r.objs.meta[id]
+		switch {
+		case !ok || m.owner != owner:
+		case keep[id]:
+			// Adopted: no owner to watch any more; freed with its job.
+			m.owner = ""
+			r.objs.meta[id] = m
+		default:
+			free = append(free, id)
+		}
+	}
+	r.objs.mu.Unlock()
+	r.freeObjects(free)
+	if len(free) > 0 || len(keep) > 0 {
+		r.log.Info("owner unreachable: freed its objects, kept the adopted ones", zap.String("owner", owner),
+			zap.Int("freed", len(free)), zap.Int("adopted", len(keep)))
 	}
 	r.clientGone(owner)
 }

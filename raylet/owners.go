@@ -79,6 +79,10 @@ func (r *Raylet) ownerLoop() {
 	}
 }
 
+// ownerDiedTimeout bounds the report of a dead owner to the control plane
+// (the leader checks the owner itself before ruling).
+const ownerDiedTimeout = 5 * time.Second
+
 func (r *Raylet) ownerGone(addr string) {
 	r.mu.Lock()
 	var gone []*lease

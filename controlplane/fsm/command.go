@@ -48,6 +48,8 @@ const (
 	CmdRemovePlacementGroup                     // RemovePlacementGroupCommand
 	CmdCreateToken                              // TokenInfo (25)
 	CmdRevokeToken                              // RevokeTokenCommand (26)
+	CmdOwnerDied                                // OwnerDiedCommand (27)
+	CmdAdoptedRebuild                           // AdoptedRebuildCommand (28)
 	cmdCount                                    // keep last: sizes the handler table
 )
 
@@ -78,6 +80,8 @@ var cmdNames = [...]string{
 	CmdRemovePlacementGroup:  "RemovePlacementGroup",
 	CmdCreateToken:           "CreateToken",
 	CmdRevokeToken:           "RevokeToken",
+	CmdOwnerDied:             "OwnerDied",
+	CmdAdoptedRebuild:        "AdoptedRebuild",
 }
 
 func (t CommandType) String() string {

@@ -22,7 +22,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(28) {
+		switch rng.IntN(30) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -81,6 +81,12 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 				Scope: []string{"read", "submit", "admin", "bogus"}[rng.IntN(4)], ExpiresUnixNano: int64(rng.IntN(3))}
 		case 27:
 			typ, body = CmdRevokeToken, &pb.RevokeTokenCommand{Id: fmt.Sprint("t", rng.IntN(5))}
+		case 28:
+			typ, body = CmdOwnerDied, &pb.OwnerDiedCommand{OwnerAddress: fmt.Sprint("w", rng.IntN(4))}
+		case 29:
+			id := ids.NewTaskID("j", ids.TaskID{}, uint64(rng.IntN(10)))
+			typ, body = CmdAdoptedRebuild, &pb.AdoptedRebuildCommand{TaskId: id[:], Attempt: int32(rng.IntN(3)),
+				Rebuilder: fmt.Sprint("w", rng.IntN(4)), LeaseExpiredBefore: int64(rng.IntN(1000))}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}
@@ -107,7 +113,7 @@ func randomLineage(rng *rand.Rand) *pb.LineageCommand {
 		id := tid()
 		r := &pb.TaskRecord{TaskId: id[:], JobId: JobID(uint32(1 + rng.IntN(8))), Function: "f", NumReturns: int32(rng.IntN(3)),
 			Resources: map[string]float64{"CPU": 1, "x": float64(rng.IntN(2))}, Options: map[string]string{"a": "1", "b": "2"},
-			State: pb.TaskState(rng.IntN(5))}
+			State: pb.TaskState(rng.IntN(5)), OwnerAddress: fmt.Sprint("w", rng.IntN(4))}
 		for range rng.IntN(3) {
 			o := ids.ReturnID(tid(), uint32(1+rng.IntN(2)))
 			if rng.IntN(5) == 0 {
@@ -138,8 +144,8 @@ func randomLineage(rng *rand.Rand) *pb.LineageCommand {
 // state hash and the same answers everywhere.
 func TestApplyIsDeterministic(t *testing.T) {
 	var evictions, lineageLeft uint64
-	placed := 0
-	for seed := range uint64(20) {
+	placed, adopted := 0, 0
+	for seed := range uint64(30) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var log [][]*pb.Command
 		for range 200 {
@@ -189,6 +195,11 @@ func TestApplyIsDeterministic(t *testing.T) {
 				placed++
 			}
 		}
+		for _, r := range b.f.lineage.records {
+			if r.AdoptedUnixNano != 0 {
+				adopted++
+			}
+		}
 		st := b.f.LineageStats()
 		evictions += st.Evictions
 		lineageLeft += st.Records
@@ -203,6 +214,9 @@ func TestApplyIsDeterministic(t *testing.T) {
 	// or the comparison above proves little about lineage.
 	if placed == 0 {
 		t.Fatal("no placement group was placed: the comparison proves little about them")
+	}
+	if adopted == 0 {
+		t.Fatal("no lineage record was adopted: the comparison proves little about adoption")
 	}
 	if evictions == 0 || lineageLeft == 0 {
 		t.Fatalf("lineage not exercised: %d evictions, %d records left", evictions, lineageLeft)

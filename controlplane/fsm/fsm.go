@@ -63,6 +63,8 @@ type FSM struct {
 	// tokens are the scoped tokens by ID; tokenByHash indexes them (derived).
 	tokens      map[string]*pb.TokenInfo
 	tokenByHash map[string]string
+	// dead are the owners declared dead (adoption.go).
+	dead deadOwners
 }
 
 // New returns an empty store.
@@ -99,6 +101,7 @@ func (f *FSM) reset() {
 	}
 	f.tokens = map[string]*pb.TokenInfo{}
 	f.tokenByHash = map[string]string{}
+	f.dead = deadOwners{}
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -138,6 +141,8 @@ var handlers = [cmdCount]handler{
 	CmdPlacementGroupPending: applyPlacementGroupPending,
 	CmdRemovePlacementGroup:  applyRemovePlacementGroup,
 	CmdCreateToken:           applyCreateToken,
+	CmdOwnerDied:             applyOwnerDied,
+	CmdAdoptedRebuild:        applyAdoptedRebuild,
 	CmdRevokeToken:           applyRevokeToken,
 }
 

@@ -51,6 +51,10 @@ type lineageTable struct {
 	order     evictHeap
 	evicted   evictedRing
 	evictions uint64
+	// owners indexes the records by owner address, rebuilding those with
+	// a rebuild under way (adoption.go); both derived.
+	owners     map[string]map[ids.TaskID]struct{}
+	rebuilding map[ids.TaskID]struct{}
 }
 
 type jobLineage struct {
@@ -60,11 +64,13 @@ type jobLineage struct {
 
 func newLineageTable() lineageTable {
 	return lineageTable{
-		records: map[ids.TaskID]*pb.TaskRecord{},
-		size:    map[ids.TaskID]uint64{},
-		jobs:    map[string]*jobLineage{},
-		deps:    map[ids.TaskID]int{},
-		evicted: evictedRing{cap: MaxLineageEvicted},
+		records:    map[ids.TaskID]*pb.TaskRecord{},
+		size:       map[ids.TaskID]uint64{},
+		jobs:       map[string]*jobLineage{},
+		deps:       map[ids.TaskID]int{},
+		evicted:    evictedRing{cap: MaxLineageEvicted},
+		owners:     map[string]map[ids.TaskID]struct{}{},
+		rebuilding: map[ids.TaskID]struct{}{},
 	}
 }
 
@@ -166,6 +172,11 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		n.SubmittedUnixNano, n.FinishedUnixNano = c.timeNanos, 0
 		n.RecordIndex, n.FinishedIndex = c.index, 0
 		n.Released = nil
+		n.AdoptedUnixNano, n.Rebuilder, n.RebuildUnixNano = 0, "", 0
+		if f.dead.by[n.OwnerAddress] != nil && !f.isDriverLocked(n.OwnerAddress) {
+			// Its owner was declared dead before its record arrived.
+			n.AdoptedUnixNano = c.timeNanos
+		}
 		if n.State == pb.TaskState_TASK_STATE_UNSPECIFIED {
 			n.State = pb.TaskState_TASK_SUBMITTED
 		}
@@ -194,6 +205,9 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		}
 		if u.Error != "" {
 			n.LastError = u.Error
+		}
+		if finished(n.State) {
+			n.Rebuilder, n.RebuildUnixNano = "", 0 // a rebuild, if any, is over
 		}
 		if finished(n.State) && !finished(old.State) {
 			n.FinishedUnixNano, n.FinishedIndex = c.timeNanos, c.index
@@ -276,16 +290,44 @@ func (l *lineageTable) insert(id ids.TaskID, r *pb.TaskRecord) {
 	}
 	j.tasks[id] = struct{}{}
 	j.bytes += sz
+	l.index(id, r)
 	for _, p := range refProducers(r) {
 		l.deps[p]++
 	}
 	heap.Push(&l.order, keyOf(id, r))
 }
 
+// index and unindex keep the derived owner and rebuild indexes.
+func (l *lineageTable) index(id ids.TaskID, r *pb.TaskRecord) {
+	if r.OwnerAddress != "" {
+		m := l.owners[r.OwnerAddress]
+		if m == nil {
+			m = map[ids.TaskID]struct{}{}
+			l.owners[r.OwnerAddress] = m
+		}
+		m[id] = struct{}{}
+	}
+	if r.Rebuilder != "" {
+		l.rebuilding[id] = struct{}{}
+	}
+}
+
+func (l *lineageTable) unindex(id ids.TaskID, r *pb.TaskRecord) {
+	if m := l.owners[r.OwnerAddress]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(l.owners, r.OwnerAddress)
+		}
+	}
+	delete(l.rebuilding, id)
+}
+
 // replace stores a new version of a record (same task, job and args).
 func (l *lineageTable) replace(id ids.TaskID, r *pb.TaskRecord) {
 	old := l.records[id]
 	l.records[id] = r
+	l.unindex(id, old)
+	l.index(id, r)
 	sz := uint64(proto.Size(r))
 	l.bytes = l.bytes - l.size[id] + sz
 	j := l.jobs[r.JobId]
@@ -305,6 +347,7 @@ func (l *lineageTable) remove(id ids.TaskID) []ids.TaskID {
 		return nil
 	}
 	delete(l.records, id)
+	l.unindex(id, r)
 	sz := l.size[id]
 	delete(l.size, id)
 	l.bytes -= sz
@@ -421,6 +464,7 @@ func shallowRecord(r *pb.TaskRecord) *pb.TaskRecord {
 		Attempts: r.Attempts, State: r.State, NodeId: r.NodeId, LastError: r.LastError,
 		SubmittedUnixNano: r.SubmittedUnixNano, FinishedUnixNano: r.FinishedUnixNano, Released: r.Released,
 		RecordIndex: r.RecordIndex, FinishedIndex: r.FinishedIndex,
+		AdoptedUnixNano: r.AdoptedUnixNano, Rebuilder: r.Rebuilder, RebuildUnixNano: r.RebuildUnixNano,
 	}
 }
 

@@ -36,6 +36,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		Submissions:     sortedValues(f.submissions, func(j *pb.JobSubmission) string { return j.SubmissionId }),
 		PlacementGroups: sortedValues(f.groups, func(g *pb.PlacementGroupInfo) string { return g.PlacementGroupId }),
 		Tokens:          sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id }),
+		DeadOwners:      f.dead.order,
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -103,6 +104,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, t := range s.Tokens {
 		f.tokens[t.Id] = t
 		f.tokenByHash[t.Hash] = t.Id
+	}
+	for _, o := range s.DeadOwners {
+		f.dead.add(o)
 	}
 	if s.NextJob > 0 {
 		f.nextJob = s.NextJob

@@ -38,6 +38,8 @@ var methodScopes = map[string]auth.Scope{
 	pb.ControlPlane_GetPlacementGroup_FullMethodName:    auth.ScopeRead,
 	// Raylets, workers and drivers check the tokens of calls they serve.
 	pb.ControlPlane_CheckToken_FullMethodName:               auth.ScopeSubmit,
+	pb.ControlPlane_OwnerDied_FullMethodName:                auth.ScopeAdmin, // raylets
+	pb.ControlPlane_ResolveObject_FullMethodName:            auth.ScopeSubmit,
 	pb.ControlPlane_ListPlacementGroups_FullMethodName:      auth.ScopeRead,
 	pb.ControlPlane_ReportActorFailure_FullMethodName:       auth.ScopeSubmit,
 	pb.ControlPlane_ResolveActorDependencies_FullMethodName: auth.ScopeSubmit,

@@ -610,6 +610,69 @@ func (PlacementGroupState) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{9}
 }
 
+type ResolveState int32
+
+const (
+	ResolveState_RESOLVE_STATE_UNSPECIFIED ResolveState = 0
+	// The owner answers the leader: ask it again.
+	ResolveState_RESOLVE_OWNER_ALIVE ResolveState = 1
+	// Adopted; copies are at locations (raylet addresses).
+	ResolveState_RESOLVE_AVAILABLE ResolveState = 2
+	// Adopted and lost: the caller was chosen to run record again.
+	ResolveState_RESOLVE_REBUILD ResolveState = 3
+	// Another borrower is rebuilding it: ask again after retry_after_ms.
+	ResolveState_RESOLVE_REBUILDING ResolveState = 4
+	// Gone for good; reason says why.
+	ResolveState_RESOLVE_LOST ResolveState = 5
+)
+
+// Enum value maps for ResolveState.
+var (
+	ResolveState_name = map[int32]string{
+		0: "RESOLVE_STATE_UNSPECIFIED",
+		1: "RESOLVE_OWNER_ALIVE",
+		2: "RESOLVE_AVAILABLE",
+		3: "RESOLVE_REBUILD",
+		4: "RESOLVE_REBUILDING",
+		5: "RESOLVE_LOST",
+	}
+	ResolveState_value = map[string]int32{
+		"RESOLVE_STATE_UNSPECIFIED": 0,
+		"RESOLVE_OWNER_ALIVE":       1,
+		"RESOLVE_AVAILABLE":         2,
+		"RESOLVE_REBUILD":           3,
+		"RESOLVE_REBUILDING":        4,
+		"RESOLVE_LOST":              5,
+	}
+)
+
+func (x ResolveState) Enum() *ResolveState {
+	p := new(ResolveState)
+	*p = x
+	return p
+}
+
+func (x ResolveState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResolveState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[10].Descriptor()
+}
+
+func (ResolveState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[10]
+}
+
+func (x ResolveState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResolveState.Descriptor instead.
+func (ResolveState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{10}
+}
+
 type SchedulingStrategy_Kind int32
 
 const (
@@ -655,11 +718,11 @@ func (x SchedulingStrategy_Kind) String() string {
 }
 
 func (SchedulingStrategy_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_controlpb_control_proto_enumTypes[10].Descriptor()
+	return file_controlpb_control_proto_enumTypes[11].Descriptor()
 }
 
 func (SchedulingStrategy_Kind) Type() protoreflect.EnumType {
-	return &file_controlpb_control_proto_enumTypes[10]
+	return &file_controlpb_control_proto_enumTypes[11]
 }
 
 func (x SchedulingStrategy_Kind) Number() protoreflect.EnumNumber {
@@ -3663,8 +3726,15 @@ type TaskRecord struct {
 	// at (0 while not finished): they order eviction on every head alike.
 	RecordIndex   uint64 `protobuf:"varint,17,opt,name=record_index,json=recordIndex,proto3" json:"record_index,omitempty"`
 	FinishedIndex uint64 `protobuf:"varint,18,opt,name=finished_index,json=finishedIndex,proto3" json:"finished_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Set when the control plane adopted the record because its owner died
+	// (OwnerDied): the leader answers for its objects from then on.
+	AdoptedUnixNano int64 `protobuf:"varint,19,opt,name=adopted_unix_nano,json=adoptedUnixNano,proto3" json:"adopted_unix_nano,omitempty"`
+	// The live borrower the leader chose to run the record's task again
+	// (ResolveObject), and when; empty when no rebuild is under way.
+	Rebuilder       string `protobuf:"bytes,20,opt,name=rebuilder,proto3" json:"rebuilder,omitempty"`
+	RebuildUnixNano int64  `protobuf:"varint,21,opt,name=rebuild_unix_nano,json=rebuildUnixNano,proto3" json:"rebuild_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TaskRecord) Reset() {
@@ -3819,6 +3889,27 @@ func (x *TaskRecord) GetRecordIndex() uint64 {
 func (x *TaskRecord) GetFinishedIndex() uint64 {
 	if x != nil {
 		return x.FinishedIndex
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetAdoptedUnixNano() int64 {
+	if x != nil {
+		return x.AdoptedUnixNano
+	}
+	return 0
+}
+
+func (x *TaskRecord) GetRebuilder() string {
+	if x != nil {
+		return x.Rebuilder
+	}
+	return ""
+}
+
+func (x *TaskRecord) GetRebuildUnixNano() int64 {
+	if x != nil {
+		return x.RebuildUnixNano
 	}
 	return 0
 }
@@ -8601,6 +8692,284 @@ func (x *CheckTokenResponse) GetScope() string {
 	return ""
 }
 
+type OwnerDiedRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	OwnerAddress string                 `protobuf:"bytes,1,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	// The objects of that owner the caller holds copies of.
+	ObjectIds     [][]byte `protobuf:"bytes,2,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	Reason        string   `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerDiedRequest) Reset() {
+	*x = OwnerDiedRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[120]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerDiedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerDiedRequest) ProtoMessage() {}
+
+func (x *OwnerDiedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[120]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerDiedRequest.ProtoReflect.Descriptor instead.
+func (*OwnerDiedRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{120}
+}
+
+func (x *OwnerDiedRequest) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *OwnerDiedRequest) GetObjectIds() [][]byte {
+	if x != nil {
+		return x.ObjectIds
+	}
+	return nil
+}
+
+func (x *OwnerDiedRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type OwnerDiedResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The subset of object_ids the control plane adopted: keep them.
+	Adopted [][]byte `protobuf:"bytes,2,rep,name=adopted,proto3" json:"adopted,omitempty"`
+	// The owner is a job's driver: its objects go with the job.
+	Driver        bool `protobuf:"varint,3,opt,name=driver,proto3" json:"driver,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerDiedResponse) Reset() {
+	*x = OwnerDiedResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[121]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerDiedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerDiedResponse) ProtoMessage() {}
+
+func (x *OwnerDiedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[121]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerDiedResponse.ProtoReflect.Descriptor instead.
+func (*OwnerDiedResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{121}
+}
+
+func (x *OwnerDiedResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *OwnerDiedResponse) GetAdopted() [][]byte {
+	if x != nil {
+		return x.Adopted
+	}
+	return nil
+}
+
+func (x *OwnerDiedResponse) GetDriver() bool {
+	if x != nil {
+		return x.Driver
+	}
+	return false
+}
+
+type ResolveObjectRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// The owner the caller's ref names.
+	OwnerAddress string `protobuf:"bytes,2,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	// The caller's CoreWorker address: it may be chosen to rebuild.
+	Requester string `protobuf:"bytes,3,opt,name=requester,proto3" json:"requester,omitempty"`
+	// The caller could not read the object at these raylets.
+	FailedLocations []string `protobuf:"bytes,4,rep,name=failed_locations,json=failedLocations,proto3" json:"failed_locations,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ResolveObjectRequest) Reset() {
+	*x = ResolveObjectRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[122]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveObjectRequest) ProtoMessage() {}
+
+func (x *ResolveObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[122]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveObjectRequest.ProtoReflect.Descriptor instead.
+func (*ResolveObjectRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{122}
+}
+
+func (x *ResolveObjectRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *ResolveObjectRequest) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *ResolveObjectRequest) GetRequester() string {
+	if x != nil {
+		return x.Requester
+	}
+	return ""
+}
+
+func (x *ResolveObjectRequest) GetFailedLocations() []string {
+	if x != nil {
+		return x.FailedLocations
+	}
+	return nil
+}
+
+type ResolveObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	State         ResolveState           `protobuf:"varint,2,opt,name=state,proto3,enum=manta.controlplane.v1.ResolveState" json:"state,omitempty"`
+	Locations     []string               `protobuf:"bytes,3,rep,name=locations,proto3" json:"locations,omitempty"`
+	Record        *TaskRecord            `protobuf:"bytes,4,opt,name=record,proto3" json:"record,omitempty"`
+	RetryAfterMs  int32                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveObjectResponse) Reset() {
+	*x = ResolveObjectResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[123]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveObjectResponse) ProtoMessage() {}
+
+func (x *ResolveObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[123]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveObjectResponse.ProtoReflect.Descriptor instead.
+func (*ResolveObjectResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{123}
+}
+
+func (x *ResolveObjectResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ResolveObjectResponse) GetState() ResolveState {
+	if x != nil {
+		return x.State
+	}
+	return ResolveState_RESOLVE_STATE_UNSPECIFIED
+}
+
+func (x *ResolveObjectResponse) GetLocations() []string {
+	if x != nil {
+		return x.Locations
+	}
+	return nil
+}
+
+func (x *ResolveObjectResponse) GetRecord() *TaskRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *ResolveObjectResponse) GetRetryAfterMs() int32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *ResolveObjectResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_controlpb_control_proto_rawDesc = "" +
@@ -8853,7 +9222,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x16\n" +
 	"\x06format\x18\x02 \x01(\x05R\x06format\x12\x1b\n" +
 	"\tobject_id\x18\x03 \x01(\fR\bobjectId\x12#\n" +
-	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\"\xda\x06\n" +
+	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\"\xd0\a\n" +
 	"\n" +
 	"TaskRecord\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
@@ -8877,7 +9246,10 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x12finished_unix_nano\x18\x0f \x01(\x03R\x10finishedUnixNano\x12\x1a\n" +
 	"\breleased\x18\x10 \x03(\rR\breleased\x12!\n" +
 	"\frecord_index\x18\x11 \x01(\x04R\vrecordIndex\x12%\n" +
-	"\x0efinished_index\x18\x12 \x01(\x04R\rfinishedIndex\x1a<\n" +
+	"\x0efinished_index\x18\x12 \x01(\x04R\rfinishedIndex\x12*\n" +
+	"\x11adopted_unix_nano\x18\x13 \x01(\x03R\x0fadoptedUnixNano\x12\x1c\n" +
+	"\trebuilder\x18\x14 \x01(\tR\trebuilder\x12*\n" +
+	"\x11rebuild_unix_nano\x18\x15 \x01(\x03R\x0frebuildUnixNano\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
@@ -9282,7 +9654,28 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"a\n" +
 	"\x12CheckTokenResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x14\n" +
-	"\x05scope\x18\x02 \x01(\tR\x05scope*F\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\"n\n" +
+	"\x10OwnerDiedRequest\x12#\n" +
+	"\rowner_address\x18\x01 \x01(\tR\fownerAddress\x12\x1d\n" +
+	"\n" +
+	"object_ids\x18\x02 \x03(\fR\tobjectIds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"|\n" +
+	"\x11OwnerDiedResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\aadopted\x18\x02 \x03(\fR\aadopted\x12\x16\n" +
+	"\x06driver\x18\x03 \x01(\bR\x06driver\"\xa1\x01\n" +
+	"\x14ResolveObjectRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
+	"\rowner_address\x18\x02 \x01(\tR\fownerAddress\x12\x1c\n" +
+	"\trequester\x18\x03 \x01(\tR\trequester\x12)\n" +
+	"\x10failed_locations\x18\x04 \x03(\tR\x0ffailedLocations\"\xa0\x02\n" +
+	"\x15ResolveObjectResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x129\n" +
+	"\x05state\x18\x02 \x01(\x0e2#.manta.controlplane.v1.ResolveStateR\x05state\x12\x1c\n" +
+	"\tlocations\x18\x03 \x03(\tR\tlocations\x129\n" +
+	"\x06record\x18\x04 \x01(\v2!.manta.controlplane.v1.TaskRecordR\x06record\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x05R\fretryAfterMs\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason*F\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -9360,7 +9753,14 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x0fPG_RESCHEDULING\x10\x03\x12\x0e\n" +
 	"\n" +
 	"PG_REMOVED\x10\x04\x12\x11\n" +
-	"\rPG_INFEASIBLE\x10\x052\xad&\n" +
+	"\rPG_INFEASIBLE\x10\x05*\x9c\x01\n" +
+	"\fResolveState\x12\x1d\n" +
+	"\x19RESOLVE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13RESOLVE_OWNER_ALIVE\x10\x01\x12\x15\n" +
+	"\x11RESOLVE_AVAILABLE\x10\x02\x12\x13\n" +
+	"\x0fRESOLVE_REBUILD\x10\x03\x12\x16\n" +
+	"\x12RESOLVE_REBUILDING\x10\x04\x12\x10\n" +
+	"\fRESOLVE_LOST\x10\x052\xf9'\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -9412,7 +9812,9 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"ListTokens\x12(.manta.controlplane.v1.ListTokensRequest\x1a).manta.controlplane.v1.ListTokensResponse\x12d\n" +
 	"\vRevokeToken\x12).manta.controlplane.v1.RevokeTokenRequest\x1a*.manta.controlplane.v1.RevokeTokenResponse\x12a\n" +
 	"\n" +
-	"CheckToken\x12(.manta.controlplane.v1.CheckTokenRequest\x1a).manta.controlplane.v1.CheckTokenResponse2\xd6\x01\n" +
+	"CheckToken\x12(.manta.controlplane.v1.CheckTokenRequest\x1a).manta.controlplane.v1.CheckTokenResponse\x12^\n" +
+	"\tOwnerDied\x12'.manta.controlplane.v1.OwnerDiedRequest\x1a(.manta.controlplane.v1.OwnerDiedResponse\x12j\n" +
+	"\rResolveObject\x12+.manta.controlplane.v1.ResolveObjectRequest\x1a,.manta.controlplane.v1.ResolveObjectResponse2\xd6\x01\n" +
 	"\vHeadService\x12g\n" +
 	"\fRegisterHead\x12*.manta.controlplane.v1.RegisterHeadRequest\x1a+.manta.controlplane.v1.RegisterHeadResponse\x12^\n" +
 	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponseB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
@@ -9429,8 +9831,8 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 137)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 141)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -9442,369 +9844,382 @@ var file_controlpb_control_proto_goTypes = []any{
 	(TaskType)(0),                            // 7: manta.controlplane.v1.TaskType
 	(PlacementStrategy)(0),                   // 8: manta.controlplane.v1.PlacementStrategy
 	(PlacementGroupState)(0),                 // 9: manta.controlplane.v1.PlacementGroupState
-	(SchedulingStrategy_Kind)(0),             // 10: manta.controlplane.v1.SchedulingStrategy.Kind
-	(*Header)(nil),                           // 11: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),                 // 12: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),                // 13: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                         // 14: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                      // 15: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                         // 16: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),              // 17: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),             // 18: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),                 // 19: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),                // 20: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),            // 21: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),           // 22: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),                 // 23: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),                // 24: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                          // 25: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),                    // 26: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),                   // 27: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),                 // 28: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),                // 29: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),                  // 30: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),                 // 31: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),                     // 32: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),                    // 33: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),                     // 34: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),                    // 35: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),                  // 36: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),                 // 37: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),                    // 38: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),                   // 39: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                            // 40: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),                     // 41: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 42: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                        // 43: manta.controlplane.v1.ActorInfo
-	(*ResolveActorDependenciesRequest)(nil),  // 44: manta.controlplane.v1.ResolveActorDependenciesRequest
-	(*ResolveActorDependenciesResponse)(nil), // 45: manta.controlplane.v1.ResolveActorDependenciesResponse
-	(*CreateActorRequest)(nil),               // 46: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),              // 47: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),                  // 48: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),                 // 49: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),                // 50: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),               // 51: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),                 // 52: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),                // 53: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),        // 54: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil),       // 55: manta.controlplane.v1.ReportActorFailureResponse
-	(*LineageArg)(nil),                       // 56: manta.controlplane.v1.LineageArg
-	(*TaskRecord)(nil),                       // 57: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),                       // 58: manta.controlplane.v1.TaskUpdate
-	(*RecordLineageRequest)(nil),             // 59: manta.controlplane.v1.RecordLineageRequest
-	(*RecordLineageResponse)(nil),            // 60: manta.controlplane.v1.RecordLineageResponse
-	(*GetLineageTaskRequest)(nil),            // 61: manta.controlplane.v1.GetLineageTaskRequest
-	(*GetLineageTaskResponse)(nil),           // 62: manta.controlplane.v1.GetLineageTaskResponse
-	(*GetLineageRequest)(nil),                // 63: manta.controlplane.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),               // 64: manta.controlplane.v1.GetLineageResponse
-	(*LineageStatsRequest)(nil),              // 65: manta.controlplane.v1.LineageStatsRequest
-	(*JobLineageStats)(nil),                  // 66: manta.controlplane.v1.JobLineageStats
-	(*LineageStatsResponse)(nil),             // 67: manta.controlplane.v1.LineageStatsResponse
-	(*RuntimeEnv)(nil),                       // 68: manta.controlplane.v1.RuntimeEnv
-	(*JobSubmission)(nil),                    // 69: manta.controlplane.v1.JobSubmission
-	(*SubmitJobRequest)(nil),                 // 70: manta.controlplane.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),                // 71: manta.controlplane.v1.SubmitJobResponse
-	(*GetSubmissionRequest)(nil),             // 72: manta.controlplane.v1.GetSubmissionRequest
-	(*GetSubmissionResponse)(nil),            // 73: manta.controlplane.v1.GetSubmissionResponse
-	(*ListSubmissionsRequest)(nil),           // 74: manta.controlplane.v1.ListSubmissionsRequest
-	(*ListSubmissionsResponse)(nil),          // 75: manta.controlplane.v1.ListSubmissionsResponse
-	(*StopSubmissionRequest)(nil),            // 76: manta.controlplane.v1.StopSubmissionRequest
-	(*StopSubmissionResponse)(nil),           // 77: manta.controlplane.v1.StopSubmissionResponse
-	(*DeleteSubmissionRequest)(nil),          // 78: manta.controlplane.v1.DeleteSubmissionRequest
-	(*DeleteSubmissionResponse)(nil),         // 79: manta.controlplane.v1.DeleteSubmissionResponse
-	(*ReportSubmissionRequest)(nil),          // 80: manta.controlplane.v1.ReportSubmissionRequest
-	(*ReportSubmissionResponse)(nil),         // 81: manta.controlplane.v1.ReportSubmissionResponse
-	(*JobLogsRequest)(nil),                   // 82: manta.controlplane.v1.JobLogsRequest
-	(*JobLogsChunk)(nil),                     // 83: manta.controlplane.v1.JobLogsChunk
-	(*RaftPeer)(nil),                         // 84: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),                    // 85: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),                   // 86: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),             // 87: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),            // 88: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),               // 89: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),              // 90: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),            // 91: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),           // 92: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),        // 93: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil),       // 94: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),              // 95: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),             // 96: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),                 // 97: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),                // 98: manta.controlplane.v1.StateHashResponse
-	(*TaskEvent)(nil),                        // 99: manta.controlplane.v1.TaskEvent
-	(*ReportTaskEventsRequest)(nil),          // 100: manta.controlplane.v1.ReportTaskEventsRequest
-	(*TaskEventColumns)(nil),                 // 101: manta.controlplane.v1.TaskEventColumns
-	(*ReportTaskEventsResponse)(nil),         // 102: manta.controlplane.v1.ReportTaskEventsResponse
-	(*StateFilter)(nil),                      // 103: manta.controlplane.v1.StateFilter
-	(*ListTasksRequest)(nil),                 // 104: manta.controlplane.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),                // 105: manta.controlplane.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                   // 106: manta.controlplane.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                  // 107: manta.controlplane.v1.GetTaskResponse
-	(*SummarizeTasksRequest)(nil),            // 108: manta.controlplane.v1.SummarizeTasksRequest
-	(*TaskSummary)(nil),                      // 109: manta.controlplane.v1.TaskSummary
-	(*SummarizeTasksResponse)(nil),           // 110: manta.controlplane.v1.SummarizeTasksResponse
-	(*SchedulingStrategy)(nil),               // 111: manta.controlplane.v1.SchedulingStrategy
-	(*Bundle)(nil),                           // 112: manta.controlplane.v1.Bundle
-	(*PlacementGroupInfo)(nil),               // 113: manta.controlplane.v1.PlacementGroupInfo
-	(*CreatePlacementGroupRequest)(nil),      // 114: manta.controlplane.v1.CreatePlacementGroupRequest
-	(*CreatePlacementGroupResponse)(nil),     // 115: manta.controlplane.v1.CreatePlacementGroupResponse
-	(*GetPlacementGroupRequest)(nil),         // 116: manta.controlplane.v1.GetPlacementGroupRequest
-	(*GetPlacementGroupResponse)(nil),        // 117: manta.controlplane.v1.GetPlacementGroupResponse
-	(*ListPlacementGroupsRequest)(nil),       // 118: manta.controlplane.v1.ListPlacementGroupsRequest
-	(*ListPlacementGroupsResponse)(nil),      // 119: manta.controlplane.v1.ListPlacementGroupsResponse
-	(*RemovePlacementGroupRequest)(nil),      // 120: manta.controlplane.v1.RemovePlacementGroupRequest
-	(*RemovePlacementGroupResponse)(nil),     // 121: manta.controlplane.v1.RemovePlacementGroupResponse
-	(*TokenInfo)(nil),                        // 122: manta.controlplane.v1.TokenInfo
-	(*CreateTokenRequest)(nil),               // 123: manta.controlplane.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),              // 124: manta.controlplane.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),                // 125: manta.controlplane.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),               // 126: manta.controlplane.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),               // 127: manta.controlplane.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),              // 128: manta.controlplane.v1.RevokeTokenResponse
-	(*CheckTokenRequest)(nil),                // 129: manta.controlplane.v1.CheckTokenRequest
-	(*CheckTokenResponse)(nil),               // 130: manta.controlplane.v1.CheckTokenResponse
-	nil,                                      // 131: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 132: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 133: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 134: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 135: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 136: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 137: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 138: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 139: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 140: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 141: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	nil,                                      // 142: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	nil,                                      // 143: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	nil,                                      // 144: manta.controlplane.v1.TaskSummary.StateCountsEntry
-	nil,                                      // 145: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	nil,                                      // 146: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	nil,                                      // 147: manta.controlplane.v1.Bundle.ResourcesEntry
+	(ResolveState)(0),                        // 10: manta.controlplane.v1.ResolveState
+	(SchedulingStrategy_Kind)(0),             // 11: manta.controlplane.v1.SchedulingStrategy.Kind
+	(*Header)(nil),                           // 12: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),                 // 13: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),                // 14: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                         // 15: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                      // 16: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                         // 17: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),              // 18: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),             // 19: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),                 // 20: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),                // 21: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),            // 22: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),           // 23: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),                 // 24: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),                // 25: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                          // 26: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),                    // 27: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),                   // 28: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),                 // 29: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),                // 30: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),                  // 31: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),                 // 32: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),                     // 33: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),                    // 34: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),                     // 35: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),                    // 36: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),                  // 37: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),                 // 38: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),                    // 39: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),                   // 40: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                            // 41: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),                     // 42: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 43: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                        // 44: manta.controlplane.v1.ActorInfo
+	(*ResolveActorDependenciesRequest)(nil),  // 45: manta.controlplane.v1.ResolveActorDependenciesRequest
+	(*ResolveActorDependenciesResponse)(nil), // 46: manta.controlplane.v1.ResolveActorDependenciesResponse
+	(*CreateActorRequest)(nil),               // 47: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),              // 48: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),                  // 49: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),                 // 50: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),                // 51: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),               // 52: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),                 // 53: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),                // 54: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),        // 55: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil),       // 56: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                       // 57: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                       // 58: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                       // 59: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),             // 60: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),            // 61: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),            // 62: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),           // 63: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),                // 64: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),               // 65: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),              // 66: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),                  // 67: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),             // 68: manta.controlplane.v1.LineageStatsResponse
+	(*RuntimeEnv)(nil),                       // 69: manta.controlplane.v1.RuntimeEnv
+	(*JobSubmission)(nil),                    // 70: manta.controlplane.v1.JobSubmission
+	(*SubmitJobRequest)(nil),                 // 71: manta.controlplane.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),                // 72: manta.controlplane.v1.SubmitJobResponse
+	(*GetSubmissionRequest)(nil),             // 73: manta.controlplane.v1.GetSubmissionRequest
+	(*GetSubmissionResponse)(nil),            // 74: manta.controlplane.v1.GetSubmissionResponse
+	(*ListSubmissionsRequest)(nil),           // 75: manta.controlplane.v1.ListSubmissionsRequest
+	(*ListSubmissionsResponse)(nil),          // 76: manta.controlplane.v1.ListSubmissionsResponse
+	(*StopSubmissionRequest)(nil),            // 77: manta.controlplane.v1.StopSubmissionRequest
+	(*StopSubmissionResponse)(nil),           // 78: manta.controlplane.v1.StopSubmissionResponse
+	(*DeleteSubmissionRequest)(nil),          // 79: manta.controlplane.v1.DeleteSubmissionRequest
+	(*DeleteSubmissionResponse)(nil),         // 80: manta.controlplane.v1.DeleteSubmissionResponse
+	(*ReportSubmissionRequest)(nil),          // 81: manta.controlplane.v1.ReportSubmissionRequest
+	(*ReportSubmissionResponse)(nil),         // 82: manta.controlplane.v1.ReportSubmissionResponse
+	(*JobLogsRequest)(nil),                   // 83: manta.controlplane.v1.JobLogsRequest
+	(*JobLogsChunk)(nil),                     // 84: manta.controlplane.v1.JobLogsChunk
+	(*RaftPeer)(nil),                         // 85: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),                    // 86: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),                   // 87: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),             // 88: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),            // 89: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),               // 90: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),              // 91: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),            // 92: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),           // 93: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),        // 94: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil),       // 95: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),              // 96: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),             // 97: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),                 // 98: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),                // 99: manta.controlplane.v1.StateHashResponse
+	(*TaskEvent)(nil),                        // 100: manta.controlplane.v1.TaskEvent
+	(*ReportTaskEventsRequest)(nil),          // 101: manta.controlplane.v1.ReportTaskEventsRequest
+	(*TaskEventColumns)(nil),                 // 102: manta.controlplane.v1.TaskEventColumns
+	(*ReportTaskEventsResponse)(nil),         // 103: manta.controlplane.v1.ReportTaskEventsResponse
+	(*StateFilter)(nil),                      // 104: manta.controlplane.v1.StateFilter
+	(*ListTasksRequest)(nil),                 // 105: manta.controlplane.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                // 106: manta.controlplane.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                   // 107: manta.controlplane.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                  // 108: manta.controlplane.v1.GetTaskResponse
+	(*SummarizeTasksRequest)(nil),            // 109: manta.controlplane.v1.SummarizeTasksRequest
+	(*TaskSummary)(nil),                      // 110: manta.controlplane.v1.TaskSummary
+	(*SummarizeTasksResponse)(nil),           // 111: manta.controlplane.v1.SummarizeTasksResponse
+	(*SchedulingStrategy)(nil),               // 112: manta.controlplane.v1.SchedulingStrategy
+	(*Bundle)(nil),                           // 113: manta.controlplane.v1.Bundle
+	(*PlacementGroupInfo)(nil),               // 114: manta.controlplane.v1.PlacementGroupInfo
+	(*CreatePlacementGroupRequest)(nil),      // 115: manta.controlplane.v1.CreatePlacementGroupRequest
+	(*CreatePlacementGroupResponse)(nil),     // 116: manta.controlplane.v1.CreatePlacementGroupResponse
+	(*GetPlacementGroupRequest)(nil),         // 117: manta.controlplane.v1.GetPlacementGroupRequest
+	(*GetPlacementGroupResponse)(nil),        // 118: manta.controlplane.v1.GetPlacementGroupResponse
+	(*ListPlacementGroupsRequest)(nil),       // 119: manta.controlplane.v1.ListPlacementGroupsRequest
+	(*ListPlacementGroupsResponse)(nil),      // 120: manta.controlplane.v1.ListPlacementGroupsResponse
+	(*RemovePlacementGroupRequest)(nil),      // 121: manta.controlplane.v1.RemovePlacementGroupRequest
+	(*RemovePlacementGroupResponse)(nil),     // 122: manta.controlplane.v1.RemovePlacementGroupResponse
+	(*TokenInfo)(nil),                        // 123: manta.controlplane.v1.TokenInfo
+	(*CreateTokenRequest)(nil),               // 124: manta.controlplane.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),              // 125: manta.controlplane.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),                // 126: manta.controlplane.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),               // 127: manta.controlplane.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),               // 128: manta.controlplane.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),              // 129: manta.controlplane.v1.RevokeTokenResponse
+	(*CheckTokenRequest)(nil),                // 130: manta.controlplane.v1.CheckTokenRequest
+	(*CheckTokenResponse)(nil),               // 131: manta.controlplane.v1.CheckTokenResponse
+	(*OwnerDiedRequest)(nil),                 // 132: manta.controlplane.v1.OwnerDiedRequest
+	(*OwnerDiedResponse)(nil),                // 133: manta.controlplane.v1.OwnerDiedResponse
+	(*ResolveObjectRequest)(nil),             // 134: manta.controlplane.v1.ResolveObjectRequest
+	(*ResolveObjectResponse)(nil),            // 135: manta.controlplane.v1.ResolveObjectResponse
+	nil,                                      // 136: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 137: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 138: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 139: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 140: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 141: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 142: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 143: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 144: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 145: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 146: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 147: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 148: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 149: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	nil,                                      // 150: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	nil,                                      // 151: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	nil,                                      // 152: manta.controlplane.v1.Bundle.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	131, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	132, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	136, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	137, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	133, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	16,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	11,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	134, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	11,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	16,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	138, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	17,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	12,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	139, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	12,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	17,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	135, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	25,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	11,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	140, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	26,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	12,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	11,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	25,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	11,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	26,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	12,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
 	2,   // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	16,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	25,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	14,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	43,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
-	69,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
-	113, // 29: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	17,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	26,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	15,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	44,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	70,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
+	114, // 29: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
 	2,   // 30: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	40,  // 31: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	136, // 32: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	41,  // 31: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	141, // 32: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,   // 33: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	68,  // 34: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	111, // 35: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
-	11,  // 36: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	43,  // 37: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	11,  // 38: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 39: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	43,  // 40: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	11,  // 41: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	43,  // 42: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	11,  // 43: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 44: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	56,  // 45: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	137, // 46: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	138, // 47: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	69,  // 34: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	112, // 35: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
+	12,  // 36: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	44,  // 37: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	12,  // 38: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 39: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	44,  // 40: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	12,  // 41: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	44,  // 42: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	12,  // 43: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 44: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	57,  // 45: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	142, // 46: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	143, // 47: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
 	4,   // 48: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
 	4,   // 49: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	57,  // 50: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	58,  // 51: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	11,  // 52: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 53: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	57,  // 54: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	11,  // 55: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	57,  // 56: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	11,  // 57: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	66,  // 58: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	139, // 59: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	68,  // 60: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	140, // 61: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	141, // 62: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	58,  // 50: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	59,  // 51: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	12,  // 52: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 53: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	58,  // 54: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	12,  // 55: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	58,  // 56: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	12,  // 57: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	67,  // 58: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	144, // 59: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	69,  // 60: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	145, // 61: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	146, // 62: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
 	5,   // 63: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	69,  // 64: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
-	11,  // 65: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 66: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	69,  // 67: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
-	11,  // 68: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
-	69,  // 69: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
-	11,  // 70: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 71: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	70,  // 64: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	12,  // 65: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 66: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	70,  // 67: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	12,  // 68: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	70,  // 69: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	12,  // 70: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 71: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
 	5,   // 72: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	11,  // 73: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	84,  // 74: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	14,  // 75: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	11,  // 76: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	84,  // 77: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	11,  // 78: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 79: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 80: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	14,  // 81: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	11,  // 82: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 73: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	85,  // 74: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	15,  // 75: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	12,  // 76: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	85,  // 77: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	12,  // 78: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 79: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 80: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	15,  // 81: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	12,  // 82: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
 	7,   // 83: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
 	6,   // 84: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
-	142, // 85: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	99,  // 86: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
-	143, // 87: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	101, // 88: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
-	11,  // 89: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
-	103, // 90: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	11,  // 91: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	99,  // 92: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
-	11,  // 93: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	99,  // 94: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
-	103, // 95: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	147, // 85: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	100, // 86: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
+	148, // 87: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	102, // 88: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
+	12,  // 89: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
+	104, // 90: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	12,  // 91: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	100, // 92: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
+	12,  // 93: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	100, // 94: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
+	104, // 95: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
 	7,   // 96: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
-	144, // 97: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
-	11,  // 98: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	109, // 99: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
-	10,  // 100: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
-	145, // 101: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	146, // 102: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	147, // 103: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
+	149, // 97: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	12,  // 98: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	110, // 99: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
+	11,  // 100: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
+	150, // 101: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	151, // 102: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	152, // 103: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
 	8,   // 104: manta.controlplane.v1.PlacementGroupInfo.strategy:type_name -> manta.controlplane.v1.PlacementStrategy
-	112, // 105: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
+	113, // 105: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
 	9,   // 106: manta.controlplane.v1.PlacementGroupInfo.state:type_name -> manta.controlplane.v1.PlacementGroupState
-	113, // 107: manta.controlplane.v1.CreatePlacementGroupRequest.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	11,  // 108: manta.controlplane.v1.CreatePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 109: manta.controlplane.v1.GetPlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	113, // 110: manta.controlplane.v1.GetPlacementGroupResponse.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	11,  // 111: manta.controlplane.v1.ListPlacementGroupsResponse.header:type_name -> manta.controlplane.v1.Header
-	113, // 112: manta.controlplane.v1.ListPlacementGroupsResponse.groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	11,  // 113: manta.controlplane.v1.RemovePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 114: manta.controlplane.v1.CreateTokenResponse.header:type_name -> manta.controlplane.v1.Header
-	122, // 115: manta.controlplane.v1.CreateTokenResponse.info:type_name -> manta.controlplane.v1.TokenInfo
-	11,  // 116: manta.controlplane.v1.ListTokensResponse.header:type_name -> manta.controlplane.v1.Header
-	122, // 117: manta.controlplane.v1.ListTokensResponse.tokens:type_name -> manta.controlplane.v1.TokenInfo
-	11,  // 118: manta.controlplane.v1.RevokeTokenResponse.header:type_name -> manta.controlplane.v1.Header
-	11,  // 119: manta.controlplane.v1.CheckTokenResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 120: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	85,  // 121: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	17,  // 122: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	19,  // 123: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	21,  // 124: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	23,  // 125: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	26,  // 126: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	28,  // 127: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	30,  // 128: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	32,  // 129: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	34,  // 130: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	36,  // 131: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	38,  // 132: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	41,  // 133: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	46,  // 134: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	48,  // 135: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	50,  // 136: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	52,  // 137: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	54,  // 138: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	44,  // 139: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	59,  // 140: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	61,  // 141: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	63,  // 142: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	65,  // 143: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	70,  // 144: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	72,  // 145: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	74,  // 146: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	76,  // 147: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	78,  // 148: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	80,  // 149: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	82,  // 150: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	87,  // 151: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	89,  // 152: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	91,  // 153: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	93,  // 154: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	100, // 155: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	104, // 156: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	106, // 157: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	108, // 158: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	114, // 159: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
-	116, // 160: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
-	118, // 161: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
-	120, // 162: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
-	123, // 163: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
-	125, // 164: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
-	127, // 165: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
-	129, // 166: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
-	95,  // 167: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	97,  // 168: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	13,  // 169: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	86,  // 170: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	18,  // 171: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	20,  // 172: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	22,  // 173: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	24,  // 174: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	27,  // 175: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	29,  // 176: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	31,  // 177: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	33,  // 178: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	35,  // 179: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	37,  // 180: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	39,  // 181: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	42,  // 182: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	47,  // 183: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	49,  // 184: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	51,  // 185: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	53,  // 186: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	55,  // 187: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	45,  // 188: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	60,  // 189: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	62,  // 190: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	64,  // 191: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	67,  // 192: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	71,  // 193: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	73,  // 194: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	75,  // 195: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	77,  // 196: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	79,  // 197: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	81,  // 198: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	83,  // 199: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	88,  // 200: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	90,  // 201: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	92,  // 202: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	94,  // 203: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	102, // 204: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	105, // 205: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	107, // 206: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	110, // 207: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	115, // 208: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
-	117, // 209: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
-	119, // 210: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
-	121, // 211: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
-	124, // 212: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
-	126, // 213: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
-	128, // 214: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
-	130, // 215: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
-	96,  // 216: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	98,  // 217: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	169, // [169:218] is the sub-list for method output_type
-	120, // [120:169] is the sub-list for method input_type
-	120, // [120:120] is the sub-list for extension type_name
-	120, // [120:120] is the sub-list for extension extendee
-	0,   // [0:120] is the sub-list for field type_name
+	114, // 107: manta.controlplane.v1.CreatePlacementGroupRequest.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	12,  // 108: manta.controlplane.v1.CreatePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 109: manta.controlplane.v1.GetPlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	114, // 110: manta.controlplane.v1.GetPlacementGroupResponse.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	12,  // 111: manta.controlplane.v1.ListPlacementGroupsResponse.header:type_name -> manta.controlplane.v1.Header
+	114, // 112: manta.controlplane.v1.ListPlacementGroupsResponse.groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	12,  // 113: manta.controlplane.v1.RemovePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 114: manta.controlplane.v1.CreateTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	123, // 115: manta.controlplane.v1.CreateTokenResponse.info:type_name -> manta.controlplane.v1.TokenInfo
+	12,  // 116: manta.controlplane.v1.ListTokensResponse.header:type_name -> manta.controlplane.v1.Header
+	123, // 117: manta.controlplane.v1.ListTokensResponse.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	12,  // 118: manta.controlplane.v1.RevokeTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 119: manta.controlplane.v1.CheckTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 120: manta.controlplane.v1.OwnerDiedResponse.header:type_name -> manta.controlplane.v1.Header
+	12,  // 121: manta.controlplane.v1.ResolveObjectResponse.header:type_name -> manta.controlplane.v1.Header
+	10,  // 122: manta.controlplane.v1.ResolveObjectResponse.state:type_name -> manta.controlplane.v1.ResolveState
+	58,  // 123: manta.controlplane.v1.ResolveObjectResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	13,  // 124: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	86,  // 125: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	18,  // 126: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	20,  // 127: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	22,  // 128: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	24,  // 129: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	27,  // 130: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	29,  // 131: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	31,  // 132: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	33,  // 133: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	35,  // 134: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	37,  // 135: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	39,  // 136: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	42,  // 137: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	47,  // 138: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	49,  // 139: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	51,  // 140: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	53,  // 141: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	55,  // 142: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	45,  // 143: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	60,  // 144: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	62,  // 145: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	64,  // 146: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	66,  // 147: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	71,  // 148: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	73,  // 149: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	75,  // 150: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	77,  // 151: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	79,  // 152: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	81,  // 153: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	83,  // 154: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	88,  // 155: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	90,  // 156: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	92,  // 157: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	94,  // 158: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	101, // 159: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	105, // 160: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	107, // 161: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	109, // 162: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	115, // 163: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
+	117, // 164: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
+	119, // 165: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
+	121, // 166: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
+	124, // 167: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
+	126, // 168: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
+	128, // 169: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
+	130, // 170: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
+	132, // 171: manta.controlplane.v1.ControlPlane.OwnerDied:input_type -> manta.controlplane.v1.OwnerDiedRequest
+	134, // 172: manta.controlplane.v1.ControlPlane.ResolveObject:input_type -> manta.controlplane.v1.ResolveObjectRequest
+	96,  // 173: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	98,  // 174: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	14,  // 175: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	87,  // 176: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	19,  // 177: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	21,  // 178: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	23,  // 179: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	25,  // 180: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	28,  // 181: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	30,  // 182: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	32,  // 183: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	34,  // 184: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	36,  // 185: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	38,  // 186: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	40,  // 187: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	43,  // 188: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	48,  // 189: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	50,  // 190: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	52,  // 191: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	54,  // 192: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	56,  // 193: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	46,  // 194: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	61,  // 195: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	63,  // 196: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	65,  // 197: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	68,  // 198: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	72,  // 199: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	74,  // 200: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	76,  // 201: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	78,  // 202: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	80,  // 203: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	82,  // 204: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	84,  // 205: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	89,  // 206: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	91,  // 207: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	93,  // 208: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	95,  // 209: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	103, // 210: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	106, // 211: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	108, // 212: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	111, // 213: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	116, // 214: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
+	118, // 215: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
+	120, // 216: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
+	122, // 217: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
+	125, // 218: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
+	127, // 219: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
+	129, // 220: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
+	131, // 221: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
+	133, // 222: manta.controlplane.v1.ControlPlane.OwnerDied:output_type -> manta.controlplane.v1.OwnerDiedResponse
+	135, // 223: manta.controlplane.v1.ControlPlane.ResolveObject:output_type -> manta.controlplane.v1.ResolveObjectResponse
+	97,  // 224: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	99,  // 225: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	175, // [175:226] is the sub-list for method output_type
+	124, // [124:175] is the sub-list for method input_type
+	124, // [124:124] is the sub-list for extension type_name
+	124, // [124:124] is the sub-list for extension extendee
+	0,   // [0:124] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -9817,8 +10232,8 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      11,
-			NumMessages:   137,
+			NumEnums:      12,
+			NumMessages:   141,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

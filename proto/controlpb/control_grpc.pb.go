@@ -69,6 +69,8 @@ const (
 	ControlPlane_ListTokens_FullMethodName               = "/manta.controlplane.v1.ControlPlane/ListTokens"
 	ControlPlane_RevokeToken_FullMethodName              = "/manta.controlplane.v1.ControlPlane/RevokeToken"
 	ControlPlane_CheckToken_FullMethodName               = "/manta.controlplane.v1.ControlPlane/CheckToken"
+	ControlPlane_OwnerDied_FullMethodName                = "/manta.controlplane.v1.ControlPlane/OwnerDied"
+	ControlPlane_ResolveObject_FullMethodName            = "/manta.controlplane.v1.ControlPlane/ResolveObject"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -145,6 +147,16 @@ type ControlPlaneClient interface {
 	// scoped token the control plane vouches for. Unauthenticated when the
 	// token is unknown, revoked or expired.
 	CheckToken(ctx context.Context, in *CheckTokenRequest, opts ...grpc.CallOption) (*CheckTokenResponse, error)
+	// OwnerDied reports an owner (a worker's or driver's CoreWorker address)
+	// that stopped answering. The leader checks it itself; when it is gone
+	// the control plane adopts the owner's recorded lineage, and the reply
+	// says which of object_ids (copies the caller holds) are adopted and
+	// must be kept. FailedPrecondition when the owner answers the leader.
+	OwnerDied(ctx context.Context, in *OwnerDiedRequest, opts ...grpc.CallOption) (*OwnerDiedResponse, error)
+	// ResolveObject is asked by a borrower whose object's owner cannot be
+	// reached: who answers for the object now, and where it is, or that the
+	// caller is to rebuild it.
+	ResolveObject(ctx context.Context, in *ResolveObjectRequest, opts ...grpc.CallOption) (*ResolveObjectResponse, error)
 }
 
 type controlPlaneClient struct {
@@ -643,6 +655,26 @@ func (c *controlPlaneClient) CheckToken(ctx context.Context, in *CheckTokenReque
 	return out, nil
 }
 
+func (c *controlPlaneClient) OwnerDied(ctx context.Context, in *OwnerDiedRequest, opts ...grpc.CallOption) (*OwnerDiedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OwnerDiedResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_OwnerDied_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) ResolveObject(ctx context.Context, in *ResolveObjectRequest, opts ...grpc.CallOption) (*ResolveObjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveObjectResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_ResolveObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -717,6 +749,16 @@ type ControlPlaneServer interface {
 	// scoped token the control plane vouches for. Unauthenticated when the
 	// token is unknown, revoked or expired.
 	CheckToken(context.Context, *CheckTokenRequest) (*CheckTokenResponse, error)
+	// OwnerDied reports an owner (a worker's or driver's CoreWorker address)
+	// that stopped answering. The leader checks it itself; when it is gone
+	// the control plane adopts the owner's recorded lineage, and the reply
+	// says which of object_ids (copies the caller holds) are adopted and
+	// must be kept. FailedPrecondition when the owner answers the leader.
+	OwnerDied(context.Context, *OwnerDiedRequest) (*OwnerDiedResponse, error)
+	// ResolveObject is asked by a borrower whose object's owner cannot be
+	// reached: who answers for the object now, and where it is, or that the
+	// caller is to rebuild it.
+	ResolveObject(context.Context, *ResolveObjectRequest) (*ResolveObjectResponse, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -867,6 +909,12 @@ func (UnimplementedControlPlaneServer) RevokeToken(context.Context, *RevokeToken
 }
 func (UnimplementedControlPlaneServer) CheckToken(context.Context, *CheckTokenRequest) (*CheckTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckToken not implemented")
+}
+func (UnimplementedControlPlaneServer) OwnerDied(context.Context, *OwnerDiedRequest) (*OwnerDiedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OwnerDied not implemented")
+}
+func (UnimplementedControlPlaneServer) ResolveObject(context.Context, *ResolveObjectRequest) (*ResolveObjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveObject not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -1721,6 +1769,42 @@ func _ControlPlane_CheckToken_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_OwnerDied_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OwnerDiedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).OwnerDied(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_OwnerDied_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).OwnerDied(ctx, req.(*OwnerDiedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_ResolveObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ResolveObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_ResolveObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ResolveObject(ctx, req.(*ResolveObjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1907,6 +1991,14 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CheckToken",
 			Handler:    _ControlPlane_CheckToken_Handler,
+		},
+		{
+			MethodName: "OwnerDied",
+			Handler:    _ControlPlane_OwnerDied_Handler,
+		},
+		{
+			MethodName: "ResolveObject",
+			Handler:    _ControlPlane_ResolveObject_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

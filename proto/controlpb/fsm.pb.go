@@ -464,7 +464,9 @@ type Snapshot struct {
 	PlacementGroups  []*PlacementGroupInfo `protobuf:"bytes,14,rep,name=placement_groups,json=placementGroups,proto3" json:"placement_groups,omitempty"`
 	// Scoped API tokens (hashed), by ID. Field 20 leaves room for tables
 	// added concurrently.
-	Tokens        []*TokenInfo `protobuf:"bytes,20,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Tokens []*TokenInfo `protobuf:"bytes,20,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// Owners the control plane found dead (adoption), oldest first.
+	DeadOwners    []*DeadOwner `protobuf:"bytes,21,rep,name=dead_owners,json=deadOwners,proto3" json:"dead_owners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,6 +602,13 @@ func (x *Snapshot) GetPlacementGroups() []*PlacementGroupInfo {
 func (x *Snapshot) GetTokens() []*TokenInfo {
 	if x != nil {
 		return x.Tokens
+	}
+	return nil
+}
+
+func (x *Snapshot) GetDeadOwners() []*DeadOwner {
+	if x != nil {
+		return x.DeadOwners
 	}
 	return nil
 }
@@ -1329,6 +1338,193 @@ func (x *RevokeTokenCommand) GetId() string {
 	return ""
 }
 
+// DeadOwner is an owner the control plane declared dead: its lineage was
+// adopted then.
+type DeadOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	UnixNano      int64                  `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadOwner) Reset() {
+	*x = DeadOwner{}
+	mi := &file_controlpb_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadOwner) ProtoMessage() {}
+
+func (x *DeadOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadOwner.ProtoReflect.Descriptor instead.
+func (*DeadOwner) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DeadOwner) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DeadOwner) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *DeadOwner) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// OwnerDiedCommand adopts the lineage of an owner that died.
+type OwnerDiedCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OwnerAddress  string                 `protobuf:"bytes,1,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerDiedCommand) Reset() {
+	*x = OwnerDiedCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerDiedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerDiedCommand) ProtoMessage() {}
+
+func (x *OwnerDiedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerDiedCommand.ProtoReflect.Descriptor instead.
+func (*OwnerDiedCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *OwnerDiedCommand) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *OwnerDiedCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AdoptedRebuildCommand hands an adopted record's rebuild to a borrower:
+// applied only while the record is at attempt (so two borrowers asking at
+// once get one rebuild), or when the lease of a rebuild under way expired
+// (lease_expired_before: rebuilds stamped before it are void).
+type AdoptedRebuildCommand struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	TaskId             []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt            int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Rebuilder          string                 `protobuf:"bytes,3,opt,name=rebuilder,proto3" json:"rebuilder,omitempty"`
+	LeaseExpiredBefore int64                  `protobuf:"varint,4,opt,name=lease_expired_before,json=leaseExpiredBefore,proto3" json:"lease_expired_before,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AdoptedRebuildCommand) Reset() {
+	*x = AdoptedRebuildCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptedRebuildCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptedRebuildCommand) ProtoMessage() {}
+
+func (x *AdoptedRebuildCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptedRebuildCommand.ProtoReflect.Descriptor instead.
+func (*AdoptedRebuildCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AdoptedRebuildCommand) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *AdoptedRebuildCommand) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AdoptedRebuildCommand) GetRebuilder() string {
+	if x != nil {
+		return x.Rebuilder
+	}
+	return ""
+}
+
+func (x *AdoptedRebuildCommand) GetLeaseExpiredBefore() int64 {
+	if x != nil {
+		return x.LeaseExpiredBefore
+	}
+	return 0
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -1363,7 +1559,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xa9\x06\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xec\x06\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -1380,7 +1576,9 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x11lineage_evictions\x18\f \x01(\x04R\x10lineageEvictions\x12F\n" +
 	"\vsubmissions\x18\r \x03(\v2$.manta.controlplane.v1.JobSubmissionR\vsubmissions\x12T\n" +
 	"\x10placement_groups\x18\x0e \x03(\v2).manta.controlplane.v1.PlacementGroupInfoR\x0fplacementGroups\x128\n" +
-	"\x06tokens\x18\x14 \x03(\v2 .manta.controlplane.v1.TokenInfoR\x06tokens\"\xa4\x02\n" +
+	"\x06tokens\x18\x14 \x03(\v2 .manta.controlplane.v1.TokenInfoR\x06tokens\x12A\n" +
+	"\vdead_owners\x18\x15 \x03(\v2 .manta.controlplane.v1.DeadOwnerR\n" +
+	"deadOwners\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -1429,7 +1627,19 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x12placement_group_id\x18\x01 \x01(\tR\x10placementGroupId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\x12RevokeTokenCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02idB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\x02id\x18\x01 \x01(\tR\x02id\"X\n" +
+	"\tDeadOwner\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"O\n" +
+	"\x10OwnerDiedCommand\x12#\n" +
+	"\rowner_address\x18\x01 \x01(\tR\fownerAddress\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9a\x01\n" +
+	"\x15AdoptedRebuildCommand\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1c\n" +
+	"\trebuilder\x18\x03 \x01(\tR\trebuilder\x120\n" +
+	"\x14lease_expired_before\x18\x04 \x01(\x03R\x12leaseExpiredBeforeB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -1443,7 +1653,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),                      // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),                 // 1: manta.controlplane.v1.CommandBatch
@@ -1465,38 +1675,42 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*PlacementGroupPendingCommand)(nil), // 17: manta.controlplane.v1.PlacementGroupPendingCommand
 	(*RemovePlacementGroupCommand)(nil),  // 18: manta.controlplane.v1.RemovePlacementGroupCommand
 	(*RevokeTokenCommand)(nil),           // 19: manta.controlplane.v1.RevokeTokenCommand
-	(*ClusterInfo)(nil),                  // 20: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),                     // 21: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),                     // 22: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),                      // 23: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),                    // 24: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),                   // 25: manta.controlplane.v1.TaskRecord
-	(*JobSubmission)(nil),                // 26: manta.controlplane.v1.JobSubmission
-	(*PlacementGroupInfo)(nil),           // 27: manta.controlplane.v1.PlacementGroupInfo
-	(*TokenInfo)(nil),                    // 28: manta.controlplane.v1.TokenInfo
-	(*TaskUpdate)(nil),                   // 29: manta.controlplane.v1.TaskUpdate
+	(*DeadOwner)(nil),                    // 20: manta.controlplane.v1.DeadOwner
+	(*OwnerDiedCommand)(nil),             // 21: manta.controlplane.v1.OwnerDiedCommand
+	(*AdoptedRebuildCommand)(nil),        // 22: manta.controlplane.v1.AdoptedRebuildCommand
+	(*ClusterInfo)(nil),                  // 23: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                     // 24: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                     // 25: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                      // 26: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                    // 27: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),                   // 28: manta.controlplane.v1.TaskRecord
+	(*JobSubmission)(nil),                // 29: manta.controlplane.v1.JobSubmission
+	(*PlacementGroupInfo)(nil),           // 30: manta.controlplane.v1.PlacementGroupInfo
+	(*TokenInfo)(nil),                    // 31: manta.controlplane.v1.TokenInfo
+	(*TaskUpdate)(nil),                   // 32: manta.controlplane.v1.TaskUpdate
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	20, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	21, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	22, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	23, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	23, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	24, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	25, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	26, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	24, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	25, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	26, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
-	27, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	28, // 12: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
-	25, // 13: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	29, // 14: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	27, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	28, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	29, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
+	30, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	31, // 12: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	20, // 13: manta.controlplane.v1.Snapshot.dead_owners:type_name -> manta.controlplane.v1.DeadOwner
+	28, // 14: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	32, // 15: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -1511,7 +1725,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -419,6 +419,7 @@ func (c *Worker) registerValue(holder string, outer ids.ObjectID, v *pb.ObjectVa
 	if len(v.Contained) == 0 {
 		return
 	}
+	c.commitContained(v)
 	var wg sync.WaitGroup
 	c.borrows.mu.Lock()
 	for _, r := range v.Contained {
@@ -427,6 +428,29 @@ func (c *Worker) registerValue(holder string, outer ids.ObjectID, v *pb.ObjectVa
 	}
 	c.borrows.mu.Unlock()
 	waitGroup(c.ctx, &wg, borrowRegisterTimeout)
+}
+
+// commitContained waits until the lineage of the stored objects of this
+// process's that v holds refs to is committed (commit before consume, as
+// for task arguments): whoever reads v may need them rebuilt, by the
+// control plane's adopter if this process dies first.
+func (c *Worker) commitContained(v *pb.ObjectValue) {
+	var producers []ids.TaskID
+	for _, r := range v.Contained {
+		if r.Owner != c.address {
+			continue
+		}
+		id, err := ids.ObjectFromBytes(r.ObjectId)
+		if err != nil {
+			continue
+		}
+		if o := c.mem.Get(id); o != nil && o.IsReady() {
+			if p, ok := c.lin.producerToWait(id, r.Owner, c.mem.Value(o)); ok {
+				producers = append(producers, p)
+			}
+		}
+	}
+	c.lin.waitCommitted(c.ctx, producers)
 }
 
 // containedFreed unregisters this process as the borrower, by a value it

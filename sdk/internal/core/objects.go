@@ -66,18 +66,6 @@ func (c *Worker) objectFor(k ObjectKey) *object {
 	return o
 }
 
-func (c *Worker) fetchFromOwner(k ObjectKey) (*pb.ObjectValue, error) {
-	cc, err := c.conn(k.Owner)
-	if err != nil {
-		return nil, err
-	}
-	v, err := pb.NewCoreWorkerClient(cc).GetObject(c.ctx, &pb.OwnerGetRequest{ObjectId: k.ID[:]})
-	if status.Code(err) == codes.Unavailable {
-		return ownerDiedValue(k, err), nil
-	}
-	return v, err
-}
-
 // ownerDiedValue stands for a borrowed object whose owner is gone.
 func ownerDiedValue(k ObjectKey, err error) *pb.ObjectValue {
 	return &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_OWNER_DIED,
@@ -106,12 +94,24 @@ func (c *Worker) read(ctx context.Context, id ids.ObjectID, owner string, decode
 	if err := c.await(ctx, o); err != nil {
 		return err
 	}
+	val := c.mem.Value(o)
 	for rebuilds := 0; ; rebuilds++ {
-		val := c.mem.Value(o)
 		err := c.objs.Read(ctx, val, id, owner, decode)
-		if err == nil || val.Location == "" || owner != c.address || rebuilds >= maxGetRebuilds ||
-			!errors.Is(err, ErrObjectLost) || ctx.Err() != nil {
+		if err == nil || val.Location == "" || rebuilds >= maxGetRebuilds || !errors.Is(err, ErrObjectLost) || ctx.Err() != nil {
 			return err
+		}
+		if owner != c.address {
+			// Borrowed and lost: when its owner died, the control plane
+			// knows where another copy is, or has it rebuilt (adoption.go).
+			if !c.ownerGone(owner) {
+				return err
+			}
+			v := c.adoptedValue(ObjectKey{ID: id, Owner: owner}, append([]string{val.Location}, val.Copies...))
+			if v == nil {
+				return err
+			}
+			val = v
+			continue
 		}
 		if o, err = c.lin.recoverObject(id, o); err != nil {
 			return err
@@ -119,6 +119,7 @@ func (c *Worker) read(ctx context.Context, id ids.ObjectID, owner string, decode
 		if err := c.await(ctx, o); err != nil {
 			return err
 		}
+		val = c.mem.Value(o)
 	}
 }
 

@@ -1,0 +1,98 @@
+package fsm
+
+import (
+	"io"
+	"testing"
+
+	"github.com/manta-ray/manta/internal/ids"
+	pb "github.com/manta-ray/manta/proto/controlpb"
+)
+
+func owned(r *pb.TaskRecord, owner string) *pb.TaskRecord { r.OwnerAddress = owner; return r }
+
+// TestOwnerDiedAdoptsUnreleasedRecords: the records a dead worker still
+// had are adopted (not the released ones, not a driver's), a rebuild is
+// handed to one borrower at a time, and the rebuilder's death voids it.
+func TestOwnerDiedAdoptsUnreleasedRecords(t *testing.T) {
+	a := &applier{t: t, f: New(nil)}
+	job := a.apply(cmd(t, CmdAddJob, "", &pb.JobInfo{DriverAddress: "driver"}))[0].Id
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{
+		Records: []*pb.TaskRecord{owned(rec(job, 1, 2), "w1"), owned(rec(job, 2, 1), "w1"), owned(rec(job, 3, 1), "driver"),
+			owned(rec(job, 4, 1), "w2")},
+		ReleasedObjectIds: [][]byte{ret(task(1), 2)},
+	}))
+	res := a.apply(cmd(t, CmdOwnerDied, "", &pb.OwnerDiedCommand{OwnerAddress: "w1"}),
+		cmd(t, CmdOwnerDied, "", &pb.OwnerDiedCommand{OwnerAddress: "w1"}),
+		cmd(t, CmdOwnerDied, "", &pb.OwnerDiedCommand{OwnerAddress: "driver"}))
+	if res[0].Count != 2 || res[1].Count != 0 || res[2].Count != 0 {
+		t.Fatalf("adopted counts %d, %d (retry), %d (driver); want 2, 0, 0", res[0].Count, res[1].Count, res[2].Count)
+	}
+	if !a.f.OwnerDead("w1") || a.f.OwnerDead("w2") {
+		t.Fatal("dead owners wrong")
+	}
+	objs := []ids.ObjectID{ids.ReturnID(task(1), 1), ids.ReturnID(task(1), 2), ids.ReturnID(task(2), 1),
+		ids.ReturnID(task(3), 1), ids.ReturnID(task(4), 1), ids.PutID(task(1), 1)}
+	got := a.f.Adopted(objs)
+	if len(got) != 2 || got[0] != objs[0] || got[1] != objs[2] {
+		t.Fatalf("adopted %v; want task 1's return 1 and task 2's (not the released one, the driver's, a live owner's or a Put)", got)
+	}
+
+	// One rebuild at a time: the second borrower's request is refused
+	// while the first one's lease holds, granted once it expired.
+	t1 := task(1)
+	rebuild := func(by string, attempt int32, expired int64) bool {
+		return a.apply(cmd(t, CmdAdoptedRebuild, "", &pb.AdoptedRebuildCommand{TaskId: t1[:], Attempt: attempt,
+			Rebuilder: by, LeaseExpiredBefore: expired}))[0].Flag
+	}
+	if !rebuild("b1", 0, 0) || rebuild("b2", 0, 0) || rebuild("b2", 1, 500) {
+		t.Fatal("a rebuild must be granted once while its lease holds")
+	}
+	r, _ := a.f.LineageTask(t1)
+	if r.Rebuilder != "b1" || r.Attempts != 1 || r.State != pb.TaskState_TASK_RUNNING {
+		t.Fatalf("record after grant: %v", r)
+	}
+	// The rebuilder dies: its rebuild is void and the next asker gets it.
+	a.apply(cmd(t, CmdOwnerDied, "", &pb.OwnerDiedCommand{OwnerAddress: "b1"}))
+	if r, _ := a.f.LineageTask(t1); r.Rebuilder != "" {
+		t.Fatalf("rebuilder %q kept after its death", r.Rebuilder)
+	}
+	if !rebuild("b2", 1, 0) {
+		t.Fatal("rebuild not granted after the rebuilder died")
+	}
+	// Its finished attempt ends the rebuild.
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Updates: []*pb.TaskUpdate{{TaskId: t1[:], Attempt: 2, State: pb.TaskState_TASK_FINISHED, NodeId: "n2"}}}))
+	if r, _ := a.f.LineageTask(t1); r.Rebuilder != "" || r.NodeId != "n2" || r.AdoptedUnixNano == 0 {
+		t.Fatalf("record after the rebuild finished: %v", r)
+	}
+	// A snapshot keeps the dead owners.
+	b := &applier{t: t, f: New(nil)}
+	restoreFrom(t, a.f, b.f)
+	if !b.f.OwnerDead("w1") || len(b.f.Adopted(objs)) != 2 {
+		t.Fatal("adoption lost in a snapshot")
+	}
+	// A record of a dead owner that arrives late is adopted at once; the
+	// job's end drops adopted records too.
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Records: []*pb.TaskRecord{owned(rec(job, 5, 1), "w1")}}))
+	if r, _ := a.f.LineageTask(task(5)); r.AdoptedUnixNano == 0 {
+		t.Fatal("late record of a dead owner not adopted")
+	}
+	a.apply(cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: job}))
+	if has(a.f, 1) || has(a.f, 5) {
+		t.Fatal("adopted records outlived their job")
+	}
+}
+
+func restoreFrom(t *testing.T, from, to *FSM) {
+	t.Helper()
+	snap, err := from.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s sink
+	if err := snap.Persist(&s); err != nil {
+		t.Fatal(err)
+	}
+	if err := to.Restore(io.NopCloser(&s)); err != nil {
+		t.Fatal(err)
+	}
+}
