@@ -181,6 +181,7 @@ func TestRenderTextAndDot(t *testing.T) {
 	gone := ids.NewTaskID("j", ids.TaskID{}, 3)
 	rb := taskRec("j", b, ids.ReturnID(a, 1), ids.ReturnID(gone, 1), ids.PutID(a, 1))
 	rb.State, rb.NodeId, rb.Attempts = pb.TaskState_TASK_FINISHED, "node-7", 2
+	rb.OwnerAddress, rb.AdoptedUnixNano = "10.0.0.9:4000", 1
 	resp := &pb.GetLineageResponse{Records: []*pb.TaskRecord{rb, taskRec("j", a)}, EvictedTaskIds: [][]byte{gone[:]}}
 	g := lineage.NewGraph(ids.ReturnID(b, 1), resp)
 	var text, dot bytes.Buffer
@@ -188,7 +189,7 @@ func TestRenderTextAndDot(t *testing.T) {
 	if err := g.WriteText(&text, loc); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"square  TASK_FINISHED  node=node-7  attempts=2", `value 13 B raw "hello lineage"`, "lineage evicted", "made by Put", "[lost]", a.String()} {
+	for _, want := range []string{"square  TASK_FINISHED  node=node-7  attempts=2  owner=control-plane (adopted from 10.0.0.9:4000)", `value 13 B raw "hello lineage"`, "lineage evicted", "made by Put", "[lost]", a.String()} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}

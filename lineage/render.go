@@ -104,7 +104,13 @@ func (g *Graph) writeObject(w *errWriter, o ids.ObjectID, indent string, loc Loc
 	if r.NodeId != "" {
 		w.printf("  node=%s", r.NodeId)
 	}
-	w.printf("  attempts=%d\n", r.Attempts)
+	w.printf("  attempts=%d", r.Attempts)
+	if r.AdoptedUnixNano != 0 {
+		w.printf("  owner=control-plane (adopted from %s)", r.OwnerAddress)
+	} else if r.OwnerAddress != "" {
+		w.printf("  owner=%s", r.OwnerAddress)
+	}
+	w.printf("\n")
 	if r.LastError != "" {
 		w.printf("%s   last error: %s\n", indent, oneLine(r.LastError, 120))
 	}
@@ -179,6 +185,12 @@ func WriteTask(w io.Writer, r *pb.TaskRecord) error {
 	ew.printf("attempts:  %d (max retries %d)\n", r.Attempts, r.MaxRetries)
 	ew.printf("node:      %s\n", dash(r.NodeId))
 	ew.printf("owner:     %s\n", dash(r.OwnerAddress))
+	if r.AdoptedUnixNano != 0 {
+		ew.printf("adopted:   %s (the owner died; the control plane answers for its objects)\n", stamp(r.AdoptedUnixNano))
+	}
+	if r.Rebuilder != "" {
+		ew.printf("rebuilder: %s (since %s)\n", r.Rebuilder, stamp(r.RebuildUnixNano))
+	}
 	ew.printf("submitted: %s\n", stamp(r.SubmittedUnixNano))
 	if r.FinishedUnixNano != 0 {
 		ew.printf("finished:  %s\n", stamp(r.FinishedUnixNano))

@@ -39,6 +39,9 @@ func Checksum(data []byte) uint32 { return crc32.Checksum(data, castagnoli) }
 // whose it is, so it can be freed when its job ends or its owner dies.
 type objectMeta struct {
 	job, owner string
+	// adopted: the owner died and the control plane adopted the object;
+	// nobody pings the owner any more, the job's end frees it.
+	adopted bool
 }
 
 // creation is an object a local client reserved with CreateObject and has
@@ -591,7 +594,7 @@ func (r *Raylet) objectOwnerGone(owner string) {
 	var objs []ids.ObjectID
 	r.objs.mu.Lock()
 	for id, m := range r.objs.meta {
-		if m.owner == owner {
+		if m.owner == owner && !m.adopted {
 			objs = append(objs, id)
 		}
 	}
@@ -621,10 +624,10 @@ func (r *Raylet) objectOwnerGone(owner string) {
 	for _, id := range objs {
 		m, ok := r.objs.meta[id]
 		switch {
-		case !ok || m.owner != owner:
+		case !ok || m.owner != owner || m.adopted:
 		case keep[id]:
-			// Adopted: no owner to watch any more; freed with its job.
-			m.owner = ""
+			// No owner to watch any more; freed with its job.
+			m.adopted = true
 			r.objs.meta[id] = m
 		default:
 			free = append(free, id)
@@ -647,7 +650,7 @@ func (r *Raylet) objectParties() []string {
 	seen := map[string]bool{}
 	r.objs.mu.Lock()
 	for _, m := range r.objs.meta {
-		if m.owner != "" {
+		if m.owner != "" && !m.adopted {
 			seen[m.owner] = true
 		}
 	}
@@ -696,7 +699,7 @@ func (r *Raylet) LocateObjects(_ context.Context, req *pb.LocateObjectsRequest) 
 	for _, l := range locs {
 		m := r.objs.meta[l.ID]
 		reply.Objects = append(reply.Objects, &pb.ObjectLocation{ObjectId: append([]byte(nil), l.ID[:]...),
-			Tier: l.Tier.String(), Size: l.Size, Primary: l.Primary, JobId: m.job, OwnerAddress: m.owner})
+			Tier: l.Tier.String(), Size: l.Size, Primary: l.Primary, JobId: m.job, OwnerAddress: m.owner, Adopted: m.adopted})
 	}
 	return reply, nil
 }

@@ -34,7 +34,7 @@ func (r *Raylet) ListObjects(ctx context.Context, _ *pb.ListObjectsRequest) (*pb
 	r.objs.mu.Unlock()
 	for _, o := range loc.Objects {
 		reply.Objects = append(reply.Objects, &pb.ObjectStateInfo{ObjectId: o.ObjectId, Size: o.Size,
-			OwnerAddress: o.OwnerAddress, JobId: o.JobId, Tier: o.Tier, Primary: o.Primary, Pins: pins[string(o.ObjectId)]})
+			OwnerAddress: o.OwnerAddress, JobId: o.JobId, Tier: o.Tier, Primary: o.Primary, Pins: pins[string(o.ObjectId)], Adopted: o.Adopted})
 	}
 	return reply, nil
 }

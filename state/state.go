@@ -606,7 +606,7 @@ func objectRows(ctx context.Context, cl *cpclient.Client) ([]Row, []string, erro
 			rows = append(rows, Row{"object_id": hex.EncodeToString(o.ObjectId), "object_size": o.Size,
 				"task_status": "FINISHED", "attempt_number": 0, "reference_type": ref, "call_site": "disabled",
 				"type": "WORKER", "pid": 0, "ip": host(n.Address), "node_id": n.NodeId, "owner_address": o.OwnerAddress,
-				"job_id": o.JobId, "tier": o.Tier, "primary": o.Primary, "pins": o.Pins})
+				"job_id": o.JobId, "tier": o.Tier, "primary": o.Primary, "pins": o.Pins, "adopted": o.Adopted})
 		}
 		return rows, nil
 	})

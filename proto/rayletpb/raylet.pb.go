@@ -1893,11 +1893,13 @@ type ObjectLocation struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
 	// "memory" or "spilled".
-	Tier          string `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
-	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Primary       bool   `protobuf:"varint,4,opt,name=primary,proto3" json:"primary,omitempty"`
-	JobId         string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	OwnerAddress  string `protobuf:"bytes,6,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	Tier         string `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	Size         int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Primary      bool   `protobuf:"varint,4,opt,name=primary,proto3" json:"primary,omitempty"`
+	JobId        string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OwnerAddress string `protobuf:"bytes,6,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	// Its owner died and the control plane adopted it.
+	Adopted       bool `protobuf:"varint,7,opt,name=adopted,proto3" json:"adopted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1972,6 +1974,13 @@ func (x *ObjectLocation) GetOwnerAddress() string {
 		return x.OwnerAddress
 	}
 	return ""
+}
+
+func (x *ObjectLocation) GetAdopted() bool {
+	if x != nil {
+		return x.Adopted
+	}
+	return false
 }
 
 type LocateObjectsReply struct {
@@ -4266,7 +4275,9 @@ type ObjectStateInfo struct {
 	Tier    string `protobuf:"bytes,5,opt,name=tier,proto3" json:"tier,omitempty"`
 	Primary bool   `protobuf:"varint,6,opt,name=primary,proto3" json:"primary,omitempty"`
 	// Clients on this node that hold it mapped (pins).
-	Pins          int32 `protobuf:"varint,7,opt,name=pins,proto3" json:"pins,omitempty"`
+	Pins int32 `protobuf:"varint,7,opt,name=pins,proto3" json:"pins,omitempty"`
+	// Its owner (owner_address) died and the control plane adopted it.
+	Adopted       bool `protobuf:"varint,8,opt,name=adopted,proto3" json:"adopted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4348,6 +4359,13 @@ func (x *ObjectStateInfo) GetPins() int32 {
 		return x.Pins
 	}
 	return 0
+}
+
+func (x *ObjectStateInfo) GetAdopted() bool {
+	if x != nil {
+		return x.Adopted
+	}
+	return false
 }
 
 type ListObjectsReply struct {
@@ -5001,14 +5019,15 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x10FreeObjectsReply\"5\n" +
 	"\x14LocateObjectsRequest\x12\x1d\n" +
 	"\n" +
-	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\xab\x01\n" +
+	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\xc5\x01\n" +
 	"\x0eObjectLocation\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x18\n" +
 	"\aprimary\x18\x04 \x01(\bR\aprimary\x12\x15\n" +
 	"\x06job_id\x18\x05 \x01(\tR\x05jobId\x12#\n" +
-	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\"h\n" +
+	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\x12\x18\n" +
+	"\aadopted\x18\a \x01(\bR\aadopted\"h\n" +
 	"\x12LocateObjectsReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x129\n" +
 	"\aobjects\x18\x02 \x03(\v2\x1f.manta.raylet.v1.ObjectLocationR\aobjects\"\x12\n" +
@@ -5191,7 +5210,7 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x10ListWorkersReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12:\n" +
 	"\aworkers\x18\x02 \x03(\v2 .manta.raylet.v1.WorkerStateInfoR\aworkers\"\x14\n" +
-	"\x12ListObjectsRequest\"\xc0\x01\n" +
+	"\x12ListObjectsRequest\"\xda\x01\n" +
 	"\x0fObjectStateInfo\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12#\n" +
@@ -5199,7 +5218,8 @@ const file_rayletpb_raylet_proto_rawDesc = "" +
 	"\x06job_id\x18\x04 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04tier\x18\x05 \x01(\tR\x04tier\x12\x18\n" +
 	"\aprimary\x18\x06 \x01(\bR\aprimary\x12\x12\n" +
-	"\x04pins\x18\a \x01(\x05R\x04pins\"g\n" +
+	"\x04pins\x18\a \x01(\x05R\x04pins\x12\x18\n" +
+	"\aadopted\x18\b \x01(\bR\aadopted\"g\n" +
 	"\x10ListObjectsReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12:\n" +
 	"\aobjects\x18\x02 \x03(\v2 .manta.raylet.v1.ObjectStateInfoR\aobjects\"\x93\x01\n" +

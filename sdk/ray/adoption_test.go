@@ -11,6 +11,7 @@ import (
 
 	"github.com/manta-ray/manta/internal/launcher"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
+	"github.com/manta-ray/manta/state"
 	"github.com/manta-ray/manta/sdk/ray"
 )
 
@@ -152,6 +153,20 @@ func TestAdoption(t *testing.T) {
 		first = orphan(t)
 		check(t, orphans{Refs: first.Refs[:n/2]})
 		adopted(t, first)
+		// `manta get object` shows the raylet's copy as adopted once the
+		// raylet found its owner gone.
+		id := first.Refs[n-1].ID()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			rows, err := state.Get(ctx, cp, "objects", id)
+			if err == nil && len(rows) > 0 && rows[0]["adopted"] == true {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("object %s: %v, %v; want a row with adopted: true", id, rows, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 
 	t.Run("the node holding them dies too: they are rebuilt from lineage", func(t *testing.T) {
