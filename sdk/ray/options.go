@@ -52,6 +52,22 @@ func MaxRetries(n int) CallOption {
 	}
 }
 
+// ReturnReplicas keeps each of the task's stored returns on n distinct
+// alive nodes (the one it was made on and n-1 copies, pushed in parallel)
+// before its refs are ready, and makes new copies while they are
+// referenced when a holder dies, as Put's Replicas does: bandwidth for
+// rebuild time. A return small enough to be inline lives in its owner and
+// is not copied. Fewer alive nodes than n fail the task's returns with
+// ErrInvalidOption.
+func ReturnReplicas(n int) CallOption {
+	return func(o *core.CallOptions) {
+		if n < 1 {
+			o.Err = fmt.Errorf("%w: ReturnReplicas(%d); want at least 1", ErrInvalidOption, n)
+		}
+		o.ReturnReplicas = n
+	}
+}
+
 // RetryExceptions also retries the task (within MaxRetries) when it
 // returns an error or panics.
 func RetryExceptions(b bool) CallOption { return func(o *core.CallOptions) { o.RetryExceptions = b } }

@@ -3,6 +3,7 @@ package ray_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,40 @@ func TestReplicatedPuts(t *testing.T) {
 		_, err = ray.Put(ctx, bytesOf(2<<20), ray.Durable())
 		if !errors.Is(err, ray.ErrInvalidOption) || !strings.Contains(err.Error(), "limit") {
 			t.Fatalf("Durable of 2 MiB: %v; want ErrInvalidOption naming the limit", err)
+		}
+	})
+
+	t.Run("ReturnReplicas(2) keeps a task's return on two nodes", func(t *testing.T) {
+		ref := makeBytes.Remote(ctx, ray.Val(4<<20), ray.ReturnReplicas(2))
+		if _, _, err := ray.Wait(ctx, []ray.ObjectRef[[]byte]{ref}, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		id := objectID(t, ref.ID())
+		on := holders(id)
+		if len(on) != 2 {
+			t.Fatalf("return held by nodes %v once ready; want two", on)
+		}
+		if err := c.KillNode(on[1]); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			now := holders(id)
+			if len(now) == 2 && !slices.Contains(now, on[1]) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("held by %v after node %d died; want two copies again", now, on[1])
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		want := shaOf(bytesOf(4 << 20))
+		if b, err := ray.Get(ctx, ref); err != nil || shaOf(b) != want {
+			t.Fatalf("Get: %d bytes, %v", len(b), err)
+		}
+		_, err := ray.Get(ctx, makeBytes.Remote(ctx, ray.Val(4<<20), ray.ReturnReplicas(9)))
+		if err == nil || !strings.Contains(err.Error(), "alive nodes") {
+			t.Fatalf("ReturnReplicas(9): %v; want an error naming the alive nodes", err)
 		}
 	})
 

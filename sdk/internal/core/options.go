@@ -29,6 +29,9 @@ type CallOptions struct {
 	Res             resources.Set
 	MaxRetries      int
 	RetryExceptions bool
+	// ReturnReplicas keeps each stored return on this many nodes before
+	// the task's refs are ready (0 or 1: where it was made).
+	ReturnReplicas int
 	// Err is the first invalid option; the call fails with it.
 	Err error
 	// Backpressure (set by GeneratorBackpressure, generators only) holds

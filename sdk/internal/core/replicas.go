@@ -254,6 +254,49 @@ func (c *Worker) replicaLoop() {
 	}
 }
 
+// replicateReturns copies a finished task's stored returns to
+// t.returnReplicas nodes each (ReturnReplicas), in parallel, and then
+// calls done (which completes the returns): their refs are ready once the
+// copies exist. A return that cannot be copied enough fails the task's
+// returns with the reason, as a Put with Replicas fails.
+func (c *Worker) replicateReturns(t *task, res *pb.TaskResult, done func()) {
+	c.spawn(func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make([]error, len(res.Returns))
+		for i, v := range res.Returns {
+			if v.GetLocation() == "" || v.Error != nil || i >= len(t.returns) {
+				continue
+			}
+			wg.Add(1)
+			go func() { // owned by this goroutine, which waits for it
+				defer wg.Done()
+				added, err := c.replicate(ctx, t.returns[i], v, t.returnReplicas)
+				v.Copies = append(v.Copies, added...)
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				for j := range res.Returns {
+					res.Returns[j] = &pb.ObjectValue{Error: &pb.TaskError{Kind: pb.ErrorKind_ERROR_BAD_ARGUMENT, Function: t.spec.Function,
+						Message: fmt.Sprintf("ReturnReplicas(%d) of return %d: %v", t.returnReplicas, i+1, err)}}
+				}
+				done()
+				return
+			}
+		}
+		for i, v := range res.Returns {
+			if v.GetLocation() != "" && i < len(t.returns) {
+				c.keepReplicated(t.returns[i], t.returnReplicas)
+			}
+		}
+		done()
+	})
+}
+
 // storeDurable writes a durable value to the control store.
 func (c *Worker) storeDurable(ctx context.Context, id ids.ObjectID, ov *pb.ObjectValue) error {
 	cp, err := c.controlPlane()

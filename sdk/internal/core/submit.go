@@ -40,7 +40,7 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 	tid := ids.NewTaskID(c.jobID, tc.id, tc.counter.Add(1))
 	t := newTask(&pb.TaskSpec{TaskId: tid[:], JobId: c.jobID, Function: f.Name, NumReturns: int32(f.NRet),
 		OwnerAddress: c.address, NumCpus: o.Res[resources.CPU], Strategy: o.Strategy}, o.Res)
-	t.retriesLeft, t.retryExceptions = o.MaxRetries, o.RetryExceptions
+	t.retriesLeft, t.retryExceptions, t.returnReplicas = o.MaxRetries, o.RetryExceptions, o.ReturnReplicas
 	refs, argKeys := encodeArgs(t.spec, args)
 	if !o.RuntimeEnv.isZero() {
 		env, err := c.resolveEnv(ctx, o.RuntimeEnv)

@@ -47,6 +47,8 @@ type task struct {
 	borrowPins      []ids.ObjectID // borrowed ones, and refs inside values
 	retriesLeft     int
 	retryExceptions bool
+	// returnReplicas: ReturnReplicas (0 or 1: none).
+	returnReplicas int
 	// parent is the task that submitted it, inside a worker (recursive
 	// cancel); zero in a driver.
 	parent ids.TaskID
@@ -121,6 +123,9 @@ type taskManager struct {
 	// arguments are unpinned (borrowers.go).
 	unborrow      func([]ids.ObjectID)
 	resultBorrows func(ids.TaskID, *pb.TaskResult)
+	// replicate copies a result's stored returns to more nodes
+	// (replicas.go), off the caller's goroutine, then calls done.
+	replicate func(t *task, res *pb.TaskResult, done func())
 }
 
 // Finished, WorkerLost and Failed take the submitter's reports
@@ -203,6 +208,15 @@ func (m *taskManager) finish(t *task, res *pb.TaskResult, node string) {
 		}
 		return
 	}
+	if t.returnReplicas > 1 && m.replicate != nil && storesAny(res) {
+		m.replicate(t, res, func() { m.complete(t, res, node) })
+		return
+	}
+	m.complete(t, res, node)
+}
+
+// complete records a finished task's lineage and completes its returns.
+func (m *taskManager) complete(t *task, res *pb.TaskResult, node string) {
 	// A stored return can be lost with its node: record the task before
 	// anyone can consume the returns (recovery.go).
 	sent := storesAny(res) && m.lin.persist(t, node)

@@ -143,7 +143,8 @@ func newWorker(log *zap.Logger, jobID, token, rayletAddr, host string) (*Worker,
 	c.mem = memstore.New(memstore.Config{OnReleased: func(id ids.ObjectID) { c.lin.released(id); c.replicasReleased(id) },
 		OnContainedFreed: c.containedFreed})
 	c.borrows = newBorrowTable(c)
-	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev, unborrow: c.unborrow, resultBorrows: c.takeResultBorrows}
+	c.tasks = &taskManager{objs: c.mem, queue: c.taskQueue, ev: &c.ev, unborrow: c.unborrow, resultBorrows: c.takeResultBorrows,
+		replicate: c.replicateReturns}
 	c.lin = &recovery{objs: c.mem, log: c.log, ctx: c.ctx, jobID: jobID, open: c.openRecorder,
 		spawn: c.spawn, resolve: c.resolveAndEnqueue, fail: c.tasks.fail}
 	c.tasks.lin = c.lin
