@@ -11,8 +11,8 @@ import (
 
 	"github.com/manta-ray/manta/internal/launcher"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
-	"github.com/manta-ray/manta/state"
 	"github.com/manta-ray/manta/sdk/ray"
+	"github.com/manta-ray/manta/state"
 )
 
 // adoptBytes is the size of each orphaned result: stored, not inline.
