@@ -265,7 +265,7 @@ func (w *ActorWorkload) Check(context.Context, *Env, CheckOptions) []CheckResult
 func acceptedActorErrors(faults []string) map[string]bool {
 	acc := map[string]bool{}
 	for _, f := range faults {
-		if f == faultKillWorker || f == faultKillRaylet {
+		if f == faultKillWorker || f == faultKillRaylet || f == faultKillOwner {
 			acc[outcomeActorDied] = true
 		}
 	}

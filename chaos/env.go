@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,32 @@ type Env struct {
 	procs    procTracker
 	part     Partitioner
 	shaper   *NetShaper // network faults, with netns hosts
+	// ownerPIDs are recent workers that own objects the driver borrows
+	// (the owner workload's), newest last: the kill-owner fault's targets.
+	ownerPIDs []int
+}
+
+// maxOwnerPIDs bounds the owners remembered.
+const maxOwnerPIDs = 64
+
+// noteOwner remembers a worker that owns borrowed objects.
+func (e *Env) noteOwner(pid int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if slices.Contains(e.ownerPIDs, pid) {
+		return
+	}
+	if len(e.ownerPIDs) >= maxOwnerPIDs {
+		e.ownerPIDs = e.ownerPIDs[1:]
+	}
+	e.ownerPIDs = append(e.ownerPIDs, pid)
+}
+
+// owners returns the remembered owners.
+func (e *Env) owners() []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.ownerPIDs)
 }
 
 // NewEnv wraps a running cluster; the run's clock starts now.

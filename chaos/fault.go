@@ -38,6 +38,7 @@ const (
 	faultRestartNext  = "restart-next"
 	faultKillRaylet   = "kill-raylet"
 	faultKillWorker   = "kill-worker"
+	faultKillOwner    = "kill-owner"
 )
 
 // measuredBy names the workload whose next successful operation ends a
@@ -53,6 +54,7 @@ var measuredBy = map[string]string{
 	faultRestartNext:  "kv",
 	faultKillRaylet:   "tasks",
 	faultKillWorker:   "tasks",
+	faultKillOwner:    "owners",
 	faultSlowLeader:   "kv",
 	faultLossyLinks:   "kv",
 	faultAsymCut:      "kv",
@@ -72,6 +74,7 @@ var holdRanges = map[string][2]time.Duration{
 	faultKillRaylet: {500 * time.Millisecond, 3 * time.Second},
 	// Nothing to undo: the raylet starts workers as leases need them.
 	faultKillWorker: {200 * time.Millisecond, time.Second},
+	faultKillOwner:  {200 * time.Millisecond, time.Second},
 	// Long enough for many heartbeats and leases over the slow links.
 	faultSlowLeader: {3 * time.Second, 8 * time.Second},
 	faultLossyLinks: {3 * time.Second, 6 * time.Second},
@@ -88,6 +91,7 @@ func newFaults() map[string]Fault {
 		faultRestartNext:  &headRestart{},
 		faultKillRaylet:   rayletKill{},
 		faultKillWorker:   workerKill{},
+		faultKillOwner:    ownerKill{},
 		faultSlowLeader:   slowLeader{},
 		faultLossyLinks:   lossyLinks{},
 		faultAsymCut:      asymCut{},

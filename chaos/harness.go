@@ -53,6 +53,10 @@ type Options struct {
 	// own counter actor, alternately at-most-once and at-least-once);
 	// default 2, negative for none.
 	ActorClients int
+	// OwnerClients is the number of owner workload clients (borrowed
+	// objects whose owner the kill-owner fault kills); 0 runs one when
+	// the scenario kills owners, negative none.
+	OwnerClients int
 	// LineageClients is the number of lineage workload clients (chains
 	// whose lost stages must be rebuilt); default 2, negative for none.
 	LineageClients int
@@ -357,6 +361,13 @@ func (r *runner) run(ctx context.Context) (err error) {
 			lw.OpTimeout = r.o.TaskOpTimeout
 			lw.Accept = acceptedLineageErrors(names)
 			r.workloads = append(r.workloads, lw)
+		}
+		if r.o.OwnerClients > 0 || (r.o.OwnerClients == 0 && slices.Contains(names, faultKillOwner)) {
+			ow := NewOwnerWorkload(r.o.Seed)
+			ow.Clients = max(r.o.OwnerClients, 1)
+			ow.OpTimeout = r.o.TaskOpTimeout
+			ow.Accept = acceptedOwnerErrors(names)
+			r.workloads = append(r.workloads, ow)
 		}
 		if r.o.ActorClients > 0 {
 			aw := NewActorWorkload(r.o.Seed)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 
@@ -104,5 +105,54 @@ func (workerKill) Inject(ctx context.Context, env *Env, pick uint64) (*Injection
 		return nil, fmt.Errorf("kill worker %d: %w", pid, err)
 	}
 	return &Injection{Target: owner[ppid], Role: "worker", PID: pid, Action: "SIGKILL", At: at,
+		Recover: func(context.Context) error { return nil }}, nil
+}
+
+// ownerKill SIGKILLs a worker that owns objects the harness's driver
+// borrows: one the owner workload noted, still alive.
+type ownerKill struct{}
+
+func (ownerKill) Name() string { return faultKillOwner }
+
+func (ownerKill) Unsupported(_, nodes int, _ Partitioner) string {
+	if nodes < 1 {
+		return "needs at least 1 node (--nodes 0)"
+	}
+	return ""
+}
+
+func (ownerKill) Inject(ctx context.Context, env *Env, pick uint64) (*Injection, error) {
+	var pids []int
+	node := map[int]string{} // raylet PID -> node ID
+	wctx, cancel := context.WithTimeout(ctx, workerWait)
+	defer cancel()
+	err := poll(wctx, 50*time.Millisecond, func() bool {
+		var raylets []int
+		for _, n := range env.Cluster.Nodes() {
+			if n.Running {
+				raylets = append(raylets, n.PID)
+				node[n.PID] = n.ID
+			}
+		}
+		live := workerPIDs(raylets)
+		pids = pids[:0]
+		for _, p := range env.owners() {
+			if slices.Contains(live, p) {
+				pids = append(pids, p)
+			}
+		}
+		return len(pids) > 0
+	})
+	if err != nil {
+		return nil, fmt.Errorf("no live owner worker within %v", workerWait)
+	}
+	env.observeProcs()
+	pid := pids[pick%uint64(len(pids))]
+	ppid, _, _ := procParent(pid)
+	at := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return nil, fmt.Errorf("kill owner %d: %w", pid, err)
+	}
+	return &Injection{Target: node[ppid], Role: "owner", PID: pid, Action: "SIGKILL", At: at,
 		Recover: func(context.Context) error { return nil }}, nil
 }

@@ -35,6 +35,8 @@ var Scenarios = []Scenario{
 		Faults: []string{faultKillRaylet}, DefaultNodes: 2},
 	{Name: "worker-kill", Summary: "SIGKILL a worker process of any raylet, repeat; tasks run on 2 nodes by default",
 		Faults: []string{faultKillWorker}, DefaultNodes: 2},
+	{Name: "owner-kill", Summary: "SIGKILL a worker that owns objects the driver borrows (the owner workload's), repeat; the borrowed objects must stay readable; 2 nodes by default",
+		Faults: []string{faultKillOwner}, DefaultNodes: 2},
 	{Name: "slow-leader", Summary: "[--hosts netns] add 50ms±20ms each way on every link of the leader's host, heal, repeat",
 		Faults: []string{faultSlowLeader}},
 	{Name: "lossy-links", Summary: "[--hosts netns] drop 1-10% of packets on 1-3 links between hosts (and limit a raylet's host to 20 Mbit/s), heal, repeat; 2 nodes by default",
@@ -43,7 +45,7 @@ var Scenarios = []Scenario{
 		Faults: []string{faultAsymCut}},
 	{Name: "mixed", Summary: "every fault above, in a seeded order (worker faults with --nodes 1 or more, raylet faults with 2 or more, network faults with --hosts netns)",
 		Faults: []string{faultKillLeader, faultKillFollower, faultPauseLeader, faultPartitionOne, faultRestartNext, faultKillRaylet, faultKillWorker,
-			faultSlowLeader, faultLossyLinks, faultAsymCut}, Cycle: true},
+			faultKillOwner, faultSlowLeader, faultLossyLinks, faultAsymCut}, Cycle: true},
 }
 
 // ScenarioNames lists every scenario's name.

@@ -225,3 +225,36 @@ func TestDocumentedErrorsAreClassified(t *testing.T) {
 		t.Fatalf("digest of a blob whose raylet was killed: %d, %v, classified %q; want %q", v, err, got, outcomeObjectLost)
 	}
 }
+
+// TestChaosSmokeOwnerKill runs owner-kill end to end: workers that own
+// objects the harness's driver borrows are SIGKILLed, and every borrowed
+// object still reads right (adopted by the control plane).
+func TestChaosSmokeOwnerKill(t *testing.T) {
+	ctx := tc.Ctx(t, 90*time.Second)
+	rep := runChaos(t, ctx, Options{Scenario: "owner-kill", Duration: 15 * time.Second, Seed: 5, Clients: 1,
+		PlacementGroupClients: -1, ActorClients: -1, LineageClients: -1})
+	var sb strings.Builder
+	rep.Summary(&sb)
+	t.Logf("summary:\n%s", sb.String())
+	if !rep.Pass() {
+		t.Fatalf("verdict %s", rep.Verdict)
+	}
+	kills := 0
+	for _, f := range rep.Faults {
+		if f.Fault == faultKillOwner && f.Error == "" {
+			kills++
+		}
+	}
+	if kills == 0 {
+		t.Fatalf("no owner killed: %+v", rep.Faults)
+	}
+	found := false
+	for _, c := range rep.Checks {
+		if c.Name == "borrowed-objects-outlive-owners" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no borrowed-objects-outlive-owners check in %+v", rep.Checks)
+	}
+}

@@ -366,7 +366,7 @@ func acceptedTaskErrors(faults []string) map[string]bool {
 	acc := map[string]bool{}
 	for _, f := range faults {
 		switch f {
-		case faultKillWorker:
+		case faultKillWorker, faultKillOwner:
 			acc[outcomeWorkerCrashed] = true
 		case faultKillRaylet:
 			acc[outcomeWorkerCrashed] = true
@@ -381,7 +381,7 @@ func acceptedTaskErrors(faults []string) map[string]bool {
 func acceptedLineageErrors(faults []string) map[string]bool {
 	acc := map[string]bool{}
 	for _, f := range faults {
-		if f == faultKillWorker || f == faultKillRaylet {
+		if f == faultKillWorker || f == faultKillRaylet || f == faultKillOwner {
 			acc[outcomeWorkerCrashed] = true
 		}
 	}

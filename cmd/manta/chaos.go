@@ -104,6 +104,7 @@ and partition-minority refuses to run.`,
 	fs.IntVar(&f.o.TaskClients, "task-clients", 3, "concurrent task workload clients (with --nodes)")
 	fs.IntVar(&f.o.LineageClients, "lineage-clients", 2, "lineage workload clients: chains whose lost stages must be rebuilt (with --nodes; negative for none)")
 	fs.IntVar(&f.o.ActorClients, "actor-clients", 2, "actor workload clients, each calling its own counter actor (with --nodes; negative for none)")
+	fs.IntVar(&f.o.OwnerClients, "owner-clients", 0, "owner workload clients: borrowed objects whose owner may die (0: one when the scenario kills owners; negative for none)")
 	fs.IntVar(&f.o.PlacementGroupClients, "pg-clients", 1, "placement-group workload clients: create, use and remove groups, leaks checked at the end (with --nodes; negative for none)")
 	fs.DurationVar(&f.o.OpTimeout, "op-timeout", chaos.DefaultOpTimeout, "bound on one operation with its retries; 5s past it is a hang")
 	fs.StringVar(&f.o.Hosts, "hosts", launcher.HostsLocal, "local: every process on loopback; netns: each head and raylet a host of its own (network namespace, private /dev/shm; needs root), which slow-leader, lossy-links and asymmetric-partition need")

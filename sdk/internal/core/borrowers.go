@@ -121,7 +121,7 @@ func (b *borrowTable) acquire(id ids.ObjectID, owner string) *borrowed {
 		b.acquired.Add(1)
 		b.enqueueLocked(owner, b.c.address, &pb.BorrowOp{ObjectId: id[:]}, func(err error) {
 			if err != nil {
-				b.c.failBorrowed(id, err)
+				b.c.failBorrowed(id, owner, err)
 			}
 			b.mu.Lock()
 			e.err = err
@@ -397,14 +397,25 @@ func (c *Worker) takeResultBorrows(task ids.TaskID, res *pb.TaskResult) {
 }
 
 // failBorrowed makes a borrowed object whose registration failed read as
-// that failure.
-func (c *Worker) failBorrowed(id ids.ObjectID, err error) {
+// that failure; when the owner could not be reached, the control plane is
+// asked instead (it may have adopted the object: adoption.go).
+func (c *Worker) failBorrowed(id ids.ObjectID, owner string, err error) {
 	kind := pb.ErrorKind_ERROR_OWNER_DIED
 	if errors.Is(err, ErrObjectNotFound) {
 		kind = pb.ErrorKind_ERROR_OBJECT_NOT_FOUND
 	}
 	if _, added := c.mem.Fetching(id); !added {
 		// A fetch is under way or done: it fails the same way.
+		return
+	}
+	if kind == pb.ErrorKind_ERROR_OWNER_DIED && c.ctx.Err() == nil {
+		c.spawn(func() {
+			v, ferr := c.fetchFromOwner(ObjectKey{ID: id, Owner: owner})
+			if ferr != nil {
+				v = &pb.ObjectValue{Error: &pb.TaskError{Kind: kind, Message: err.Error()}}
+			}
+			c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{v})
+		})
 		return
 	}
 	c.mem.Complete([]ids.ObjectID{id}, []*pb.ObjectValue{{Error: &pb.TaskError{Kind: kind, Message: err.Error()}}})
