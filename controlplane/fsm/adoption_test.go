@@ -141,3 +141,27 @@ func BenchmarkAdoptionMemory(b *testing.B) {
 		runtime.KeepAlive(a)
 	}
 }
+
+// TestRecordOfAnotherOwnerSupersedes: a parent run again by another worker
+// submits children with the same task IDs; the new owner's record stands
+// (a retry by the same owner does not replace the first).
+func TestRecordOfAnotherOwnerSupersedes(t *testing.T) {
+	a := &applier{t: t, f: New(nil)}
+	job := a.apply(cmd(t, CmdAddJob, "", &pb.JobInfo{}))[0].Id
+	first := owned(rec(job, 1, 1), "w1")
+	first.Function = "first"
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Records: []*pb.TaskRecord{first}}))
+	again := owned(rec(job, 1, 1), "w1")
+	again.Function = "again"
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Records: []*pb.TaskRecord{again}}))
+	if r, _ := a.f.LineageTask(task(1)); r.Function != "first" {
+		t.Fatalf("a re-record by the same owner replaced the first: %v", r)
+	}
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Records: []*pb.TaskRecord{owned(rec(job, 1, 1), "w2")}}))
+	if r, _ := a.f.LineageTask(task(1)); r.OwnerAddress != "w2" {
+		t.Fatalf("record owner %q; want the new owner w2", r.OwnerAddress)
+	}
+	if s := a.f.LineageStats(); s.Records != 1 {
+		t.Fatalf("%d records; want 1", s.Records)
+	}
+}

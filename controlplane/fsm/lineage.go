@@ -162,8 +162,16 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		if err != nil {
 			return errResult(rpcerr.Wrapf(ErrBadCommand, "record: %v", err))
 		}
-		if _, ok := l.records[id]; ok {
-			continue // a retry or a re-record: the first one stands
+		var superseded []ids.TaskID
+		if old, ok := l.records[id]; ok {
+			if old.OwnerAddress == r.OwnerAddress || r.OwnerAddress == "" {
+				continue // a retry or a re-record: the first one stands
+			}
+			// Another owner: task IDs are derived from the parent task's, so
+			// a parent run again by another worker (its first worker died)
+			// submits children with the same IDs. The new owner's record
+			// stands: the refs in use name it.
+			superseded = l.remove(id)
 		}
 		if j := f.jobs[r.JobId]; j != nil && j.State != pb.JobState_JOB_RUNNING {
 			continue // its job ended: nothing will ask for this lineage
@@ -185,6 +193,7 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		}
 		l.insert(id, n)
 		recorded++
+		l.collect(superseded)
 	}
 	for _, u := range cmd.Updates {
 		id, err := ids.TaskFromBytes(u.TaskId)

@@ -3,6 +3,7 @@ package ray_test
 import (
 	"context"
 	"encoding/hex"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -81,7 +82,76 @@ func BenchmarkOwnerDeathToGet(b *testing.B) {
 	}
 	b.Run("on-node", func(b *testing.B) { run(b, false) })
 	b.Run("rebuilt", func(b *testing.B) { run(b, true) })
+
+	// A user's shape: 8 stages submitted 50 ms apart, each a task that
+	// fans out 4 subtasks of 50-300 ms of CPU work (1 MiB results) and
+	// returns their refs; the driver reads everything at the end. With
+	// kills, every stage's worker is SIGKILLed once it returned: all 32
+	// results are then read through the control plane.
+	pipeline := func(b *testing.B, kill bool) {
+		var total time.Duration
+		for b.Loop() {
+			start := time.Now()
+			var stages []ray.ObjectRef[orphans]
+			for i := range 8 {
+				stages = append(stages, spinStage.Remote(ctx, ray.Val(i), par))
+				time.Sleep(50 * time.Millisecond)
+			}
+			var all []ray.ObjectRef[[]byte]
+			for _, st := range stages {
+				o, err := ray.Get(ctx, st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if kill {
+					// Stages may share a worker: it is killed once.
+					if err := syscall.Kill(o.Pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+						b.Fatal(err)
+					}
+				}
+				all = append(all, o.Refs...)
+			}
+			for _, r := range all {
+				if v, err := ray.Get(ctx, r); err != nil || len(v) != 1<<20 {
+					b.Fatalf("Get: %d bytes, %v", len(v), err)
+				}
+				r.Release()
+			}
+			total += time.Since(start)
+		}
+		b.ReportMetric(total.Seconds()/float64(b.N), "s/pipeline")
+	}
+	b.Run("pipeline-no-kills", func(b *testing.B) { pipeline(b, false) })
+	b.Run("pipeline-owners-killed", func(b *testing.B) { pipeline(b, true) })
 }
+
+var (
+	// spinWork burns ms of CPU and returns 1 MiB.
+	spinWork = ray.Func1("test.SpinWork", func(_ context.Context, ms int) ([]byte, error) {
+		end := time.Now().Add(time.Duration(ms) * time.Millisecond)
+		x := uint64(ms)
+		for time.Now().Before(end) {
+			for range 1000 {
+				x = x*6364136223846793005 + 1442695040888963407
+			}
+		}
+		out := bytesOf(1 << 20)
+		out[0] = byte(x)
+		return out, nil
+	})
+	// spinStage fans out 4 uneven subtasks and returns their refs once made.
+	spinStage = ray.Func1("test.SpinStage", func(ctx context.Context, i int) (orphans, error) {
+		o := orphans{Pid: os.Getpid()}
+		for j := range 4 {
+			ms := 50 + (i*7+j*13)%6*50 // 50..300 ms
+			o.Refs = append(o.Refs, spinWork.Remote(ctx, ray.Val(ms)))
+		}
+		if _, _, err := ray.Wait(ctx, o.Refs, len(o.Refs), 0); err != nil {
+			return orphans{}, err
+		}
+		return o, nil
+	})
+)
 
 func hexBytes(s string) ([]byte, error) { return hex.DecodeString(s) }
 
