@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/manta-ray/manta/internal/ids"
@@ -148,37 +146,8 @@ func (w *LineageWorkload) record(env *Env, id, seed, got, want int, err error, c
 func (w *LineageWorkload) Check(context.Context, *Env, CheckOptions) []CheckResult {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	res := CheckResult{Name: "lineage-rebuilds"}
-	var bad []string
-	keys := make([]string, 0, len(w.outcomes))
-	for k := range w.outcomes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var accepted []string
-	for _, k := range keys {
-		switch {
-		case k == outcomeTimeout:
-			continue // judged by no-hangs
-		case w.Accept[k]:
-			accepted = append(accepted, fmt.Sprintf("%d %s (accepted)", w.outcomes[k], k))
-		default:
-			bad = append(bad, fmt.Sprintf("%d %s: %s", w.outcomes[k], k, strings.Join(w.examples[k], "; ")))
-		}
-	}
-	switch {
-	case len(bad) > 0:
-		res.Verdict, res.Detail = Fail, strings.Join(bad, "; ")
-	case w.stats.OK == 0:
-		res.Verdict, res.Detail = Fail, "no chain returned a value"
-	default:
-		res.Verdict = Pass
-		res.Detail = fmt.Sprintf("%d chains right, %d of them rebuilt from lineage", w.stats.OK, w.rebuilt)
-		if len(accepted) > 0 {
-			res.Detail += "; " + strings.Join(accepted, ", ")
-		}
-	}
-	return []CheckResult{res}
+	return []CheckResult{w.judgeLocked("lineage-rebuilds", w.Accept, "no chain returned a value",
+		fmt.Sprintf("%d chains right, %d of them rebuilt from lineage", w.stats.OK, w.rebuilt))}
 }
 
 func objectIDFromHex(s string) (ids.ObjectID, error) {

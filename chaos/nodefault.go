@@ -79,8 +79,15 @@ func (workerKill) Unsupported(_, nodes int, _ Partitioner) string {
 const workerWait = 5 * time.Second
 
 func (workerKill) Inject(ctx context.Context, env *Env, pick uint64) (*Injection, error) {
+	return killWorker(ctx, env, pick, "worker", func(live []int) []int { return live })
+}
+
+// killWorker SIGKILLs one of the live worker processes that among picks
+// from the raylets' workers (waiting up to workerWait for one); role
+// names the target in the report.
+func killWorker(ctx context.Context, env *Env, pick uint64, role string, among func(live []int) []int) (*Injection, error) {
 	var pids []int
-	owner := map[int]string{} // raylet PID -> node ID
+	node := map[int]string{} // raylet PID -> node ID
 	wctx, cancel := context.WithTimeout(ctx, workerWait)
 	defer cancel()
 	err := poll(wctx, 50*time.Millisecond, func() bool {
@@ -88,23 +95,23 @@ func (workerKill) Inject(ctx context.Context, env *Env, pick uint64) (*Injection
 		for _, n := range env.Cluster.Nodes() {
 			if n.Running {
 				raylets = append(raylets, n.PID)
-				owner[n.PID] = n.ID
+				node[n.PID] = n.ID
 			}
 		}
-		pids = workerPIDs(raylets)
+		pids = among(workerPIDs(raylets))
 		return len(pids) > 0
 	})
 	if err != nil {
-		return nil, fmt.Errorf("no worker process within %v", workerWait)
+		return nil, fmt.Errorf("no %s process within %v", role, workerWait)
 	}
 	env.observeProcs()
 	pid := pids[pick%uint64(len(pids))]
 	ppid, _, _ := procParent(pid)
 	at := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return nil, fmt.Errorf("kill worker %d: %w", pid, err)
+		return nil, fmt.Errorf("kill %s %d: %w", role, pid, err)
 	}
-	return &Injection{Target: owner[ppid], Role: "worker", PID: pid, Action: "SIGKILL", At: at,
+	return &Injection{Target: node[ppid], Role: role, PID: pid, Action: "SIGKILL", At: at,
 		Recover: func(context.Context) error { return nil }}, nil
 }
 
@@ -122,37 +129,13 @@ func (ownerKill) Unsupported(_, nodes int, _ Partitioner) string {
 }
 
 func (ownerKill) Inject(ctx context.Context, env *Env, pick uint64) (*Injection, error) {
-	var pids []int
-	node := map[int]string{} // raylet PID -> node ID
-	wctx, cancel := context.WithTimeout(ctx, workerWait)
-	defer cancel()
-	err := poll(wctx, 50*time.Millisecond, func() bool {
-		var raylets []int
-		for _, n := range env.Cluster.Nodes() {
-			if n.Running {
-				raylets = append(raylets, n.PID)
-				node[n.PID] = n.ID
-			}
-		}
-		live := workerPIDs(raylets)
-		pids = pids[:0]
+	return killWorker(ctx, env, pick, "owner", func(live []int) []int {
+		var out []int
 		for _, p := range env.owners() {
 			if slices.Contains(live, p) {
-				pids = append(pids, p)
+				out = append(out, p)
 			}
 		}
-		return len(pids) > 0
+		return out
 	})
-	if err != nil {
-		return nil, fmt.Errorf("no live owner worker within %v", workerWait)
-	}
-	env.observeProcs()
-	pid := pids[pick%uint64(len(pids))]
-	ppid, _, _ := procParent(pid)
-	at := time.Now()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return nil, fmt.Errorf("kill owner %d: %w", pid, err)
-	}
-	return &Injection{Target: node[ppid], Role: "owner", PID: pid, Action: "SIGKILL", At: at,
-		Recover: func(context.Context) error { return nil }}, nil
 }

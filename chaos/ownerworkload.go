@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -164,36 +162,8 @@ func (w *OwnerWorkload) record(env *Env, desc, outcome string, err error, call, 
 func (w *OwnerWorkload) Check(context.Context, *Env, CheckOptions) []CheckResult {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	res := CheckResult{Name: "borrowed-objects-outlive-owners"}
-	keys := make([]string, 0, len(w.outcomes))
-	for k := range w.outcomes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var bad, accepted []string
-	for _, k := range keys {
-		switch {
-		case k == outcomeTimeout:
-			continue // judged by no-hangs
-		case w.Accept[k]:
-			accepted = append(accepted, fmt.Sprintf("%d %s (accepted)", w.outcomes[k], k))
-		default:
-			bad = append(bad, fmt.Sprintf("%d %s: %s", w.outcomes[k], k, strings.Join(w.examples[k], "; ")))
-		}
-	}
-	switch {
-	case len(bad) > 0:
-		res.Verdict, res.Detail = Fail, strings.Join(bad, "; ")
-	case w.stats.OK == 0:
-		res.Verdict, res.Detail = Fail, "no borrowed object was read"
-	default:
-		res.Verdict = Pass
-		res.Detail = fmt.Sprintf("%d borrowed objects read right, %d of them after their owner was dead", w.stats.OK, w.afterDeath)
-		if len(accepted) > 0 {
-			res.Detail += "; " + strings.Join(accepted, ", ")
-		}
-	}
-	return []CheckResult{res}
+	return []CheckResult{w.judgeLocked("borrowed-objects-outlive-owners", w.Accept, "no borrowed object was read",
+		fmt.Sprintf("%d borrowed objects read right, %d of them after their owner was dead", w.stats.OK, w.afterDeath))}
 }
 
 // acceptedOwnerErrors: a killed worker may be running the orphans task

@@ -2,6 +2,9 @@ package chaos
 
 import (
 	"context"
+	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -113,4 +116,40 @@ func runClients(n int, client func(id int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// judgeLocked turns the failed outcomes into a check: timeouts are left
+// to no-hangs, accepted outcomes are listed, any other fails the check;
+// with none, it passes with okDetail (or fails when nothing succeeded).
+// mu is held.
+func (l *opLog) judgeLocked(name string, accept map[string]bool, none, okDetail string) CheckResult {
+	res := CheckResult{Name: name}
+	keys := make([]string, 0, len(l.outcomes))
+	for k := range l.outcomes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var bad, accepted []string
+	for _, k := range keys {
+		switch {
+		case k == outcomeTimeout:
+			continue // judged by no-hangs
+		case accept[k]:
+			accepted = append(accepted, fmt.Sprintf("%d %s (accepted)", l.outcomes[k], k))
+		default:
+			bad = append(bad, fmt.Sprintf("%d %s: %s", l.outcomes[k], k, strings.Join(l.examples[k], "; ")))
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		res.Verdict, res.Detail = Fail, strings.Join(bad, "; ")
+	case l.stats.OK == 0:
+		res.Verdict, res.Detail = Fail, none
+	default:
+		res.Verdict, res.Detail = Pass, okDetail
+		if len(accepted) > 0 {
+			res.Detail += "; " + strings.Join(accepted, ", ")
+		}
+	}
+	return res
 }
