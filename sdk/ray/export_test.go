@@ -62,7 +62,6 @@ func LineageRecorderStats() lineage.Stats {
 	return lineage.Stats{}
 }
 
-
 // CancelThroughOwner cancels ref as a process that does not own it would:
 // through the owner's CancelTask RPC, over gRPC.
 func CancelThroughOwner[T any](ctx context.Context, ref ObjectRef[T], opts ...CancelOption) error {
