@@ -59,8 +59,9 @@ type op struct {
 // allToAll is a step that needs all of its input before any output: it
 // runs as map and reduce tasks over the materialized input blocks.
 type allToAll struct {
-	label string
-	run   func(ctx context.Context, x *execution, in []blockRef) ([]blockRef, error)
+	label       string
+	passThrough bool // its output holds input blocks (Union)
+	run         func(ctx context.Context, x *execution, in []blockRef) ([]blockRef, error)
 }
 
 func newDataset(src *source) *Dataset {

@@ -114,12 +114,20 @@ func (d *Dataset) execute(ctx context.Context, w *writer, sink func(b blockRef, 
 			st.add(b.Meta)
 		}
 		x.stats.ended(st)
+		// The inputs are done with, except those passed on (Union).
+		kept := map[string]bool{}
+		for _, b := range out {
+			kept[b.Ref.ID()] = true
+		}
 		for i, b := range in {
-			if owned[i] {
+			if owned[i] && !kept[b.Ref.ID()] {
 				b.Ref.Release()
 			}
 		}
-		src = &source{label: ops[k].all.label, blocks: out, owned: true}
+		// Blocks an all-to-all step passes through (Union) may belong to
+		// a dataset the caller keeps: only new ones are released early
+		// (the rest when the garbage collector finds their refs dead).
+		src = &source{label: ops[k].all.label, blocks: out, owned: !ops[k].all.passThrough}
 		ops = ops[k+1:]
 	}
 }

@@ -1,0 +1,99 @@
+package data
+
+import (
+	"cmp"
+	"fmt"
+	"sort"
+
+	"github.com/apache/arrow-go/v18/arrow"
+)
+
+// compareValues orders Row values of a key column: nulls first, numbers
+// by value (ints and floats compare as numbers), strings and bytes
+// lexically, false before true.
+func compareValues(a, b any) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	switch x := a.(type) {
+	case int64:
+		switch y := b.(type) {
+		case int64:
+			return cmp.Compare(x, y)
+		case float64:
+			return cmp.Compare(float64(x), y)
+		}
+	case float64:
+		switch y := b.(type) {
+		case float64:
+			return cmp.Compare(x, y)
+		case int64:
+			return cmp.Compare(x, float64(y))
+		}
+	case string:
+		if y, ok := b.(string); ok {
+			return cmp.Compare(x, y)
+		}
+	case []byte:
+		if y, ok := b.([]byte); ok {
+			return cmp.Compare(string(x), string(y))
+		}
+	case bool:
+		if y, ok := b.(bool); ok {
+			switch {
+			case x == y:
+				return 0
+			case !x:
+				return -1
+			}
+			return 1
+		}
+	}
+	return cmp.Compare(fmt.Sprint(a), fmt.Sprint(b))
+}
+
+// keyColumn is a record's key column, or an error naming the columns.
+func keyColumn(rec arrow.Record, key string) (arrow.Array, error) {
+	idx := rec.Schema().FieldIndices(key)
+	if len(idx) == 0 {
+		return nil, fmt.Errorf("%w: no column %q (have %v)", ErrInvalidArgument, key, fieldNames(rec.Schema()))
+	}
+	return rec.Column(idx[0]), nil
+}
+
+// keyValues reads a key column as values once, so sorting compares Go
+// values instead of going through the array per comparison.
+func keyValues(col arrow.Array) []any {
+	out := make([]any, col.Len())
+	for i := range out {
+		out[i] = valueAt(col, i)
+	}
+	return out
+}
+
+// sortedIndices is the order of rows by key (stable; desc reverses).
+func sortedIndices(keys []any, desc bool) []int {
+	idx := make([]int, len(keys))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		c := compareValues(keys[idx[a]], keys[idx[b]])
+		if desc {
+			return c > 0
+		}
+		return c < 0
+	})
+	return idx
+}
+
+// rangeOf is the partition of a key among sorted boundaries: the number
+// of boundaries not greater than it (n boundaries make n+1 ranges).
+func rangeOf(bounds []any, v any) int {
+	return sort.Search(len(bounds), func(i int) bool { return compareValues(bounds[i], v) > 0 })
+}
