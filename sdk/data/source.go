@@ -502,7 +502,11 @@ func readParquet(ctx context.Context, s readSpec) (rec arrow.Record, err error) 
 	for g := s.Lo; g < s.Hi; g++ {
 		groups = append(groups, int(g))
 	}
-	tbl, err := fr.ReadRowGroups(ctx, nil, groups)
+	cols := make([]int, rdr.MetaData().Schema.NumColumns())
+	for i := range cols {
+		cols[i] = i
+	}
+	tbl, err := fr.ReadRowGroups(ctx, cols, groups)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s is corrupt: %v", ErrBadFile, s.Path, err)
 	}
