@@ -16,8 +16,9 @@ type budget struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
 	limit int64
-	used  int64
-	peak  int64
+	used  int64 // held: blocks in flight, and estimates for running tasks
+	live  int64 // bytes of blocks made and not yet consumed
+	peak  int64 // of live
 }
 
 func newBudget(limit int64) *budget {
@@ -54,19 +55,30 @@ func (b *budget) adjust(d int64) {
 	b.mu.Unlock()
 }
 
-// release gives n bytes back.
-func (b *budget) release(n int64) { b.adjust(-n) }
+// produced counts a block made (n bytes now in the store).
+func (b *budget) produced(n int64) {
+	b.mu.Lock()
+	b.live += n
+	b.peak = max(b.peak, b.live)
+	b.mu.Unlock()
+}
+
+// release gives back the n bytes of a consumed block.
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.add(-n)
+	b.live -= n
+	b.mu.Unlock()
+}
 
 func (b *budget) add(d int64) {
 	b.used += d
-	if b.used > b.peak {
-		b.peak = b.used
-	}
 	if d < 0 {
 		b.cond.Broadcast()
 	}
 }
 
+// peakBytes is the most bytes of blocks that were in the store at once.
 func (b *budget) peakBytes() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()

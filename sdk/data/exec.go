@@ -426,6 +426,7 @@ func (x *execution) collect(ctx context.Context, s *stage, pending <-chan future
 		}
 		x.consumed(f.in)
 		x.budget.adjust(meta.Bytes - f.est)
+		x.budget.produced(meta.Bytes)
 		x.observe(meta.Bytes)
 		s.stats.add(meta)
 		x.stats.ended(s.stats)
@@ -467,6 +468,7 @@ func (x *execution) runLimit(ctx context.Context, s *stage, in <-chan item, out 
 			}
 			x.consumed(it)
 			x.budget.adjust(meta.Bytes)
+			x.budget.produced(meta.Bytes)
 			it = item{blk: blockRef{Ref: blk, Meta: meta}, held: meta.Bytes, owned: true}
 		}
 		remaining -= it.blk.Meta.Rows

@@ -68,7 +68,7 @@ func (e *execStats) String() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "execution: %v, peak bytes in flight %s\n", e.end.Sub(e.start).Round(time.Millisecond), humanize.IBytes(uint64(e.peak)))
+	fmt.Fprintf(&b, "execution: %v, peak bytes of blocks in the store %s\n", e.end.Sub(e.start).Round(time.Millisecond), humanize.IBytes(uint64(e.peak)))
 	for _, s := range e.stages {
 		wall := time.Duration(0)
 		if !s.first.IsZero() {
