@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,13 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("MANTA_CLUSTER_FILE", "off")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	if err := ray.Init(ctx, ray.NodeResources(map[string]float64{"CPU": 2}), ray.LogToDriver(false)); err != nil {
+	opts := []ray.InitOption{ray.NodeResources(map[string]float64{"CPU": 2}), ray.LogToDriver(false)}
+	if spec := os.Getenv(envClusterDriver); spec != "" {
+		// A child driver of a cluster test: join the test's cluster.
+		heads, token, _ := strings.Cut(spec, "|")
+		opts = []ray.InitOption{ray.Address(heads), ray.Token(token), ray.LogToDriver(false)}
+	}
+	if err := ray.Init(ctx, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "init:", err)
 		os.Exit(1)
 	}
