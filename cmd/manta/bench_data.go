@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -128,8 +128,6 @@ sampled from the raylets every 20 ms.
 	}
 	return cmd
 }
-
-
 
 func benchMapBatches(ctx context.Context, out io.Writer, n int64) error {
 	if err := ray.Init(ctx, ray.NodeResources(map[string]float64{"CPU": 2}), ray.LogToDriver(false)); err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/manta-ray/manta/internal/launcher"
+	"github.com/manta-ray/manta/raylet"
 	"github.com/manta-ray/manta/sdk/data"
+	"github.com/manta-ray/manta/sdk/ray"
 )
 
 // The cluster tests start heads and raylets as separate processes and run
@@ -31,7 +34,44 @@ import (
 const (
 	envClusterDriver = "MANTA_DATA_TEST_CLUSTER" // "HEADS|TOKEN"
 	envClusterJob    = "MANTA_DATA_TEST_JOB"     // "sort:BYTES" or "write:DIR"
+	envClusterStore  = "MANTA_DATA_TEST_STORE"   // each raylet's store bytes
 )
+
+// watchSpills samples the nodes' spilled bytes until the test ends and
+// returns a function giving the most seen at once.
+func watchSpills(t *testing.T, ctx context.Context) func() int64 {
+	_, token, _ := strings.Cut(os.Getenv(envClusterDriver), "|")
+	nodes, err := ray.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var most atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var sum int64
+			for _, n := range nodes {
+				if st, err := raylet.Status(ctx, n.Address, token); err == nil {
+					sum += st.SpilledBytes
+				}
+			}
+			if sum > most.Load() {
+				most.Store(sum)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return most.Load
+}
 
 // sortBytes is the size of the spilling sort: tens of MB in make test, 2
 // GB with -data.sort-bytes=2147483648 (make bench-data).
@@ -74,10 +114,11 @@ func startCluster(t *testing.T, ctx context.Context, store string) *launcher.Clu
 }
 
 // startJob runs this test binary as a driver of c running job.
-func startJob(t *testing.T, ctx context.Context, c *launcher.Cluster, job string) (*exec.Cmd, *bytes.Buffer) {
+func startJob(t *testing.T, ctx context.Context, c *launcher.Cluster, job, store string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestClusterJob$", "-test.v", fmt.Sprintf("-data.sort-bytes=%d", *sortBytes))
-	cmd.Env = append(os.Environ(), envClusterDriver+"="+strings.Join(c.Addresses(), ",")+"|"+c.Token(), envClusterJob+"="+job)
+	cmd.Env = append(os.Environ(), envClusterDriver+"="+strings.Join(c.Addresses(), ",")+"|"+c.Token(), envClusterJob+"="+job,
+		envClusterStore+"="+store)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -108,6 +149,7 @@ func TestClusterJob(t *testing.T) {
 		blocks := int(max(8, n/(4<<20)))
 		ds := data.Range(rows, data.Blocks(blocks)).MapBatches(payload)
 		sorted := ds.Sort("key", false)
+		spilled := watchSpills(t, ctx)
 		var prev int64 = -1
 		var count int64
 		var idSum int64
@@ -129,6 +171,11 @@ func TestClusterJob(t *testing.T) {
 			t.Fatalf("sorted %d rows (id sum %d); want %d rows (id sum %d)", count, idSum, rows, rows*(rows-1)/2)
 		}
 		t.Log(sorted.Stats())
+		if got := spilled(); got == 0 {
+			t.Fatalf("the sort of %d bytes never spilled on stores of %s", n, os.Getenv(envClusterStore))
+		} else {
+			t.Logf("up to %d bytes spilled at once", got)
+		}
 		var groups [2]int64
 		for b, err := range ds.GroupBy("key").Aggregate(data.Count(), data.Sum("id")).IterBatches(ctx) {
 			if err != nil {
@@ -162,9 +209,11 @@ func TestClusterSortSpills(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	store := max(*sortBytes/4, 16<<20) // the sort holds the data about twice over: it must spill
-	c := startCluster(t, ctx, strconv.FormatInt(store, 10))
-	cmd, out := startJob(t, ctx, c, fmt.Sprintf("sort:%d", *sortBytes))
+	// The sort holds its data about three times over (input, pieces,
+	// output) in stores of a quarter of it: it must spill.
+	store := strconv.FormatInt(max(*sortBytes/4, 16<<20), 10)
+	c := startCluster(t, ctx, store)
+	cmd, out := startJob(t, ctx, c, fmt.Sprintf("sort:%d", *sortBytes), store)
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "JOB OK") {
 		t.Fatalf("job: %v\n%s", err, out)
 	}
@@ -183,7 +232,7 @@ func TestClusterNodeKilledDuringWrite(t *testing.T) {
 	defer cancel()
 	c := startCluster(t, ctx, "256MiB")
 	dir := t.TempDir()
-	cmd, out := startJob(t, ctx, c, "write:"+dir)
+	cmd, out := startJob(t, ctx, c, "write:"+dir, "256MiB")
 	// Kill node-2 once some blocks are written (the driver is on node-1).
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
