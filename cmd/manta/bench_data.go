@@ -147,16 +147,20 @@ func benchMapBatches(ctx context.Context, out io.Writer, n int64) error {
 		}
 		recs = append(recs, b)
 	}
-	start := time.Now()
-	for _, r := range recs {
-		scaleRecord(r).Release()
+	// The loop's best of three (the first warms the allocator up).
+	loop := time.Duration(1<<63 - 1)
+	for range 3 {
+		start := time.Now()
+		for _, r := range recs {
+			scaleRecord(r).Release()
+		}
+		loop = min(loop, time.Since(start))
 	}
-	loop := time.Since(start)
 	// Warm up the workers, then time MapBatches over the stored blocks.
 	if _, err := ds.MapBatches(benchScale).Count(ctx); err != nil {
 		return err
 	}
-	start = time.Now()
+	start := time.Now()
 	m := ds.MapBatches(benchScale)
 	got, err := m.Count(ctx)
 	if err != nil {
@@ -247,7 +251,7 @@ func benchDataCluster(ctx context.Context, out io.Writer, what string, n, store 
 		}
 	}()
 	rows := n / 64
-	blocks := int(max(8, n/(8<<20)))
+	blocks := int(max(8, n/(32<<20)))
 	src := data.Range(rows, data.Blocks(blocks)).MapBatches(benchRecords).WithProgress(false)
 	start := time.Now()
 	var ds *data.Dataset

@@ -243,12 +243,25 @@ func (x *execution) shuffle(ctx context.Context, in []blockRef, p partSpec, r re
 	return blocks, nil
 }
 
+// partitions is how many outputs an all-to-all step makes of in: enough
+// for every CPU to reduce one, and for outputs of at most about 128 MiB,
+// but no more than the input blocks (the pieces, map tasks times
+// partitions, are objects of their own: too many tiny ones cost more than
+// they spread).
+func (x *execution) partitions(in []blockRef) int {
+	var total int64
+	for _, b := range in {
+		total += b.Meta.Bytes
+	}
+	return max(1, min(len(in), max(x.conc, int((total+(128<<20)-1)/(128<<20)))))
+}
+
 // RandomShuffle shuffles the rows (seeded: the same seed and input give
 // the same order).
 func (d *Dataset) RandomShuffle(seed uint64) *Dataset {
 	return d.with(op{kind: opAll, all: &allToAll{label: fmt.Sprintf("RandomShuffle(%d)", seed),
 		run: func(ctx context.Context, x *execution, in []blockRef) ([]blockRef, error) {
-			return x.shuffle(ctx, in, partSpec{Kind: partRandom, N: len(in), Seed: seed}, reduceSpec{Kind: reduceShuffle, Seed: seed})
+			return x.shuffle(ctx, in, partSpec{Kind: partRandom, N: x.partitions(in), Seed: seed}, reduceSpec{Kind: reduceShuffle, Seed: seed})
 		}}})
 }
 
@@ -290,7 +303,7 @@ func (x *execution) rangeShuffle(ctx context.Context, in []blockRef, key string,
 	if err != nil {
 		return nil, err
 	}
-	n := len(in)
+	n := x.partitions(in)
 	var idx []int
 	for i := 1; i < n && sorted.NumRows() > 0; i++ {
 		idx = append(idx, i*int(sorted.NumRows())/n)

@@ -24,8 +24,10 @@ type blockMeta struct {
 
 // encodeBlock writes rec as a block.
 func encodeBlock(rec arrow.Record) ([]byte, error) {
-	var buf bytes.Buffer
-	w, err := ipc.NewFileWriter(&buf, ipc.WithSchema(rec.Schema()))
+	// Sized once: growing the buffer by doubling copied a big block
+	// several times over.
+	buf := bytes.NewBuffer(make([]byte, 0, recordBytes(rec)+4096))
+	w, err := ipc.NewFileWriter(buf, ipc.WithSchema(rec.Schema()))
 	if err != nil {
 		return nil, err
 	}
@@ -36,6 +38,26 @@ func encodeBlock(rec arrow.Record) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// recordBytes is about the bytes of rec's buffers, padded as IPC pads.
+func recordBytes(rec arrow.Record) int {
+	n := 0
+	var walk func(d arrow.ArrayData)
+	walk = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += b.Len() + 64
+			}
+		}
+		for _, c := range d.Children() {
+			walk(c)
+		}
+	}
+	for _, c := range rec.Columns() {
+		walk(c.Data())
+	}
+	return n
 }
 
 // decodeBlock reads a block in place: the record's buffers are views of
