@@ -33,16 +33,12 @@ var (
 	})
 	// benchRecords makes records of about 64 bytes: id, key, padding.
 	benchRecords = data.MapBatchesFn("manta.bench.records", func(_ context.Context, b arrow.Record) (arrow.Record, error) {
-		ids := b.Column(0).(*array.Int64)
-		keys := array.NewInt64Builder(memory.DefaultAllocator)
-		pad := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
-		var buf [40]byte
-		for _, id := range ids.Int64Values() {
-			keys.Append(int64(uint64(id) * 0x9E3779B97F4A7C15 >> 1))
-			pad.Append(buf[:])
-		}
-		schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "key", Type: arrow.PrimitiveTypes.Int64}, {Name: "pad", Type: arrow.BinaryTypes.Binary}}, nil)
-		return array.NewRecord(schema, []arrow.Array{ids, keys.NewArray(), pad.NewArray()}, b.NumRows()), nil
+		return makeRecords(b), nil
+	})
+	// benchRecordsPool is benchRecords in an actor pool: a stage of its
+	// own, so the stream's blocks pass through the object store.
+	benchRecordsPool = data.MapBatchesClass("manta.bench.recordsPool", func(context.Context) (func(context.Context, arrow.Record) (arrow.Record, error), error) {
+		return func(_ context.Context, b arrow.Record) (arrow.Record, error) { return makeRecords(b), nil }, nil
 	})
 	benchKeepMost = data.FilterFn("manta.bench.keepMost", func(_ context.Context, r data.Row) (bool, error) {
 		return r["id"].(int64)%10 != 0, nil
@@ -64,6 +60,20 @@ var (
 		return array.NewRecord(arrow.NewSchema(fields, nil), cols, b.NumRows()), nil
 	})
 )
+
+// makeRecords makes records of about 64 bytes from ids: id, key, padding.
+func makeRecords(b arrow.Record) arrow.Record {
+	ids := b.Column(0).(*array.Int64)
+	keys := array.NewInt64Builder(memory.DefaultAllocator)
+	pad := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
+	var buf [40]byte
+	for _, id := range ids.Int64Values() {
+		keys.Append(int64(uint64(id) * 0x9E3779B97F4A7C15 >> 1))
+		pad.Append(buf[:])
+	}
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "key", Type: arrow.PrimitiveTypes.Int64}, {Name: "pad", Type: arrow.BinaryTypes.Binary}}, nil)
+	return array.NewRecord(schema, []arrow.Array{ids, keys.NewArray(), pad.NewArray()}, b.NumRows())
+}
 
 // scaleRecord is the work of benchScale, also run as the plain Go loop.
 func scaleRecord(b arrow.Record) arrow.Record {
@@ -285,7 +295,11 @@ func benchDataCluster(ctx context.Context, out io.Writer, what string, n, store 
 			return derr
 		}
 		defer os.RemoveAll(dir)
-		ds = src.Filter(benchKeepMost).WithMemoryBudget(store / 4)
+		// Read -> (store) -> actor pool MapBatches -> (store) -> Filter
+		// -> WriteParquet: blocks in flight through the store, under
+		// the budget.
+		ds = data.Range(rows, data.Blocks(blocks)).MapBatches(benchRecordsPool, data.Concurrency(2)).Filter(benchKeepMost).
+			WithMemoryBudget(store / 4).WithProgress(false)
 		err = ds.WriteParquet(ctx, filepath.Join(dir, "out"))
 	}
 	took := time.Since(start)
