@@ -94,6 +94,7 @@ func newBenchDataCommand() *cobra.Command {
 	var (
 		what, size, store string
 		nodes             int
+		nodeTimeout       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "data",
@@ -114,6 +115,7 @@ sampled from the raylets every 20 ms.
 	cmd.Flags().StringVar(&size, "size", "512MiB", "bytes of data")
 	cmd.Flags().StringVar(&store, "store", "512MiB", "each raylet's object store (sort, stream)")
 	cmd.Flags().IntVar(&nodes, "nodes", 2, "raylets (sort, stream)")
+	cmd.Flags().DurationVar(&nodeTimeout, "node-timeout", 0, "the head's --node-timeout (sort, stream; default the head's)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		n, err := parseBytes(size)
 		if err != nil || n < 1<<20 {
@@ -132,7 +134,7 @@ sampled from the raylets every 20 ms.
 			if err != nil {
 				return usageErrorf("--store %q: %v", store, err)
 			}
-			return benchDataCluster(ctx, out, what, n, s, nodes)
+			return benchDataCluster(ctx, out, what, n, s, nodes, nodeTimeout)
 		}
 		return usageErrorf("--what %q: want mapbatches, sort, stream or disk", what)
 	}
@@ -212,10 +214,14 @@ func benchDisk(out io.Writer, n int64) error {
 	return nil
 }
 
-func benchDataCluster(ctx context.Context, out io.Writer, what string, n, store int64, nodes int) error {
+func benchDataCluster(ctx context.Context, out io.Writer, what string, n, store int64, nodes int, nodeTimeout time.Duration) error {
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, done, err := localClusterWith(startCtx, launcher.Options{Heads: 1, Nodes: nodes,
+	var headArgs []string
+	if nodeTimeout > 0 {
+		headArgs = []string{"--node-timeout", nodeTimeout.String()}
+	}
+	c, done, err := localClusterWith(startCtx, launcher.Options{Heads: 1, Nodes: nodes, ExtraHeadArgs: headArgs,
 		NodeArgs: func(int) []string { return []string{"--num-cpus", "2", "--object-store-memory", fmt.Sprint(store)} }}, nil)
 	if err != nil {
 		return err
