@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sort"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -80,8 +81,26 @@ var (
 				return err
 			}
 			bounds := keyValues(b.Column(0))
+			ints, typed := col.(*array.Int64)
+			var intBounds []int64
+			if typed {
+				// All bounds are int64 (or null, which sorts first).
+				for _, v := range bounds {
+					if v == nil {
+						typed = false
+						break
+					}
+					intBounds = append(intBounds, v.(int64))
+				}
+			}
 			for i := 0; i < col.Len(); i++ {
-				p := rangeOf(bounds, valueAt(col, i))
+				var p int
+				if typed && ints.IsValid(i) {
+					v := ints.Value(i)
+					p = sort.Search(len(intBounds), func(j int) bool { return intBounds[j] > v })
+				} else {
+					p = rangeOf(bounds, valueAt(col, i))
+				}
 				if s.Desc {
 					p = s.N - 1 - p
 				}
@@ -190,7 +209,7 @@ func sortRecord(rec arrow.Record, key string, desc bool) (arrow.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return takeRows(rec, sortedIndices(keyValues(col), desc))
+	return takeRows(rec, sortIndices(col, desc))
 }
 
 // shuffle runs the map stage (partition) and the reduce stage.
