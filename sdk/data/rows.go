@@ -266,6 +266,7 @@ func takeColumn(b array.Builder, arr arrow.Array, idx []int) error {
 		}
 	case *array.String:
 		bb := b.(*array.StringBuilder)
+		bb.ReserveData(valueBytes(a.ValueOffsets(), idx))
 		for _, i := range idx {
 			if a.IsNull(i) {
 				bb.AppendNull()
@@ -275,6 +276,7 @@ func takeColumn(b array.Builder, arr arrow.Array, idx []int) error {
 		}
 	case *array.Binary:
 		bb := b.(*array.BinaryBuilder)
+		bb.ReserveData(valueBytes(a.ValueOffsets(), idx))
 		for _, i := range idx {
 			if a.IsNull(i) {
 				bb.AppendNull()
@@ -299,4 +301,14 @@ func takeColumn(b array.Builder, arr arrow.Array, idx []int) error {
 		}
 	}
 	return nil
+}
+
+// valueBytes is the bytes of the values at idx of a variable-width column
+// (so a take reserves its data buffer once instead of growing it).
+func valueBytes(offsets []int32, idx []int) int {
+	n := 0
+	for _, i := range idx {
+		n += int(offsets[i+1] - offsets[i])
+	}
+	return n
 }
