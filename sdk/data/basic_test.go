@@ -59,4 +59,10 @@ func TestBasicPipeline(t *testing.T) {
 	if sum != 9900 {
 		t.Fatalf("sum %d", sum)
 	}
+	// Progress bars forced on (stderr is no terminal here): they draw
+	// and close without disturbing the result.
+	n, err = data.Range(1000, data.Blocks(4)).Filter(isEven).Limit(100).WithProgress(true).Count(ctx)
+	if err != nil || n != 100 {
+		t.Fatalf("count with progress bars: %d, %v; want 100", n, err)
+	}
 }
