@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,13 +115,13 @@ func startCluster(t *testing.T, ctx context.Context, store string) *launcher.Clu
 }
 
 // startJob runs this test binary as a driver of c running job.
-func startJob(t *testing.T, ctx context.Context, c *launcher.Cluster, job, store string) (*exec.Cmd, *bytes.Buffer) {
+func startJob(t *testing.T, ctx context.Context, c *launcher.Cluster, job, store string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestClusterJob$", "-test.v", fmt.Sprintf("-data.sort-bytes=%d", *sortBytes))
 	cmd.Env = append(os.Environ(), envClusterDriver+"="+strings.Join(c.Addresses(), ",")+"|"+c.Token(), envClusterJob+"="+job,
 		envClusterStore+"="+store)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,25 @@ func startJob(t *testing.T, ctx context.Context, c *launcher.Cluster, job, store
 			_ = cmd.Wait()
 		}
 	})
-	return cmd, &out
+	return cmd, out
+}
+
+// syncBuffer is a child's output, read by the test while it is written.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestClusterJob is the child driver's side of the cluster tests.
@@ -189,6 +208,30 @@ func TestClusterJob(t *testing.T) {
 		}
 		if groups[0] != rows || groups[1] != rows*(rows-1)/2 {
 			t.Fatalf("groupby: counts sum to %d and ids to %d; want %d and %d", groups[0], groups[1], rows, rows*(rows-1)/2)
+		}
+		fmt.Println("JOB OK")
+	case "rebuild":
+		// Blocks made on both nodes and kept (Materialize); the parent
+		// kills node-2 once they exist, then writes "go"; the write that
+		// follows needs node-2's blocks back, rebuilt from lineage.
+		const rows = 800000
+		ds, err := data.Range(rows, data.Blocks(40)).MapBatches(slowly, data.Concurrency(4)).Materialize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("MATERIALIZED")
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			if _, err := os.Stat(filepath.Join(arg, "go")); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no go from the parent")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := ds.WriteParquet(ctx, filepath.Join(arg, "out")); err != nil {
+			t.Fatal(err)
 		}
 		fmt.Println("JOB OK")
 	case "write":
@@ -290,4 +333,54 @@ func readIDs(t *testing.T, path string) []int64 {
 		out = append(out, ch.(*array.Int64).Int64Values()...)
 	}
 	return out
+}
+
+// TestClusterBlocksRebuiltFromLineage SIGKILLs a raylet holding some of a
+// materialized dataset's blocks: writing the dataset afterwards rebuilds
+// them from lineage (their read tasks run again) and every row is written
+// exactly once.
+func TestClusterBlocksRebuiltFromLineage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := startCluster(t, ctx, "256MiB")
+	dir := t.TempDir()
+	cmd, out := startJob(t, ctx, c, "rebuild:"+dir, "256MiB")
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(out.String(), "MATERIALIZED") {
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("the job did not materialize its blocks\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// node-2 holds some of the blocks (the slow tasks spread over both
+	// nodes' CPUs), which its death loses.
+	st, err := raylet.Status(ctx, c.Nodes()[1].Address, c.Token())
+	if err != nil || st.Objects == 0 {
+		t.Fatalf("node-2 holds %v objects (%v); want some blocks there", st.GetObjects(), err)
+	}
+	t.Logf("node-2 holds %d objects, %d bytes, when it is killed", st.Objects, st.ObjectBytes)
+	if err := c.KillNode(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "JOB OK") {
+		t.Fatalf("job: %v\n%s", err, out)
+	}
+	seen := make([]int, 800000)
+	files, _ := filepath.Glob(filepath.Join(dir, "out", "part-*.parquet"))
+	for _, f := range files {
+		for _, id := range readIDs(t, f) {
+			seen[id]++
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("row %d written %d times", id, n)
+		}
+	}
 }
