@@ -98,14 +98,15 @@ var (
 	})
 )
 
-// startCluster starts 1 head and 2 raylets of 2 CPUs and store bytes each.
-func startCluster(t *testing.T, ctx context.Context, store string) *launcher.Cluster {
+// startCluster starts 1 head (with headArgs) and 2 raylets of 2 CPUs and
+// store bytes each.
+func startCluster(t *testing.T, ctx context.Context, store string, headArgs ...string) *launcher.Cluster {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "manta")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/manta-ray/manta/cmd/manta").CombinedOutput(); err != nil {
 		t.Fatalf("build manta: %v\n%s", err, out)
 	}
-	c, err := launcher.Start(ctx, launcher.Options{Binary: bin, Heads: 1, Nodes: 2, DataDir: t.TempDir(),
+	c, err := launcher.Start(ctx, launcher.Options{Binary: bin, Heads: 1, Nodes: 2, DataDir: t.TempDir(), ExtraHeadArgs: headArgs,
 		NodeArgs: func(int) []string { return []string{"--num-cpus", "2", "--object-store-memory", store} }})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +256,11 @@ func TestClusterSortSpills(t *testing.T) {
 	// The sort holds its data about three times over (input, pieces,
 	// output) in stores of a quarter of it: it must spill.
 	store := strconv.FormatInt(max(*sortBytes/4, 16<<20), 10)
-	c := startCluster(t, ctx, store)
+	// Spilling on a loaded 2-core machine (make test runs this under
+	// -race beside other packages) starved the raylets' heartbeats past
+	// the default 5 s node timeout: the node was marked dead and the job
+	// hung. No node dies in this test, so a long timeout costs nothing.
+	c := startCluster(t, ctx, store, "--node-timeout", "2m")
 	cmd, out := startJob(t, ctx, c, fmt.Sprintf("sort:%d", *sortBytes), store)
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "JOB OK") {
 		t.Fatalf("job: %v\n%s", err, out)
