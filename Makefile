@@ -3,7 +3,7 @@ PKGS := ./...
 # Packages whose tests fit -race on a 2-core CI machine.
 RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./sdk/...
 
-.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv tools chaos fuzz
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-data tools chaos fuzz
 
 build:
 	$(GO) build ./...
@@ -42,6 +42,17 @@ bench-kv:
 
 bench-failover:
 	$(GO) run ./cmd/manta bench failover --reps 5
+
+# sdk/data: MapBatches against a plain Go loop, the disk's write speed,
+# sorts of 1 and 10 GB on 2 nodes of 512 MiB stores (spilling), streaming
+# 4x the store, and the 2 GB cluster sort and groupby test.
+bench-data:
+	$(GO) run ./cmd/manta bench data --what mapbatches --size 512MiB
+	$(GO) run ./cmd/manta bench data --what disk --size 1GiB
+	$(GO) run ./cmd/manta bench data --what sort --size 1GiB --store 512MiB --nodes 2
+	$(GO) run ./cmd/manta bench data --what sort --size 10GiB --store 512MiB --nodes 2
+	$(GO) run ./cmd/manta bench data --what stream --size 2GiB --store 512MiB --nodes 2
+	$(GO) test -count=1 -timeout 60m ./sdk/data -run TestClusterSortSpills -data.sort-bytes=2147483648
 
 # Every chaos scenario for a minute each (make test runs a short smoke).
 # Partitions need root and iptables.

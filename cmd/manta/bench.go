@@ -23,7 +23,7 @@ func newBenchCommand() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks of the control plane (figures, not tests)",
 	}
-	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand(), newBenchTransferCommand())
+	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand(), newBenchTransferCommand(), newBenchDataCommand())
 	return cmd
 }
 

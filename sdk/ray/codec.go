@@ -21,6 +21,16 @@ const InlineLimit = core.InlineLimit
 // (results, Put, Get) it is a []byte like any other.
 type ReadOnlyBytes = core.ReadOnlyBytes
 
+// InArena says whether b is a view of a node arena this process mapped
+// (an argument read in place) rather than a copy; libraries on top
+// (sdk/data) use it to assert their zero-copy reads.
+func InArena(b []byte) bool {
+	if c, err := core.Current(); err == nil && c != nil {
+		return c.InArena(b)
+	}
+	return false
+}
+
 // decode reads a value as T (the runtime encodes: core.Encode).
 func decode[T any](data []byte, format pb.Format) (T, error) {
 	return decodeIn[T](nil, data, format)

@@ -62,15 +62,6 @@ func LineageRecorderStats() lineage.Stats {
 	return lineage.Stats{}
 }
 
-// InArena says whether b is a view of a node arena this process mapped
-// (an argument read in place) rather than a copy.
-func InArena(b []byte) bool {
-	if c := worker(); c != nil {
-		return c.InArena(b)
-	}
-	return false
-}
-
 // CancelThroughOwner cancels ref as a process that does not own it would:
 // through the owner's CancelTask RPC, over gRPC.
 func CancelThroughOwner[T any](ctx context.Context, ref ObjectRef[T], opts ...CancelOption) error {

@@ -237,6 +237,31 @@ func (f RemoteFunc1x2[A, R1, R2]) Remote(ctx context.Context, a Arg[A], opts ...
 // Name is the function's registered name.
 func (f RemoteFunc1x2[A, R1, R2]) Name() string { return f.f.Name }
 
+// RemoteFunc2x2 is a remote function of two arguments with two results.
+type RemoteFunc2x2[A, B, R1, R2 any] struct{ f *core.Function }
+
+// Func2x2 registers fn as the remote function name.
+func Func2x2[A, B, R1, R2 any](name string, fn func(context.Context, A, B) (R1, R2, error)) RemoteFunc2x2[A, B, R1, R2] {
+	return RemoteFunc2x2[A, B, R1, R2]{core.Register(&core.Function{Name: name, NArgs: 2, NRet: 2, InPlace: []bool{isInPlace[A](), isInPlace[B]()},
+		Call: func(ctx context.Context, args []*pb.ObjectValue) ([]any, error) {
+			a, b, err := args2[A, B](ctx, name, args)
+			if err != nil {
+				return nil, err
+			}
+			r1, r2, err := fn(ctx, a, b)
+			return []any{r1, r2}, err
+		}})}
+}
+
+// Remote submits a call and returns the refs of its two results at once.
+func (f RemoteFunc2x2[A, B, R1, R2]) Remote(ctx context.Context, a Arg[A], b Arg[B], opts ...CallOption) (ObjectRef[R1], ObjectRef[R2]) {
+	keys, err := call(ctx, f.f, []argumenter{a, b}, opts)
+	return ref2[R1](keys, 0, err), ref2[R2](keys, 1, err)
+}
+
+// Name is the function's registered name.
+func (f RemoteFunc2x2[A, B, R1, R2]) Name() string { return f.f.Name }
+
 // RemoteFunc0x2 is a remote function without arguments and with two results.
 type RemoteFunc0x2[R1, R2 any] struct{ f *core.Function }
 
