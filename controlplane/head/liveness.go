@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
+	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -25,6 +26,35 @@ type liveness struct {
 	since   time.Time // when this leadership's liveness began
 	last    map[string]time.Time
 	avail   map[string]map[string]float64
+	// budget is each node's heartbeat allowance (a token bucket), so a
+	// node that floods heartbeats is refused cheaply instead of taking the
+	// leader's time from the others.
+	budget map[string]*heartbeatBudget
+}
+
+// A raylet heartbeats every 500ms and within 50ms of a change of its free
+// resources: at most ~20/s. Twice that, with a burst of as many, is never
+// refused to a well-behaved node.
+const (
+	heartbeatRate  = 40.0 // per second, per node
+	heartbeatBurst = 40.0
+)
+
+// heartbeatBudget is a token bucket: tokens refill at heartbeatRate.
+type heartbeatBudget struct {
+	tokens float64
+	at     time.Time
+}
+
+// take spends one token at now, reporting false when none is left.
+func (b *heartbeatBudget) take(now time.Time) bool {
+	b.tokens = min(heartbeatBurst, b.tokens+now.Sub(b.at).Seconds()*heartbeatRate)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 func newLiveness(h *Head) *liveness { return &liveness{h: h} }
@@ -32,11 +62,11 @@ func newLiveness(h *Head) *liveness { return &liveness{h: h} }
 func (l *liveness) run(ctx context.Context) {
 	l.mu.Lock()
 	l.leading, l.since = true, time.Now()
-	l.last, l.avail = map[string]time.Time{}, map[string]map[string]float64{}
+	l.last, l.avail, l.budget = map[string]time.Time{}, map[string]map[string]float64{}, map[string]*heartbeatBudget{}
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		l.leading, l.last, l.avail = false, nil, nil
+		l.leading, l.last, l.avail, l.budget = false, nil, nil, nil
 		l.mu.Unlock()
 	}()
 	tick := max(l.h.cfg.NodeTimeout/10, 20*time.Millisecond)
@@ -89,7 +119,16 @@ func (l *liveness) heartbeat(nodeID string, avail map[string]float64) error {
 	if !l.leading {
 		return ErrNotLeader
 	}
-	l.last[nodeID] = time.Now()
+	now := time.Now()
+	b := l.budget[nodeID]
+	if b == nil {
+		b = &heartbeatBudget{tokens: heartbeatBurst, at: now}
+		l.budget[nodeID] = b
+	}
+	if !b.take(now) {
+		return rpcerr.Wrapf(ErrHeartbeatRateLimited, "node %s sends more than %.0f heartbeats/s", nodeID, heartbeatRate)
+	}
+	l.last[nodeID] = now
 	l.avail[nodeID] = avail
 	return nil
 }
