@@ -46,6 +46,10 @@ type Options struct {
 	// ViewInterval is each node's ListNodes period; default 100ms, the
 	// raylet's. Negative: no view refresh.
 	ViewInterval time.Duration
+	// FullViews has every view refresh ask for the whole list, as raylets
+	// did before ListNodes answered with deltas (to measure the
+	// difference).
+	FullViews bool
 	// NoWatch turns off each node's job watch.
 	NoWatch bool
 	// Resources every node registers with; default 8 CPUs.
@@ -304,17 +308,23 @@ func (n *node) viewLoop() {
 	}
 	t := time.NewTicker(n.f.o.ViewInterval)
 	defer t.Stop()
+	view := n.cl.NewNodeView()
 	for {
 		vctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		t0 := time.Now()
-		resp, err := n.cl.ListNodes(vctx, &pb.ListNodesRequest{AliveOnly: true})
+		var err error
+		seen := 0
+		if n.f.o.FullViews {
+			var resp *pb.ListNodesResponse
+			if resp, err = n.cl.ListNodes(vctx, &pb.ListNodesRequest{AliveOnly: true}); err == nil {
+				seen = len(resp.Nodes)
+			}
+		} else if _, err = view.Refresh(vctx); err == nil {
+			seen = len(view.Nodes())
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return
-		}
-		seen := 0
-		if err == nil {
-			seen = len(resp.Nodes)
 		}
 		n.f.rec.view(time.Since(t0), seen, err)
 		select {

@@ -2,6 +2,7 @@ package head
 
 import (
 	"context"
+	"sort"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/rpcerr"
@@ -102,6 +103,54 @@ func (a *api) ListNodes(ctx context.Context, req *pb.ListNodesRequest) (*pb.List
 		if err := h.verifyLeader(); err != nil {
 			return nil, err
 		}
-		return &pb.ListNodesResponse{Header: h.header(), Nodes: h.liveness.decorate(filter(h.fsm.Nodes()))}, nil
+		if req.ViewEpoch != 0 {
+			if resp := h.nodesChanged(req); resp != nil {
+				return resp, nil
+			}
+		}
+		// The position is read before the nodes, so a change racing this
+		// answer is sent again in the next delta rather than lost.
+		epoch, seq := h.liveness.viewPosition()
+		index := h.fsm.AppliedIndex()
+		return &pb.ListNodesResponse{Header: h.header(), Nodes: h.liveness.decorate(filter(h.fsm.Nodes())),
+			ViewEpoch: epoch, ViewSeq: seq, ViewIndex: index}, nil
 	})
+}
+
+// nodesChanged answers a view refresh with the nodes that changed since
+// its position: in the replicated table (registered, died) or in the
+// leader's soft state (free resources). With a thousand raylets each
+// refreshing ten times a second, whole lists would cost the leader
+// O(nodes²) a second; deltas cost what changed. It returns nil when the
+// position is too old or from another leadership: the caller sends the
+// whole list.
+func (h *Head) nodesChanged(req *pb.ListNodesRequest) *pb.ListNodesResponse {
+	soft, seq, ok := h.liveness.changedSince(req.ViewEpoch, req.ViewSeq)
+	if !ok {
+		return nil
+	}
+	events, index, ok := h.fsm.EventsSince(req.ViewIndex, func(k pb.EventKind) bool { return k == pb.EventKind_EVENT_NODE })
+	if !ok {
+		return nil
+	}
+	ids := map[string]bool{}
+	for _, id := range soft {
+		ids[id] = true
+	}
+	for _, ev := range events {
+		if ev.Node != nil {
+			ids[ev.Node.NodeId] = true
+		}
+	}
+	nodes := make([]*pb.NodeInfo, 0, len(ids))
+	for id := range ids {
+		n := h.fsm.Node(id)
+		if n == nil { // gone from the table: tell the watcher to drop it
+			n = &pb.NodeInfo{NodeId: id, State: pb.NodeState_NODE_DEAD}
+		}
+		nodes = append(nodes, n)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].NodeId < nodes[j].NodeId })
+	return &pb.ListNodesResponse{Header: h.header(), Nodes: h.liveness.decorate(nodes), Delta: true,
+		ViewEpoch: req.ViewEpoch, ViewSeq: seq, ViewIndex: index}
 }

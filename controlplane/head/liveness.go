@@ -3,6 +3,9 @@ package head
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"sort"
 	"sync"
 	"time"
 
@@ -30,7 +33,25 @@ type liveness struct {
 	// node that floods heartbeats is refused cheaply instead of taking the
 	// leader's time from the others.
 	budget map[string]*heartbeatBudget
+
+	// The view log lets a raylet's view refresh get only what changed
+	// (ListNodes with a position): epoch names this leadership's log,
+	// seq counts changes of free resources, changes lists them in seq
+	// order, and a position older than floor gets the whole list.
+	epoch   uint64
+	seq     uint64
+	floor   uint64
+	changes []viewChange
 }
+
+type viewChange struct {
+	seq  uint64
+	node string
+}
+
+// maxViewChanges bounds the view log; a raylet further behind gets the
+// whole list.
+const maxViewChanges = 1 << 16
 
 // A raylet heartbeats every 500ms and within 50ms of a change of its free
 // resources: at most ~20/s. Twice that, with a burst of as many, is never
@@ -63,10 +84,11 @@ func (l *liveness) run(ctx context.Context) {
 	l.mu.Lock()
 	l.leading, l.since = true, time.Now()
 	l.last, l.avail, l.budget = map[string]time.Time{}, map[string]map[string]float64{}, map[string]*heartbeatBudget{}
+	l.epoch, l.seq, l.floor, l.changes = rand.Uint64()|1, 0, 0, nil
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		l.leading, l.last, l.avail, l.budget = false, nil, nil, nil
+		l.leading, l.last, l.avail, l.budget, l.changes = false, nil, nil, nil, nil
 		l.mu.Unlock()
 	}()
 	tick := max(l.h.cfg.NodeTimeout/10, 20*time.Millisecond)
@@ -129,8 +151,40 @@ func (l *liveness) heartbeat(nodeID string, avail map[string]float64) error {
 		return rpcerr.Wrapf(ErrHeartbeatRateLimited, "node %s sends more than %.0f heartbeats/s", nodeID, heartbeatRate)
 	}
 	l.last[nodeID] = now
+	if old, ok := l.avail[nodeID]; !ok || !maps.Equal(old, avail) {
+		l.seq++
+		l.changes = append(l.changes, viewChange{seq: l.seq, node: nodeID})
+		if len(l.changes) > maxViewChanges {
+			half := len(l.changes) / 2
+			l.floor = l.changes[half-1].seq
+			l.changes = append(l.changes[:0:0], l.changes[half:]...)
+		}
+	}
 	l.avail[nodeID] = avail
 	return nil
+}
+
+// viewPosition is where the view log stands, for a whole-list answer.
+func (l *liveness) viewPosition() (epoch, seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.epoch, l.seq
+}
+
+// changedSince lists the nodes whose free resources changed after seq of
+// epoch, and the current position; ok is false when the log cannot tell
+// (another leadership's epoch, or too old).
+func (l *liveness) changedSince(epoch, seq uint64) (nodes []string, now uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.leading || epoch != l.epoch || seq < l.floor || seq > l.seq {
+		return nil, 0, false
+	}
+	i := sort.Search(len(l.changes), func(i int) bool { return l.changes[i].seq > seq })
+	for _, c := range l.changes[i:] {
+		nodes = append(nodes, c.node)
+	}
+	return nodes, l.seq, true
 }
 
 // decorate returns copies of nodes with the leader's soft state filled in.
