@@ -11,8 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/launcher"
+	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
 // BenchOptions configures one scale run against a local cluster of head
@@ -46,6 +49,9 @@ type BenchResult struct {
 	// the window: the control plane's write latency under this load.
 	WriteP50, WriteP99 time.Duration
 	RegisterAll        time.Duration // registering every node, 64 at a time
+	// NodeTableBytes is the encoded size of the replicated node table
+	// (what a snapshot and a whole-list answer carry for the nodes).
+	NodeTableBytes int
 
 	Flooded *Stats // the window with a flooding node, if run
 
@@ -58,8 +64,8 @@ type BenchResult struct {
 
 func (r BenchResult) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "scale nodes=%d leader_cpu=%.0f%% leader_rss=%dMiB follower_cpu=%.0f%% register_all=%s write_p50=%s write_p99=%s\n  steady: %s",
-		r.Nodes, 100*r.LeaderCPU, r.LeaderRSS>>20, 100*r.FollowerCPU, r.RegisterAll.Round(time.Millisecond), rd(r.WriteP50), rd(r.WriteP99), r.Steady)
+	fmt.Fprintf(&b, "scale nodes=%d node_table=%dKiB leader_cpu=%.0f%% leader_rss=%dMiB follower_cpu=%.0f%% register_all=%s write_p50=%s write_p99=%s\n  steady: %s",
+		r.Nodes, r.NodeTableBytes>>10, 100*r.LeaderCPU, r.LeaderRSS>>20, 100*r.FollowerCPU, r.RegisterAll.Round(time.Millisecond), rd(r.WriteP50), rd(r.WriteP99), r.Steady)
 	if r.Flooded != nil {
 		fmt.Fprintf(&b, "\n  flooded: %s", *r.Flooded)
 	}
@@ -105,6 +111,9 @@ func Bench(ctx context.Context, c *launcher.Cluster, o BenchOptions) (BenchResul
 	defer probe.Close()
 	if err := sleep(ctx, o.Warmup); err != nil {
 		return res, err
+	}
+	if all, err := probe.ListNodes(ctx, &pb.ListNodesRequest{Stale: true}); err == nil {
+		res.NodeTableBytes = proto.Size(all)
 	}
 
 	leader, _, err := c.WaitLeader(ctx)
