@@ -87,7 +87,9 @@ func (r *Raylet) heartbeatLoop() {
 const availabilityPoll = 50 * time.Millisecond
 
 // viewLoop refreshes the cluster resource view from the leader; after the
-// first whole list the leader sends only the nodes that changed.
+// first whole list the leader sends only the nodes that changed. In a
+// cluster of more than a few hundred nodes it refreshes less often, so
+// the leader answers at most ~1,000 refreshes a second in all.
 func (r *Raylet) viewLoop() {
 	t := time.NewTicker(r.cfg.ViewInterval)
 	defer t.Stop()
@@ -123,6 +125,7 @@ func (r *Raylet) viewLoop() {
 		} else if r.ctx.Err() == nil {
 			r.log.Debug("refresh cluster view", zap.Error(err))
 		}
+		t.Reset(nodes.Interval(r.cfg.ViewInterval))
 		select {
 		case <-r.ctx.Done():
 			return

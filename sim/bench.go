@@ -259,7 +259,13 @@ func cpuSeconds(pid int) float64 {
 const clockTicks = 100
 
 // rssBytes is a process's resident set size from /proc (0 if gone).
-func rssBytes(pid int) int64 {
+func rssBytes(pid int) int64 { return procStatus(pid, "VmRSS:") }
+
+// PeakRSS is a process's peak resident set size (VmHWM) from /proc, or 0.
+func PeakRSS(pid int) int64 { return procStatus(pid, "VmHWM:") }
+
+// procStatus reads a field in kB of /proc/PID/status, in bytes.
+func procStatus(pid int, field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
@@ -267,7 +273,7 @@ func rssBytes(pid int) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			fs := strings.Fields(v)
 			if len(fs) > 0 {
 				kb, _ := strconv.ParseInt(fs[0], 10, 64)

@@ -327,6 +327,9 @@ func (n *node) viewLoop() {
 			return
 		}
 		n.f.rec.view(time.Since(t0), seen, err)
+		if !n.f.o.FullViews {
+			t.Reset(view.Interval(n.f.o.ViewInterval))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -363,6 +366,8 @@ type Stats struct {
 	// FloodSent counts flooding nodes' heartbeats; FloodRefused those the
 	// control plane refused (rate-limited).
 	FloodSent, FloodRefused int
+	// LastError is the window's latest failed heartbeat or view refresh.
+	LastError error `json:"-"`
 }
 
 // RPCRate is the fleet's control-plane calls per second in the window.
@@ -377,7 +382,14 @@ func (s Stats) String() string {
 	return fmt.Sprintf("nodes=%d dead=%d window=%s rpc_rate=%.0f/s heartbeats=%d hb_errors=%d hb_p50=%s hb_p99=%s views=%d view_errors=%d view_p50=%s view_p99=%s view_nodes_min=%d registers=%d register_p50=%s register_p99=%s flood_sent=%d flood_refused=%d",
 		s.Nodes, s.DeclaredDead, s.Window.Round(time.Millisecond), s.RPCRate(), s.Heartbeats, s.HeartbeatErrors,
 		r(s.HeartbeatP50), r(s.HeartbeatP99), s.Views, s.ViewErrors, r(s.ViewP50), r(s.ViewP99), s.ViewNodesMin,
-		s.Registers, r(s.RegisterP50), r(s.RegisterP99), s.FloodSent, s.FloodRefused)
+		s.Registers, r(s.RegisterP50), r(s.RegisterP99), s.FloodSent, s.FloodRefused) + lastErr(s.LastError)
+}
+
+func lastErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprintf(" last_error=%q", err.Error())
 }
 
 func r(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
@@ -394,11 +406,13 @@ type recorder struct {
 	watchEvents int
 	floodSent   int
 	floodRef    int
+	lastErr     error
 }
 
 func (r *recorder) reset(now time.Time) {
 	r.start, r.hb, r.views, r.reg = now, nil, nil, nil
 	r.hbErr, r.viewErr, r.viewMin, r.watchEvents, r.floodSent, r.floodRef = 0, 0, -1, 0, 0, 0
+	r.lastErr = nil
 }
 
 func (r *recorder) heartbeat(flood bool, d time.Duration, err error) {
@@ -413,6 +427,7 @@ func (r *recorder) heartbeat(flood bool, d time.Duration, err error) {
 	}
 	if err != nil {
 		r.hbErr++
+		r.lastErr = err
 		return
 	}
 	r.hb = append(r.hb, d)
@@ -423,6 +438,7 @@ func (r *recorder) view(d time.Duration, nodes int, err error) {
 	defer r.mu.Unlock()
 	if err != nil {
 		r.viewErr++
+		r.lastErr = err
 		return
 	}
 	r.views = append(r.views, d)
@@ -448,7 +464,7 @@ func (r *recorder) collect(now time.Time) Stats {
 	defer r.mu.Unlock()
 	s := Stats{Window: now.Sub(r.start), Heartbeats: len(r.hb), HeartbeatErrors: r.hbErr,
 		Views: len(r.views), ViewErrors: r.viewErr, ViewNodesMin: max(r.viewMin, 0), Registers: len(r.reg),
-		WatchEvents: r.watchEvents, FloodSent: r.floodSent, FloodRefused: r.floodRef}
+		WatchEvents: r.watchEvents, FloodSent: r.floodSent, FloodRefused: r.floodRef, LastError: r.lastErr}
 	s.HeartbeatP50, s.HeartbeatP99 = quantiles(r.hb)
 	s.ViewP50, s.ViewP99 = quantiles(r.views)
 	s.RegisterP50, s.RegisterP99 = quantiles(r.reg)

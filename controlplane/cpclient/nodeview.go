@@ -2,6 +2,7 @@ package cpclient
 
 import (
 	"context"
+	"time"
 
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -50,3 +51,15 @@ func (v *NodeView) Refresh(ctx context.Context) (changed bool, err error) {
 // Nodes is the view: alive nodes by ID. The map and its values belong to
 // the view; read them, do not keep or modify them across a Refresh.
 func (v *NodeView) Nodes() map[string]*pb.NodeInfo { return v.nodes }
+
+// ViewPerNode is how much a view refresh's period grows per node in the
+// view: every raylet refreshes, so the leader answers N refreshes per
+// period, and a period of at least N × ViewPerNode keeps that under
+// 1/ViewPerNode (1,000) answers a second however large the cluster.
+const ViewPerNode = time.Millisecond
+
+// Interval is the period to wait before the next Refresh: base, or more in
+// a large cluster (see ViewPerNode).
+func (v *NodeView) Interval(base time.Duration) time.Duration {
+	return max(base, time.Duration(len(v.nodes))*ViewPerNode)
+}
