@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,7 @@ func newBenchTasksCommand() *cobra.Command {
 		nodes  int
 		cpus   int
 		asJSON bool
+		heap   string
 	)
 	cmd := &cobra.Command{
 		Use:   "tasks",
@@ -46,6 +48,7 @@ func newBenchTasksCommand() *cobra.Command {
 	cmd.Flags().IntVar(&nodes, "nodes", 2, "raylets of the local cluster (one head without a raylet)")
 	cmd.Flags().IntVar(&cpus, "num-cpus", 2, "CPUs of each raylet")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().StringVar(&heap, "heap-profile", "", "write the driver's heap profile here once every task is submitted")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -55,7 +58,7 @@ func newBenchTasksCommand() *cobra.Command {
 			return err
 		}
 		defer done()
-		r, err := manyTasks(ctx, c, tasks)
+		r, err := manyTasks(ctx, c, tasks, heap)
 		if err != nil {
 			return err
 		}
@@ -75,7 +78,7 @@ func newBenchTasksCommand() *cobra.Command {
 
 // manyTasks submits n noop tasks before getting any, then checks every
 // result: a wrong or missing one is an error.
-func manyTasks(ctx context.Context, c *launcher.Cluster, n int) (manyTasksResult, error) {
+func manyTasks(ctx context.Context, c *launcher.Cluster, n int, heapProfile string) (manyTasksResult, error) {
 	r := manyTasksResult{Tasks: n, Nodes: len(c.Nodes())}
 	if err := ray.Init(ctx, ray.Address(strings.Join(c.Addresses(), ",")), ray.Token(c.Token())); err != nil {
 		return r, err
@@ -87,6 +90,11 @@ func manyTasks(ctx context.Context, c *launcher.Cluster, n int) (manyTasksResult
 		refs[i] = noop.Remote(ctx, ray.Val(i))
 	}
 	r.SubmitSeconds = time.Since(start).Seconds()
+	if heapProfile != "" {
+		if err := writeHeapProfile(heapProfile); err != nil {
+			return r, err
+		}
+	}
 	// Get in slices, releasing each as it is read, as a program that
 	// consumes results does.
 	const chunk = 10_000
@@ -110,4 +118,13 @@ func manyTasks(ctx context.Context, c *launcher.Cluster, n int) (manyTasksResult
 		r.RayletPeakRSS = append(r.RayletPeakRSS, sim.PeakRSS(nd.PID))
 	}
 	return r, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.WriteHeapProfile(f)
 }
