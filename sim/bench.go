@@ -45,6 +45,11 @@ type BenchResult struct {
 	LeaderCPU   float64 // cores, averaged over the window
 	LeaderRSS   int64   // bytes at the end of the window
 	FollowerCPU float64 // the busiest follower, cores
+	// SimCPU is this process's CPU over the window (the simulated nodes'
+	// clients, in cores); LoadAvg is the machine's 1-minute load average
+	// at the end of the window (this runs on shared machines).
+	SimCPU  float64
+	LoadAvg string
 	// WriteP50/P99: KV puts (one Raft write each) issued every 20ms during
 	// the window: the control plane's write latency under this load.
 	WriteP50, WriteP99 time.Duration
@@ -64,8 +69,8 @@ type BenchResult struct {
 
 func (r BenchResult) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "scale nodes=%d node_table=%dKiB leader_cpu=%.0f%% leader_rss=%dMiB follower_cpu=%.0f%% register_all=%s write_p50=%s write_p99=%s\n  steady: %s",
-		r.Nodes, r.NodeTableBytes>>10, 100*r.LeaderCPU, r.LeaderRSS>>20, 100*r.FollowerCPU, r.RegisterAll.Round(time.Millisecond), rd(r.WriteP50), rd(r.WriteP99), r.Steady)
+	fmt.Fprintf(&b, "scale nodes=%d node_table=%dKiB leader_cpu=%.0f%% leader_rss=%dMiB follower_cpu=%.0f%% sim_cpu=%.0f%% load=%s register_all=%s write_p50=%s write_p99=%s\n  steady: %s",
+		r.Nodes, r.NodeTableBytes>>10, 100*r.LeaderCPU, r.LeaderRSS>>20, 100*r.FollowerCPU, 100*r.SimCPU, r.LoadAvg, r.RegisterAll.Round(time.Millisecond), rd(r.WriteP50), rd(r.WriteP99), r.Steady)
 	if r.Flooded != nil {
 		fmt.Fprintf(&b, "\n  flooded: %s", *r.Flooded)
 	}
@@ -127,9 +132,14 @@ func Bench(ctx context.Context, c *launcher.Cluster, o BenchOptions) (BenchResul
 	}
 	f.Collect()
 	start := time.Now()
+	simBefore := cpuSeconds(os.Getpid())
 	writes := probeWrites(ctx, probe, o.Window)
 	res.Steady = f.Collect()
 	el := time.Since(start).Seconds()
+	res.SimCPU = (cpuSeconds(os.Getpid()) - simBefore) / el
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.LoadAvg, _, _ = strings.Cut(string(b), " ")
+	}
 	for i, h := range heads {
 		cores := (cpuSeconds(h.PID) - before[i]) / el
 		if i == leader {
