@@ -3,6 +3,7 @@ package head
 import (
 	"context"
 	"sort"
+	"time"
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/rpcerr"
@@ -114,6 +115,9 @@ func (a *api) ListNodes(ctx context.Context, req *pb.ListNodesRequest) (*pb.List
 				return resp, nil
 			}
 		}
+		if req.AliveOnly {
+			return h.aliveNodes()
+		}
 		// The position is read before the nodes, so a change racing this
 		// answer is sent again in the next delta rather than lost.
 		epoch, seq := h.liveness.viewPosition()
@@ -122,6 +126,44 @@ func (a *api) ListNodes(ctx context.Context, req *pb.ListNodesRequest) (*pb.List
 			ViewEpoch: epoch, ViewSeq: seq, ViewIndex: index}, nil
 	})
 }
+
+// aliveNodes is the whole list of alive nodes, shared with the previous
+// answer while no node changed (and it is under aliveListMaxAge old):
+// cloning and encoding a thousand nodes for each of a thousand raylets
+// that start at once is O(nodes²).
+func (h *Head) aliveNodes() (*pb.ListNodesResponse, error) {
+	l := h.liveness
+	// Shared or not, a whole list is as many bytes to send (and for a
+	// follower to forward).
+	if !l.mayListAll() {
+		return nil, rpcerr.Wrapf(ErrViewBusy, "%.0f whole node lists a second at most; keep the current view and ask again", wholeListRate)
+	}
+	epoch, seq := l.viewPosition()
+	l.mu.Lock()
+	c := l.alive
+	l.mu.Unlock()
+	if c.nodes != nil && c.epoch == epoch && c.seq == seq && time.Since(c.at) < aliveListMaxAge {
+		if evs, _, ok := h.fsm.EventsSince(c.index, isNodeEvent); ok && len(evs) == 0 {
+			return &pb.ListNodesResponse{Header: h.header(), Nodes: c.nodes, ViewEpoch: epoch, ViewSeq: seq, ViewIndex: c.index}, nil
+		}
+	}
+	index := h.fsm.AppliedIndex()
+	var alive []*pb.NodeInfo
+	for _, n := range h.fsm.Nodes() {
+		if n.State == pb.NodeState_NODE_ALIVE {
+			alive = append(alive, n)
+		}
+	}
+	nodes := l.decorate(alive)
+	l.mu.Lock()
+	if l.leading && l.epoch == epoch {
+		l.alive = aliveList{epoch: epoch, seq: seq, index: index, at: time.Now(), nodes: nodes}
+	}
+	l.mu.Unlock()
+	return &pb.ListNodesResponse{Header: h.header(), Nodes: nodes, ViewEpoch: epoch, ViewSeq: seq, ViewIndex: index}, nil
+}
+
+func isNodeEvent(k pb.EventKind) bool { return k == pb.EventKind_EVENT_NODE }
 
 // nodesChanged answers a view refresh with the nodes that changed since
 // its position: in the replicated table (registered, died) or in the
@@ -135,7 +177,7 @@ func (h *Head) nodesChanged(req *pb.ListNodesRequest) *pb.ListNodesResponse {
 	if !ok {
 		return nil
 	}
-	events, index, ok := h.fsm.EventsSince(req.ViewIndex, func(k pb.EventKind) bool { return k == pb.EventKind_EVENT_NODE })
+	events, index, ok := h.fsm.EventsSince(req.ViewIndex, isNodeEvent)
 	if !ok {
 		return nil
 	}

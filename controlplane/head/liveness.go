@@ -32,7 +32,7 @@ type liveness struct {
 	// budget is each node's heartbeat allowance (a token bucket), so a
 	// node that floods heartbeats is refused cheaply instead of taking the
 	// leader's time from the others.
-	budget map[string]*heartbeatBudget
+	budget map[string]*tokenBucket
 
 	// The view log lets a raylet's view refresh get only what changed
 	// (ListNodes with a position): epoch names this leadership's log,
@@ -42,7 +42,23 @@ type liveness struct {
 	seq     uint64
 	floor   uint64
 	changes []viewChange
+	// alive is the last whole list of alive nodes answered, shared by the
+	// refreshes that ask for it while nothing changed (a thousand raylets
+	// starting, or coming back after a failover, each ask once).
+	alive      aliveList
+	wholeLists tokenBucket
 }
+
+// aliveList is a whole-list answer and the position it was made at.
+type aliveList struct {
+	epoch, seq, index uint64
+	at                time.Time
+	nodes             []*pb.NodeInfo
+}
+
+// aliveListMaxAge bounds how stale the heartbeat times of a shared list
+// may be.
+const aliveListMaxAge = time.Second
 
 type viewChange struct {
 	seq  uint64
@@ -61,15 +77,19 @@ const (
 	heartbeatBurst = 40.0
 )
 
-// heartbeatBudget is a token bucket: tokens refill at heartbeatRate.
-type heartbeatBudget struct {
+// tokenBucket: tokens refill at rate a second, up
+// to burst.
+type tokenBucket struct {
 	tokens float64
 	at     time.Time
 }
 
 // take spends one token at now, reporting false when none is left.
-func (b *heartbeatBudget) take(now time.Time) bool {
-	b.tokens = min(heartbeatBurst, b.tokens+now.Sub(b.at).Seconds()*heartbeatRate)
+func (b *tokenBucket) take(now time.Time, rate, burst float64) bool {
+	if b.at.IsZero() {
+		b.tokens, b.at = burst, now
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.at).Seconds()*rate)
 	b.at = now
 	if b.tokens < 1 {
 		return false
@@ -78,17 +98,29 @@ func (b *heartbeatBudget) take(now time.Time) bool {
 	return true
 }
 
+// Whole lists of alive nodes the leader answers a second, beyond those
+// shared from its cache: after a failover every raylet asks for one at
+// once, and a thousand answers of a thousand nodes each (tens of MB,
+// through followers that forward them) starved heartbeats and Raft's own
+// traffic. A raylet refused keeps its view and asks again at its next
+// refresh.
+const (
+	wholeListRate  = 100.0
+	wholeListBurst = 50.0
+)
+
 func newLiveness(h *Head) *liveness { return &liveness{h: h} }
 
 func (l *liveness) run(ctx context.Context) {
 	l.mu.Lock()
 	l.leading, l.since = true, time.Now()
-	l.last, l.avail, l.budget = map[string]time.Time{}, map[string]map[string]float64{}, map[string]*heartbeatBudget{}
+	l.last, l.avail, l.budget = map[string]time.Time{}, map[string]map[string]float64{}, map[string]*tokenBucket{}
 	l.epoch, l.seq, l.floor, l.changes = rand.Uint64()|1, 0, 0, nil
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		l.leading, l.last, l.avail, l.budget, l.changes = false, nil, nil, nil, nil
+		l.leading, l.last, l.avail, l.budget, l.changes, l.alive = false, nil, nil, nil, nil, aliveList{}
+		l.wholeLists = tokenBucket{}
 		l.mu.Unlock()
 	}()
 	tick := max(l.h.cfg.NodeTimeout/10, 20*time.Millisecond)
@@ -144,10 +176,10 @@ func (l *liveness) heartbeat(nodeID string, avail map[string]float64) error {
 	now := time.Now()
 	b := l.budget[nodeID]
 	if b == nil {
-		b = &heartbeatBudget{tokens: heartbeatBurst, at: now}
+		b = &tokenBucket{}
 		l.budget[nodeID] = b
 	}
-	if !b.take(now) {
+	if !b.take(now, heartbeatRate, heartbeatBurst) {
 		return rpcerr.Wrapf(ErrHeartbeatRateLimited, "node %s sends more than %.0f heartbeats/s", nodeID, heartbeatRate)
 	}
 	l.last[nodeID] = now
@@ -162,6 +194,13 @@ func (l *liveness) heartbeat(nodeID string, avail map[string]float64) error {
 	}
 	l.avail[nodeID] = avail
 	return nil
+}
+
+// mayListAll spends one of the whole lists the leader may answer now.
+func (l *liveness) mayListAll() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.wholeLists.take(time.Now(), wholeListRate, wholeListBurst)
 }
 
 // viewPosition is where the view log stands, for a whole-list answer.
@@ -188,15 +227,29 @@ func (l *liveness) changedSince(epoch, seq uint64) (nodes []string, now uint64, 
 }
 
 // decorate returns copies of nodes with the leader's soft state filled in.
+// The copies are made outside the lock: heartbeats must not wait behind a
+// list of a thousand nodes being cloned.
 func (l *liveness) decorate(nodes []*pb.NodeInfo) []*pb.NodeInfo {
+	type soft struct {
+		last  time.Time
+		avail map[string]float64
+		ok    bool
+	}
+	s := make([]soft, len(nodes))
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	for i, n := range nodes {
+		if t, ok := l.last[n.NodeId]; ok {
+			s[i] = soft{last: t, avail: l.avail[n.NodeId], ok: true}
+		}
+	}
+	l.mu.Unlock()
 	out := make([]*pb.NodeInfo, len(nodes))
 	for i, n := range nodes {
 		c := proto.Clone(n).(*pb.NodeInfo)
-		if t, ok := l.last[n.NodeId]; ok {
-			c.LastHeartbeatUnixNano = t.UnixNano()
-			c.Available = l.avail[n.NodeId]
+		if s[i].ok {
+			// The heartbeat's map is never modified once stored.
+			c.LastHeartbeatUnixNano = s[i].last.UnixNano()
+			c.Available = s[i].avail
 		}
 		out[i] = c
 	}
