@@ -28,7 +28,7 @@ func (c *Client) NewNodeView() *NodeView {
 // Refresh brings the view up to date. changed reports whether any node
 // was added, removed or updated.
 func (v *NodeView) Refresh(ctx context.Context) (changed bool, err error) {
-	resp, err := v.c.ListNodes(ctx, &pb.ListNodesRequest{AliveOnly: true, ViewEpoch: v.epoch, ViewSeq: v.seq, ViewIndex: v.index})
+	resp, err := v.c.ListNodes(ctx, &pb.ListNodesRequest{AliveOnly: true, View: true, ViewEpoch: v.epoch, ViewSeq: v.seq, ViewIndex: v.index})
 	if err != nil {
 		return false, err
 	}

@@ -101,11 +101,11 @@ func (a *api) ListNodes(ctx context.Context, req *pb.ListNodesRequest) (*pb.List
 		return &pb.ListNodesResponse{Header: h.header(), Nodes: filter(h.fsm.Nodes())}, nil
 	}
 	return onLeader(h, ctx, req, pb.ControlPlaneClient.ListNodes, func() (*pb.ListNodesResponse, error) {
-		// A view refresh (a position given) skips the quorum round that
+		// A view refresh skips the quorum round that
 		// proves leadership: its answer is a scheduling hint, a deposed
 		// leader's is stale by at most an election, and a thousand raylets'
 		// refreshes would each cost a round of Raft heartbeats.
-		if req.ViewEpoch == 0 {
+		if !req.View {
 			if err := h.verifyLeader(); err != nil {
 				return nil, err
 			}
@@ -115,7 +115,7 @@ func (a *api) ListNodes(ctx context.Context, req *pb.ListNodesRequest) (*pb.List
 				return resp, nil
 			}
 		}
-		if req.AliveOnly {
+		if req.View && req.AliveOnly {
 			return h.aliveNodes()
 		}
 		// The position is read before the nodes, so a change racing this

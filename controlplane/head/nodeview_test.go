@@ -79,6 +79,36 @@ func TestListNodesDeltaSendsOnlyChanges(t *testing.T) {
 	}
 }
 
+// TestWholeViewListsAreRateLimited: view refreshes that want a whole list
+// are refused past the leader's budget (ResourceExhausted VIEW_BUSY), and
+// other callers' lists never are.
+func TestWholeViewListsAreRateLimited(t *testing.T) {
+	c := tc.Start(t, 1, nil)
+	cl := c.Client()
+	ctx := tc.Ctx(t, 30*time.Second)
+	if _, err := cl.RegisterNode(ctx, &pb.NodeInfo{NodeId: "a", Address: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	busy := false
+	for i := 0; i < 2000 && !busy; i++ {
+		_, err := cl.ListNodes(ctx, &pb.ListNodesRequest{AliveOnly: true, View: true})
+		switch {
+		case errors.Is(err, head.ErrViewBusy):
+			busy = true
+		case err != nil:
+			t.Fatal(err)
+		}
+	}
+	if !busy {
+		t.Fatal("2,000 whole view lists back to back were all answered")
+	}
+	for range 100 {
+		if _, err := cl.ListNodes(ctx, &pb.ListNodesRequest{AliveOnly: true}); err != nil {
+			t.Fatalf("a list that is not a view refresh: %v", err)
+		}
+	}
+}
+
 // TestHeartbeatFloodIsRefused: past its budget a node's heartbeats are
 // refused with ResourceExhausted; other nodes' pass.
 func TestHeartbeatFloodIsRefused(t *testing.T) {

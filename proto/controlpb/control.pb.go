@@ -1497,9 +1497,15 @@ type ListNodesRequest struct {
 	// answer (view_epoch != 0): the leader then answers with only the nodes
 	// that changed since (delta), dead ones included, when it can; else
 	// with the whole list. Not with stale.
-	ViewEpoch     uint64 `protobuf:"varint,3,opt,name=view_epoch,json=viewEpoch,proto3" json:"view_epoch,omitempty"`
-	ViewSeq       uint64 `protobuf:"varint,4,opt,name=view_seq,json=viewSeq,proto3" json:"view_seq,omitempty"`
-	ViewIndex     uint64 `protobuf:"varint,5,opt,name=view_index,json=viewIndex,proto3" json:"view_index,omitempty"`
+	ViewEpoch uint64 `protobuf:"varint,3,opt,name=view_epoch,json=viewEpoch,proto3" json:"view_epoch,omitempty"`
+	ViewSeq   uint64 `protobuf:"varint,4,opt,name=view_seq,json=viewSeq,proto3" json:"view_seq,omitempty"`
+	ViewIndex uint64 `protobuf:"varint,5,opt,name=view_index,json=viewIndex,proto3" json:"view_index,omitempty"`
+	// view: this is a raylet's periodic view refresh, whose answer is a
+	// scheduling hint: the leader skips its quorum check, may answer a
+	// whole list from a shared copy up to a second old, and may refuse one
+	// when it is answering too many (ResourceExhausted VIEW_BUSY: keep the
+	// view and ask again).
+	View          bool `protobuf:"varint,6,opt,name=view,proto3" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1567,6 +1573,13 @@ func (x *ListNodesRequest) GetViewIndex() uint64 {
 		return x.ViewIndex
 	}
 	return 0
+}
+
+func (x *ListNodesRequest) GetView() bool {
+	if x != nil {
+		return x.View
+	}
+	return false
 }
 
 type ListNodesResponse struct {
@@ -9105,7 +9118,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"O\n" +
 	"\x16UnregisterNodeResponse\x125\n" +
-	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\xa0\x01\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\xb4\x01\n" +
 	"\x10ListNodesRequest\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12\x1d\n" +
 	"\n" +
@@ -9114,7 +9127,8 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"view_epoch\x18\x03 \x01(\x04R\tviewEpoch\x12\x19\n" +
 	"\bview_seq\x18\x04 \x01(\x04R\aviewSeq\x12\x1d\n" +
 	"\n" +
-	"view_index\x18\x05 \x01(\x04R\tviewIndex\"\xf0\x01\n" +
+	"view_index\x18\x05 \x01(\x04R\tviewIndex\x12\x12\n" +
+	"\x04view\x18\x06 \x01(\bR\x04view\"\xf0\x01\n" +
 	"\x11ListNodesResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x125\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x1f.manta.controlplane.v1.NodeInfoR\x05nodes\x12\x14\n" +
