@@ -22,7 +22,7 @@ import (
 // processes.
 type BenchOptions struct {
 	Nodes             int
-	Warmup            time.Duration // default 3s
+	Warmup            time.Duration // default 3s + 10ms a node
 	Window            time.Duration // measured steady state; default 10s
 	HeartbeatInterval time.Duration // default the raylet's 500ms
 	ViewInterval      time.Duration // default the raylet's 100ms; negative: none
@@ -86,7 +86,9 @@ func rd(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 // Bench runs a fleet of o.Nodes against the running cluster c.
 func Bench(ctx context.Context, c *launcher.Cluster, o BenchOptions) (BenchResult, error) {
 	if o.Warmup == 0 {
-		o.Warmup = 3 * time.Second
+		// Every node's first whole view list comes at 100 a second at
+		// most (the leader's limit): wait them out before measuring.
+		o.Warmup = 3*time.Second + time.Duration(o.Nodes)*10*time.Millisecond
 	}
 	if o.Window == 0 {
 		o.Window = 10 * time.Second

@@ -37,7 +37,7 @@ func newBenchScaleCommand() *cobra.Command {
 	}
 	cmd.Flags().IntSliceVar(&nodes, "nodes", []int{100, 500, 1000}, "fleet sizes, one fresh cluster each")
 	cmd.Flags().IntVar(&heads, "heads", 3, "heads of the local cluster")
-	cmd.Flags().DurationVar(&warmup, "warmup", 3*time.Second, "time after registration before measuring")
+	cmd.Flags().DurationVar(&warmup, "warmup", 0, "time after registration before measuring (default 3s + 10ms a node)")
 	cmd.Flags().DurationVar(&window, "window", 10*time.Second, "measured steady state")
 	cmd.Flags().DurationVar(&hbEvery, "heartbeat-interval", 500*time.Millisecond, "each node's heartbeat period (the raylet's)")
 	cmd.Flags().DurationVar(&viewEvery, "view-interval", 100*time.Millisecond, "each node's ListNodes period (the raylet's); negative: none")
