@@ -1,9 +1,9 @@
 GO ?= go
 PKGS := ./...
 # Packages whose tests fit -race on a 2-core CI machine.
-RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./sdk/...
+RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./sdk/... ./sim/...
 
-.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-data tools chaos fuzz
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-data bench-scale tools chaos fuzz
 
 build:
 	$(GO) build ./...
@@ -18,7 +18,7 @@ test: vet
 	@test -x .venv/bin/ray || echo "note: no .venv/bin/ray: TestRayClientCompatibility (Ray's own job clients against manta) will be skipped; .ci/run creates the virtualenv"
 	@test -x /usr/bin/chromium || echo "note: no /usr/bin/chromium: the dashboard's browser tests will be skipped; .ci/run installs it"
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/ -e /objectstore -e /raylet -e /sdk/)
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e /internal/ -e /controlplane/ -e /objectstore -e /raylet -e /sdk/ -e /sim$$)
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -53,6 +53,14 @@ bench-data:
 	$(GO) run ./cmd/manta bench data --what sort --size 10GiB --store 512MiB --nodes 2
 	$(GO) run ./cmd/manta bench data --what stream --size 2GiB --store 512MiB --nodes 2
 	$(GO) test -count=1 -timeout 60m ./sdk/data -run TestClusterSortSpills -data.sort-bytes=2147483648
+
+# Simulated raylets (sim/) against a fresh 3-head cluster per fleet size:
+# leader CPU and RSS, heartbeat RTT, RPC rate, write latency, a flooding
+# node, failover. Then the same with whole-list view refreshes (the old way).
+bench-scale:
+	$(GO) build -o bin/manta ./cmd/manta
+	./bin/manta bench scale --nodes 100,500,1000 --flood
+	./bin/manta bench scale --nodes 100,500,1000 --full-views --failover=false
 
 # Every chaos scenario for a minute each (make test runs a short smoke).
 # Partitions need root and iptables.

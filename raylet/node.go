@@ -86,27 +86,22 @@ func (r *Raylet) heartbeatLoop() {
 // resources to report.
 const availabilityPoll = 50 * time.Millisecond
 
-// viewLoop refreshes the cluster resource view from the leader.
+// viewLoop refreshes the cluster resource view from the leader; after the
+// first whole list the leader sends only the nodes that changed. In a
+// cluster of more than a few hundred nodes it refreshes less often, so
+// the leader answers at most ~1,000 refreshes a second in all.
 func (r *Raylet) viewLoop() {
 	t := time.NewTicker(r.cfg.ViewInterval)
 	defer t.Stop()
+	nodes := r.cp.NewNodeView()
 	for {
 		ctx, cancel := context.WithTimeout(r.ctx, 3*time.Second)
-		resp, err := r.cp.ListNodes(ctx, &cpb.ListNodesRequest{AliveOnly: true})
+		_, err := nodes.Refresh(ctx)
 		cancel()
 		if err == nil {
-			view := map[string]*remoteNode{}
-			for _, n := range resp.Nodes {
-				if n.NodeId == r.cfg.NodeID || n.State != cpb.NodeState_NODE_ALIVE {
-					continue
-				}
-				avail := resources.Set(n.Available)
-				if n.LastHeartbeatUnixNano == 0 && len(avail) == 0 {
-					avail = resources.Set(n.Resources).Clone()
-				}
-				view[n.NodeId] = &remoteNode{id: n.NodeId, address: n.Address,
-					total: resources.Set(n.Resources).Clone(), avail: avail.Clone(), labels: n.Labels}
-			}
+			// Rebuilt every time, changed or not: scheduling subtracts what
+			// it spills to a node from the view until the next refresh.
+			view := r.buildView(nodes.Nodes())
 			r.mu.Lock()
 			changed := len(view) != len(r.view)
 			for id := range view {
@@ -130,12 +125,31 @@ func (r *Raylet) viewLoop() {
 		} else if r.ctx.Err() == nil {
 			r.log.Debug("refresh cluster view", zap.Error(err))
 		}
+		t.Reset(nodes.Interval(r.cfg.ViewInterval))
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// buildView turns the leader's alive nodes into this raylet's view of the
+// others.
+func (r *Raylet) buildView(nodes map[string]*cpb.NodeInfo) map[string]*remoteNode {
+	view := make(map[string]*remoteNode, len(nodes))
+	for _, n := range nodes {
+		if n.NodeId == r.cfg.NodeID || n.State != cpb.NodeState_NODE_ALIVE {
+			continue
+		}
+		avail := resources.Set(n.Available)
+		if n.LastHeartbeatUnixNano == 0 && len(avail) == 0 {
+			avail = resources.Set(n.Resources).Clone()
+		}
+		view[n.NodeId] = &remoteNode{id: n.NodeId, address: n.Address,
+			total: resources.Set(n.Resources).Clone(), avail: avail.Clone(), labels: n.Labels}
+	}
+	return view
 }
 
 // jobLoop watches jobs and, for every job that ends, kills its workers and

@@ -18,12 +18,18 @@ import (
 
 func init() { extraCommands = append(extraCommands, newBenchCommand) }
 
+// benchSubcommands are `manta bench` commands defined in files of their own.
+var benchSubcommands []func() *cobra.Command
+
 func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmarks of the control plane (figures, not tests)",
 	}
 	cmd.AddCommand(newBenchKVCommand(), newBenchFailoverCommand(), newBenchTransferCommand(), newBenchDataCommand())
+	for _, sub := range benchSubcommands {
+		cmd.AddCommand(sub())
+	}
 	return cmd
 }
 

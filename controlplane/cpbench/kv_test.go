@@ -1,9 +1,11 @@
 package cpbench
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/controlplane/head"
 	tc "github.com/manta-ray/manta/controlplane/testcluster"
 )
 
@@ -30,5 +32,24 @@ func TestKVBenchmarkRuns(t *testing.T) {
 	r, err := KV(tc.Ctx(t, 30*time.Second), KVOptions{Addresses: c.Addresses(), Token: c.Token(), Clients: 4, Duration: 200 * time.Millisecond})
 	if err != nil || r.Writes == 0 || r.Errors != 0 {
 		t.Fatalf("%v, %v", r, err)
+	}
+}
+
+// BenchmarkKVWritesInflight compares the leader's Raft entries in flight
+// (head.Config.MaxInflight) under 64 writers:
+// go test -run NONE -bench KVWritesInflight ./controlplane/cpbench
+func BenchmarkKVWritesInflight(b *testing.B) {
+	for _, n := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("inflight=%d", n), func(b *testing.B) {
+			c := tc.Start(b, 3, func(_ int, cfg *head.Config) { cfg.MaxInflight = n })
+			for b.Loop() {
+				r, err := KV(tc.Ctx(b, time.Minute), KVOptions{Addresses: c.Addresses(), Token: c.Token(), Duration: 5 * time.Second})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(r.PerSec, "writes/s")
+				b.ReportMetric(float64(r.P99.Microseconds()), "p99-µs")
+			}
+		})
 	}
 }

@@ -61,7 +61,7 @@ type Config struct {
 	MaxLineageBytes   uint64
 	MaxLineageRecords uint64
 	MaxBatch          int           // commands per Raft entry; default 512
-	MaxInflight       int           // Raft entries in flight; default 8
+	MaxInflight       int           // Raft entries in flight; default 1 (more is slower on 2 shared cores: cpbench BenchmarkKVWritesInflight)
 	ApplyTimeout      time.Duration // bound on one write; default 10s
 	// ForwardTimeout bounds a call a follower forwards to the leader, so a
 	// leader that is paused or cut off does not hold it past an election;

@@ -21,8 +21,15 @@ var (
 	ErrTokenNotYetKnown = rpcerr.New(codes.Unavailable, "TOKEN_NOT_YET_KNOWN", "this head does not know the token (yet); retry on another head")
 	// ErrAuthRateLimited: this source failed to authenticate too often.
 	ErrAuthRateLimited = rpcerr.New(codes.ResourceExhausted, "AUTH_RATE_LIMITED", "too many failed authentications")
-	ErrValueTooLarge   = rpcerr.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "value too large")
-	ErrBadRequest      = rpcerr.New(codes.InvalidArgument, "BAD_REQUEST", "invalid request")
-	ErrWrongCluster    = rpcerr.New(codes.FailedPrecondition, "WRONG_CLUSTER", "data dir belongs to another cluster")
-	ErrDataDirInUse    = rpcerr.New(codes.FailedPrecondition, "DATA_DIR_IN_USE", "data dir in use")
+	// ErrHeartbeatRateLimited: a node heartbeats far more often than a
+	// raylet does; the heartbeat is dropped (the node stays alive on the
+	// ones that were let through).
+	ErrHeartbeatRateLimited = rpcerr.New(codes.ResourceExhausted, "HEARTBEAT_RATE_LIMITED", "too many heartbeats")
+	// ErrViewBusy: the leader answers only so many whole node lists a
+	// second; the caller keeps its view and asks again later.
+	ErrViewBusy      = rpcerr.New(codes.ResourceExhausted, "VIEW_BUSY", "too many whole node lists asked for")
+	ErrValueTooLarge = rpcerr.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "value too large")
+	ErrBadRequest    = rpcerr.New(codes.InvalidArgument, "BAD_REQUEST", "invalid request")
+	ErrWrongCluster  = rpcerr.New(codes.FailedPrecondition, "WRONG_CLUSTER", "data dir belongs to another cluster")
+	ErrDataDirInUse  = rpcerr.New(codes.FailedPrecondition, "DATA_DIR_IN_USE", "data dir in use")
 )

@@ -52,12 +52,7 @@ func (h *Head) leading() (bool, error) {
 
 // verifyLeader confirms with a quorum that this head still leads, which makes
 // a read served from the local store after it linearizable.
-func (h *Head) verifyLeader() error {
-	if err := h.raft.VerifyLeader().Error(); err != nil {
-		return raftErr(err)
-	}
-	return nil
-}
+func (h *Head) verifyLeader() error { return h.leaderCheck.verify() }
 
 func (h *Head) leaderConn(ctx context.Context) (*grpc.ClientConn, context.Context, error) {
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {

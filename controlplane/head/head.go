@@ -31,6 +31,8 @@ type Head struct {
 	cfg Config
 	log *zap.Logger
 
+	leaderCheck *leaderCheck
+
 	fsm   *fsm.FSM
 	raft  *raft.Raft
 	store *raftboltdb.BoltStore
@@ -112,6 +114,7 @@ func New(cfg Config) (*Head, error) {
 	}
 
 	h.applier = newApplier(h)
+	h.leaderCheck = &leaderCheck{h: h}
 	h.liveness = newLiveness(h)
 	h.actors = newActorPlacer(h)
 	h.placement = newGroupPlacer(h)

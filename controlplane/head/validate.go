@@ -10,6 +10,10 @@ import (
 const (
 	maxIDLen  = 128
 	maxKeyLen = 4096
+	// maxResourceNames bounds the resource names of one node (registration
+	// or heartbeat): a node map of thousands is a bug or an attack, and the
+	// leader keeps every heartbeat's map.
+	maxResourceNames = 1024
 )
 
 func checkID(what, id string) error {
@@ -33,6 +37,9 @@ func checkRequestID(id string) error {
 
 // checkResources refuses negative, NaN or infinite quantities and empty names.
 func checkResources(what string, r map[string]float64) error {
+	if len(r) > maxResourceNames {
+		return rpcerr.Wrapf(ErrBadRequest, "%s: %d resource names; at most %d", what, len(r), maxResourceNames)
+	}
 	for name, q := range r {
 		if name == "" || len(name) > maxIDLen {
 			return rpcerr.Wrapf(ErrBadRequest, "%s: resource name %q is empty or too long", what, name)

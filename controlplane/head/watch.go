@@ -31,6 +31,13 @@ func (a *api) Watch(req *pb.WatchRequest, stream pb.ControlPlane_WatchServer) er
 				return err
 			}
 			from = last
+		} else if idx > from {
+			// Nothing wanted up to idx: start the next look there, not at
+			// the last wanted event. Otherwise a watcher of rare kinds
+			// (raylets watch jobs) rescans every KV and node change since
+			// its last job event on every apply; with a thousand of them
+			// that was half the leader's CPU.
+			from = idx
 		}
 		first = false
 		select {

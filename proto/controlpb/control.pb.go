@@ -1490,9 +1490,22 @@ func (x *UnregisterNodeResponse) GetHeader() *Header {
 }
 
 type ListNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
-	AliveOnly     bool                   `protobuf:"varint,2,opt,name=alive_only,json=aliveOnly,proto3" json:"alive_only,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Stale     bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	AliveOnly bool                   `protobuf:"varint,2,opt,name=alive_only,json=aliveOnly,proto3" json:"alive_only,omitempty"`
+	// A raylet refreshing its cluster view sends the position of its last
+	// answer (view_epoch != 0): the leader then answers with only the nodes
+	// that changed since (delta), dead ones included, when it can; else
+	// with the whole list. Not with stale.
+	ViewEpoch uint64 `protobuf:"varint,3,opt,name=view_epoch,json=viewEpoch,proto3" json:"view_epoch,omitempty"`
+	ViewSeq   uint64 `protobuf:"varint,4,opt,name=view_seq,json=viewSeq,proto3" json:"view_seq,omitempty"`
+	ViewIndex uint64 `protobuf:"varint,5,opt,name=view_index,json=viewIndex,proto3" json:"view_index,omitempty"`
+	// view: this is a raylet's periodic view refresh, whose answer is a
+	// scheduling hint: the leader skips its quorum check, may answer a
+	// whole list from a shared copy up to a second old, and may refuse one
+	// when it is answering too many (ResourceExhausted VIEW_BUSY: keep the
+	// view and ask again).
+	View          bool `protobuf:"varint,6,opt,name=view,proto3" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1541,10 +1554,45 @@ func (x *ListNodesRequest) GetAliveOnly() bool {
 	return false
 }
 
+func (x *ListNodesRequest) GetViewEpoch() uint64 {
+	if x != nil {
+		return x.ViewEpoch
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetViewSeq() uint64 {
+	if x != nil {
+		return x.ViewSeq
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetViewIndex() uint64 {
+	if x != nil {
+		return x.ViewIndex
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetView() bool {
+	if x != nil {
+		return x.View
+	}
+	return false
+}
+
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Nodes  []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// delta: nodes holds only the nodes changed since the request's
+	// position (alive_only does not apply: a dead node is how a watcher
+	// learns to drop it). The view_* fields are the position of this answer.
+	Delta         bool   `protobuf:"varint,3,opt,name=delta,proto3" json:"delta,omitempty"`
+	ViewEpoch     uint64 `protobuf:"varint,4,opt,name=view_epoch,json=viewEpoch,proto3" json:"view_epoch,omitempty"`
+	ViewSeq       uint64 `protobuf:"varint,5,opt,name=view_seq,json=viewSeq,proto3" json:"view_seq,omitempty"`
+	ViewIndex     uint64 `protobuf:"varint,6,opt,name=view_index,json=viewIndex,proto3" json:"view_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1591,6 +1639,34 @@ func (x *ListNodesResponse) GetNodes() []*NodeInfo {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *ListNodesResponse) GetViewEpoch() uint64 {
+	if x != nil {
+		return x.ViewEpoch
+	}
+	return 0
+}
+
+func (x *ListNodesResponse) GetViewSeq() uint64 {
+	if x != nil {
+		return x.ViewSeq
+	}
+	return 0
+}
+
+func (x *ListNodesResponse) GetViewIndex() uint64 {
+	if x != nil {
+		return x.ViewIndex
+	}
+	return 0
 }
 
 type JobInfo struct {
@@ -9042,14 +9118,26 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"O\n" +
 	"\x16UnregisterNodeResponse\x125\n" +
-	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"G\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\xb4\x01\n" +
 	"\x10ListNodesRequest\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12\x1d\n" +
 	"\n" +
-	"alive_only\x18\x02 \x01(\bR\taliveOnly\"\x81\x01\n" +
+	"alive_only\x18\x02 \x01(\bR\taliveOnly\x12\x1d\n" +
+	"\n" +
+	"view_epoch\x18\x03 \x01(\x04R\tviewEpoch\x12\x19\n" +
+	"\bview_seq\x18\x04 \x01(\x04R\aviewSeq\x12\x1d\n" +
+	"\n" +
+	"view_index\x18\x05 \x01(\x04R\tviewIndex\x12\x12\n" +
+	"\x04view\x18\x06 \x01(\bR\x04view\"\xf0\x01\n" +
 	"\x11ListNodesResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x125\n" +
-	"\x05nodes\x18\x02 \x03(\v2\x1f.manta.controlplane.v1.NodeInfoR\x05nodes\"\x8b\x03\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x1f.manta.controlplane.v1.NodeInfoR\x05nodes\x12\x14\n" +
+	"\x05delta\x18\x03 \x01(\bR\x05delta\x12\x1d\n" +
+	"\n" +
+	"view_epoch\x18\x04 \x01(\x04R\tviewEpoch\x12\x19\n" +
+	"\bview_seq\x18\x05 \x01(\x04R\aviewSeq\x12\x1d\n" +
+	"\n" +
+	"view_index\x18\x06 \x01(\x04R\tviewIndex\"\x8b\x03\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x125\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1f.manta.controlplane.v1.JobStateR\x05state\x12%\n" +
