@@ -48,6 +48,9 @@ const (
 	CmdRemovePlacementGroup                     // RemovePlacementGroupCommand
 	CmdCreateToken                              // TokenInfo (25)
 	CmdRevokeToken                              // RevokeTokenCommand (26)
+	CmdAutoscalerLaunch                         // AutoscalerLaunchCommand
+	CmdAutoscalerInstance                       // AutoscalerInstanceCommand
+	CmdRequestResources                         // RequestResourcesCommand
 	cmdCount                                    // keep last: sizes the handler table
 )
 
@@ -78,6 +81,9 @@ var cmdNames = [...]string{
 	CmdRemovePlacementGroup:  "RemovePlacementGroup",
 	CmdCreateToken:           "CreateToken",
 	CmdRevokeToken:           "RevokeToken",
+	CmdAutoscalerLaunch:      "AutoscalerLaunch",
+	CmdAutoscalerInstance:    "AutoscalerInstance",
+	CmdRequestResources:      "RequestResources",
 }
 
 func (t CommandType) String() string {

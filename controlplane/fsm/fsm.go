@@ -63,6 +63,8 @@ type FSM struct {
 	// tokens are the scoped tokens by ID; tokenByHash indexes them (derived).
 	tokens      map[string]*pb.TokenInfo
 	tokenByHash map[string]string
+	// scaler is the autoscaler's state (autoscaler.go).
+	scaler autoscalerState
 }
 
 // New returns an empty store.
@@ -99,6 +101,7 @@ func (f *FSM) reset() {
 	}
 	f.tokens = map[string]*pb.TokenInfo{}
 	f.tokenByHash = map[string]string{}
+	f.scaler = newAutoscalerState()
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -139,6 +142,9 @@ var handlers = [cmdCount]handler{
 	CmdRemovePlacementGroup:  applyRemovePlacementGroup,
 	CmdCreateToken:           applyCreateToken,
 	CmdRevokeToken:           applyRevokeToken,
+	CmdAutoscalerLaunch:      applyAutoscalerLaunch,
+	CmdAutoscalerInstance:    applyAutoscalerInstance,
+	CmdRequestResources:      applyRequestResources,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

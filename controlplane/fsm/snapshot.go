@@ -36,6 +36,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		Submissions:     sortedValues(f.submissions, func(j *pb.JobSubmission) string { return j.SubmissionId }),
 		PlacementGroups: sortedValues(f.groups, func(g *pb.PlacementGroupInfo) string { return g.PlacementGroupId }),
 		Tokens:          sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id }),
+		Autoscaler:      f.scaler.snapshot(),
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -126,6 +127,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	heap.Init(&f.deadActors)
 	f.restoreGroups(s.PlacementGroups)
+	f.scaler.restore(s.Autoscaler)
 	if err := f.lineage.restore(&s); err != nil {
 		return fmt.Errorf("restore lineage: %w", err)
 	}
