@@ -163,7 +163,6 @@ func requestReason(b []*pb.Bundle) string {
 	return fmt.Sprintf("resources requested: %d bundles", len(b))
 }
 
-
 // AutoscalerInstances lists the autoscaler's instances by ID. The messages
 // are shared: callers must not change them.
 func (f *FSM) AutoscalerInstances() []*pb.AutoscalerInstance {

@@ -25,6 +25,14 @@ type liveness struct {
 	since   time.Time // when this leadership's liveness began
 	last    map[string]time.Time
 	avail   map[string]map[string]float64
+	// load is each node's waiting lease requests and object count, the
+	// autoscaler's demand (autoscaler.go).
+	load map[string]nodeLoad
+}
+
+type nodeLoad struct {
+	demand  []*pb.ResourceDemand
+	objects int64
 }
 
 func newLiveness(h *Head) *liveness { return &liveness{h: h} }
@@ -32,11 +40,11 @@ func newLiveness(h *Head) *liveness { return &liveness{h: h} }
 func (l *liveness) run(ctx context.Context) {
 	l.mu.Lock()
 	l.leading, l.since = true, time.Now()
-	l.last, l.avail = map[string]time.Time{}, map[string]map[string]float64{}
+	l.last, l.avail, l.load = map[string]time.Time{}, map[string]map[string]float64{}, map[string]nodeLoad{}
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		l.leading, l.last, l.avail = false, nil, nil
+		l.leading, l.last, l.avail, l.load = false, nil, nil, nil
 		l.mu.Unlock()
 	}()
 	tick := max(l.h.cfg.NodeTimeout/10, 20*time.Millisecond)
@@ -106,6 +114,28 @@ func (l *liveness) decorate(nodes []*pb.NodeInfo) []*pb.NodeInfo {
 			c.Available = l.avail[n.NodeId]
 		}
 		out[i] = c
+	}
+	return out
+}
+
+// report records a node's load (from its heartbeat) on the leader.
+func (l *liveness) report(nodeID string, ld nodeLoad) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.load != nil {
+		l.load[nodeID] = ld
+	}
+}
+
+// loads returns the reported load of the given nodes.
+func (l *liveness) loads(alive map[string]bool) map[string]nodeLoad {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]nodeLoad, len(l.load))
+	for id, ld := range l.load {
+		if alive[id] {
+			out[id] = ld
+		}
 	}
 	return out
 }
