@@ -49,8 +49,8 @@ func (c *fakeCluster) Load() ([]*pb.ResourceDemand, map[string]int64) {
 }
 
 func (c *fakeCluster) PlacementGroups() []*pb.PlacementGroupInfo { return c.f.PlacementGroups() }
-func (c *fakeCluster) Instances() []*pb.AutoscalerInstance      { return c.f.AutoscalerInstances() }
-func (c *fakeCluster) RequestedResources() []*pb.Bundle         { return c.f.RequestedResources() }
+func (c *fakeCluster) Instances() []*pb.AutoscalerInstance       { return c.f.AutoscalerInstances() }
+func (c *fakeCluster) RequestedResources() []*pb.Bundle          { return c.f.RequestedResources() }
 
 func (c *fakeCluster) Apply(_ context.Context, t fsm.CommandType, body proto.Message) error {
 	cmd, err := fsm.NewCommand(t, "", body)
