@@ -82,17 +82,12 @@ func (l *Local) Launch(ctx context.Context, inst Instance) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	args := []string{"start", "--address", strings.Join(l.o.Heads(), ","), "--node-id", inst.ID,
+	args := []string{"start", "--address", strings.Join(l.o.Heads(), ","),
 		"--data-dir", filepath.Join(dir, "data"), "--port", "0"}
 	if l.o.TokenFile != "" {
 		args = append(args, "--token-file", l.o.TokenFile)
 	}
-	args = append(args, resourceArgs(inst.Type.Resources)...)
-	var labels []string
-	for _, k := range sortedKeys(inst.Labels()) {
-		labels = append(labels, k+"="+inst.Labels()[k])
-	}
-	args = append(args, "--labels", strings.Join(labels, ","))
+	args = append(args, RayletArgs(inst)...)
 	args = append(args, l.o.ExtraArgs...)
 	logf, err := os.OpenFile(filepath.Join(dir, "raylet.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
@@ -122,8 +117,19 @@ func (l *Local) Launch(ctx context.Context, inst Instance) error {
 	return nil
 }
 
-// resourceArgs turns a node type's resources into `manta start` flags;
-// CPU and GPU are always given, so a node offers only what its type says.
+// RayletArgs are the `manta start` flags that give an instance's raylet
+// its node ID, its type's resources and its labels. CPU and GPU are always
+// given, so a node offers only what its type says.
+func RayletArgs(inst Instance) []string {
+	args := append([]string{"--node-id", inst.ID}, resourceArgs(inst.Type.Resources)...)
+	labels := inst.Labels()
+	var kv []string
+	for _, k := range sortedKeys(labels) {
+		kv = append(kv, k+"="+labels[k])
+	}
+	return append(args, "--labels", strings.Join(kv, ","))
+}
+
 func resourceArgs(res map[string]float64) []string {
 	args := []string{"--num-cpus", strconv.FormatFloat(res["CPU"], 'g', -1, 64),
 		"--num-gpus", strconv.FormatFloat(res["GPU"], 'g', -1, 64)}
