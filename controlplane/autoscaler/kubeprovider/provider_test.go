@@ -157,8 +157,8 @@ func (c *cluster) Load() ([]*pb.ResourceDemand, map[string]int64) {
 	return c.demand, nil
 }
 func (c *cluster) PlacementGroups() []*pb.PlacementGroupInfo { return nil }
-func (c *cluster) Instances() []*pb.AutoscalerInstance      { return c.f.AutoscalerInstances() }
-func (c *cluster) RequestedResources() []*pb.Bundle         { return nil }
+func (c *cluster) Instances() []*pb.AutoscalerInstance       { return c.f.AutoscalerInstances() }
+func (c *cluster) RequestedResources() []*pb.Bundle          { return nil }
 func (c *cluster) Apply(_ context.Context, t fsm.CommandType, body proto.Message) error {
 	cmd, err := fsm.NewCommand(t, "", body)
 	if err != nil {
