@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/controlplane/autoscaler"
+	"github.com/manta-ray/manta/controlplane/autoscaler/kubeprovider"
 	"github.com/manta-ray/manta/controlplane/head"
 )
 
@@ -41,7 +42,26 @@ func (f *startFlags) autoscaler(self func() []string, log *zap.Logger) (*autosca
 			return nil, nil, err
 		}
 		return cfg, p, nil
+	case "kubernetes":
+		client, err := kubeprovider.InCluster()
+		if err != nil {
+			return nil, nil, err
+		}
+		templates, err := kubeprovider.LoadTemplates(cfg, filepath.Dir(f.autoscale))
+		if err != nil {
+			return nil, nil, usageErrorf("--autoscale: %v", err)
+		}
+		heads := cfg.Provider.Heads
+		if len(heads) == 0 {
+			heads = f.peers
+		}
+		p, err := kubeprovider.New(kubeprovider.Options{Client: client, Namespace: cfg.Provider.Namespace, Cluster: cfg.Provider.Cluster,
+			Heads: heads, Image: cfg.Provider.Image, TokenSecret: cfg.Provider.TokenSecret, Templates: templates})
+		if err != nil {
+			return nil, nil, usageErrorf("--autoscale: %v", err)
+		}
+		return cfg, p, nil
 	default:
-		return nil, nil, usageErrorf("--autoscale: provider %q runs in its own deployment (see deploy/); manta start runs the local provider", cfg.Provider.Type)
+		return nil, nil, usageErrorf("--autoscale: unknown provider %q", cfg.Provider.Type)
 	}
 }

@@ -48,6 +48,12 @@ type ProviderConfig struct {
 	Namespace string `yaml:"namespace"`
 	// Image is the raylet container image when a node type has no pod template.
 	Image string `yaml:"image"`
+	// Cluster names the cluster's pods (label manta.io/cluster); default "manta".
+	Cluster string `yaml:"cluster"`
+	// TokenSecret is the Secret (key "token") raylet pods mount; default "manta-token".
+	TokenSecret string `yaml:"token_secret"`
+	// Heads are the addresses raylet pods join; default the head's --peers.
+	Heads []string `yaml:"heads"`
 }
 
 // Config is the autoscaler's YAML config. Unknown fields are errors.
@@ -181,8 +187,21 @@ func (c *Config) Validate() error {
 	if c.UpscalingSpeed == 0 {
 		c.UpscalingSpeed = 1
 	}
-	if c.Provider.Type == "kubernetes" && c.Provider.Namespace == "" {
-		c.Provider.Namespace = "default"
+	if c.Provider.Type == "kubernetes" {
+		if c.Provider.Namespace == "" {
+			c.Provider.Namespace = "default"
+		}
+		if c.Provider.Cluster == "" {
+			c.Provider.Cluster = "manta"
+		}
+		if c.Provider.TokenSecret == "" {
+			c.Provider.TokenSecret = "manta-token"
+		}
+		for _, t := range c.NodeTypes {
+			if t.PodTemplate == "" && c.Provider.Image == "" {
+				return bad("node type %q has no pod_template, so provider.image is required", t.Name)
+			}
+		}
 	}
 	return nil
 }
