@@ -200,3 +200,57 @@ func TestRequestResourcesScalesUpAndKeepsItUntilCleared(t *testing.T) {
 		return countIn(instances(t, cl), "cpu", pb.InstanceState_INSTANCE_TERMINATED) == 2
 	})
 }
+
+// BenchmarkAutoscaleInfeasibleToStart is the time from submitting a task
+// no node can run to its start on a node the local provider launched for
+// it (the raylet process's start and registration included). Between
+// iterations, untimed, the idle node is removed again.
+//
+//	go test ./cmd/manta -run '^$' -bench AutoscaleInfeasibleToStart -benchtime 5x
+func BenchmarkAutoscaleInfeasibleToStart(b *testing.B) {
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "autoscale.yaml")
+	if err := os.WriteFile(cfg, []byte(autoscaleTestConfig), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c, err := launcher.Start(ctx, launcher.Options{Binary: mantaBin, Heads: 1, DataDir: filepath.Join(dir, "cluster"), Nodes: 1,
+		Autoscale: cfg, ExtraHeadArgs: []string{"--object-store-memory", "64MiB"},
+		NodeArgs: func(int) []string { return []string{"--num-cpus", "1", "--object-store-memory", "64MiB"} }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := ray.Init(ctx, ray.Address(strings.Join(c.Addresses(), ",")), ray.Token(c.Token())); err != nil {
+		b.Fatal(err)
+	}
+	defer ray.Shutdown(context.Background())
+	cl, err := c.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	removed := func(n int) bool {
+		st, err := cl.AutoscalerStatus(ctx)
+		if err != nil {
+			return false
+		}
+		return countIn(st.Instances, "big", pb.InstanceState_INSTANCE_TERMINATED) == n
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := ray.Get(ctx, whereAmI.Remote(ctx, ray.Resources(map[string]float64{"big": 1}))); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		for !removed(i + 1) {
+			if ctx.Err() != nil {
+				b.Fatal("the idle node was not removed")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/start")
+}
