@@ -82,6 +82,11 @@ func (l *Local) Launch(ctx context.Context, inst Instance) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	// A head killed between starting the raylet and writing its pid file
+	// left it running without one: find it rather than start a second.
+	if pid := findRaylet(inst.ID); pid > 0 {
+		return writePID(l.pidFile(inst.ID), pid)
+	}
 	args := []string{"start", "--address", strings.Join(l.o.Heads(), ","),
 		"--data-dir", filepath.Join(dir, "data"), "--port", "0"}
 	if l.o.TokenFile != "" {
@@ -101,9 +106,8 @@ func (l *Local) Launch(ctx context.Context, inst Instance) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start raylet %s: %w", inst.ID, err)
 	}
-	tmp := l.pidFile(inst.ID) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err == nil {
-		err = os.Rename(tmp, l.pidFile(inst.ID))
+	if err := writePID(l.pidFile(inst.ID), cmd.Process.Pid); err != nil {
+		l.log.Warn("write pid file", zap.String("instance", inst.ID), zap.Error(err))
 	}
 	l.mu.Lock()
 	l.children[inst.ID] = cmd
@@ -238,4 +242,33 @@ func alive(pid int, id string) bool {
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return err == nil && strings.Contains(string(cmdline), id)
+}
+
+func writePID(path string, pid int) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// findRaylet returns the pid of a live `manta start ... --node-id id`
+// process, or 0.
+func findRaylet(id string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	want := "\x00--node-id\x00" + id + "\x00"
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), want) && alive(pid, id) {
+			return pid
+		}
+	}
+	return 0
 }
