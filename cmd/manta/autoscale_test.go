@@ -136,8 +136,12 @@ func TestAutoscalerLaunchesNodesForAStrictSpreadGroup(t *testing.T) {
 	if err := pg.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	insts := instances(t, cl)
-	if len(insts) != 2 || countIn(insts, "cpu", pb.InstanceState_INSTANCE_RUNNING) != 2 {
+	// The group may be placed before the autoscaler's next round records
+	// its nodes running.
+	eventually(t, 10*time.Second, "2 cpu nodes running", func() bool {
+		return countIn(instances(t, cl), "cpu", pb.InstanceState_INSTANCE_RUNNING) == 2
+	})
+	if insts := instances(t, cl); len(insts) != 2 {
 		t.Fatalf("instances %v: want exactly 2 cpu nodes", insts)
 	}
 }
