@@ -2,6 +2,8 @@ package autoscaler
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -58,19 +60,37 @@ type Packer struct {
 	Budget int
 }
 
+// Inside Pack, resources are dense vectors indexed by name (vec) and
+// shapes also sparse lists of what they ask (need): fits and takes are
+// then a few slice reads, not map lookups, which is most of the work.
+type vec []float64
+
+type need struct {
+	i int
+	v float64
+}
+
 type bin struct {
 	id       string
 	nodeType string
-	free     map[string]float64
+	free     vec
 	fresh    bool // launched by this plan
 }
 
+type nodeType struct {
+	name  string
+	total vec
+	kinds []int // the resources it has
+}
+
 type planner struct {
-	types  []*NodeType // in order of preference for equal fits
+	index  map[string]int
+	types  []nodeType // in order of preference for equal fits
 	room   map[string]int
 	budget int
 	bins   []*bin
 	plan   *Plan
+	shape  vec // scratch: the shape being placed, dense
 }
 
 // Pack places gangs first (they need whole nodes more often), then demands
@@ -78,16 +98,46 @@ type planner struct {
 // of the type that fits with the fewest resource kinds the shape does not
 // ask for (no GPU node for CPU work), then the smallest.
 func (pk Packer) Pack(bins []Bin, gangs []Gang, demands []Demand) *Plan {
-	p := &planner{room: map[string]int{}, budget: pk.Budget, plan: &Plan{Launch: map[string]int{}, Used: map[string]bool{}, Reasons: map[string]string{}}}
-	for i := range pk.Types {
-		p.types = append(p.types, &pk.Types[i])
+	p := &planner{index: map[string]int{}, room: map[string]int{}, budget: pk.Budget,
+		plan: &Plan{Launch: map[string]int{}, Used: map[string]bool{}, Reasons: map[string]string{}}}
+	names := func(m map[string]float64) {
+		for _, k := range sortedKeys(m) {
+			if _, ok := p.index[k]; !ok {
+				p.index[k] = len(p.index)
+			}
+		}
 	}
-	sort.SliceStable(p.types, func(a, b int) bool { return size(p.types[a].Resources) < size(p.types[b].Resources) })
+	for _, t := range pk.Types {
+		names(t.Resources)
+	}
+	for _, b := range bins {
+		names(b.Free)
+	}
+	for _, g := range gangs {
+		for _, b := range g.Bundles {
+			names(b)
+		}
+	}
+	for _, d := range demands {
+		names(d.Shape)
+	}
+	p.shape = make(vec, len(p.index))
+	types := append([]NodeType(nil), pk.Types...)
+	sort.SliceStable(types, func(a, b int) bool { return size(types[a].Resources) < size(types[b].Resources) })
+	for _, t := range types {
+		nt := nodeType{name: t.Name, total: p.dense(t.Resources)}
+		for i, v := range nt.total {
+			if v > 0 {
+				nt.kinds = append(nt.kinds, i)
+			}
+		}
+		p.types = append(p.types, nt)
+	}
 	for k, v := range pk.Room {
 		p.room[k] = v
 	}
 	for _, b := range bins {
-		p.bins = append(p.bins, &bin{id: b.ID, nodeType: b.NodeType, free: clone(b.Free)})
+		p.bins = append(p.bins, &bin{id: b.ID, nodeType: b.NodeType, free: p.dense(b.Free)})
 	}
 	for _, g := range gangs {
 		p.gang(g)
@@ -100,9 +150,28 @@ func (pk Packer) Pack(bins []Bin, gangs []Gang, demands []Demand) *Plan {
 	return p.plan
 }
 
+func (p *planner) dense(m map[string]float64) vec {
+	v := make(vec, len(p.index))
+	for k, x := range m {
+		v[p.index[k]] = x
+	}
+	return v
+}
+
+func (p *planner) sparse(m map[string]float64) []need {
+	out := make([]need, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		if m[k] > 0 {
+			out = append(out, need{p.index[k], m[k]})
+		}
+	}
+	return out
+}
+
 func (p *planner) demand(d Demand) {
+	n := p.sparse(d.Shape)
 	for i := 0; i < d.Count; i++ {
-		if _, why := p.place(d.Shape, nil, d.Source); why != placed {
+		if _, why := p.place(n, d.Shape, nil, d.Source); why != placed {
 			rest := d
 			rest.Count = d.Count - i
 			p.miss(rest, why)
@@ -125,31 +194,33 @@ func (p *planner) gang(g Gang) {
 	// Undo everything if one bundle cannot be placed: half a group is no
 	// use, and nodes launched for it would idle.
 	type took struct {
-		b     *bin
-		shape map[string]float64
+		b *bin
+		n []need
 	}
 	var done []took
-	nbins, launch, room, budget := len(p.bins), clone(intsToFloats(p.plan.Launch)), clone(intsToFloats(p.room)), p.budget
+	nbins, budget := len(p.bins), p.budget
+	launch, room, reasons := maps.Clone(p.plan.Launch), maps.Clone(p.room), maps.Clone(p.plan.Reasons)
 	used := map[*bin]bool{}
 	for _, shape := range bundles {
 		var exclude map[*bin]bool
 		if g.Strategy == pb.PlacementStrategy_STRICT_SPREAD {
 			exclude = used
 		}
-		b, why := p.place(shape, exclude, g.Source)
+		n := p.sparse(shape)
+		b, why := p.place(n, shape, exclude, g.Source)
 		if why != placed {
 			for _, t := range done {
-				for k, v := range t.shape {
-					t.b.free[k] += v
+				for _, x := range t.n {
+					t.b.free[x.i] += x.v
 				}
 			}
 			p.bins = p.bins[:nbins]
-			p.plan.Launch, p.room, p.budget = floatsToInts(launch), floatsToInts(room), budget
+			p.plan.Launch, p.room, p.budget, p.plan.Reasons = launch, room, budget, reasons
 			p.miss(Demand{Shape: shape, Count: 1, Source: g.Source}, why)
 			return
 		}
 		used[b] = true
-		done = append(done, took{b, shape})
+		done = append(done, took{b, n})
 	}
 	for _, t := range done {
 		if !t.b.fresh {
@@ -174,32 +245,41 @@ func (p *planner) miss(d Demand, why outcome) {
 	}
 }
 
-// place takes shape from the first bin it fits (not in exclude), else from
-// a new node.
-func (p *planner) place(shape map[string]float64, exclude map[*bin]bool, source string) (*bin, outcome) {
+// place takes the shape n from the first bin it fits (not in exclude),
+// else from a new node.
+func (p *planner) place(n []need, shape map[string]float64, exclude map[*bin]bool, source string) (*bin, outcome) {
 	for _, b := range p.bins {
-		if !exclude[b] && fits(b.free, shape) {
-			take(b.free, shape)
+		if !exclude[b] && fitsVec(b.free, n) {
+			takeVec(b.free, n)
 			if !b.fresh {
 				p.plan.Used[b.id] = true
 			}
 			return b, placed
 		}
 	}
-	var best *NodeType
+	for _, x := range n {
+		p.shape[x.i] = x.v
+	}
+	defer func() {
+		for _, x := range n {
+			p.shape[x.i] = 0
+		}
+	}()
+	var best *nodeType
 	bestExtra := 0
 	anyFits := false
-	for _, t := range p.types {
-		if !fits(t.Resources, shape) {
+	for i := range p.types {
+		t := &p.types[i]
+		if !fitsVec(t.total, n) {
 			continue
 		}
 		anyFits = true
-		if p.room[t.Name] <= 0 || p.budget <= 0 {
+		if p.room[t.name] <= 0 || p.budget <= 0 {
 			continue
 		}
 		extra := 0
-		for k := range t.Resources {
-			if shape[k] == 0 {
+		for _, k := range t.kinds {
+			if p.shape[k] == 0 {
 				extra++
 			}
 		}
@@ -213,30 +293,30 @@ func (p *planner) place(shape map[string]float64, exclude map[*bin]bool, source 
 		}
 		return nil, noType
 	}
-	p.room[best.Name]--
+	p.room[best.name]--
 	p.budget--
-	p.plan.Launch[best.Name]++
-	if _, ok := p.plan.Reasons[best.Name]; !ok {
-		p.plan.Reasons[best.Name] = fmt.Sprintf("%s needs {%s}", source, ShapeKey(shape))
+	p.plan.Launch[best.name]++
+	if _, ok := p.plan.Reasons[best.name]; !ok {
+		p.plan.Reasons[best.name] = fmt.Sprintf("%s needs {%s}", source, ShapeKey(shape))
 	}
-	b := &bin{id: fmt.Sprintf("new-%d", len(p.bins)), nodeType: best.Name, free: clone(best.Resources), fresh: true}
-	take(b.free, shape)
+	b := &bin{id: fmt.Sprintf("new-%d", len(p.bins)), nodeType: best.name, free: slices.Clone(best.total), fresh: true}
+	takeVec(b.free, n)
 	p.bins = append(p.bins, b)
 	return b, placed
 }
 
-func fits(free, shape map[string]float64) bool {
-	for k, v := range shape {
-		if v > 0 && free[k]+eps < v {
+func fitsVec(free vec, n []need) bool {
+	for _, x := range n {
+		if free[x.i]+eps < x.v {
 			return false
 		}
 	}
 	return true
 }
 
-func take(free, shape map[string]float64) {
-	for k, v := range shape {
-		free[k] -= v
+func takeVec(free vec, n []need) {
+	for _, x := range n {
+		free[x.i] -= x.v
 	}
 }
 
@@ -246,30 +326,6 @@ func size(m map[string]float64) float64 {
 		s += v
 	}
 	return s
-}
-
-func clone(m map[string]float64) map[string]float64 {
-	out := make(map[string]float64, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-func intsToFloats(m map[string]int) map[string]float64 {
-	out := make(map[string]float64, len(m))
-	for k, v := range m {
-		out[k] = float64(v)
-	}
-	return out
-}
-
-func floatsToInts(m map[string]float64) map[string]int {
-	out := make(map[string]int, len(m))
-	for k, v := range m {
-		out[k] = int(v)
-	}
-	return out
 }
 
 // ShapeKey is a stable text form of a resource shape ("CPU=1,big=1").
