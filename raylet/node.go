@@ -200,6 +200,7 @@ func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
 	type ownerShape struct{ owner, shape string }
 	type agg struct {
 		res        resources.Set
+		labels     map[string]string
 		queued     int32
 		backlog    int32
 		arrived    time.Time
@@ -208,13 +209,25 @@ func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
 	per := map[ownerShape]*agg{}
 	var order []ownerShape
 	for _, q := range r.queue {
-		if q.cancelled {
+		st := q.req.Strategy
+		switch {
+		case q.cancelled:
 			continue
+		case st.GetKind() == cpb.SchedulingStrategy_PLACEMENT_GROUP:
+			continue // waits for its group's bundle: the group is the demand
+		case st.GetKind() == cpb.SchedulingStrategy_NODE_AFFINITY && !st.GetSoft():
+			continue // only its node will do: no new node helps
 		}
-		k := ownerShape{q.req.OwnerAddress, q.res.Key()}
+		var labels map[string]string
+		shape := q.res.Key()
+		if st.GetKind() == cpb.SchedulingStrategy_NODE_LABELS && len(st.GetHardLabels()) > 0 {
+			labels = st.GetHardLabels()
+			shape += "|" + labelKey(labels)
+		}
+		k := ownerShape{q.req.OwnerAddress, shape}
 		a := per[k]
 		if a == nil {
-			a = &agg{res: q.res}
+			a = &agg{res: q.res, labels: labels}
 			per[k] = a
 			order = append(order, k)
 		}
@@ -230,7 +243,7 @@ func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
 		a := per[k]
 		d := byShape[k.shape]
 		if d == nil {
-			d = &cpb.ResourceDemand{Shape: a.res.Clone()}
+			d = &cpb.ResourceDemand{Shape: a.res.Clone(), Labels: a.labels}
 			byShape[k.shape] = d
 			shapes = append(shapes, k.shape)
 		}
@@ -246,4 +259,17 @@ func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
 		fmt.Fprintf(&sig, "%s:%d:%t;", s, d.Count, d.Infeasible)
 	}
 	return out, sig.String()
+}
+
+func labelKey(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var sb strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "%s=%s,", k, m[k])
+	}
+	return sb.String()
 }

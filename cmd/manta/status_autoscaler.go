@@ -85,7 +85,7 @@ func gatherAutoscalerStatus(ctx context.Context, cl *cpclient.Client, r *statusR
 		a.NodeTypes = append(a.NodeTypes, nt)
 	}
 	for _, d := range st.PendingDemands {
-		a.Demands = append(a.Demands, demandReport{Shape: autoscaler.ShapeKey(d.Shape), Count: d.Count, Infeasible: d.Infeasible, Source: d.Source})
+		a.Demands = append(a.Demands, demandReport{Shape: autoscaler.DemandKey(d.Shape, d.Labels), Count: d.Count, Infeasible: d.Infeasible, Source: d.Source})
 	}
 	for _, b := range st.RequestedResources {
 		a.Requested = append(a.Requested, autoscaler.ShapeKey(b.Resources))

@@ -330,24 +330,25 @@ func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerI
 			continue
 		}
 		nt := n.Labels[LabelNodeType]
-		totals = append(totals, Bin{ID: id, NodeType: nt, Free: n.Resources})
+		totals = append(totals, Bin{ID: id, NodeType: nt, Free: n.Resources, Labels: n.Labels})
 		avail := n.Available
 		if avail == nil {
 			avail = n.Resources
 		}
-		free = append(free, Bin{ID: id, NodeType: nt, Free: avail})
+		free = append(free, Bin{ID: id, NodeType: nt, Free: avail, Labels: n.Labels})
 	}
 	for _, in := range pending {
 		if t := a.cfg.nodeType(in.NodeType); t != nil && nodes[in.InstanceId] == nil {
-			totals = append(totals, Bin{ID: in.InstanceId, NodeType: t.Name, Free: t.Resources})
-			free = append(free, Bin{ID: in.InstanceId, NodeType: t.Name, Free: t.Resources})
+			lb := Instance{ID: in.InstanceId, Type: *t}.Labels()
+			totals = append(totals, Bin{ID: in.InstanceId, NodeType: t.Name, Free: t.Resources, Labels: lb})
+			free = append(free, Bin{ID: in.InstanceId, NodeType: t.Name, Free: t.Resources, Labels: lb})
 		}
 	}
 	for name, k := range launch {
 		for i := 0; i < k; i++ {
-			r := a.cfg.nodeType(name).Resources
-			free = append(free, Bin{ID: fmt.Sprintf("min-%s-%d", name, i), NodeType: name, Free: r})
-			totals = append(totals, Bin{ID: fmt.Sprintf("min-%s-%d", name, i), NodeType: name, Free: r})
+			t := a.cfg.nodeType(name)
+			free = append(free, Bin{ID: fmt.Sprintf("min-%s-%d", name, i), NodeType: name, Free: t.Resources, Labels: t.Labels})
+			totals = append(totals, Bin{ID: fmt.Sprintf("min-%s-%d", name, i), NodeType: name, Free: t.Resources, Labels: t.Labels})
 		}
 	}
 
@@ -362,7 +363,8 @@ func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerI
 	a.take(pa, launch, reasons, room, &budget, "request_resources")
 	for name, k := range pa.Launch {
 		for i := 0; i < k; i++ {
-			free = append(free, Bin{ID: fmt.Sprintf("req-%s-%d", name, i), NodeType: name, Free: a.cfg.nodeType(name).Resources})
+			t := a.cfg.nodeType(name)
+			free = append(free, Bin{ID: fmt.Sprintf("req-%s-%d", name, i), NodeType: name, Free: t.Resources, Labels: t.Labels})
 		}
 	}
 	all = append(all, demandsPB(pa.Infeasible, true)...)
@@ -371,7 +373,7 @@ func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerI
 	load, _ := a.cl.Load()
 	var demands []Demand
 	for _, d := range load {
-		demands = append(demands, Demand{Shape: d.Shape, Count: int(d.Count), Source: "tasks"})
+		demands = append(demands, Demand{Shape: d.Shape, Labels: d.Labels, Count: int(d.Count), Source: "tasks"})
 	}
 	var gangs []Gang
 	for _, g := range a.cl.PlacementGroups() {
@@ -395,18 +397,40 @@ func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerI
 	pk = Packer{Types: a.cfg.NodeTypes, Room: room, Budget: budget}
 	pb2 := pk.Pack(free, gangs, demands)
 	a.take(pb2, launch, reasons, room, &budget, "")
-	for _, d := range load {
-		if d.Infeasible {
-			all = append(all, d)
+	// Task demand is shown as the raylets report it, marked when no node
+	// type fits it or limits hold it back; groups' as the packer left them.
+	why := map[string]string{}
+	for _, d := range pb2.Infeasible {
+		if d.Source == "tasks" {
+			why[DemandKey(d.Shape, d.Labels)] = " (no node type fits it)"
 		}
 	}
-	all = append(all, demandsPB(pb2.Infeasible, true)...)
-	all = append(all, demandsPB(pb2.Unmet, false)...)
-	for _, d := range load {
-		if !d.Infeasible {
-			all = append(all, d)
+	for _, d := range pb2.Unmet {
+		if d.Source == "tasks" {
+			why[DemandKey(d.Shape, d.Labels)] = " (limits: max_count, max_nodes, upscaling_speed or launch backoff)"
 		}
 	}
+	for _, d := range load {
+		if w := why[DemandKey(d.Shape, d.Labels)]; w != "" {
+			d = proto.Clone(d).(*pb.ResourceDemand)
+			d.Source += w
+		}
+		all = append(all, d)
+	}
+	var groups []Demand
+	for _, d := range pb2.Infeasible {
+		if d.Source != "tasks" {
+			groups = append(groups, d)
+		}
+	}
+	all = append(all, demandsPB(groups, true)...)
+	groups = groups[:0]
+	for _, d := range pb2.Unmet {
+		if d.Source != "tasks" {
+			groups = append(groups, d)
+		}
+	}
+	all = append(all, demandsPB(groups, false)...)
 	a.mu.Lock()
 	a.demand = all
 	a.mu.Unlock()
@@ -442,7 +466,7 @@ func demandsPB(ds []Demand, infeasible bool) []*pb.ResourceDemand {
 		} else {
 			src += " (limits: max_count, max_nodes, upscaling_speed or launch backoff)"
 		}
-		out = append(out, &pb.ResourceDemand{Shape: d.Shape, Count: int32(d.Count), Infeasible: infeasible, Source: src})
+		out = append(out, &pb.ResourceDemand{Shape: d.Shape, Labels: d.Labels, Count: int32(d.Count), Infeasible: infeasible, Source: src})
 	}
 	return out
 }

@@ -15,7 +15,9 @@ const eps = 1e-9
 
 // Demand is Count requests of one resource shape.
 type Demand struct {
-	Shape  map[string]float64
+	Shape map[string]float64
+	// Labels the node must have (a NODE_LABELS strategy's hard labels).
+	Labels map[string]string
 	Count  int
 	Source string
 }
@@ -35,6 +37,7 @@ type Bin struct {
 	ID       string
 	NodeType string // "" for a node the autoscaler did not launch
 	Free     map[string]float64
+	Labels   map[string]string
 }
 
 // Plan is what the bin-packer decided.
@@ -74,13 +77,15 @@ type bin struct {
 	id       string
 	nodeType string
 	free     vec
+	labels   map[string]string
 	fresh    bool // launched by this plan
 }
 
 type nodeType struct {
-	name  string
-	total vec
-	kinds []int // the resources it has
+	name   string
+	total  vec
+	kinds  []int // the resources it has
+	labels map[string]string
 }
 
 type planner struct {
@@ -125,7 +130,7 @@ func (pk Packer) Pack(bins []Bin, gangs []Gang, demands []Demand) *Plan {
 	types := append([]NodeType(nil), pk.Types...)
 	sort.SliceStable(types, func(a, b int) bool { return size(types[a].Resources) < size(types[b].Resources) })
 	for _, t := range types {
-		nt := nodeType{name: t.Name, total: p.dense(t.Resources)}
+		nt := nodeType{name: t.Name, total: p.dense(t.Resources), labels: t.Labels}
 		for i, v := range nt.total {
 			if v > 0 {
 				nt.kinds = append(nt.kinds, i)
@@ -137,7 +142,7 @@ func (pk Packer) Pack(bins []Bin, gangs []Gang, demands []Demand) *Plan {
 		p.room[k] = v
 	}
 	for _, b := range bins {
-		p.bins = append(p.bins, &bin{id: b.ID, nodeType: b.NodeType, free: p.dense(b.Free)})
+		p.bins = append(p.bins, &bin{id: b.ID, nodeType: b.NodeType, free: p.dense(b.Free), labels: b.Labels})
 	}
 	for _, g := range gangs {
 		p.gang(g)
@@ -171,7 +176,7 @@ func (p *planner) sparse(m map[string]float64) []need {
 func (p *planner) demand(d Demand) {
 	n := p.sparse(d.Shape)
 	for i := 0; i < d.Count; i++ {
-		if _, why := p.place(n, d.Shape, nil, d.Source); why != placed {
+		if _, why := p.place(n, d.Shape, d.Labels, nil, d.Source); why != placed {
 			rest := d
 			rest.Count = d.Count - i
 			p.miss(rest, why)
@@ -207,7 +212,7 @@ func (p *planner) gang(g Gang) {
 			exclude = used
 		}
 		n := p.sparse(shape)
-		b, why := p.place(n, shape, exclude, g.Source)
+		b, why := p.place(n, shape, nil, exclude, g.Source)
 		if why != placed {
 			for _, t := range done {
 				for _, x := range t.n {
@@ -247,9 +252,9 @@ func (p *planner) miss(d Demand, why outcome) {
 
 // place takes the shape n from the first bin it fits (not in exclude),
 // else from a new node.
-func (p *planner) place(n []need, shape map[string]float64, exclude map[*bin]bool, source string) (*bin, outcome) {
+func (p *planner) place(n []need, shape map[string]float64, labels map[string]string, exclude map[*bin]bool, source string) (*bin, outcome) {
 	for _, b := range p.bins {
-		if !exclude[b] && fitsVec(b.free, n) {
+		if !exclude[b] && fitsVec(b.free, n) && hasLabels(b.labels, labels) {
 			takeVec(b.free, n)
 			if !b.fresh {
 				p.plan.Used[b.id] = true
@@ -270,7 +275,7 @@ func (p *planner) place(n []need, shape map[string]float64, exclude map[*bin]boo
 	anyFits := false
 	for i := range p.types {
 		t := &p.types[i]
-		if !fitsVec(t.total, n) {
+		if !fitsVec(t.total, n) || !hasLabels(t.labels, labels) {
 			continue
 		}
 		anyFits = true
@@ -299,10 +304,20 @@ func (p *planner) place(n []need, shape map[string]float64, exclude map[*bin]boo
 	if _, ok := p.plan.Reasons[best.name]; !ok {
 		p.plan.Reasons[best.name] = fmt.Sprintf("%s needs {%s}", source, ShapeKey(shape))
 	}
-	b := &bin{id: fmt.Sprintf("new-%d", len(p.bins)), nodeType: best.name, free: slices.Clone(best.total), fresh: true}
+	b := &bin{id: fmt.Sprintf("new-%d", len(p.bins)), nodeType: best.name, free: slices.Clone(best.total), labels: best.labels, fresh: true}
 	takeVec(b.free, n)
 	p.bins = append(p.bins, b)
 	return b, placed
+}
+
+// hasLabels says whether a node's labels include every wanted one.
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 func fitsVec(free vec, n []need) bool {
@@ -326,6 +341,27 @@ func size(m map[string]float64) float64 {
 		s += v
 	}
 	return s
+}
+
+// DemandKey names a shape with the labels it needs.
+func DemandKey(shape map[string]float64, labels map[string]string) string {
+	k := ShapeKey(shape)
+	if len(labels) > 0 {
+		k += " on " + LabelsKey(labels)
+	}
+	return k
+}
+
+// LabelsKey is a stable text form of labels ("a=1,b=2").
+func LabelsKey(m map[string]string) string {
+	var sb strings.Builder
+	for i, k := range sortedKeys(m) {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(k + "=" + m[k])
+	}
+	return sb.String()
 }
 
 // ShapeKey is a stable text form of a resource shape ("CPU=1,big=1").

@@ -98,3 +98,18 @@ func BenchmarkPack(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(demands))/b.Elapsed().Seconds(), "decisions/s")
 }
+
+// A task that needs node labels goes only to a node, or a node type, that
+// has them; none does: it is infeasible, and nothing is launched for it.
+func TestPackMatchesLabels(t *testing.T) {
+	types := append([]NodeType{{Name: "zoned", Resources: map[string]float64{"CPU": 4}, Labels: map[string]string{"zone": "b"}, MaxCount: 2}}, testTypes...)
+	bins := []Bin{{ID: "n1", Free: map[string]float64{"CPU": 4}, Labels: map[string]string{"zone": "a"}}}
+	p := Packer{Types: types, Room: map[string]int{"zoned": 2, "cpu": 2}, Budget: 10}.Pack(bins, nil, []Demand{
+		{Shape: map[string]float64{"CPU": 1}, Labels: map[string]string{"zone": "b"}, Count: 1},
+		{Shape: map[string]float64{"CPU": 1}, Labels: map[string]string{"zone": "a"}, Count: 1},
+		{Shape: map[string]float64{"CPU": 1}, Labels: map[string]string{"zone": "c"}, Count: 1},
+	})
+	if p.Launch["zoned"] != 1 || p.Launch["cpu"] != 0 || !p.Used["n1"] || len(p.Infeasible) != 1 {
+		t.Fatalf("plan %+v: want zone b on a new zoned node, zone a on n1, zone c infeasible", p)
+	}
+}

@@ -74,7 +74,7 @@ func viewAutoscaler(st *pb.AutoscalerStatusResponse) autoscalerView {
 			LastError: t.LastError, BackoffMs: t.BackoffUntilUnixNano / 1e6})
 	}
 	for _, dm := range st.PendingDemands {
-		v.Demands = append(v.Demands, demandView{Shape: autoscaler.ShapeKey(dm.Shape), Count: dm.Count, Infeasible: dm.Infeasible, Source: dm.Source})
+		v.Demands = append(v.Demands, demandView{Shape: autoscaler.DemandKey(dm.Shape, dm.Labels), Count: dm.Count, Infeasible: dm.Infeasible, Source: dm.Source})
 	}
 	for _, b := range st.RequestedResources {
 		v.Requested = append(v.Requested, autoscaler.ShapeKey(b.Resources))

@@ -30,10 +30,10 @@ func (c scalerCluster) Load() ([]*pb.ResourceDemand, map[string]int64) {
 	for id, ld := range c.h.liveness.loads(alive) {
 		objects[id] = ld.objects
 		for _, d := range ld.demand {
-			k := autoscaler.ShapeKey(d.Shape)
+			k := autoscaler.DemandKey(d.Shape, d.Labels)
 			s := byShape[k]
 			if s == nil {
-				s = &pb.ResourceDemand{Shape: d.Shape, Source: "tasks"}
+				s = &pb.ResourceDemand{Shape: d.Shape, Labels: d.Labels, Source: "tasks"}
 				byShape[k] = s
 				order = append(order, k)
 			}

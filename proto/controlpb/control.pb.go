@@ -8690,7 +8690,9 @@ type ResourceDemand struct {
 	// No live node could ever fit it (as opposed to: all are busy).
 	Infeasible bool `protobuf:"varint,3,opt,name=infeasible,proto3" json:"infeasible,omitempty"`
 	// Where it comes from: "tasks", "placement group <id>", "request_resources".
-	Source        string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// Labels the node must have (a NODE_LABELS strategy's hard labels).
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -8751,6 +8753,13 @@ func (x *ResourceDemand) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *ResourceDemand) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type RequestResourcesRequest struct {
@@ -9968,18 +9977,22 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"a\n" +
 	"\x12CheckTokenResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x14\n" +
-	"\x05scope\x18\x02 \x01(\tR\x05scope\"\xe0\x01\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\"\xe6\x02\n" +
 	"\x0eResourceDemand\x12F\n" +
 	"\x05shape\x18\x01 \x03(\v20.manta.controlplane.v1.ResourceDemand.ShapeEntryR\x05shape\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x05R\x05count\x12\x1e\n" +
 	"\n" +
 	"infeasible\x18\x03 \x01(\bR\n" +
 	"infeasible\x12\x16\n" +
-	"\x06source\x18\x04 \x01(\tR\x06source\x1a8\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12I\n" +
+	"\x06labels\x18\x05 \x03(\v21.manta.controlplane.v1.ResourceDemand.LabelsEntryR\x06labels\x1a8\n" +
 	"\n" +
 	"ShapeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"q\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
 	"\x17RequestResourcesRequest\x127\n" +
 	"\abundles\x18\x01 \x03(\v2\x1d.manta.controlplane.v1.BundleR\abundles\x12\x1d\n" +
 	"\n" +
@@ -10187,7 +10200,7 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 }
 
 var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 147)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 148)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -10347,7 +10360,8 @@ var file_controlpb_control_proto_goTypes = []any{
 	nil,                                      // 155: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
 	nil,                                      // 156: manta.controlplane.v1.Bundle.ResourcesEntry
 	nil,                                      // 157: manta.controlplane.v1.ResourceDemand.ShapeEntry
-	nil,                                      // 158: manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
+	nil,                                      // 158: manta.controlplane.v1.ResourceDemand.LabelsEntry
+	nil,                                      // 159: manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
 	140, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
@@ -10472,123 +10486,124 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	12,  // 119: manta.controlplane.v1.RevokeTokenResponse.header:type_name -> manta.controlplane.v1.Header
 	12,  // 120: manta.controlplane.v1.CheckTokenResponse.header:type_name -> manta.controlplane.v1.Header
 	157, // 121: manta.controlplane.v1.ResourceDemand.shape:type_name -> manta.controlplane.v1.ResourceDemand.ShapeEntry
-	113, // 122: manta.controlplane.v1.RequestResourcesRequest.bundles:type_name -> manta.controlplane.v1.Bundle
-	12,  // 123: manta.controlplane.v1.RequestResourcesResponse.header:type_name -> manta.controlplane.v1.Header
-	158, // 124: manta.controlplane.v1.NodeTypeStatus.resources:type_name -> manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
-	12,  // 125: manta.controlplane.v1.AutoscalerStatusResponse.header:type_name -> manta.controlplane.v1.Header
-	136, // 126: manta.controlplane.v1.AutoscalerStatusResponse.node_types:type_name -> manta.controlplane.v1.NodeTypeStatus
-	132, // 127: manta.controlplane.v1.AutoscalerStatusResponse.pending_demands:type_name -> manta.controlplane.v1.ResourceDemand
-	138, // 128: manta.controlplane.v1.AutoscalerStatusResponse.instances:type_name -> manta.controlplane.v1.AutoscalerInstance
-	139, // 129: manta.controlplane.v1.AutoscalerStatusResponse.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
-	113, // 130: manta.controlplane.v1.AutoscalerStatusResponse.requested_resources:type_name -> manta.controlplane.v1.Bundle
-	10,  // 131: manta.controlplane.v1.AutoscalerInstance.state:type_name -> manta.controlplane.v1.InstanceState
-	13,  // 132: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	86,  // 133: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	18,  // 134: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	20,  // 135: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	22,  // 136: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	24,  // 137: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	27,  // 138: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	29,  // 139: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	31,  // 140: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	33,  // 141: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	35,  // 142: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	37,  // 143: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	39,  // 144: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	42,  // 145: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	47,  // 146: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	49,  // 147: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	51,  // 148: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	53,  // 149: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	55,  // 150: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	45,  // 151: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	60,  // 152: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	62,  // 153: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	64,  // 154: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	66,  // 155: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	71,  // 156: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	73,  // 157: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	75,  // 158: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	77,  // 159: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	79,  // 160: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	81,  // 161: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	83,  // 162: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	88,  // 163: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	90,  // 164: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	92,  // 165: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	94,  // 166: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	101, // 167: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	105, // 168: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	107, // 169: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	109, // 170: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	115, // 171: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
-	117, // 172: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
-	119, // 173: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
-	121, // 174: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
-	124, // 175: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
-	126, // 176: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
-	128, // 177: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
-	130, // 178: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
-	96,  // 179: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	98,  // 180: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	133, // 181: manta.controlplane.v1.AutoscalerService.RequestResources:input_type -> manta.controlplane.v1.RequestResourcesRequest
-	135, // 182: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:input_type -> manta.controlplane.v1.AutoscalerStatusRequest
-	14,  // 183: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	87,  // 184: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	19,  // 185: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	21,  // 186: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	23,  // 187: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	25,  // 188: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	28,  // 189: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	30,  // 190: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	32,  // 191: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	34,  // 192: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	36,  // 193: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	38,  // 194: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	40,  // 195: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	43,  // 196: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	48,  // 197: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	50,  // 198: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	52,  // 199: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	54,  // 200: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	56,  // 201: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	46,  // 202: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	61,  // 203: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	63,  // 204: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	65,  // 205: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	68,  // 206: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	72,  // 207: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	74,  // 208: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	76,  // 209: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	78,  // 210: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	80,  // 211: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	82,  // 212: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	84,  // 213: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	89,  // 214: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	91,  // 215: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	93,  // 216: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	95,  // 217: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	103, // 218: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	106, // 219: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	108, // 220: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	111, // 221: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	116, // 222: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
-	118, // 223: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
-	120, // 224: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
-	122, // 225: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
-	125, // 226: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
-	127, // 227: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
-	129, // 228: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
-	131, // 229: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
-	97,  // 230: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	99,  // 231: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	134, // 232: manta.controlplane.v1.AutoscalerService.RequestResources:output_type -> manta.controlplane.v1.RequestResourcesResponse
-	137, // 233: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:output_type -> manta.controlplane.v1.AutoscalerStatusResponse
-	183, // [183:234] is the sub-list for method output_type
-	132, // [132:183] is the sub-list for method input_type
-	132, // [132:132] is the sub-list for extension type_name
-	132, // [132:132] is the sub-list for extension extendee
-	0,   // [0:132] is the sub-list for field type_name
+	158, // 122: manta.controlplane.v1.ResourceDemand.labels:type_name -> manta.controlplane.v1.ResourceDemand.LabelsEntry
+	113, // 123: manta.controlplane.v1.RequestResourcesRequest.bundles:type_name -> manta.controlplane.v1.Bundle
+	12,  // 124: manta.controlplane.v1.RequestResourcesResponse.header:type_name -> manta.controlplane.v1.Header
+	159, // 125: manta.controlplane.v1.NodeTypeStatus.resources:type_name -> manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
+	12,  // 126: manta.controlplane.v1.AutoscalerStatusResponse.header:type_name -> manta.controlplane.v1.Header
+	136, // 127: manta.controlplane.v1.AutoscalerStatusResponse.node_types:type_name -> manta.controlplane.v1.NodeTypeStatus
+	132, // 128: manta.controlplane.v1.AutoscalerStatusResponse.pending_demands:type_name -> manta.controlplane.v1.ResourceDemand
+	138, // 129: manta.controlplane.v1.AutoscalerStatusResponse.instances:type_name -> manta.controlplane.v1.AutoscalerInstance
+	139, // 130: manta.controlplane.v1.AutoscalerStatusResponse.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
+	113, // 131: manta.controlplane.v1.AutoscalerStatusResponse.requested_resources:type_name -> manta.controlplane.v1.Bundle
+	10,  // 132: manta.controlplane.v1.AutoscalerInstance.state:type_name -> manta.controlplane.v1.InstanceState
+	13,  // 133: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	86,  // 134: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	18,  // 135: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	20,  // 136: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	22,  // 137: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	24,  // 138: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	27,  // 139: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	29,  // 140: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	31,  // 141: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	33,  // 142: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	35,  // 143: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	37,  // 144: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	39,  // 145: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	42,  // 146: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	47,  // 147: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	49,  // 148: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	51,  // 149: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	53,  // 150: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	55,  // 151: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	45,  // 152: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	60,  // 153: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	62,  // 154: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	64,  // 155: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	66,  // 156: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	71,  // 157: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	73,  // 158: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	75,  // 159: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	77,  // 160: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	79,  // 161: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	81,  // 162: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	83,  // 163: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	88,  // 164: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	90,  // 165: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	92,  // 166: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	94,  // 167: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	101, // 168: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	105, // 169: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	107, // 170: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	109, // 171: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	115, // 172: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
+	117, // 173: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
+	119, // 174: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
+	121, // 175: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
+	124, // 176: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
+	126, // 177: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
+	128, // 178: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
+	130, // 179: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
+	96,  // 180: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	98,  // 181: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	133, // 182: manta.controlplane.v1.AutoscalerService.RequestResources:input_type -> manta.controlplane.v1.RequestResourcesRequest
+	135, // 183: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:input_type -> manta.controlplane.v1.AutoscalerStatusRequest
+	14,  // 184: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	87,  // 185: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	19,  // 186: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	21,  // 187: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	23,  // 188: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	25,  // 189: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	28,  // 190: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	30,  // 191: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	32,  // 192: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	34,  // 193: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	36,  // 194: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	38,  // 195: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	40,  // 196: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	43,  // 197: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	48,  // 198: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	50,  // 199: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	52,  // 200: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	54,  // 201: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	56,  // 202: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	46,  // 203: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	61,  // 204: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	63,  // 205: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	65,  // 206: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	68,  // 207: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	72,  // 208: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	74,  // 209: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	76,  // 210: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	78,  // 211: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	80,  // 212: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	82,  // 213: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	84,  // 214: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	89,  // 215: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	91,  // 216: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	93,  // 217: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	95,  // 218: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	103, // 219: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	106, // 220: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	108, // 221: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	111, // 222: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	116, // 223: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
+	118, // 224: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
+	120, // 225: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
+	122, // 226: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
+	125, // 227: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
+	127, // 228: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
+	129, // 229: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
+	131, // 230: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
+	97,  // 231: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	99,  // 232: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	134, // 233: manta.controlplane.v1.AutoscalerService.RequestResources:output_type -> manta.controlplane.v1.RequestResourcesResponse
+	137, // 234: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:output_type -> manta.controlplane.v1.AutoscalerStatusResponse
+	184, // [184:235] is the sub-list for method output_type
+	133, // [133:184] is the sub-list for method input_type
+	133, // [133:133] is the sub-list for extension type_name
+	133, // [133:133] is the sub-list for extension extendee
+	0,   // [0:133] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -10602,7 +10617,7 @@ func file_controlpb_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
 			NumEnums:      12,
-			NumMessages:   147,
+			NumMessages:   148,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
