@@ -283,8 +283,8 @@ func (a *Autoscaler) backedOff(nodeType string, now time.Time) bool {
 // size the cluster whatever runs on it. Then the raylets' waiting
 // requests and pending placement groups are packed onto the nodes' free
 // resources, pending launches and the nodes just planned. It returns the
-// launches per type, the nodes the requested resources need (not removed
-// while idle) and the reasons of launches per type.
+// launches per type, the nodes the requested resources or the waiting
+// demand need (not removed while idle) and the reasons of launches per type.
 func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerInstance) (map[string]int, map[string]bool, map[string]string) {
 	now := time.Now()
 	live := map[string]int{}
@@ -396,6 +396,11 @@ func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerI
 	// cannot take another: those are not offered to the group.
 	pk = Packer{Types: a.cfg.NodeTypes, Room: room, Budget: budget}
 	pb2 := pk.Pack(free, gangs, demands)
+	// A node that waiting demand fits on is not idle: it is about to get
+	// work (a node launched for a task is free until the task reaches it).
+	for id := range pb2.Used {
+		used[id] = true
+	}
 	a.take(pb2, launch, reasons, room, &budget, "")
 	// Task demand is shown as the raylets report it, marked when no node
 	// type fits it or limits hold it back; groups' as the packer left them.

@@ -341,3 +341,23 @@ idle_timeout: 1ns
 		t.Fatalf("instances %v; the min_count node must stay", cl.Instances())
 	}
 }
+
+// A node launched for a task is all free until the task reaches it; while
+// the task's demand is still reported and fits there, the node is not idle.
+func TestNodeThatWaitingDemandFitsIsNotIdle(t *testing.T) {
+	cl, prov := newFakeCluster(t), newFakeProvider()
+	a := New(Options{Config: testConfig(t, bigConfig), Provider: prov, Cluster: cl})
+	cl.setDemand(&pb.ResourceDemand{Shape: map[string]float64{"big": 1}, Count: 1, Infeasible: true})
+	round(t, a)
+	id := instancesIn(cl, pb.InstanceState_INSTANCE_PENDING)[0].InstanceId
+	cl.register(id, map[string]float64{"CPU": 1, "big": 1})
+	for range 4 {
+		round(t, a)
+	}
+	if r := instancesIn(cl, pb.InstanceState_INSTANCE_RUNNING); len(r) != 1 {
+		t.Fatalf("instances %v: the node the waiting task fits on was removed", cl.Instances())
+	}
+	if n, _ := prov.count(); n != 1 {
+		t.Fatalf("%d launches, want 1", n)
+	}
+}
