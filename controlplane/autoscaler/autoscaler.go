@@ -392,8 +392,6 @@ func (a *Autoscaler) plan(nodes map[string]*pb.NodeInfo, insts []*pb.AutoscalerI
 			gangs = append(gangs, gang)
 		}
 	}
-	// For STRICT_SPREAD, a node already holding a bundle of the group
-	// cannot take another: those are not offered to the group.
 	pk = Packer{Types: a.cfg.NodeTypes, Room: room, Budget: budget}
 	pb2 := pk.Pack(free, gangs, demands)
 	// A node that waiting demand fits on is not idle: it is about to get
