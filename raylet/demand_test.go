@@ -9,8 +9,8 @@ import (
 	"github.com/manta-ray/manta/raylet/resources"
 )
 
-// The demand a raylet reports to the autoscaler: per owner and shape the
-// larger of its queued requests and its latest backlog; requests only a
+// The demand a raylet reports to the autoscaler: per owner and shape its
+// latest backlog (else its queued requests); requests only a
 // placement group's bundle or one node can serve are not demand; hard
 // node labels travel with the shape.
 func TestDemandSumsWaitingRequestsByShape(t *testing.T) {
@@ -22,8 +22,10 @@ func TestDemandSumsWaitingRequestsByShape(t *testing.T) {
 	big := map[string]float64{"CPU": 1, "big": 1}
 	r := &Raylet{queue: []*leaseReq{
 		q("a", 1, big, nil, 2*time.Second, true),
-		q("a", 5, big, nil, time.Second, true), // a's latest backlog: 5 > its 2 queued
+		q("a", 5, big, nil, time.Second, true), // a's latest backlog: 5 tasks
 		q("b", 0, big, nil, time.Second, false),
+		q("e", 1, big, nil, 2*time.Second, false), // two requests for its one task
+		q("e", 1, big, nil, time.Second, false),
 		q("c", 9, big, &cpb.SchedulingStrategy{Kind: cpb.SchedulingStrategy_PLACEMENT_GROUP, PlacementGroupId: "g"}, 0, false),
 		q("c", 9, big, &cpb.SchedulingStrategy{Kind: cpb.SchedulingStrategy_NODE_AFFINITY, NodeId: "n9"}, 0, false),
 		q("d", 0, map[string]float64{"CPU": 1}, &cpb.SchedulingStrategy{Kind: cpb.SchedulingStrategy_NODE_LABELS, HardLabels: map[string]string{"zone": "b"}}, 0, true),
@@ -40,8 +42,8 @@ func TestDemandSumsWaitingRequestsByShape(t *testing.T) {
 			shape = d
 		}
 	}
-	if shape.Count != 6 || !shape.Infeasible || shape.Shape["big"] != 1 {
-		t.Fatalf("big demand %v: want 5 (a's backlog) + 1 (b), infeasible", shape)
+	if shape.Count != 7 || !shape.Infeasible || shape.Shape["big"] != 1 {
+		t.Fatalf("big demand %v: want 5 (a's backlog) + 1 (b's request) + 1 (e's backlog), infeasible", shape)
 	}
 	if labelled.Count != 1 || labelled.Labels["zone"] != "b" {
 		t.Fatalf("labelled demand %v", labelled)

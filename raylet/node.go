@@ -192,9 +192,10 @@ func (r *Raylet) refreshGroups() {
 }
 
 // demandLocked sums the waiting lease requests by resource shape: per
-// owner and shape, the larger of its queued requests and the backlog its
-// latest request reported (the tasks it holds back until it gets a
-// worker), as Ray's raylets report their load. The signature changes when
+// owner and shape, the backlog its latest request reported (its tasks of
+// the shape waiting for a worker; an owner may send more requests than it
+// has tasks, so requests alone overcount), or its queued requests if it
+// reported none, as Ray's raylets report their load. The signature changes when
 // the demand does, so a change is reported at once.
 func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
 	type ownerShape struct{ owner, shape string }
@@ -247,7 +248,11 @@ func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
 			byShape[k.shape] = d
 			shapes = append(shapes, k.shape)
 		}
-		d.Count += max(a.queued, a.backlog)
+		if a.backlog > 0 {
+			d.Count += a.backlog
+		} else {
+			d.Count += a.queued
+		}
 		d.Infeasible = d.Infeasible || a.infeasible
 	}
 	sort.Strings(shapes)
