@@ -3,7 +3,10 @@ package raylet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"sort"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,6 +46,7 @@ func (r *Raylet) heartbeatLoop() {
 	t := time.NewTicker(min(availabilityPoll, r.cfg.HeartbeatInterval))
 	defer t.Stop()
 	var sent resources.Set
+	var sentDemand string
 	var last time.Time
 	for {
 		select {
@@ -55,13 +59,16 @@ func (r *Raylet) heartbeatLoop() {
 		}
 		r.mu.Lock()
 		avail := r.avail.Clone()
+		demand, sig := r.demandLocked()
 		r.mu.Unlock()
-		if time.Since(last) < r.cfg.HeartbeatInterval && maps.Equal(avail, sent) {
+		if time.Since(last) < r.cfg.HeartbeatInterval && maps.Equal(avail, sent) && sig == sentDemand {
 			continue
 		}
-		sent, last = avail, time.Now()
+		sent, sentDemand, last = avail, sig, time.Now()
+		objects, _ := r.store.Stats()
 		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-		_, err := r.cp.Heartbeat(ctx, &cpb.HeartbeatRequest{NodeId: r.cfg.NodeID, Available: avail})
+		_, err := r.cp.Heartbeat(ctx, &cpb.HeartbeatRequest{NodeId: r.cfg.NodeID, Available: avail,
+			Demand: demand, Objects: int64(objects)})
 		cancel()
 		switch {
 		case err == nil:
@@ -196,4 +203,92 @@ func (r *Raylet) refreshGroups() {
 	r.mu.Lock()
 	r.groups = groups
 	r.mu.Unlock()
+}
+
+// demandLocked sums the waiting lease requests by resource shape: per
+// owner and shape, the backlog its latest request reported (its tasks of
+// the shape waiting for a worker; an owner may send more requests than it
+// has tasks, so requests alone overcount), or its queued requests if it
+// reported none, as Ray's raylets report their load. The signature changes when
+// the demand does, so a change is reported at once.
+func (r *Raylet) demandLocked() ([]*cpb.ResourceDemand, string) {
+	type ownerShape struct{ owner, shape string }
+	type agg struct {
+		res        resources.Set
+		labels     map[string]string
+		queued     int32
+		backlog    int32
+		arrived    time.Time
+		infeasible bool
+	}
+	per := map[ownerShape]*agg{}
+	var order []ownerShape
+	for _, q := range r.queue {
+		st := q.req.Strategy
+		switch {
+		case q.cancelled:
+			continue
+		case st.GetKind() == cpb.SchedulingStrategy_PLACEMENT_GROUP:
+			continue // waits for its group's bundle: the group is the demand
+		case st.GetKind() == cpb.SchedulingStrategy_NODE_AFFINITY && !st.GetSoft():
+			continue // only its node will do: no new node helps
+		}
+		var labels map[string]string
+		shape := q.res.Key()
+		if st.GetKind() == cpb.SchedulingStrategy_NODE_LABELS && len(st.GetHardLabels()) > 0 {
+			labels = st.GetHardLabels()
+			shape += "|" + labelKey(labels)
+		}
+		k := ownerShape{q.req.OwnerAddress, shape}
+		a := per[k]
+		if a == nil {
+			a = &agg{res: q.res, labels: labels}
+			per[k] = a
+			order = append(order, k)
+		}
+		a.queued++
+		if q.arrived.After(a.arrived) || a.arrived.IsZero() {
+			a.arrived, a.backlog = q.arrived, q.req.Backlog
+		}
+		a.infeasible = a.infeasible || q.infeasible
+	}
+	byShape := map[string]*cpb.ResourceDemand{}
+	var shapes []string
+	for _, k := range order {
+		a := per[k]
+		d := byShape[k.shape]
+		if d == nil {
+			d = &cpb.ResourceDemand{Shape: a.res.Clone(), Labels: a.labels}
+			byShape[k.shape] = d
+			shapes = append(shapes, k.shape)
+		}
+		if a.backlog > 0 {
+			d.Count += a.backlog
+		} else {
+			d.Count += a.queued
+		}
+		d.Infeasible = d.Infeasible || a.infeasible
+	}
+	sort.Strings(shapes)
+	out := make([]*cpb.ResourceDemand, 0, len(shapes))
+	var sig strings.Builder
+	for _, s := range shapes {
+		d := byShape[s]
+		out = append(out, d)
+		fmt.Fprintf(&sig, "%s:%d:%t;", s, d.Count, d.Infeasible)
+	}
+	return out, sig.String()
+}
+
+func labelKey(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var sb strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "%s=%s,", k, m[k])
+	}
+	return sb.String()
 }

@@ -71,6 +71,11 @@ type startFlags struct {
 	maxKVValue        int
 
 	tls *tlsFlags
+
+	// autoscale is the autoscaler's config file (a head runs it while it
+	// leads); autoscaleDir is where the local provider keeps its raylets.
+	autoscale    string
+	autoscaleDir string
 }
 
 func newStartCommand() *cobra.Command {
@@ -126,6 +131,8 @@ its cluster on its own.`,
 	fs.StringVar(&f.objectStoreMemory, "object-store-memory", "", "the raylet's shared-memory object store capacity: bytes, or with a unit (512MiB, 8GiB, 2GB); default 30% of RAM")
 	fs.StringVar(&f.objectSpillDir, "object-spill-dir", "", "where the raylet spills objects when its store is full (default DATA_DIR/spill)")
 	f.tls = addTLSFlags(fs)
+	fs.StringVar(&f.autoscale, "autoscale", "", "autoscaler config (YAML): the leader head launches and removes nodes from demand")
+	fs.StringVar(&f.autoscaleDir, "autoscale-dir", "", "where the local provider keeps the raylets it launches; heads of one machine share it (default DATA_DIR/autoscaler)")
 	fs.StringVar(&f.objectSpillEngine, "object-spill-engine", "files", "how spilled objects are kept: files (one per object) or badger")
 	return cmd
 }
@@ -194,10 +201,18 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		}
 		defer stopPprof()
 	}
+	var h *head.Head
+	scaleCfg, provider, err := f.autoscaler(func() []string { return []string{h.Address()} }, log)
+	if err != nil {
+		return err
+	}
+	if c, ok := provider.(interface{ Close() error }); ok {
+		defer c.Close()
+	}
 	// Signals are caught before the head starts, so none is lost.
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	h, err := newHeadInterruptible(ctx, head.Config{
+	h, err = newHeadInterruptible(ctx, head.Config{
 		ID:                 f.nodeID,
 		DataDir:            f.dataDir,
 		GRPCAddr:           net.JoinHostPort(f.host, strconv.Itoa(f.port)),
@@ -217,6 +232,8 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		TLS:                tls,
 		Logger:             log,
 		Knobs:              f.headKnobs(),
+		Autoscaler:         scaleCfg,
+		ScaleProvider:      provider,
 	})
 	if err != nil {
 		return err

@@ -38,6 +38,8 @@ type statusReport struct {
 	// Placement groups not placed: waiting for resources, infeasible, or
 	// being rescheduled after a node died.
 	WaitingGroups []groupReport `json:"waiting_placement_groups,omitempty"`
+	// The autoscaler, when the leader runs one or has launched nodes.
+	Autoscaler *autoscalerReport `json:"autoscaler,omitempty"`
 }
 
 type groupReport struct {
@@ -164,6 +166,7 @@ head answers.`,
 			r := gatherStatus(ctx, cl)
 			gatherRayletStatus(ctx, r, cfg.Token, cl.TLS())
 			gatherOwnerStatus(ctx, cl, r, cfg.Token)
+			gatherAutoscalerStatus(ctx, cl, r)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -372,6 +375,7 @@ func printStatus(w io.Writer, r *statusReport) {
 	printGroups(w, r.WaitingGroups)
 	printLeases(w, r.Nodes)
 	printOwners(w, r.Owners)
+	printAutoscaler(w, r.Autoscaler)
 }
 
 // printGroups lists the placement groups that wait, and why.

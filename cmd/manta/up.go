@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/chaos"
+	"github.com/manta-ray/manta/controlplane/autoscaler"
 	"github.com/manta-ray/manta/controlplane/cpclient"
 	"github.com/manta-ray/manta/internal/currentcluster"
 	"github.com/manta-ray/manta/internal/launcher"
@@ -33,6 +34,7 @@ type upFlags struct {
 	// its default).
 	objectStoreMemory string
 	tls               bool
+	autoscale         string
 }
 
 func newUpCommand() *cobra.Command {
@@ -57,6 +59,7 @@ cluster of the same size restarts it on its old addresses.`,
 	fs.StringVar(&f.token, "token", "", "preset cluster token (default: generated)")
 	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the cluster to form")
 	fs.BoolVar(&f.tls, "tls", false, "mutual TLS on every port: a CA and certificates for every process in <data-dir>/"+launcher.TLSDir)
+	fs.StringVar(&f.autoscale, "autoscale", "", "autoscaler config (YAML, provider local): the leader head launches raylets from demand and removes idle ones")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "launcher log level: debug, info, warn or error")
 	return cmd
 }
@@ -88,6 +91,16 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	autoscalePath := f.autoscale
+	if autoscalePath != "" {
+		// Checked here, so a bad config is one clear error, not N heads failing.
+		if _, err := autoscaler.LoadConfig(autoscalePath); err != nil {
+			return usageErrorf("--autoscale: %v", err)
+		}
+		if autoscalePath, err = filepath.Abs(autoscalePath); err != nil {
+			return err
+		}
+	}
 	var storeArgs []string
 	if f.objectStoreMemory != "" {
 		if _, err := parseBytes(f.objectStoreMemory); err != nil {
@@ -96,7 +109,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		storeArgs = []string{"--object-store-memory", f.objectStoreMemory}
 	}
 	c, err := launcher.Start(startCtx, launcher.Options{
-		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log, TLS: f.tls,
+		Binary: self, Heads: f.heads, Nodes: f.nodes, DataDir: dir, Token: f.token, Logger: log, TLS: f.tls, Autoscale: autoscalePath,
 		ExtraHeadArgs: append(append([]string(nil), storeArgs...), f.headArgs...), NodeArgs: func(int) []string { return storeArgs }, Hosts: f.hf.hosts,
 	})
 	if errors.Is(err, launcher.ErrHostsUnsupported) {

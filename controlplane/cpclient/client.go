@@ -214,6 +214,13 @@ type headered interface{ GetHeader() *pb.Header }
 // call runs fn against heads until it succeeds, fails for good, or the
 // call's time is up. Errors come back mapped to their sentinels.
 func call[Resp any](ctx context.Context, c *Client, fn func(ctx context.Context, cl pb.ControlPlaneClient) (Resp, error)) (Resp, error) {
+	return callConn(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (Resp, error) {
+		return fn(ctx, pb.NewControlPlaneClient(cc))
+	})
+}
+
+// callConn is call for any service the heads serve.
+func callConn[Resp any](ctx context.Context, c *Client, fn func(ctx context.Context, cc grpc.ClientConnInterface) (Resp, error)) (Resp, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	var lastErr error
@@ -224,7 +231,7 @@ func call[Resp any](ctx context.Context, c *Client, fn func(ctx context.Context,
 		if err == nil {
 			actx, acancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 			var resp Resp
-			resp, err = fn(actx, pb.NewControlPlaneClient(cc))
+			resp, err = fn(actx, cc)
 			acancel()
 			if err == nil {
 				if h, ok := any(resp).(headered); ok {

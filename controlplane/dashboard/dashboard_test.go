@@ -370,3 +370,31 @@ func BenchmarkFollowerPageDelay(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms_after_ack")
 }
+
+// The nodes page's autoscaler view: RequestResources is recorded (through
+// a follower) and shown with its decision, on a cluster without an
+// autoscaler config (so the view says it is not running).
+func TestAutoscalerView(t *testing.T) {
+	e := start(t)
+	cl := e.tc.Client()
+	ctx := testcluster.Ctx(t, 10*time.Second)
+	if err := cl.RequestResources(ctx, []map[string]float64{{"CPU": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Enabled   bool     `json:"enabled"`
+		Requested []string `json:"requested_resources"`
+		Decisions []struct {
+			Action string `json:"action"`
+		} `json:"decisions"`
+	}
+	if code, body := e.get("/api/manta/autoscaler", &v); code != 200 {
+		t.Fatalf("autoscaler view: %d %s", code, body)
+	}
+	if v.Enabled || len(v.Requested) != 1 || v.Requested[0] != "CPU=2" || len(v.Decisions) != 1 || v.Decisions[0].Action != "request_resources" {
+		t.Fatalf("autoscaler view %+v", v)
+	}
+	if _, body := e.get("/nodes", nil); !strings.Contains(body, `id="autoscaler"`) {
+		t.Fatal("the nodes page has no autoscaler section")
+	}
+}

@@ -90,6 +90,7 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("GET /api/manta/heads", d.serveHeads)
 	mux.HandleFunc("GET /api/manta/nodes", d.serveNodes)
+	mux.HandleFunc("GET /api/manta/autoscaler", d.serveAutoscaler)
 	mux.HandleFunc("GET /api/manta/actors", d.serveActors)
 	mux.HandleFunc("GET /api/manta/jobs", d.serveJobs)
 	mux.HandleFunc("GET /api/manta/tasks/{id}", d.serveTaskRecord)

@@ -50,6 +50,9 @@ const (
 	CmdRevokeToken                              // RevokeTokenCommand (26)
 	CmdOwnerDied                                // OwnerDiedCommand (27)
 	CmdAdoptedRebuild                           // AdoptedRebuildCommand (28)
+	CmdAutoscalerLaunch                         // AutoscalerLaunchCommand
+	CmdAutoscalerInstance                       // AutoscalerInstanceCommand
+	CmdRequestResources                         // RequestResourcesCommand
 	cmdCount                                    // keep last: sizes the handler table
 )
 
@@ -82,6 +85,9 @@ var cmdNames = [...]string{
 	CmdRevokeToken:           "RevokeToken",
 	CmdOwnerDied:             "OwnerDied",
 	CmdAdoptedRebuild:        "AdoptedRebuild",
+	CmdAutoscalerLaunch:      "AutoscalerLaunch",
+	CmdAutoscalerInstance:    "AutoscalerInstance",
+	CmdRequestResources:      "RequestResources",
 }
 
 func (t CommandType) String() string {

@@ -22,7 +22,7 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 	for range n {
 		var typ CommandType
 		var body proto.Message
-		switch rng.IntN(30) {
+		switch rng.IntN(33) {
 		case 0:
 			typ, body = CmdRegisterNode, &pb.NodeInfo{NodeId: fmt.Sprint("n", rng.IntN(5)), Address: "a", Resources: map[string]float64{"CPU": float64(rng.IntN(4)), "x": 1}}
 		case 1:
@@ -87,6 +87,13 @@ func randomBatch(t *testing.T, rng *rand.Rand) []*pb.Command {
 			id := ids.NewTaskID("j", ids.TaskID{}, uint64(rng.IntN(10)))
 			typ, body = CmdAdoptedRebuild, &pb.AdoptedRebuildCommand{TaskId: id[:], Attempt: int32(rng.IntN(3)),
 				Rebuilder: fmt.Sprint("w", rng.IntN(4)), LeaseExpiredBefore: int64(rng.IntN(1000))}
+		case 30:
+			typ, body = CmdAutoscalerLaunch, &pb.AutoscalerLaunchCommand{InstanceId: fmt.Sprint("i", rng.IntN(80)), NodeType: fmt.Sprint("type", rng.IntN(2)), Reason: "r"}
+		case 31:
+			typ, body = CmdAutoscalerInstance, &pb.AutoscalerInstanceCommand{InstanceId: fmt.Sprint("i", rng.IntN(80)),
+				State: pb.InstanceState(1 + rng.IntN(5)), NodeId: fmt.Sprint("n", rng.IntN(5)), Reason: fmt.Sprint(rng.IntN(2))}
+		case 32:
+			typ, body = CmdRequestResources, &pb.RequestResourcesCommand{Bundles: []*pb.Bundle{{Resources: map[string]float64{"CPU": float64(rng.IntN(3)), "x": 1}}}[:rng.IntN(2)]}
 		default:
 			typ, body = CmdKVPut, &pb.KVPutRequest{Namespace: fmt.Sprint(rng.IntN(2)), Key: fmt.Sprint(rng.IntN(20)), Value: []byte{byte(rng.IntN(256))}, Overwrite: rng.IntN(3) > 0}
 		}

@@ -39,3 +39,11 @@ var (
 	// ErrTokenExists: a token ID is taken (the leader drew it twice).
 	ErrTokenExists = rpcerr.New(codes.AlreadyExists, "TOKEN_EXISTS", "token ID already used")
 )
+
+// Autoscaler errors.
+var (
+	// ErrInstanceExists: a launch reuses an instance ID (the leader drew it twice).
+	ErrInstanceExists = rpcerr.New(codes.AlreadyExists, "INSTANCE_EXISTS", "autoscaler instance ID already used")
+	// ErrInstanceNotFound: no autoscaler instance has that ID.
+	ErrInstanceNotFound = rpcerr.New(codes.NotFound, "INSTANCE_NOT_FOUND", "autoscaler instance not found")
+)

@@ -65,6 +65,8 @@ type FSM struct {
 	tokenByHash map[string]string
 	// dead are the owners declared dead (adoption.go).
 	dead deadOwners
+	// scaler is the autoscaler's state (autoscaler.go).
+	scaler autoscalerState
 }
 
 // New returns an empty store.
@@ -102,6 +104,7 @@ func (f *FSM) reset() {
 	f.tokens = map[string]*pb.TokenInfo{}
 	f.tokenByHash = map[string]string{}
 	f.dead = deadOwners{}
+	f.scaler = newAutoscalerState()
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -144,6 +147,9 @@ var handlers = [cmdCount]handler{
 	CmdOwnerDied:             applyOwnerDied,
 	CmdAdoptedRebuild:        applyAdoptedRebuild,
 	CmdRevokeToken:           applyRevokeToken,
+	CmdAutoscalerLaunch:      applyAutoscalerLaunch,
+	CmdAutoscalerInstance:    applyAutoscalerInstance,
+	CmdRequestResources:      applyRequestResources,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

@@ -37,6 +37,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		PlacementGroups: sortedValues(f.groups, func(g *pb.PlacementGroupInfo) string { return g.PlacementGroupId }),
 		Tokens:          sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id }),
 		DeadOwners:      f.dead.order,
+		Autoscaler:      f.scaler.snapshot(),
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -130,6 +131,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	heap.Init(&f.deadActors)
 	f.restoreGroups(s.PlacementGroups)
+	f.scaler.restore(s.Autoscaler)
 	if err := f.lineage.restore(&s); err != nil {
 		return fmt.Errorf("restore lineage: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/manta-ray/manta/controlplane/autoscaler"
 	"github.com/manta-ray/manta/internal/tlsconfig"
 )
 
@@ -87,6 +88,11 @@ type Config struct {
 	// in Raft), in task attempts; default taskevents.DefaultMaxTasks.
 	MaxTaskEvents int
 
+	// Autoscaler, when set, runs the autoscaler on the leader, launching
+	// and removing nodes through ScaleProvider (both required together).
+	Autoscaler    *autoscaler.Config
+	ScaleProvider autoscaler.Provider
+
 	Logger *zap.Logger
 	Knobs  TestingKnobs
 }
@@ -108,6 +114,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("head: DataDir is required")
+	}
+	if (c.Autoscaler == nil) != (c.ScaleProvider == nil) {
+		return errors.New("head: Autoscaler and ScaleProvider are set together")
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {

@@ -58,6 +58,7 @@ func (a *api) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.Hear
 		if err := h.liveness.heartbeat(req.NodeId, req.Available); err != nil {
 			return nil, err
 		}
+		h.liveness.report(req.NodeId, nodeLoad{demand: req.Demand, objects: req.Objects})
 		return &pb.HeartbeatResponse{Header: h.header(), TimeoutMillis: h.cfg.NodeTimeout.Milliseconds()}, nil
 	})
 }

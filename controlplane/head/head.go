@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapio"
 	"google.golang.org/grpc"
 
+	"github.com/manta-ray/manta/controlplane/autoscaler"
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/controlplane/taskevents"
 	"github.com/manta-ray/manta/internal/auth"
@@ -49,11 +50,13 @@ type Head struct {
 	actors   *actorPlacer
 	// placement places placement groups (placement.go).
 	placement *groupPlacer
-	jobs      *jobSupervision
-	peers     *peerBook
-	leader    *leaderLoop
-	metrics   *headMetrics
-	tasks     *taskevents.Buffer
+	// scaler is the autoscaler (autoscaler.go), nil without a config.
+	scaler  *autoscaler.Autoscaler
+	jobs    *jobSupervision
+	peers   *peerBook
+	leader  *leaderLoop
+	metrics *headMetrics
+	tasks   *taskevents.Buffer
 	// authLimit counts failed authentications per source.
 	authLimit auth.FailureLimiter
 
@@ -119,6 +122,10 @@ func New(cfg Config) (*Head, error) {
 	h.actors = newActorPlacer(h)
 	h.placement = newGroupPlacer(h)
 	h.jobs = newJobSupervision(h)
+	if cfg.Autoscaler != nil {
+		h.scaler = autoscaler.New(autoscaler.Options{Config: cfg.Autoscaler, Provider: cfg.ScaleProvider,
+			Cluster: scalerCluster{h}, Logger: h.log})
+	}
 	h.leader = newLeaderLoop(h)
 	h.tasks = taskevents.New(taskevents.Config{MaxTasks: cfg.MaxTaskEvents})
 
@@ -131,6 +138,7 @@ func New(cfg Config) (*Head, error) {
 	h.srv = grpc.NewServer(opts...)
 	pb.RegisterControlPlaneServer(h.srv, &api{h: h})
 	pb.RegisterHeadServiceServer(h.srv, &headAPI{h: h})
+	pb.RegisterAutoscalerServiceServer(h.srv, &scalerAPI{h: h})
 
 	if err := h.startMetrics(); err != nil {
 		return nil, err

@@ -37,13 +37,17 @@ type leaderRoutine struct {
 func newLeaderLoop(h *Head) *leaderLoop { return &leaderLoop{h: h} }
 
 func (l *leaderLoop) routines() []leaderRoutine {
-	return []leaderRoutine{
+	rs := []leaderRoutine{
 		{"node-liveness", l.h.liveness.run},
 		{"actor-placement", l.h.actors.run},
 		{"placement-group-placement", l.h.placement.run},
 		{"job-supervision", l.h.jobs.run},
 		{"task-events", l.h.runTaskEvents},
 	}
+	if l.h.scaler != nil {
+		rs = append(rs, leaderRoutine{"autoscaler", l.h.scaler.Run})
+	}
+	return rs
 }
 
 func (l *leaderLoop) run() {

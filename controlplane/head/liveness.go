@@ -47,6 +47,14 @@ type liveness struct {
 	// starting, or coming back after a failover, each ask once).
 	alive      aliveList
 	wholeLists tokenBucket
+	// load is each node's waiting lease requests and object count, the
+	// autoscaler's demand (autoscaler.go).
+	load map[string]nodeLoad
+}
+
+type nodeLoad struct {
+	demand  []*pb.ResourceDemand
+	objects int64
 }
 
 // aliveList is a whole-list answer and the position it was made at.
@@ -115,11 +123,13 @@ func (l *liveness) run(ctx context.Context) {
 	l.mu.Lock()
 	l.leading, l.since = true, time.Now()
 	l.last, l.avail, l.budget = map[string]time.Time{}, map[string]map[string]float64{}, map[string]*tokenBucket{}
+	l.load = map[string]nodeLoad{}
 	l.epoch, l.seq, l.floor, l.changes = rand.Uint64()|1, 0, 0, nil
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		l.leading, l.last, l.avail, l.budget, l.changes, l.alive = false, nil, nil, nil, nil, aliveList{}
+		l.load = nil
 		l.wholeLists = tokenBucket{}
 		l.mu.Unlock()
 	}()
@@ -252,6 +262,28 @@ func (l *liveness) decorate(nodes []*pb.NodeInfo) []*pb.NodeInfo {
 			c.Available = s[i].avail
 		}
 		out[i] = c
+	}
+	return out
+}
+
+// report records a node's load (from its heartbeat) on the leader.
+func (l *liveness) report(nodeID string, ld nodeLoad) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.load != nil {
+		l.load[nodeID] = ld
+	}
+}
+
+// loads returns the reported load of the given nodes.
+func (l *liveness) loads(alive map[string]bool) map[string]nodeLoad {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]nodeLoad, len(l.load))
+	for id, ld := range l.load {
+		if alive[id] {
+			out[id] = ld
+		}
 	}
 	return out
 }

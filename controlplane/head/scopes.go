@@ -73,4 +73,7 @@ var methodScopes = map[string]auth.Scope{
 
 	pb.HeadService_RegisterHead_FullMethodName: auth.ScopeAdmin,
 	pb.HeadService_StateHash_FullMethodName:    auth.ScopeRead,
+
+	pb.AutoscalerService_RequestResources_FullMethodName: auth.ScopeSubmit,
+	pb.AutoscalerService_AutoscalerStatus_FullMethodName: auth.ScopeRead,
 }

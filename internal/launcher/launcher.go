@@ -56,6 +56,9 @@ type Options struct {
 	Token string
 	// ExtraHeadArgs are appended to every head's command line.
 	ExtraHeadArgs []string
+	// Autoscale, when set, is an autoscaler config every head runs with
+	// (the leader's launches raylets, kept in DataDir/autoscaler).
+	Autoscale string
 	// Hosts is HostsLocal (default: every process on loopback) or
 	// HostsNetns (each head and raylet a host of its own in a network
 	// namespace with a private /dev/shm; see netns.go). Needs root.
@@ -296,6 +299,9 @@ func (c *Cluster) configureHeads(grpcAddrs, raftAddrs []string, hosts []*Host, t
 			// (written to its data dir) instead of all fighting for 8265.
 			"--dashboard-port", "0"}
 		args = append(append(args, tokenArgs...), c.opts.ExtraHeadArgs...)
+		if c.opts.Autoscale != "" {
+			args = append(args, "--autoscale", c.opts.Autoscale, "--autoscale-dir", c.AutoscaleDir())
+		}
 		if c.opts.TLS {
 			f, err := c.issue(tlsconfig.RoleHead, id, host)
 			if err != nil {
@@ -621,6 +627,8 @@ func (c *Cluster) Close() error {
 		}
 		wg.Wait()
 		c.wg.Wait()
+		// Raylets the heads' autoscaler launched outlive a killed head.
+		stopAutoscaled(c.AutoscaleDir())
 		c.removeDeadArenas()
 		if c.net != nil {
 			// Every process inside has been reaped; workers die with

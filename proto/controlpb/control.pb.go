@@ -673,6 +673,68 @@ func (ResolveState) EnumDescriptor() ([]byte, []int) {
 	return file_controlpb_control_proto_rawDescGZIP(), []int{10}
 }
 
+type InstanceState int32
+
+const (
+	InstanceState_INSTANCE_STATE_UNSPECIFIED InstanceState = 0
+	// Launch decided (committed), provider asked; its node has not registered.
+	InstanceState_INSTANCE_PENDING InstanceState = 1
+	// Its node registered.
+	InstanceState_INSTANCE_RUNNING InstanceState = 2
+	// Removal decided (idle); the provider is terminating it.
+	InstanceState_INSTANCE_TERMINATING InstanceState = 3
+	InstanceState_INSTANCE_TERMINATED  InstanceState = 4
+	// The launch failed or the node never registered in time.
+	InstanceState_INSTANCE_FAILED InstanceState = 5
+)
+
+// Enum value maps for InstanceState.
+var (
+	InstanceState_name = map[int32]string{
+		0: "INSTANCE_STATE_UNSPECIFIED",
+		1: "INSTANCE_PENDING",
+		2: "INSTANCE_RUNNING",
+		3: "INSTANCE_TERMINATING",
+		4: "INSTANCE_TERMINATED",
+		5: "INSTANCE_FAILED",
+	}
+	InstanceState_value = map[string]int32{
+		"INSTANCE_STATE_UNSPECIFIED": 0,
+		"INSTANCE_PENDING":           1,
+		"INSTANCE_RUNNING":           2,
+		"INSTANCE_TERMINATING":       3,
+		"INSTANCE_TERMINATED":        4,
+		"INSTANCE_FAILED":            5,
+	}
+)
+
+func (x InstanceState) Enum() *InstanceState {
+	p := new(InstanceState)
+	*p = x
+	return p
+}
+
+func (x InstanceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InstanceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_controlpb_control_proto_enumTypes[11].Descriptor()
+}
+
+func (InstanceState) Type() protoreflect.EnumType {
+	return &file_controlpb_control_proto_enumTypes[11]
+}
+
+func (x InstanceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InstanceState.Descriptor instead.
+func (InstanceState) EnumDescriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{11}
+}
+
 type SchedulingStrategy_Kind int32
 
 const (
@@ -718,11 +780,11 @@ func (x SchedulingStrategy_Kind) String() string {
 }
 
 func (SchedulingStrategy_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_controlpb_control_proto_enumTypes[11].Descriptor()
+	return file_controlpb_control_proto_enumTypes[12].Descriptor()
 }
 
 func (SchedulingStrategy_Kind) Type() protoreflect.EnumType {
-	return &file_controlpb_control_proto_enumTypes[11]
+	return &file_controlpb_control_proto_enumTypes[12]
 }
 
 func (x SchedulingStrategy_Kind) Number() protoreflect.EnumNumber {
@@ -1281,9 +1343,14 @@ func (x *RegisterNodeResponse) GetHeader() *Header {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Available     map[string]float64     `protobuf:"bytes,2,rep,name=available,proto3" json:"available,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Available map[string]float64     `protobuf:"bytes,2,rep,name=available,proto3" json:"available,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// The lease requests waiting at the raylet, by resource shape (the
+	// autoscaler's demand), and how many objects its store holds (a node
+	// holding objects is not idle).
+	Demand        []*ResourceDemand `protobuf:"bytes,3,rep,name=demand,proto3" json:"demand,omitempty"`
+	Objects       int64             `protobuf:"varint,4,opt,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1330,6 +1397,20 @@ func (x *HeartbeatRequest) GetAvailable() map[string]float64 {
 		return x.Available
 	}
 	return nil
+}
+
+func (x *HeartbeatRequest) GetDemand() []*ResourceDemand {
+	if x != nil {
+		return x.Demand
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -9046,6 +9127,618 @@ func (x *ResolveObjectResponse) GetReason() string {
 	return ""
 }
 
+// ResourceDemand is count requests of one resource shape.
+type ResourceDemand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shape map[string]float64     `protobuf:"bytes,1,rep,name=shape,proto3" json:"shape,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Count int32                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// No live node could ever fit it (as opposed to: all are busy).
+	Infeasible bool `protobuf:"varint,3,opt,name=infeasible,proto3" json:"infeasible,omitempty"`
+	// Where it comes from: "tasks", "placement group <id>", "request_resources".
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// Labels the node must have (a NODE_LABELS strategy's hard labels).
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceDemand) Reset() {
+	*x = ResourceDemand{}
+	mi := &file_controlpb_control_proto_msgTypes[124]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceDemand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceDemand) ProtoMessage() {}
+
+func (x *ResourceDemand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[124]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceDemand.ProtoReflect.Descriptor instead.
+func (*ResourceDemand) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{124}
+}
+
+func (x *ResourceDemand) GetShape() map[string]float64 {
+	if x != nil {
+		return x.Shape
+	}
+	return nil
+}
+
+func (x *ResourceDemand) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ResourceDemand) GetInfeasible() bool {
+	if x != nil {
+		return x.Infeasible
+	}
+	return false
+}
+
+func (x *ResourceDemand) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ResourceDemand) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type RequestResourcesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster is scaled so these bundles fit on its nodes' totals, and
+	// kept so until a new request replaces them (empty: cleared).
+	Bundles       []*Bundle `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	RequestId     string    `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestResourcesRequest) Reset() {
+	*x = RequestResourcesRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[125]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestResourcesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestResourcesRequest) ProtoMessage() {}
+
+func (x *RequestResourcesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[125]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestResourcesRequest.ProtoReflect.Descriptor instead.
+func (*RequestResourcesRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{125}
+}
+
+func (x *RequestResourcesRequest) GetBundles() []*Bundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+func (x *RequestResourcesRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RequestResourcesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestResourcesResponse) Reset() {
+	*x = RequestResourcesResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[126]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestResourcesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestResourcesResponse) ProtoMessage() {}
+
+func (x *RequestResourcesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[126]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestResourcesResponse.ProtoReflect.Descriptor instead.
+func (*RequestResourcesResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{126}
+}
+
+func (x *RequestResourcesResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type AutoscalerStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AutoscalerStatusRequest) Reset() {
+	*x = AutoscalerStatusRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[127]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerStatusRequest) ProtoMessage() {}
+
+func (x *AutoscalerStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[127]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerStatusRequest.ProtoReflect.Descriptor instead.
+func (*AutoscalerStatusRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{127}
+}
+
+type NodeTypeStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Active    int32                  `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	Pending   int32                  `protobuf:"varint,3,opt,name=pending,proto3" json:"pending,omitempty"`
+	Failed    int32                  `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	MinCount  int32                  `protobuf:"varint,5,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"`
+	MaxCount  int32                  `protobuf:"varint,6,opt,name=max_count,json=maxCount,proto3" json:"max_count,omitempty"`
+	Resources map[string]float64     `protobuf:"bytes,7,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Launch errors in a row, and when the next launch may be tried.
+	LaunchErrors         int32  `protobuf:"varint,8,opt,name=launch_errors,json=launchErrors,proto3" json:"launch_errors,omitempty"`
+	BackoffUntilUnixNano int64  `protobuf:"varint,9,opt,name=backoff_until_unix_nano,json=backoffUntilUnixNano,proto3" json:"backoff_until_unix_nano,omitempty"`
+	LastError            string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *NodeTypeStatus) Reset() {
+	*x = NodeTypeStatus{}
+	mi := &file_controlpb_control_proto_msgTypes[128]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeTypeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeTypeStatus) ProtoMessage() {}
+
+func (x *NodeTypeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[128]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeTypeStatus.ProtoReflect.Descriptor instead.
+func (*NodeTypeStatus) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{128}
+}
+
+func (x *NodeTypeStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeTypeStatus) GetActive() int32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetMinCount() int32 {
+	if x != nil {
+		return x.MinCount
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetMaxCount() int32 {
+	if x != nil {
+		return x.MaxCount
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetResources() map[string]float64 {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *NodeTypeStatus) GetLaunchErrors() int32 {
+	if x != nil {
+		return x.LaunchErrors
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetBackoffUntilUnixNano() int64 {
+	if x != nil {
+		return x.BackoffUntilUnixNano
+	}
+	return 0
+}
+
+func (x *NodeTypeStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+type AutoscalerStatusResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// False when no head runs with an autoscaler config.
+	Enabled            bool                  `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	NodeTypes          []*NodeTypeStatus     `protobuf:"bytes,3,rep,name=node_types,json=nodeTypes,proto3" json:"node_types,omitempty"`
+	PendingDemands     []*ResourceDemand     `protobuf:"bytes,4,rep,name=pending_demands,json=pendingDemands,proto3" json:"pending_demands,omitempty"`
+	Instances          []*AutoscalerInstance `protobuf:"bytes,5,rep,name=instances,proto3" json:"instances,omitempty"`
+	Decisions          []*AutoscalerDecision `protobuf:"bytes,6,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	RequestedResources []*Bundle             `protobuf:"bytes,7,rep,name=requested_resources,json=requestedResources,proto3" json:"requested_resources,omitempty"`
+	LaunchErrorsTotal  int64                 `protobuf:"varint,8,opt,name=launch_errors_total,json=launchErrorsTotal,proto3" json:"launch_errors_total,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AutoscalerStatusResponse) Reset() {
+	*x = AutoscalerStatusResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[129]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerStatusResponse) ProtoMessage() {}
+
+func (x *AutoscalerStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[129]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerStatusResponse.ProtoReflect.Descriptor instead.
+func (*AutoscalerStatusResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{129}
+}
+
+func (x *AutoscalerStatusResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AutoscalerStatusResponse) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *AutoscalerStatusResponse) GetNodeTypes() []*NodeTypeStatus {
+	if x != nil {
+		return x.NodeTypes
+	}
+	return nil
+}
+
+func (x *AutoscalerStatusResponse) GetPendingDemands() []*ResourceDemand {
+	if x != nil {
+		return x.PendingDemands
+	}
+	return nil
+}
+
+func (x *AutoscalerStatusResponse) GetInstances() []*AutoscalerInstance {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *AutoscalerStatusResponse) GetDecisions() []*AutoscalerDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *AutoscalerStatusResponse) GetRequestedResources() []*Bundle {
+	if x != nil {
+		return x.RequestedResources
+	}
+	return nil
+}
+
+func (x *AutoscalerStatusResponse) GetLaunchErrorsTotal() int64 {
+	if x != nil {
+		return x.LaunchErrorsTotal
+	}
+	return 0
+}
+
+// AutoscalerInstance is one node the autoscaler launched, in the FSM.
+type AutoscalerInstance struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	NodeType   string                 `protobuf:"bytes,2,opt,name=node_type,json=nodeType,proto3" json:"node_type,omitempty"`
+	State      InstanceState          `protobuf:"varint,3,opt,name=state,proto3,enum=manta.controlplane.v1.InstanceState" json:"state,omitempty"`
+	// The node it became (its raylet registered with the instance's label).
+	NodeId           string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	LaunchedUnixNano int64  `protobuf:"varint,5,opt,name=launched_unix_nano,json=launchedUnixNano,proto3" json:"launched_unix_nano,omitempty"`
+	UpdatedUnixNano  int64  `protobuf:"varint,6,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
+	Reason           string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The Raft index of its last change (orders the finished ones kept).
+	Index         uint64 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AutoscalerInstance) Reset() {
+	*x = AutoscalerInstance{}
+	mi := &file_controlpb_control_proto_msgTypes[130]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerInstance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerInstance) ProtoMessage() {}
+
+func (x *AutoscalerInstance) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[130]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerInstance.ProtoReflect.Descriptor instead.
+func (*AutoscalerInstance) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{130}
+}
+
+func (x *AutoscalerInstance) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *AutoscalerInstance) GetNodeType() string {
+	if x != nil {
+		return x.NodeType
+	}
+	return ""
+}
+
+func (x *AutoscalerInstance) GetState() InstanceState {
+	if x != nil {
+		return x.State
+	}
+	return InstanceState_INSTANCE_STATE_UNSPECIFIED
+}
+
+func (x *AutoscalerInstance) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *AutoscalerInstance) GetLaunchedUnixNano() int64 {
+	if x != nil {
+		return x.LaunchedUnixNano
+	}
+	return 0
+}
+
+func (x *AutoscalerInstance) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+func (x *AutoscalerInstance) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AutoscalerInstance) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// AutoscalerDecision is one launch or removal and why, for `manta status`.
+type AutoscalerDecision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UnixNano      int64                  `protobuf:"varint,1,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	NodeType      string                 `protobuf:"bytes,3,opt,name=node_type,json=nodeType,proto3" json:"node_type,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AutoscalerDecision) Reset() {
+	*x = AutoscalerDecision{}
+	mi := &file_controlpb_control_proto_msgTypes[131]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerDecision) ProtoMessage() {}
+
+func (x *AutoscalerDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[131]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerDecision.ProtoReflect.Descriptor instead.
+func (*AutoscalerDecision) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{131}
+}
+
+func (x *AutoscalerDecision) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *AutoscalerDecision) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AutoscalerDecision) GetNodeType() string {
+	if x != nil {
+		return x.NodeType
+	}
+	return ""
+}
+
+func (x *AutoscalerDecision) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *AutoscalerDecision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_controlpb_control_proto_rawDesc = "" +
@@ -9102,10 +9795,12 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"M\n" +
 	"\x14RegisterNodeResponse\x125\n" +
-	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\xbf\x01\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\x98\x02\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12T\n" +
-	"\tavailable\x18\x02 \x03(\v26.manta.controlplane.v1.HeartbeatRequest.AvailableEntryR\tavailable\x1a<\n" +
+	"\tavailable\x18\x02 \x03(\v26.manta.controlplane.v1.HeartbeatRequest.AvailableEntryR\tavailable\x12=\n" +
+	"\x06demand\x18\x03 \x03(\v2%.manta.controlplane.v1.ResourceDemandR\x06demand\x12\x18\n" +
+	"\aobjects\x18\x04 \x01(\x03R\aobjects\x1a<\n" +
 	"\x0eAvailableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"q\n" +
@@ -9763,7 +10458,72 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\tlocations\x18\x03 \x03(\tR\tlocations\x129\n" +
 	"\x06record\x18\x04 \x01(\v2!.manta.controlplane.v1.TaskRecordR\x06record\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x05R\fretryAfterMs\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason*F\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xe6\x02\n" +
+	"\x0eResourceDemand\x12F\n" +
+	"\x05shape\x18\x01 \x03(\v20.manta.controlplane.v1.ResourceDemand.ShapeEntryR\x05shape\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\x12\x1e\n" +
+	"\n" +
+	"infeasible\x18\x03 \x01(\bR\n" +
+	"infeasible\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12I\n" +
+	"\x06labels\x18\x05 \x03(\v21.manta.controlplane.v1.ResourceDemand.LabelsEntryR\x06labels\x1a8\n" +
+	"\n" +
+	"ShapeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
+	"\x17RequestResourcesRequest\x127\n" +
+	"\abundles\x18\x01 \x03(\v2\x1d.manta.controlplane.v1.BundleR\abundles\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"Q\n" +
+	"\x18RequestResourcesResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\"\x19\n" +
+	"\x17AutoscalerStatusRequest\"\xb5\x03\n" +
+	"\x0eNodeTypeStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
+	"\apending\x18\x03 \x01(\x05R\apending\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x05R\x06failed\x12\x1b\n" +
+	"\tmin_count\x18\x05 \x01(\x05R\bminCount\x12\x1b\n" +
+	"\tmax_count\x18\x06 \x01(\x05R\bmaxCount\x12R\n" +
+	"\tresources\x18\a \x03(\v24.manta.controlplane.v1.NodeTypeStatus.ResourcesEntryR\tresources\x12#\n" +
+	"\rlaunch_errors\x18\b \x01(\x05R\flaunchErrors\x125\n" +
+	"\x17backoff_until_unix_nano\x18\t \x01(\x03R\x14backoffUntilUnixNano\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\n" +
+	" \x01(\tR\tlastError\x1a<\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x93\x04\n" +
+	"\x18AutoscalerStatusResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12\x18\n" +
+	"\aenabled\x18\x02 \x01(\bR\aenabled\x12D\n" +
+	"\n" +
+	"node_types\x18\x03 \x03(\v2%.manta.controlplane.v1.NodeTypeStatusR\tnodeTypes\x12N\n" +
+	"\x0fpending_demands\x18\x04 \x03(\v2%.manta.controlplane.v1.ResourceDemandR\x0ependingDemands\x12G\n" +
+	"\tinstances\x18\x05 \x03(\v2).manta.controlplane.v1.AutoscalerInstanceR\tinstances\x12G\n" +
+	"\tdecisions\x18\x06 \x03(\v2).manta.controlplane.v1.AutoscalerDecisionR\tdecisions\x12N\n" +
+	"\x13requested_resources\x18\a \x03(\v2\x1d.manta.controlplane.v1.BundleR\x12requestedResources\x12.\n" +
+	"\x13launch_errors_total\x18\b \x01(\x03R\x11launchErrorsTotal\"\xaf\x02\n" +
+	"\x12AutoscalerInstance\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x1b\n" +
+	"\tnode_type\x18\x02 \x01(\tR\bnodeType\x12:\n" +
+	"\x05state\x18\x03 \x01(\x0e2$.manta.controlplane.v1.InstanceStateR\x05state\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12,\n" +
+	"\x12launched_unix_nano\x18\x05 \x01(\x03R\x10launchedUnixNano\x12*\n" +
+	"\x11updated_unix_nano\x18\x06 \x01(\x03R\x0fupdatedUnixNano\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x14\n" +
+	"\x05index\x18\b \x01(\x04R\x05index\"\x9f\x01\n" +
+	"\x12AutoscalerDecision\x12\x1b\n" +
+	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x1b\n" +
+	"\tnode_type\x18\x03 \x01(\tR\bnodeType\x12\x1f\n" +
+	"\vinstance_id\x18\x04 \x01(\tR\n" +
+	"instanceId\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason*F\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -9848,7 +10608,14 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x11RESOLVE_AVAILABLE\x10\x02\x12\x13\n" +
 	"\x0fRESOLVE_REBUILD\x10\x03\x12\x16\n" +
 	"\x12RESOLVE_REBUILDING\x10\x04\x12\x10\n" +
-	"\fRESOLVE_LOST\x10\x052\xf9'\n" +
+	"\fRESOLVE_LOST\x10\x05*\xa3\x01\n" +
+	"\rInstanceState\x12\x1e\n" +
+	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10INSTANCE_PENDING\x10\x01\x12\x14\n" +
+	"\x10INSTANCE_RUNNING\x10\x02\x12\x18\n" +
+	"\x14INSTANCE_TERMINATING\x10\x03\x12\x17\n" +
+	"\x13INSTANCE_TERMINATED\x10\x04\x12\x13\n" +
+	"\x0fINSTANCE_FAILED\x10\x052\xf9'\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -9905,7 +10672,10 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\rResolveObject\x12+.manta.controlplane.v1.ResolveObjectRequest\x1a,.manta.controlplane.v1.ResolveObjectResponse2\xd6\x01\n" +
 	"\vHeadService\x12g\n" +
 	"\fRegisterHead\x12*.manta.controlplane.v1.RegisterHeadRequest\x1a+.manta.controlplane.v1.RegisterHeadResponse\x12^\n" +
-	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponseB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponse2\xfd\x01\n" +
+	"\x11AutoscalerService\x12s\n" +
+	"\x10RequestResources\x12..manta.controlplane.v1.RequestResourcesRequest\x1a/.manta.controlplane.v1.RequestResourcesResponse\x12s\n" +
+	"\x10AutoscalerStatus\x12..manta.controlplane.v1.AutoscalerStatusRequest\x1a/.manta.controlplane.v1.AutoscalerStatusResponseB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_control_proto_rawDescOnce sync.Once
@@ -9919,8 +10689,8 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_controlpb_control_proto_rawDescData
 }
 
-var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 141)
+var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 152)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -9933,381 +10703,410 @@ var file_controlpb_control_proto_goTypes = []any{
 	(PlacementStrategy)(0),                   // 8: manta.controlplane.v1.PlacementStrategy
 	(PlacementGroupState)(0),                 // 9: manta.controlplane.v1.PlacementGroupState
 	(ResolveState)(0),                        // 10: manta.controlplane.v1.ResolveState
-	(SchedulingStrategy_Kind)(0),             // 11: manta.controlplane.v1.SchedulingStrategy.Kind
-	(*Header)(nil),                           // 12: manta.controlplane.v1.Header
-	(*HandshakeRequest)(nil),                 // 13: manta.controlplane.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),                // 14: manta.controlplane.v1.HandshakeResponse
-	(*HeadInfo)(nil),                         // 15: manta.controlplane.v1.HeadInfo
-	(*ClusterInfo)(nil),                      // 16: manta.controlplane.v1.ClusterInfo
-	(*NodeInfo)(nil),                         // 17: manta.controlplane.v1.NodeInfo
-	(*RegisterNodeRequest)(nil),              // 18: manta.controlplane.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),             // 19: manta.controlplane.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),                 // 20: manta.controlplane.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),                // 21: manta.controlplane.v1.HeartbeatResponse
-	(*UnregisterNodeRequest)(nil),            // 22: manta.controlplane.v1.UnregisterNodeRequest
-	(*UnregisterNodeResponse)(nil),           // 23: manta.controlplane.v1.UnregisterNodeResponse
-	(*ListNodesRequest)(nil),                 // 24: manta.controlplane.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),                // 25: manta.controlplane.v1.ListNodesResponse
-	(*JobInfo)(nil),                          // 26: manta.controlplane.v1.JobInfo
-	(*AddJobRequest)(nil),                    // 27: manta.controlplane.v1.AddJobRequest
-	(*AddJobResponse)(nil),                   // 28: manta.controlplane.v1.AddJobResponse
-	(*FinishJobRequest)(nil),                 // 29: manta.controlplane.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),                // 30: manta.controlplane.v1.FinishJobResponse
-	(*ListJobsRequest)(nil),                  // 31: manta.controlplane.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),                 // 32: manta.controlplane.v1.ListJobsResponse
-	(*KVPutRequest)(nil),                     // 33: manta.controlplane.v1.KVPutRequest
-	(*KVPutResponse)(nil),                    // 34: manta.controlplane.v1.KVPutResponse
-	(*KVGetRequest)(nil),                     // 35: manta.controlplane.v1.KVGetRequest
-	(*KVGetResponse)(nil),                    // 36: manta.controlplane.v1.KVGetResponse
-	(*KVDeleteRequest)(nil),                  // 37: manta.controlplane.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),                 // 38: manta.controlplane.v1.KVDeleteResponse
-	(*KVListRequest)(nil),                    // 39: manta.controlplane.v1.KVListRequest
-	(*KVListResponse)(nil),                   // 40: manta.controlplane.v1.KVListResponse
-	(*Event)(nil),                            // 41: manta.controlplane.v1.Event
-	(*WatchRequest)(nil),                     // 42: manta.controlplane.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 43: manta.controlplane.v1.WatchResponse
-	(*ActorInfo)(nil),                        // 44: manta.controlplane.v1.ActorInfo
-	(*ResolveActorDependenciesRequest)(nil),  // 45: manta.controlplane.v1.ResolveActorDependenciesRequest
-	(*ResolveActorDependenciesResponse)(nil), // 46: manta.controlplane.v1.ResolveActorDependenciesResponse
-	(*CreateActorRequest)(nil),               // 47: manta.controlplane.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),              // 48: manta.controlplane.v1.CreateActorResponse
-	(*GetActorRequest)(nil),                  // 49: manta.controlplane.v1.GetActorRequest
-	(*GetActorResponse)(nil),                 // 50: manta.controlplane.v1.GetActorResponse
-	(*ListActorsRequest)(nil),                // 51: manta.controlplane.v1.ListActorsRequest
-	(*ListActorsResponse)(nil),               // 52: manta.controlplane.v1.ListActorsResponse
-	(*KillActorRequest)(nil),                 // 53: manta.controlplane.v1.KillActorRequest
-	(*KillActorResponse)(nil),                // 54: manta.controlplane.v1.KillActorResponse
-	(*ReportActorFailureRequest)(nil),        // 55: manta.controlplane.v1.ReportActorFailureRequest
-	(*ReportActorFailureResponse)(nil),       // 56: manta.controlplane.v1.ReportActorFailureResponse
-	(*LineageArg)(nil),                       // 57: manta.controlplane.v1.LineageArg
-	(*TaskRecord)(nil),                       // 58: manta.controlplane.v1.TaskRecord
-	(*TaskUpdate)(nil),                       // 59: manta.controlplane.v1.TaskUpdate
-	(*RecordLineageRequest)(nil),             // 60: manta.controlplane.v1.RecordLineageRequest
-	(*RecordLineageResponse)(nil),            // 61: manta.controlplane.v1.RecordLineageResponse
-	(*GetLineageTaskRequest)(nil),            // 62: manta.controlplane.v1.GetLineageTaskRequest
-	(*GetLineageTaskResponse)(nil),           // 63: manta.controlplane.v1.GetLineageTaskResponse
-	(*GetLineageRequest)(nil),                // 64: manta.controlplane.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),               // 65: manta.controlplane.v1.GetLineageResponse
-	(*LineageStatsRequest)(nil),              // 66: manta.controlplane.v1.LineageStatsRequest
-	(*JobLineageStats)(nil),                  // 67: manta.controlplane.v1.JobLineageStats
-	(*LineageStatsResponse)(nil),             // 68: manta.controlplane.v1.LineageStatsResponse
-	(*RuntimeEnv)(nil),                       // 69: manta.controlplane.v1.RuntimeEnv
-	(*JobSubmission)(nil),                    // 70: manta.controlplane.v1.JobSubmission
-	(*SubmitJobRequest)(nil),                 // 71: manta.controlplane.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),                // 72: manta.controlplane.v1.SubmitJobResponse
-	(*GetSubmissionRequest)(nil),             // 73: manta.controlplane.v1.GetSubmissionRequest
-	(*GetSubmissionResponse)(nil),            // 74: manta.controlplane.v1.GetSubmissionResponse
-	(*ListSubmissionsRequest)(nil),           // 75: manta.controlplane.v1.ListSubmissionsRequest
-	(*ListSubmissionsResponse)(nil),          // 76: manta.controlplane.v1.ListSubmissionsResponse
-	(*StopSubmissionRequest)(nil),            // 77: manta.controlplane.v1.StopSubmissionRequest
-	(*StopSubmissionResponse)(nil),           // 78: manta.controlplane.v1.StopSubmissionResponse
-	(*DeleteSubmissionRequest)(nil),          // 79: manta.controlplane.v1.DeleteSubmissionRequest
-	(*DeleteSubmissionResponse)(nil),         // 80: manta.controlplane.v1.DeleteSubmissionResponse
-	(*ReportSubmissionRequest)(nil),          // 81: manta.controlplane.v1.ReportSubmissionRequest
-	(*ReportSubmissionResponse)(nil),         // 82: manta.controlplane.v1.ReportSubmissionResponse
-	(*JobLogsRequest)(nil),                   // 83: manta.controlplane.v1.JobLogsRequest
-	(*JobLogsChunk)(nil),                     // 84: manta.controlplane.v1.JobLogsChunk
-	(*RaftPeer)(nil),                         // 85: manta.controlplane.v1.RaftPeer
-	(*StatusRequest)(nil),                    // 86: manta.controlplane.v1.StatusRequest
-	(*StatusResponse)(nil),                   // 87: manta.controlplane.v1.StatusResponse
-	(*RaftListPeersRequest)(nil),             // 88: manta.controlplane.v1.RaftListPeersRequest
-	(*RaftListPeersResponse)(nil),            // 89: manta.controlplane.v1.RaftListPeersResponse
-	(*RaftAddPeerRequest)(nil),               // 90: manta.controlplane.v1.RaftAddPeerRequest
-	(*RaftAddPeerResponse)(nil),              // 91: manta.controlplane.v1.RaftAddPeerResponse
-	(*RaftRemovePeerRequest)(nil),            // 92: manta.controlplane.v1.RaftRemovePeerRequest
-	(*RaftRemovePeerResponse)(nil),           // 93: manta.controlplane.v1.RaftRemovePeerResponse
-	(*RaftTransferLeaderRequest)(nil),        // 94: manta.controlplane.v1.RaftTransferLeaderRequest
-	(*RaftTransferLeaderResponse)(nil),       // 95: manta.controlplane.v1.RaftTransferLeaderResponse
-	(*RegisterHeadRequest)(nil),              // 96: manta.controlplane.v1.RegisterHeadRequest
-	(*RegisterHeadResponse)(nil),             // 97: manta.controlplane.v1.RegisterHeadResponse
-	(*StateHashRequest)(nil),                 // 98: manta.controlplane.v1.StateHashRequest
-	(*StateHashResponse)(nil),                // 99: manta.controlplane.v1.StateHashResponse
-	(*TaskEvent)(nil),                        // 100: manta.controlplane.v1.TaskEvent
-	(*ReportTaskEventsRequest)(nil),          // 101: manta.controlplane.v1.ReportTaskEventsRequest
-	(*TaskEventColumns)(nil),                 // 102: manta.controlplane.v1.TaskEventColumns
-	(*ReportTaskEventsResponse)(nil),         // 103: manta.controlplane.v1.ReportTaskEventsResponse
-	(*StateFilter)(nil),                      // 104: manta.controlplane.v1.StateFilter
-	(*ListTasksRequest)(nil),                 // 105: manta.controlplane.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),                // 106: manta.controlplane.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                   // 107: manta.controlplane.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                  // 108: manta.controlplane.v1.GetTaskResponse
-	(*SummarizeTasksRequest)(nil),            // 109: manta.controlplane.v1.SummarizeTasksRequest
-	(*TaskSummary)(nil),                      // 110: manta.controlplane.v1.TaskSummary
-	(*SummarizeTasksResponse)(nil),           // 111: manta.controlplane.v1.SummarizeTasksResponse
-	(*SchedulingStrategy)(nil),               // 112: manta.controlplane.v1.SchedulingStrategy
-	(*Bundle)(nil),                           // 113: manta.controlplane.v1.Bundle
-	(*PlacementGroupInfo)(nil),               // 114: manta.controlplane.v1.PlacementGroupInfo
-	(*CreatePlacementGroupRequest)(nil),      // 115: manta.controlplane.v1.CreatePlacementGroupRequest
-	(*CreatePlacementGroupResponse)(nil),     // 116: manta.controlplane.v1.CreatePlacementGroupResponse
-	(*GetPlacementGroupRequest)(nil),         // 117: manta.controlplane.v1.GetPlacementGroupRequest
-	(*GetPlacementGroupResponse)(nil),        // 118: manta.controlplane.v1.GetPlacementGroupResponse
-	(*ListPlacementGroupsRequest)(nil),       // 119: manta.controlplane.v1.ListPlacementGroupsRequest
-	(*ListPlacementGroupsResponse)(nil),      // 120: manta.controlplane.v1.ListPlacementGroupsResponse
-	(*RemovePlacementGroupRequest)(nil),      // 121: manta.controlplane.v1.RemovePlacementGroupRequest
-	(*RemovePlacementGroupResponse)(nil),     // 122: manta.controlplane.v1.RemovePlacementGroupResponse
-	(*TokenInfo)(nil),                        // 123: manta.controlplane.v1.TokenInfo
-	(*CreateTokenRequest)(nil),               // 124: manta.controlplane.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),              // 125: manta.controlplane.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),                // 126: manta.controlplane.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),               // 127: manta.controlplane.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),               // 128: manta.controlplane.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),              // 129: manta.controlplane.v1.RevokeTokenResponse
-	(*CheckTokenRequest)(nil),                // 130: manta.controlplane.v1.CheckTokenRequest
-	(*CheckTokenResponse)(nil),               // 131: manta.controlplane.v1.CheckTokenResponse
-	(*OwnerDiedRequest)(nil),                 // 132: manta.controlplane.v1.OwnerDiedRequest
-	(*OwnerDiedResponse)(nil),                // 133: manta.controlplane.v1.OwnerDiedResponse
-	(*ResolveObjectRequest)(nil),             // 134: manta.controlplane.v1.ResolveObjectRequest
-	(*ResolveObjectResponse)(nil),            // 135: manta.controlplane.v1.ResolveObjectResponse
-	nil,                                      // 136: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 137: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 138: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 139: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 140: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 141: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 142: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 143: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 144: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 145: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 146: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	nil,                                      // 147: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	nil,                                      // 148: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	nil,                                      // 149: manta.controlplane.v1.TaskSummary.StateCountsEntry
-	nil,                                      // 150: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	nil,                                      // 151: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	nil,                                      // 152: manta.controlplane.v1.Bundle.ResourcesEntry
+	(InstanceState)(0),                       // 11: manta.controlplane.v1.InstanceState
+	(SchedulingStrategy_Kind)(0),             // 12: manta.controlplane.v1.SchedulingStrategy.Kind
+	(*Header)(nil),                           // 13: manta.controlplane.v1.Header
+	(*HandshakeRequest)(nil),                 // 14: manta.controlplane.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),                // 15: manta.controlplane.v1.HandshakeResponse
+	(*HeadInfo)(nil),                         // 16: manta.controlplane.v1.HeadInfo
+	(*ClusterInfo)(nil),                      // 17: manta.controlplane.v1.ClusterInfo
+	(*NodeInfo)(nil),                         // 18: manta.controlplane.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),              // 19: manta.controlplane.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),             // 20: manta.controlplane.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),                 // 21: manta.controlplane.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),                // 22: manta.controlplane.v1.HeartbeatResponse
+	(*UnregisterNodeRequest)(nil),            // 23: manta.controlplane.v1.UnregisterNodeRequest
+	(*UnregisterNodeResponse)(nil),           // 24: manta.controlplane.v1.UnregisterNodeResponse
+	(*ListNodesRequest)(nil),                 // 25: manta.controlplane.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),                // 26: manta.controlplane.v1.ListNodesResponse
+	(*JobInfo)(nil),                          // 27: manta.controlplane.v1.JobInfo
+	(*AddJobRequest)(nil),                    // 28: manta.controlplane.v1.AddJobRequest
+	(*AddJobResponse)(nil),                   // 29: manta.controlplane.v1.AddJobResponse
+	(*FinishJobRequest)(nil),                 // 30: manta.controlplane.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),                // 31: manta.controlplane.v1.FinishJobResponse
+	(*ListJobsRequest)(nil),                  // 32: manta.controlplane.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),                 // 33: manta.controlplane.v1.ListJobsResponse
+	(*KVPutRequest)(nil),                     // 34: manta.controlplane.v1.KVPutRequest
+	(*KVPutResponse)(nil),                    // 35: manta.controlplane.v1.KVPutResponse
+	(*KVGetRequest)(nil),                     // 36: manta.controlplane.v1.KVGetRequest
+	(*KVGetResponse)(nil),                    // 37: manta.controlplane.v1.KVGetResponse
+	(*KVDeleteRequest)(nil),                  // 38: manta.controlplane.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),                 // 39: manta.controlplane.v1.KVDeleteResponse
+	(*KVListRequest)(nil),                    // 40: manta.controlplane.v1.KVListRequest
+	(*KVListResponse)(nil),                   // 41: manta.controlplane.v1.KVListResponse
+	(*Event)(nil),                            // 42: manta.controlplane.v1.Event
+	(*WatchRequest)(nil),                     // 43: manta.controlplane.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 44: manta.controlplane.v1.WatchResponse
+	(*ActorInfo)(nil),                        // 45: manta.controlplane.v1.ActorInfo
+	(*ResolveActorDependenciesRequest)(nil),  // 46: manta.controlplane.v1.ResolveActorDependenciesRequest
+	(*ResolveActorDependenciesResponse)(nil), // 47: manta.controlplane.v1.ResolveActorDependenciesResponse
+	(*CreateActorRequest)(nil),               // 48: manta.controlplane.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),              // 49: manta.controlplane.v1.CreateActorResponse
+	(*GetActorRequest)(nil),                  // 50: manta.controlplane.v1.GetActorRequest
+	(*GetActorResponse)(nil),                 // 51: manta.controlplane.v1.GetActorResponse
+	(*ListActorsRequest)(nil),                // 52: manta.controlplane.v1.ListActorsRequest
+	(*ListActorsResponse)(nil),               // 53: manta.controlplane.v1.ListActorsResponse
+	(*KillActorRequest)(nil),                 // 54: manta.controlplane.v1.KillActorRequest
+	(*KillActorResponse)(nil),                // 55: manta.controlplane.v1.KillActorResponse
+	(*ReportActorFailureRequest)(nil),        // 56: manta.controlplane.v1.ReportActorFailureRequest
+	(*ReportActorFailureResponse)(nil),       // 57: manta.controlplane.v1.ReportActorFailureResponse
+	(*LineageArg)(nil),                       // 58: manta.controlplane.v1.LineageArg
+	(*TaskRecord)(nil),                       // 59: manta.controlplane.v1.TaskRecord
+	(*TaskUpdate)(nil),                       // 60: manta.controlplane.v1.TaskUpdate
+	(*RecordLineageRequest)(nil),             // 61: manta.controlplane.v1.RecordLineageRequest
+	(*RecordLineageResponse)(nil),            // 62: manta.controlplane.v1.RecordLineageResponse
+	(*GetLineageTaskRequest)(nil),            // 63: manta.controlplane.v1.GetLineageTaskRequest
+	(*GetLineageTaskResponse)(nil),           // 64: manta.controlplane.v1.GetLineageTaskResponse
+	(*GetLineageRequest)(nil),                // 65: manta.controlplane.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),               // 66: manta.controlplane.v1.GetLineageResponse
+	(*LineageStatsRequest)(nil),              // 67: manta.controlplane.v1.LineageStatsRequest
+	(*JobLineageStats)(nil),                  // 68: manta.controlplane.v1.JobLineageStats
+	(*LineageStatsResponse)(nil),             // 69: manta.controlplane.v1.LineageStatsResponse
+	(*RuntimeEnv)(nil),                       // 70: manta.controlplane.v1.RuntimeEnv
+	(*JobSubmission)(nil),                    // 71: manta.controlplane.v1.JobSubmission
+	(*SubmitJobRequest)(nil),                 // 72: manta.controlplane.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),                // 73: manta.controlplane.v1.SubmitJobResponse
+	(*GetSubmissionRequest)(nil),             // 74: manta.controlplane.v1.GetSubmissionRequest
+	(*GetSubmissionResponse)(nil),            // 75: manta.controlplane.v1.GetSubmissionResponse
+	(*ListSubmissionsRequest)(nil),           // 76: manta.controlplane.v1.ListSubmissionsRequest
+	(*ListSubmissionsResponse)(nil),          // 77: manta.controlplane.v1.ListSubmissionsResponse
+	(*StopSubmissionRequest)(nil),            // 78: manta.controlplane.v1.StopSubmissionRequest
+	(*StopSubmissionResponse)(nil),           // 79: manta.controlplane.v1.StopSubmissionResponse
+	(*DeleteSubmissionRequest)(nil),          // 80: manta.controlplane.v1.DeleteSubmissionRequest
+	(*DeleteSubmissionResponse)(nil),         // 81: manta.controlplane.v1.DeleteSubmissionResponse
+	(*ReportSubmissionRequest)(nil),          // 82: manta.controlplane.v1.ReportSubmissionRequest
+	(*ReportSubmissionResponse)(nil),         // 83: manta.controlplane.v1.ReportSubmissionResponse
+	(*JobLogsRequest)(nil),                   // 84: manta.controlplane.v1.JobLogsRequest
+	(*JobLogsChunk)(nil),                     // 85: manta.controlplane.v1.JobLogsChunk
+	(*RaftPeer)(nil),                         // 86: manta.controlplane.v1.RaftPeer
+	(*StatusRequest)(nil),                    // 87: manta.controlplane.v1.StatusRequest
+	(*StatusResponse)(nil),                   // 88: manta.controlplane.v1.StatusResponse
+	(*RaftListPeersRequest)(nil),             // 89: manta.controlplane.v1.RaftListPeersRequest
+	(*RaftListPeersResponse)(nil),            // 90: manta.controlplane.v1.RaftListPeersResponse
+	(*RaftAddPeerRequest)(nil),               // 91: manta.controlplane.v1.RaftAddPeerRequest
+	(*RaftAddPeerResponse)(nil),              // 92: manta.controlplane.v1.RaftAddPeerResponse
+	(*RaftRemovePeerRequest)(nil),            // 93: manta.controlplane.v1.RaftRemovePeerRequest
+	(*RaftRemovePeerResponse)(nil),           // 94: manta.controlplane.v1.RaftRemovePeerResponse
+	(*RaftTransferLeaderRequest)(nil),        // 95: manta.controlplane.v1.RaftTransferLeaderRequest
+	(*RaftTransferLeaderResponse)(nil),       // 96: manta.controlplane.v1.RaftTransferLeaderResponse
+	(*RegisterHeadRequest)(nil),              // 97: manta.controlplane.v1.RegisterHeadRequest
+	(*RegisterHeadResponse)(nil),             // 98: manta.controlplane.v1.RegisterHeadResponse
+	(*StateHashRequest)(nil),                 // 99: manta.controlplane.v1.StateHashRequest
+	(*StateHashResponse)(nil),                // 100: manta.controlplane.v1.StateHashResponse
+	(*TaskEvent)(nil),                        // 101: manta.controlplane.v1.TaskEvent
+	(*ReportTaskEventsRequest)(nil),          // 102: manta.controlplane.v1.ReportTaskEventsRequest
+	(*TaskEventColumns)(nil),                 // 103: manta.controlplane.v1.TaskEventColumns
+	(*ReportTaskEventsResponse)(nil),         // 104: manta.controlplane.v1.ReportTaskEventsResponse
+	(*StateFilter)(nil),                      // 105: manta.controlplane.v1.StateFilter
+	(*ListTasksRequest)(nil),                 // 106: manta.controlplane.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                // 107: manta.controlplane.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                   // 108: manta.controlplane.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                  // 109: manta.controlplane.v1.GetTaskResponse
+	(*SummarizeTasksRequest)(nil),            // 110: manta.controlplane.v1.SummarizeTasksRequest
+	(*TaskSummary)(nil),                      // 111: manta.controlplane.v1.TaskSummary
+	(*SummarizeTasksResponse)(nil),           // 112: manta.controlplane.v1.SummarizeTasksResponse
+	(*SchedulingStrategy)(nil),               // 113: manta.controlplane.v1.SchedulingStrategy
+	(*Bundle)(nil),                           // 114: manta.controlplane.v1.Bundle
+	(*PlacementGroupInfo)(nil),               // 115: manta.controlplane.v1.PlacementGroupInfo
+	(*CreatePlacementGroupRequest)(nil),      // 116: manta.controlplane.v1.CreatePlacementGroupRequest
+	(*CreatePlacementGroupResponse)(nil),     // 117: manta.controlplane.v1.CreatePlacementGroupResponse
+	(*GetPlacementGroupRequest)(nil),         // 118: manta.controlplane.v1.GetPlacementGroupRequest
+	(*GetPlacementGroupResponse)(nil),        // 119: manta.controlplane.v1.GetPlacementGroupResponse
+	(*ListPlacementGroupsRequest)(nil),       // 120: manta.controlplane.v1.ListPlacementGroupsRequest
+	(*ListPlacementGroupsResponse)(nil),      // 121: manta.controlplane.v1.ListPlacementGroupsResponse
+	(*RemovePlacementGroupRequest)(nil),      // 122: manta.controlplane.v1.RemovePlacementGroupRequest
+	(*RemovePlacementGroupResponse)(nil),     // 123: manta.controlplane.v1.RemovePlacementGroupResponse
+	(*TokenInfo)(nil),                        // 124: manta.controlplane.v1.TokenInfo
+	(*CreateTokenRequest)(nil),               // 125: manta.controlplane.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),              // 126: manta.controlplane.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),                // 127: manta.controlplane.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),               // 128: manta.controlplane.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),               // 129: manta.controlplane.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),              // 130: manta.controlplane.v1.RevokeTokenResponse
+	(*CheckTokenRequest)(nil),                // 131: manta.controlplane.v1.CheckTokenRequest
+	(*CheckTokenResponse)(nil),               // 132: manta.controlplane.v1.CheckTokenResponse
+	(*OwnerDiedRequest)(nil),                 // 133: manta.controlplane.v1.OwnerDiedRequest
+	(*OwnerDiedResponse)(nil),                // 134: manta.controlplane.v1.OwnerDiedResponse
+	(*ResolveObjectRequest)(nil),             // 135: manta.controlplane.v1.ResolveObjectRequest
+	(*ResolveObjectResponse)(nil),            // 136: manta.controlplane.v1.ResolveObjectResponse
+	(*ResourceDemand)(nil),                   // 137: manta.controlplane.v1.ResourceDemand
+	(*RequestResourcesRequest)(nil),          // 138: manta.controlplane.v1.RequestResourcesRequest
+	(*RequestResourcesResponse)(nil),         // 139: manta.controlplane.v1.RequestResourcesResponse
+	(*AutoscalerStatusRequest)(nil),          // 140: manta.controlplane.v1.AutoscalerStatusRequest
+	(*NodeTypeStatus)(nil),                   // 141: manta.controlplane.v1.NodeTypeStatus
+	(*AutoscalerStatusResponse)(nil),         // 142: manta.controlplane.v1.AutoscalerStatusResponse
+	(*AutoscalerInstance)(nil),               // 143: manta.controlplane.v1.AutoscalerInstance
+	(*AutoscalerDecision)(nil),               // 144: manta.controlplane.v1.AutoscalerDecision
+	nil,                                      // 145: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 146: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 147: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 148: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 149: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 150: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 151: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 152: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 153: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 154: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 155: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 156: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 157: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 158: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	nil,                                      // 159: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	nil,                                      // 160: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	nil,                                      // 161: manta.controlplane.v1.Bundle.ResourcesEntry
+	nil,                                      // 162: manta.controlplane.v1.ResourceDemand.ShapeEntry
+	nil,                                      // 163: manta.controlplane.v1.ResourceDemand.LabelsEntry
+	nil,                                      // 164: manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	136, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	137, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	145, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	146, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	138, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
-	17,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
-	12,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	139, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	12,  // 7: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 8: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 9: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
-	17,  // 10: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	1,   // 11: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	140, // 12: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
-	26,  // 13: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
-	12,  // 14: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
-	1,   // 15: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
-	12,  // 16: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 17: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
-	26,  // 18: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
-	12,  // 19: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 20: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 21: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 22: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
-	2,   // 23: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
-	17,  // 24: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
-	26,  // 25: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
-	15,  // 26: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
-	44,  // 27: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
-	70,  // 28: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
-	114, // 29: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	2,   // 30: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
-	41,  // 31: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	141, // 32: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
-	3,   // 33: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
-	69,  // 34: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	112, // 35: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
-	12,  // 36: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
-	44,  // 37: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
-	12,  // 38: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 39: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
-	44,  // 40: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
-	12,  // 41: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
-	44,  // 42: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
-	12,  // 43: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 44: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
-	57,  // 45: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	142, // 46: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	143, // 47: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
-	4,   // 48: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
-	4,   // 49: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
-	58,  // 50: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
-	59,  // 51: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	12,  // 52: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 53: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	58,  // 54: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	12,  // 55: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
-	58,  // 56: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
-	12,  // 57: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
-	67,  // 58: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	144, // 59: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	69,  // 60: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	145, // 61: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	146, // 62: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	5,   // 63: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	70,  // 64: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
-	12,  // 65: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 66: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	70,  // 67: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
-	12,  // 68: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
-	70,  // 69: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
-	12,  // 70: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 71: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	5,   // 72: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
-	12,  // 73: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
-	85,  // 74: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	15,  // 75: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
-	12,  // 76: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
-	85,  // 77: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
-	12,  // 78: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 79: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 80: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
-	15,  // 81: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
-	12,  // 82: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
-	7,   // 83: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
-	6,   // 84: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
-	147, // 85: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	100, // 86: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
-	148, // 87: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	102, // 88: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
-	12,  // 89: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
-	104, // 90: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	12,  // 91: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	100, // 92: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
-	12,  // 93: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
-	100, // 94: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
-	104, // 95: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
-	7,   // 96: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
-	149, // 97: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
-	12,  // 98: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
-	110, // 99: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
-	11,  // 100: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
-	150, // 101: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	151, // 102: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	152, // 103: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
-	8,   // 104: manta.controlplane.v1.PlacementGroupInfo.strategy:type_name -> manta.controlplane.v1.PlacementStrategy
-	113, // 105: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
-	9,   // 106: manta.controlplane.v1.PlacementGroupInfo.state:type_name -> manta.controlplane.v1.PlacementGroupState
-	114, // 107: manta.controlplane.v1.CreatePlacementGroupRequest.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	12,  // 108: manta.controlplane.v1.CreatePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 109: manta.controlplane.v1.GetPlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	114, // 110: manta.controlplane.v1.GetPlacementGroupResponse.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	12,  // 111: manta.controlplane.v1.ListPlacementGroupsResponse.header:type_name -> manta.controlplane.v1.Header
-	114, // 112: manta.controlplane.v1.ListPlacementGroupsResponse.groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	12,  // 113: manta.controlplane.v1.RemovePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 114: manta.controlplane.v1.CreateTokenResponse.header:type_name -> manta.controlplane.v1.Header
-	123, // 115: manta.controlplane.v1.CreateTokenResponse.info:type_name -> manta.controlplane.v1.TokenInfo
-	12,  // 116: manta.controlplane.v1.ListTokensResponse.header:type_name -> manta.controlplane.v1.Header
-	123, // 117: manta.controlplane.v1.ListTokensResponse.tokens:type_name -> manta.controlplane.v1.TokenInfo
-	12,  // 118: manta.controlplane.v1.RevokeTokenResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 119: manta.controlplane.v1.CheckTokenResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 120: manta.controlplane.v1.OwnerDiedResponse.header:type_name -> manta.controlplane.v1.Header
-	12,  // 121: manta.controlplane.v1.ResolveObjectResponse.header:type_name -> manta.controlplane.v1.Header
-	10,  // 122: manta.controlplane.v1.ResolveObjectResponse.state:type_name -> manta.controlplane.v1.ResolveState
-	58,  // 123: manta.controlplane.v1.ResolveObjectResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	13,  // 124: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	86,  // 125: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	18,  // 126: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	20,  // 127: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	22,  // 128: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	24,  // 129: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	27,  // 130: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	29,  // 131: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	31,  // 132: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	33,  // 133: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	35,  // 134: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	37,  // 135: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	39,  // 136: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	42,  // 137: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	47,  // 138: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	49,  // 139: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	51,  // 140: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	53,  // 141: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	55,  // 142: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	45,  // 143: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	60,  // 144: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	62,  // 145: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	64,  // 146: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	66,  // 147: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	71,  // 148: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	73,  // 149: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	75,  // 150: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	77,  // 151: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	79,  // 152: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	81,  // 153: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	83,  // 154: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	88,  // 155: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	90,  // 156: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	92,  // 157: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	94,  // 158: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	101, // 159: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	105, // 160: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	107, // 161: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	109, // 162: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	115, // 163: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
-	117, // 164: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
-	119, // 165: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
-	121, // 166: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
-	124, // 167: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
-	126, // 168: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
-	128, // 169: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
-	130, // 170: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
-	132, // 171: manta.controlplane.v1.ControlPlane.OwnerDied:input_type -> manta.controlplane.v1.OwnerDiedRequest
-	134, // 172: manta.controlplane.v1.ControlPlane.ResolveObject:input_type -> manta.controlplane.v1.ResolveObjectRequest
-	96,  // 173: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	98,  // 174: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	14,  // 175: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	87,  // 176: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	19,  // 177: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	21,  // 178: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	23,  // 179: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	25,  // 180: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	28,  // 181: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	30,  // 182: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	32,  // 183: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	34,  // 184: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	36,  // 185: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	38,  // 186: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	40,  // 187: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	43,  // 188: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	48,  // 189: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	50,  // 190: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	52,  // 191: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	54,  // 192: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	56,  // 193: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	46,  // 194: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	61,  // 195: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	63,  // 196: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	65,  // 197: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	68,  // 198: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	72,  // 199: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	74,  // 200: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	76,  // 201: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	78,  // 202: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	80,  // 203: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	82,  // 204: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	84,  // 205: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	89,  // 206: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	91,  // 207: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	93,  // 208: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	95,  // 209: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	103, // 210: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	106, // 211: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	108, // 212: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	111, // 213: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	116, // 214: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
-	118, // 215: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
-	120, // 216: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
-	122, // 217: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
-	125, // 218: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
-	127, // 219: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
-	129, // 220: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
-	131, // 221: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
-	133, // 222: manta.controlplane.v1.ControlPlane.OwnerDied:output_type -> manta.controlplane.v1.OwnerDiedResponse
-	135, // 223: manta.controlplane.v1.ControlPlane.ResolveObject:output_type -> manta.controlplane.v1.ResolveObjectResponse
-	97,  // 224: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	99,  // 225: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	175, // [175:226] is the sub-list for method output_type
-	124, // [124:175] is the sub-list for method input_type
-	124, // [124:124] is the sub-list for extension type_name
-	124, // [124:124] is the sub-list for extension extendee
-	0,   // [0:124] is the sub-list for field type_name
+	147, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	18,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
+	13,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	148, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	137, // 7: manta.controlplane.v1.HeartbeatRequest.demand:type_name -> manta.controlplane.v1.ResourceDemand
+	13,  // 8: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 9: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 10: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
+	18,  // 11: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	1,   // 12: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
+	149, // 13: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	27,  // 14: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
+	13,  // 15: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
+	1,   // 16: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
+	13,  // 17: manta.controlplane.v1.FinishJobResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 18: manta.controlplane.v1.ListJobsResponse.header:type_name -> manta.controlplane.v1.Header
+	27,  // 19: manta.controlplane.v1.ListJobsResponse.jobs:type_name -> manta.controlplane.v1.JobInfo
+	13,  // 20: manta.controlplane.v1.KVPutResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 21: manta.controlplane.v1.KVGetResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 22: manta.controlplane.v1.KVDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 23: manta.controlplane.v1.KVListResponse.header:type_name -> manta.controlplane.v1.Header
+	2,   // 24: manta.controlplane.v1.Event.kind:type_name -> manta.controlplane.v1.EventKind
+	18,  // 25: manta.controlplane.v1.Event.node:type_name -> manta.controlplane.v1.NodeInfo
+	27,  // 26: manta.controlplane.v1.Event.job:type_name -> manta.controlplane.v1.JobInfo
+	16,  // 27: manta.controlplane.v1.Event.head:type_name -> manta.controlplane.v1.HeadInfo
+	45,  // 28: manta.controlplane.v1.Event.actor:type_name -> manta.controlplane.v1.ActorInfo
+	71,  // 29: manta.controlplane.v1.Event.submission:type_name -> manta.controlplane.v1.JobSubmission
+	115, // 30: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	2,   // 31: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
+	42,  // 32: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
+	150, // 33: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	3,   // 34: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
+	70,  // 35: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	113, // 36: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
+	13,  // 37: manta.controlplane.v1.ResolveActorDependenciesResponse.header:type_name -> manta.controlplane.v1.Header
+	45,  // 38: manta.controlplane.v1.CreateActorRequest.actor:type_name -> manta.controlplane.v1.ActorInfo
+	13,  // 39: manta.controlplane.v1.CreateActorResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 40: manta.controlplane.v1.GetActorResponse.header:type_name -> manta.controlplane.v1.Header
+	45,  // 41: manta.controlplane.v1.GetActorResponse.actor:type_name -> manta.controlplane.v1.ActorInfo
+	13,  // 42: manta.controlplane.v1.ListActorsResponse.header:type_name -> manta.controlplane.v1.Header
+	45,  // 43: manta.controlplane.v1.ListActorsResponse.actors:type_name -> manta.controlplane.v1.ActorInfo
+	13,  // 44: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 45: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
+	58,  // 46: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
+	151, // 47: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	152, // 48: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	4,   // 49: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
+	4,   // 50: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
+	59,  // 51: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
+	60,  // 52: manta.controlplane.v1.RecordLineageRequest.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	13,  // 53: manta.controlplane.v1.RecordLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 54: manta.controlplane.v1.GetLineageTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	59,  // 55: manta.controlplane.v1.GetLineageTaskResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	13,  // 56: manta.controlplane.v1.GetLineageResponse.header:type_name -> manta.controlplane.v1.Header
+	59,  // 57: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
+	13,  // 58: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
+	68,  // 59: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
+	153, // 60: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	70,  // 61: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
+	154, // 62: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	155, // 63: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	5,   // 64: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	71,  // 65: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
+	13,  // 66: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 67: manta.controlplane.v1.GetSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	71,  // 68: manta.controlplane.v1.GetSubmissionResponse.job:type_name -> manta.controlplane.v1.JobSubmission
+	13,  // 69: manta.controlplane.v1.ListSubmissionsResponse.header:type_name -> manta.controlplane.v1.Header
+	71,  // 70: manta.controlplane.v1.ListSubmissionsResponse.jobs:type_name -> manta.controlplane.v1.JobSubmission
+	13,  // 71: manta.controlplane.v1.StopSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 72: manta.controlplane.v1.DeleteSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	5,   // 73: manta.controlplane.v1.ReportSubmissionRequest.state:type_name -> manta.controlplane.v1.JobSubmissionState
+	13,  // 74: manta.controlplane.v1.ReportSubmissionResponse.header:type_name -> manta.controlplane.v1.Header
+	86,  // 75: manta.controlplane.v1.StatusResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	16,  // 76: manta.controlplane.v1.StatusResponse.heads:type_name -> manta.controlplane.v1.HeadInfo
+	13,  // 77: manta.controlplane.v1.RaftListPeersResponse.header:type_name -> manta.controlplane.v1.Header
+	86,  // 78: manta.controlplane.v1.RaftListPeersResponse.peers:type_name -> manta.controlplane.v1.RaftPeer
+	13,  // 79: manta.controlplane.v1.RaftAddPeerResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 80: manta.controlplane.v1.RaftRemovePeerResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 81: manta.controlplane.v1.RaftTransferLeaderResponse.header:type_name -> manta.controlplane.v1.Header
+	16,  // 82: manta.controlplane.v1.RegisterHeadRequest.head:type_name -> manta.controlplane.v1.HeadInfo
+	13,  // 83: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
+	7,   // 84: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
+	6,   // 85: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
+	156, // 86: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	101, // 87: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
+	157, // 88: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	103, // 89: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
+	13,  // 90: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
+	105, // 91: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	13,  // 92: manta.controlplane.v1.ListTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	101, // 93: manta.controlplane.v1.ListTasksResponse.tasks:type_name -> manta.controlplane.v1.TaskEvent
+	13,  // 94: manta.controlplane.v1.GetTaskResponse.header:type_name -> manta.controlplane.v1.Header
+	101, // 95: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
+	105, // 96: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
+	7,   // 97: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
+	158, // 98: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	13,  // 99: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
+	111, // 100: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
+	12,  // 101: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
+	159, // 102: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	160, // 103: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	161, // 104: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
+	8,   // 105: manta.controlplane.v1.PlacementGroupInfo.strategy:type_name -> manta.controlplane.v1.PlacementStrategy
+	114, // 106: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
+	9,   // 107: manta.controlplane.v1.PlacementGroupInfo.state:type_name -> manta.controlplane.v1.PlacementGroupState
+	115, // 108: manta.controlplane.v1.CreatePlacementGroupRequest.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	13,  // 109: manta.controlplane.v1.CreatePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 110: manta.controlplane.v1.GetPlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	115, // 111: manta.controlplane.v1.GetPlacementGroupResponse.group:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	13,  // 112: manta.controlplane.v1.ListPlacementGroupsResponse.header:type_name -> manta.controlplane.v1.Header
+	115, // 113: manta.controlplane.v1.ListPlacementGroupsResponse.groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	13,  // 114: manta.controlplane.v1.RemovePlacementGroupResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 115: manta.controlplane.v1.CreateTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	124, // 116: manta.controlplane.v1.CreateTokenResponse.info:type_name -> manta.controlplane.v1.TokenInfo
+	13,  // 117: manta.controlplane.v1.ListTokensResponse.header:type_name -> manta.controlplane.v1.Header
+	124, // 118: manta.controlplane.v1.ListTokensResponse.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	13,  // 119: manta.controlplane.v1.RevokeTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 120: manta.controlplane.v1.CheckTokenResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 121: manta.controlplane.v1.OwnerDiedResponse.header:type_name -> manta.controlplane.v1.Header
+	13,  // 122: manta.controlplane.v1.ResolveObjectResponse.header:type_name -> manta.controlplane.v1.Header
+	10,  // 123: manta.controlplane.v1.ResolveObjectResponse.state:type_name -> manta.controlplane.v1.ResolveState
+	59,  // 124: manta.controlplane.v1.ResolveObjectResponse.record:type_name -> manta.controlplane.v1.TaskRecord
+	162, // 125: manta.controlplane.v1.ResourceDemand.shape:type_name -> manta.controlplane.v1.ResourceDemand.ShapeEntry
+	163, // 126: manta.controlplane.v1.ResourceDemand.labels:type_name -> manta.controlplane.v1.ResourceDemand.LabelsEntry
+	114, // 127: manta.controlplane.v1.RequestResourcesRequest.bundles:type_name -> manta.controlplane.v1.Bundle
+	13,  // 128: manta.controlplane.v1.RequestResourcesResponse.header:type_name -> manta.controlplane.v1.Header
+	164, // 129: manta.controlplane.v1.NodeTypeStatus.resources:type_name -> manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
+	13,  // 130: manta.controlplane.v1.AutoscalerStatusResponse.header:type_name -> manta.controlplane.v1.Header
+	141, // 131: manta.controlplane.v1.AutoscalerStatusResponse.node_types:type_name -> manta.controlplane.v1.NodeTypeStatus
+	137, // 132: manta.controlplane.v1.AutoscalerStatusResponse.pending_demands:type_name -> manta.controlplane.v1.ResourceDemand
+	143, // 133: manta.controlplane.v1.AutoscalerStatusResponse.instances:type_name -> manta.controlplane.v1.AutoscalerInstance
+	144, // 134: manta.controlplane.v1.AutoscalerStatusResponse.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
+	114, // 135: manta.controlplane.v1.AutoscalerStatusResponse.requested_resources:type_name -> manta.controlplane.v1.Bundle
+	11,  // 136: manta.controlplane.v1.AutoscalerInstance.state:type_name -> manta.controlplane.v1.InstanceState
+	14,  // 137: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	87,  // 138: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	19,  // 139: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	21,  // 140: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	23,  // 141: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	25,  // 142: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	28,  // 143: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	30,  // 144: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	32,  // 145: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	34,  // 146: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	36,  // 147: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	38,  // 148: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	40,  // 149: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	43,  // 150: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	48,  // 151: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	50,  // 152: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	52,  // 153: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	54,  // 154: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	56,  // 155: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	46,  // 156: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	61,  // 157: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	63,  // 158: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	65,  // 159: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	67,  // 160: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	72,  // 161: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	74,  // 162: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	76,  // 163: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	78,  // 164: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	80,  // 165: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	82,  // 166: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	84,  // 167: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	89,  // 168: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	91,  // 169: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	93,  // 170: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	95,  // 171: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	102, // 172: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	106, // 173: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	108, // 174: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	110, // 175: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	116, // 176: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
+	118, // 177: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
+	120, // 178: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
+	122, // 179: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
+	125, // 180: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
+	127, // 181: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
+	129, // 182: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
+	131, // 183: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
+	133, // 184: manta.controlplane.v1.ControlPlane.OwnerDied:input_type -> manta.controlplane.v1.OwnerDiedRequest
+	135, // 185: manta.controlplane.v1.ControlPlane.ResolveObject:input_type -> manta.controlplane.v1.ResolveObjectRequest
+	97,  // 186: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	99,  // 187: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	138, // 188: manta.controlplane.v1.AutoscalerService.RequestResources:input_type -> manta.controlplane.v1.RequestResourcesRequest
+	140, // 189: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:input_type -> manta.controlplane.v1.AutoscalerStatusRequest
+	15,  // 190: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	88,  // 191: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	20,  // 192: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	22,  // 193: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	24,  // 194: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	26,  // 195: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	29,  // 196: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	31,  // 197: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	33,  // 198: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	35,  // 199: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	37,  // 200: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	39,  // 201: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	41,  // 202: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	44,  // 203: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	49,  // 204: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	51,  // 205: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	53,  // 206: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	55,  // 207: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	57,  // 208: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	47,  // 209: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	62,  // 210: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	64,  // 211: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	66,  // 212: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	69,  // 213: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	73,  // 214: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	75,  // 215: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	77,  // 216: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	79,  // 217: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	81,  // 218: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	83,  // 219: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	85,  // 220: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	90,  // 221: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	92,  // 222: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	94,  // 223: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	96,  // 224: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	104, // 225: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	107, // 226: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	109, // 227: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	112, // 228: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	117, // 229: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
+	119, // 230: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
+	121, // 231: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
+	123, // 232: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
+	126, // 233: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
+	128, // 234: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
+	130, // 235: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
+	132, // 236: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
+	134, // 237: manta.controlplane.v1.ControlPlane.OwnerDied:output_type -> manta.controlplane.v1.OwnerDiedResponse
+	136, // 238: manta.controlplane.v1.ControlPlane.ResolveObject:output_type -> manta.controlplane.v1.ResolveObjectResponse
+	98,  // 239: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	100, // 240: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	139, // 241: manta.controlplane.v1.AutoscalerService.RequestResources:output_type -> manta.controlplane.v1.RequestResourcesResponse
+	142, // 242: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:output_type -> manta.controlplane.v1.AutoscalerStatusResponse
+	190, // [190:243] is the sub-list for method output_type
+	137, // [137:190] is the sub-list for method input_type
+	137, // [137:137] is the sub-list for extension type_name
+	137, // [137:137] is the sub-list for extension extendee
+	0,   // [0:137] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -10320,10 +11119,10 @@ func file_controlpb_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
-			NumEnums:      12,
-			NumMessages:   141,
+			NumEnums:      13,
+			NumMessages:   152,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_controlpb_control_proto_goTypes,
 		DependencyIndexes: file_controlpb_control_proto_depIdxs,

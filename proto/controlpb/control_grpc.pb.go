@@ -2163,3 +2163,149 @@ var HeadService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "controlpb/control.proto",
 }
+
+const (
+	AutoscalerService_RequestResources_FullMethodName = "/manta.controlplane.v1.AutoscalerService/RequestResources"
+	AutoscalerService_AutoscalerStatus_FullMethodName = "/manta.controlplane.v1.AutoscalerService/AutoscalerStatus"
+)
+
+// AutoscalerServiceClient is the client API for AutoscalerService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AutoscalerService is served by every head; the leader runs the autoscaler,
+// so its calls are forwarded there.
+type AutoscalerServiceClient interface {
+	RequestResources(ctx context.Context, in *RequestResourcesRequest, opts ...grpc.CallOption) (*RequestResourcesResponse, error)
+	AutoscalerStatus(ctx context.Context, in *AutoscalerStatusRequest, opts ...grpc.CallOption) (*AutoscalerStatusResponse, error)
+}
+
+type autoscalerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAutoscalerServiceClient(cc grpc.ClientConnInterface) AutoscalerServiceClient {
+	return &autoscalerServiceClient{cc}
+}
+
+func (c *autoscalerServiceClient) RequestResources(ctx context.Context, in *RequestResourcesRequest, opts ...grpc.CallOption) (*RequestResourcesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestResourcesResponse)
+	err := c.cc.Invoke(ctx, AutoscalerService_RequestResources_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *autoscalerServiceClient) AutoscalerStatus(ctx context.Context, in *AutoscalerStatusRequest, opts ...grpc.CallOption) (*AutoscalerStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AutoscalerStatusResponse)
+	err := c.cc.Invoke(ctx, AutoscalerService_AutoscalerStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AutoscalerServiceServer is the server API for AutoscalerService service.
+// All implementations must embed UnimplementedAutoscalerServiceServer
+// for forward compatibility.
+//
+// AutoscalerService is served by every head; the leader runs the autoscaler,
+// so its calls are forwarded there.
+type AutoscalerServiceServer interface {
+	RequestResources(context.Context, *RequestResourcesRequest) (*RequestResourcesResponse, error)
+	AutoscalerStatus(context.Context, *AutoscalerStatusRequest) (*AutoscalerStatusResponse, error)
+	mustEmbedUnimplementedAutoscalerServiceServer()
+}
+
+// UnimplementedAutoscalerServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAutoscalerServiceServer struct{}
+
+func (UnimplementedAutoscalerServiceServer) RequestResources(context.Context, *RequestResourcesRequest) (*RequestResourcesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequestResources not implemented")
+}
+func (UnimplementedAutoscalerServiceServer) AutoscalerStatus(context.Context, *AutoscalerStatusRequest) (*AutoscalerStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AutoscalerStatus not implemented")
+}
+func (UnimplementedAutoscalerServiceServer) mustEmbedUnimplementedAutoscalerServiceServer() {}
+func (UnimplementedAutoscalerServiceServer) testEmbeddedByValue()                           {}
+
+// UnsafeAutoscalerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AutoscalerServiceServer will
+// result in compilation errors.
+type UnsafeAutoscalerServiceServer interface {
+	mustEmbedUnimplementedAutoscalerServiceServer()
+}
+
+func RegisterAutoscalerServiceServer(s grpc.ServiceRegistrar, srv AutoscalerServiceServer) {
+	// If the following call panics, it indicates UnimplementedAutoscalerServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AutoscalerService_ServiceDesc, srv)
+}
+
+func _AutoscalerService_RequestResources_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestResourcesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AutoscalerServiceServer).RequestResources(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AutoscalerService_RequestResources_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AutoscalerServiceServer).RequestResources(ctx, req.(*RequestResourcesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AutoscalerService_AutoscalerStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AutoscalerStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AutoscalerServiceServer).AutoscalerStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AutoscalerService_AutoscalerStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AutoscalerServiceServer).AutoscalerStatus(ctx, req.(*AutoscalerStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AutoscalerService_ServiceDesc is the grpc.ServiceDesc for AutoscalerService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AutoscalerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "manta.controlplane.v1.AutoscalerService",
+	HandlerType: (*AutoscalerServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RequestResources",
+			Handler:    _AutoscalerService_RequestResources_Handler,
+		},
+		{
+			MethodName: "AutoscalerStatus",
+			Handler:    _AutoscalerService_AutoscalerStatus_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "controlpb/control.proto",
+}

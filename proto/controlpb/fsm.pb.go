@@ -466,7 +466,9 @@ type Snapshot struct {
 	// added concurrently.
 	Tokens []*TokenInfo `protobuf:"bytes,20,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	// Owners the control plane found dead (adoption), oldest first.
-	DeadOwners    []*DeadOwner `protobuf:"bytes,21,rep,name=dead_owners,json=deadOwners,proto3" json:"dead_owners,omitempty"`
+	DeadOwners []*DeadOwner `protobuf:"bytes,21,rep,name=dead_owners,json=deadOwners,proto3" json:"dead_owners,omitempty"`
+	// The autoscaler's instances, requested resources and recent decisions.
+	Autoscaler    *AutoscalerState `protobuf:"bytes,22,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -609,6 +611,13 @@ func (x *Snapshot) GetTokens() []*TokenInfo {
 func (x *Snapshot) GetDeadOwners() []*DeadOwner {
 	if x != nil {
 		return x.DeadOwners
+	}
+	return nil
+}
+
+func (x *Snapshot) GetAutoscaler() *AutoscalerState {
+	if x != nil {
+		return x.Autoscaler
 	}
 	return nil
 }
@@ -1525,6 +1534,244 @@ func (x *AdoptedRebuildCommand) GetLeaseExpiredBefore() int64 {
 	return 0
 }
 
+type AutoscalerState struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Instances          []*AutoscalerInstance  `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	RequestedResources []*Bundle              `protobuf:"bytes,2,rep,name=requested_resources,json=requestedResources,proto3" json:"requested_resources,omitempty"`
+	// Oldest first, bounded.
+	Decisions     []*AutoscalerDecision `protobuf:"bytes,3,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AutoscalerState) Reset() {
+	*x = AutoscalerState{}
+	mi := &file_controlpb_fsm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerState) ProtoMessage() {}
+
+func (x *AutoscalerState) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerState.ProtoReflect.Descriptor instead.
+func (*AutoscalerState) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AutoscalerState) GetInstances() []*AutoscalerInstance {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *AutoscalerState) GetRequestedResources() []*Bundle {
+	if x != nil {
+		return x.RequestedResources
+	}
+	return nil
+}
+
+func (x *AutoscalerState) GetDecisions() []*AutoscalerDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// AutoscalerLaunchCommand records a launch decision before the provider is
+// asked, so a new leader finds it and never launches twice for one demand.
+type AutoscalerLaunchCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	NodeType      string                 `protobuf:"bytes,2,opt,name=node_type,json=nodeType,proto3" json:"node_type,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AutoscalerLaunchCommand) Reset() {
+	*x = AutoscalerLaunchCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerLaunchCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerLaunchCommand) ProtoMessage() {}
+
+func (x *AutoscalerLaunchCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerLaunchCommand.ProtoReflect.Descriptor instead.
+func (*AutoscalerLaunchCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AutoscalerLaunchCommand) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *AutoscalerLaunchCommand) GetNodeType() string {
+	if x != nil {
+		return x.NodeType
+	}
+	return ""
+}
+
+func (x *AutoscalerLaunchCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AutoscalerInstanceCommand moves an instance to a new state.
+type AutoscalerInstanceCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	State         InstanceState          `protobuf:"varint,2,opt,name=state,proto3,enum=manta.controlplane.v1.InstanceState" json:"state,omitempty"`
+	NodeId        string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AutoscalerInstanceCommand) Reset() {
+	*x = AutoscalerInstanceCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutoscalerInstanceCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutoscalerInstanceCommand) ProtoMessage() {}
+
+func (x *AutoscalerInstanceCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutoscalerInstanceCommand.ProtoReflect.Descriptor instead.
+func (*AutoscalerInstanceCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AutoscalerInstanceCommand) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *AutoscalerInstanceCommand) GetState() InstanceState {
+	if x != nil {
+		return x.State
+	}
+	return InstanceState_INSTANCE_STATE_UNSPECIFIED
+}
+
+func (x *AutoscalerInstanceCommand) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *AutoscalerInstanceCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RequestResourcesCommand replaces the requested resources (Ray's
+// request_resources); empty bundles clear them.
+type RequestResourcesCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundles       []*Bundle              `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestResourcesCommand) Reset() {
+	*x = RequestResourcesCommand{}
+	mi := &file_controlpb_fsm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestResourcesCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestResourcesCommand) ProtoMessage() {}
+
+func (x *RequestResourcesCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_fsm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestResourcesCommand.ProtoReflect.Descriptor instead.
+func (*RequestResourcesCommand) Descriptor() ([]byte, []int) {
+	return file_controlpb_fsm_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RequestResourcesCommand) GetBundles() []*Bundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
 var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
@@ -1559,7 +1806,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xec\x06\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xb4\a\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -1578,7 +1825,10 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\x10placement_groups\x18\x0e \x03(\v2).manta.controlplane.v1.PlacementGroupInfoR\x0fplacementGroups\x128\n" +
 	"\x06tokens\x18\x14 \x03(\v2 .manta.controlplane.v1.TokenInfoR\x06tokens\x12A\n" +
 	"\vdead_owners\x18\x15 \x03(\v2 .manta.controlplane.v1.DeadOwnerR\n" +
-	"deadOwners\"\xa4\x02\n" +
+	"deadOwners\x12F\n" +
+	"\n" +
+	"autoscaler\x18\x16 \x01(\v2&.manta.controlplane.v1.AutoscalerStateR\n" +
+	"autoscaler\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -1639,7 +1889,24 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1c\n" +
 	"\trebuilder\x18\x03 \x01(\tR\trebuilder\x120\n" +
-	"\x14lease_expired_before\x18\x04 \x01(\x03R\x12leaseExpiredBeforeB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
+	"\x14lease_expired_before\x18\x04 \x01(\x03R\x12leaseExpiredBefore\"\xf3\x01\n" +
+	"\x0fAutoscalerState\x12G\n" +
+	"\tinstances\x18\x01 \x03(\v2).manta.controlplane.v1.AutoscalerInstanceR\tinstances\x12N\n" +
+	"\x13requested_resources\x18\x02 \x03(\v2\x1d.manta.controlplane.v1.BundleR\x12requestedResources\x12G\n" +
+	"\tdecisions\x18\x03 \x03(\v2).manta.controlplane.v1.AutoscalerDecisionR\tdecisions\"o\n" +
+	"\x17AutoscalerLaunchCommand\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x1b\n" +
+	"\tnode_type\x18\x02 \x01(\tR\bnodeType\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xa9\x01\n" +
+	"\x19AutoscalerInstanceCommand\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12:\n" +
+	"\x05state\x18\x02 \x01(\x0e2$.manta.controlplane.v1.InstanceStateR\x05state\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"R\n" +
+	"\x17RequestResourcesCommand\x127\n" +
+	"\abundles\x18\x01 \x03(\v2\x1d.manta.controlplane.v1.BundleR\abundlesB,Z*github.com/manta-ray/manta/proto/controlpbb\x06proto3"
 
 var (
 	file_controlpb_fsm_proto_rawDescOnce sync.Once
@@ -1653,7 +1920,7 @@ func file_controlpb_fsm_proto_rawDescGZIP() []byte {
 	return file_controlpb_fsm_proto_rawDescData
 }
 
-var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_controlpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_controlpb_fsm_proto_goTypes = []any{
 	(*Command)(nil),                      // 0: manta.controlplane.v1.Command
 	(*CommandBatch)(nil),                 // 1: manta.controlplane.v1.CommandBatch
@@ -1678,39 +1945,53 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*DeadOwner)(nil),                    // 20: manta.controlplane.v1.DeadOwner
 	(*OwnerDiedCommand)(nil),             // 21: manta.controlplane.v1.OwnerDiedCommand
 	(*AdoptedRebuildCommand)(nil),        // 22: manta.controlplane.v1.AdoptedRebuildCommand
-	(*ClusterInfo)(nil),                  // 23: manta.controlplane.v1.ClusterInfo
-	(*HeadInfo)(nil),                     // 24: manta.controlplane.v1.HeadInfo
-	(*NodeInfo)(nil),                     // 25: manta.controlplane.v1.NodeInfo
-	(*JobInfo)(nil),                      // 26: manta.controlplane.v1.JobInfo
-	(*ActorInfo)(nil),                    // 27: manta.controlplane.v1.ActorInfo
-	(*TaskRecord)(nil),                   // 28: manta.controlplane.v1.TaskRecord
-	(*JobSubmission)(nil),                // 29: manta.controlplane.v1.JobSubmission
-	(*PlacementGroupInfo)(nil),           // 30: manta.controlplane.v1.PlacementGroupInfo
-	(*TokenInfo)(nil),                    // 31: manta.controlplane.v1.TokenInfo
-	(*TaskUpdate)(nil),                   // 32: manta.controlplane.v1.TaskUpdate
+	(*AutoscalerState)(nil),              // 23: manta.controlplane.v1.AutoscalerState
+	(*AutoscalerLaunchCommand)(nil),      // 24: manta.controlplane.v1.AutoscalerLaunchCommand
+	(*AutoscalerInstanceCommand)(nil),    // 25: manta.controlplane.v1.AutoscalerInstanceCommand
+	(*RequestResourcesCommand)(nil),      // 26: manta.controlplane.v1.RequestResourcesCommand
+	(*ClusterInfo)(nil),                  // 27: manta.controlplane.v1.ClusterInfo
+	(*HeadInfo)(nil),                     // 28: manta.controlplane.v1.HeadInfo
+	(*NodeInfo)(nil),                     // 29: manta.controlplane.v1.NodeInfo
+	(*JobInfo)(nil),                      // 30: manta.controlplane.v1.JobInfo
+	(*ActorInfo)(nil),                    // 31: manta.controlplane.v1.ActorInfo
+	(*TaskRecord)(nil),                   // 32: manta.controlplane.v1.TaskRecord
+	(*JobSubmission)(nil),                // 33: manta.controlplane.v1.JobSubmission
+	(*PlacementGroupInfo)(nil),           // 34: manta.controlplane.v1.PlacementGroupInfo
+	(*TokenInfo)(nil),                    // 35: manta.controlplane.v1.TokenInfo
+	(*TaskUpdate)(nil),                   // 36: manta.controlplane.v1.TaskUpdate
+	(*AutoscalerInstance)(nil),           // 37: manta.controlplane.v1.AutoscalerInstance
+	(*Bundle)(nil),                       // 38: manta.controlplane.v1.Bundle
+	(*AutoscalerDecision)(nil),           // 39: manta.controlplane.v1.AutoscalerDecision
+	(InstanceState)(0),                   // 40: manta.controlplane.v1.InstanceState
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
 	4,  // 1: manta.controlplane.v1.DedupEntry.result:type_name -> manta.controlplane.v1.CommandResult
-	23, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
-	24, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
-	25, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
-	26, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
+	27, // 2: manta.controlplane.v1.Snapshot.cluster:type_name -> manta.controlplane.v1.ClusterInfo
+	28, // 3: manta.controlplane.v1.Snapshot.heads:type_name -> manta.controlplane.v1.HeadInfo
+	29, // 4: manta.controlplane.v1.Snapshot.nodes:type_name -> manta.controlplane.v1.NodeInfo
+	30, // 5: manta.controlplane.v1.Snapshot.jobs:type_name -> manta.controlplane.v1.JobInfo
 	5,  // 6: manta.controlplane.v1.Snapshot.kv:type_name -> manta.controlplane.v1.KVEntry
 	6,  // 7: manta.controlplane.v1.Snapshot.dedup:type_name -> manta.controlplane.v1.DedupEntry
-	27, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
-	28, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
-	29, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
-	30, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
-	31, // 12: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
+	31, // 8: manta.controlplane.v1.Snapshot.actors:type_name -> manta.controlplane.v1.ActorInfo
+	32, // 9: manta.controlplane.v1.Snapshot.lineage:type_name -> manta.controlplane.v1.TaskRecord
+	33, // 10: manta.controlplane.v1.Snapshot.submissions:type_name -> manta.controlplane.v1.JobSubmission
+	34, // 11: manta.controlplane.v1.Snapshot.placement_groups:type_name -> manta.controlplane.v1.PlacementGroupInfo
+	35, // 12: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
 	20, // 13: manta.controlplane.v1.Snapshot.dead_owners:type_name -> manta.controlplane.v1.DeadOwner
-	28, // 14: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	32, // 15: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 14: manta.controlplane.v1.Snapshot.autoscaler:type_name -> manta.controlplane.v1.AutoscalerState
+	32, // 15: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	36, // 16: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	37, // 17: manta.controlplane.v1.AutoscalerState.instances:type_name -> manta.controlplane.v1.AutoscalerInstance
+	38, // 18: manta.controlplane.v1.AutoscalerState.requested_resources:type_name -> manta.controlplane.v1.Bundle
+	39, // 19: manta.controlplane.v1.AutoscalerState.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
+	40, // 20: manta.controlplane.v1.AutoscalerInstanceCommand.state:type_name -> manta.controlplane.v1.InstanceState
+	38, // 21: manta.controlplane.v1.RequestResourcesCommand.bundles:type_name -> manta.controlplane.v1.Bundle
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -1725,7 +2006,7 @@ func file_controlpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_fsm_proto_rawDesc), len(file_controlpb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

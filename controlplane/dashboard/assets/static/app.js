@@ -210,10 +210,24 @@
     onTick.push(renderHeads, nodes);
     onChange.push([["node"], nodes], [["actor"], actors], [["job", "submission"], jobs]);
   };
+  async function loadAutoscaler() {
+    const v = await getJSON("/api/manta/autoscaler");
+    const note = $("#autoscaler-note");
+    if (note) note.textContent = v.enabled ? (v.requested_resources.length ? "requested resources: " + v.requested_resources.join("; ") : "")
+      : "not running on the leader (no --autoscale config)";
+    setRows("#node-types", v.node_types.map((t) => `<tr><td>${esc(t.name)}</td><td>${esc(t.active)}</td><td>${esc(t.pending)}</td>
+      <td>${esc(t.failed)}</td><td>${esc(t.min_count)}</td><td>${esc(t.max_count)}</td><td class="mono">{${esc(t.resources)}}</td>
+      <td class="muted">${t.launch_errors ? esc(t.launch_errors + " in a row: " + t.last_error) : "–"}</td></tr>`), 8, "no node types");
+    setRows("#demands", v.pending_demands.map((d) => `<tr><td>${esc(d.count)}</td><td class="mono">{${esc(d.shape)}}</td>
+      <td>${esc(d.source)}${d.infeasible ? ' <span class="badge">infeasible</span>' : ""}</td></tr>`), 3, "none");
+    setRows("#decisions", v.decisions.slice(0, 20).map((d) => `<tr><td>${fmtTime(d.time_ms)}</td><td>${esc(d.action)}</td>
+      <td>${esc(d.node_type || "–")}</td><td class="mono">${esc(d.instance || "–")}</td><td class="muted">${esc(d.reason)}</td></tr>`), 5, "none yet");
+  }
   pages.nodes = async () => {
     const nodes = refresher(() => loadNodes(true), 2000);
-    nodes();
-    onTick.push(nodes);
+    const scaler = refresher(loadAutoscaler, 1000);
+    nodes(); scaler();
+    onTick.push(nodes, scaler);
     onChange.push([["node"], nodes]);
   };
   pages.actors = async () => {
