@@ -65,28 +65,6 @@ type scalerAPI struct {
 	h *Head
 }
 
-// onLeaderScaler is onLeader for AutoscalerService calls.
-func onLeaderScaler[Req, Resp any](h *Head, ctx context.Context, req Req,
-	fwd func(pb.AutoscalerServiceClient, context.Context, Req) (Resp, error), local func() (Resp, error)) (Resp, error) {
-	isLeader, err := h.leading()
-	if isLeader {
-		if err != nil {
-			var zero Resp
-			return zero, err
-		}
-		return local()
-	}
-	c, fctx, err := h.leaderConn(ctx)
-	if err != nil {
-		var zero Resp
-		return zero, err
-	}
-	fctx, cancel := context.WithTimeout(fctx, h.cfg.ForwardTimeout)
-	defer cancel()
-	resp, err := fwd(pb.NewAutoscalerServiceClient(c), fctx, req)
-	return resp, h.forwardErr(ctx, err)
-}
-
 func (a *scalerAPI) RequestResources(ctx context.Context, req *pb.RequestResourcesRequest) (*pb.RequestResourcesResponse, error) {
 	h := a.h
 	if err := checkRequestID(req.RequestId); err != nil {
@@ -100,9 +78,7 @@ func (a *scalerAPI) RequestResources(ctx context.Context, req *pb.RequestResourc
 			return nil, rpcerr.Wrapf(ErrBadRequest, "bundle %d has no resources", i)
 		}
 	}
-	return onLeaderScaler(h, ctx, req, func(c pb.AutoscalerServiceClient, ctx context.Context, r *pb.RequestResourcesRequest) (*pb.RequestResourcesResponse, error) {
-		return c.RequestResources(ctx, r)
-	}, func() (*pb.RequestResourcesResponse, error) {
+	return onLeaderVia(h, ctx, req, pb.NewAutoscalerServiceClient, pb.AutoscalerServiceClient.RequestResources, func() (*pb.RequestResourcesResponse, error) {
 		bundles := make([]*pb.Bundle, len(req.Bundles))
 		for i, b := range req.Bundles {
 			bundles[i] = &pb.Bundle{Resources: b.Resources}
@@ -117,9 +93,7 @@ func (a *scalerAPI) RequestResources(ctx context.Context, req *pb.RequestResourc
 
 func (a *scalerAPI) AutoscalerStatus(ctx context.Context, req *pb.AutoscalerStatusRequest) (*pb.AutoscalerStatusResponse, error) {
 	h := a.h
-	return onLeaderScaler(h, ctx, req, func(c pb.AutoscalerServiceClient, ctx context.Context, r *pb.AutoscalerStatusRequest) (*pb.AutoscalerStatusResponse, error) {
-		return c.AutoscalerStatus(ctx, r)
-	}, func() (*pb.AutoscalerStatusResponse, error) {
+	return onLeaderVia(h, ctx, req, pb.NewAutoscalerServiceClient, pb.AutoscalerServiceClient.AutoscalerStatus, func() (*pb.AutoscalerStatusResponse, error) {
 		var out *pb.AutoscalerStatusResponse
 		if h.scaler != nil {
 			out = h.scaler.Status()

@@ -74,6 +74,14 @@ func (h *Head) leaderConn(ctx context.Context) (*grpc.ClientConn, context.Contex
 func onLeader[Req, Resp any](h *Head, ctx context.Context, req Req,
 	fwd func(pb.ControlPlaneClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
 	local func() (Resp, error)) (Resp, error) {
+	return onLeaderVia(h, ctx, req, pb.NewControlPlaneClient, fwd, local)
+}
+
+// onLeaderVia is onLeader for any service: newClient makes the service's
+// client on the leader's connection.
+func onLeaderVia[C, Req, Resp any](h *Head, ctx context.Context, req Req, newClient func(grpc.ClientConnInterface) C,
+	fwd func(C, context.Context, Req, ...grpc.CallOption) (Resp, error),
+	local func() (Resp, error)) (Resp, error) {
 	isLeader, err := h.leading()
 	if isLeader {
 		if err != nil {
@@ -89,7 +97,7 @@ func onLeader[Req, Resp any](h *Head, ctx context.Context, req Req,
 	}
 	fctx, cancel := context.WithTimeout(fctx, h.cfg.ForwardTimeout)
 	defer cancel()
-	resp, err := fwd(pb.NewControlPlaneClient(c), fctx, req)
+	resp, err := fwd(newClient(c), fctx, req)
 	return resp, h.forwardErr(ctx, err)
 }
 
