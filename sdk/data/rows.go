@@ -247,52 +247,19 @@ func takeColumn(b array.Builder, arr arrow.Array, idx []int) error {
 	b.Reserve(len(idx))
 	switch a := arr.(type) {
 	case *array.Int64:
-		bb := b.(*array.Int64Builder)
-		for _, i := range idx {
-			if a.IsNull(i) {
-				bb.AppendNull()
-			} else {
-				bb.Append(a.Value(i))
-			}
-		}
+		takeTyped(a, b.(*array.Int64Builder), idx)
 	case *array.Float64:
-		bb := b.(*array.Float64Builder)
-		for _, i := range idx {
-			if a.IsNull(i) {
-				bb.AppendNull()
-			} else {
-				bb.Append(a.Value(i))
-			}
-		}
+		takeTyped(a, b.(*array.Float64Builder), idx)
 	case *array.String:
 		bb := b.(*array.StringBuilder)
 		bb.ReserveData(valueBytes(a.ValueOffsets(), idx))
-		for _, i := range idx {
-			if a.IsNull(i) {
-				bb.AppendNull()
-			} else {
-				bb.Append(a.Value(i))
-			}
-		}
+		takeTyped(a, bb, idx)
 	case *array.Binary:
 		bb := b.(*array.BinaryBuilder)
 		bb.ReserveData(valueBytes(a.ValueOffsets(), idx))
-		for _, i := range idx {
-			if a.IsNull(i) {
-				bb.AppendNull()
-			} else {
-				bb.Append(a.Value(i))
-			}
-		}
+		takeTyped(a, bb, idx)
 	case *array.Boolean:
-		bb := b.(*array.BooleanBuilder)
-		for _, i := range idx {
-			if a.IsNull(i) {
-				bb.AppendNull()
-			} else {
-				bb.Append(a.Value(i))
-			}
-		}
+		takeTyped(a, b.(*array.BooleanBuilder), idx)
 	default:
 		for _, i := range idx {
 			if err := appendValue(b, valueAt(arr, i)); err != nil {
@@ -301,6 +268,23 @@ func takeColumn(b array.Builder, arr arrow.Array, idx []int) error {
 		}
 	}
 	return nil
+}
+
+// takeTyped appends the values of a at idx (nulls as nulls) to b.
+func takeTyped[T any](a interface {
+	IsNull(int) bool
+	Value(int) T
+}, b interface {
+	AppendNull()
+	Append(T)
+}, idx []int) {
+	for _, i := range idx {
+		if a.IsNull(i) {
+			b.AppendNull()
+		} else {
+			b.Append(a.Value(i))
+		}
+	}
 }
 
 // valueBytes is the bytes of the values at idx of a variable-width column
