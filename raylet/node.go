@@ -166,7 +166,7 @@ func (r *Raylet) jobLoop() {
 		for _, ev := range w.Events {
 			if j := ev.Job; j != nil && j.State != cpb.JobState_JOB_RUNNING && j.State != cpb.JobState_JOB_STATE_UNSPECIFIED {
 				r.jobEnded(j.JobId, "job "+j.State.String())
-				r.freeJobObjects(j.JobId)
+				r.jobEndedObjects(j.JobId, j.Retained)
 			}
 		}
 		return nil

@@ -60,9 +60,13 @@ type objectTable struct {
 	// pins are the views held for each client, per object: one per
 	// MapObjects that named it, dropped by ReleaseObjects or the client's
 	// death.
-	pins   map[string]map[ids.ObjectID][]*objectstore.View
-	pulls  map[ids.ObjectID]*pull
-	closed bool // no new pulls or owner notifications start
+	pins  map[string]map[ids.ObjectID][]*objectstore.View
+	pulls map[ids.ObjectID]*pull
+	// retained are the ended jobs whose objects stay while detached actors
+	// may hold them (fsm/adoption.go): a dead owner's objects of these
+	// jobs, Puts included, are kept until the job's retention ends.
+	retained map[string]bool
+	closed   bool // no new pulls or owner notifications start
 }
 
 func newObjectTable() objectTable {
@@ -578,6 +582,28 @@ func (r *Raylet) freeWhere(match func(objectMeta) bool) int {
 	return len(objs)
 }
 
+// jobEndedObjects frees the objects of a job that ended, or keeps them
+// while the job is retained (and frees them when that ends).
+func (r *Raylet) jobEndedObjects(job string, retained bool) {
+	r.objs.mu.Lock()
+	if r.objs.retained == nil {
+		r.objs.retained = map[string]bool{}
+	}
+	was := r.objs.retained[job]
+	if retained {
+		r.objs.retained[job] = true
+	} else {
+		delete(r.objs.retained, job)
+	}
+	r.objs.mu.Unlock()
+	switch {
+	case retained && !was:
+		r.log.Info("job ended retained: its objects stay while detached actors live", zap.String("job", job))
+	case !retained:
+		r.freeJobObjects(job)
+	}
+}
+
 // freeJobObjects frees the objects of a job that ended.
 func (r *Raylet) freeJobObjects(job string) {
 	if n := r.freeWhere(func(m objectMeta) bool { return m.job == job }); n > 0 {
@@ -625,7 +651,7 @@ func (r *Raylet) objectOwnerGone(owner string) {
 		m, ok := r.objs.meta[id]
 		switch {
 		case !ok || m.owner != owner || m.adopted:
-		case keep[id]:
+		case keep[id] || r.objs.retained[m.job]:
 			// No owner to watch any more; freed with its job.
 			m.adopted = true
 			r.objs.meta[id] = m

@@ -134,6 +134,9 @@ func (f *FSM) failActorLocked(c *applyCtx, old *pb.ActorInfo, cause string, noRe
 	f.putActor(c, a)
 	if a.State == pb.ActorState_DEAD {
 		f.rememberDeadLocked(a)
+		if a.Detached {
+			f.endRetentionLocked(c)
+		}
 	}
 }
 

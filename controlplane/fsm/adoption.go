@@ -1,6 +1,10 @@
 package fsm
 
 import (
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
@@ -14,8 +18,10 @@ import (
 // head after a failover, because all of it is in this table.
 //
 // Not adopted: records of a job that ended (they are dropped with it) and
-// records of a job's driver (the job ends with its driver; Ray's rule).
-// An adopted record goes when its job ends, or by the lineage bound.
+// records of a job's driver (the job ends with its driver; Ray's rule),
+// except in a job that ends retained (below), whose records are all
+// adopted. An adopted record goes when its job ends (or its retention
+// does), or by the lineage bound.
 
 // MaxDeadOwners bounds the remembered dead owners (oldest forgotten
 // first). It shapes replicated state, so it is a constant.
@@ -76,7 +82,7 @@ func applyOwnerDied(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	var adopted uint64
 	for _, id := range owned {
 		r := l.records[id]
-		if r.AdoptedUnixNano != 0 || !f.jobRunningLocked(r.JobId) {
+		if r.AdoptedUnixNano != 0 || !f.jobKeepsLineageLocked(r.JobId) {
 			continue
 		}
 		n := shallowRecord(r)
@@ -98,9 +104,81 @@ func (f *FSM) isDriverLocked(addr string) bool {
 	return false
 }
 
-func (f *FSM) jobRunningLocked(job string) bool {
+// jobKeepsLineageLocked says whether job's lineage is kept: it runs, or
+// it ended retained.
+func (f *FSM) jobKeepsLineageLocked(job string) bool {
 	j := f.jobs[job]
-	return j == nil || j.State == pb.JobState_JOB_RUNNING
+	return j == nil || j.State == pb.JobState_JOB_RUNNING || j.Retained
+}
+
+func (f *FSM) jobRetainedLocked(job string) bool {
+	j := f.jobs[job]
+	return j != nil && j.Retained
+}
+
+// Retained jobs. When a driver ends, the job ends (Ray's rule) but its
+// objects may live on in what detached actors hold: the job's own detached
+// actors, or, for a detached job (JobLifetime(Detached)), any detached
+// actor, since refs cross jobs through named actors and the KV. Borrowers
+// register with owners, not here, so the control plane cannot tell which
+// refs a detached actor holds; it keeps all the job's unreleased lineage,
+// adopted, while such a holder lives, and raylets keep the job's objects
+// (Puts too: their copies are all there is). When the last holder dies the
+// job's retention ends and everything goes, as at a plain job end.
+
+// detachedHoldersLocked says whether detached actors that may hold job j's
+// refs are alive (or about to be).
+func (f *FSM) detachedHoldersLocked(j *pb.JobInfo) bool {
+	for _, a := range f.actors {
+		if a.Detached && a.State != pb.ActorState_DEAD && (j.Detached || a.JobId == j.JobId) {
+			return true
+		}
+	}
+	return false
+}
+
+// adoptJobLineageLocked adopts every record of a job that ends retained:
+// its driver and workers are gone or going, and the control plane answers
+// for their objects from now on.
+func (f *FSM) adoptJobLineageLocked(c *applyCtx, job string) {
+	l := &f.lineage
+	jl := l.jobs[job]
+	if jl == nil {
+		return
+	}
+	tasks := make([]ids.TaskID, 0, len(jl.tasks))
+	for id := range jl.tasks {
+		tasks = append(tasks, id)
+	}
+	sortTaskIDs(tasks)
+	for _, id := range tasks {
+		r := l.records[id]
+		if r.AdoptedUnixNano != 0 {
+			continue
+		}
+		n := shallowRecord(r)
+		n.AdoptedUnixNano = c.timeNanos
+		l.replace(id, n)
+	}
+}
+
+// endRetentionLocked ends the retention of the jobs no detached actor can
+// hold refs of any more; a detached actor's death calls it.
+func (f *FSM) endRetentionLocked(c *applyCtx) {
+	var ended []*pb.JobInfo
+	for _, j := range f.jobs {
+		if j.Retained && !f.detachedHoldersLocked(j) {
+			ended = append(ended, j)
+		}
+	}
+	sort.Slice(ended, func(a, b int) bool { return ended[a].JobId < ended[b].JobId })
+	for _, old := range ended {
+		j := proto.Clone(old).(*pb.JobInfo)
+		j.Retained = false
+		f.jobs[j.JobId] = j
+		f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: j})
+		f.dropJobLineageLocked(j.JobId)
+	}
 }
 
 func applyAdoptedRebuild(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {

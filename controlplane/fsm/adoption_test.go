@@ -165,3 +165,64 @@ func TestRecordOfAnotherOwnerSupersedes(t *testing.T) {
 		t.Fatalf("%d records; want 1", s.Records)
 	}
 }
+
+// A job whose driver ends while its detached actors live is retained:
+// its records are adopted (the driver's too), records of its detached
+// actors' tasks are still taken, and all of it goes when the last
+// detached actor dies. A detached job is retained by any detached actor.
+func TestJobRetainedWhileDetachedActorsLive(t *testing.T) {
+	a := &applier{t: t, f: New(nil)}
+	job := a.apply(cmd(t, CmdAddJob, "", &pb.JobInfo{DriverAddress: "driver"}))[0].Id
+	plain := a.apply(cmd(t, CmdAddJob, "", &pb.JobInfo{DriverAddress: "driver2"}))[0].Id
+	djob := a.apply(cmd(t, CmdAddJob, "", &pb.JobInfo{DriverAddress: "driver3", Detached: true}))[0].Id
+	a.apply(cmd(t, CmdRegisterActor, "", &pb.ActorInfo{ActorId: "keeper", ClassName: "K", JobId: job, Detached: true}),
+		cmd(t, CmdRegisterActor, "", &pb.ActorInfo{ActorId: "plain-actor", ClassName: "K", JobId: job}))
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Records: []*pb.TaskRecord{
+		owned(rec(job, 1, 1), "driver"), owned(rec(job, 2, 2), "w1"), owned(rec(plain, 3, 1), "driver2"),
+		owned(rec(djob, 4, 1), "driver3")},
+		ReleasedObjectIds: [][]byte{ret(task(2), 2)}}))
+	a.apply(cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: job}),
+		cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: plain}),
+		cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: djob}))
+	jobs := map[string]*pb.JobInfo{}
+	for _, j := range a.f.Jobs() {
+		jobs[j.JobId] = j
+	}
+	if !jobs[job].Retained || jobs[plain].Retained || !jobs[djob].Retained {
+		t.Fatalf("retained: job %v, plain %v, detached job %v; want true, false, true", jobs[job].Retained, jobs[plain].Retained, jobs[djob].Retained)
+	}
+	if jobs[job].State == pb.JobState_JOB_RUNNING {
+		t.Fatal("a retained job must still end")
+	}
+	if has(a.f, 3) {
+		t.Fatal("the plain job's lineage outlived it")
+	}
+	objs := []ids.ObjectID{ids.ReturnID(task(1), 1), ids.ReturnID(task(2), 1), ids.ReturnID(task(2), 2), ids.ReturnID(task(4), 1)}
+	if got := a.f.Adopted(objs); len(got) != 3 || got[0] != objs[0] || got[1] != objs[1] || got[2] != objs[3] {
+		t.Fatalf("adopted %v; want the driver's, the worker's unreleased one and the detached job's", got)
+	}
+	if a.f.actors["plain-actor"].State != pb.ActorState_DEAD || a.f.actors["keeper"].State == pb.ActorState_DEAD {
+		t.Fatal("only the non-detached actor dies with its job")
+	}
+	// The detached actor's own tasks still record lineage, adopted at once.
+	a.apply(lineageCmd(t, "", &pb.LineageCommand{Records: []*pb.TaskRecord{owned(rec(job, 5, 1), "keeper-worker")}}))
+	if r, err := a.f.LineageTask(task(5)); err != nil || r.AdoptedUnixNano == 0 {
+		t.Fatalf("record of a retained job: %v, %v; want it kept and adopted", r, err)
+	}
+	b := &applier{t: t, f: New(nil)}
+	restoreFrom(t, a.f, b.f)
+	if len(b.f.Adopted(objs)) != 3 {
+		t.Fatal("retention lost in a snapshot")
+	}
+	// The last detached actor dies: both retentions end (it was the only
+	// detached actor, so it held the detached job too).
+	a.apply(cmd(t, CmdActorFailed, "", &pb.ActorFailedCommand{ActorId: "keeper", Cause: "killed", NoRestart: true}))
+	for _, j := range a.f.Jobs() {
+		if j.Retained {
+			t.Fatalf("job %s still retained after its last holder died", j.JobId)
+		}
+	}
+	if has(a.f, 1) || has(a.f, 2) || has(a.f, 4) || has(a.f, 5) {
+		t.Fatal("lineage of a job whose retention ended was kept")
+	}
+}

@@ -173,7 +173,7 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 			// stands: the refs in use name it.
 			superseded = l.remove(id)
 		}
-		if j := f.jobs[r.JobId]; j != nil && j.State != pb.JobState_JOB_RUNNING {
+		if !f.jobKeepsLineageLocked(r.JobId) {
 			continue // its job ended: nothing will ask for this lineage
 		}
 		n := shallowRecord(r)
@@ -181,7 +181,7 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		n.RecordIndex, n.FinishedIndex = c.index, 0
 		n.Released = nil
 		n.AdoptedUnixNano, n.Rebuilder, n.RebuildUnixNano = 0, "", 0
-		if f.dead.by[n.OwnerAddress] != nil && !f.isDriverLocked(n.OwnerAddress) {
+		if (f.dead.by[n.OwnerAddress] != nil && !f.isDriverLocked(n.OwnerAddress)) || f.jobRetainedLocked(n.JobId) {
 			// Its owner was declared dead before its record arrived.
 			n.AdoptedUnixNano = c.timeNanos
 		}

@@ -118,6 +118,7 @@ func applyAddJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 	j.State = pb.JobState_JOB_RUNNING
 	j.StartUnixNano = c.timeNanos
 	j.EndUnixNano = 0
+	j.Retained = false // only the job's end decides
 	f.jobs[j.JobId] = &j
 	f.linkDriverLocked(c, &j)
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: &j})
@@ -136,7 +137,9 @@ func applyFinishJob(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 }
 
 // finishJobLocked ends a running driver job: its non-detached actors die
-// and its lineage goes. The first end wins; it reports whether this one did.
+// and its lineage goes, unless detached actors are left that may hold its
+// refs: then the job is retained (adoption.go). The first end wins; it
+// reports whether this one did.
 func (f *FSM) finishJobLocked(c *applyCtx, jobID string, state pb.JobState, message string) bool {
 	old, ok := f.jobs[jobID]
 	if !ok || old.State != pb.JobState_JOB_RUNNING {
@@ -153,7 +156,14 @@ func (f *FSM) finishJobLocked(c *applyCtx, jobID string, state pb.JobState, mess
 	f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: j})
 	f.killJobActorsLocked(c, j.JobId, "its job "+j.JobId+" ended")
 	f.removeJobGroupsLocked(c, j.JobId)
-	f.dropJobLineageLocked(j.JobId)
+	if f.detachedHoldersLocked(j) {
+		// Detached actors that may hold the job's refs outlive it: its
+		// lineage is adopted instead of dropped (adoption.go), until they end.
+		j.Retained = true
+		f.adoptJobLineageLocked(c, j.JobId)
+	} else {
+		f.dropJobLineageLocked(j.JobId)
+	}
 	return true
 }
 

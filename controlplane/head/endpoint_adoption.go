@@ -146,7 +146,12 @@ func (h *Head) resolveObject(ctx context.Context, o ids.ObjectID, req *pb.Resolv
 			Reason: fmt.Sprintf("object %s: its owner %s died, and ", o, req.OwnerAddress) + fmt.Sprintf(format, args...)}, nil
 	}
 	if o.IsPut() {
-		return lost("it was made by Put, which records no lineage")
+		// No lineage: its copies are all there is. Raylets keep a dead
+		// owner's Puts only in a retained job (fsm/adoption.go).
+		if locs := h.locate(ctx, o, &pb.TaskRecord{}, req.FailedLocations); len(locs) > 0 {
+			return &pb.ResolveObjectResponse{Header: h.headerAt(index), State: pb.ResolveState_RESOLVE_AVAILABLE, Locations: locs}, nil
+		}
+		return lost("it was made by Put, which records no lineage, and no node holds a copy")
 	}
 	rec, err := h.fsm.LineageTask(o.Task())
 	switch {

@@ -1760,6 +1760,13 @@ type JobInfo struct {
 	StartUnixNano int64                  `protobuf:"varint,6,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
 	EndUnixNano   int64                  `protobuf:"varint,7,opt,name=end_unix_nano,json=endUnixNano,proto3" json:"end_unix_nano,omitempty"`
 	Message       string                 `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
+	// A detached job (ray.JobLifetime(ray.Detached)) keeps its objects after
+	// its driver ends while any detached actor lives: those may hold its refs.
+	Detached bool `protobuf:"varint,9,opt,name=detached,proto3" json:"detached,omitempty"`
+	// An ended job whose objects and lineage are kept (adopted by the control
+	// plane) because detached actors that may hold its refs still live; they
+	// go when retained turns false.
+	Retained      bool `protobuf:"varint,10,opt,name=retained,proto3" json:"retained,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1848,6 +1855,20 @@ func (x *JobInfo) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *JobInfo) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
+func (x *JobInfo) GetRetained() bool {
+	if x != nil {
+		return x.Retained
+	}
+	return false
 }
 
 type AddJobRequest struct {
@@ -9832,7 +9853,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"view_epoch\x18\x04 \x01(\x04R\tviewEpoch\x12\x19\n" +
 	"\bview_seq\x18\x05 \x01(\x04R\aviewSeq\x12\x1d\n" +
 	"\n" +
-	"view_index\x18\x06 \x01(\x04R\tviewIndex\"\x8b\x03\n" +
+	"view_index\x18\x06 \x01(\x04R\tviewIndex\"\xc3\x03\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x125\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1f.manta.controlplane.v1.JobStateR\x05state\x12%\n" +
@@ -9843,7 +9864,10 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\bmetadata\x18\x05 \x03(\v2,.manta.controlplane.v1.JobInfo.MetadataEntryR\bmetadata\x12&\n" +
 	"\x0fstart_unix_nano\x18\x06 \x01(\x03R\rstartUnixNano\x12\"\n" +
 	"\rend_unix_nano\x18\a \x01(\x03R\vendUnixNano\x12\x18\n" +
-	"\amessage\x18\b \x01(\tR\amessage\x1a;\n" +
+	"\amessage\x18\b \x01(\tR\amessage\x12\x1a\n" +
+	"\bdetached\x18\t \x01(\bR\bdetached\x12\x1a\n" +
+	"\bretained\x18\n" +
+	" \x01(\bR\bretained\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +

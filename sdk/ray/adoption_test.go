@@ -3,12 +3,16 @@ package ray_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/launcher"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	"github.com/manta-ray/manta/sdk/ray"
@@ -35,13 +39,31 @@ func (k *orphanKeeper) Keep(_ context.Context, o orphans) (int, error) {
 
 // Digests reads every kept ref.
 func (k *orphanKeeper) Digests(ctx context.Context) ([]string, error) {
-	out := make([]string, len(k.kept.Refs))
-	for i, r := range k.kept.Refs {
-		b, err := ray.Get(ctx, r)
+	all := make([]int, len(k.kept.Refs))
+	for i := range all {
+		all[i] = i
+	}
+	return k.DigestsOf(ctx, all)
+}
+
+// DigestsOf reads the kept refs at the indexes.
+func (k *orphanKeeper) DigestsOf(ctx context.Context, idx []int) ([]string, error) {
+	out := make([]string, len(idx))
+	for i, j := range idx {
+		b, err := ray.Get(ctx, k.kept.Refs[j])
 		if err != nil {
 			return nil, err
 		}
 		out[i] = shaOf(b)
+	}
+	return out, nil
+}
+
+// IDs are the kept refs' object IDs.
+func (k *orphanKeeper) IDs(context.Context) ([]string, error) {
+	out := make([]string, len(k.kept.Refs))
+	for i, r := range k.kept.Refs {
+		out[i] = r.ID()
 	}
 	return out, nil
 }
@@ -63,10 +85,66 @@ var (
 		return o, nil
 	})
 
-	OrphanKeeper       = ray.Actor0("test.OrphanKeeper", func(context.Context) (*orphanKeeper, error) { return &orphanKeeper{}, nil })
-	orphanKeeperKeep   = ray.Method1(OrphanKeeper, "Keep", (*orphanKeeper).Keep)
-	orphanKeeperDigest = ray.Method0(OrphanKeeper, "Digests", (*orphanKeeper).Digests)
+	OrphanKeeper         = ray.Actor0("test.OrphanKeeper", func(context.Context) (*orphanKeeper, error) { return &orphanKeeper{}, nil })
+	orphanKeeperKeep     = ray.Method1(OrphanKeeper, "Keep", (*orphanKeeper).Keep)
+	orphanKeeperDigest   = ray.Method0(OrphanKeeper, "Digests", (*orphanKeeper).Digests)
+	orphanKeeperDigestOf = ray.Method1(OrphanKeeper, "DigestsOf", (*orphanKeeper).DigestsOf)
+	orphanKeeperIDs      = ray.Method0(OrphanKeeper, "IDs", (*orphanKeeper).IDs)
 )
+
+// envAdoptDriver makes the test binary a driver: "HEADS|TOKEN|RAYLET".
+// It makes n results of tasks and one Put, all its own, hands them to
+// the detached actor "keeper" in namespace "adopt", and exits.
+const envAdoptDriver = "MANTA_TEST_ADOPT_DRIVER"
+
+func runAdoptDriver(spec string) int {
+	parts := strings.SplitN(spec, "|", 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "adopt driver:", err)
+		return 1
+	}
+	if err := ray.Init(ctx, ray.Address(parts[0]), ray.Token(parts[1]), ray.Raylet(parts[2])); err != nil {
+		return fail(err)
+	}
+	defer ray.Shutdown(context.Background())
+	h, err := OrphanKeeper.Remote(ctx, ray.Name("keeper"), ray.Namespace("adopt"), ray.Lifetime(ray.Detached),
+		ray.Resources(map[string]float64{"a": 0.1}))
+	if err != nil {
+		return fail(err)
+	}
+	mid := ray.Resources(map[string]float64{"mid": 0.1})
+	seed := chainSeed.Remote(ctx, ray.Val(adoptBytes), mid)
+	o := orphans{Pid: os.Getpid()}
+	for i := range adoptSteps {
+		o.Refs = append(o.Refs, chainStep.Remote(ctx, seed, ray.Val(i), mid))
+	}
+	// Made before they are handed over: lineage is recorded when a task
+	// stores its output, so a task still running when its driver ends
+	// has none to adopt.
+	if _, _, err := ray.Wait(ctx, o.Refs, len(o.Refs), 0); err != nil {
+		return fail(err)
+	}
+	put, err := ray.Put(ctx, adoptPutBytes())
+	if err != nil {
+		return fail(err)
+	}
+	o.Refs = append(o.Refs, put)
+	if k, err := ray.Get(ctx, orphanKeeperKeep.Remote(ctx, h, ray.Val(o))); err != nil || k != len(o.Refs) {
+		return fail(fmt.Errorf("keep: %d, %v", k, err))
+	}
+	return 0
+}
+
+// adoptSteps is how many task results the adopt driver hands over.
+const adoptSteps = 4
+
+func adoptPutBytes() []byte {
+	b := bytesOf(adoptBytes)
+	b[0] ^= 0xff
+	return b
+}
 
 // orphanDigests are the digests the steps of makeOrphans must have.
 func orphanDigests(n int) []string {
@@ -146,6 +224,7 @@ func TestAdoption(t *testing.T) {
 		}
 	}
 
+	midNode := 2 // the raylet with the "mid" resource
 	// The first half of the first orphans is read (so pulled to the
 	// driver's node) before their node dies; the second half is not.
 	var first orphans
@@ -173,12 +252,14 @@ func TestAdoption(t *testing.T) {
 		if len(first.Refs) == 0 {
 			t.Skip("no orphans")
 		}
-		if err := c.KillNode(2); err != nil {
+		if err := c.KillNode(midNode); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.AddNode(ctx, "--num-cpus", "2", "--resources", "mid=1"); err != nil {
+		added, err := c.AddNode(ctx, "--num-cpus", "2", "--resources", "mid=1")
+		if err != nil {
 			t.Fatal(err)
 		}
+		midNode = added
 		check(t, first)
 		for _, r := range first.Refs[n/2:] {
 			waitRecord(t, ctx, cp, taskOf(t, r), "rebuilt once", func(r *cpb.TaskRecord) bool {
@@ -231,6 +312,95 @@ func TestAdoption(t *testing.T) {
 		}
 	})
 
+	t.Run("a detached actor keeps its ended job's objects", func(t *testing.T) {
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), envAdoptDriver+"="+strings.Join(c.Addresses(), ",")+"|"+c.Token()+"|"+nodes[0].Address)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		if err := <-waited; err != nil {
+			t.Fatalf("driver: %v", err)
+		}
+		h, err := ray.GetActor[*orphanKeeper](ctx, "keeper", ray.Namespace("adopt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := append(orphanDigests(adoptSteps), shaOf(adoptPutBytes()))
+		digests := func(t *testing.T) {
+			t.Helper()
+			got, err := ray.Get(ctx, orphanKeeperDigest.Remote(ctx, h))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d digests; want %d", len(got), len(want))
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("object %d held by the detached actor: sha %s; want %s", i, got[i], want[i])
+				}
+			}
+		}
+		job := waitJob(t, ctx, cp, "the driver's job ended retained", func(j *cpb.JobInfo) bool {
+			return j.State != cpb.JobState_JOB_RUNNING && j.Retained
+		})
+		// One task result (pulled to the actor's node now) and the Put.
+		if got, err := ray.Get(ctx, orphanKeeperDigestOf.Remote(ctx, h, ray.Val([]int{0, adoptSteps}))); err != nil ||
+			len(got) != 2 || got[0] != want[0] || got[1] != want[adoptSteps] {
+			t.Fatalf("first reads of the ended job's objects: %v, %v", got, err)
+		}
+		objIDs, err := ray.Get(ctx, orphanKeeperIDs.Remote(ctx, h))
+		if err != nil || len(objIDs) != len(want) {
+			t.Fatalf("IDs: %v, %v", objIDs, err)
+		}
+		// The task results' node dies: the actor rebuilds the ones it had
+		// not read from the lineage the control plane adopted at the job's end.
+		if err := c.KillNode(midNode); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.AddNode(ctx, "--num-cpus", "2", "--resources", "mid=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		midNode = n
+		digests(t)
+		for _, id := range objIDs[1:adoptSteps] {
+			o, err := ids.ObjectFromBytes(objectID(t, id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitRecord(t, ctx, cp, o.Task(), "rebuilt by the detached actor", func(r *cpb.TaskRecord) bool {
+				return r != nil && r.AdoptedUnixNano != 0 && r.Attempts >= 2 && r.State == cpb.TaskState_TASK_FINISHED
+			})
+		}
+		// The last detached actor of the job dies: its retention ends.
+		if err := ray.Kill(ctx, h, true); err != nil {
+			t.Fatal(err)
+		}
+		waitJob(t, ctx, cp, "the job's retention ended", func(j *cpb.JobInfo) bool { return j.JobId == job && !j.Retained })
+		// And its objects go with it.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			rows, err := state.Get(ctx, cp, "objects", objIDs[adoptSteps])
+			if (err == nil && len(rows) == 0) || errors.Is(err, state.ErrNotFound) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the Put of a job whose retention ended: %v, %v; want no copy left", rows, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	t.Run("an inline result of a dead owner is lost with the reason", func(t *testing.T) {
 		pb, err := ray.Get(ctx, putBox.Remote(ctx, ray.Val(16), par))
 		if err != nil {
@@ -244,4 +414,24 @@ func TestAdoption(t *testing.T) {
 			t.Fatalf("Get of a dead owner's Put: %v; want ErrOwnerDied saying it was made by Put", err)
 		}
 	})
+}
+
+// waitJob waits for a job that satisfies ok and returns its ID.
+func waitJob(t *testing.T, ctx context.Context, cp *cpclient.Client, what string, ok func(*cpb.JobInfo) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		jobs, err := cp.ListJobs(ctx, false)
+		if err == nil {
+			for _, j := range jobs {
+				if ok(j) {
+					return j.JobId
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no such job (%v)", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

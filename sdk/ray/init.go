@@ -63,6 +63,16 @@ func LogOutput(w io.Writer) InitOption { return func(o *core.InitOptions) { o.Lo
 // the driver by an embedded cluster inherit the choice.
 func TaskEvents(on bool) InitOption { return func(o *core.InitOptions) { o.NoTaskEvents = !on } }
 
+// JobLifetime sets the job's lifetime. When its driver ends, a job ends
+// and its objects go (NonDetached, the default) unless detached actors
+// live that may hold its refs: the job's own detached actors always keep
+// its objects (and their lineage, adopted by the control plane) until the
+// last of them dies; a Detached job's objects are kept while any detached
+// actor in the cluster lives, since refs cross jobs through named actors.
+func JobLifetime(l LifetimeKind) InitOption {
+	return func(o *core.InitOptions) { o.Detached = l == Detached }
+}
+
 // Init starts the driver: with Address it joins that cluster, otherwise it
 // starts an embedded one (a head and a raylet in this process; workers are
 // still separate processes of this binary, so main must go through Main).

@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(envActorDriver); spec != "" {
 		os.Exit(runActorDriver(spec))
 	}
+	if spec := os.Getenv(envAdoptDriver); spec != "" {
+		os.Exit(runAdoptDriver(spec))
+	}
 	// No test joins a cluster someone started on this machine; the
 	// lookup tests point it at their own file.
 	os.Setenv("MANTA_CLUSTER_FILE", "off")

@@ -61,6 +61,9 @@ type InitOptions struct {
 	// NoTaskEvents: this process reports no task events (also
 	// MANTA_NO_TASK_EVENTS=1).
 	NoTaskEvents bool
+	// Detached: the job's objects outlive its driver while any detached
+	// actor lives (controlplane/fsm/adoption.go: retained jobs).
+	Detached bool
 }
 
 // The environment a job supervisor gives a submitted job's entrypoint
@@ -201,7 +204,7 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		return err
 	}
 	jobID, err := cp.AddJob(ctx, &cpb.JobInfo{DriverAddress: c.address, Entrypoint: strings.Join(os.Args, " "),
-		Metadata: driverMetadata(map[string]string{"binary_sha256": sha})})
+		Metadata: driverMetadata(map[string]string{"binary_sha256": sha}), Detached: o.Detached})
 	if err != nil {
 		c.close()
 		return fmt.Errorf("ray: register the job: %w", err)
