@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/manta-ray/manta/internal/durable"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
@@ -178,6 +179,27 @@ func (f *FSM) endRetentionLocked(c *applyCtx) {
 		f.jobs[j.JobId] = j
 		f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_JOB, Job: j})
 		f.dropJobLineageLocked(j.JobId)
+		f.dropDurableLocked(c, j.JobId)
+	}
+}
+
+// dropDurableLocked deletes the Durable Put values of an ended job: its
+// objects end with it, and a dead owner never deletes its own.
+func (f *FSM) dropDurableLocked(c *applyCtx, job string) {
+	ns := f.kv[durable.Namespace]
+	var keys []string
+	for k := range ns {
+		if _, j, ok := durable.Parse(k); ok && j == job {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		delete(ns, k)
+		f.events.add(&pb.Event{Index: c.index, Kind: pb.EventKind_EVENT_KV, KvNamespace: durable.Namespace, KvKey: k, Deleted: true})
+	}
+	if len(ns) == 0 {
+		delete(f.kv, durable.Namespace)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/manta-ray/manta/internal/durable"
 	"github.com/manta-ray/manta/internal/ids"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
@@ -181,6 +182,14 @@ func TestJobRetainedWhileDetachedActorsLive(t *testing.T) {
 		owned(rec(job, 1, 1), "driver"), owned(rec(job, 2, 2), "w1"), owned(rec(plain, 3, 1), "driver2"),
 		owned(rec(djob, 4, 1), "driver3")},
 		ReleasedObjectIds: [][]byte{ret(task(2), 2)}}))
+	// Durable Put values, one per job: they end with their job.
+	for _, j := range []string{job, plain, djob} {
+		a.apply(cmd(t, CmdKVPut, "", &pb.KVPutRequest{Namespace: durable.Namespace, Key: durable.Key(ids.PutID(task(9), 1), 1, j), Value: []byte(j)}))
+	}
+	durables := func() int {
+		keys, _ := a.f.KVList(durable.Namespace, "")
+		return len(keys)
+	}
 	a.apply(cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: job}),
 		cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: plain}),
 		cmd(t, CmdFinishJob, "", &pb.FinishJobRequest{JobId: djob}))
@@ -194,8 +203,8 @@ func TestJobRetainedWhileDetachedActorsLive(t *testing.T) {
 	if jobs[job].State == pb.JobState_JOB_RUNNING {
 		t.Fatal("a retained job must still end")
 	}
-	if has(a.f, 3) {
-		t.Fatal("the plain job's lineage outlived it")
+	if has(a.f, 3) || durables() != 2 {
+		t.Fatalf("the plain job's lineage or durable value outlived it (%d durable values; want 2)", durables())
 	}
 	objs := []ids.ObjectID{ids.ReturnID(task(1), 1), ids.ReturnID(task(2), 1), ids.ReturnID(task(2), 2), ids.ReturnID(task(4), 1)}
 	if got := a.f.Adopted(objs); len(got) != 3 || got[0] != objs[0] || got[1] != objs[1] || got[2] != objs[3] {
@@ -222,7 +231,7 @@ func TestJobRetainedWhileDetachedActorsLive(t *testing.T) {
 			t.Fatalf("job %s still retained after its last holder died", j.JobId)
 		}
 	}
-	if has(a.f, 1) || has(a.f, 2) || has(a.f, 4) || has(a.f, 5) {
-		t.Fatal("lineage of a job whose retention ended was kept")
+	if has(a.f, 1) || has(a.f, 2) || has(a.f, 4) || has(a.f, 5) || durables() != 0 {
+		t.Fatal("lineage or durable values of a job whose retention ended were kept")
 	}
 }

@@ -163,6 +163,7 @@ func (f *FSM) finishJobLocked(c *applyCtx, jobID string, state pb.JobState, mess
 		f.adoptJobLineageLocked(c, j.JobId)
 	} else {
 		f.dropJobLineageLocked(j.JobId)
+		f.dropDurableLocked(c, j.JobId)
 	}
 	return true
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/manta-ray/manta/controlplane/fsm"
 	"github.com/manta-ray/manta/internal/auth"
+	"github.com/manta-ray/manta/internal/durable"
 	"github.com/manta-ray/manta/internal/ids"
 	"github.com/manta-ray/manta/internal/rpcerr"
 	"github.com/manta-ray/manta/internal/tlsconfig"
@@ -146,6 +147,15 @@ func (h *Head) resolveObject(ctx context.Context, o ids.ObjectID, req *pb.Resolv
 			Reason: fmt.Sprintf("object %s: its owner %s died, and ", o, req.OwnerAddress) + fmt.Sprintf(format, args...)}, nil
 	}
 	if o.IsPut() {
+		// A Durable Put's value is in the control store until its job ends.
+		if keys, _ := h.fsm.KVList(durable.Namespace, durable.Prefix(o)); len(keys) > 0 {
+			if f, _, ok := durable.Parse(keys[0]); ok {
+				if v, at, err := h.fsm.KVGet(durable.Namespace, keys[0]); err == nil {
+					return &pb.ResolveObjectResponse{Header: h.headerAt(max(at, index)), State: pb.ResolveState_RESOLVE_AVAILABLE,
+						HasValue: true, Value: v, Format: f}, nil
+				}
+			}
+		}
 		// No lineage: its copies are all there is. Raylets keep a dead
 		// owner's Puts only in a retained job (fsm/adoption.go).
 		if locs := h.locate(ctx, o, &pb.TaskRecord{}, req.FailedLocations); len(locs) > 0 {

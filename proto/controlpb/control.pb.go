@@ -9065,13 +9065,17 @@ func (x *ResolveObjectRequest) GetFailedLocations() []string {
 }
 
 type ResolveObjectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	State         ResolveState           `protobuf:"varint,2,opt,name=state,proto3,enum=manta.controlplane.v1.ResolveState" json:"state,omitempty"`
-	Locations     []string               `protobuf:"bytes,3,rep,name=locations,proto3" json:"locations,omitempty"`
-	Record        *TaskRecord            `protobuf:"bytes,4,opt,name=record,proto3" json:"record,omitempty"`
-	RetryAfterMs  int32                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
-	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Header       *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	State        ResolveState           `protobuf:"varint,2,opt,name=state,proto3,enum=manta.controlplane.v1.ResolveState" json:"state,omitempty"`
+	Locations    []string               `protobuf:"bytes,3,rep,name=locations,proto3" json:"locations,omitempty"`
+	Record       *TaskRecord            `protobuf:"bytes,4,opt,name=record,proto3" json:"record,omitempty"`
+	RetryAfterMs int32                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	Reason       string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// AVAILABLE from the control store itself: a Durable Put's value.
+	HasValue      bool   `protobuf:"varint,7,opt,name=has_value,json=hasValue,proto3" json:"has_value,omitempty"`
+	Value         []byte `protobuf:"bytes,8,opt,name=value,proto3" json:"value,omitempty"`
+	Format        int32  `protobuf:"varint,9,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -9146,6 +9150,27 @@ func (x *ResolveObjectResponse) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ResolveObjectResponse) GetHasValue() bool {
+	if x != nil {
+		return x.HasValue
+	}
+	return false
+}
+
+func (x *ResolveObjectResponse) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ResolveObjectResponse) GetFormat() int32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
 }
 
 // ResourceDemand is count requests of one resource shape.
@@ -10475,14 +10500,17 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
 	"\rowner_address\x18\x02 \x01(\tR\fownerAddress\x12\x1c\n" +
 	"\trequester\x18\x03 \x01(\tR\trequester\x12)\n" +
-	"\x10failed_locations\x18\x04 \x03(\tR\x0ffailedLocations\"\xa0\x02\n" +
+	"\x10failed_locations\x18\x04 \x03(\tR\x0ffailedLocations\"\xeb\x02\n" +
 	"\x15ResolveObjectResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x129\n" +
 	"\x05state\x18\x02 \x01(\x0e2#.manta.controlplane.v1.ResolveStateR\x05state\x12\x1c\n" +
 	"\tlocations\x18\x03 \x03(\tR\tlocations\x129\n" +
 	"\x06record\x18\x04 \x01(\v2!.manta.controlplane.v1.TaskRecordR\x06record\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x05R\fretryAfterMs\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xe6\x02\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1b\n" +
+	"\thas_value\x18\a \x01(\bR\bhasValue\x12\x14\n" +
+	"\x05value\x18\b \x01(\fR\x05value\x12\x16\n" +
+	"\x06format\x18\t \x01(\x05R\x06format\"\xe6\x02\n" +
 	"\x0eResourceDemand\x12F\n" +
 	"\x05shape\x18\x01 \x03(\v20.manta.controlplane.v1.ResourceDemand.ShapeEntryR\x05shape\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x05R\x05count\x12\x1e\n" +

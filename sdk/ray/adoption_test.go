@@ -92,6 +92,16 @@ var (
 	orphanKeeperIDs      = ray.Method0(OrphanKeeper, "IDs", (*orphanKeeper).IDs)
 )
 
+// durablePutBox puts a Durable value and returns a box of its ref, with
+// this worker's PID: the worker owns the object.
+var durablePutBox = ray.Func1("test.DurablePutBox", func(ctx context.Context, n int) (pidBox, error) {
+	r, err := ray.Put(ctx, bytesOf(n), ray.Durable())
+	if err != nil {
+		return pidBox{}, err
+	}
+	return pidBox{Pid: os.Getpid(), Box: boxed{Name: "durable", Ref: r}}, nil
+})
+
 // envAdoptDriver makes the test binary a driver: "HEADS|TOKEN|RAYLET".
 // It makes n results of tasks and one Put, all its own, hands them to
 // the detached actor "keeper" in namespace "adopt", and exits.
@@ -398,6 +408,23 @@ func TestAdoption(t *testing.T) {
 				t.Fatalf("the Put of a job whose retention ended: %v, %v; want no copy left", rows, err)
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
+	t.Run("a Durable Put of a dead owner is read from the control plane", func(t *testing.T) {
+		pb, err := ray.Get(ctx, durablePutBox.Remote(ctx, ray.Val(64<<10), par))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pb.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		b, err := ray.Get(ctx, pb.Box.Ref)
+		if err != nil {
+			t.Fatalf("Get of a dead owner's Durable Put: %v", err)
+		}
+		if shaOf(b) != shaOf(bytesOf(64<<10)) {
+			t.Fatal("a dead owner's Durable Put read back wrong")
 		}
 	})
 

@@ -88,6 +88,12 @@ func (c *Worker) adoptedValue(k ObjectKey, failed []string) *pb.ObjectValue {
 		case cpb.ResolveState_RESOLVE_OWNER_ALIVE:
 			return nil
 		case cpb.ResolveState_RESOLVE_AVAILABLE:
+			if rep.HasValue {
+				return &pb.ObjectValue{Data: rep.Value, Format: pb.Format(rep.Format)}
+			}
+			if len(rep.Locations) == 0 {
+				return ownerDiedValue(k, fmt.Errorf("the control plane named no copy"))
+			}
 			return &pb.ObjectValue{Location: rep.Locations[0], Copies: rep.Locations[1:]}
 		case cpb.ResolveState_RESOLVE_REBUILD:
 			return c.rebuildAdopted(k, rep.Record)

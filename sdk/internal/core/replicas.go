@@ -8,7 +8,9 @@ package core
 // nodes hold it and replicates again from a surviving copy when a node
 // died. A Durable Put (values up to DurableLimit) also writes the value to
 // the replicated control store, where a Get finds it when no node has a
-// copy any more; it is deleted there when the object is released.
+// copy any more; it is deleted there when the object is released, or
+// when its job ends. A borrower whose owner died gets the value from the
+// control plane (ResolveObject).
 
 import (
 	"context"
@@ -20,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/manta-ray/manta/internal/durable"
 	"github.com/manta-ray/manta/internal/ids"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
@@ -28,10 +31,6 @@ import (
 // DurableLimit is the largest value a Durable Put takes: the control
 // store's limit on a value.
 const DurableLimit = 1 << 20
-
-// durableNamespace is the control-store namespace of durable values, one
-// key per object: its ID and format ("<id>/<format>").
-const durableNamespace = "manta.durable"
 
 // replicaCheckEvery is how often an owner checks its replicated objects'
 // copies.
@@ -303,7 +302,7 @@ func (c *Worker) storeDurable(ctx context.Context, id ids.ObjectID, ov *pb.Objec
 	if err != nil {
 		return err
 	}
-	if _, err := cp.KVPut(ctx, &cpb.KVPutRequest{Namespace: durableNamespace, Key: durableKey(id, ov.Format), Value: ov.Data, Overwrite: true}); err != nil {
+	if _, err := cp.KVPut(ctx, &cpb.KVPutRequest{Namespace: durable.Namespace, Key: durable.Key(id, int32(ov.Format), c.jobID), Value: ov.Data, Overwrite: true}); err != nil {
 		return fmt.Errorf("ray: durable put of object %s: %w", id, err)
 	}
 	c.reps.used.Store(true)
@@ -316,7 +315,6 @@ func (c *Worker) storeDurable(ctx context.Context, id ids.ObjectID, ov *pb.Objec
 	return nil
 }
 
-func durableKey(id ids.ObjectID, f pb.Format) string { return fmt.Sprintf("%s/%d", id, int32(f)) }
 
 // durableValue reads a durable object's value back from the control
 // store; ok is false for an object that is not durable.
@@ -331,7 +329,7 @@ func (c *Worker) durableValue(ctx context.Context, id ids.ObjectID) (data []byte
 	if err != nil {
 		return nil, 0, true, err
 	}
-	r, err := cp.KVGet(ctx, &cpb.KVGetRequest{Namespace: durableNamespace, Key: durableKey(id, f)})
+	r, err := cp.KVGet(ctx, &cpb.KVGetRequest{Namespace: durable.Namespace, Key: durable.Key(id, int32(f), c.jobID)})
 	if err != nil {
 		return nil, 0, true, err
 	}
@@ -346,10 +344,10 @@ func (c *Worker) replicasReleased(id ids.ObjectID) {
 	}
 	c.reps.mu.Lock()
 	delete(c.reps.replicas, id)
-	f, durable := c.reps.durable[id]
+	f, isDurable := c.reps.durable[id]
 	delete(c.reps.durable, id)
 	c.reps.mu.Unlock()
-	if !durable {
+	if !isDurable {
 		return
 	}
 	c.spawn(func() {
@@ -359,7 +357,7 @@ func (c *Worker) replicasReleased(id ids.ObjectID) {
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 		defer cancel()
-		if _, err := cp.KVDelete(ctx, &cpb.KVDeleteRequest{Namespace: durableNamespace, Key: durableKey(id, f)}); err != nil && c.ctx.Err() == nil {
+		if _, err := cp.KVDelete(ctx, &cpb.KVDeleteRequest{Namespace: durable.Namespace, Key: durable.Key(id, int32(f), c.jobID)}); err != nil && c.ctx.Err() == nil {
 			c.log.Debug("delete a durable value failed", zap.Stringer("object", id), zap.Error(err))
 		}
 	})
