@@ -315,7 +315,6 @@ func (c *Worker) storeDurable(ctx context.Context, id ids.ObjectID, ov *pb.Objec
 	return nil
 }
 
-
 // durableValue reads a durable object's value back from the control
 // store; ok is false for an object that is not durable.
 func (c *Worker) durableValue(ctx context.Context, id ids.ObjectID) (data []byte, f pb.Format, ok bool, err error) {
