@@ -42,6 +42,9 @@ type objectMeta struct {
 	// adopted: the owner died and the control plane adopted the object;
 	// nobody pings the owner any more, the job's end frees it.
 	adopted bool
+	// replicated: a copy of a Put with Replicas, which outlives its owner
+	// like an adopted object (it has no lineage: the copies are all).
+	replicated bool
 }
 
 // creation is an object a local client reserved with CreateObject and has
@@ -651,7 +654,7 @@ func (r *Raylet) objectOwnerGone(owner string) {
 		m, ok := r.objs.meta[id]
 		switch {
 		case !ok || m.owner != owner || m.adopted:
-		case keep[id] || r.objs.retained[m.job]:
+		case keep[id] || r.objs.retained[m.job] || m.replicated:
 			// No owner to watch any more; freed with its job.
 			m.adopted = true
 			r.objs.meta[id] = m
@@ -750,7 +753,9 @@ func (r *Raylet) closeObjects() {
 // ReplicateObject makes this node hold a primary copy of an object its
 // owner wants replicated (Put with Replicas): pulled from the given
 // locations unless it is here already, then promoted, so that it is kept
-// (or spilled) rather than dropped as a cached copy would be.
+// (or spilled) rather than dropped as a cached copy would be. Every copy,
+// the first one included, is marked replicated: it outlives its owner
+// (until its job ends), readable by borrowers through the control plane.
 func (r *Raylet) ReplicateObject(ctx context.Context, req *pb.ReplicateObjectRequest) (*pb.ReplicateObjectReply, error) {
 	if err := r.needArena(); err != nil {
 		return nil, err
@@ -766,6 +771,12 @@ func (r *Raylet) ReplicateObject(ctx context.Context, req *pb.ReplicateObjectReq
 	// between on a full arena: pull again a few times.
 	for range 3 {
 		if r.shm.Promote(id) {
+			r.objs.mu.Lock()
+			if m, ok := r.objs.meta[id]; ok {
+				m.replicated = true
+				r.objs.meta[id] = m
+			}
+			r.objs.mu.Unlock()
 			return &pb.ReplicateObjectReply{}, nil
 		}
 		err := r.pullObject(ctx, id, req.Object, req.JobId)

@@ -102,6 +102,16 @@ var durablePutBox = ray.Func1("test.DurablePutBox", func(ctx context.Context, n 
 	return pidBox{Pid: os.Getpid(), Box: boxed{Name: "durable", Ref: r}}, nil
 })
 
+// replicatedPutBox puts a value on 2 nodes and returns a box of its ref,
+// with this worker's PID: the worker owns the object.
+var replicatedPutBox = ray.Func1("test.ReplicatedPutBox", func(ctx context.Context, n int) (pidBox, error) {
+	r, err := ray.Put(ctx, bytesOf(n), ray.Replicas(2))
+	if err != nil {
+		return pidBox{}, err
+	}
+	return pidBox{Pid: os.Getpid(), Box: boxed{Name: "replicated", Ref: r}}, nil
+})
+
 // envAdoptDriver makes the test binary a driver: "HEADS|TOKEN|RAYLET".
 // It makes n results of tasks and one Put, all its own, hands them to
 // the detached actor "keeper" in namespace "adopt", and exits.
@@ -425,6 +435,41 @@ func TestAdoption(t *testing.T) {
 		}
 		if shaOf(b) != shaOf(bytesOf(64<<10)) {
 			t.Fatal("a dead owner's Durable Put read back wrong")
+		}
+	})
+
+	t.Run("a replicated Put of a dead owner is kept and read", func(t *testing.T) {
+		pb, err := ray.Get(ctx, replicatedPutBox.Remote(ctx, ray.Val(adoptBytes), par))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pb.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// The raylets find the owner gone and keep their copies.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			rows, err := state.Get(ctx, cp, "objects", pb.Box.Ref.ID())
+			kept := 0
+			for _, r := range rows {
+				if r["adopted"] == true {
+					kept++
+				}
+			}
+			if err == nil && kept >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replicated Put of a dead owner: %v, %v; want 2 copies kept (adopted)", rows, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		b, err := ray.Get(ctx, pb.Box.Ref)
+		if err != nil {
+			t.Fatalf("Get of a dead owner's replicated Put: %v", err)
+		}
+		if shaOf(b) != shaOf(bytesOf(adoptBytes)) {
+			t.Fatal("a dead owner's replicated Put read back wrong")
 		}
 	})
 

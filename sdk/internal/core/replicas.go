@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/manta-ray/manta/internal/durable"
 	"github.com/manta-ray/manta/internal/ids"
@@ -87,7 +88,20 @@ func (c *Worker) replicate(ctx context.Context, id ids.ObjectID, v *pb.ObjectVal
 	for _, l := range v.Copies {
 		holders[l] = true
 	}
-	return c.addReplicas(ctx, id, v, holders, alive, n)
+	added, err := c.addReplicas(ctx, id, v, holders, alive, n)
+	if err == nil {
+		// The first copy is marked too (a local no-op besides the mark),
+		// so that it outlives this owner like the replicas.
+		var cc *grpc.ClientConn
+		if cc, err = c.conn(v.Location); err == nil {
+			_, err = pb.NewRayletClient(cc).ReplicateObject(ctx, &pb.ReplicateObjectRequest{JobId: c.jobID,
+				Object: &pb.ObjectRequest{ObjectId: id[:], OwnerAddress: c.address, Locations: []string{v.Location}}})
+		}
+		if err != nil {
+			err = fmt.Errorf("ray: object %s: mark its first copy replicated: %w", id, err)
+		}
+	}
+	return added, err
 }
 
 // addReplicas copies an object to alive nodes that do not hold it until
