@@ -2,6 +2,7 @@ package head
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -47,6 +48,9 @@ type Config struct {
 	SnapshotThreshold  uint64        // log entries between snapshots; default 8192
 	SnapshotInterval   time.Duration // how often to check; default 30s
 	TrailingLogs       uint64        // entries kept after a snapshot; default 10240
+	// RaftLogStore is the Raft log store: LogStoreBoltDB (default) or
+	// LogStoreWAL. A data dir keeps the kind it was created with.
+	RaftLogStore string
 
 	// NodeTimeout is how long a node may miss heartbeats before it is
 	// marked dead; default 5s. A new leader waits NodeGrace (default
@@ -142,6 +146,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = 10240
+	}
+	if c.RaftLogStore == "" {
+		c.RaftLogStore = LogStoreBoltDB
+	}
+	if c.RaftLogStore != LogStoreBoltDB && c.RaftLogStore != LogStoreWAL {
+		return fmt.Errorf("%w: raft log store %q; want %q or %q", ErrBadConfig, c.RaftLogStore, LogStoreBoltDB, LogStoreWAL)
 	}
 	if c.MaxKVValueBytes == 0 {
 		c.MaxKVValueBytes = 1 << 20
