@@ -65,9 +65,13 @@ type Config struct {
 	// fsm.DefaultMaxLineageRecords.
 	MaxLineageBytes   uint64
 	MaxLineageRecords uint64
-	MaxBatch          int           // commands per Raft entry; default 512
-	MaxInflight       int           // Raft entries in flight; default 1 (more is slower on 2 shared cores: cpbench BenchmarkKVWritesInflight)
-	ApplyTimeout      time.Duration // bound on one write; default 10s
+	MaxBatch          int // commands per Raft entry; default 512
+	MaxInflight       int // Raft entries in flight; default 1 (more is slower on 2 shared cores: cpbench BenchmarkKVWritesInflight)
+	// PipelineMinBatch is how many writes a Raft entry must carry to be
+	// proposed while another is in flight (with MaxInflight > 1); default
+	// 64.
+	PipelineMinBatch int
+	ApplyTimeout     time.Duration // bound on one write; default 10s
 	// ForwardTimeout bounds a call a follower forwards to the leader, so a
 	// leader that is paused or cut off does not hold it past an election;
 	// default 4 × ElectionTimeout.
@@ -161,6 +165,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 1
+	}
+	if c.PipelineMinBatch == 0 {
+		c.PipelineMinBatch = 64
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

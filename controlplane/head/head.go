@@ -181,6 +181,9 @@ func (h *Head) startRaft() error {
 	rc.SnapshotThreshold = h.cfg.SnapshotThreshold
 	rc.SnapshotInterval = h.cfg.SnapshotInterval
 	rc.TrailingLogs = h.cfg.TrailingLogs
+	// Entries proposed while others are in flight (MaxInflight > 1, and
+	// the leader routines' own writes) go to disk and followers together.
+	rc.BatchApplyCh = true
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 	h.leaderNotify = notify
