@@ -73,6 +73,7 @@ type headFlags struct {
 	useTLS   bool
 	logStore string
 	args     []string
+	binary   string
 }
 
 func addHeadFlags(cmd *cobra.Command) *headFlags {
@@ -81,6 +82,7 @@ func addHeadFlags(cmd *cobra.Command) *headFlags {
 	cmd.Flags().BoolVar(&f.useTLS, "tls", false, "the local cluster runs mutual TLS (as manta up --tls), to measure its cost")
 	cmd.Flags().StringVar(&f.logStore, "raft-log-store", "", "Raft log store of the local cluster's heads: boltdb (default) or wal")
 	cmd.Flags().StringSliceVar(&f.args, "head-arg", nil, "extra `manta start` arguments for every head of the local cluster")
+	cmd.Flags().StringVar(&f.binary, "head-binary", "", "manta binary the local cluster's heads run (default this one), to compare two builds with the same load")
 	return f
 }
 
@@ -98,7 +100,7 @@ func (f *headFlags) target(ctx context.Context, cf *clusterFlags) (addrs []strin
 	if f.logStore != "" {
 		args = append(args, "--raft-log-store="+f.logStore)
 	}
-	c, done, err := localClusterWith(ctx, launcher.Options{Heads: f.heads, TLS: f.useTLS, ExtraHeadArgs: args}, nil)
+	c, done, err := localClusterWith(ctx, launcher.Options{Heads: f.heads, TLS: f.useTLS, ExtraHeadArgs: args, Binary: f.binary}, nil)
 	if err != nil {
 		return nil, "", nil, nil, nil, err
 	}

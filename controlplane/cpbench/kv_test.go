@@ -58,3 +58,28 @@ func BenchmarkKVWritesInflight(b *testing.B) {
 		})
 	}
 }
+
+// TestKVPacedRuns keeps the user-shaped (paced, open-loop) load working:
+// every write due in the window is sent and answered.
+func TestKVPacedRuns(t *testing.T) {
+	c := tc.Start(t, 1, nil)
+	r, err := KV(tc.Ctx(t, 30*time.Second), KVOptions{Addresses: c.Addresses(), Token: c.Token(), Clients: 8,
+		Rate: 400, Duration: 300 * time.Millisecond})
+	if err != nil || r.Writes == 0 || r.Errors != 0 || r.Offered != 400 {
+		t.Fatalf("%v, %v", r, err)
+	}
+}
+
+// TestLineageBenchmarkRuns keeps the lineage benchmark working and checks
+// its records are committed (readable from the store).
+func TestLineageBenchmarkRuns(t *testing.T) {
+	c := tc.Start(t, 1, nil)
+	r, err := Lineage(tc.Ctx(t, 30*time.Second), LineageOptions{Addresses: c.Addresses(), Token: c.Token(),
+		Owners: 2, Records: 300}, 0)
+	if err != nil || r.Records != 600 || r.Batches == 0 {
+		t.Fatalf("%v, %v", r, err)
+	}
+	if s := c.Heads[0].FSM().LineageStats(); s.Records != 600 {
+		t.Fatalf("store holds %d records; want 600", s.Records)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,5 +93,44 @@ func TestLogStoreKindIsKept(t *testing.T) {
 	cfg.RaftLogStore = "leveldb"
 	if _, err := head.New(cfg); !errors.Is(err, head.ErrBadConfig) {
 		t.Fatalf("unknown log store: %v; want ErrBadConfig", err)
+	}
+}
+
+// TestPipelinedGroupCommitLosesNothing: with several Raft entries in flight
+// (MaxInflight 4, entries of 4 writes may go early), concurrent writers'
+// acknowledged writes are all in every head's store.
+func TestPipelinedGroupCommitLosesNothing(t *testing.T) {
+	c := tc.Start(t, 3, func(_ int, cfg *head.Config) {
+		cfg.MaxInflight, cfg.PipelineMinBatch = 4, 4
+	})
+	ctx := tc.Ctx(t, time.Minute)
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		cl := c.Client()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := cl.Put(ctx, "pipe", fmt.Sprintf("w%d-%d", w, i), []byte("v")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, h := range c.Heads {
+		tc.Eventually(t, 10*time.Second, func() error {
+			if keys, _ := h.FSM().KVList("pipe", ""); len(keys) != writers*each {
+				return fmt.Errorf("head %d has %d keys; want %d", i+1, len(keys), writers*each)
+			}
+			return nil
+		})
 	}
 }
