@@ -83,3 +83,28 @@ func TestLineageBenchmarkRuns(t *testing.T) {
 		t.Fatalf("store holds %d records; want 600", s.Records)
 	}
 }
+
+// BenchmarkLineageInflight compares group commit with one Raft entry in
+// flight against pipelined entries (MaxInflight 4; an entry goes early
+// once it carries PipelineMinBatch writes, here 1: a lineage write is
+// already a batch of ~2000 records):
+// go test -run NONE -bench LineageInflight -benchtime 3x ./controlplane/cpbench
+func BenchmarkLineageInflight(b *testing.B) {
+	for _, n := range []int{1, 4} {
+		b.Run(fmt.Sprintf("inflight=%d", n), func(b *testing.B) {
+			c := tc.Start(b, 3, func(_ int, cfg *head.Config) { cfg.MaxInflight, cfg.PipelineMinBatch = n, 1 })
+			round := 0
+			for b.Loop() {
+				reg := c.Heads[c.WaitLeader()].Registry()
+				before := gatherApplyStats(reg)
+				r, err := Lineage(tc.Ctx(b, 5*time.Minute), LineageOptions{Addresses: c.Addresses(), Token: c.Token()}, round)
+				if err != nil {
+					b.Fatal(err)
+				}
+				round++
+				b.ReportMetric(r.PerSec, "records/s")
+				b.Log(r, " leader: ", gatherApplyStats(reg).sub(before))
+			}
+		})
+	}
+}
