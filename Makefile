@@ -6,7 +6,7 @@ RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./
 # provider's tests run without it, beside cmd/manta (which links it too).
 K8S_PKGS := ./controlplane/autoscaler/kubeprovider
 
-.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-data bench-scale tools chaos fuzz
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-writes bench-data bench-scale tools chaos fuzz
 
 build:
 	$(GO) build ./...
@@ -42,6 +42,18 @@ bench: bench-kv bench-failover
 
 bench-kv:
 	$(GO) run ./cmd/manta bench kv --clients 64 --duration 10s
+
+# The control-plane write path, boltdb and wal log stores side by side:
+# KV writes (tight loop, then a user-shaped paced load), lineage records,
+# and raw Raft on this machine in the same run (shared/baselines/raft).
+bench-writes:
+	$(GO) build -o bin/manta ./cmd/manta
+	for s in boltdb wal; do \
+		./bin/manta bench kv --clients 64 --duration 10s --raft-log-store $$s; \
+		./bin/manta bench kv --clients 256 --rate 1500 --duration 10s --raft-log-store $$s; \
+		./bin/manta bench lineage --rounds 3 --raft-log-store $$s; \
+	done
+	-cd /work/shared/baselines/raft && $(GO) run . -mode=apply -dur=10s && $(GO) run . -mode=apply -dur=10s -workers=4 -batch=2048
 
 bench-failover:
 	$(GO) run ./cmd/manta bench failover --reps 5

@@ -69,6 +69,9 @@ type startFlags struct {
 	forwardTimeout    time.Duration
 	snapshotThreshold uint64
 	maxKVValue        int
+	raftLogStore      string
+	maxInflight       int
+	pipelineMinBatch  int
 
 	tls *tlsFlags
 
@@ -121,6 +124,9 @@ its cluster on its own.`,
 	fs.DurationVar(&f.pullStallTimeout, "pull-stall-timeout", 0, "how long a raylet's pull waits for the next chunk before it tries another copy (default 5s)")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 0, "Raft log entries between snapshots (default 8192)")
 	fs.IntVar(&f.maxKVValue, "max-kv-value", 0, "largest KV value in bytes (default 1 MiB)")
+	fs.IntVar(&f.maxInflight, "max-inflight", 0, "group commit: Raft entries the leader keeps in flight (default 1)")
+	fs.IntVar(&f.pipelineMinBatch, "pipeline-min-batch", 0, "group commit: writes an entry needs to go while another is in flight (default 64)")
+	fs.StringVar(&f.raftLogStore, "raft-log-store", head.LogStoreBoltDB, "Raft log store of a head: boltdb or wal (hashicorp/raft-wal); a data dir keeps the kind it was created with")
 	fs.Float64Var(&f.numCPUs, "num-cpus", -1, "CPUs the raylet offers (default: the machine's)")
 	fs.Float64Var(&f.numGPUs, "num-gpus", -1, "GPUs the raylet offers (default: as many as nvidia-smi lists, else 0); each lease gets its own indices as CUDA_VISIBLE_DEVICES")
 	fs.Float64Var(&f.memory, "memory", 0, "memory the raylet offers to tasks, in bytes")
@@ -228,6 +234,9 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 		ForwardTimeout:     f.forwardTimeout,
 		SnapshotThreshold:  f.snapshotThreshold,
 		MaxKVValueBytes:    f.maxKVValue,
+		RaftLogStore:       f.raftLogStore,
+		MaxInflight:        f.maxInflight,
+		PipelineMinBatch:   f.pipelineMinBatch,
 		MetricsAddr:        net.JoinHostPort(f.host, strconv.Itoa(f.metricsPort)),
 		TLS:                tls,
 		Logger:             log,

@@ -167,13 +167,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return err
 	}
 	results := make([]*pb.CommandResult, len(cmds))
+	ac := &applyCtx{index: l.Index} // one per entry: handlers do not keep it
 	for i, c := range cmds {
-		results[i] = f.applyOne(l.Index, c)
+		results[i] = f.applyOne(ac, c)
 	}
 	return results
 }
 
-func (f *FSM) applyOne(index uint64, c *pb.Command) *pb.CommandResult {
+func (f *FSM) applyOne(ac *applyCtx, c *pb.Command) *pb.CommandResult {
+	index := ac.index
 	if c.RequestId != "" {
 		if r, ok := f.dedup.get(c.RequestId); ok {
 			return r
@@ -184,7 +186,8 @@ func (f *FSM) applyOne(index uint64, c *pb.Command) *pb.CommandResult {
 	if t == 0 || t >= cmdCount || handlers[t] == nil {
 		r = errResult(rpcerr.Wrapf(ErrBadCommand, "unknown command type %d", c.Type))
 	} else {
-		r = handlers[t](f, &applyCtx{index: index, timeNanos: c.TimeUnixNano, requestID: c.RequestId}, c.Body)
+		ac.timeNanos, ac.requestID = c.TimeUnixNano, c.RequestId
+		r = handlers[t](f, ac, c.Body)
 	}
 	r.Index = index
 	if c.RequestId != "" {

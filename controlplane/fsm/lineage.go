@@ -176,7 +176,11 @@ func applyLineage(f *FSM, c *applyCtx, body []byte) *pb.CommandResult {
 		if !f.jobKeepsLineageLocked(r.JobId) {
 			continue // its job ended: nothing will ask for this lineage
 		}
-		n := shallowRecord(r)
+		// The decoded command is this Apply's own: its record is stored
+		// as is, not copied (one allocation less per record).
+		// Fields unknown to this version are dropped, as a copy would.
+		n := r
+		n.ProtoReflect().SetUnknown(nil)
 		n.SubmittedUnixNano, n.FinishedUnixNano = c.timeNanos, 0
 		n.RecordIndex, n.FinishedIndex = c.index, 0
 		n.Released = nil
@@ -300,7 +304,8 @@ func (l *lineageTable) insert(id ids.TaskID, r *pb.TaskRecord) {
 	j.tasks[id] = struct{}{}
 	j.bytes += sz
 	l.index(id, r)
-	for _, p := range refProducers(r) {
+	var buf [4]ids.TaskID // most tasks take few refs: no allocation
+	for _, p := range appendRefProducers(buf[:0], r) {
 		l.deps[p]++
 	}
 	heap.Push(&l.order, keyOf(id, r))
@@ -431,8 +436,10 @@ func (l *lineageTable) rebuildOrder() {
 
 // refProducers lists the tasks whose outputs r takes as arguments, one per
 // reference (Put objects have no producer record and are skipped).
-func refProducers(r *pb.TaskRecord) []ids.TaskID {
-	var out []ids.TaskID
+func refProducers(r *pb.TaskRecord) []ids.TaskID { return appendRefProducers(nil, r) }
+
+// appendRefProducers is refProducers appending to out.
+func appendRefProducers(out []ids.TaskID, r *pb.TaskRecord) []ids.TaskID {
 	for _, a := range r.Args {
 		if len(a.ObjectId) == 0 {
 			continue

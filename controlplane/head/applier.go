@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,10 +18,20 @@ import (
 // applier is the leader's group commit: writes queue up while earlier Raft
 // entries are in flight, and each entry carries every write that waited
 // (up to MaxBatch). One Raft round then serves many clients.
+//
+// Up to MaxInflight entries may be in flight (Raft pipelines their
+// replication), but a second entry goes out early only once it carries
+// PipelineMinBatch writes: small entries proposed back to back would cost
+// more Raft rounds per write than they save in waiting, so with less queued
+// the applier waits for the entry in flight and proposes what gathered.
 type applier struct {
 	h        *Head
 	in       chan *pendingWrite
 	inflight chan struct{}
+	// busy counts entries in flight; finished wakes a run loop waiting
+	// for it to drop.
+	busy     atomic.Int32
+	finished chan struct{}
 }
 
 type pendingWrite struct {
@@ -38,6 +49,7 @@ func newApplier(h *Head) *applier {
 		h:        h,
 		in:       make(chan *pendingWrite, h.cfg.MaxBatch*h.cfg.MaxInflight),
 		inflight: make(chan struct{}, h.cfg.MaxInflight),
+		finished: make(chan struct{}, 1),
 	}
 	h.goRun("applier", a.run)
 	return a
@@ -95,21 +107,46 @@ func (a *applier) run() {
 		case <-a.h.ctx.Done():
 			return
 		}
-	drain:
-		for len(batch) < a.h.cfg.MaxBatch {
+		batch = a.drain(batch)
+		// Another entry is in flight: go now only with a batch worth a
+		// Raft round of its own, else gather until that entry is done.
+		for len(batch) < a.h.cfg.PipelineMinBatch && a.busy.Load() > 0 {
 			select {
 			case p := <-a.in:
-				batch = append(batch, p)
-			default:
-				break drain
+				batch = a.drain(append(batch, p))
+			case <-a.finished:
+			case <-a.h.ctx.Done():
+				fail(batch, ErrShuttingDown)
+				return
 			}
 		}
 		a.propose(batch)
 	}
 }
 
+// drain adds the writes already queued, up to MaxBatch.
+func (a *applier) drain(batch []*pendingWrite) []*pendingWrite {
+	for len(batch) < a.h.cfg.MaxBatch {
+		select {
+		case p := <-a.in:
+			batch = append(batch, p)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
 func (a *applier) propose(batch []*pendingWrite) {
-	release := func() { <-a.inflight }
+	a.busy.Add(1)
+	release := func() {
+		a.busy.Add(-1)
+		<-a.inflight
+		select {
+		case a.finished <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 	if a.h.raft.State() != raft.Leader {
 		fail(batch, ErrNotLeader)
 		release()

@@ -2,6 +2,7 @@ package head
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -47,6 +48,9 @@ type Config struct {
 	SnapshotThreshold  uint64        // log entries between snapshots; default 8192
 	SnapshotInterval   time.Duration // how often to check; default 30s
 	TrailingLogs       uint64        // entries kept after a snapshot; default 10240
+	// RaftLogStore is the Raft log store: LogStoreBoltDB (default) or
+	// LogStoreWAL. A data dir keeps the kind it was created with.
+	RaftLogStore string
 
 	// NodeTimeout is how long a node may miss heartbeats before it is
 	// marked dead; default 5s. A new leader waits NodeGrace (default
@@ -61,9 +65,13 @@ type Config struct {
 	// fsm.DefaultMaxLineageRecords.
 	MaxLineageBytes   uint64
 	MaxLineageRecords uint64
-	MaxBatch          int           // commands per Raft entry; default 512
-	MaxInflight       int           // Raft entries in flight; default 1 (more is slower on 2 shared cores: cpbench BenchmarkKVWritesInflight)
-	ApplyTimeout      time.Duration // bound on one write; default 10s
+	MaxBatch          int // commands per Raft entry; default 512
+	MaxInflight       int // Raft entries in flight; default 1 (more is slower on 2 shared cores: cpbench BenchmarkKVWritesInflight)
+	// PipelineMinBatch is how many writes a Raft entry must carry to be
+	// proposed while another is in flight (with MaxInflight > 1); default
+	// 64.
+	PipelineMinBatch int
+	ApplyTimeout     time.Duration // bound on one write; default 10s
 	// ForwardTimeout bounds a call a follower forwards to the leader, so a
 	// leader that is paused or cut off does not hold it past an election;
 	// default 4 × ElectionTimeout.
@@ -143,6 +151,12 @@ func (c *Config) setDefaults() error {
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = 10240
 	}
+	if c.RaftLogStore == "" {
+		c.RaftLogStore = LogStoreBoltDB
+	}
+	if c.RaftLogStore != LogStoreBoltDB && c.RaftLogStore != LogStoreWAL {
+		return fmt.Errorf("%w: raft log store %q; want %q or %q", ErrBadConfig, c.RaftLogStore, LogStoreBoltDB, LogStoreWAL)
+	}
 	if c.MaxKVValueBytes == 0 {
 		c.MaxKVValueBytes = 1 << 20
 	}
@@ -151,6 +165,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 1
+	}
+	if c.PipelineMinBatch == 0 {
+		c.PipelineMinBatch = 64
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -32,4 +32,9 @@ var (
 	ErrBadRequest    = rpcerr.New(codes.InvalidArgument, "BAD_REQUEST", "invalid request")
 	ErrWrongCluster  = rpcerr.New(codes.FailedPrecondition, "WRONG_CLUSTER", "data dir belongs to another cluster")
 	ErrDataDirInUse  = rpcerr.New(codes.FailedPrecondition, "DATA_DIR_IN_USE", "data dir in use")
+	// ErrLogStoreMismatch: the data dir holds the other kind of Raft log
+	// than Config.RaftLogStore names.
+	ErrLogStoreMismatch = rpcerr.New(codes.FailedPrecondition, "LOG_STORE_MISMATCH", "the data dir holds another kind of Raft log")
+	// ErrBadConfig: a head option has a value it cannot run with.
+	ErrBadConfig = rpcerr.New(codes.InvalidArgument, "BAD_CONFIG", "invalid head configuration")
 )

@@ -10,12 +10,9 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapio"
 	"google.golang.org/grpc"
@@ -36,7 +33,7 @@ type Head struct {
 
 	fsm   *fsm.FSM
 	raft  *raft.Raft
-	store *raftboltdb.BoltStore
+	store logStore
 	trans *raft.NetworkTransport
 	lis   net.Listener
 	srv   *grpc.Server
@@ -184,6 +181,9 @@ func (h *Head) startRaft() error {
 	rc.SnapshotThreshold = h.cfg.SnapshotThreshold
 	rc.SnapshotInterval = h.cfg.SnapshotInterval
 	rc.TrailingLogs = h.cfg.TrailingLogs
+	// Entries proposed while others are in flight (MaxInflight > 1, and
+	// the leader routines' own writes) go to disk and followers together.
+	rc.BatchApplyCh = true
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 	h.leaderNotify = notify
@@ -192,17 +192,9 @@ func (h *Head) startRaft() error {
 	rc.Logger = hl
 
 	var err error
-	// bolt locks its file: a second head on the same dir fails after the
-	// timeout instead of waiting forever.
-	h.store, err = raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(h.cfg.DataDir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: time.Second},
-	})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return fmt.Errorf("%w: %s is in use by another running head", ErrDataDirInUse, h.cfg.DataDir)
-	}
+	h.store, err = openLogStore(h.cfg.DataDir, h.cfg.RaftLogStore, hl.Named("log"))
 	if err != nil {
-		return fmt.Errorf("open raft log: %w", err)
+		return err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(h.cfg.DataDir, 2, hl.Named("snapshot"))
 	if err != nil {
