@@ -26,7 +26,13 @@ import (
 
 // Object is one entry: a future of its value.
 type Object struct {
+	// mu guards ready and done. The channel is made only when someone
+	// waits before the value is set: a driver with a million queued tasks
+	// holds a million pending returns nobody waits on yet, and a channel
+	// each was an eighth of its heap.
+	mu    sync.Mutex
 	ready chan struct{}
+	done  bool
 	val   *pb.ObjectValue
 
 	// Owned objects only, guarded by Store.mu.
@@ -46,17 +52,45 @@ type Borrow struct {
 	Outer ids.ObjectID
 }
 
+// closed is the Ready channel of every object set before anyone waited.
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // Ready is closed once the value is set.
-func (o *Object) Ready() <-chan struct{} { return o.ready }
+func (o *Object) Ready() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ready == nil {
+		if o.done {
+			return closed
+		}
+		o.ready = make(chan struct{})
+	}
+	return o.ready
+}
 
 // IsReady says whether the value is set.
 func (o *Object) IsReady() bool {
-	select {
-	case <-o.ready:
-		return true
-	default:
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.done
+}
+
+// set sets the value once, waking those waiting; false if it was set.
+func (o *Object) set(v *pb.ObjectValue) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done {
 		return false
 	}
+	o.val, o.done = v, true
+	if o.ready != nil {
+		close(o.ready)
+	}
+	return true
 }
 
 // Raw is the value as completed (without the copies learnt since); only
@@ -71,9 +105,7 @@ func (o *Object) Actor() string { return o.actor }
 
 // Done returns an object that is ready with v, in no table.
 func Done(v *pb.ObjectValue) *Object {
-	o := &Object{ready: make(chan struct{}), val: v}
-	close(o.ready)
-	return o
+	return &Object{val: v, done: true}
 }
 
 // Config wires a Store to its owner.
@@ -142,7 +174,7 @@ func (s *Store) Fetching(id ids.ObjectID) (o *Object, added bool) {
 	if o = s.objects[id]; o != nil {
 		return o, false
 	}
-	o = &Object{ready: make(chan struct{})}
+	o = &Object{}
 	s.objects[id] = o
 	return o, true
 }
@@ -156,7 +188,7 @@ func (s *Store) NewOwned(objs []ids.ObjectID, actor string) {
 	for _, id := range objs {
 		o := s.objects[id]
 		if o == nil {
-			o = &Object{ready: make(chan struct{})}
+			o = &Object{}
 			s.objects[id] = o
 		}
 		o.owned, o.actor = true, actor
@@ -184,12 +216,9 @@ func (s *Store) Complete(objs []ids.ObjectID, vals []*pb.ObjectValue) {
 			s.containedLocked(id, vals[i])
 			continue
 		}
-		if o.IsReady() {
-			continue
+		if o.set(vals[i]) {
+			changed = true
 		}
-		o.val = vals[i]
-		close(o.ready)
-		changed = true
 	}
 	if changed {
 		close(s.changed)
@@ -226,7 +255,7 @@ func (s *Store) PinOrCreate(id ids.ObjectID) (o *Object, created bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if o = s.objects[id]; o == nil {
-		o = &Object{ready: make(chan struct{}), owned: true}
+		o = &Object{owned: true}
 		s.objects[id] = o
 		created = true
 	}
@@ -432,7 +461,7 @@ func (s *Store) Renew(id ids.ObjectID) bool {
 	if o == nil || !o.IsReady() || o.val.GetLocation() == "" {
 		return false
 	}
-	s.objects[id] = &Object{ready: make(chan struct{}), owned: true, refs: o.refs, actor: o.actor, borrowers: o.borrowers}
+	s.objects[id] = &Object{owned: true, refs: o.refs, actor: o.actor, borrowers: o.borrowers}
 	return true
 }
 
