@@ -32,16 +32,31 @@ type Object struct {
 	// each was an eighth of its heap.
 	mu    sync.Mutex
 	ready chan struct{}
-	done  bool
 	val   *pb.ObjectValue
+	done  bool
 
 	// Owned objects only, guarded by Store.mu.
-	owned  bool
-	refs   int
-	copies []string // nodes that pulled a copy since the value was set
-	actor  string   // the actor whose call returns it, if any
+	owned bool
+	refs  int32
 	// borrowers holding it besides the count (nil: none).
 	borrowers map[Borrow]struct{}
+	// more is what few objects have (nil: none), kept out of the entry of
+	// every queued task's return.
+	more *objectMore
+}
+
+// objectMore is an object's rarely set fields.
+type objectMore struct {
+	copies []string // nodes that pulled a copy since the value was set
+	actor  string   // the actor whose call returns it, if any
+}
+
+// copies are the nodes that pulled a copy since the value was set.
+func (o *Object) copies() []string {
+	if o.more == nil {
+		return nil
+	}
+	return o.more.copies
 }
 
 // Borrow is one registration of a borrower: a process (its CoreWorker
@@ -101,7 +116,12 @@ func (o *Object) Raw() *pb.ObjectValue { return o.val }
 func (o *Object) Owned() bool { return o.owned }
 
 // Actor is the actor whose call returns the object ("" for a task or Put).
-func (o *Object) Actor() string { return o.actor }
+func (o *Object) Actor() string {
+	if o.more == nil {
+		return ""
+	}
+	return o.more.actor
+}
 
 // Done returns an object that is ready with v, in no table.
 func Done(v *pb.ObjectValue) *Object {
@@ -191,7 +211,10 @@ func (s *Store) NewOwned(objs []ids.ObjectID, actor string) {
 			o = &Object{}
 			s.objects[id] = o
 		}
-		o.owned, o.actor = true, actor
+		o.owned = true
+		if actor != "" {
+			o.more = &objectMore{actor: actor}
+		}
 		o.refs++
 	}
 }
@@ -285,7 +308,7 @@ func (s *Store) maybeReleaseLocked(id ids.ObjectID, o *Object) {
 	}
 	delete(s.objects, id)
 	if o.IsReady() {
-		s.freeLaterLocked(id, o.val, o.copies)
+		s.freeLaterLocked(id, o.val, o.copies())
 		s.containedLocked(id, o.val)
 	}
 	// Not ready: Complete frees the value when it arrives.
@@ -461,7 +484,11 @@ func (s *Store) Renew(id ids.ObjectID) bool {
 	if o == nil || !o.IsReady() || o.val.GetLocation() == "" {
 		return false
 	}
-	s.objects[id] = &Object{owned: true, refs: o.refs, actor: o.actor, borrowers: o.borrowers}
+	var more *objectMore
+	if a := o.Actor(); a != "" {
+		more = &objectMore{actor: a}
+	}
+	s.objects[id] = &Object{owned: true, refs: o.refs, borrowers: o.borrowers, more: more}
 	return true
 }
 
@@ -479,12 +506,15 @@ func (s *Store) AddCopy(id ids.ObjectID, loc string) {
 	if o.val != nil && o.val.Location == loc {
 		return
 	}
-	for _, l := range o.copies {
+	for _, l := range o.copies() {
 		if l == loc {
 			return
 		}
 	}
-	o.copies = append(o.copies, loc)
+	if o.more == nil {
+		o.more = &objectMore{}
+	}
+	o.more.copies = append(o.more.copies, loc)
 }
 
 // Value is a ready object's value with the copies learnt since it
@@ -496,11 +526,11 @@ func (s *Store) Value(o *Object) *pb.ObjectValue {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(o.copies) == 0 {
+	if len(o.copies()) == 0 {
 		return v
 	}
 	// o.val is shared with specs already sent: never modify it.
-	return &pb.ObjectValue{Format: v.Format, Location: v.Location, Copies: append(append([]string(nil), v.Copies...), o.copies...)}
+	return &pb.ObjectValue{Format: v.Format, Location: v.Location, Copies: append(append([]string(nil), v.Copies...), o.copies()...)}
 }
 
 // Len is how many objects the table holds.
