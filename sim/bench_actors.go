@@ -23,8 +23,12 @@ type ActorBenchOptions struct {
 	CPUs        int
 	Concurrency int  // CreateActor calls in flight (default 64)
 	Failover    bool // then SIGKILL the leader and check no actor restarts
-	NodeGrace   time.Duration
-	Log         func(string)
+	// Midway SIGKILLs the leader once half the actors are registered
+	// (most still being placed), then registers the rest: the new leader
+	// must finish every placement, each actor constructed once.
+	Midway    bool
+	NodeGrace time.Duration
+	Log       func(string)
 }
 
 // ActorBenchResult is what one many-actors run measured.
@@ -40,6 +44,11 @@ type ActorBenchResult struct {
 	// with every actor alive; the difference per actor is RSSPerActor.
 	LeaderRSSBefore, LeaderRSSAfter int64
 	RSSPerActor                     float64
+	// MidwayWrite: with Midway, SIGKILL of the leader to the first
+	// acknowledged write; Duplicates are actors with more than one live
+	// worker once all are ALIVE.
+	MidwayWrite time.Duration
+	Duplicates  int
 	// TableBytes is the encoded actor table (a whole ListActors answer).
 	TableBytes int
 	Counters   ActorCounters
@@ -59,6 +68,9 @@ func (r ActorBenchResult) String() string {
 		r.Actors, r.Nodes, r.Registered.Round(time.Millisecond), r.AllAlive.Round(time.Millisecond), r.PlacementRate, 100*r.LeaderCPU,
 		r.LeaderRSSBefore>>20, r.LeaderRSSAfter>>20, r.RSSPerActor, r.TableBytes>>10,
 		r.Counters.Leases, r.Counters.Refused, r.Counters.Constructs, r.Counters.Kills)
+	if r.MidwayWrite > 0 {
+		fmt.Fprintf(&b, " midway_kill_first_write=%s duplicates=%d", r.MidwayWrite.Round(time.Millisecond), r.Duplicates)
+	}
 	if r.FailoverWrite > 0 {
 		fmt.Fprintf(&b, "\n  failover: first_write=%s restarts=%d reconstructed=%d killed=%d not_alive=%d dead_nodes=%d",
 			r.FailoverWrite.Round(time.Millisecond), r.FalseRestarts, r.ReConstructs, r.FalseKills, r.NotAliveAfter, r.DeadNodes)
@@ -105,9 +117,32 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	cpu0 := cpuSeconds(pid)
 	const job = "sim-actors"
 	t0 := time.Now()
-	ids, err := CreateActors(ctx, cl, o.Actors, ActorSpec{JobID: job, Concurrency: o.Concurrency})
+	first := o.Actors
+	if o.Midway {
+		first = o.Actors / 2
+	}
+	ids, err := CreateActors(ctx, cl, first, ActorSpec{JobID: job, Concurrency: o.Concurrency})
 	if err != nil {
 		return res, err
+	}
+	if o.Midway {
+		killed := time.Now()
+		if err := c.Kill(leader); err != nil {
+			return res, err
+		}
+		if res.MidwayWrite, err = firstWrite(ctx, cl, killed); err != nil {
+			return res, err
+		}
+		log(fmt.Sprintf("killed the leader with %d actors registered; first write after %s", first, res.MidwayWrite.Round(time.Millisecond)))
+		if leader, _, err = c.WaitLeader(ctx); err != nil {
+			return res, err
+		}
+		pid = c.Heads()[leader].PID
+		rest, err := CreateActors(ctx, cl, o.Actors-first, ActorSpec{JobID: job, Concurrency: o.Concurrency})
+		if err != nil {
+			return res, err
+		}
+		ids = append(ids, rest...)
 	}
 	res.Registered = time.Since(t0)
 	log(fmt.Sprintf("registered %d actors in %s", len(ids), res.Registered.Round(time.Millisecond)))
@@ -121,6 +156,11 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	res.LeaderRSSAfter = rssBytes(pid)
 	res.RSSPerActor = float64(res.LeaderRSSAfter-res.LeaderRSSBefore) / float64(o.Actors)
 	res.Counters = f.ActorCounters()
+	for _, ws := range f.Hosting() {
+		if len(ws) > 1 {
+			res.Duplicates++
+		}
+	}
 	if all, err := cl.ListActors(ctx, job, false); err == nil {
 		res.TableBytes = proto.Size(&pb.ListActorsResponse{Actors: all})
 	}
@@ -137,14 +177,8 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	if err := c.Kill(leader); err != nil {
 		return res, err
 	}
-	for i := 0; ; i++ {
-		if _, err := cl.Put(ctx, "bench", fmt.Sprintf("actors-failover-%d", i), nil); err == nil {
-			res.FailoverWrite = time.Since(killed)
-			break
-		}
-		if ctx.Err() != nil {
-			return res, ctx.Err()
-		}
+	if res.FailoverWrite, err = firstWrite(ctx, cl, killed); err != nil {
+		return res, err
 	}
 	// Wait out the new leader's grace, then until every node has
 	// heartbeated past it: a node (and its actors) wrongly thought lost
@@ -167,4 +201,17 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	res.NotAliveAfter = o.Actors - after.Alive + len(after.Misplaced)
 	res.DeadNodes = len(f.DeclaredDead())
 	return res, nil
+}
+
+// firstWrite puts keys until one is acknowledged and returns how long
+// after since that was.
+func firstWrite(ctx context.Context, cl *cpclient.Client, since time.Time) (time.Duration, error) {
+	for i := 0; ; i++ {
+		if _, err := cl.Put(ctx, "bench", fmt.Sprintf("actors-failover-%d-%d", since.UnixNano(), i), nil); err == nil {
+			return time.Since(since), nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
 }

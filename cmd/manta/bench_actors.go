@@ -24,6 +24,7 @@ func newBenchActorsCommand() *cobra.Command {
 		cpus        int
 		concurrency int
 		failover    bool
+		midway      bool
 		asJSON      bool
 		headArgs    []string
 	)
@@ -38,6 +39,7 @@ func newBenchActorsCommand() *cobra.Command {
 	cmd.Flags().IntVar(&cpus, "cpus", 0, "CPUs of each node (every actor takes 1); default the actors +25% over the nodes")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 64, "CreateActor calls in flight")
 	cmd.Flags().BoolVar(&failover, "failover", true, "then SIGKILL the leader and check that no actor restarts")
+	cmd.Flags().BoolVar(&midway, "kill-leader-midway", false, "SIGKILL the leader once half the actors are registered (most still being placed)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per run")
 	cmd.Flags().StringSliceVar(&headArgs, "head-arg", nil, "extra `manta start` arguments for every head")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -51,7 +53,7 @@ func newBenchActorsCommand() *cobra.Command {
 			}
 			t0 := time.Now()
 			r, err := sim.BenchActors(ctx, c, sim.ActorBenchOptions{Nodes: nodes, Actors: n, CPUs: cpus, Concurrency: concurrency,
-				Failover: failover, Log: func(s string) {
+				Failover: failover, Midway: midway, Log: func(s string) {
 					if !asJSON {
 						fmt.Fprintf(os.Stderr, "  [%d actors, %s] %s\n", n, time.Since(t0).Round(time.Second), s)
 					}
