@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/controlplane/fsm"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 )
@@ -34,6 +35,7 @@ type hostedActor struct {
 	workerID    string
 	resources   map[string]float64
 	constructed bool
+	granted     time.Time
 }
 
 // actorHost is a simulated node's raylet and worker side.
@@ -47,7 +49,7 @@ type actorHost struct {
 	used   map[string]float64
 	nextW  int
 
-	leases, refused, constructs, kills atomic.Int64
+	leases, refused, constructs, kills, strays atomic.Int64
 }
 
 func (n *node) startHost() error {
@@ -62,7 +64,54 @@ func (n *node) startHost() error {
 	n.host = h
 	n.f.wg.Add(1)
 	go func() { defer n.f.wg.Done(); _ = h.srv.Serve(ln) }()
+	if every := n.f.o.StrayCheck; every > 0 {
+		n.f.wg.Add(1)
+		go func() { defer n.f.wg.Done(); h.strayLoop(every) }()
+	}
 	return nil
+}
+
+// strayLoop is the raylet's stray-actor check (raylet/actors.go): every
+// interval, each actor worker leased longer ago than that is looked up in
+// the actor table and ended if the actor is unknown, DEAD, or ALIVE on
+// another worker (a placement a dead leader left behind).
+func (h *actorHost) strayLoop(every time.Duration) {
+	ctx := h.n.f.ctx
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		type held struct{ actor, worker string }
+		var check []held
+		h.mu.Lock()
+		for key, w := range h.actors {
+			if time.Since(w.granted) >= every {
+				check = append(check, held{key[:len(key)-len(w.workerID)-1], w.workerID})
+			}
+		}
+		h.mu.Unlock()
+		for _, c := range check {
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			a, err := h.n.cl.GetActor(gctx, &pb.GetActorRequest{ActorId: c.actor})
+			cancel()
+			stray := false
+			switch {
+			case errors.Is(err, fsm.ErrActorNotFound):
+				stray = true
+			case err != nil:
+			case a.State == pb.ActorState_DEAD, a.State == pb.ActorState_ALIVE && a.WorkerId != c.worker:
+				stray = true
+			}
+			if stray {
+				h.strays.Add(1)
+				h.kill(&rpb.KillActorWorkerRequest{ActorId: c.actor, WorkerId: c.worker})
+			}
+		}
+	}
 }
 
 // rayletSide and workerSide are the two services of a node's port (both
@@ -115,7 +164,7 @@ func (h *actorHost) lease(req *rpb.LeaseRequest) (*rpb.LeaseReply, error) {
 		}
 	}
 	h.nextW++
-	w := &hostedActor{workerID: fmt.Sprintf("%s-w%d", h.n.id, h.nextW), resources: req.Resources}
+	w := &hostedActor{workerID: fmt.Sprintf("%s-w%d", h.n.id, h.nextW), resources: req.Resources, granted: time.Now()}
 	for k, q := range req.Resources {
 		h.used[k] += q
 	}
@@ -198,8 +247,9 @@ func (h *actorHost) hosted(out map[string][]string) {
 // ActorCounters sums the fleet's actor-side counters.
 type ActorCounters struct {
 	// Leases granted, Refused (the node was full), Constructs run, Kills
-	// of constructed workers (a restart or a kill ends one).
-	Leases, Refused, Constructs, Kills int64
+	// of constructed workers (a restart or a kill ends one), Strays the
+	// nodes' own stray checks ended.
+	Leases, Refused, Constructs, Kills, Strays int64
 }
 
 // ActorCounters sums what every node's raylet and workers were asked.
@@ -211,6 +261,7 @@ func (f *Fleet) ActorCounters() ActorCounters {
 			c.Refused += h.refused.Load()
 			c.Constructs += h.constructs.Load()
 			c.Kills += h.kills.Load()
+			c.Strays += h.strays.Load()
 		}
 	}
 	return c

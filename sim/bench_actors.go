@@ -26,9 +26,12 @@ type ActorBenchOptions struct {
 	// Midway SIGKILLs the leader once half the actors are registered
 	// (most still being placed), then registers the rest: the new leader
 	// must finish every placement, each actor constructed once.
-	Midway    bool
-	NodeGrace time.Duration
-	Log       func(string)
+	Midway bool
+	// StrayCheck runs the raylets' stray-actor check on the simulated
+	// nodes this often (the raylet's 5s); 0: none.
+	StrayCheck time.Duration
+	NodeGrace  time.Duration
+	Log        func(string)
 }
 
 // ActorBenchResult is what one many-actors run measured.
@@ -64,10 +67,10 @@ type ActorBenchResult struct {
 
 func (r ActorBenchResult) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "actors=%d nodes=%d registered=%s all_alive=%s placement=%.0f/s leader_cpu=%.0f%% leader_rss=%dMiB->%dMiB (%.0f B/actor) actor_table=%dKiB leases=%d refused=%d constructs=%d kills=%d",
+	fmt.Fprintf(&b, "actors=%d nodes=%d registered=%s all_alive=%s placement=%.0f/s leader_cpu=%.0f%% leader_rss=%dMiB->%dMiB (%.0f B/actor) actor_table=%dKiB leases=%d refused=%d constructs=%d kills=%d strays=%d",
 		r.Actors, r.Nodes, r.Registered.Round(time.Millisecond), r.AllAlive.Round(time.Millisecond), r.PlacementRate, 100*r.LeaderCPU,
 		r.LeaderRSSBefore>>20, r.LeaderRSSAfter>>20, r.RSSPerActor, r.TableBytes>>10,
-		r.Counters.Leases, r.Counters.Refused, r.Counters.Constructs, r.Counters.Kills)
+		r.Counters.Leases, r.Counters.Refused, r.Counters.Constructs, r.Counters.Kills, r.Counters.Strays)
 	if r.MidwayWrite > 0 {
 		fmt.Fprintf(&b, " midway_kill_first_write=%s duplicates=%d", r.MidwayWrite.Round(time.Millisecond), r.Duplicates)
 	}
@@ -93,7 +96,7 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	}
 	res := ActorBenchResult{Nodes: o.Nodes, Actors: o.Actors}
 	f, err := Start(ctx, Options{Addresses: c.Addresses(), Token: c.Token(), Nodes: o.Nodes, Actors: true,
-		Resources: map[string]float64{"CPU": float64(o.CPUs)}})
+		Resources: map[string]float64{"CPU": float64(o.CPUs)}, StrayCheck: o.StrayCheck})
 	if err != nil {
 		return res, err
 	}
@@ -156,11 +159,24 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	res.LeaderRSSAfter = rssBytes(pid)
 	res.RSSPerActor = float64(res.LeaderRSSAfter-res.LeaderRSSBefore) / float64(o.Actors)
 	res.Counters = f.ActorCounters()
-	for _, ws := range f.Hosting() {
-		if len(ws) > 1 {
-			res.Duplicates++
+	// Workers a dead leader left are the raylets' stray checks to end:
+	// give them three periods.
+	dups := func() int {
+		n := 0
+		for _, ws := range f.Hosting() {
+			if len(ws) > 1 {
+				n++
+			}
+		}
+		return n
+	}
+	for end := time.Now().Add(3*o.StrayCheck + time.Second); dups() > 0 && time.Now().Before(end); {
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return res, err
 		}
 	}
+	res.Duplicates = dups()
+	res.Counters = f.ActorCounters()
 	if all, err := cl.ListActors(ctx, job, false); err == nil {
 		res.TableBytes = proto.Size(&pb.ListActorsResponse{Actors: all})
 	}

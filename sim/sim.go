@@ -60,6 +60,9 @@ type Options struct {
 	// placement on a loopback port (actors.go), so the leader can place
 	// actors on it. Not with TLS.
 	Actors bool
+	// StrayCheck, with Actors, runs the raylet's stray-actor check this
+	// often (the raylet's default is 5s); 0: none.
+	StrayCheck time.Duration
 }
 
 // Fleet is a running set of simulated nodes.

@@ -25,6 +25,7 @@ func newBenchActorsCommand() *cobra.Command {
 		concurrency int
 		failover    bool
 		midway      bool
+		strayCheck  time.Duration
 		asJSON      bool
 		headArgs    []string
 	)
@@ -40,6 +41,7 @@ func newBenchActorsCommand() *cobra.Command {
 	cmd.Flags().IntVar(&concurrency, "concurrency", 64, "CreateActor calls in flight")
 	cmd.Flags().BoolVar(&failover, "failover", true, "then SIGKILL the leader and check that no actor restarts")
 	cmd.Flags().BoolVar(&midway, "kill-leader-midway", false, "SIGKILL the leader once half the actors are registered (most still being placed)")
+	cmd.Flags().DurationVar(&strayCheck, "stray-check", 5*time.Second, "the simulated raylets' stray-actor check period (the raylet's); 0: none")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per run")
 	cmd.Flags().StringSliceVar(&headArgs, "head-arg", nil, "extra `manta start` arguments for every head")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -53,7 +55,7 @@ func newBenchActorsCommand() *cobra.Command {
 			}
 			t0 := time.Now()
 			r, err := sim.BenchActors(ctx, c, sim.ActorBenchOptions{Nodes: nodes, Actors: n, CPUs: cpus, Concurrency: concurrency,
-				Failover: failover, Midway: midway, Log: func(s string) {
+				Failover: failover, Midway: midway, StrayCheck: strayCheck, Log: func(s string) {
 					if !asJSON {
 						fmt.Fprintf(os.Stderr, "  [%d actors, %s] %s\n", n, time.Since(t0).Round(time.Second), s)
 					}

@@ -32,7 +32,7 @@ type manyTasksResult struct {
 	// LiveHeapPerTask is the driver's live heap after a forced GC once
 	// every task is submitted, over the tasks (--live-heap only).
 	LiveHeapPerTask float64 `json:"live_heap_per_task_bytes,omitempty"`
-	RayletPeakRSS []int64 `json:"raylet_peak_rss_bytes"`
+	RayletPeakRSS   []int64 `json:"raylet_peak_rss_bytes"`
 }
 
 func newBenchTasksCommand() *cobra.Command {
