@@ -52,6 +52,12 @@ type ActorBenchResult struct {
 	// worker once all are ALIVE.
 	MidwayWrite time.Duration
 	Duplicates  int
+	// Elections is how far the Raft term moved from the first call to all
+	// alive (0: one leader throughout; Midway's kill makes one).
+	Elections uint64
+	// SteadyLeaderCPU is the leader's CPU over 10s with every actor
+	// alive (the raylets' stray checks ask about each actor every period).
+	SteadyLeaderCPU float64
 	// TableBytes is the encoded actor table (a whole ListActors answer).
 	TableBytes int
 	Counters   ActorCounters
@@ -71,6 +77,7 @@ func (r ActorBenchResult) String() string {
 		r.Actors, r.Nodes, r.Registered.Round(time.Millisecond), r.AllAlive.Round(time.Millisecond), r.PlacementRate, 100*r.LeaderCPU,
 		r.LeaderRSSBefore>>20, r.LeaderRSSAfter>>20, r.RSSPerActor, r.TableBytes>>10,
 		r.Counters.Leases, r.Counters.Refused, r.Counters.Constructs, r.Counters.Kills, r.Counters.Strays)
+	fmt.Fprintf(&b, " elections=%d steady_leader_cpu=%.0f%%", r.Elections, 100*r.SteadyLeaderCPU)
 	if r.MidwayWrite > 0 {
 		fmt.Fprintf(&b, " midway_kill_first_write=%s duplicates=%d", r.MidwayWrite.Round(time.Millisecond), r.Duplicates)
 	}
@@ -119,6 +126,7 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	res.LeaderRSSBefore = rssBytes(pid)
 	cpu0 := cpuSeconds(pid)
 	const job = "sim-actors"
+	term0 := maxTerm(ctx, cl)
 	t0 := time.Now()
 	first := o.Actors
 	if o.Midway {
@@ -154,6 +162,7 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 		return res, err
 	}
 	res.AllAlive = at.Sub(t0)
+	res.Elections = maxTerm(ctx, cl) - term0
 	res.PlacementRate = float64(o.Actors) / res.AllAlive.Seconds()
 	res.LeaderCPU = (cpuSeconds(pid) - cpu0) / res.AllAlive.Seconds()
 	res.LeaderRSSAfter = rssBytes(pid)
@@ -179,6 +188,13 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	res.Counters = f.ActorCounters()
 	if all, err := cl.ListActors(ctx, job, false); err == nil {
 		res.TableBytes = proto.Size(&pb.ListActorsResponse{Actors: all})
+	}
+	if !o.Midway {
+		c0, t1 := cpuSeconds(pid), time.Now()
+		if err := sleep(ctx, 10*time.Second); err != nil {
+			return res, err
+		}
+		res.SteadyLeaderCPU = (cpuSeconds(pid) - c0) / time.Since(t1).Seconds()
 	}
 	before, err := f.Census(ctx, cl, job)
 	if err != nil {
@@ -230,4 +246,13 @@ func firstWrite(ctx context.Context, cl *cpclient.Client, since time.Time) (time
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// maxTerm is the highest Raft term a head reports.
+func maxTerm(ctx context.Context, cl *cpclient.Client) uint64 {
+	var t uint64
+	for _, h := range cl.StatusAll(ctx) {
+		t = max(t, h.Status.GetTerm())
+	}
+	return t
 }

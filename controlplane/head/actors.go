@@ -54,10 +54,12 @@ type actorPlacer struct {
 }
 
 // reservation is one placement's resources on a node, from when it was
-// chosen until a heartbeat of the node received after that shows them.
+// chosen until a heartbeat of the node shows them: the second one
+// received after the grant (the first may have left the node before it).
 type reservation struct {
-	at  time.Time
-	res map[string]float64
+	at    time.Time
+	first time.Time // the first heartbeat received after at, if any
+	res   map[string]float64
 }
 
 // nodeView is the node table the placer works from: every node by ID, and
@@ -523,9 +525,14 @@ func (p *actorPlacer) freeLocked(nodeID string, avail map[string]float64, seen t
 	}
 	kept := rs[:0]
 	for _, r := range rs {
-		if r.at.After(seen) {
-			kept = append(kept, r)
+		switch {
+		case !seen.After(r.at):
+		case r.first.IsZero():
+			r.first = seen
+		case seen.After(r.first):
+			continue // shown by now
 		}
+		kept = append(kept, r)
 	}
 	clear(rs[len(kept):])
 	if len(kept) == 0 {
@@ -549,7 +556,7 @@ func (p *actorPlacer) grantedAt(r *reservation) {
 		return
 	}
 	p.mu.Lock()
-	r.at = time.Now()
+	r.at, r.first = time.Now(), time.Time{}
 	p.mu.Unlock()
 }
 
