@@ -288,6 +288,8 @@ type ActorSpec struct {
 	MaxRestarts int32
 	// Concurrency bounds the CreateActor calls in flight (default 64).
 	Concurrency int
+	// Took, if set, is told each CreateActor call's latency.
+	Took func(time.Duration)
 }
 
 // CreateActors registers n detached actors through cl and returns their
@@ -314,8 +316,12 @@ func CreateActors(ctx context.Context, cl *cpclient.Client, n int, s ActorSpec) 
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			t0 := time.Now()
 			ids[i], errs[i] = cl.CreateActor(ctx, &pb.ActorInfo{JobId: s.JobID, ClassName: s.Class, Detached: true,
 				MaxRestarts: s.MaxRestarts, Resources: s.Resources})
+			if s.Took != nil && errs[i] == nil {
+				s.Took(time.Since(t0))
+			}
 		}()
 	}
 	wg.Wait()

@@ -3,7 +3,9 @@ package sim
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -40,6 +42,11 @@ type ActorBenchResult struct {
 	// Registered: every CreateActor answered; AllAlive: every actor ALIVE
 	// in the table, both from the first call.
 	Registered, AllAlive time.Duration
+	// CreateP50/P99 are the CreateActor calls' latencies; SimCPU is this
+	// process's CPU (the simulated nodes and the creating client), in
+	// cores, until all alive.
+	CreateP50, CreateP99 time.Duration
+	SimCPU               float64
 	// PlacementRate is actors / AllAlive.
 	PlacementRate float64
 	LeaderCPU     float64 // cores, from the first call to all alive
@@ -77,7 +84,8 @@ func (r ActorBenchResult) String() string {
 		r.Actors, r.Nodes, r.Registered.Round(time.Millisecond), r.AllAlive.Round(time.Millisecond), r.PlacementRate, 100*r.LeaderCPU,
 		r.LeaderRSSBefore>>20, r.LeaderRSSAfter>>20, r.RSSPerActor, r.TableBytes>>10,
 		r.Counters.Leases, r.Counters.Refused, r.Counters.Constructs, r.Counters.Kills, r.Counters.Strays)
-	fmt.Fprintf(&b, " elections=%d steady_leader_cpu=%.0f%%", r.Elections, 100*r.SteadyLeaderCPU)
+	fmt.Fprintf(&b, " elections=%d steady_leader_cpu=%.0f%% create_p50=%s create_p99=%s sim_cpu=%.0f%%", r.Elections, 100*r.SteadyLeaderCPU,
+		r.CreateP50.Round(time.Millisecond), r.CreateP99.Round(time.Millisecond), 100*r.SimCPU)
 	if r.MidwayWrite > 0 {
 		fmt.Fprintf(&b, " midway_kill_first_write=%s duplicates=%d", r.MidwayWrite.Round(time.Millisecond), r.Duplicates)
 	}
@@ -127,12 +135,22 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	cpu0 := cpuSeconds(pid)
 	const job = "sim-actors"
 	term0 := maxTerm(ctx, cl)
+	var (
+		latMu sync.Mutex
+		lat   []time.Duration
+	)
+	took := func(d time.Duration) {
+		latMu.Lock()
+		lat = append(lat, d)
+		latMu.Unlock()
+	}
+	sim0 := cpuSeconds(os.Getpid())
 	t0 := time.Now()
 	first := o.Actors
 	if o.Midway {
 		first = o.Actors / 2
 	}
-	ids, err := CreateActors(ctx, cl, first, ActorSpec{JobID: job, Concurrency: o.Concurrency})
+	ids, err := CreateActors(ctx, cl, first, ActorSpec{JobID: job, Concurrency: o.Concurrency, Took: took})
 	if err != nil {
 		return res, err
 	}
@@ -149,7 +167,7 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 			return res, err
 		}
 		pid = c.Heads()[leader].PID
-		rest, err := CreateActors(ctx, cl, o.Actors-first, ActorSpec{JobID: job, Concurrency: o.Concurrency})
+		rest, err := CreateActors(ctx, cl, o.Actors-first, ActorSpec{JobID: job, Concurrency: o.Concurrency, Took: took})
 		if err != nil {
 			return res, err
 		}
@@ -163,6 +181,10 @@ func BenchActors(ctx context.Context, c *launcher.Cluster, o ActorBenchOptions) 
 	}
 	res.AllAlive = at.Sub(t0)
 	res.Elections = maxTerm(ctx, cl) - term0
+	res.SimCPU = (cpuSeconds(os.Getpid()) - sim0) / res.AllAlive.Seconds()
+	latMu.Lock()
+	res.CreateP50, res.CreateP99 = quantiles(lat)
+	latMu.Unlock()
 	res.PlacementRate = float64(o.Actors) / res.AllAlive.Seconds()
 	res.LeaderCPU = (cpuSeconds(pid) - cpu0) / res.AllAlive.Seconds()
 	res.LeaderRSSAfter = rssBytes(pid)
