@@ -95,18 +95,8 @@ func (h *actorHost) strayLoop(every time.Duration) {
 		}
 		h.mu.Unlock()
 		for _, c := range check {
-			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			a, err := h.n.cl.GetActor(gctx, &pb.GetActorRequest{ActorId: c.actor})
-			cancel()
-			stray := false
-			switch {
-			case errors.Is(err, fsm.ErrActorNotFound):
-				stray = true
-			case err != nil:
-			case a.State == pb.ActorState_DEAD, a.State == pb.ActorState_ALIVE && a.WorkerId != c.worker:
-				stray = true
-			}
-			if stray {
+			// As the raylet: a stale read first, the leader only to confirm.
+			if h.isStray(ctx, c.actor, c.worker, true) && h.isStray(ctx, c.actor, c.worker, false) {
 				h.strays.Add(1)
 				h.kill(&rpb.KillActorWorkerRequest{ActorId: c.actor, WorkerId: c.worker})
 			}
@@ -137,6 +127,20 @@ func (s rayletSide) KillActorWorker(ctx context.Context, req *rpb.KillActorWorke
 
 func (s workerSide) PushTasks(stream rpb.CoreWorker_PushTasksServer) error {
 	return s.h.pushTasks(stream)
+}
+
+// isStray asks the actor table whether a worker of an actor is a stray.
+func (h *actorHost) isStray(ctx context.Context, actorID, workerID string, stale bool) bool {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	a, err := h.n.cl.GetActor(gctx, &pb.GetActorRequest{ActorId: actorID, Stale: stale})
+	cancel()
+	switch {
+	case errors.Is(err, fsm.ErrActorNotFound):
+		return true
+	case err != nil:
+		return false
+	}
+	return a.State == pb.ActorState_DEAD || a.State == pb.ActorState_ALIVE && a.WorkerId != workerID
 }
 
 // available is what the node reports free in its heartbeats.
@@ -374,12 +378,14 @@ func (f *Fleet) Census(ctx context.Context, cl *cpclient.Client, jobID string) (
 }
 
 // WaitActorsAlive polls the actor table of job jobID every interval until
-// want actors are ALIVE, and returns when that was seen.
+// want actors are ALIVE, and returns when that was seen. It reads any
+// head's copy (stale): a whole-table read every interval is not to weigh
+// on the leader being measured.
 func WaitActorsAlive(ctx context.Context, cl *cpclient.Client, jobID string, want int, every time.Duration) (time.Time, error) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		actors, err := cl.ListActors(ctx, jobID, false)
+		actors, err := cl.ListActors(ctx, jobID, true)
 		if err == nil {
 			alive := 0
 			for _, a := range actors {
