@@ -6,7 +6,7 @@ RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./
 # provider's tests run without it, beside cmd/manta (which links it too).
 K8S_PKGS := ./controlplane/autoscaler/kubeprovider
 
-.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-writes bench-data bench-scale tools chaos fuzz
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-writes bench-data bench-scale bench-actors tools chaos fuzz
 
 build:
 	$(GO) build ./...
@@ -76,6 +76,18 @@ bench-scale:
 	$(GO) build -o bin/manta ./cmd/manta
 	./bin/manta bench scale --nodes 100,500,1000 --flood
 	./bin/manta bench scale --nodes 100,500,1000 --full-views --failover=false
+
+# Many actors: 10,000 placed by the leader on 200 simulated nodes (then a
+# leader failover, no actor may restart); real actor processes on one
+# raylet (100-1,600, stopping before the box runs short of memory); a
+# million queued tasks (driver memory); 10,000 uneven CPU-spin tasks
+# submitted over time on 2 nodes of 1 CPU (throughput against the ideal).
+bench-actors:
+	$(GO) build -o bin/manta ./cmd/manta
+	./bin/manta bench actors --actors 1000,10000 --nodes 200
+	./bin/manta bench actor-procs --actors 100,200,400,800,1600
+	./bin/manta bench tasks --tasks 1000000 --live-heap
+	./bin/manta bench work --tasks 10000
 
 # Every chaos scenario for a minute each (make test runs a short smoke).
 # Partitions need root and iptables.

@@ -33,3 +33,32 @@ func BenchmarkFleet500(b *testing.B) {
 		b.Log(s)
 	}
 }
+
+// BenchmarkActors places 3,000 actors on 300 simulated nodes of 3
+// in-process heads, for CPU profiles of the placement path:
+// go test -run NONE -bench Actors -cpuprofile cpu.out ./sim
+func BenchmarkActors(b *testing.B) {
+	const nodes, actors = 300, 3000
+	for b.Loop() {
+		c := tc.Start(b, 3, func(_ int, cfg *head.Config) { cfg.NodeTimeout = 10 * time.Second })
+		ctx := tc.Ctx(b, 5*time.Minute)
+		f, err := Start(ctx, Options{Addresses: c.Addresses(), Token: c.Token(), Nodes: nodes, Actors: true,
+			Resources: map[string]float64{"CPU": 13}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl := c.Client()
+		t0 := time.Now()
+		if _, err := CreateActors(ctx, cl, actors, ActorSpec{JobID: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := WaitActorsAlive(ctx, cl, "bench", actors, 50*time.Millisecond); err != nil {
+			b.Fatal(err)
+		}
+		el := time.Since(t0)
+		b.ReportMetric(float64(actors)/el.Seconds(), "actors/s")
+		b.Log(f.ActorCounters())
+		f.Close()
+		c.Close()
+	}
+}

@@ -56,6 +56,13 @@ type Options struct {
 	Resources map[string]float64
 	// RegisterConcurrency bounds the registrations in flight; default 64.
 	RegisterConcurrency int
+	// Actors has every node serve the raylet and worker calls of actor
+	// placement on a loopback port (actors.go), so the leader can place
+	// actors on it. Not with TLS.
+	Actors bool
+	// StrayCheck, with Actors, runs the raylet's stray-actor check this
+	// often (the raylet's default is 5s); 0: none.
+	StrayCheck time.Duration
 }
 
 // Fleet is a running set of simulated nodes.
@@ -83,6 +90,8 @@ type node struct {
 	// interval overrides the fleet's heartbeat interval (a flooding node).
 	interval time.Duration
 	flood    bool
+	// host serves actor placement (Options.Actors), else nil.
+	host *actorHost
 }
 
 // Start registers opts.Nodes simulated nodes and starts their loops. It
@@ -105,6 +114,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
+	}
+	if o.Actors && o.TLS != nil {
+		return nil, errors.New("sim: simulated actor hosts serve plain text only")
 	}
 	f := &Fleet{o: o, log: o.Logger.Named("sim")}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
@@ -145,6 +157,11 @@ func (f *Fleet) add(ctx context.Context, n int, flood time.Duration) error {
 		}
 		added = append(added, nd)
 		f.nodes = append(f.nodes, nd)
+		if f.o.Actors && flood == 0 {
+			if err := nd.startHost(); err != nil {
+				return err
+			}
+		}
 	}
 	sem := make(chan struct{}, f.o.RegisterConcurrency)
 	errs := make([]error, len(added))
@@ -241,6 +258,11 @@ func (f *Fleet) Collect() Stats {
 // holds.
 func (f *Fleet) Close() {
 	f.cancel()
+	for _, n := range f.nodes {
+		if n.host != nil {
+			n.host.srv.Stop()
+		}
+	}
 	f.wg.Wait()
 	for _, n := range f.nodes {
 		n.cl.Close()
@@ -248,7 +270,11 @@ func (f *Fleet) Close() {
 }
 
 func (n *node) register(ctx context.Context) error {
-	_, err := n.cl.RegisterNode(ctx, &pb.NodeInfo{NodeId: n.id, Address: "sim://" + n.id,
+	addr := "sim://" + n.id
+	if n.host != nil {
+		addr = n.host.addr
+	}
+	_, err := n.cl.RegisterNode(ctx, &pb.NodeInfo{NodeId: n.id, Address: addr,
 		Resources: n.f.o.Resources, Labels: map[string]string{"sim": "true"}})
 	return err
 }
@@ -267,7 +293,11 @@ func (n *node) heartbeatLoop() {
 	for {
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		t0 := time.Now()
-		_, err := n.cl.Heartbeat(hctx, &pb.HeartbeatRequest{NodeId: n.id, Available: n.f.o.Resources})
+		avail := n.f.o.Resources
+		if n.host != nil {
+			avail = n.host.available(avail)
+		}
+		_, err := n.cl.Heartbeat(hctx, &pb.HeartbeatRequest{NodeId: n.id, Available: avail})
 		cancel()
 		rtt := time.Since(t0)
 		switch {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -28,7 +29,10 @@ type manyTasksResult struct {
 	TotalSeconds  float64 `json:"total_seconds"`
 	TasksPerSec   float64 `json:"tasks_per_second"`
 	DriverPeakRSS int64   `json:"driver_peak_rss_bytes"`
-	RayletPeakRSS []int64 `json:"raylet_peak_rss_bytes"`
+	// LiveHeapPerTask is the driver's live heap after a forced GC once
+	// every task is submitted, over the tasks (--live-heap only).
+	LiveHeapPerTask float64 `json:"live_heap_per_task_bytes,omitempty"`
+	RayletPeakRSS   []int64 `json:"raylet_peak_rss_bytes"`
 }
 
 func newBenchTasksCommand() *cobra.Command {
@@ -38,6 +42,7 @@ func newBenchTasksCommand() *cobra.Command {
 		cpus   int
 		asJSON bool
 		heap   string
+		live   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "tasks",
@@ -49,6 +54,7 @@ func newBenchTasksCommand() *cobra.Command {
 	cmd.Flags().IntVar(&cpus, "num-cpus", 2, "CPUs of each raylet")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.Flags().StringVar(&heap, "heap-profile", "", "write the driver's heap profile here once every task is submitted")
+	cmd.Flags().BoolVar(&live, "live-heap", false, "once every task is submitted, force a GC and report the driver's live heap per task (the GC changes the peak RSS)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -58,7 +64,7 @@ func newBenchTasksCommand() *cobra.Command {
 			return err
 		}
 		defer done()
-		r, err := manyTasks(ctx, c, tasks, heap)
+		r, err := manyTasks(ctx, c, tasks, heap, live)
 		if err != nil {
 			return err
 		}
@@ -69,8 +75,12 @@ func newBenchTasksCommand() *cobra.Command {
 		for _, b := range r.RayletPeakRSS {
 			rss = append(rss, fmt.Sprintf("%dMiB", b>>20))
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "tasks=%d nodes=%d submit=%.1fs total=%.1fs rate=%.0f/s driver_peak_rss=%dMiB raylet_peak_rss=%s\n",
+		fmt.Fprintf(cmd.OutOrStdout(), "tasks=%d nodes=%d submit=%.1fs total=%.1fs rate=%.0f/s driver_peak_rss=%dMiB raylet_peak_rss=%s",
 			r.Tasks, r.Nodes, r.SubmitSeconds, r.TotalSeconds, r.TasksPerSec, r.DriverPeakRSS>>20, strings.Join(rss, ","))
+		if live {
+			fmt.Fprintf(cmd.OutOrStdout(), " live_heap_per_task=%.0fB", r.LiveHeapPerTask)
+		}
+		fmt.Fprintln(cmd.OutOrStdout())
 		return nil
 	}
 	return cmd
@@ -78,7 +88,7 @@ func newBenchTasksCommand() *cobra.Command {
 
 // manyTasks submits n noop tasks before getting any, then checks every
 // result: a wrong or missing one is an error.
-func manyTasks(ctx context.Context, c *launcher.Cluster, n int, heapProfile string) (manyTasksResult, error) {
+func manyTasks(ctx context.Context, c *launcher.Cluster, n int, heapProfile string, liveHeap bool) (manyTasksResult, error) {
 	r := manyTasksResult{Tasks: n, Nodes: len(c.Nodes())}
 	if err := ray.Init(ctx, ray.Address(strings.Join(c.Addresses(), ",")), ray.Token(c.Token())); err != nil {
 		return r, err
@@ -90,6 +100,12 @@ func manyTasks(ctx context.Context, c *launcher.Cluster, n int, heapProfile stri
 		refs[i] = noop.Remote(ctx, ray.Val(i))
 	}
 	r.SubmitSeconds = time.Since(start).Seconds()
+	if liveHeap {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		r.LiveHeapPerTask = float64(ms.HeapAlloc) / float64(n)
+	}
 	if heapProfile != "" {
 		if err := writeHeapProfile(heapProfile); err != nil {
 			return r, err

@@ -24,7 +24,7 @@ func TestHundredThousandTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	r, err := manyTasks(ctx, c, 100_000, "")
+	r, err := manyTasks(ctx, c, 100_000, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

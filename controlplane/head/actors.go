@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"sort"
+	"maps"
 	"sync"
 	"time"
 
@@ -41,7 +41,43 @@ type actorPlacer struct {
 	// any worker it leased for them is ended before they are placed again.
 	inherited map[string]bool
 	conns     map[string]*grpc.ClientConn
-	wg        sync.WaitGroup
+	// reserved are the placements of this leader that the chosen node's
+	// heartbeats may not show yet, by node: a burst of placements between
+	// two heartbeats must not all pick the node that looked freest.
+	reserved map[string][]*reservation
+	wg       sync.WaitGroup
+
+	// Owned by the run goroutine: the node table as of the last node
+	// change, and the FSM index the actor table was last looked at.
+	view  *nodeView
+	index uint64
+}
+
+// reservation is one placement's resources on a node, from when it was
+// chosen until a heartbeat of the node shows them: the second one
+// received after the grant (the first may have left the node before it).
+type reservation struct {
+	at    time.Time
+	first time.Time // the first heartbeat received after at, if any
+	res   map[string]float64
+}
+
+// nodeView is the node table the placer works from: every node by ID, and
+// the alive ones sorted by ID (the order pickNode scans them in).
+type nodeView struct {
+	byID  map[string]*cpb.NodeInfo
+	alive []*cpb.NodeInfo
+}
+
+func newNodeView(nodes []*cpb.NodeInfo) *nodeView {
+	v := &nodeView{byID: make(map[string]*cpb.NodeInfo, len(nodes))}
+	for _, n := range nodes { // sorted by ID
+		v.byID[n.NodeId] = n
+		if n.State == cpb.NodeState_NODE_ALIVE {
+			v.alive = append(v.alive, n)
+		}
+	}
+	return v
 }
 
 func newActorPlacer(h *Head) *actorPlacer { return &actorPlacer{h: h} }
@@ -49,10 +85,14 @@ func newActorPlacer(h *Head) *actorPlacer { return &actorPlacer{h: h} }
 // placeRetry is the pause before a failed placement is tried again.
 const placeRetry = 100 * time.Millisecond
 
+// fullReconcile is how often every actor is looked at again, though no
+// change names it: infeasible actors are retried as free resources move.
+const fullReconcile = 250 * time.Millisecond
+
 func (p *actorPlacer) run(ctx context.Context) {
 	p.mu.Lock()
 	p.placing, p.cleaned, p.conns = map[string]bool{}, map[string]bool{}, map[string]*grpc.ClientConn{}
-	p.inherited = map[string]bool{}
+	p.inherited, p.reserved = map[string]bool{}, map[string][]*reservation{}
 	for _, a := range p.h.fsm.Actors() {
 		if a.State == cpb.ActorState_PENDING_CREATION || a.State == cpb.ActorState_RESTARTING {
 			p.inherited[a.ActorId] = true
@@ -68,65 +108,115 @@ func (p *actorPlacer) run(ctx context.Context) {
 		p.conns = nil
 		p.mu.Unlock()
 	}()
-	t := time.NewTicker(250 * time.Millisecond) // retries infeasible actors as nodes change
+	t := time.NewTicker(fullReconcile)
 	defer t.Stop()
+	full := true
 	for {
 		ch, _ := p.h.fsm.Changed()
-		p.reconcile(ctx)
+		if full {
+			p.reconcile(ctx)
+		} else {
+			p.reconcileChanges(ctx)
+		}
+		full = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
 		case <-t.C:
+			full = true
 		}
 	}
 }
 
+// reconcile looks at every actor.
 func (p *actorPlacer) reconcile(ctx context.Context) {
-	nodes := map[string]*cpb.NodeInfo{}
-	for _, n := range p.h.fsm.Nodes() {
-		nodes[n.NodeId] = n
-	}
+	_, p.index = p.h.fsm.Changed()
+	p.view = newNodeView(p.h.fsm.Nodes())
 	for _, a := range p.h.fsm.Actors() {
-		switch a.State {
-		case cpb.ActorState_ALIVE:
-			if n := nodes[a.NodeId]; n == nil || n.State == cpb.NodeState_NODE_DEAD {
-				cause := fmt.Sprintf("its node %s died", a.NodeId)
-				if n != nil && n.DeathReason != "" {
-					cause += " (" + n.DeathReason + ")"
+		p.consider(ctx, a)
+	}
+}
+
+// reconcileChanges looks only at the actors changed since the last look,
+// from the FSM's change log: a scan of the whole table on every change
+// made placing n actors cost O(n²). A node change, or a log that no longer
+// reaches back, means a whole pass.
+func (p *actorPlacer) reconcileChanges(ctx context.Context) {
+	events, now, ok := p.h.fsm.EventsSince(p.index, func(k cpb.EventKind) bool {
+		return k == cpb.EventKind_EVENT_ACTOR || k == cpb.EventKind_EVENT_NODE
+	})
+	if !ok {
+		p.reconcile(ctx)
+		return
+	}
+	seen := make(map[string]bool, len(events))
+	for _, e := range events {
+		if e.Kind == cpb.EventKind_EVENT_NODE {
+			p.reconcile(ctx)
+			return
+		}
+	}
+	p.index = now
+	for _, e := range events {
+		id := e.GetActor().GetActorId()
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if a := p.h.fsm.Actor(id); a != nil {
+			p.consider(ctx, a)
+		}
+	}
+}
+
+// consider does what one actor's state asks for.
+func (p *actorPlacer) consider(ctx context.Context, a *cpb.ActorInfo) {
+	nodes := p.view.byID
+	switch a.State {
+	case cpb.ActorState_ALIVE:
+		if n := nodes[a.NodeId]; n == nil || n.State == cpb.NodeState_NODE_DEAD {
+			cause := fmt.Sprintf("its node %s died", a.NodeId)
+			if n != nil && n.DeathReason != "" {
+				cause += " (" + n.DeathReason + ")"
+			}
+			_, _ = p.apply(ctx, fsm.CmdActorFailed, &cpb.ActorFailedCommand{ActorId: a.ActorId, WorkerId: a.WorkerId, Cause: cause})
+		}
+	case cpb.ActorState_PENDING_CREATION, cpb.ActorState_RESTARTING:
+		p.mu.Lock()
+		busy := p.placing[a.ActorId]
+		if !busy {
+			p.placing[a.ActorId] = true
+			p.wg.Add(1)
+		}
+		p.mu.Unlock()
+		if !busy {
+			view := p.view
+			go func() {
+				defer p.wg.Done()
+				// Read the actor again now that this goroutine holds its
+				// placement: the copy above may predate the commit of a
+				// placement that just finished (placing it twice).
+				if a := p.h.fsm.Actor(a.ActorId); a != nil && (a.State == cpb.ActorState_PENDING_CREATION || a.State == cpb.ActorState_RESTARTING) {
+					p.place(ctx, a, view)
 				}
-				_, _ = p.apply(ctx, fsm.CmdActorFailed, &cpb.ActorFailedCommand{ActorId: a.ActorId, WorkerId: a.WorkerId, Cause: cause})
-			}
-		case cpb.ActorState_PENDING_CREATION, cpb.ActorState_RESTARTING:
-			p.mu.Lock()
-			busy := p.placing[a.ActorId]
-			if !busy {
-				p.placing[a.ActorId] = true
+				p.mu.Lock()
+				delete(p.placing, a.ActorId)
+				p.mu.Unlock()
+			}()
+		}
+	case cpb.ActorState_DEAD:
+		p.mu.Lock()
+		done := p.cleaned[a.ActorId]
+		p.cleaned[a.ActorId] = true
+		p.mu.Unlock()
+		if !done && a.WorkerId != "" {
+			if n := nodes[a.NodeId]; n != nil && n.State == cpb.NodeState_NODE_ALIVE {
 				p.wg.Add(1)
-			}
-			p.mu.Unlock()
-			if !busy {
 				go func() {
 					defer p.wg.Done()
-					p.place(ctx, a, nodes)
-					p.mu.Lock()
-					delete(p.placing, a.ActorId)
-					p.mu.Unlock()
+					p.killWorker(ctx, n.Address, a.ActorId, "")
 				}()
-			}
-		case cpb.ActorState_DEAD:
-			p.mu.Lock()
-			done := p.cleaned[a.ActorId]
-			p.cleaned[a.ActorId] = true
-			p.mu.Unlock()
-			if !done && a.WorkerId != "" {
-				if n := nodes[a.NodeId]; n != nil && n.State == cpb.NodeState_NODE_ALIVE {
-					p.wg.Add(1)
-					go func() {
-						defer p.wg.Done()
-						p.killWorker(ctx, n.Address, a.ActorId, "")
-					}()
-				}
 			}
 		}
 	}
@@ -147,25 +237,15 @@ func (p *actorPlacer) apply(ctx context.Context, t fsm.CommandType, body proto.M
 
 // place creates one incarnation of an actor; it returns when the actor is
 // ALIVE, or when the attempt failed (the next reconcile tries again).
-func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[string]*cpb.NodeInfo) {
+func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, view *nodeView) {
+	nodes := view.byID
 	log := p.h.log.With(zap.String("actor", a.ActorId), zap.String("class", a.ClassName), zap.Int32("incarnation", a.NumRestarts))
 	// End the previous incarnation's worker (or a placement a dead leader
 	// left behind) before a new one starts.
 	if n := nodes[a.NodeId]; a.NodeId != "" && n != nil && n.State == cpb.NodeState_NODE_ALIVE {
 		p.killWorker(ctx, n.Address, a.ActorId, "")
 	}
-	p.mu.Lock()
-	inherited := p.inherited[a.ActorId]
-	delete(p.inherited, a.ActorId)
-	p.mu.Unlock()
-	if inherited {
-		for _, n := range nodes {
-			if n.State == cpb.NodeState_NODE_ALIVE {
-				p.killWorker(ctx, n.Address, a.ActorId, "")
-			}
-		}
-	}
-	node, reason, never := p.pickByStrategy(a, nodes)
+	node, resv, reason, never := p.pickByStrategy(a, view)
 	if never != "" {
 		log.Warn("actor can never be placed", zap.String("why", never))
 		_, _ = p.apply(ctx, fsm.CmdActorFailed, &cpb.ActorFailedCommand{ActorId: a.ActorId, Cause: never, NoRestart: true})
@@ -180,6 +260,14 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 		}
 		return
 	}
+	// The reservation stands until the node's heartbeats show the actor,
+	// unless no worker of the node took it.
+	granted := false
+	defer func() {
+		if !granted {
+			p.unreserve(node.NodeId, resv)
+		}
+	}()
 	fail := func(err error) {
 		if ctx.Err() != nil {
 			return
@@ -190,6 +278,19 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 		case <-ctx.Done():
 		case <-time.After(placeRetry):
 		}
+	}
+	// A previous leader may have leased a worker for it: end any on the
+	// node it goes to now before leasing there. Workers it left on other
+	// nodes are the raylets' to end (their stray-actor check kills a
+	// worker of an actor ALIVE elsewhere): asking every node about every
+	// inherited actor was nodes x actors calls after a failover in a
+	// burst of creations (a million for 5,000 actors on 200 nodes).
+	p.mu.Lock()
+	inherited := p.inherited[a.ActorId]
+	delete(p.inherited, a.ActorId)
+	p.mu.Unlock()
+	if inherited && node.NodeId != a.NodeId {
+		p.killWorker(ctx, node.Address, a.ActorId, "")
 	}
 	addr := node.Address
 	req := &rpb.LeaseRequest{JobId: a.JobId, BinarySha256: a.BinarySha256, Resources: a.Resources,
@@ -216,6 +317,9 @@ func (p *actorPlacer) place(ctx context.Context, a *cpb.ActorInfo, nodes map[str
 			return
 		}
 		if lease.SpillAddress == "" {
+			if granted = lease.NodeId == node.NodeId; granted {
+				p.grantedAt(resv)
+			}
 			break
 		}
 		addr = lease.SpillAddress
@@ -295,15 +399,16 @@ func (p *actorPlacer) construct(ctx context.Context, a *cpb.ActorInfo, lease *rp
 }
 
 // pickByStrategy chooses the node for an actor by its scheduling strategy:
-// a node, or nil and why it waits, or why it never can run (never: the
-// actor dies with that cause).
-func (p *actorPlacer) pickByStrategy(a *cpb.ActorInfo, nodes map[string]*cpb.NodeInfo) (node *cpb.NodeInfo, wait, never string) {
+// a node (and the placement's reservation on it, if any), or nil and why it
+// waits, or why it never can run (never: the actor dies with that cause).
+func (p *actorPlacer) pickByStrategy(a *cpb.ActorInfo, view *nodeView) (node *cpb.NodeInfo, resv *reservation, wait, never string) {
+	nodes := view.byID
 	s := a.GetStrategy()
 	switch s.GetKind() {
 	case cpb.SchedulingStrategy_PLACEMENT_GROUP:
 		g := p.h.fsm.PlacementGroup(s.PlacementGroupId)
 		if g == nil || g.State == cpb.PlacementGroupState_PG_REMOVED {
-			return nil, "", fmt.Sprintf("its placement group %s was removed", s.PlacementGroupId)
+			return nil, nil, "", fmt.Sprintf("its placement group %s was removed", s.PlacementGroupId)
 		}
 		var cands []int
 		for i, b := range g.Bundles {
@@ -312,87 +417,163 @@ func (p *actorPlacer) pickByStrategy(a *cpb.ActorInfo, nodes map[string]*cpb.Nod
 			}
 		}
 		if len(cands) == 0 {
-			return nil, "", fmt.Sprintf("infeasible: its resources %v fit no bundle %d of placement group %s", a.Resources, s.BundleIndex, g.PlacementGroupId)
+			return nil, nil, "", fmt.Sprintf("infeasible: its resources %v fit no bundle %d of placement group %s", a.Resources, s.BundleIndex, g.PlacementGroupId)
 		}
-		h := fnv.New32a()
-		h.Write([]byte(a.ActorId))
-		seed := int(h.Sum32() % uint32(len(cands)))
+		seed := int(actorSeed(a.ActorId) % uint32(len(cands)))
 		for k := range cands {
 			b := g.Bundles[cands[(k+seed)%len(cands)]]
 			if n := nodes[b.NodeId]; b.NodeId != "" && n != nil && n.State == cpb.NodeState_NODE_ALIVE {
-				return n, "", ""
+				return n, nil, "", ""
 			}
 		}
-		return nil, fmt.Sprintf("waiting for its placement group %s (%s)", g.PlacementGroupId, g.State), ""
+		return nil, nil, fmt.Sprintf("waiting for its placement group %s (%s)", g.PlacementGroupId, g.State), ""
 	case cpb.SchedulingStrategy_NODE_AFFINITY:
 		n := nodes[s.NodeId]
 		switch {
 		case n != nil && n.State == cpb.NodeState_NODE_ALIVE && fits(a.Resources, n.Resources):
-			return n, "", ""
+			return n, nil, "", ""
 		case s.Soft:
-			return p.pickNode(a, nodes), "", ""
+			n, r := p.pickNode(a, view.alive)
+			return n, r, "", ""
 		case n == nil || n.State != cpb.NodeState_NODE_ALIVE:
-			return nil, "", fmt.Sprintf("its node affinity names node %s, which is dead or unknown", s.NodeId)
+			return nil, nil, "", fmt.Sprintf("its node affinity names node %s, which is dead or unknown", s.NodeId)
 		default:
-			return nil, "", fmt.Sprintf("its node affinity names node %s, which can never fit its resources %v", s.NodeId, a.Resources)
+			return nil, nil, "", fmt.Sprintf("its node affinity names node %s, which can never fit its resources %v", s.NodeId, a.Resources)
 		}
 	case cpb.SchedulingStrategy_NODE_LABELS:
-		hard, soft := map[string]*cpb.NodeInfo{}, map[string]*cpb.NodeInfo{}
-		for id, n := range nodes {
+		var hard, soft []*cpb.NodeInfo
+		for _, n := range view.alive {
 			if resources.LabelsMatch(n.Labels, s.HardLabels) {
-				hard[id] = n
+				hard = append(hard, n)
 				if len(s.SoftLabels) > 0 && resources.LabelsMatch(n.Labels, s.SoftLabels) {
-					soft[id] = n
+					soft = append(soft, n)
 				}
 			}
 		}
-		if n := p.pickNode(a, soft); n != nil {
-			return n, "", ""
+		if n, r := p.pickNode(a, soft); n != nil {
+			return n, r, "", ""
 		}
-		if n := p.pickNode(a, hard); n != nil {
-			return n, "", ""
+		if n, r := p.pickNode(a, hard); n != nil {
+			return n, r, "", ""
 		}
-		return nil, fmt.Sprintf("infeasible: no alive node has the labels %v and the resources %v", s.HardLabels, a.Resources), ""
+		return nil, nil, fmt.Sprintf("infeasible: no alive node has the labels %v and the resources %v", s.HardLabels, a.Resources), ""
 	}
-	return p.pickNode(a, nodes), "", ""
+	n, r := p.pickNode(a, view.alive)
+	return n, r, "", ""
 }
 
-// pickNode chooses an alive node whose resources fit the actor: among
-// those with the resources free now (by their last heartbeat), the one
-// with most CPUs free, ties broken by the actor ID so that a burst of
-// actors spreads; else any that has them at all (its raylet queues the
-// lease). nil when no node could ever run it.
-func (p *actorPlacer) pickNode(a *cpb.ActorInfo, nodes map[string]*cpb.NodeInfo) *cpb.NodeInfo {
+func actorSeed(actorID string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(actorID))
+	return h.Sum32()
+}
+
+// pickNode chooses, among alive nodes sorted by ID, one whose resources
+// fit the actor: among those with the resources free now (by their last
+// heartbeat, less what this leader placed there since), the one with most
+// CPUs free, ties broken by the actor ID so that a burst of actors
+// spreads; else any that has them at all (its raylet queues the lease).
+// The chosen node holds a reservation for the actor until its heartbeats
+// show it. nil when no node could ever run it.
+func (p *actorPlacer) pickNode(a *cpb.ActorInfo, alive []*cpb.NodeInfo) (*cpb.NodeInfo, *reservation) {
 	var fit []*cpb.NodeInfo
-	for _, n := range nodes {
-		if n.State == cpb.NodeState_NODE_ALIVE && fits(a.Resources, n.Resources) {
+	for _, n := range alive {
+		if fits(a.Resources, n.Resources) {
 			fit = append(fit, n)
 		}
 	}
 	if len(fit) == 0 {
-		return nil
+		return nil, nil
 	}
-	sort.Slice(fit, func(i, j int) bool { return fit[i].NodeId < fit[j].NodeId })
-	h := fnv.New32a()
-	h.Write([]byte(a.ActorId))
-	seed := int(h.Sum32() % uint32(len(fit)))
-	var best *cpb.NodeInfo
-	bestCPU := -1.0
-	decorated := p.h.liveness.decorate(fit)
+	seed := int(actorSeed(a.ActorId) % uint32(len(fit)))
+	avail := make([]map[string]float64, len(fit))
+	seen := make([]time.Time, len(fit))
+	p.h.liveness.freeSince(fit, avail, seen)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	best, bestCPU := -1, -1.0
 	for k := range fit {
 		i := (k + seed) % len(fit) // start the scan at the actor's own node
-		n := decorated[i]
-		if n.Available == nil || !fits(a.Resources, n.Available) {
+		if avail[i] == nil {
 			continue
 		}
-		if cpu := n.Available["CPU"]; cpu > bestCPU {
-			best, bestCPU = fit[i], cpu
+		free := p.freeLocked(fit[i].NodeId, avail[i], seen[i])
+		if !fits(a.Resources, free) {
+			continue
+		}
+		if cpu := free["CPU"]; cpu > bestCPU {
+			best, bestCPU = i, cpu
 		}
 	}
-	if best == nil {
-		best = fit[seed]
+	if best < 0 {
+		best = seed
 	}
-	return best
+	r := &reservation{at: time.Now(), res: a.Resources}
+	if p.reserved != nil {
+		p.reserved[fit[best].NodeId] = append(p.reserved[fit[best].NodeId], r)
+	}
+	return fit[best], r
+}
+
+// freeLocked is a node's free resources by its heartbeat of time seen,
+// less the reservations that heartbeat cannot show yet; the older ones are
+// dropped.
+func (p *actorPlacer) freeLocked(nodeID string, avail map[string]float64, seen time.Time) map[string]float64 {
+	rs := p.reserved[nodeID]
+	if len(rs) == 0 {
+		return avail
+	}
+	kept := rs[:0]
+	for _, r := range rs {
+		switch {
+		case !seen.After(r.at):
+		case r.first.IsZero():
+			r.first = seen
+		case seen.After(r.first):
+			continue // shown by now
+		}
+		kept = append(kept, r)
+	}
+	clear(rs[len(kept):])
+	if len(kept) == 0 {
+		delete(p.reserved, nodeID)
+		return avail
+	}
+	p.reserved[nodeID] = kept
+	free := maps.Clone(avail)
+	for _, r := range kept {
+		for k, q := range r.res {
+			free[k] -= q
+		}
+	}
+	return free
+}
+
+// granted restarts a reservation's clock when the node's raylet granted
+// the lease: only a heartbeat received after that shows the actor.
+func (p *actorPlacer) grantedAt(r *reservation) {
+	if r == nil {
+		return
+	}
+	p.mu.Lock()
+	r.at, r.first = time.Now(), time.Time{}
+	p.mu.Unlock()
+}
+
+// unreserve drops a placement's reservation that no worker took.
+func (p *actorPlacer) unreserve(nodeID string, r *reservation) {
+	if r == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rs := p.reserved[nodeID]
+	for i, x := range rs {
+		if x == r {
+			p.reserved[nodeID] = append(rs[:i:i], rs[i+1:]...)
+			break
+		}
+	}
 }
 
 func fits(want, have map[string]float64) bool {

@@ -134,8 +134,9 @@ func (c *Worker) rebuildAdopted(k ObjectKey, rec *cpb.TaskRecord) *pb.ObjectValu
 			return lostValue(k.ID, fmt.Sprintf("its adopted record has a malformed argument: %v", err))
 		}
 		spec.Args[i] = &pb.TaskArg{ObjectId: a.ObjectId}
-		t.refs = append(t.refs, i)
-		t.refKeys = append(t.refKeys, ObjectKey{ID: id, Owner: a.OwnerAddress})
+		d := t.dm()
+		d.refs = append(d.refs, i)
+		d.refKeys = append(d.refKeys, ObjectKey{ID: id, Owner: a.OwnerAddress})
 	}
 	t.retriesLeft, t.retryExceptions = adoptedRebuildRetries, rec.Options["retry_exceptions"] == "true"
 	// Entries for every return, borrowed ones: the task manager completes

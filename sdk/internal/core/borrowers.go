@@ -681,5 +681,11 @@ func encodeValue(v any) (*pb.ObjectValue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ray: encode %T: %w", v, err)
 	}
-	return &pb.ObjectValue{Data: w.Bytes(), Contained: w.refs}, nil
+	data := w.Bytes()
+	if cap(data)-len(data) > 32 {
+		// The buffer starts at 64 bytes: a small value (an int argument
+		// of a million queued tasks) keeps an exact copy instead.
+		data = bytes.Clone(data)
+	}
+	return &pb.ObjectValue{Data: data, Contained: w.refs}, nil
 }

@@ -31,7 +31,7 @@ func newTestTask(fn string, n, retries int, args []Arg) *task {
 	t := newTask(&pb.TaskSpec{TaskId: tid[:], JobId: testJob, Function: fn, NumReturns: int32(n),
 		OwnerAddress: testOwner, NumCpus: 1}, resources.Set{resources.CPU: 1})
 	t.retriesLeft = retries
-	t.refs, t.refKeys = encodeArgs(t.spec, args)
+	t.dm().refs, t.dm().refKeys = encodeArgs(t.spec, args)
 	for i := range n {
 		t.returns = append(t.returns, ids.ReturnID(tid, uint32(i+1)))
 	}
@@ -207,10 +207,10 @@ func (tr *testRecovery) submit(fn string, n, retries int, args ...Arg) *task {
 	t := newTestTask(fn, n, retries, args)
 	tr.store.NewOwned(t.returns, "")
 	var owned []ids.ObjectID
-	for _, k := range t.refKeys {
+	for _, k := range t.d().refKeys {
 		owned = append(owned, k.ID)
 	}
-	t.pinned = tr.store.AddRefs(owned)
+	t.dm().pinned = tr.store.AddRefs(owned)
 	keys := make([]ObjectKey, n)
 	for i, id := range t.returns {
 		keys[i] = ObjectKey{ID: id, Owner: testOwner, H: &Handle{}}
@@ -233,10 +233,10 @@ func (tr *testRecovery) finish(t *task, node string) {
 	}
 	tr.runEnded(t)
 	tr.store.Complete(t.returns, vals)
-	for _, id := range t.pinned {
+	for _, id := range t.d().pinned {
 		tr.store.DecRef(id)
 	}
-	t.pinned = nil
+	t.dm().pinned = nil
 }
 
 // drop releases the test's ref to an object (its handle's reference).

@@ -243,7 +243,7 @@ func (r *recovery) recordTask(t *task, o *CallOptions, args []Arg, keys []Object
 	for _, k := range keys {
 		k.H.producer = t
 	}
-	if len(t.refs) == 0 {
+	if len(t.d().refs) == 0 {
 		return // its entry is made if its lineage is ever needed
 	}
 	// The resolver replaces resolved arguments in t.spec.Args (it never
@@ -251,7 +251,7 @@ func (r *recovery) recordTask(t *task, o *CallOptions, args []Arg, keys []Object
 	e := newEntry(t, slices.Clone(t.spec.Args))
 	t.lin.Store(e)
 	owned := false
-	for _, k := range t.refKeys {
+	for _, k := range t.d().refKeys {
 		owned = owned || (k.Owner == r.owner && !k.ID.IsPut())
 	}
 	if !owned {
@@ -259,8 +259,8 @@ func (r *recovery) recordTask(t *task, o *CallOptions, args []Arg, keys []Object
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for j, i := range t.refs {
-		k := t.refKeys[j]
+	for j, i := range t.d().refs {
+		k := t.d().refKeys[j]
 		if k.Owner != r.owner || k.ID.IsPut() {
 			continue
 		}
@@ -370,8 +370,8 @@ func (r *recovery) persistLocked(e *lineageEntry, finished bool, recs *[]*cpb.Ta
 			tr.Args[i] = &cpb.LineageArg{Value: a.Value.Data, Format: int32(a.Value.Format)}
 		}
 	}
-	for j, i := range t.refs {
-		tr.Args[i] = &cpb.LineageArg{ObjectId: e.args[i].ObjectId, OwnerAddress: t.refKeys[j].Owner}
+	for j, i := range t.d().refs {
+		tr.Args[i] = &cpb.LineageArg{ObjectId: e.args[i].ObjectId, OwnerAddress: t.d().refKeys[j].Owner}
 	}
 	if e.retryExc {
 		tr.Options = map[string]string{"retry_exceptions": "true"}
@@ -603,17 +603,21 @@ func (r *recovery) rebuildLocked(id ids.ObjectID, e *lineageEntry) error {
 		NumReturns: old.spec.NumReturns, OwnerAddress: old.spec.OwnerAddress, NumCpus: old.spec.NumCpus,
 		Attempt: old.spec.Attempt + 1, Args: slices.Clone(e.args)}, e.res)
 	t.returns, t.retriesLeft, t.retryExceptions = old.returns, old.retriesLeft-1, old.retryExceptions
-	t.refs, t.refKeys, t.lineage, t.maxRetries = old.refs, old.refKeys, true, old.maxRetries
+	if od := old.d(); len(od.refs) > 0 {
+		d := t.dm()
+		d.refs, d.refKeys = od.refs, od.refKeys
+	}
+	t.lineage, t.maxRetries = true, old.maxRetries
 	t.lin.Store(e)
 	e.t, e.inflight = t, true
-	for _, k := range t.refKeys {
+	for _, k := range t.d().refKeys {
 		if k.Owner != r.owner {
 			continue
 		}
 		if _, created := r.objs.PinOrCreate(k.ID); created {
 			r.remakeLocked(k.ID)
 		}
-		t.pinned = append(t.pinned, k.ID)
+		t.dm().pinned = append(t.dm().pinned, k.ID)
 	}
 	r.rebuilds.Add(1)
 	r.log.Info("rebuilding lost objects from lineage", zap.Stringer("task", tid), zap.String("function", t.spec.Function),
@@ -651,19 +655,20 @@ func (r *recovery) remakeLocked(id ids.ObjectID) {
 // consuming its retries. It reports false when the error is not that.
 func (r *recovery) lostArg(t *task, e *pb.TaskError) bool {
 	if (e.Kind != pb.ErrorKind_ERROR_OBJECT_LOST && e.Kind != pb.ErrorKind_ERROR_OBJECT_NOT_FOUND) ||
-		len(e.ObjectId) == 0 || t.lostRounds >= maxLostArgRounds || r.off {
+		len(e.ObjectId) == 0 || t.d().lostRounds >= maxLostArgRounds || r.off {
 		return false
 	}
 	id, err := ids.ObjectFromBytes(e.ObjectId)
 	if err != nil {
 		return false
 	}
-	j := slices.IndexFunc(t.refKeys, func(k ObjectKey) bool { return k.ID == id && k.Owner == r.owner })
-	if j < 0 || j >= len(t.argObjs) || t.argObjs[j] == nil {
+	d := t.d()
+	j := slices.IndexFunc(d.refKeys, func(k ObjectKey) bool { return k.ID == id && k.Owner == r.owner })
+	if j < 0 || j >= len(d.argObjs) || d.argObjs[j] == nil {
 		return false
 	}
-	t.lostRounds++
-	seen := t.argObjs[j]
+	d.lostRounds++ // d is the task's own: it has reference arguments
+	seen := d.argObjs[j]
 	r.spawn(func() {
 		if _, err := r.recoverObject(id, seen); err != nil {
 			r.fail(t, &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, Message: fmt.Sprintf("argument: %v", err), ObjectId: e.ObjectId})

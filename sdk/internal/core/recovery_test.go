@@ -152,7 +152,7 @@ func TestRecoveryRemakesFreedArgument(t *testing.T) {
 	if o := tr.store.Get(a.returns[0]); o == nil || o.IsReady() {
 		t.Fatal("a's return is not pending again for its rebuild")
 	}
-	if len(tr.resolved[1].pinned) != 1 {
+	if len(tr.resolved[1].d().pinned) != 1 {
 		t.Fatal("the rebuild of b does not pin its argument")
 	}
 }
@@ -238,7 +238,7 @@ func TestRecoveryLostArgument(t *testing.T) {
 	a := tr.submit("a", 1, 3)
 	tr.finish(a, "node-2")
 	b := tr.submit("b", 1, 1, tr.ref(a.returns[0]))
-	b.argObjs = []*object{tr.store.Get(a.returns[0])}
+	b.dm().argObjs = []*object{tr.store.Get(a.returns[0])}
 	lost := &pb.TaskError{Kind: pb.ErrorKind_ERROR_OBJECT_LOST, ObjectId: a.returns[0][:]}
 	if !tr.lostArg(b, lost) {
 		t.Fatal("a lost owned argument was not taken over")
@@ -248,7 +248,7 @@ func TestRecoveryLostArgument(t *testing.T) {
 	if len(tr.resolved) != 2 || tr.resolved[0] != b || tr.resolved[1].spec.Function != "a" || b.retriesLeft != 1 {
 		t.Fatalf("resubmitted %d tasks, b's retries %d; want b and a's rebuild, 1", len(tr.resolved), b.retriesLeft)
 	}
-	b.lostRounds = maxLostArgRounds
+	b.dm().lostRounds = maxLostArgRounds
 	if tr.lostArg(b, lost) {
 		t.Fatal("a task pushed again past maxLostArgRounds")
 	}

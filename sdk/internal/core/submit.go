@@ -49,8 +49,10 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 		}
 		env.apply(t.spec)
 	}
-	t.pinned, t.borrowPins = c.pinArgs(argKeys, args)
-	t.refs, t.refKeys = refs, argKeys
+	if pinned, borrowPins := c.pinArgs(argKeys, args); len(pinned)+len(borrowPins)+len(refs) > 0 {
+		d := t.dm()
+		d.pinned, d.borrowPins, d.refs, d.refKeys = pinned, borrowPins, refs, argKeys
+	}
 	if f.Generator {
 		c.gens.open(tid, o.Backpressure, "", t)
 	}
@@ -79,12 +81,13 @@ func (c *Worker) Submit(ctx context.Context, f *Function, args []Arg, o *CallOpt
 // values in its spec and queues it; the records of the tasks that made
 // stored ones commit first (recovery.go). A failed argument fails the task.
 func (c *Worker) resolveAndEnqueue(t *task) {
-	if len(t.refs) > 0 {
-		t.argObjs = make([]*object, len(t.refs))
+	d := t.d()
+	if len(d.refs) > 0 {
+		d.argObjs = make([]*object, len(d.refs))
 	}
 	var producers []ids.TaskID
-	for j, i := range t.refs {
-		k := t.refKeys[j]
+	for j, i := range d.refs {
+		k := d.refKeys[j]
 		ob := c.objectFor(k)
 		select {
 		case <-ob.Ready():
@@ -99,13 +102,13 @@ func (c *Worker) resolveAndEnqueue(t *task) {
 		// A new TaskArg, not a changed one: the retained lineage shares
 		// the submitted ones.
 		t.spec.Args[i] = &pb.TaskArg{ObjectId: t.spec.Args[i].ObjectId, Value: v}
-		t.argObjs[j] = ob
+		d.argObjs[j] = ob
 		if p, ok := c.lin.producerToWait(k.ID, k.Owner, v); ok {
 			producers = append(producers, p)
 		}
 	}
 	c.lin.waitCommitted(c.ctx, producers)
-	if len(t.refs) > 0 {
+	if len(d.refs) > 0 {
 		c.ev.state(t.spec, cpb.TaskEventState_PENDING_NODE_ASSIGNMENT)
 	}
 	c.tasks.enqueue(t)

@@ -43,8 +43,6 @@ type task struct {
 	spec            *pb.TaskSpec
 	st              *submitter.Task
 	returns         []ids.ObjectID
-	pinned          []ids.ObjectID // owned reference arguments (refs.go)
-	borrowPins      []ids.ObjectID // borrowed ones, and refs inside values
 	retriesLeft     int
 	retryExceptions bool
 	// returnReplicas: ReturnReplicas (0 or 1: none).
@@ -53,13 +51,10 @@ type task struct {
 	// cancel); zero in a driver.
 	parent ids.TaskID
 
-	// Reference arguments: their indexes in spec.Args, their objects, and
-	// the entries they were last resolved from (recovery.go).
-	refs    []int
-	refKeys []ObjectKey
-	argObjs []*object
-	// lostRounds counts the pushes again after an argument was rebuilt.
-	lostRounds int
+	// deps are its reference arguments and pins, nil for a task that has
+	// none (most of a million queued trivial ones: five empty slices were
+	// half of each task's own size).
+	deps *taskDeps
 
 	// Lineage (recovery.go): lineage says it is recorded (lineage was on
 	// when it was submitted), with maxRetries as submitted. lin is its
@@ -70,6 +65,38 @@ type task struct {
 	maxRetries int32
 	lin        atomic.Pointer[lineageEntry]
 	ended      atomic.Bool
+}
+
+// taskDeps are a task's reference arguments and the objects it pins.
+type taskDeps struct {
+	pinned     []ids.ObjectID // owned reference arguments (refs.go)
+	borrowPins []ids.ObjectID // borrowed ones, and refs inside values
+	// Reference arguments: their indexes in spec.Args, their objects, and
+	// the entries they were last resolved from (recovery.go).
+	refs    []int
+	refKeys []ObjectKey
+	argObjs []*object
+	// lostRounds counts the pushes again after an argument was rebuilt.
+	lostRounds int
+}
+
+// noDeps is what d returns for a task without deps: read it, never write.
+var noDeps taskDeps
+
+// d is the task's deps for reading (empty if it has none).
+func (t *task) d() *taskDeps {
+	if t.deps == nil {
+		return &noDeps
+	}
+	return t.deps
+}
+
+// dm is the task's deps for writing, made if need be.
+func (t *task) dm() *taskDeps {
+	if t.deps == nil {
+		t.deps = &taskDeps{}
+	}
+	return t.deps
 }
 
 // newTask makes a task of spec for the resource shape res.
@@ -230,8 +257,10 @@ func (m *taskManager) complete(t *task, res *pb.TaskResult, node string) {
 
 // ended forgets a task that completed and drops its arguments' pins.
 func (m *taskManager) ended(t *task) {
-	pinned, borrowed := t.pinned, t.borrowPins
-	t.pinned, t.borrowPins = nil, nil
+	pinned, borrowed := t.d().pinned, t.d().borrowPins
+	if t.deps != nil {
+		t.deps.pinned, t.deps.borrowPins = nil, nil
+	}
 	m.table.ended(t)
 	unpin(m.objs, pinned)
 	if len(borrowed) > 0 {

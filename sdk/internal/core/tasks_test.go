@@ -25,7 +25,7 @@ func TestTaskManagerRetriesLostWorkerUntilOutOfRetries(t *testing.T) {
 	m, st, q, _, _ := newTestManager()
 	tk := newTestTask("f", 2, 2, nil)
 	pin := ids.PutID(ids.DriverTaskID(testJob), 1)
-	tk.pinned = []ids.ObjectID{pin}
+	tk.dm().pinned = []ids.ObjectID{pin}
 	st.refs[pin] = 1
 	m.enqueue(tk)
 	for attempt := int32(1); attempt <= 2; attempt++ {
@@ -56,7 +56,7 @@ func TestTaskManagerRetriesLostWorkerUntilOutOfRetries(t *testing.T) {
 			t.Fatalf("the error does not name its task: %v", v.Error)
 		}
 	}
-	if st.refs[pin] != 0 || tk.pinned != nil {
+	if st.refs[pin] != 0 || tk.d().pinned != nil {
 		t.Fatalf("argument pin not dropped: %d refs left", st.refs[pin])
 	}
 }

@@ -26,16 +26,37 @@ import (
 
 // Object is one entry: a future of its value.
 type Object struct {
+	// mu guards ready and done. The channel is made only when someone
+	// waits before the value is set: a driver with a million queued tasks
+	// holds a million pending returns nobody waits on yet, and a channel
+	// each was an eighth of its heap.
+	mu    sync.Mutex
 	ready chan struct{}
 	val   *pb.ObjectValue
+	done  bool
 
 	// Owned objects only, guarded by Store.mu.
-	owned  bool
-	refs   int
-	copies []string // nodes that pulled a copy since the value was set
-	actor  string   // the actor whose call returns it, if any
+	owned bool
+	refs  int32
 	// borrowers holding it besides the count (nil: none).
 	borrowers map[Borrow]struct{}
+	// more is what few objects have (nil: none), kept out of the entry of
+	// every queued task's return.
+	more *objectMore
+}
+
+// objectMore is an object's rarely set fields.
+type objectMore struct {
+	copies []string // nodes that pulled a copy since the value was set
+	actor  string   // the actor whose call returns it, if any
+}
+
+// copies are the nodes that pulled a copy since the value was set.
+func (o *Object) copies() []string {
+	if o.more == nil {
+		return nil
+	}
+	return o.more.copies
 }
 
 // Borrow is one registration of a borrower: a process (its CoreWorker
@@ -46,17 +67,45 @@ type Borrow struct {
 	Outer ids.ObjectID
 }
 
+// closed is the Ready channel of every object set before anyone waited.
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // Ready is closed once the value is set.
-func (o *Object) Ready() <-chan struct{} { return o.ready }
+func (o *Object) Ready() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ready == nil {
+		if o.done {
+			return closed
+		}
+		o.ready = make(chan struct{})
+	}
+	return o.ready
+}
 
 // IsReady says whether the value is set.
 func (o *Object) IsReady() bool {
-	select {
-	case <-o.ready:
-		return true
-	default:
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.done
+}
+
+// set sets the value once, waking those waiting; false if it was set.
+func (o *Object) set(v *pb.ObjectValue) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done {
 		return false
 	}
+	o.val, o.done = v, true
+	if o.ready != nil {
+		close(o.ready)
+	}
+	return true
 }
 
 // Raw is the value as completed (without the copies learnt since); only
@@ -67,13 +116,16 @@ func (o *Object) Raw() *pb.ObjectValue { return o.val }
 func (o *Object) Owned() bool { return o.owned }
 
 // Actor is the actor whose call returns the object ("" for a task or Put).
-func (o *Object) Actor() string { return o.actor }
+func (o *Object) Actor() string {
+	if o.more == nil {
+		return ""
+	}
+	return o.more.actor
+}
 
 // Done returns an object that is ready with v, in no table.
 func Done(v *pb.ObjectValue) *Object {
-	o := &Object{ready: make(chan struct{}), val: v}
-	close(o.ready)
-	return o
+	return &Object{val: v, done: true}
 }
 
 // Config wires a Store to its owner.
@@ -142,7 +194,7 @@ func (s *Store) Fetching(id ids.ObjectID) (o *Object, added bool) {
 	if o = s.objects[id]; o != nil {
 		return o, false
 	}
-	o = &Object{ready: make(chan struct{})}
+	o = &Object{}
 	s.objects[id] = o
 	return o, true
 }
@@ -156,10 +208,13 @@ func (s *Store) NewOwned(objs []ids.ObjectID, actor string) {
 	for _, id := range objs {
 		o := s.objects[id]
 		if o == nil {
-			o = &Object{ready: make(chan struct{})}
+			o = &Object{}
 			s.objects[id] = o
 		}
-		o.owned, o.actor = true, actor
+		o.owned = true
+		if actor != "" {
+			o.more = &objectMore{actor: actor}
+		}
 		o.refs++
 	}
 }
@@ -184,12 +239,9 @@ func (s *Store) Complete(objs []ids.ObjectID, vals []*pb.ObjectValue) {
 			s.containedLocked(id, vals[i])
 			continue
 		}
-		if o.IsReady() {
-			continue
+		if o.set(vals[i]) {
+			changed = true
 		}
-		o.val = vals[i]
-		close(o.ready)
-		changed = true
 	}
 	if changed {
 		close(s.changed)
@@ -226,7 +278,7 @@ func (s *Store) PinOrCreate(id ids.ObjectID) (o *Object, created bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if o = s.objects[id]; o == nil {
-		o = &Object{ready: make(chan struct{}), owned: true}
+		o = &Object{owned: true}
 		s.objects[id] = o
 		created = true
 	}
@@ -256,7 +308,7 @@ func (s *Store) maybeReleaseLocked(id ids.ObjectID, o *Object) {
 	}
 	delete(s.objects, id)
 	if o.IsReady() {
-		s.freeLaterLocked(id, o.val, o.copies)
+		s.freeLaterLocked(id, o.val, o.copies())
 		s.containedLocked(id, o.val)
 	}
 	// Not ready: Complete frees the value when it arrives.
@@ -432,7 +484,11 @@ func (s *Store) Renew(id ids.ObjectID) bool {
 	if o == nil || !o.IsReady() || o.val.GetLocation() == "" {
 		return false
 	}
-	s.objects[id] = &Object{ready: make(chan struct{}), owned: true, refs: o.refs, actor: o.actor, borrowers: o.borrowers}
+	var more *objectMore
+	if a := o.Actor(); a != "" {
+		more = &objectMore{actor: a}
+	}
+	s.objects[id] = &Object{owned: true, refs: o.refs, borrowers: o.borrowers, more: more}
 	return true
 }
 
@@ -450,12 +506,15 @@ func (s *Store) AddCopy(id ids.ObjectID, loc string) {
 	if o.val != nil && o.val.Location == loc {
 		return
 	}
-	for _, l := range o.copies {
+	for _, l := range o.copies() {
 		if l == loc {
 			return
 		}
 	}
-	o.copies = append(o.copies, loc)
+	if o.more == nil {
+		o.more = &objectMore{}
+	}
+	o.more.copies = append(o.more.copies, loc)
 }
 
 // Value is a ready object's value with the copies learnt since it
@@ -467,11 +526,11 @@ func (s *Store) Value(o *Object) *pb.ObjectValue {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(o.copies) == 0 {
+	if len(o.copies()) == 0 {
 		return v
 	}
 	// o.val is shared with specs already sent: never modify it.
-	return &pb.ObjectValue{Format: v.Format, Location: v.Location, Copies: append(append([]string(nil), v.Copies...), o.copies...)}
+	return &pb.ObjectValue{Format: v.Format, Location: v.Location, Copies: append(append([]string(nil), v.Copies...), o.copies()...)}
 }
 
 // Len is how many objects the table holds.

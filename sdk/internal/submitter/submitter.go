@@ -279,6 +279,8 @@ func (s *Submitter) Submit(t *Task) {
 		sh = &shape{key: key, res: t.Res, envVars: t.Spec.RuntimeEnvVars, envDir: t.Spec.RuntimeEnvWorkingDir, strategy: t.Spec.Strategy}
 		s.shapes[key] = sh
 	}
+	// One set per shape: a queued task keeps no map of its own.
+	t.Res = sh.res
 	t.sh, t.l = sh, nil
 	s.tasks[t.ID] = t
 	sh.pending = append(sh.pending, t)
