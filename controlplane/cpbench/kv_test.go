@@ -108,3 +108,28 @@ func BenchmarkLineageInflight(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkKVWritesSharedClient: 64 writers of one process sharing its
+// client, whose concurrent puts are coalesced into KVPutBatch calls.
+//
+//	go test ./controlplane/cpbench -run '^$' -bench KVWritesSharedClient -benchtime 1x
+func BenchmarkKVWritesSharedClient(b *testing.B) {
+	for _, store := range []string{"boltdb", "wal"} {
+		b.Run(store, func(b *testing.B) { benchKVShared(b, store) })
+	}
+}
+
+func benchKVShared(b *testing.B, store string) {
+	c := tc.Start(b, 3, func(_ int, cfg *head.Config) { cfg.RaftLogStore = store })
+	for b.Loop() {
+		reg := c.Heads[c.WaitLeader()].Registry()
+		before := gatherApplyStats(reg)
+		r, err := KV(tc.Ctx(b, time.Minute), KVOptions{Addresses: c.Addresses(), Token: c.Token(), Conns: 1, Duration: 5 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.PerSec, "writes/s")
+		b.ReportMetric(float64(r.P99.Microseconds()), "p99-µs")
+		b.Log(r, " leader: ", gatherApplyStats(reg).sub(before))
+	}
+}

@@ -64,6 +64,8 @@ type Client struct {
 	conns map[string]*grpc.ClientConn
 	addrs []string // the rotation, shuffled once
 	cur   int      // index into addrs of the head to try first
+
+	kv kvCoalescer // concurrent KVPuts, sent in batches (kvbatch.go)
 }
 
 // New returns a client; it dials lazily.

@@ -42,6 +42,9 @@ func (c *Client) KVPut(ctx context.Context, req *pb.KVPutRequest) (*pb.KVPutResp
 	if req.RequestId == "" {
 		req.RequestId = RequestID()
 	}
+	if !c.kv.off.Load() {
+		return c.kvPut(ctx, req)
+	}
 	return call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.KVPutResponse, error) {
 		return cl.KVPut(ctx, req)
 	})

@@ -93,6 +93,58 @@ func (a *applier) Apply(ctx context.Context, t fsm.CommandType, requestID string
 	}
 }
 
+// ApplyEach proposes several commands at once (they share the Raft
+// entries the group commit puts them in) and returns each one's result
+// or error, in order, like Apply would.
+func (a *applier) ApplyEach(ctx context.Context, t fsm.CommandType, requestIDs []string, bodies []proto.Message) ([]*pb.CommandResult, []error) {
+	res := make([]*pb.CommandResult, len(bodies))
+	errs := make([]error, len(bodies))
+	if a.h.raft.State() != raft.Leader {
+		for i := range errs {
+			errs[i] = ErrNotLeader
+		}
+		return res, errs
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.h.cfg.ApplyTimeout)
+	defer cancel()
+	ps := make([]*pendingWrite, len(bodies))
+	for i, body := range bodies {
+		cmd, err := fsm.NewCommand(t, requestIDs[i], body)
+		if err != nil {
+			errs[i] = rpcerr.Wrapf(ErrBadRequest, "%v", err)
+			continue
+		}
+		p := &pendingWrite{cmd: cmd, done: make(chan writeResult, 1)}
+		select {
+		case a.in <- p:
+			ps[i] = p
+		case <-ctx.Done():
+			errs[i] = rpcerr.Wrapf(ErrNotLeader, "write queue full: %v", ctx.Err())
+		case <-a.h.ctx.Done():
+			errs[i] = ErrShuttingDown
+		}
+	}
+	for i, p := range ps {
+		if p == nil {
+			continue
+		}
+		select {
+		case r := <-p.done:
+			switch {
+			case r.err != nil:
+				errs[i] = r.err
+			default:
+				res[i], errs[i] = r.res, fsm.ResultError(r.res)
+			}
+		case <-ctx.Done():
+			errs[i] = rpcerr.Wrapf(ErrOutcomeUnknown, "%v", ctx.Err())
+		case <-a.h.ctx.Done():
+			errs[i] = ErrShuttingDown
+		}
+	}
+	return res, errs
+}
+
 func (a *applier) run() {
 	for {
 		select {

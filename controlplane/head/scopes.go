@@ -23,11 +23,12 @@ var methodScopes = map[string]auth.Scope{
 	pb.ControlPlane_FinishJob_FullMethodName: auth.ScopeSubmit,
 	pb.ControlPlane_ListJobs_FullMethodName:  auth.ScopeRead,
 
-	pb.ControlPlane_KVPut_FullMethodName:    auth.ScopeSubmit,
-	pb.ControlPlane_KVGet_FullMethodName:    auth.ScopeRead,
-	pb.ControlPlane_KVDelete_FullMethodName: auth.ScopeSubmit,
-	pb.ControlPlane_KVList_FullMethodName:   auth.ScopeRead,
-	pb.ControlPlane_Watch_FullMethodName:    auth.ScopeRead,
+	pb.ControlPlane_KVPut_FullMethodName:      auth.ScopeSubmit,
+	pb.ControlPlane_KVPutBatch_FullMethodName: auth.ScopeSubmit,
+	pb.ControlPlane_KVGet_FullMethodName:      auth.ScopeRead,
+	pb.ControlPlane_KVDelete_FullMethodName:   auth.ScopeSubmit,
+	pb.ControlPlane_KVList_FullMethodName:     auth.ScopeRead,
+	pb.ControlPlane_Watch_FullMethodName:      auth.ScopeRead,
 
 	pb.ControlPlane_CreateActor_FullMethodName:          auth.ScopeSubmit,
 	pb.ControlPlane_GetActor_FullMethodName:             auth.ScopeRead,

@@ -9785,6 +9785,156 @@ func (x *AutoscalerDecision) GetReason() string {
 	return ""
 }
 
+type KVPutBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Puts          []*KVPutRequest        `protobuf:"bytes,1,rep,name=puts,proto3" json:"puts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVPutBatchRequest) Reset() {
+	*x = KVPutBatchRequest{}
+	mi := &file_controlpb_control_proto_msgTypes[132]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVPutBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVPutBatchRequest) ProtoMessage() {}
+
+func (x *KVPutBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[132]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVPutBatchRequest.ProtoReflect.Descriptor instead.
+func (*KVPutBatchRequest) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{132}
+}
+
+func (x *KVPutBatchRequest) GetPuts() []*KVPutRequest {
+	if x != nil {
+		return x.Puts
+	}
+	return nil
+}
+
+type KVPutResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Added bool                   `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	// The put's error as a marshalled google.rpc.Status (empty: it succeeded).
+	Status        []byte `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVPutResult) Reset() {
+	*x = KVPutResult{}
+	mi := &file_controlpb_control_proto_msgTypes[133]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVPutResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVPutResult) ProtoMessage() {}
+
+func (x *KVPutResult) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[133]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVPutResult.ProtoReflect.Descriptor instead.
+func (*KVPutResult) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{133}
+}
+
+func (x *KVPutResult) GetAdded() bool {
+	if x != nil {
+		return x.Added
+	}
+	return false
+}
+
+func (x *KVPutResult) GetStatus() []byte {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type KVPutBatchResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// One per put, in order.
+	Results       []*KVPutResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVPutBatchResponse) Reset() {
+	*x = KVPutBatchResponse{}
+	mi := &file_controlpb_control_proto_msgTypes[134]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVPutBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVPutBatchResponse) ProtoMessage() {}
+
+func (x *KVPutBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlpb_control_proto_msgTypes[134]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVPutBatchResponse.ProtoReflect.Descriptor instead.
+func (*KVPutBatchResponse) Descriptor() ([]byte, []int) {
+	return file_controlpb_control_proto_rawDescGZIP(), []int{134}
+}
+
+func (x *KVPutBatchResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *KVPutBatchResponse) GetResults() []*KVPutResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_controlpb_control_proto_rawDesc = "" +
@@ -10575,7 +10725,15 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\tnode_type\x18\x03 \x01(\tR\bnodeType\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
 	"instanceId\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason*F\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"L\n" +
+	"\x11KVPutBatchRequest\x127\n" +
+	"\x04puts\x18\x01 \x03(\v2#.manta.controlplane.v1.KVPutRequestR\x04puts\";\n" +
+	"\vKVPutResult\x12\x14\n" +
+	"\x05added\x18\x01 \x01(\bR\x05added\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\fR\x06status\"\x89\x01\n" +
+	"\x12KVPutBatchResponse\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x12<\n" +
+	"\aresults\x18\x02 \x03(\v2\".manta.controlplane.v1.KVPutResultR\aresults*F\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -10667,7 +10825,7 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x10INSTANCE_RUNNING\x10\x02\x12\x18\n" +
 	"\x14INSTANCE_TERMINATING\x10\x03\x12\x17\n" +
 	"\x13INSTANCE_TERMINATED\x10\x04\x12\x13\n" +
-	"\x0fINSTANCE_FAILED\x10\x052\xf9'\n" +
+	"\x0fINSTANCE_FAILED\x10\x052\xdc(\n" +
 	"\fControlPlane\x12^\n" +
 	"\tHandshake\x12'.manta.controlplane.v1.HandshakeRequest\x1a(.manta.controlplane.v1.HandshakeResponse\x12U\n" +
 	"\x06Status\x12$.manta.controlplane.v1.StatusRequest\x1a%.manta.controlplane.v1.StatusResponse\x12g\n" +
@@ -10721,7 +10879,9 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\n" +
 	"CheckToken\x12(.manta.controlplane.v1.CheckTokenRequest\x1a).manta.controlplane.v1.CheckTokenResponse\x12^\n" +
 	"\tOwnerDied\x12'.manta.controlplane.v1.OwnerDiedRequest\x1a(.manta.controlplane.v1.OwnerDiedResponse\x12j\n" +
-	"\rResolveObject\x12+.manta.controlplane.v1.ResolveObjectRequest\x1a,.manta.controlplane.v1.ResolveObjectResponse2\xd6\x01\n" +
+	"\rResolveObject\x12+.manta.controlplane.v1.ResolveObjectRequest\x1a,.manta.controlplane.v1.ResolveObjectResponse\x12a\n" +
+	"\n" +
+	"KVPutBatch\x12(.manta.controlplane.v1.KVPutBatchRequest\x1a).manta.controlplane.v1.KVPutBatchResponse2\xd6\x01\n" +
 	"\vHeadService\x12g\n" +
 	"\fRegisterHead\x12*.manta.controlplane.v1.RegisterHeadRequest\x1a+.manta.controlplane.v1.RegisterHeadResponse\x12^\n" +
 	"\tStateHash\x12'.manta.controlplane.v1.StateHashRequest\x1a(.manta.controlplane.v1.StateHashResponse2\xfd\x01\n" +
@@ -10742,7 +10902,7 @@ func file_controlpb_control_proto_rawDescGZIP() []byte {
 }
 
 var file_controlpb_control_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
-var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 152)
+var file_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 155)
 var file_controlpb_control_proto_goTypes = []any{
 	(NodeState)(0),                           // 0: manta.controlplane.v1.NodeState
 	(JobState)(0),                            // 1: manta.controlplane.v1.JobState
@@ -10889,42 +11049,45 @@ var file_controlpb_control_proto_goTypes = []any{
 	(*AutoscalerStatusResponse)(nil),         // 142: manta.controlplane.v1.AutoscalerStatusResponse
 	(*AutoscalerInstance)(nil),               // 143: manta.controlplane.v1.AutoscalerInstance
 	(*AutoscalerDecision)(nil),               // 144: manta.controlplane.v1.AutoscalerDecision
-	nil,                                      // 145: manta.controlplane.v1.NodeInfo.ResourcesEntry
-	nil,                                      // 146: manta.controlplane.v1.NodeInfo.LabelsEntry
-	nil,                                      // 147: manta.controlplane.v1.NodeInfo.AvailableEntry
-	nil,                                      // 148: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
-	nil,                                      // 149: manta.controlplane.v1.JobInfo.MetadataEntry
-	nil,                                      // 150: manta.controlplane.v1.ActorInfo.ResourcesEntry
-	nil,                                      // 151: manta.controlplane.v1.TaskRecord.ResourcesEntry
-	nil,                                      // 152: manta.controlplane.v1.TaskRecord.OptionsEntry
-	nil,                                      // 153: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
-	nil,                                      // 154: manta.controlplane.v1.JobSubmission.MetadataEntry
-	nil,                                      // 155: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
-	nil,                                      // 156: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
-	nil,                                      // 157: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
-	nil,                                      // 158: manta.controlplane.v1.TaskSummary.StateCountsEntry
-	nil,                                      // 159: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	nil,                                      // 160: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	nil,                                      // 161: manta.controlplane.v1.Bundle.ResourcesEntry
-	nil,                                      // 162: manta.controlplane.v1.ResourceDemand.ShapeEntry
-	nil,                                      // 163: manta.controlplane.v1.ResourceDemand.LabelsEntry
-	nil,                                      // 164: manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
+	(*KVPutBatchRequest)(nil),                // 145: manta.controlplane.v1.KVPutBatchRequest
+	(*KVPutResult)(nil),                      // 146: manta.controlplane.v1.KVPutResult
+	(*KVPutBatchResponse)(nil),               // 147: manta.controlplane.v1.KVPutBatchResponse
+	nil,                                      // 148: manta.controlplane.v1.NodeInfo.ResourcesEntry
+	nil,                                      // 149: manta.controlplane.v1.NodeInfo.LabelsEntry
+	nil,                                      // 150: manta.controlplane.v1.NodeInfo.AvailableEntry
+	nil,                                      // 151: manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	nil,                                      // 152: manta.controlplane.v1.JobInfo.MetadataEntry
+	nil,                                      // 153: manta.controlplane.v1.ActorInfo.ResourcesEntry
+	nil,                                      // 154: manta.controlplane.v1.TaskRecord.ResourcesEntry
+	nil,                                      // 155: manta.controlplane.v1.TaskRecord.OptionsEntry
+	nil,                                      // 156: manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	nil,                                      // 157: manta.controlplane.v1.JobSubmission.MetadataEntry
+	nil,                                      // 158: manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	nil,                                      // 159: manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	nil,                                      // 160: manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	nil,                                      // 161: manta.controlplane.v1.TaskSummary.StateCountsEntry
+	nil,                                      // 162: manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	nil,                                      // 163: manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	nil,                                      // 164: manta.controlplane.v1.Bundle.ResourcesEntry
+	nil,                                      // 165: manta.controlplane.v1.ResourceDemand.ShapeEntry
+	nil,                                      // 166: manta.controlplane.v1.ResourceDemand.LabelsEntry
+	nil,                                      // 167: manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
 }
 var file_controlpb_control_proto_depIdxs = []int32{
-	145, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
-	146, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
+	148, // 0: manta.controlplane.v1.NodeInfo.resources:type_name -> manta.controlplane.v1.NodeInfo.ResourcesEntry
+	149, // 1: manta.controlplane.v1.NodeInfo.labels:type_name -> manta.controlplane.v1.NodeInfo.LabelsEntry
 	0,   // 2: manta.controlplane.v1.NodeInfo.state:type_name -> manta.controlplane.v1.NodeState
-	147, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
+	150, // 3: manta.controlplane.v1.NodeInfo.available:type_name -> manta.controlplane.v1.NodeInfo.AvailableEntry
 	18,  // 4: manta.controlplane.v1.RegisterNodeRequest.node:type_name -> manta.controlplane.v1.NodeInfo
 	13,  // 5: manta.controlplane.v1.RegisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
-	148, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
+	151, // 6: manta.controlplane.v1.HeartbeatRequest.available:type_name -> manta.controlplane.v1.HeartbeatRequest.AvailableEntry
 	137, // 7: manta.controlplane.v1.HeartbeatRequest.demand:type_name -> manta.controlplane.v1.ResourceDemand
 	13,  // 8: manta.controlplane.v1.HeartbeatResponse.header:type_name -> manta.controlplane.v1.Header
 	13,  // 9: manta.controlplane.v1.UnregisterNodeResponse.header:type_name -> manta.controlplane.v1.Header
 	13,  // 10: manta.controlplane.v1.ListNodesResponse.header:type_name -> manta.controlplane.v1.Header
 	18,  // 11: manta.controlplane.v1.ListNodesResponse.nodes:type_name -> manta.controlplane.v1.NodeInfo
 	1,   // 12: manta.controlplane.v1.JobInfo.state:type_name -> manta.controlplane.v1.JobState
-	149, // 13: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
+	152, // 13: manta.controlplane.v1.JobInfo.metadata:type_name -> manta.controlplane.v1.JobInfo.MetadataEntry
 	27,  // 14: manta.controlplane.v1.AddJobRequest.job:type_name -> manta.controlplane.v1.JobInfo
 	13,  // 15: manta.controlplane.v1.AddJobResponse.header:type_name -> manta.controlplane.v1.Header
 	1,   // 16: manta.controlplane.v1.FinishJobRequest.state:type_name -> manta.controlplane.v1.JobState
@@ -10944,7 +11107,7 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	115, // 30: manta.controlplane.v1.Event.placement_group:type_name -> manta.controlplane.v1.PlacementGroupInfo
 	2,   // 31: manta.controlplane.v1.WatchRequest.kinds:type_name -> manta.controlplane.v1.EventKind
 	42,  // 32: manta.controlplane.v1.WatchResponse.events:type_name -> manta.controlplane.v1.Event
-	150, // 33: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
+	153, // 33: manta.controlplane.v1.ActorInfo.resources:type_name -> manta.controlplane.v1.ActorInfo.ResourcesEntry
 	3,   // 34: manta.controlplane.v1.ActorInfo.state:type_name -> manta.controlplane.v1.ActorState
 	70,  // 35: manta.controlplane.v1.ActorInfo.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
 	113, // 36: manta.controlplane.v1.ActorInfo.strategy:type_name -> manta.controlplane.v1.SchedulingStrategy
@@ -10958,8 +11121,8 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	13,  // 44: manta.controlplane.v1.KillActorResponse.header:type_name -> manta.controlplane.v1.Header
 	13,  // 45: manta.controlplane.v1.ReportActorFailureResponse.header:type_name -> manta.controlplane.v1.Header
 	58,  // 46: manta.controlplane.v1.TaskRecord.args:type_name -> manta.controlplane.v1.LineageArg
-	151, // 47: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
-	152, // 48: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
+	154, // 47: manta.controlplane.v1.TaskRecord.resources:type_name -> manta.controlplane.v1.TaskRecord.ResourcesEntry
+	155, // 48: manta.controlplane.v1.TaskRecord.options:type_name -> manta.controlplane.v1.TaskRecord.OptionsEntry
 	4,   // 49: manta.controlplane.v1.TaskRecord.state:type_name -> manta.controlplane.v1.TaskState
 	4,   // 50: manta.controlplane.v1.TaskUpdate.state:type_name -> manta.controlplane.v1.TaskState
 	59,  // 51: manta.controlplane.v1.RecordLineageRequest.records:type_name -> manta.controlplane.v1.TaskRecord
@@ -10971,10 +11134,10 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	59,  // 57: manta.controlplane.v1.GetLineageResponse.records:type_name -> manta.controlplane.v1.TaskRecord
 	13,  // 58: manta.controlplane.v1.LineageStatsResponse.header:type_name -> manta.controlplane.v1.Header
 	68,  // 59: manta.controlplane.v1.LineageStatsResponse.jobs:type_name -> manta.controlplane.v1.JobLineageStats
-	153, // 60: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
+	156, // 60: manta.controlplane.v1.RuntimeEnv.env_vars:type_name -> manta.controlplane.v1.RuntimeEnv.EnvVarsEntry
 	70,  // 61: manta.controlplane.v1.JobSubmission.runtime_env:type_name -> manta.controlplane.v1.RuntimeEnv
-	154, // 62: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
-	155, // 63: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
+	157, // 62: manta.controlplane.v1.JobSubmission.metadata:type_name -> manta.controlplane.v1.JobSubmission.MetadataEntry
+	158, // 63: manta.controlplane.v1.JobSubmission.entrypoint_resources:type_name -> manta.controlplane.v1.JobSubmission.EntrypointResourcesEntry
 	5,   // 64: manta.controlplane.v1.JobSubmission.state:type_name -> manta.controlplane.v1.JobSubmissionState
 	71,  // 65: manta.controlplane.v1.SubmitJobRequest.job:type_name -> manta.controlplane.v1.JobSubmission
 	13,  // 66: manta.controlplane.v1.SubmitJobResponse.header:type_name -> manta.controlplane.v1.Header
@@ -10997,9 +11160,9 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	13,  // 83: manta.controlplane.v1.RegisterHeadResponse.header:type_name -> manta.controlplane.v1.Header
 	7,   // 84: manta.controlplane.v1.TaskEvent.type:type_name -> manta.controlplane.v1.TaskType
 	6,   // 85: manta.controlplane.v1.TaskEvent.state:type_name -> manta.controlplane.v1.TaskEventState
-	156, // 86: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
+	159, // 86: manta.controlplane.v1.TaskEvent.required_resources:type_name -> manta.controlplane.v1.TaskEvent.RequiredResourcesEntry
 	101, // 87: manta.controlplane.v1.ReportTaskEventsRequest.events:type_name -> manta.controlplane.v1.TaskEvent
-	157, // 88: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
+	160, // 88: manta.controlplane.v1.ReportTaskEventsRequest.dropped_by_job:type_name -> manta.controlplane.v1.ReportTaskEventsRequest.DroppedByJobEntry
 	103, // 89: manta.controlplane.v1.ReportTaskEventsRequest.columns:type_name -> manta.controlplane.v1.TaskEventColumns
 	13,  // 90: manta.controlplane.v1.ReportTaskEventsResponse.header:type_name -> manta.controlplane.v1.Header
 	105, // 91: manta.controlplane.v1.ListTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
@@ -11009,13 +11172,13 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	101, // 95: manta.controlplane.v1.GetTaskResponse.attempts:type_name -> manta.controlplane.v1.TaskEvent
 	105, // 96: manta.controlplane.v1.SummarizeTasksRequest.filters:type_name -> manta.controlplane.v1.StateFilter
 	7,   // 97: manta.controlplane.v1.TaskSummary.type:type_name -> manta.controlplane.v1.TaskType
-	158, // 98: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
+	161, // 98: manta.controlplane.v1.TaskSummary.state_counts:type_name -> manta.controlplane.v1.TaskSummary.StateCountsEntry
 	13,  // 99: manta.controlplane.v1.SummarizeTasksResponse.header:type_name -> manta.controlplane.v1.Header
 	111, // 100: manta.controlplane.v1.SummarizeTasksResponse.summaries:type_name -> manta.controlplane.v1.TaskSummary
 	12,  // 101: manta.controlplane.v1.SchedulingStrategy.kind:type_name -> manta.controlplane.v1.SchedulingStrategy.Kind
-	159, // 102: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
-	160, // 103: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
-	161, // 104: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
+	162, // 102: manta.controlplane.v1.SchedulingStrategy.hard_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.HardLabelsEntry
+	163, // 103: manta.controlplane.v1.SchedulingStrategy.soft_labels:type_name -> manta.controlplane.v1.SchedulingStrategy.SoftLabelsEntry
+	164, // 104: manta.controlplane.v1.Bundle.resources:type_name -> manta.controlplane.v1.Bundle.ResourcesEntry
 	8,   // 105: manta.controlplane.v1.PlacementGroupInfo.strategy:type_name -> manta.controlplane.v1.PlacementStrategy
 	114, // 106: manta.controlplane.v1.PlacementGroupInfo.bundles:type_name -> manta.controlplane.v1.Bundle
 	9,   // 107: manta.controlplane.v1.PlacementGroupInfo.state:type_name -> manta.controlplane.v1.PlacementGroupState
@@ -11036,11 +11199,11 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	13,  // 122: manta.controlplane.v1.ResolveObjectResponse.header:type_name -> manta.controlplane.v1.Header
 	10,  // 123: manta.controlplane.v1.ResolveObjectResponse.state:type_name -> manta.controlplane.v1.ResolveState
 	59,  // 124: manta.controlplane.v1.ResolveObjectResponse.record:type_name -> manta.controlplane.v1.TaskRecord
-	162, // 125: manta.controlplane.v1.ResourceDemand.shape:type_name -> manta.controlplane.v1.ResourceDemand.ShapeEntry
-	163, // 126: manta.controlplane.v1.ResourceDemand.labels:type_name -> manta.controlplane.v1.ResourceDemand.LabelsEntry
+	165, // 125: manta.controlplane.v1.ResourceDemand.shape:type_name -> manta.controlplane.v1.ResourceDemand.ShapeEntry
+	166, // 126: manta.controlplane.v1.ResourceDemand.labels:type_name -> manta.controlplane.v1.ResourceDemand.LabelsEntry
 	114, // 127: manta.controlplane.v1.RequestResourcesRequest.bundles:type_name -> manta.controlplane.v1.Bundle
 	13,  // 128: manta.controlplane.v1.RequestResourcesResponse.header:type_name -> manta.controlplane.v1.Header
-	164, // 129: manta.controlplane.v1.NodeTypeStatus.resources:type_name -> manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
+	167, // 129: manta.controlplane.v1.NodeTypeStatus.resources:type_name -> manta.controlplane.v1.NodeTypeStatus.ResourcesEntry
 	13,  // 130: manta.controlplane.v1.AutoscalerStatusResponse.header:type_name -> manta.controlplane.v1.Header
 	141, // 131: manta.controlplane.v1.AutoscalerStatusResponse.node_types:type_name -> manta.controlplane.v1.NodeTypeStatus
 	137, // 132: manta.controlplane.v1.AutoscalerStatusResponse.pending_demands:type_name -> manta.controlplane.v1.ResourceDemand
@@ -11048,117 +11211,122 @@ var file_controlpb_control_proto_depIdxs = []int32{
 	144, // 134: manta.controlplane.v1.AutoscalerStatusResponse.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
 	114, // 135: manta.controlplane.v1.AutoscalerStatusResponse.requested_resources:type_name -> manta.controlplane.v1.Bundle
 	11,  // 136: manta.controlplane.v1.AutoscalerInstance.state:type_name -> manta.controlplane.v1.InstanceState
-	14,  // 137: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
-	87,  // 138: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
-	19,  // 139: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
-	21,  // 140: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
-	23,  // 141: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
-	25,  // 142: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
-	28,  // 143: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
-	30,  // 144: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
-	32,  // 145: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
-	34,  // 146: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
-	36,  // 147: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
-	38,  // 148: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
-	40,  // 149: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
-	43,  // 150: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
-	48,  // 151: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
-	50,  // 152: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
-	52,  // 153: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
-	54,  // 154: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
-	56,  // 155: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
-	46,  // 156: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
-	61,  // 157: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
-	63,  // 158: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
-	65,  // 159: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
-	67,  // 160: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
-	72,  // 161: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
-	74,  // 162: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
-	76,  // 163: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
-	78,  // 164: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
-	80,  // 165: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
-	82,  // 166: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
-	84,  // 167: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
-	89,  // 168: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
-	91,  // 169: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
-	93,  // 170: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
-	95,  // 171: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
-	102, // 172: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
-	106, // 173: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
-	108, // 174: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
-	110, // 175: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
-	116, // 176: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
-	118, // 177: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
-	120, // 178: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
-	122, // 179: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
-	125, // 180: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
-	127, // 181: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
-	129, // 182: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
-	131, // 183: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
-	133, // 184: manta.controlplane.v1.ControlPlane.OwnerDied:input_type -> manta.controlplane.v1.OwnerDiedRequest
-	135, // 185: manta.controlplane.v1.ControlPlane.ResolveObject:input_type -> manta.controlplane.v1.ResolveObjectRequest
-	97,  // 186: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
-	99,  // 187: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
-	138, // 188: manta.controlplane.v1.AutoscalerService.RequestResources:input_type -> manta.controlplane.v1.RequestResourcesRequest
-	140, // 189: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:input_type -> manta.controlplane.v1.AutoscalerStatusRequest
-	15,  // 190: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
-	88,  // 191: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
-	20,  // 192: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
-	22,  // 193: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
-	24,  // 194: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
-	26,  // 195: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
-	29,  // 196: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
-	31,  // 197: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
-	33,  // 198: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
-	35,  // 199: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
-	37,  // 200: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
-	39,  // 201: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
-	41,  // 202: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
-	44,  // 203: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
-	49,  // 204: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
-	51,  // 205: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
-	53,  // 206: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
-	55,  // 207: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
-	57,  // 208: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
-	47,  // 209: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
-	62,  // 210: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
-	64,  // 211: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
-	66,  // 212: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
-	69,  // 213: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
-	73,  // 214: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
-	75,  // 215: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
-	77,  // 216: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
-	79,  // 217: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
-	81,  // 218: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
-	83,  // 219: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
-	85,  // 220: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
-	90,  // 221: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
-	92,  // 222: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
-	94,  // 223: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
-	96,  // 224: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
-	104, // 225: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
-	107, // 226: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
-	109, // 227: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
-	112, // 228: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
-	117, // 229: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
-	119, // 230: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
-	121, // 231: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
-	123, // 232: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
-	126, // 233: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
-	128, // 234: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
-	130, // 235: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
-	132, // 236: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
-	134, // 237: manta.controlplane.v1.ControlPlane.OwnerDied:output_type -> manta.controlplane.v1.OwnerDiedResponse
-	136, // 238: manta.controlplane.v1.ControlPlane.ResolveObject:output_type -> manta.controlplane.v1.ResolveObjectResponse
-	98,  // 239: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
-	100, // 240: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
-	139, // 241: manta.controlplane.v1.AutoscalerService.RequestResources:output_type -> manta.controlplane.v1.RequestResourcesResponse
-	142, // 242: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:output_type -> manta.controlplane.v1.AutoscalerStatusResponse
-	190, // [190:243] is the sub-list for method output_type
-	137, // [137:190] is the sub-list for method input_type
-	137, // [137:137] is the sub-list for extension type_name
-	137, // [137:137] is the sub-list for extension extendee
-	0,   // [0:137] is the sub-list for field type_name
+	34,  // 137: manta.controlplane.v1.KVPutBatchRequest.puts:type_name -> manta.controlplane.v1.KVPutRequest
+	13,  // 138: manta.controlplane.v1.KVPutBatchResponse.header:type_name -> manta.controlplane.v1.Header
+	146, // 139: manta.controlplane.v1.KVPutBatchResponse.results:type_name -> manta.controlplane.v1.KVPutResult
+	14,  // 140: manta.controlplane.v1.ControlPlane.Handshake:input_type -> manta.controlplane.v1.HandshakeRequest
+	87,  // 141: manta.controlplane.v1.ControlPlane.Status:input_type -> manta.controlplane.v1.StatusRequest
+	19,  // 142: manta.controlplane.v1.ControlPlane.RegisterNode:input_type -> manta.controlplane.v1.RegisterNodeRequest
+	21,  // 143: manta.controlplane.v1.ControlPlane.Heartbeat:input_type -> manta.controlplane.v1.HeartbeatRequest
+	23,  // 144: manta.controlplane.v1.ControlPlane.UnregisterNode:input_type -> manta.controlplane.v1.UnregisterNodeRequest
+	25,  // 145: manta.controlplane.v1.ControlPlane.ListNodes:input_type -> manta.controlplane.v1.ListNodesRequest
+	28,  // 146: manta.controlplane.v1.ControlPlane.AddJob:input_type -> manta.controlplane.v1.AddJobRequest
+	30,  // 147: manta.controlplane.v1.ControlPlane.FinishJob:input_type -> manta.controlplane.v1.FinishJobRequest
+	32,  // 148: manta.controlplane.v1.ControlPlane.ListJobs:input_type -> manta.controlplane.v1.ListJobsRequest
+	34,  // 149: manta.controlplane.v1.ControlPlane.KVPut:input_type -> manta.controlplane.v1.KVPutRequest
+	36,  // 150: manta.controlplane.v1.ControlPlane.KVGet:input_type -> manta.controlplane.v1.KVGetRequest
+	38,  // 151: manta.controlplane.v1.ControlPlane.KVDelete:input_type -> manta.controlplane.v1.KVDeleteRequest
+	40,  // 152: manta.controlplane.v1.ControlPlane.KVList:input_type -> manta.controlplane.v1.KVListRequest
+	43,  // 153: manta.controlplane.v1.ControlPlane.Watch:input_type -> manta.controlplane.v1.WatchRequest
+	48,  // 154: manta.controlplane.v1.ControlPlane.CreateActor:input_type -> manta.controlplane.v1.CreateActorRequest
+	50,  // 155: manta.controlplane.v1.ControlPlane.GetActor:input_type -> manta.controlplane.v1.GetActorRequest
+	52,  // 156: manta.controlplane.v1.ControlPlane.ListActors:input_type -> manta.controlplane.v1.ListActorsRequest
+	54,  // 157: manta.controlplane.v1.ControlPlane.KillActor:input_type -> manta.controlplane.v1.KillActorRequest
+	56,  // 158: manta.controlplane.v1.ControlPlane.ReportActorFailure:input_type -> manta.controlplane.v1.ReportActorFailureRequest
+	46,  // 159: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:input_type -> manta.controlplane.v1.ResolveActorDependenciesRequest
+	61,  // 160: manta.controlplane.v1.ControlPlane.RecordLineage:input_type -> manta.controlplane.v1.RecordLineageRequest
+	63,  // 161: manta.controlplane.v1.ControlPlane.GetLineageTask:input_type -> manta.controlplane.v1.GetLineageTaskRequest
+	65,  // 162: manta.controlplane.v1.ControlPlane.GetLineage:input_type -> manta.controlplane.v1.GetLineageRequest
+	67,  // 163: manta.controlplane.v1.ControlPlane.LineageStats:input_type -> manta.controlplane.v1.LineageStatsRequest
+	72,  // 164: manta.controlplane.v1.ControlPlane.SubmitJob:input_type -> manta.controlplane.v1.SubmitJobRequest
+	74,  // 165: manta.controlplane.v1.ControlPlane.GetSubmission:input_type -> manta.controlplane.v1.GetSubmissionRequest
+	76,  // 166: manta.controlplane.v1.ControlPlane.ListSubmissions:input_type -> manta.controlplane.v1.ListSubmissionsRequest
+	78,  // 167: manta.controlplane.v1.ControlPlane.StopSubmission:input_type -> manta.controlplane.v1.StopSubmissionRequest
+	80,  // 168: manta.controlplane.v1.ControlPlane.DeleteSubmission:input_type -> manta.controlplane.v1.DeleteSubmissionRequest
+	82,  // 169: manta.controlplane.v1.ControlPlane.ReportSubmission:input_type -> manta.controlplane.v1.ReportSubmissionRequest
+	84,  // 170: manta.controlplane.v1.ControlPlane.JobLogs:input_type -> manta.controlplane.v1.JobLogsRequest
+	89,  // 171: manta.controlplane.v1.ControlPlane.RaftListPeers:input_type -> manta.controlplane.v1.RaftListPeersRequest
+	91,  // 172: manta.controlplane.v1.ControlPlane.RaftAddPeer:input_type -> manta.controlplane.v1.RaftAddPeerRequest
+	93,  // 173: manta.controlplane.v1.ControlPlane.RaftRemovePeer:input_type -> manta.controlplane.v1.RaftRemovePeerRequest
+	95,  // 174: manta.controlplane.v1.ControlPlane.RaftTransferLeader:input_type -> manta.controlplane.v1.RaftTransferLeaderRequest
+	102, // 175: manta.controlplane.v1.ControlPlane.ReportTaskEvents:input_type -> manta.controlplane.v1.ReportTaskEventsRequest
+	106, // 176: manta.controlplane.v1.ControlPlane.ListTasks:input_type -> manta.controlplane.v1.ListTasksRequest
+	108, // 177: manta.controlplane.v1.ControlPlane.GetTask:input_type -> manta.controlplane.v1.GetTaskRequest
+	110, // 178: manta.controlplane.v1.ControlPlane.SummarizeTasks:input_type -> manta.controlplane.v1.SummarizeTasksRequest
+	116, // 179: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:input_type -> manta.controlplane.v1.CreatePlacementGroupRequest
+	118, // 180: manta.controlplane.v1.ControlPlane.GetPlacementGroup:input_type -> manta.controlplane.v1.GetPlacementGroupRequest
+	120, // 181: manta.controlplane.v1.ControlPlane.ListPlacementGroups:input_type -> manta.controlplane.v1.ListPlacementGroupsRequest
+	122, // 182: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:input_type -> manta.controlplane.v1.RemovePlacementGroupRequest
+	125, // 183: manta.controlplane.v1.ControlPlane.CreateToken:input_type -> manta.controlplane.v1.CreateTokenRequest
+	127, // 184: manta.controlplane.v1.ControlPlane.ListTokens:input_type -> manta.controlplane.v1.ListTokensRequest
+	129, // 185: manta.controlplane.v1.ControlPlane.RevokeToken:input_type -> manta.controlplane.v1.RevokeTokenRequest
+	131, // 186: manta.controlplane.v1.ControlPlane.CheckToken:input_type -> manta.controlplane.v1.CheckTokenRequest
+	133, // 187: manta.controlplane.v1.ControlPlane.OwnerDied:input_type -> manta.controlplane.v1.OwnerDiedRequest
+	135, // 188: manta.controlplane.v1.ControlPlane.ResolveObject:input_type -> manta.controlplane.v1.ResolveObjectRequest
+	145, // 189: manta.controlplane.v1.ControlPlane.KVPutBatch:input_type -> manta.controlplane.v1.KVPutBatchRequest
+	97,  // 190: manta.controlplane.v1.HeadService.RegisterHead:input_type -> manta.controlplane.v1.RegisterHeadRequest
+	99,  // 191: manta.controlplane.v1.HeadService.StateHash:input_type -> manta.controlplane.v1.StateHashRequest
+	138, // 192: manta.controlplane.v1.AutoscalerService.RequestResources:input_type -> manta.controlplane.v1.RequestResourcesRequest
+	140, // 193: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:input_type -> manta.controlplane.v1.AutoscalerStatusRequest
+	15,  // 194: manta.controlplane.v1.ControlPlane.Handshake:output_type -> manta.controlplane.v1.HandshakeResponse
+	88,  // 195: manta.controlplane.v1.ControlPlane.Status:output_type -> manta.controlplane.v1.StatusResponse
+	20,  // 196: manta.controlplane.v1.ControlPlane.RegisterNode:output_type -> manta.controlplane.v1.RegisterNodeResponse
+	22,  // 197: manta.controlplane.v1.ControlPlane.Heartbeat:output_type -> manta.controlplane.v1.HeartbeatResponse
+	24,  // 198: manta.controlplane.v1.ControlPlane.UnregisterNode:output_type -> manta.controlplane.v1.UnregisterNodeResponse
+	26,  // 199: manta.controlplane.v1.ControlPlane.ListNodes:output_type -> manta.controlplane.v1.ListNodesResponse
+	29,  // 200: manta.controlplane.v1.ControlPlane.AddJob:output_type -> manta.controlplane.v1.AddJobResponse
+	31,  // 201: manta.controlplane.v1.ControlPlane.FinishJob:output_type -> manta.controlplane.v1.FinishJobResponse
+	33,  // 202: manta.controlplane.v1.ControlPlane.ListJobs:output_type -> manta.controlplane.v1.ListJobsResponse
+	35,  // 203: manta.controlplane.v1.ControlPlane.KVPut:output_type -> manta.controlplane.v1.KVPutResponse
+	37,  // 204: manta.controlplane.v1.ControlPlane.KVGet:output_type -> manta.controlplane.v1.KVGetResponse
+	39,  // 205: manta.controlplane.v1.ControlPlane.KVDelete:output_type -> manta.controlplane.v1.KVDeleteResponse
+	41,  // 206: manta.controlplane.v1.ControlPlane.KVList:output_type -> manta.controlplane.v1.KVListResponse
+	44,  // 207: manta.controlplane.v1.ControlPlane.Watch:output_type -> manta.controlplane.v1.WatchResponse
+	49,  // 208: manta.controlplane.v1.ControlPlane.CreateActor:output_type -> manta.controlplane.v1.CreateActorResponse
+	51,  // 209: manta.controlplane.v1.ControlPlane.GetActor:output_type -> manta.controlplane.v1.GetActorResponse
+	53,  // 210: manta.controlplane.v1.ControlPlane.ListActors:output_type -> manta.controlplane.v1.ListActorsResponse
+	55,  // 211: manta.controlplane.v1.ControlPlane.KillActor:output_type -> manta.controlplane.v1.KillActorResponse
+	57,  // 212: manta.controlplane.v1.ControlPlane.ReportActorFailure:output_type -> manta.controlplane.v1.ReportActorFailureResponse
+	47,  // 213: manta.controlplane.v1.ControlPlane.ResolveActorDependencies:output_type -> manta.controlplane.v1.ResolveActorDependenciesResponse
+	62,  // 214: manta.controlplane.v1.ControlPlane.RecordLineage:output_type -> manta.controlplane.v1.RecordLineageResponse
+	64,  // 215: manta.controlplane.v1.ControlPlane.GetLineageTask:output_type -> manta.controlplane.v1.GetLineageTaskResponse
+	66,  // 216: manta.controlplane.v1.ControlPlane.GetLineage:output_type -> manta.controlplane.v1.GetLineageResponse
+	69,  // 217: manta.controlplane.v1.ControlPlane.LineageStats:output_type -> manta.controlplane.v1.LineageStatsResponse
+	73,  // 218: manta.controlplane.v1.ControlPlane.SubmitJob:output_type -> manta.controlplane.v1.SubmitJobResponse
+	75,  // 219: manta.controlplane.v1.ControlPlane.GetSubmission:output_type -> manta.controlplane.v1.GetSubmissionResponse
+	77,  // 220: manta.controlplane.v1.ControlPlane.ListSubmissions:output_type -> manta.controlplane.v1.ListSubmissionsResponse
+	79,  // 221: manta.controlplane.v1.ControlPlane.StopSubmission:output_type -> manta.controlplane.v1.StopSubmissionResponse
+	81,  // 222: manta.controlplane.v1.ControlPlane.DeleteSubmission:output_type -> manta.controlplane.v1.DeleteSubmissionResponse
+	83,  // 223: manta.controlplane.v1.ControlPlane.ReportSubmission:output_type -> manta.controlplane.v1.ReportSubmissionResponse
+	85,  // 224: manta.controlplane.v1.ControlPlane.JobLogs:output_type -> manta.controlplane.v1.JobLogsChunk
+	90,  // 225: manta.controlplane.v1.ControlPlane.RaftListPeers:output_type -> manta.controlplane.v1.RaftListPeersResponse
+	92,  // 226: manta.controlplane.v1.ControlPlane.RaftAddPeer:output_type -> manta.controlplane.v1.RaftAddPeerResponse
+	94,  // 227: manta.controlplane.v1.ControlPlane.RaftRemovePeer:output_type -> manta.controlplane.v1.RaftRemovePeerResponse
+	96,  // 228: manta.controlplane.v1.ControlPlane.RaftTransferLeader:output_type -> manta.controlplane.v1.RaftTransferLeaderResponse
+	104, // 229: manta.controlplane.v1.ControlPlane.ReportTaskEvents:output_type -> manta.controlplane.v1.ReportTaskEventsResponse
+	107, // 230: manta.controlplane.v1.ControlPlane.ListTasks:output_type -> manta.controlplane.v1.ListTasksResponse
+	109, // 231: manta.controlplane.v1.ControlPlane.GetTask:output_type -> manta.controlplane.v1.GetTaskResponse
+	112, // 232: manta.controlplane.v1.ControlPlane.SummarizeTasks:output_type -> manta.controlplane.v1.SummarizeTasksResponse
+	117, // 233: manta.controlplane.v1.ControlPlane.CreatePlacementGroup:output_type -> manta.controlplane.v1.CreatePlacementGroupResponse
+	119, // 234: manta.controlplane.v1.ControlPlane.GetPlacementGroup:output_type -> manta.controlplane.v1.GetPlacementGroupResponse
+	121, // 235: manta.controlplane.v1.ControlPlane.ListPlacementGroups:output_type -> manta.controlplane.v1.ListPlacementGroupsResponse
+	123, // 236: manta.controlplane.v1.ControlPlane.RemovePlacementGroup:output_type -> manta.controlplane.v1.RemovePlacementGroupResponse
+	126, // 237: manta.controlplane.v1.ControlPlane.CreateToken:output_type -> manta.controlplane.v1.CreateTokenResponse
+	128, // 238: manta.controlplane.v1.ControlPlane.ListTokens:output_type -> manta.controlplane.v1.ListTokensResponse
+	130, // 239: manta.controlplane.v1.ControlPlane.RevokeToken:output_type -> manta.controlplane.v1.RevokeTokenResponse
+	132, // 240: manta.controlplane.v1.ControlPlane.CheckToken:output_type -> manta.controlplane.v1.CheckTokenResponse
+	134, // 241: manta.controlplane.v1.ControlPlane.OwnerDied:output_type -> manta.controlplane.v1.OwnerDiedResponse
+	136, // 242: manta.controlplane.v1.ControlPlane.ResolveObject:output_type -> manta.controlplane.v1.ResolveObjectResponse
+	147, // 243: manta.controlplane.v1.ControlPlane.KVPutBatch:output_type -> manta.controlplane.v1.KVPutBatchResponse
+	98,  // 244: manta.controlplane.v1.HeadService.RegisterHead:output_type -> manta.controlplane.v1.RegisterHeadResponse
+	100, // 245: manta.controlplane.v1.HeadService.StateHash:output_type -> manta.controlplane.v1.StateHashResponse
+	139, // 246: manta.controlplane.v1.AutoscalerService.RequestResources:output_type -> manta.controlplane.v1.RequestResourcesResponse
+	142, // 247: manta.controlplane.v1.AutoscalerService.AutoscalerStatus:output_type -> manta.controlplane.v1.AutoscalerStatusResponse
+	194, // [194:248] is the sub-list for method output_type
+	140, // [140:194] is the sub-list for method input_type
+	140, // [140:140] is the sub-list for extension type_name
+	140, // [140:140] is the sub-list for extension extendee
+	0,   // [0:140] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_control_proto_init() }
@@ -11172,7 +11340,7 @@ func file_controlpb_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_control_proto_rawDesc), len(file_controlpb_control_proto_rawDesc)),
 			NumEnums:      13,
-			NumMessages:   152,
+			NumMessages:   155,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

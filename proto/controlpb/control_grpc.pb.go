@@ -71,6 +71,7 @@ const (
 	ControlPlane_CheckToken_FullMethodName               = "/manta.controlplane.v1.ControlPlane/CheckToken"
 	ControlPlane_OwnerDied_FullMethodName                = "/manta.controlplane.v1.ControlPlane/OwnerDied"
 	ControlPlane_ResolveObject_FullMethodName            = "/manta.controlplane.v1.ControlPlane/ResolveObject"
+	ControlPlane_KVPutBatch_FullMethodName               = "/manta.controlplane.v1.ControlPlane/KVPutBatch"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -157,6 +158,10 @@ type ControlPlaneClient interface {
 	// reached: who answers for the object now, and where it is, or that the
 	// caller is to rebuild it.
 	ResolveObject(ctx context.Context, in *ResolveObjectRequest, opts ...grpc.CallOption) (*ResolveObjectResponse, error)
+	// KVPutBatch writes several keys in one call: a client's concurrent
+	// KVPuts coalesced (cpclient). Each put is its own command, with its own
+	// request ID and result; they share the Raft entries they land in.
+	KVPutBatch(ctx context.Context, in *KVPutBatchRequest, opts ...grpc.CallOption) (*KVPutBatchResponse, error)
 }
 
 type controlPlaneClient struct {
@@ -675,6 +680,16 @@ func (c *controlPlaneClient) ResolveObject(ctx context.Context, in *ResolveObjec
 	return out, nil
 }
 
+func (c *controlPlaneClient) KVPutBatch(ctx context.Context, in *KVPutBatchRequest, opts ...grpc.CallOption) (*KVPutBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KVPutBatchResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_KVPutBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -759,6 +774,10 @@ type ControlPlaneServer interface {
 	// reached: who answers for the object now, and where it is, or that the
 	// caller is to rebuild it.
 	ResolveObject(context.Context, *ResolveObjectRequest) (*ResolveObjectResponse, error)
+	// KVPutBatch writes several keys in one call: a client's concurrent
+	// KVPuts coalesced (cpclient). Each put is its own command, with its own
+	// request ID and result; they share the Raft entries they land in.
+	KVPutBatch(context.Context, *KVPutBatchRequest) (*KVPutBatchResponse, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -915,6 +934,9 @@ func (UnimplementedControlPlaneServer) OwnerDied(context.Context, *OwnerDiedRequ
 }
 func (UnimplementedControlPlaneServer) ResolveObject(context.Context, *ResolveObjectRequest) (*ResolveObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveObject not implemented")
+}
+func (UnimplementedControlPlaneServer) KVPutBatch(context.Context, *KVPutBatchRequest) (*KVPutBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KVPutBatch not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -1805,6 +1827,24 @@ func _ControlPlane_ResolveObject_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_KVPutBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KVPutBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).KVPutBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_KVPutBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).KVPutBatch(ctx, req.(*KVPutBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1999,6 +2039,10 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveObject",
 			Handler:    _ControlPlane_ResolveObject_Handler,
+		},
+		{
+			MethodName: "KVPutBatch",
+			Handler:    _ControlPlane_KVPutBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
