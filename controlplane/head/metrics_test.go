@@ -65,7 +65,7 @@ func TestHeadMetricsMove(t *testing.T) {
 		"manta_fsm_entries", "manta_lineage_records", "manta_lineage_bytes", "go_goroutines", "process_resident_memory_bytes"} {
 		value(t, before, name)
 	}
-	puts0, _ := before.Value("grpc_server_handled_total", "grpc_method", "KVPut", "grpc_code", "OK")
+	puts0, _ := before.Value("grpc_server_handled_total", "grpc_method", "KVPutBatch", "grpc_code", "OK")
 	applied0 := value(t, before, "manta_raft_applied_index")
 	applies0 := value(t, before, "manta_raft_apply_duration_seconds")
 
@@ -103,10 +103,10 @@ func TestHeadMetricsMove(t *testing.T) {
 	if v := value(t, after, "manta_tasks", "state", "FAILED"); v != 1 {
 		t.Fatalf("failed tasks %v, want 1", v)
 	}
-	if v := value(t, after, "grpc_server_handled_total", "grpc_method", "KVPut", "grpc_code", "OK"); v != puts0+n {
-		t.Fatalf("KVPut OK calls %v → %v, want +%d", puts0, v, n)
+	if v := value(t, after, "grpc_server_handled_total", "grpc_method", "KVPutBatch", "grpc_code", "OK"); v != puts0+n {
+		t.Fatalf("KVPutBatch OK calls (sequential puts: one each) %v → %v, want +%d", puts0, v, n)
 	}
-	value(t, after, "grpc_server_handling_seconds", "grpc_method", "KVPut")
+	value(t, after, "grpc_server_handling_seconds", "grpc_method", "KVPutBatch")
 	if v := value(t, after, "manta_raft_applied_index"); v < applied0+n {
 		t.Fatalf("applied index %v → %v after %d writes", applied0, v, n)
 	}
