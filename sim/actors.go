@@ -94,9 +94,22 @@ func (h *actorHost) strayLoop(every time.Duration) {
 			}
 		}
 		h.mu.Unlock()
+		if len(check) == 0 {
+			continue
+		}
+		ids := make([]string, len(check))
+		for i, c := range check {
+			ids[i] = c.actor
+		}
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		table, err := h.n.cl.ActorsByID(gctx, ids, true)
+		cancel()
+		if err != nil {
+			continue
+		}
 		for _, c := range check {
-			// As the raylet: a stale read first, the leader only to confirm.
-			if h.isStray(ctx, c.actor, c.worker, true) && h.isStray(ctx, c.actor, c.worker, false) {
+			// As the raylet: one stale read of all, the leader only to confirm.
+			if cpclient.StrayWhy(table[c.actor], c.worker) != "" && h.isStray(ctx, c.actor, c.worker, false) {
 				h.strays.Add(1)
 				h.kill(&rpb.KillActorWorkerRequest{ActorId: c.actor, WorkerId: c.worker})
 			}

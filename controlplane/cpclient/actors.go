@@ -114,3 +114,35 @@ func (c *Client) RemovePlacementGroup(ctx context.Context, id string) error {
 	})
 	return err
 }
+
+// ActorsByID reads the named actors in one call (stale: from whichever
+// head answers); unknown ones are absent from the map.
+func (c *Client) ActorsByID(ctx context.Context, ids []string, stale bool) (map[string]*pb.ActorInfo, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ListActorsResponse, error) {
+		return cl.ListActors(ctx, &pb.ListActorsRequest{ActorIds: ids, Stale: stale})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*pb.ActorInfo, len(r.Actors))
+	for _, a := range r.Actors {
+		out[a.ActorId] = a
+	}
+	return out, nil
+}
+
+// StrayWhy says why a worker of an actor is a stray by the actor table's
+// entry (nil: unknown), or "" when it is not: the actor is unknown, DEAD,
+// or ALIVE on another worker. A PENDING or RESTARTING actor keeps its
+// worker, which may be the placement under way.
+func StrayWhy(a *pb.ActorInfo, workerID string) string {
+	switch {
+	case a == nil:
+		return "the actor is unknown"
+	case a.State == pb.ActorState_DEAD:
+		return "the actor is dead"
+	case a.State == pb.ActorState_ALIVE && a.WorkerId != workerID:
+		return "the actor lives on worker " + a.WorkerId
+	}
+	return ""
+}

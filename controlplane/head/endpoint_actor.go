@@ -90,9 +90,24 @@ func (a *api) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.GetAct
 	})
 }
 
+// maxActorIDs bounds the actors one ListActors names.
+const maxActorIDs = 100_000
+
 func (a *api) ListActors(ctx context.Context, req *pb.ListActorsRequest) (*pb.ListActorsResponse, error) {
 	h := a.h
+	if len(req.ActorIds) > maxActorIDs {
+		return nil, rpcerr.Wrapf(ErrBadRequest, "%d actor_ids; at most %d", len(req.ActorIds), maxActorIDs)
+	}
 	read := func() (*pb.ListActorsResponse, error) {
+		if len(req.ActorIds) > 0 {
+			out := make([]*pb.ActorInfo, 0, len(req.ActorIds))
+			for _, id := range req.ActorIds {
+				if x := h.fsm.Actor(id); x != nil && (req.JobId == "" || x.JobId == req.JobId) {
+					out = append(out, x)
+				}
+			}
+			return &pb.ListActorsResponse{Header: h.header(), Actors: out}, nil
+		}
 		all := h.fsm.Actors()
 		if req.JobId == "" {
 			return &pb.ListActorsResponse{Header: h.header(), Actors: all}, nil

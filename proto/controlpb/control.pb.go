@@ -3480,9 +3480,12 @@ func (x *GetActorResponse) GetActor() *ActorInfo {
 }
 
 type ListActorsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
-	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stale bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	JobId string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Only these actors (unknown ones are left out): one call for a
+	// raylet's check of the actors it hosts.
+	ActorIds      []string `protobuf:"bytes,3,rep,name=actor_ids,json=actorIds,proto3" json:"actor_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3529,6 +3532,13 @@ func (x *ListActorsRequest) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *ListActorsRequest) GetActorIds() []string {
+	if x != nil {
+		return x.ActorIds
+	}
+	return nil
 }
 
 type ListActorsResponse struct {
@@ -10176,10 +10186,11 @@ const file_controlpb_control_proto_rawDesc = "" +
 	"\x05stale\x18\x04 \x01(\bR\x05stale\"\x81\x01\n" +
 	"\x10GetActorResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x126\n" +
-	"\x05actor\x18\x02 \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\"@\n" +
+	"\x05actor\x18\x02 \x01(\v2 .manta.controlplane.v1.ActorInfoR\x05actor\"]\n" +
 	"\x11ListActorsRequest\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12\x15\n" +
-	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"\x85\x01\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tactor_ids\x18\x03 \x03(\tR\bactorIds\"\x85\x01\n" +
 	"\x12ListActorsResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1d.manta.controlplane.v1.HeaderR\x06header\x128\n" +
 	"\x06actors\x18\x02 \x03(\v2 .manta.controlplane.v1.ActorInfoR\x06actors\"k\n" +
