@@ -131,8 +131,8 @@ func (r *replica) call(ctx context.Context, req *wireRequest) (resp *wireRespons
 	defer func() {
 		if p := recover(); p != nil {
 			id := auth.RandomHex(6)
-			r.log.Error("handler panicked", zap.String("error_id", id), zap.Any("panic", p), zap.String("path", req.Path),
-				zap.String("stack", string(debug.Stack())))
+			r.log.WithOptions(zap.AddStacktrace(zap.FatalLevel)).Error("handler panicked", zap.String("error_id", id), zap.Any("panic", p), zap.String("path", req.Path),
+				zap.ByteString("stack", debug.Stack()))
 			resp, err = &wireResponse{Status: http.StatusInternalServerError, ErrorID: id,
 				Body: []byte("Internal Server Error (error id " + id + ")\n")}, nil
 		}

@@ -1,0 +1,105 @@
+package serve_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/manta-ray/manta/sdk/serve"
+)
+
+// echo answers with its path and body; /panic panics, /fail fails,
+// /sleep?ms=N sleeps, /pid answers its worker's PID, /version its tag.
+type echo struct{ tag string }
+
+var Echo = serve.HTTP("test.echo", func(_ context.Context, tag string) (*echo, error) { return &echo{tag: tag}, nil },
+	func(e *echo, ctx context.Context, r *http.Request) (serve.Response, error) {
+		switch {
+		case r.URL.Path == "/echo/panic":
+			panic("the handler panicked on purpose")
+		case r.URL.Path == "/echo/fail":
+			return serve.Response{}, fmt.Errorf("failed on purpose")
+		case r.URL.Path == "/echo/pid":
+			return serve.Text(strconv.Itoa(os.Getpid())), nil
+		case r.URL.Path == "/echo/version":
+			return serve.Text(e.tag), nil
+		case r.URL.Query().Get("ms") != "":
+			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			case <-ctx.Done():
+				return serve.Response{}, ctx.Err()
+			}
+		}
+		b := make([]byte, 0, 64)
+		b = append(b, r.URL.Path...)
+		if r.ContentLength > 0 || r.Body != nil {
+			var buf [4096]byte
+			n, _ := r.Body.Read(buf[:])
+			b = append(b, buf[:n]...)
+		}
+		return serve.Response{Body: b}, nil
+	}, serve.MaxOngoingRequests(8))
+
+// In and Out are the model's request and answer.
+type In struct{ X int }
+type Out struct {
+	Y   int
+	PID int
+}
+
+type model struct{ scale int }
+
+var Model = serve.Typed("test.model", func(_ context.Context, scale int) (*model, error) { return &model{scale: scale}, nil },
+	func(m *model, _ context.Context, in In) (Out, error) { return Out{Y: in.X * m.scale, PID: os.Getpid()}, nil },
+	serve.MaxOngoingRequests(16))
+
+// pre parses ?x= and asks the model.
+type pre struct{ model serve.Handle[In, Out] }
+
+// PreArg is pre's constructor argument.
+type PreArg struct{ Model serve.Handle[In, Out] }
+
+var Pre = serve.HTTP("test.pre", func(_ context.Context, a PreArg) (*pre, error) { return &pre{model: a.Model}, nil },
+	func(p *pre, ctx context.Context, r *http.Request) (serve.Response, error) {
+		x, err := strconv.Atoi(r.URL.Query().Get("x"))
+		if err != nil {
+			return serve.Response{}, serve.Errorf(http.StatusBadRequest, "x: %v", err)
+		}
+		out, err := p.model.Call(ctx, In{X: x})
+		if err != nil {
+			return serve.Response{}, err
+		}
+		return serve.Text(strconv.Itoa(out.Y)), nil
+	}, serve.MaxOngoingRequests(16))
+
+// batched counts the calls of its batch handler.
+type batched struct {
+	calls atomic.Int64
+	call  func(context.Context, int) (BatchOut, error)
+}
+
+// BatchOut is a batched answer: the value and how many batch calls the
+// replica had made when it was answered.
+type BatchOut struct {
+	V     int
+	Calls int64
+	Size  int
+}
+
+var Batched = serve.Typed("test.batched", func(_ context.Context, _ struct{}) (*batched, error) {
+	b := &batched{}
+	b.call = serve.Batch(8, 200*time.Millisecond, func(_ context.Context, xs []int) ([]BatchOut, error) {
+		n := b.calls.Add(1)
+		out := make([]BatchOut, len(xs))
+		for i, x := range xs {
+			out[i] = BatchOut{V: 2 * x, Calls: n, Size: len(xs)}
+		}
+		return out, nil
+	})
+	return b, nil
+}, func(b *batched, ctx context.Context, x int) (BatchOut, error) { return b.call(ctx, x) }, serve.MaxOngoingRequests(64))

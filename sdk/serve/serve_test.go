@@ -1,0 +1,172 @@
+package serve_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/manta-ray/manta/sdk/serve"
+)
+
+// TestServeHTTPErrors: routing, 404 for no route, 413 for an oversized
+// body, 500 with an error id for a panicking or failing handler, after
+// which the same replica answers; a deleted app's route is 404.
+func TestServeHTTPErrors(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Echo.Bind("v1"), serve.Name("errors"), serve.Route("/echo"), serve.HTTPPort(0),
+		serve.MaxRequestBytes(1024)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "errors") })
+	base := proxyURL(t, ctx)
+	if code, body, _ := get(t, base+"/echo/hi"); code != 200 || body != "/echo/hi" {
+		t.Fatalf("GET /echo/hi: %d %q", code, body)
+	}
+	if code, _, _ := get(t, base+"/nowhere"); code != http.StatusNotFound {
+		t.Fatalf("GET /nowhere: %d, want 404", code)
+	}
+	if code, _, _ := get(t, base+"/echoes"); code != http.StatusNotFound {
+		t.Fatalf("GET /echoes (not under /echo): %d, want 404", code)
+	}
+	resp, err := http.Post(base+"/echo/big", "application/octet-stream", bytes.NewReader(make([]byte, 2048)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("2 KiB body: %d, want 413", resp.StatusCode)
+	}
+	st, _ := serve.Status(ctx)
+	before := deployment(st, "errors", "test.echo").Replicas[0].ID
+	for _, p := range []string{"/echo/panic", "/echo/fail"} {
+		code, body, hdr := get(t, base+p)
+		if code != 500 || hdr.Get("X-Error-Id") == "" || !strings.Contains(body, hdr.Get("X-Error-Id")) {
+			t.Fatalf("GET %s: %d %q (error id %q), want 500 naming its error id", p, code, body, hdr.Get("X-Error-Id"))
+		}
+	}
+	if code, body, _ := get(t, base+"/echo/after"); code != 200 || body != "/echo/after" {
+		t.Fatalf("after a panic: %d %q", code, body)
+	}
+	st, _ = serve.Status(ctx)
+	d := deployment(st, "errors", "test.echo")
+	if len(d.Replicas) != 1 || d.Replicas[0].ID != before || d.Replicas[0].ActorState != "ALIVE" {
+		t.Fatalf("the replica did not stay up after a panic: %+v (was %s)", d.Replicas, before)
+	}
+	if err := serve.Delete(ctx, "errors"); err != nil {
+		t.Fatal(err)
+	}
+	// With no application left the proxies end too: 404 or no answer.
+	eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get(base + "/echo/hi")
+		if err != nil {
+			return nil
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			return fmt.Errorf("deleted app answers %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// TestServeBatching: with maxSize 8, a burst of 64 requests makes at most
+// 10 handler calls.
+func TestServeBatching(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Batched.Bind(struct{}{}), serve.Name("batch"), serve.Route("/batch"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "batch") })
+	base := proxyURL(t, ctx)
+	var wg sync.WaitGroup
+	outs := make([]BatchOut, 64)
+	errs := make([]error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(base+"/batch", "application/json", strings.NewReader(fmt.Sprint(i)))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				errs[i] = fmt.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			errs[i] = json.NewDecoder(resp.Body).Decode(&outs[i])
+		}()
+	}
+	wg.Wait()
+	var most int64
+	for i := range 64 {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		if outs[i].V != 2*i || outs[i].Size > 8 {
+			t.Fatalf("request %d: %+v", i, outs[i])
+		}
+		most = max(most, outs[i].Calls)
+	}
+	t.Logf("64 requests in %d handler calls", most)
+	if most > 10 {
+		t.Fatalf("64 requests made %d handler calls, want <= 10", most)
+	}
+}
+
+// TestServeAutoscaling: load raises a deployment to Max replicas, quiet
+// lowers it to Min.
+func TestServeAutoscaling(t *testing.T) {
+	ctx := testCtx(t, 120*time.Second)
+	if err := serve.Run(ctx, Echo.Bind("auto", serve.MaxOngoingRequests(2),
+		serve.Autoscaling{Min: 1, Max: 3, TargetOngoingRequests: 1, UpscaleDelay: 300 * time.Millisecond, DownscaleDelay: time.Second}),
+		serve.Name("auto"), serve.Route("/auto"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "auto") })
+	base := proxyURL(t, ctx)
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(lctx, "GET", base+"/auto/x?ms=100", nil)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	eventually(t, 60*time.Second, func() error {
+		st, err := serve.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := running(deployment(st, "auto", "test.echo")); n != 3 {
+			return fmt.Errorf("%d replicas running under load, want 3", n)
+		}
+		return nil
+	})
+	stop()
+	wg.Wait()
+	eventually(t, 60*time.Second, func() error {
+		st, err := serve.Status(ctx)
+		if err != nil {
+			return err
+		}
+		d := deployment(st, "auto", "test.echo")
+		if len(d.Replicas) != 1 || d.Target != 1 {
+			return fmt.Errorf("%d replicas (target %d) when quiet, want 1", len(d.Replicas), d.Target)
+		}
+		return nil
+	})
+}
