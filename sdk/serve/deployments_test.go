@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -19,13 +20,13 @@ type echo struct{ tag string }
 var Echo = serve.HTTP("test.echo", func(_ context.Context, tag string) (*echo, error) { return &echo{tag: tag}, nil },
 	func(e *echo, ctx context.Context, r *http.Request) (serve.Response, error) {
 		switch {
-		case r.URL.Path == "/echo/panic":
+		case strings.HasSuffix(r.URL.Path, "/panic"):
 			panic("the handler panicked on purpose")
-		case r.URL.Path == "/echo/fail":
+		case strings.HasSuffix(r.URL.Path, "/fail"):
 			return serve.Response{}, fmt.Errorf("failed on purpose")
-		case r.URL.Path == "/echo/pid":
+		case strings.HasSuffix(r.URL.Path, "/pid"):
 			return serve.Text(strconv.Itoa(os.Getpid())), nil
-		case r.URL.Path == "/echo/version":
+		case strings.HasSuffix(r.URL.Path, "/version"):
 			return serve.Text(e.tag), nil
 		case r.URL.Query().Get("ms") != "":
 			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
