@@ -175,8 +175,10 @@ type ServeDeployment struct {
 	MaxQueuedRequests    int32 `protobuf:"varint,11,opt,name=max_queued_requests,json=maxQueuedRequests,proto3" json:"max_queued_requests,omitempty"`
 	HealthCheckPeriodMs  int64 `protobuf:"varint,12,opt,name=health_check_period_ms,json=healthCheckPeriodMs,proto3" json:"health_check_period_ms,omitempty"`
 	HealthCheckTimeoutMs int64 `protobuf:"varint,13,opt,name=health_check_timeout_ms,json=healthCheckTimeoutMs,proto3" json:"health_check_timeout_ms,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// streaming: the handler answers in chunks (method serve.stream).
+	Streaming     bool `protobuf:"varint,14,opt,name=streaming,proto3" json:"streaming,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServeDeployment) Reset() {
@@ -298,6 +300,13 @@ func (x *ServeDeployment) GetHealthCheckTimeoutMs() int64 {
 		return x.HealthCheckTimeoutMs
 	}
 	return 0
+}
+
+func (x *ServeDeployment) GetStreaming() bool {
+	if x != nil {
+		return x.Streaming
+	}
+	return false
 }
 
 // ServeApp is one application.
@@ -1591,7 +1600,7 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	"\fmax_replicas\x18\x02 \x01(\x05R\vmaxReplicas\x126\n" +
 	"\x17target_ongoing_requests\x18\x03 \x01(\x01R\x15targetOngoingRequests\x12(\n" +
 	"\x10upscale_delay_ms\x18\x04 \x01(\x03R\x0eupscaleDelayMs\x12,\n" +
-	"\x12downscale_delay_ms\x18\x05 \x01(\x03R\x10downscaleDelayMs\"\x8b\x05\n" +
+	"\x12downscale_delay_ms\x18\x05 \x01(\x03R\x10downscaleDelayMs\"\xa9\x05\n" +
 	"\x0fServeDeployment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1607,7 +1616,8 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	" \x01(\x05R\x0etargetReplicas\x12.\n" +
 	"\x13max_queued_requests\x18\v \x01(\x05R\x11maxQueuedRequests\x123\n" +
 	"\x16health_check_period_ms\x18\f \x01(\x03R\x13healthCheckPeriodMs\x125\n" +
-	"\x17health_check_timeout_ms\x18\r \x01(\x03R\x14healthCheckTimeoutMs\x1a<\n" +
+	"\x17health_check_timeout_ms\x18\r \x01(\x03R\x14healthCheckTimeoutMs\x12\x1c\n" +
+	"\tstreaming\x18\x0e \x01(\bR\tstreaming\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x82\x03\n" +

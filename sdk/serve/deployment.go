@@ -25,7 +25,13 @@ type deploymentDef struct {
 	// reqType and respType are a typed deployment's (nil for HTTP).
 	reqType, respType reflect.Type
 	opts              deploymentOptions
-	call              func(ctx context.Context, actorID string, req *wireRequest) ray.ObjectRef[*wireResponse]
+	// handle and stream run a request on an instance (stream is set for
+	// streaming deployments only).
+	handle func(ctx context.Context, inst any, req *wireRequest) (*wireResponse, error)
+	stream func(ctx context.Context, inst any, req *wireRequest, w *streamWriter) error
+	// call and callStream send a request to a replica actor.
+	call       func(ctx context.Context, actorID string, req *wireRequest) ray.ObjectRef[*wireResponse]
+	callStream func(ctx context.Context, actorID string, req *wireRequest) *ray.ObjectRefGenerator[*wireChunk]
 }
 
 var registry = struct {
@@ -61,16 +67,22 @@ func register[T, A any](name string, newFn func(context.Context, A) (*T, error),
 		}
 		return newFn(ctx, a)
 	}
-	handle := func(ctx context.Context, inst any, req *wireRequest) (*wireResponse, error) {
+	d.handle = func(ctx context.Context, inst any, req *wireRequest) (*wireResponse, error) {
 		return serveFn(inst.(*T), ctx, req)
 	}
 	cls := ray.Actor0[*replica](d.class, func(ctx context.Context) (*replica, error) {
-		return newReplica(ctx, d, construct, handle)
+		return newReplica(ctx, d, construct)
 	})
 	call := ray.Method1(cls, "serve.call", (*replica).call)
 	ray.Method0(cls, "serve.health", (*replica).checkHealth)
 	d.call = func(ctx context.Context, actorID string, req *wireRequest) ray.ObjectRef[*wireResponse] {
 		return call.Remote(ctx, ray.ActorHandle[*replica]{ActorID: actorID}, ray.Val(req))
+	}
+	if d.stream != nil {
+		gen := ray.ActorGen1(cls, "serve.stream", (*replica).callStream)
+		d.callStream = func(ctx context.Context, actorID string, req *wireRequest) *ray.ObjectRefGenerator[*wireChunk] {
+			return gen.Remote(ctx, ray.ActorHandle[*replica]{ActorID: actorID}, ray.Val(req))
+		}
 	}
 	registry.Lock()
 	defer registry.Unlock()
@@ -207,7 +219,7 @@ func (b *Bound) spec(ingress bool) *pb.ServeDeployment {
 	o := b.opts
 	d := &pb.ServeDeployment{Name: b.def.name, ClassName: b.def.class, Version: b.version(),
 		NumReplicas: int32(o.numReplicas), MaxOngoingRequests: int32(o.maxOngoing), MaxQueuedRequests: int32(o.maxQueued),
-		Resources: o.resources, InitArg: b.arg, Ingress: ingress,
+		Resources: o.resources, InitArg: b.arg, Ingress: ingress, Streaming: b.def.stream != nil,
 		HealthCheckPeriodMs: o.healthPeriod.Milliseconds(), HealthCheckTimeoutMs: o.healthTimeout.Milliseconds()}
 	if a := o.autoscaling; a != nil {
 		d.Autoscaling = &pb.ServeAutoscaling{MinReplicas: int32(a.Min), MaxReplicas: int32(a.Max),

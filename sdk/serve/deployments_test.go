@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strings"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -56,7 +56,9 @@ type Out struct {
 type model struct{ scale int }
 
 var Model = serve.Typed("test.model", func(_ context.Context, scale int) (*model, error) { return &model{scale: scale}, nil },
-	func(m *model, _ context.Context, in In) (Out, error) { return Out{Y: in.X * m.scale, PID: os.Getpid()}, nil },
+	func(m *model, _ context.Context, in In) (Out, error) {
+		return Out{Y: in.X * m.scale, PID: os.Getpid()}, nil
+	},
 	serve.MaxOngoingRequests(16))
 
 // pre parses ?x= and asks the model.
@@ -104,3 +106,28 @@ var Batched = serve.Typed("test.batched", func(_ context.Context, _ struct{}) (*
 	})
 	return b, nil
 }, func(b *batched, ctx context.Context, x int) (BatchOut, error) { return b.call(ctx, x) }, serve.MaxOngoingRequests(64))
+
+// streamer writes "first" at once, then waits for its request to end and
+// counts the requests it saw cancelled (/stream/cancelled answers that).
+type streamer struct{ cancelled atomic.Int64 }
+
+var Streamer = serve.StreamingHTTP("test.stream", func(context.Context, struct{}) (*streamer, error) { return &streamer{}, nil },
+	func(s *streamer, ctx context.Context, r *http.Request, w http.ResponseWriter) error {
+		if strings.HasSuffix(r.URL.Path, "/cancelled") {
+			_, err := fmt.Fprint(w, s.cancelled.Load())
+			return err
+		}
+		if strings.HasSuffix(r.URL.Path, "/count") {
+			for i := range 5 {
+				fmt.Fprintf(w, "%d\n", i)
+			}
+			return nil
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		if _, err := fmt.Fprint(w, "first\n"); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		s.cancelled.Add(1)
+		return ctx.Err()
+	}, serve.MaxOngoingRequests(8))

@@ -142,8 +142,22 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(app.RequestTimeoutMs)*time.Millisecond)
 		defer cancel()
 	}
-	resp, err := p.r.call(ctx, app.Name, dep, &wireRequest{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-		Header: req.Header, Body: body, Route: app.RoutePrefix})
+	wreq := &wireRequest{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
+		Header: req.Header, Body: body, Route: app.RoutePrefix}
+	var resp *wireResponse
+	if dep.Streaming {
+		def := lookupClass(dep.ClassName)
+		if def == nil || def.callStream == nil {
+			err = errors.New("serve: streaming deployment class " + dep.ClassName + " is not registered in this binary")
+		} else {
+			err = p.r.stream(ctx, app.Name, def, app.Name+"/"+dep.Name, wreq, w)
+		}
+		if err == nil {
+			return
+		}
+	} else {
+		resp, err = p.r.call(ctx, app.Name, dep, wreq)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, errQueueFull):

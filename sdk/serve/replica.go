@@ -35,7 +35,6 @@ type HealthChecker interface {
 type replica struct {
 	def      *deploymentDef
 	inst     any
-	handle   func(ctx context.Context, inst any, req *wireRequest) (*wireResponse, error)
 	app      string
 	dep      *pb.ServeDeployment
 	actorID  string
@@ -75,8 +74,7 @@ func runtimeParts(ctx context.Context) (*cpclient.Client, *zap.Logger, ray.Runti
 	return cp, c.Logger().Named("serve"), ri, err
 }
 
-func newReplica(ctx context.Context, d *deploymentDef, construct func(context.Context, []byte) (any, error),
-	handle func(context.Context, any, *wireRequest) (*wireResponse, error)) (*replica, error) {
+func newReplica(ctx context.Context, d *deploymentDef, construct func(context.Context, []byte) (any, error)) (*replica, error) {
 	cp, log, ri, err := runtimeParts(ctx)
 	if err != nil {
 		return nil, err
@@ -87,7 +85,7 @@ func newReplica(ctx context.Context, d *deploymentDef, construct func(context.Co
 	if err != nil {
 		return nil, fmt.Errorf("serve: read the replica's record: %w", err)
 	}
-	r := &replica{def: d, handle: handle, actorID: ri.ActorID, workerID: ri.WorkerID, cp: cp, healthy: true}
+	r := &replica{def: d, actorID: ri.ActorID, workerID: ri.WorkerID, cp: cp, healthy: true}
 	for _, rs := range st.Replicas {
 		if rs.Replica.ReplicaId == ri.ActorID {
 			r.app = rs.Replica.App
@@ -137,7 +135,7 @@ func (r *replica) call(ctx context.Context, req *wireRequest) (resp *wireRespons
 				Body: []byte("Internal Server Error (error id " + id + ")\n")}, nil
 		}
 	}()
-	resp, err = r.handle(ctx, r.inst, req)
+	resp, err = r.def.handle(ctx, r.inst, req)
 	if err != nil {
 		var he *HTTPError
 		if errors.As(err, &he) {

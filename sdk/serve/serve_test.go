@@ -1,6 +1,7 @@
 package serve_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -166,6 +167,44 @@ func TestServeAutoscaling(t *testing.T) {
 		d := deployment(st, "auto", "test.echo")
 		if len(d.Replicas) != 1 || d.Target != 1 {
 			return fmt.Errorf("%d replicas (target %d) when quiet, want 1", len(d.Replicas), d.Target)
+		}
+		return nil
+	})
+}
+
+// TestServeStreaming: chunks reach the client while the handler runs,
+// and a client that goes away cancels the handler's context.
+func TestServeStreaming(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Streamer.Bind(struct{}{}), serve.Name("stream"), serve.Route("/stream"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "stream") })
+	base := proxyURL(t, ctx)
+	if code, body, _ := get(t, base+"/stream/count"); code != 200 || body != "0\n1\n2\n3\n4\n" {
+		t.Fatalf("GET /stream/count: %d %q", code, body)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(rctx, "GET", base+"/stream/wait", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("transfer encoding %v, want chunked", resp.TransferEncoding)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first chunk %q, %v", line, err)
+	}
+	// The handler is still blocked (it returns only when cancelled): the
+	// chunk came before the end. Now the client goes away.
+	cancel()
+	resp.Body.Close()
+	eventually(t, 30*time.Second, func() error {
+		_, body, _ := get(t, base+"/stream/cancelled")
+		if body != "1" {
+			return fmt.Errorf("handler saw %s cancellations, want 1", body)
 		}
 		return nil
 	})
