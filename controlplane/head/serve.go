@@ -402,8 +402,11 @@ func (s *serveController) reconcileProxies(ctx context.Context, apps []*pb.Serve
 	have := map[string]bool{}
 	for _, p := range s.h.fsm.ServeProxies() {
 		actor := s.h.fsm.Actor(p.ActorId)
+		// With no application left the proxies stay (answering 404), as
+		// Ray's do after serve.delete, until shutdown; they are replaced
+		// when the oldest application is of another job.
 		switch {
-		case !alive[p.NodeId] || !jobs[p.JobId] || (actor != nil && actor.State == pb.ActorState_DEAD):
+		case !alive[p.NodeId] || (job != nil && !jobs[p.JobId]) || (actor != nil && actor.State == pb.ActorState_DEAD):
 			if actor != nil && actor.State != pb.ActorState_DEAD {
 				_ = s.apply(ctx, fsm.CmdActorFailed, &pb.ActorFailedCommand{ActorId: p.ActorId, Cause: "serve: proxy no longer needed", NoRestart: true})
 			}
@@ -604,6 +607,18 @@ func (a *serveAPI) Delete(ctx context.Context, req *pb.ServeDeleteRequest) (*pb.
 		r, err := h.applier.Apply(ctx, fsm.CmdServeDelete, req.RequestId, &pb.ServeDeleteCommand{App: req.App})
 		if err != nil {
 			return nil, err
+		}
+		if req.App == "" {
+			// Shutdown: the proxies end too.
+			for _, p := range h.fsm.ServeProxies() {
+				if _, err := h.applier.Apply(ctx, fsm.CmdActorFailed, "", &pb.ActorFailedCommand{ActorId: p.ActorId,
+					Cause: "serve: shut down", NoRestart: true}); err != nil && !errors.Is(err, fsm.ErrActorNotFound) {
+					return nil, err
+				}
+				if r, err = h.applier.Apply(ctx, fsm.CmdServeProxy, "", &pb.ServeProxyCommand{Proxy: p, Remove: true}); err != nil {
+					return nil, err
+				}
+			}
 		}
 		return &pb.ServeDeleteResponse{Header: h.headerAt(r.Index)}, nil
 	})

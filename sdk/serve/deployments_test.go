@@ -131,3 +131,21 @@ var Streamer = serve.StreamingHTTP("test.stream", func(context.Context, struct{}
 		s.cancelled.Add(1)
 		return ctx.Err()
 	}, serve.MaxOngoingRequests(8))
+
+// sick fails its health check once /sick was called.
+type sick struct{ bad atomic.Bool }
+
+func (s *sick) CheckHealth(context.Context) error {
+	if s.bad.Load() {
+		return fmt.Errorf("told to be sick")
+	}
+	return nil
+}
+
+var Sick = serve.HTTP("test.sick", func(context.Context, struct{}) (*sick, error) { return &sick{}, nil },
+	func(s *sick, _ context.Context, r *http.Request) (serve.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/sick") {
+			s.bad.Store(true)
+		}
+		return serve.Text(strconv.Itoa(os.Getpid())), nil
+	}, serve.HealthCheck(100*time.Millisecond, time.Second))

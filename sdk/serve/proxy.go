@@ -103,7 +103,7 @@ func (p *proxy) reportLoop() {
 const defaultMaxRequestBytes = 10 << 20
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	app := p.r.match(req.URL.Path)
+	app := p.r.matchFresh(req.Context(), req.URL.Path)
 	if app == nil {
 		http.Error(w, "no application serves "+req.URL.Path, http.StatusNotFound)
 		return
@@ -143,7 +143,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		defer cancel()
 	}
 	wreq := &wireRequest{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-		Header: req.Header, Body: body, Route: app.RoutePrefix}
+		Header: req.Header, Body: body, Route: app.RoutePrefix, ID: auth.RandomHex(8)}
 	var resp *wireResponse
 	if dep.Streaming {
 		def := lookupClass(dep.ClassName)

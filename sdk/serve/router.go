@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
+	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	"github.com/manta-ray/manta/sdk/ray"
 )
@@ -30,8 +31,9 @@ type router struct {
 	routes []*pb.ServeApp // by route prefix, longest first
 	deps   map[string]*depRoutes
 	// proxy options from the oldest application
-	opts  *pb.ServeApp
-	ready chan struct{} // closed after the first table
+	opts     *pb.ServeApp
+	ready    chan struct{} // closed after the first table
+	lastRead time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -69,15 +71,12 @@ func (r *router) poll() {
 	first := true
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := r.cp.ServeStatus(ctx, true)
+		err := r.refresh(ctx)
 		cancel()
-		if err == nil {
-			r.update(st)
-			if first {
-				close(r.ready)
-				first = false
-			}
-		} else {
+		if err == nil && first {
+			close(r.ready)
+			first = false
+		} else if err != nil {
 			r.log.Debug("read serve routes", zap.Error(err))
 		}
 		select {
@@ -86,6 +85,35 @@ func (r *router) poll() {
 		case <-t.C:
 		}
 	}
+}
+
+// refresh reads the table now.
+func (r *router) refresh(ctx context.Context) error {
+	st, err := r.cp.ServeStatus(ctx, true)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.lastRead = time.Now()
+	r.mu.Unlock()
+	r.update(st)
+	return nil
+}
+
+// matchFresh is match, reading the table again first when nothing
+// matched and it is older than half a poll (a route deployed a moment
+// ago is not a 404).
+func (r *router) matchFresh(ctx context.Context, path string) *pb.ServeApp {
+	if a := r.match(path); a != nil {
+		return a
+	}
+	r.mu.Lock()
+	old := time.Since(r.lastRead) > routePoll/2
+	r.mu.Unlock()
+	if old && r.refresh(ctx) == nil {
+		return r.match(path)
+	}
+	return nil
 }
 
 // update installs a new table, keeping the in-flight counts of replicas
@@ -263,6 +291,9 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 	}
 	key := app + "/" + dep.Name
 	last := ""
+	if req.ID == "" {
+		req.ID = auth.RandomHex(8)
+	}
 	for attempt := 0; ; attempt++ {
 		id, release, err := r.pick(ctx, key, last)
 		if err != nil {
@@ -276,9 +307,7 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 		}
 		if ctx.Err() != nil {
 			// Client gone or timed out: stop the replica's work.
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = ray.Cancel(cctx, ref)
-			cancel()
+			r.cancelCall(def, id, req.ID, ref)
 			return nil, ctx.Err()
 		}
 		if !errors.Is(err, ray.ErrActorDied) && !errors.Is(err, ray.ErrWorkerCrashed) || attempt >= 2 {
@@ -287,6 +316,16 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 		r.log.Info("replica died under a request; retrying on another", zap.String("replica", id), zap.Error(err))
 		r.drop(key, id)
 		last = id
+	}
+}
+
+// cancelCall is cancel for a unary call.
+func (r *router) cancelCall(def *deploymentDef, replicaID, requestID string, ref ray.ObjectRef[*wireResponse]) {
+	ctx, cancel := context.WithTimeout(context.Background(), streamCancelTimeout)
+	defer cancel()
+	_ = ray.Cancel(ctx, ref)
+	if _, err := ray.Get(ctx, def.cancel(ctx, replicaID, requestID)); err != nil {
+		r.log.Debug("cancel a request on its replica", zap.Error(err))
 	}
 }
 

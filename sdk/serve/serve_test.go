@@ -62,15 +62,9 @@ func TestServeHTTPErrors(t *testing.T) {
 	if err := serve.Delete(ctx, "errors"); err != nil {
 		t.Fatal(err)
 	}
-	// With no application left the proxies end too: 404 or no answer.
 	eventually(t, 30*time.Second, func() error {
-		resp, err := http.Get(base + "/echo/hi")
-		if err != nil {
-			return nil
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			return fmt.Errorf("deleted app answers %d", resp.StatusCode)
+		if code, _, _ := get(t, base+"/echo/hi"); code != http.StatusNotFound {
+			return fmt.Errorf("deleted app answers %d", code)
 		}
 		return nil
 	})
@@ -204,8 +198,58 @@ func TestServeStreaming(t *testing.T) {
 	eventually(t, 30*time.Second, func() error {
 		_, body, _ := get(t, base+"/stream/cancelled")
 		if body != "1" {
-			return fmt.Errorf("handler saw %s cancellations, want 1", body)
+			st, _ := serve.Status(ctx)
+			return fmt.Errorf("handler saw %s cancellations, want 1 (replicas %+v)", body, deployment(st, "stream", "test.stream").Replicas)
 		}
 		return nil
 	})
+}
+
+// TestServeUnhealthyReplaced: a replica whose CheckHealth fails is
+// replaced by a new one.
+func TestServeUnhealthyReplaced(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Sick.Bind(struct{}{}), serve.Name("sick"), serve.Route("/sick"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "sick") })
+	base := proxyURL(t, ctx)
+	st, _ := serve.Status(ctx)
+	before := deployment(st, "sick", "test.sick").Replicas[0].ID
+	if code, _, _ := get(t, base+"/sick/sick"); code != 200 {
+		t.Fatalf("GET /sick/sick: %d", code)
+	}
+	eventually(t, 60*time.Second, func() error {
+		st, err := serve.Status(ctx)
+		if err != nil {
+			return err
+		}
+		d := deployment(st, "sick", "test.sick")
+		if n, _ := running(d); n != 1 || d.Replicas[0].ID == before {
+			return fmt.Errorf("replicas %+v (the sick one was %s)", d.Replicas, before)
+		}
+		return nil
+	})
+	if code, _, _ := get(t, base+"/sick/ok"); code != 200 {
+		t.Fatalf("after the replacement: %d", code)
+	}
+}
+
+// TestServeRequestTimeout: a request over the app's RequestTimeout gets
+// 504 and its handler's context is cancelled (the replica is free again).
+func TestServeRequestTimeout(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Echo.Bind("timeout", serve.MaxOngoingRequests(1)), serve.Name("timeout"), serve.Route("/slow"),
+		serve.HTTPPort(0), serve.RequestTimeout(300*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "timeout") })
+	base := proxyURL(t, ctx)
+	if code, _, _ := get(t, base+"/slow/x?ms=60000"); code != http.StatusGatewayTimeout {
+		t.Fatalf("slow request: %d, want 504", code)
+	}
+	// With one slot per replica, this answers only if the slow call ended.
+	if code, body, _ := get(t, base+"/slow/quick"); code != 200 || body != "/slow/quick" {
+		t.Fatalf("after the timeout: %d %q", code, body)
+	}
 }
