@@ -114,7 +114,7 @@ type streamer struct{ cancelled atomic.Int64 }
 var Streamer = serve.StreamingHTTP("test.stream", func(context.Context, struct{}) (*streamer, error) { return &streamer{}, nil },
 	func(s *streamer, ctx context.Context, r *http.Request, w http.ResponseWriter) error {
 		if strings.HasSuffix(r.URL.Path, "/cancelled") {
-			_, err := fmt.Fprint(w, s.cancelled.Load())
+			_, err := fmt.Fprintf(w, "%d %d", s.cancelled.Load(), os.Getpid())
 			return err
 		}
 		if strings.HasSuffix(r.URL.Path, "/count") {
@@ -124,7 +124,7 @@ var Streamer = serve.StreamingHTTP("test.stream", func(context.Context, struct{}
 			return nil
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		if _, err := fmt.Fprint(w, "first\n"); err != nil {
+		if _, err := fmt.Fprintf(w, "first %d\n", os.Getpid()); err != nil {
 			return err
 		}
 		<-ctx.Done()

@@ -142,4 +142,15 @@ func running(d *serve.DeploymentStatus) (n int, versions map[string]int) {
 	return n, versions
 }
 
-var _ = strings.Contains
+// runningIDs lists the RUNNING, ALIVE replicas' IDs.
+func runningIDs(d *serve.DeploymentStatus) string {
+	var ids []string
+	if d != nil {
+		for _, r := range d.Replicas {
+			if r.State == "RUNNING" && r.ActorState == "ALIVE" {
+				ids = append(ids, r.ID)
+			}
+		}
+	}
+	return strings.Join(ids, ",")
+}
