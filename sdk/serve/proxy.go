@@ -145,14 +145,10 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	wreq := &wireRequest{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
 		Header: req.Header, Body: body, Route: app.RoutePrefix, ID: auth.RandomHex(8)}
 	var resp *wireResponse
-	if dep.Streaming {
-		def := lookupClass(dep.ClassName)
-		if def == nil || def.callStream == nil {
-			err = errors.New("serve: streaming deployment class " + dep.ClassName + " is not registered in this binary")
-		} else {
-			err = p.r.stream(ctx, app.Name, def, app.Name+"/"+dep.Name, wreq, w)
-		}
-		if err == nil {
+	// Whether it streams is the class's (this binary's registry), which a
+	// config file cannot say.
+	if def := lookupClass(dep.ClassName); def != nil && def.callStream != nil {
+		if err = p.r.stream(ctx, app.Name, def, app.Name+"/"+dep.Name, wreq, w); err == nil {
 			return
 		}
 	} else {
