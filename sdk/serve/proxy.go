@@ -62,6 +62,12 @@ func newProxy(ctx context.Context) (*proxy, error) {
 	}
 	r.mu.Unlock()
 	lis, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil && port != 0 {
+		// Several raylets on one host (manta up) share the port: the
+		// others take a free one, which Status shows.
+		log.Warn("serve proxy port taken; using a free one", zap.Int("port", port), zap.Error(err))
+		lis, err = net.Listen("tcp", ":0")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("serve proxy: %w", err)
 	}
