@@ -206,7 +206,7 @@ var errQueueFull = errors.New("serve: every replica is busy and the queue is ful
 // bounded queue until one frees, ctx ends, or the queue is full. release
 // must be called when the request ends.
 func (r *router) pick(ctx context.Context, key string, exclude string) (id string, release func(), err error) {
-	queued := false
+	queued, refreshed := false, false
 	defer func() {
 		if queued {
 			r.mu.Lock()
@@ -251,6 +251,14 @@ func (r *router) pick(ctx context.Context, key string, exclude string) (id strin
 			x.inflight++
 			r.mu.Unlock()
 			return x.id, func() { r.release(key, x) }, nil
+		}
+		if len(dr.replicas) == 0 && !refreshed && time.Since(r.lastRead) > routePoll/2 {
+			// None known: a deployment that just started may have some
+			// this table does not show yet.
+			refreshed = true
+			r.mu.Unlock()
+			_ = r.refresh(ctx)
+			continue
 		}
 		if !queued {
 			if dr.queued >= int(dr.spec.MaxQueuedRequests) {

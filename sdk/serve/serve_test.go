@@ -258,3 +258,44 @@ func TestServeRequestTimeout(t *testing.T) {
 		t.Fatalf("after the timeout: %d %q", code, body)
 	}
 }
+
+// TestServeBusy: with every replica at MaxOngoingRequests and the queue
+// full, a request gets 503 with Retry-After; the queued one is served.
+func TestServeBusy(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Echo.Bind("busy", serve.MaxOngoingRequests(1), serve.MaxQueuedRequests(1)), serve.Name("busy"),
+		serve.Route("/busy"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "busy") })
+	base := proxyURL(t, ctx)
+	// Three requests that each hold a replica slot for 1.5 s: one runs, one
+	// waits in the queue, the third is refused.
+	type res struct {
+		code  int
+		retry string
+	}
+	out := make(chan res, 3)
+	for range 3 {
+		go func() {
+			resp, err := http.Get(base + "/busy/x?ms=1500")
+			if err != nil {
+				out <- res{}
+				return
+			}
+			resp.Body.Close()
+			out <- res{resp.StatusCode, resp.Header.Get("Retry-After")}
+		}()
+	}
+	codes := map[int]int{}
+	for range 3 {
+		r := <-out
+		codes[r.code]++
+		if r.code == http.StatusServiceUnavailable && r.retry == "" {
+			t.Fatal("503 without Retry-After")
+		}
+	}
+	if codes[200] != 2 || codes[http.StatusServiceUnavailable] != 1 {
+		t.Fatalf("codes %v, want two 200 and one 503", codes)
+	}
+}
