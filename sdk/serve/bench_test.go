@@ -21,10 +21,14 @@ import (
 // noop answers "ok".
 type noop struct{}
 
-func noopHandler(context.Context, *http.Request) (serve.Response, error) { return serve.Text("ok"), nil }
+func noopHandler(context.Context, *http.Request) (serve.Response, error) {
+	return serve.Text("ok"), nil
+}
 
 var Noop = serve.HTTP("bench.noop", func(context.Context, struct{}) (*noop, error) { return &noop{}, nil },
-	func(_ *noop, ctx context.Context, r *http.Request) (serve.Response, error) { return noopHandler(ctx, r) },
+	func(_ *noop, ctx context.Context, r *http.Request) (serve.Response, error) {
+		return noopHandler(ctx, r)
+	},
 	serve.MaxOngoingRequests(64), serve.MaxQueuedRequests(1000))
 
 // work is a user-shaped handler: 5-50 ms of work, half of it CPU (a
