@@ -299,3 +299,25 @@ func TestServeBusy(t *testing.T) {
 		t.Fatalf("codes %v, want two 200 and one 503", codes)
 	}
 }
+
+// TestServeScaleFromZero: an autoscaled deployment at Min 0 has no
+// replica; a request waits in the proxy's queue, the queue is load, and
+// the controller starts a replica that answers it.
+func TestServeScaleFromZero(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Echo.Bind("zero", serve.Autoscaling{Min: 0, Max: 2, TargetOngoingRequests: 1,
+		DownscaleDelay: time.Minute}), serve.Name("zero"), serve.Route("/zero"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "zero") })
+	st, err := serve.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := deployment(st, "zero", "test.echo"); d.Target != 0 || len(d.Replicas) != 0 {
+		t.Fatalf("at Min 0: target %d, replicas %+v", d.Target, d.Replicas)
+	}
+	if code, body, _ := get(t, proxyURL(t, ctx)+"/zero/hello"); code != 200 || body != "/zero/hello" {
+		t.Fatalf("GET /zero/hello: %d %q", code, body)
+	}
+}
