@@ -51,6 +51,7 @@ type serveReport struct {
 	addr    string
 	queued  map[string]int32
 	worker  string
+	routes  uint64
 	at      time.Time
 }
 
@@ -77,7 +78,7 @@ func (s *serveController) report(r *pb.ServeReportRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reports[r.ActorId] = &serveReport{ongoing: r.Ongoing, healthy: r.Healthy, msg: r.Message,
-		addr: r.Address, queued: r.Queued, worker: r.WorkerId, at: time.Now()}
+		addr: r.Address, queued: r.Queued, worker: r.WorkerId, routes: r.RoutesIndex, at: time.Now()}
 }
 
 func (s *serveController) lastReport(id string) *serveReport {
@@ -483,7 +484,7 @@ func (s *serveController) status() *pb.ServeStatusResponse {
 		st := &pb.ServeProxyStatus{Proxy: p}
 		st.ActorState, _ = actorState(p.ActorId)
 		if rep := s.lastReport(p.ActorId); rep != nil {
-			st.Address = rep.addr
+			st.Address, st.RoutesIndex = rep.addr, rep.routes
 		}
 		out.Proxies = append(out.Proxies, st)
 	}

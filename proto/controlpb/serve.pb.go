@@ -1177,10 +1177,12 @@ func (x *ServeReplicaStatus) GetReportedUnixNano() int64 {
 }
 
 type ServeProxyStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Proxy         *ServeProxy            `protobuf:"bytes,1,opt,name=proxy,proto3" json:"proxy,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	ActorState    string                 `protobuf:"bytes,3,opt,name=actor_state,json=actorState,proto3" json:"actor_state,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Proxy      *ServeProxy            `protobuf:"bytes,1,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Address    string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	ActorState string                 `protobuf:"bytes,3,opt,name=actor_state,json=actorState,proto3" json:"actor_state,omitempty"`
+	// routes_index: the proxy routes by a table at least this new.
+	RoutesIndex   uint64 `protobuf:"varint,4,opt,name=routes_index,json=routesIndex,proto3" json:"routes_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1234,6 +1236,13 @@ func (x *ServeProxyStatus) GetActorState() string {
 		return x.ActorState
 	}
 	return ""
+}
+
+func (x *ServeProxyStatus) GetRoutesIndex() uint64 {
+	if x != nil {
+		return x.RoutesIndex
+	}
+	return 0
 }
 
 type ServeDeploymentStatus struct {
@@ -1455,7 +1464,9 @@ type ServeReportRequest struct {
 	// queued is a proxy's waiting requests by "app/deployment".
 	Queued map[string]int32 `protobuf:"bytes,7,rep,name=queued,proto3" json:"queued,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// worker_id is the reporting actor's worker (its incarnation).
-	WorkerId      string `protobuf:"bytes,8,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerId string `protobuf:"bytes,8,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// routes_index is the applied index of the routing table a proxy uses.
+	RoutesIndex   uint64 `protobuf:"varint,9,opt,name=routes_index,json=routesIndex,proto3" json:"routes_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1544,6 +1555,13 @@ func (x *ServeReportRequest) GetWorkerId() string {
 		return x.WorkerId
 	}
 	return ""
+}
+
+func (x *ServeReportRequest) GetRoutesIndex() uint64 {
+	if x != nil {
+		return x.RoutesIndex
+	}
+	return 0
 }
 
 type ServeReportResponse struct {
@@ -1689,12 +1707,13 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aongoing\x18\x04 \x01(\x05R\aongoing\x12\x18\n" +
 	"\ahealthy\x18\x05 \x01(\bR\ahealthy\x12,\n" +
-	"\x12reported_unix_nano\x18\x06 \x01(\x03R\x10reportedUnixNano\"\x86\x01\n" +
+	"\x12reported_unix_nano\x18\x06 \x01(\x03R\x10reportedUnixNano\"\xa9\x01\n" +
 	"\x10ServeProxyStatus\x127\n" +
 	"\x05proxy\x18\x01 \x01(\v2!.manta.controlplane.v1.ServeProxyR\x05proxy\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vactor_state\x18\x03 \x01(\tR\n" +
-	"actorState\"\xc3\x01\n" +
+	"actorState\x12!\n" +
+	"\froutes_index\x18\x04 \x01(\x04R\vroutesIndex\"\xc3\x01\n" +
 	"\x15ServeDeploymentStatus\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1709,7 +1728,7 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	"\x04apps\x18\x02 \x03(\v2\x1f.manta.controlplane.v1.ServeAppR\x04apps\x12E\n" +
 	"\breplicas\x18\x03 \x03(\v2).manta.controlplane.v1.ServeReplicaStatusR\breplicas\x12A\n" +
 	"\aproxies\x18\x04 \x03(\v2'.manta.controlplane.v1.ServeProxyStatusR\aproxies\x12N\n" +
-	"\vdeployments\x18\x05 \x03(\v2,.manta.controlplane.v1.ServeDeploymentStatusR\vdeployments\"\xd4\x02\n" +
+	"\vdeployments\x18\x05 \x03(\v2,.manta.controlplane.v1.ServeDeploymentStatusR\vdeployments\"\xf7\x02\n" +
 	"\x12ServeReportRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x14\n" +
 	"\x05proxy\x18\x02 \x01(\bR\x05proxy\x12\x18\n" +
@@ -1718,7 +1737,8 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x18\n" +
 	"\aaddress\x18\x06 \x01(\tR\aaddress\x12M\n" +
 	"\x06queued\x18\a \x03(\v25.manta.controlplane.v1.ServeReportRequest.QueuedEntryR\x06queued\x12\x1b\n" +
-	"\tworker_id\x18\b \x01(\tR\bworkerId\x1a9\n" +
+	"\tworker_id\x18\b \x01(\tR\bworkerId\x12!\n" +
+	"\froutes_index\x18\t \x01(\x04R\vroutesIndex\x1a9\n" +
 	"\vQueuedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"L\n" +

@@ -106,11 +106,38 @@ func WaitHealthy(ctx context.Context, app string) error {
 	for {
 		st, err := Status(ctx)
 		if err == nil && st.healthy(app) {
-			return nil
+			// Then every proxy must route by a table at least as new as
+			// this answer, so a request sent after Run returns finds the
+			// application and its replicas.
+			return waitProxies(ctx, st.index)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("serve: application %s not healthy: %w (last status %+v, %v)", app, ctx.Err(), st, err)
+		case <-t.C:
+		}
+	}
+}
+
+func waitProxies(ctx context.Context, index uint64) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st, err := Status(ctx)
+		if err == nil {
+			behind := 0
+			for _, p := range st.Proxies {
+				if p.ActorState == "ALIVE" && p.routesIndex < index {
+					behind++
+				}
+			}
+			if behind == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("serve: proxies did not load the routes of index %d: %w", index, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -134,6 +161,7 @@ func Delete(ctx context.Context, app string) error {
 type StatusInfo struct {
 	Apps    []AppStatus
 	Proxies []ProxyStatus
+	index   uint64
 }
 
 // AppStatus is an application's state.
@@ -159,6 +187,7 @@ type ReplicaStatus struct {
 // ProxyStatus is a node's proxy and its HTTP address.
 type ProxyStatus struct {
 	Node, Address, ActorState string
+	routesIndex               uint64
 }
 
 func (s *StatusInfo) healthy(app string) bool {
@@ -207,7 +236,7 @@ func Status(ctx context.Context) (*StatusInfo, error) {
 
 // StatusFrom converts the control plane's answer.
 func StatusFrom(st *pb.ServeStatusResponse) *StatusInfo {
-	out := &StatusInfo{}
+	out := &StatusInfo{index: st.GetHeader().GetIndex()}
 	for _, a := range st.Apps {
 		as := AppStatus{Name: a.Name, Route: a.RoutePrefix}
 		for _, d := range a.Deployments {
@@ -229,7 +258,8 @@ func StatusFrom(st *pb.ServeStatusResponse) *StatusInfo {
 		out.Apps = append(out.Apps, as)
 	}
 	for _, p := range st.Proxies {
-		out.Proxies = append(out.Proxies, ProxyStatus{Node: p.Proxy.NodeId, Address: p.Address, ActorState: p.ActorState})
+		out.Proxies = append(out.Proxies, ProxyStatus{Node: p.Proxy.NodeId, Address: p.Address, ActorState: p.ActorState,
+			routesIndex: p.RoutesIndex})
 	}
 	return out
 }

@@ -98,9 +98,14 @@ func (p *proxy) reportLoop() {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = p.cp.ServeReport(ctx, &pb.ServeReportRequest{ActorId: p.actorID, WorkerId: p.workerID, Proxy: true,
-			Healthy: true, Address: p.addr, Queued: p.r.queued()})
+			Healthy: true, Address: p.addr, Queued: p.r.queued(), RoutesIndex: p.r.tableIndex()})
 		cancel()
-		<-t.C
+		// A new table is reported at once: Run waits for every proxy
+		// to route by a table that has the application.
+		select {
+		case <-t.C:
+		case <-p.r.changed:
+		}
 	}
 }
 

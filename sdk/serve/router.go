@@ -34,6 +34,10 @@ type router struct {
 	opts     *pb.ServeApp
 	ready    chan struct{} // closed after the first table
 	lastRead time.Time
+	// index is the applied index of the table; changed is signalled when
+	// it grows (the proxy reports it at once).
+	index   uint64
+	changed chan struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -53,7 +57,7 @@ type replicaRoute struct {
 }
 
 func newRouter(cp *cpclient.Client, log *zap.Logger) *router {
-	r := &router{cp: cp, log: log, deps: map[string]*depRoutes{}, ready: make(chan struct{}),
+	r := &router{cp: cp, log: log, deps: map[string]*depRoutes{}, ready: make(chan struct{}), changed: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go r.poll()
 	return r
@@ -89,14 +93,14 @@ func (r *router) poll() {
 
 // refresh reads the table now.
 func (r *router) refresh(ctx context.Context) error {
+	// The table is as new as the moment it was asked for: a read that
+	// began before a deployment returned may not show it.
+	asked := time.Now()
 	st, err := r.cp.ServeStatus(ctx, true)
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.lastRead = time.Now()
-	r.mu.Unlock()
-	r.update(st)
+	r.update(st, asked)
 	return nil
 }
 
@@ -118,7 +122,7 @@ func (r *router) matchFresh(ctx context.Context, path string) *pb.ServeApp {
 
 // update installs a new table, keeping the in-flight counts of replicas
 // that stay.
-func (r *router) update(st *pb.ServeStatusResponse) {
+func (r *router) update(st *pb.ServeStatusResponse, asked time.Time) {
 	alive := map[string][]string{}
 	for _, rs := range st.Replicas {
 		rep := rs.Replica
@@ -129,6 +133,17 @@ func (r *router) update(st *pb.ServeStatusResponse) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if asked.Before(r.lastRead) {
+		return // a newer table is installed already
+	}
+	r.lastRead = asked
+	if i := st.GetHeader().GetIndex(); i > r.index {
+		r.index = i
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+	}
 	r.routes = r.routes[:0]
 	var oldest *pb.ServeApp
 	seen := map[string]bool{}
@@ -184,6 +199,13 @@ func (r *router) match(path string) *pb.ServeApp {
 		}
 	}
 	return nil
+}
+
+// tableIndex is the applied index of the table in use.
+func (r *router) tableIndex() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.index
 }
 
 // queued is the requests waiting per deployment (for the autoscaler).
