@@ -32,8 +32,6 @@ type deploymentDef struct {
 	// call and callStream send a request to a replica actor.
 	call       func(ctx context.Context, actorID string, req *wireRequest) ray.ObjectRef[*wireResponse]
 	callStream func(ctx context.Context, actorID string, req *wireRequest) *ray.ObjectRefGenerator[*wireChunk]
-	// cancel cancels request id on a replica (serve.cancel).
-	cancel func(ctx context.Context, actorID, id string) ray.ObjectRef[bool]
 }
 
 var registry = struct {
@@ -77,10 +75,6 @@ func register[T, A any](name string, newFn func(context.Context, A) (*T, error),
 	})
 	call := ray.Method1(cls, "serve.call", (*replica).call)
 	ray.Method0(cls, "serve.health", (*replica).checkHealth)
-	cancel := ray.Method1(cls, "serve.cancel", (*replica).cancelRequest)
-	d.cancel = func(ctx context.Context, actorID, id string) ray.ObjectRef[bool] {
-		return cancel.Remote(ctx, ray.ActorHandle[*replica]{ActorID: actorID}, ray.Val(id))
-	}
 	d.call = func(ctx context.Context, actorID string, req *wireRequest) ray.ObjectRef[*wireResponse] {
 		return call.Remote(ctx, ray.ActorHandle[*replica]{ActorID: actorID}, ray.Val(req))
 	}

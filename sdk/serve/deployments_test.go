@@ -108,7 +108,8 @@ var Batched = serve.Typed("test.batched", func(_ context.Context, _ struct{}) (*
 }, func(b *batched, ctx context.Context, x int) (BatchOut, error) { return b.call(ctx, x) }, serve.MaxOngoingRequests(64))
 
 // streamer writes "first" at once, then waits for its request to end and
-// counts the requests it saw cancelled (/stream/cancelled answers that).
+// counts the requests that ended so, by a cancelled context or a write
+// that failed (/stream/cancelled answers that).
 type streamer struct{ cancelled atomic.Int64 }
 
 var Streamer = serve.StreamingHTTP("test.stream", func(context.Context, struct{}) (*streamer, error) { return &streamer{}, nil },
@@ -125,6 +126,9 @@ var Streamer = serve.StreamingHTTP("test.stream", func(context.Context, struct{}
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		if _, err := fmt.Fprintf(w, "first %d\n", os.Getpid()); err != nil {
+			// The chunk went out but the stream was closed before the
+			// write returned: the client left as soon as it read it.
+			s.cancelled.Add(1)
 			return err
 		}
 		<-ctx.Done()

@@ -154,7 +154,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		defer cancel()
 	}
 	wreq := &wireRequest{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-		Header: req.Header, Body: body, Route: app.RoutePrefix, ID: auth.RandomHex(8)}
+		Header: req.Header, Body: body, Route: app.RoutePrefix}
 	var resp *wireResponse
 	// Whether it streams is the class's (this binary's registry), which a
 	// config file cannot say.

@@ -44,7 +44,6 @@ type replica struct {
 
 	ongoing atomic.Int32
 	mu      sync.Mutex
-	running map[string]context.CancelFunc // by request ID
 	healthy bool
 	message string
 }
@@ -86,7 +85,7 @@ func newReplica(ctx context.Context, d *deploymentDef, construct func(context.Co
 	if err != nil {
 		return nil, fmt.Errorf("serve: read the replica's record: %w", err)
 	}
-	r := &replica{def: d, running: map[string]context.CancelFunc{}, actorID: ri.ActorID, workerID: ri.WorkerID, cp: cp, healthy: true}
+	r := &replica{def: d, actorID: ri.ActorID, workerID: ri.WorkerID, cp: cp, healthy: true}
 	for _, rs := range st.Replicas {
 		if rs.Replica.ReplicaId == ri.ActorID {
 			r.app = rs.Replica.App
@@ -127,8 +126,6 @@ func findDep(a *pb.ServeApp, name string) *pb.ServeDeployment {
 func (r *replica) call(ctx context.Context, req *wireRequest) (resp *wireResponse, err error) {
 	r.ongoing.Add(1)
 	defer r.ongoing.Add(-1)
-	ctx, done := r.track(ctx, req.ID)
-	defer done()
 	defer func() {
 		if p := recover(); p != nil {
 			id := auth.RandomHex(6)
@@ -150,37 +147,6 @@ func (r *replica) call(ctx context.Context, req *wireRequest) (resp *wireRespons
 			Body: []byte(fmt.Sprintf("%v (error id %s)\n", err, id))}, nil
 	}
 	return resp, nil
-}
-
-// track makes ctx cancellable by serve.cancel under the request's ID.
-func (r *replica) track(ctx context.Context, id string) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	if id == "" {
-		return ctx, cancel
-	}
-	r.mu.Lock()
-	r.running[id] = cancel
-	r.mu.Unlock()
-	return ctx, func() {
-		r.mu.Lock()
-		delete(r.running, id)
-		r.mu.Unlock()
-		cancel()
-	}
-}
-
-// cancelRequest is method serve.cancel: the proxy's request ended (the
-// client went away or timed out), so the handler's context ends. It is
-// the proxy's own path besides ray.Cancel, which was seen to miss a
-// running actor generator.
-func (r *replica) cancelRequest(_ context.Context, id string) (bool, error) {
-	r.mu.Lock()
-	cancel := r.running[id]
-	r.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	return cancel != nil, nil
 }
 
 // checkHealth is method serve.health: the user's check, bounded.

@@ -12,7 +12,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
-	"github.com/manta-ray/manta/internal/auth"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	"github.com/manta-ray/manta/sdk/ray"
 )
@@ -321,9 +320,6 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 	}
 	key := app + "/" + dep.Name
 	last := ""
-	if req.ID == "" {
-		req.ID = auth.RandomHex(8)
-	}
 	for attempt := 0; ; attempt++ {
 		id, release, err := r.pick(ctx, key, last)
 		if err != nil {
@@ -337,7 +333,7 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 		}
 		if ctx.Err() != nil {
 			// Client gone or timed out: stop the replica's work.
-			r.cancelCall(def, id, req.ID, ref)
+			cancelCall(r.log, ref)
 			return nil, ctx.Err()
 		}
 		if !errors.Is(err, ray.ErrActorDied) && !errors.Is(err, ray.ErrWorkerCrashed) || attempt >= 2 {
@@ -346,16 +342,6 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 		r.log.Info("replica died under a request; retrying on another", zap.String("replica", id), zap.Error(err))
 		r.drop(key, id)
 		last = id
-	}
-}
-
-// cancelCall is cancel for a unary call.
-func (r *router) cancelCall(def *deploymentDef, replicaID, requestID string, ref ray.ObjectRef[*wireResponse]) {
-	ctx, cancel := context.WithTimeout(context.Background(), streamCancelTimeout)
-	defer cancel()
-	_ = ray.Cancel(ctx, ref)
-	if _, err := ray.Get(ctx, def.cancel(ctx, replicaID, requestID)); err != nil {
-		r.log.Debug("cancel a request on its replica", zap.Error(err))
 	}
 }
 

@@ -81,8 +81,6 @@ func StreamingHTTP[T, A any](name string, newFn func(context.Context, A) (*T, er
 func (r *replica) callStream(ctx context.Context, req *wireRequest, yield func(*wireChunk) error) (err error) {
 	r.ongoing.Add(1)
 	defer r.ongoing.Add(-1)
-	ctx, done := r.track(ctx, req.ID)
-	defer done()
 	w := &streamWriter{header: http.Header{}, yield: yield}
 	fail := func(status int, id string, msg string) error {
 		if w.wrote {
@@ -133,7 +131,7 @@ func (r *router) stream(ctx context.Context, app string, def *deploymentDef, key
 	for ref, err := range gen.All(ctx) {
 		if err != nil {
 			if ctx.Err() != nil {
-				r.cancel(def, id, req.ID, gen.Ref())
+				r.cancel(gen.Ref())
 				return ctx.Err()
 			}
 			if wrote {
@@ -170,24 +168,21 @@ func (r *router) stream(ctx context.Context, app string, def *deploymentDef, key
 		}
 	}
 	if ctx.Err() != nil {
-		r.cancel(def, id, req.ID, gen.Ref())
+		r.cancel(gen.Ref())
 	}
 	return nil
 }
 
-// cancel stops a replica call whose request ended: ray.Cancel for the
-// call, and serve.cancel for the handler's context (ray.Cancel was seen
-// to miss an actor generator running just after its first yield, and a
-// handler left running holds a replica slot).
-func (r *router) cancel(def *deploymentDef, replicaID, requestID string, ref ray.ObjectRef[int]) {
+// cancelCall cancels a replica call whose request ended (the client
+// went away or timed out): its handler's context ends.
+func cancelCall[T any](log *zap.Logger, ref ray.ObjectRef[T]) {
 	ctx, cancel := context.WithTimeout(context.Background(), streamCancelTimeout)
 	defer cancel()
 	if err := ray.Cancel(ctx, ref); err != nil {
-		r.log.Debug("cancel a replica call", zap.Error(err))
-	}
-	if _, err := ray.Get(ctx, def.cancel(ctx, replicaID, requestID)); err != nil {
-		r.log.Debug("cancel a request on its replica", zap.Error(err))
+		log.Debug("cancel a replica call", zap.Error(err))
 	}
 }
+
+func (r *router) cancel(ref ray.ObjectRef[int]) { cancelCall(r.log, ref) }
 
 const streamCancelTimeout = 2 * time.Second

@@ -20,8 +20,6 @@ type wireRequest struct {
 	// Route is the application's route prefix (the handler sees the
 	// full path, as in Ray).
 	Route string `msgpack:"route"`
-	// ID names the request for serve.cancel.
-	ID string `msgpack:"id"`
 }
 
 // wireResponse is a replica's answer.
