@@ -36,6 +36,9 @@ import (
 // ServeReportPeriod (sdk/serve); a replica not heard of for
 // serveReportTimeout, or reporting itself unhealthy, is replaced.
 const (
+	// ServeProxyClass is the proxy's actor class, registered by sdk/serve
+	// in every binary that imports it (TestProxyClassName keeps the two
+	// names equal).
 	ServeProxyClass    = "manta.serve.proxy"
 	serveReportTimeout = 10 * time.Second
 	// serveDrainTimeout bounds how long a draining replica may finish
