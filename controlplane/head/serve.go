@@ -58,6 +58,26 @@ type serveReport struct {
 	at      time.Time
 }
 
+// startFailures counts a deployment's replicas that died before they ran
+// (a constructor that fails, a class the binary lacks): new ones are
+// started with a growing pause, and the status says why.
+type startFailures struct {
+	n     int
+	last  time.Time
+	cause string
+}
+
+// startBackoff is the pause before another replica of a deployment whose
+// last n replicas failed to start: none for the first two, then from
+// 200 ms doubling to 30 s.
+func startBackoff(n int) time.Duration {
+	if n < 3 {
+		return 0
+	}
+	d := 200 * time.Millisecond << min(n-3, 8)
+	return min(d, 30*time.Second)
+}
+
 // scaleWant is a deployment's pending autoscaling wish and since when.
 type scaleWant struct {
 	target int32
@@ -70,11 +90,12 @@ type serveController struct {
 	mu      sync.Mutex
 	reports map[string]*serveReport // by replica or proxy actor ID
 	wants   map[string]scaleWant    // by app/deployment
-	since   time.Time               // when this head began to lead
+	fails   map[string]*startFailures
+	since   time.Time // when this head began to lead
 }
 
 func newServeController(h *Head) *serveController {
-	return &serveController{h: h, reports: map[string]*serveReport{}, wants: map[string]scaleWant{}}
+	return &serveController{h: h, reports: map[string]*serveReport{}, wants: map[string]scaleWant{}, fails: map[string]*startFailures{}}
 }
 
 func (s *serveController) report(r *pb.ServeReportRequest) {
@@ -93,6 +114,7 @@ func (s *serveController) lastReport(id string) *serveReport {
 func (s *serveController) run(ctx context.Context) {
 	s.mu.Lock()
 	s.reports, s.wants, s.since = map[string]*serveReport{}, map[string]scaleWant{}, time.Now()
+	s.fails = map[string]*startFailures{}
 	s.mu.Unlock()
 	t := time.NewTicker(serveTick)
 	defer t.Stop()
@@ -144,15 +166,24 @@ func (s *serveController) reconcile(ctx context.Context) {
 			groups[r.App+"/"+r.Deployment] = append(groups[r.App+"/"+r.Deployment], r)
 		}
 	}
+	live := map[string]bool{}
 	for _, a := range apps {
 		for _, d := range a.Deployments {
 			if ctx.Err() != nil {
 				return
 			}
+			live[a.Name+"/"+d.Name] = true
 			s.autoscale(ctx, a, d, groups[a.Name+"/"+d.Name])
 			s.scale(ctx, a, d, groups[a.Name+"/"+d.Name])
 		}
 	}
+	s.mu.Lock()
+	for k := range s.fails {
+		if !live[k] {
+			delete(s.fails, k) // deleted (or redeployed under another name)
+		}
+	}
+	s.mu.Unlock()
 }
 
 func findDeployment(a *pb.ServeApp, name string) *pb.ServeDeployment {
@@ -175,6 +206,9 @@ func (s *serveController) check(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 		return true
 	}
 	if actor.State == pb.ActorState_DEAD {
+		if r.State == pb.ServeReplicaState_REPLICA_STARTING {
+			s.startFailed(r.App+"/"+r.Deployment, actor.DeathCause)
+		}
 		_ = s.apply(ctx, fsm.CmdServeReplica, &pb.ServeReplicaCommand{Replica: r, Remove: true})
 		return false
 	}
@@ -188,6 +222,9 @@ func (s *serveController) check(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 		s.replace(ctx, r, "health check failed: "+rep.msg)
 		return false
 	case r.State == pb.ServeReplicaState_REPLICA_STARTING && fresh && rep.healthy:
+		s.mu.Lock()
+		delete(s.fails, r.App+"/"+r.Deployment)
+		s.mu.Unlock()
 		n := proto.Clone(r).(*pb.ServeReplica)
 		n.State, n.Reason = pb.ServeReplicaState_REPLICA_RUNNING, ""
 		_ = s.apply(ctx, fsm.CmdServeReplica, &pb.ServeReplicaCommand{Replica: n})
@@ -197,6 +234,29 @@ func (s *serveController) check(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 		return false
 	}
 	return true
+}
+
+func (s *serveController) startFailed(key, cause string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.fails[key]
+	if f == nil {
+		f = &startFailures{}
+		s.fails[key] = f
+	}
+	f.n, f.last, f.cause = f.n+1, time.Now(), cause
+	s.h.log.Warn("serve replica failed to start", zap.String("deployment", key), zap.Int("failures", f.n), zap.String("cause", cause))
+}
+
+// startFailure is a deployment's run of failed starts, if any.
+func (s *serveController) startFailure(key string) (n int, cause string, wait time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.fails[key]
+	if f == nil {
+		return 0, "", 0
+	}
+	return f.n, f.cause, time.Until(f.last.Add(startBackoff(f.n)))
 }
 
 func (s *serveController) leadSince() time.Time {
@@ -266,6 +326,15 @@ func (s *serveController) scale(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 		need = 1 // rolling: one surge replica at a time
 		if curStarting > 0 {
 			need = 0
+		}
+	}
+	if n, _, wait := s.startFailure(a.Name + "/" + d.Name); n >= 3 {
+		// Its last replicas failed to start: one at a time, after a
+		// growing pause, until one runs.
+		if wait > 0 || curStarting > 0 {
+			need = 0
+		} else {
+			need = min(need, 1)
 		}
 	}
 	for range max(need, 0) {
@@ -496,7 +565,10 @@ func (s *serveController) status() *pb.ServeStatusResponse {
 			key := a.Name + "/" + d.Name
 			t := fsm.ServeTarget(d)
 			ds := &pb.ServeDeploymentStatus{App: a.Name, Name: d.Name, TargetReplicas: t, RunningReplicas: running[key]}
+			n, cause, _ := s.startFailure(key)
 			switch {
+			case n >= 3:
+				ds.Status, ds.Message = "UNHEALTHY", fmt.Sprintf("%d replicas in a row failed to start; last: %s", n, cause)
 			case stale[key] > 0:
 				ds.Status, ds.Message = "UPDATING", fmt.Sprintf("%d replicas of an older version", stale[key])
 			case running[key] < t:

@@ -105,6 +105,11 @@ func WaitHealthy(ctx context.Context, app string) error {
 	defer t.Stop()
 	for {
 		st, err := Status(ctx)
+		if err == nil {
+			if err := st.failed(app); err != nil {
+				return err
+			}
+		}
 		if err == nil && st.healthy(app) {
 			// Then every proxy must route by a table at least as new as
 			// this answer, so a request sent after Run returns finds the
@@ -176,6 +181,8 @@ type DeploymentStatus struct {
 	Name, Status, Version string
 	Target, Running       int
 	Replicas              []ReplicaStatus
+	// Message says why, when Status is UNHEALTHY or UPDATING.
+	Message string
 }
 
 // ReplicaStatus is a replica: State is STARTING, RUNNING or DRAINING.
@@ -188,6 +195,22 @@ type ReplicaStatus struct {
 type ProxyStatus struct {
 	Node, Address, ActorState string
 	routesIndex               uint64
+}
+
+// failed is the error of an application's deployment whose replicas
+// keep failing to start (UNHEALTHY), if any.
+func (s *StatusInfo) failed(app string) error {
+	for _, a := range s.Apps {
+		if a.Name != app {
+			continue
+		}
+		for _, d := range a.Deployments {
+			if d.Status == "UNHEALTHY" {
+				return fmt.Errorf("%w: deployment %s of %s is unhealthy: %s", ErrDeployFailed, d.Name, app, d.Message)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *StatusInfo) healthy(app string) bool {
@@ -243,7 +266,7 @@ func StatusFrom(st *pb.ServeStatusResponse) *StatusInfo {
 			ds := DeploymentStatus{Name: d.Name, Version: d.Version}
 			for _, x := range st.Deployments {
 				if x.App == a.Name && x.Name == d.Name {
-					ds.Status, ds.Target, ds.Running = x.Status, int(x.TargetReplicas), int(x.RunningReplicas)
+					ds.Status, ds.Target, ds.Running, ds.Message = x.Status, int(x.TargetReplicas), int(x.RunningReplicas), x.Message
 				}
 			}
 			for _, r := range st.Replicas {

@@ -153,3 +153,9 @@ var Sick = serve.HTTP("test.sick", func(context.Context, struct{}) (*sick, error
 		}
 		return serve.Text(strconv.Itoa(os.Getpid())), nil
 	}, serve.HealthCheck(100*time.Millisecond, time.Second))
+
+// broken's constructor fails.
+type broken struct{}
+
+var Broken = serve.HTTP("test.broken", func(_ context.Context, why string) (*broken, error) { return nil, fmt.Errorf("%s", why) },
+	func(*broken, context.Context, *http.Request) (serve.Response, error) { return serve.Response{}, nil })

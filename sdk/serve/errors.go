@@ -12,6 +12,10 @@ var (
 	// ErrNoReplica: no replica of the deployment could take the request
 	// (all full and the queue too, or none running before the deadline).
 	ErrNoReplica = errors.New("serve: no replica available")
+	// ErrDeployFailed: a deployment's replicas keep failing to start (its
+	// constructor fails, or the binary lacks the class); the controller
+	// goes on trying, more and more slowly.
+	ErrDeployFailed = errors.New("serve: deployment failed")
 	// ErrNotFound: no such application or deployment.
 	ErrNotFound = errors.New("serve: not found")
 )

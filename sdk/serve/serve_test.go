@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -318,5 +319,17 @@ func TestServeScaleFromZero(t *testing.T) {
 	}
 	if code, body, _ := get(t, proxyURL(t, ctx)+"/zero/hello"); code != 200 || body != "/zero/hello" {
 		t.Fatalf("GET /zero/hello: %d %q", code, body)
+	}
+}
+
+// TestServeConstructorFails: a deployment whose replicas fail to start is
+// UNHEALTHY with the constructor's error, and Run says so instead of
+// waiting; the controller retries more and more slowly.
+func TestServeConstructorFails(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	err := serve.Run(ctx, Broken.Bind("no model file"), serve.Name("broken"), serve.Route("/broken"), serve.HTTPPort(0))
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "broken") })
+	if !errors.Is(err, serve.ErrDeployFailed) || !strings.Contains(err.Error(), "no model file") {
+		t.Fatalf("Run: %v, want ErrDeployFailed naming the constructor's error", err)
 	}
 }
