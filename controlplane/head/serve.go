@@ -62,9 +62,10 @@ type serveReport struct {
 // (a constructor that fails, a class the binary lacks): new ones are
 // started with a growing pause, and the status says why.
 type startFailures struct {
-	n     int
-	last  time.Time
-	cause string
+	n       int
+	last    time.Time
+	cause   string
+	version string // a new version starts afresh
 }
 
 // startBackoff is the pause before another replica of a deployment whose
@@ -166,20 +167,25 @@ func (s *serveController) reconcile(ctx context.Context) {
 			groups[r.App+"/"+r.Deployment] = append(groups[r.App+"/"+r.Deployment], r)
 		}
 	}
-	live := map[string]bool{}
+	live := map[string]string{}
 	for _, a := range apps {
 		for _, d := range a.Deployments {
 			if ctx.Err() != nil {
 				return
 			}
-			live[a.Name+"/"+d.Name] = true
+			live[a.Name+"/"+d.Name] = d.Version
+			s.mu.Lock()
+			if f := s.fails[a.Name+"/"+d.Name]; f != nil && f.version != d.Version {
+				delete(s.fails, a.Name+"/"+d.Name) // a new version starts afresh
+			}
+			s.mu.Unlock()
 			s.autoscale(ctx, a, d, groups[a.Name+"/"+d.Name])
 			s.scale(ctx, a, d, groups[a.Name+"/"+d.Name])
 		}
 	}
 	s.mu.Lock()
 	for k := range s.fails {
-		if !live[k] {
+		if _, ok := live[k]; !ok {
 			delete(s.fails, k) // deleted (or redeployed under another name)
 		}
 	}
@@ -207,7 +213,7 @@ func (s *serveController) check(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 	}
 	if actor.State == pb.ActorState_DEAD {
 		if r.State == pb.ServeReplicaState_REPLICA_STARTING {
-			s.startFailed(r.App+"/"+r.Deployment, actor.DeathCause)
+			s.startFailed(r.App+"/"+r.Deployment, r.Version, actor.DeathCause)
 		}
 		_ = s.apply(ctx, fsm.CmdServeReplica, &pb.ServeReplicaCommand{Replica: r, Remove: true})
 		return false
@@ -236,12 +242,12 @@ func (s *serveController) check(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 	return true
 }
 
-func (s *serveController) startFailed(key, cause string) {
+func (s *serveController) startFailed(key, version, cause string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.fails[key]
-	if f == nil {
-		f = &startFailures{}
+	if f == nil || f.version != version {
+		f = &startFailures{version: version}
 		s.fails[key] = f
 	}
 	f.n, f.last, f.cause = f.n+1, time.Now(), cause

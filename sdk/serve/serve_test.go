@@ -333,3 +333,19 @@ func TestServeConstructorFails(t *testing.T) {
 		t.Fatalf("Run: %v, want ErrDeployFailed naming the constructor's error", err)
 	}
 }
+
+// TestServeFixedAfterFailure: an application whose deployment failed to
+// start is redeployed with a working one, which serves.
+func TestServeFixedAfterFailure(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "fixed") })
+	if err := serve.Run(ctx, Broken.Bind("broken"), serve.Name("fixed"), serve.Route("/fixed"), serve.HTTPPort(0)); !errors.Is(err, serve.ErrDeployFailed) {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := serve.Run(ctx, Echo.Bind("fixed"), serve.Name("fixed"), serve.Route("/fixed"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := get(t, proxyURL(t, ctx)+"/fixed/x"); code != 200 || body != "/fixed/x" {
+		t.Fatalf("GET /fixed/x: %d %q", code, body)
+	}
+}
