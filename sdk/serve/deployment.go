@@ -74,7 +74,6 @@ func register[T, A any](name string, newFn func(context.Context, A) (*T, error),
 		return newReplica(ctx, d, construct)
 	})
 	call := ray.Method1(cls, "serve.call", (*replica).call)
-	ray.Method0(cls, "serve.health", (*replica).checkHealth)
 	d.call = func(ctx context.Context, actorID string, req *wireRequest) ray.ObjectRef[*wireResponse] {
 		return call.Remote(ctx, ray.ActorHandle[*replica]{ActorID: actorID}, ray.Val(req))
 	}

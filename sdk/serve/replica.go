@@ -149,7 +149,7 @@ func (r *replica) call(ctx context.Context, req *wireRequest) (resp *wireRespons
 	return resp, nil
 }
 
-// checkHealth is method serve.health: the user's check, bounded.
+// checkHealth runs the user's check, bounded by the timeout.
 func (r *replica) checkHealth(ctx context.Context) (bool, error) {
 	hc, ok := r.inst.(HealthChecker)
 	if !ok {
