@@ -326,8 +326,9 @@ func (s *serveController) scale(ctx context.Context, a *pb.ServeApp, d *pb.Serve
 		}
 	}
 	need := target - len(cur)
-	if len(old) > 0 && need > 1 {
-		need = 1 // rolling: one surge replica at a time
+	if len(old) > 0 {
+		// Rolling: one surge replica at a time.
+		need = min(need, 1)
 		if curStarting > 0 {
 			need = 0
 		}
