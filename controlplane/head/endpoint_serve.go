@@ -77,6 +77,9 @@ func checkServeApp(a *pb.ServeApp) error {
 		if err := checkResources(fmt.Sprintf("deployments[%d]", i), d.Resources); err != nil {
 			return err
 		}
+		if err := CheckEnvVars(d.EnvVars); err != nil {
+			return rpcerr.Wrapf(ErrBadRequest, "deployments[%d].env_vars: %v", i, err)
+		}
 	}
 	if ingress != 1 {
 		return bad("app.deployments: exactly one ingress deployment, found %d", ingress)

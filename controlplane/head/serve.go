@@ -394,7 +394,7 @@ func (s *serveController) registerReplica(ctx context.Context, a *pb.ServeApp, d
 	info := &pb.ActorInfo{ActorId: id, JobId: a.JobId, ClassName: d.ClassName, Detached: true, MaxRestarts: -1,
 		// Health checks and the proxies' calls run beside each other.
 		MaxConcurrency: d.MaxOngoingRequests + 2, Resources: d.Resources, BinarySha256: a.BinarySha256,
-		Strategy: &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_SPREAD}, RuntimeEnv: serveRuntimeEnv()}
+		Strategy: &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_SPREAD}, RuntimeEnv: serveRuntimeEnv(d.EnvVars)}
 	s.registerActor(ctx, info)
 }
 
@@ -518,15 +518,19 @@ func (s *serveController) reconcileProxies(ctx context.Context, apps []*pb.Serve
 func (s *serveController) registerProxy(ctx context.Context, a *pb.ServeApp, p *pb.ServeProxy) {
 	s.registerActor(ctx, &pb.ActorInfo{ActorId: p.ActorId, JobId: a.JobId, ClassName: ServeProxyClass, Detached: true,
 		MaxRestarts: -1, MaxConcurrency: 4, BinarySha256: a.BinarySha256,
-		Strategy: &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_NODE_AFFINITY, NodeId: p.NodeId}, RuntimeEnv: serveRuntimeEnv()})
+		Strategy: &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_NODE_AFFINITY, NodeId: p.NodeId}, RuntimeEnv: serveRuntimeEnv(nil)})
 }
 
-// serveRuntimeEnv turns task events off in replicas and proxies
-// (sdk/internal/core's MANTA_NO_TASK_EVENTS): every request is an actor
-// call, and an event per request to the control plane cost more than
-// the request itself.
-func serveRuntimeEnv() *pb.RuntimeEnv {
-	return &pb.RuntimeEnv{EnvVars: map[string]string{"MANTA_NO_TASK_EVENTS": "1"}}
+// serveRuntimeEnv is a replica's or proxy's runtime env: the
+// deployment's env vars, and task events off (sdk/internal/core's
+// MANTA_NO_TASK_EVENTS): every request is an actor call, and an event per
+// request to the control plane cost more than the request itself.
+func serveRuntimeEnv(vars map[string]string) *pb.RuntimeEnv {
+	env := map[string]string{"MANTA_NO_TASK_EVENTS": "1"}
+	for k, v := range vars {
+		env[k] = v
+	}
+	return &pb.RuntimeEnv{EnvVars: env}
 }
 
 // status is the full serve view with this head's soft state.

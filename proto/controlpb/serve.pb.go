@@ -176,7 +176,9 @@ type ServeDeployment struct {
 	HealthCheckPeriodMs  int64 `protobuf:"varint,12,opt,name=health_check_period_ms,json=healthCheckPeriodMs,proto3" json:"health_check_period_ms,omitempty"`
 	HealthCheckTimeoutMs int64 `protobuf:"varint,13,opt,name=health_check_timeout_ms,json=healthCheckTimeoutMs,proto3" json:"health_check_timeout_ms,omitempty"`
 	// streaming: the handler answers in chunks (method serve.stream).
-	Streaming     bool `protobuf:"varint,14,opt,name=streaming,proto3" json:"streaming,omitempty"`
+	Streaming bool `protobuf:"varint,14,opt,name=streaming,proto3" json:"streaming,omitempty"`
+	// env_vars are set in the replicas' worker processes (runtime env).
+	EnvVars       map[string]string `protobuf:"bytes,15,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +309,13 @@ func (x *ServeDeployment) GetStreaming() bool {
 		return x.Streaming
 	}
 	return false
+}
+
+func (x *ServeDeployment) GetEnvVars() map[string]string {
+	if x != nil {
+		return x.EnvVars
+	}
+	return nil
 }
 
 // ServeApp is one application.
@@ -1618,7 +1627,7 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	"\fmax_replicas\x18\x02 \x01(\x05R\vmaxReplicas\x126\n" +
 	"\x17target_ongoing_requests\x18\x03 \x01(\x01R\x15targetOngoingRequests\x12(\n" +
 	"\x10upscale_delay_ms\x18\x04 \x01(\x03R\x0eupscaleDelayMs\x12,\n" +
-	"\x12downscale_delay_ms\x18\x05 \x01(\x03R\x10downscaleDelayMs\"\xa9\x05\n" +
+	"\x12downscale_delay_ms\x18\x05 \x01(\x03R\x10downscaleDelayMs\"\xb5\x06\n" +
 	"\x0fServeDeployment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1635,10 +1644,14 @@ const file_controlpb_serve_proto_rawDesc = "" +
 	"\x13max_queued_requests\x18\v \x01(\x05R\x11maxQueuedRequests\x123\n" +
 	"\x16health_check_period_ms\x18\f \x01(\x03R\x13healthCheckPeriodMs\x125\n" +
 	"\x17health_check_timeout_ms\x18\r \x01(\x03R\x14healthCheckTimeoutMs\x12\x1c\n" +
-	"\tstreaming\x18\x0e \x01(\bR\tstreaming\x1a<\n" +
+	"\tstreaming\x18\x0e \x01(\bR\tstreaming\x12N\n" +
+	"\benv_vars\x18\x0f \x03(\v23.manta.controlplane.v1.ServeDeployment.EnvVarsEntryR\aenvVars\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x82\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
+	"\fEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x03\n" +
 	"\bServeApp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\froute_prefix\x18\x02 \x01(\tR\vroutePrefix\x12\x15\n" +
@@ -1767,7 +1780,7 @@ func file_controlpb_serve_proto_rawDescGZIP() []byte {
 }
 
 var file_controlpb_serve_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_controlpb_serve_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_controlpb_serve_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_controlpb_serve_proto_goTypes = []any{
 	(ServeReplicaState)(0),        // 0: manta.controlplane.v1.ServeReplicaState
 	(*ServeAutoscaling)(nil),      // 1: manta.controlplane.v1.ServeAutoscaling
@@ -1793,45 +1806,47 @@ var file_controlpb_serve_proto_goTypes = []any{
 	(*ServeReportRequest)(nil),    // 21: manta.controlplane.v1.ServeReportRequest
 	(*ServeReportResponse)(nil),   // 22: manta.controlplane.v1.ServeReportResponse
 	nil,                           // 23: manta.controlplane.v1.ServeDeployment.ResourcesEntry
-	nil,                           // 24: manta.controlplane.v1.ServeReportRequest.QueuedEntry
-	(*Header)(nil),                // 25: manta.controlplane.v1.Header
+	nil,                           // 24: manta.controlplane.v1.ServeDeployment.EnvVarsEntry
+	nil,                           // 25: manta.controlplane.v1.ServeReportRequest.QueuedEntry
+	(*Header)(nil),                // 26: manta.controlplane.v1.Header
 }
 var file_controlpb_serve_proto_depIdxs = []int32{
 	1,  // 0: manta.controlplane.v1.ServeDeployment.autoscaling:type_name -> manta.controlplane.v1.ServeAutoscaling
 	23, // 1: manta.controlplane.v1.ServeDeployment.resources:type_name -> manta.controlplane.v1.ServeDeployment.ResourcesEntry
-	2,  // 2: manta.controlplane.v1.ServeApp.deployments:type_name -> manta.controlplane.v1.ServeDeployment
-	0,  // 3: manta.controlplane.v1.ServeReplica.state:type_name -> manta.controlplane.v1.ServeReplicaState
-	3,  // 4: manta.controlplane.v1.ServeState.apps:type_name -> manta.controlplane.v1.ServeApp
-	4,  // 5: manta.controlplane.v1.ServeState.replicas:type_name -> manta.controlplane.v1.ServeReplica
-	5,  // 6: manta.controlplane.v1.ServeState.proxies:type_name -> manta.controlplane.v1.ServeProxy
-	3,  // 7: manta.controlplane.v1.ServeDeployCommand.app:type_name -> manta.controlplane.v1.ServeApp
-	4,  // 8: manta.controlplane.v1.ServeReplicaCommand.replica:type_name -> manta.controlplane.v1.ServeReplica
-	5,  // 9: manta.controlplane.v1.ServeProxyCommand.proxy:type_name -> manta.controlplane.v1.ServeProxy
-	3,  // 10: manta.controlplane.v1.ServeDeployRequest.app:type_name -> manta.controlplane.v1.ServeApp
-	25, // 11: manta.controlplane.v1.ServeDeployResponse.header:type_name -> manta.controlplane.v1.Header
-	25, // 12: manta.controlplane.v1.ServeDeleteResponse.header:type_name -> manta.controlplane.v1.Header
-	4,  // 13: manta.controlplane.v1.ServeReplicaStatus.replica:type_name -> manta.controlplane.v1.ServeReplica
-	5,  // 14: manta.controlplane.v1.ServeProxyStatus.proxy:type_name -> manta.controlplane.v1.ServeProxy
-	25, // 15: manta.controlplane.v1.ServeStatusResponse.header:type_name -> manta.controlplane.v1.Header
-	3,  // 16: manta.controlplane.v1.ServeStatusResponse.apps:type_name -> manta.controlplane.v1.ServeApp
-	16, // 17: manta.controlplane.v1.ServeStatusResponse.replicas:type_name -> manta.controlplane.v1.ServeReplicaStatus
-	17, // 18: manta.controlplane.v1.ServeStatusResponse.proxies:type_name -> manta.controlplane.v1.ServeProxyStatus
-	18, // 19: manta.controlplane.v1.ServeStatusResponse.deployments:type_name -> manta.controlplane.v1.ServeDeploymentStatus
-	24, // 20: manta.controlplane.v1.ServeReportRequest.queued:type_name -> manta.controlplane.v1.ServeReportRequest.QueuedEntry
-	25, // 21: manta.controlplane.v1.ServeReportResponse.header:type_name -> manta.controlplane.v1.Header
-	12, // 22: manta.controlplane.v1.ServeService.Deploy:input_type -> manta.controlplane.v1.ServeDeployRequest
-	14, // 23: manta.controlplane.v1.ServeService.Delete:input_type -> manta.controlplane.v1.ServeDeleteRequest
-	19, // 24: manta.controlplane.v1.ServeService.Status:input_type -> manta.controlplane.v1.ServeStatusRequest
-	21, // 25: manta.controlplane.v1.ServeService.Report:input_type -> manta.controlplane.v1.ServeReportRequest
-	13, // 26: manta.controlplane.v1.ServeService.Deploy:output_type -> manta.controlplane.v1.ServeDeployResponse
-	15, // 27: manta.controlplane.v1.ServeService.Delete:output_type -> manta.controlplane.v1.ServeDeleteResponse
-	20, // 28: manta.controlplane.v1.ServeService.Status:output_type -> manta.controlplane.v1.ServeStatusResponse
-	22, // 29: manta.controlplane.v1.ServeService.Report:output_type -> manta.controlplane.v1.ServeReportResponse
-	26, // [26:30] is the sub-list for method output_type
-	22, // [22:26] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	24, // 2: manta.controlplane.v1.ServeDeployment.env_vars:type_name -> manta.controlplane.v1.ServeDeployment.EnvVarsEntry
+	2,  // 3: manta.controlplane.v1.ServeApp.deployments:type_name -> manta.controlplane.v1.ServeDeployment
+	0,  // 4: manta.controlplane.v1.ServeReplica.state:type_name -> manta.controlplane.v1.ServeReplicaState
+	3,  // 5: manta.controlplane.v1.ServeState.apps:type_name -> manta.controlplane.v1.ServeApp
+	4,  // 6: manta.controlplane.v1.ServeState.replicas:type_name -> manta.controlplane.v1.ServeReplica
+	5,  // 7: manta.controlplane.v1.ServeState.proxies:type_name -> manta.controlplane.v1.ServeProxy
+	3,  // 8: manta.controlplane.v1.ServeDeployCommand.app:type_name -> manta.controlplane.v1.ServeApp
+	4,  // 9: manta.controlplane.v1.ServeReplicaCommand.replica:type_name -> manta.controlplane.v1.ServeReplica
+	5,  // 10: manta.controlplane.v1.ServeProxyCommand.proxy:type_name -> manta.controlplane.v1.ServeProxy
+	3,  // 11: manta.controlplane.v1.ServeDeployRequest.app:type_name -> manta.controlplane.v1.ServeApp
+	26, // 12: manta.controlplane.v1.ServeDeployResponse.header:type_name -> manta.controlplane.v1.Header
+	26, // 13: manta.controlplane.v1.ServeDeleteResponse.header:type_name -> manta.controlplane.v1.Header
+	4,  // 14: manta.controlplane.v1.ServeReplicaStatus.replica:type_name -> manta.controlplane.v1.ServeReplica
+	5,  // 15: manta.controlplane.v1.ServeProxyStatus.proxy:type_name -> manta.controlplane.v1.ServeProxy
+	26, // 16: manta.controlplane.v1.ServeStatusResponse.header:type_name -> manta.controlplane.v1.Header
+	3,  // 17: manta.controlplane.v1.ServeStatusResponse.apps:type_name -> manta.controlplane.v1.ServeApp
+	16, // 18: manta.controlplane.v1.ServeStatusResponse.replicas:type_name -> manta.controlplane.v1.ServeReplicaStatus
+	17, // 19: manta.controlplane.v1.ServeStatusResponse.proxies:type_name -> manta.controlplane.v1.ServeProxyStatus
+	18, // 20: manta.controlplane.v1.ServeStatusResponse.deployments:type_name -> manta.controlplane.v1.ServeDeploymentStatus
+	25, // 21: manta.controlplane.v1.ServeReportRequest.queued:type_name -> manta.controlplane.v1.ServeReportRequest.QueuedEntry
+	26, // 22: manta.controlplane.v1.ServeReportResponse.header:type_name -> manta.controlplane.v1.Header
+	12, // 23: manta.controlplane.v1.ServeService.Deploy:input_type -> manta.controlplane.v1.ServeDeployRequest
+	14, // 24: manta.controlplane.v1.ServeService.Delete:input_type -> manta.controlplane.v1.ServeDeleteRequest
+	19, // 25: manta.controlplane.v1.ServeService.Status:input_type -> manta.controlplane.v1.ServeStatusRequest
+	21, // 26: manta.controlplane.v1.ServeService.Report:input_type -> manta.controlplane.v1.ServeReportRequest
+	13, // 27: manta.controlplane.v1.ServeService.Deploy:output_type -> manta.controlplane.v1.ServeDeployResponse
+	15, // 28: manta.controlplane.v1.ServeService.Delete:output_type -> manta.controlplane.v1.ServeDeleteResponse
+	20, // 29: manta.controlplane.v1.ServeService.Status:output_type -> manta.controlplane.v1.ServeStatusResponse
+	22, // 30: manta.controlplane.v1.ServeService.Report:output_type -> manta.controlplane.v1.ServeReportResponse
+	27, // [27:31] is the sub-list for method output_type
+	23, // [23:27] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_serve_proto_init() }
@@ -1846,7 +1861,7 @@ func file_controlpb_serve_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlpb_serve_proto_rawDesc), len(file_controlpb_serve_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

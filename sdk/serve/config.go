@@ -79,9 +79,12 @@ type ConfigAutoscaling struct {
 
 // ConfigActorOptions are a replica's resources.
 type ConfigActorOptions struct {
-	NumCPUs   float64            `yaml:"num_cpus"`
-	NumGPUs   float64            `yaml:"num_gpus"`
-	Resources map[string]float64 `yaml:"resources"`
+	NumCPUs    float64            `yaml:"num_cpus"`
+	NumGPUs    float64            `yaml:"num_gpus"`
+	Resources  map[string]float64 `yaml:"resources"`
+	RuntimeEnv struct {
+		EnvVars map[string]string `yaml:"env_vars"`
+	} `yaml:"runtime_env"`
 }
 
 // LoadConfig reads and validates a config file.
@@ -249,6 +252,9 @@ func (c *Config) Apps(jobID, sha string) ([]*pb.ServeApp, error) {
 			}
 			if len(ao.Resources) > 0 {
 				opts = append(opts, Resources(ao.Resources))
+			}
+			if len(ao.RuntimeEnv.EnvVars) > 0 {
+				opts = append(opts, EnvVars(ao.RuntimeEnv.EnvVars))
 			}
 			if as := d.Autoscaling; as != nil {
 				opts = append(opts, Autoscaling{Min: as.MinReplicas, Max: as.MaxReplicas, TargetOngoingRequests: as.TargetOngoingRequests,

@@ -203,6 +203,14 @@ func (b *Bound) version() string {
 	h := sha256.New()
 	o := b.opts
 	fmt.Fprintf(h, "%s|%x|%s|%d|", b.def.class, b.arg, o.version, o.maxOngoing)
+	envKeys := make([]string, 0, len(o.envVars))
+	for k := range o.envVars {
+		envKeys = append(envKeys, k)
+	}
+	sort.Strings(envKeys)
+	for _, k := range envKeys {
+		fmt.Fprintf(h, "env %s=%s,", k, o.envVars[k])
+	}
 	keys := make([]string, 0, len(o.resources))
 	for k := range o.resources {
 		keys = append(keys, k)
@@ -218,7 +226,7 @@ func (b *Bound) spec(ingress bool) *pb.ServeDeployment {
 	o := b.opts
 	d := &pb.ServeDeployment{Name: b.def.name, ClassName: b.def.class, Version: b.version(),
 		NumReplicas: int32(o.numReplicas), MaxOngoingRequests: int32(o.maxOngoing), MaxQueuedRequests: int32(o.maxQueued),
-		Resources: o.resources, InitArg: b.arg, Ingress: ingress, Streaming: b.def.stream != nil,
+		Resources: o.resources, InitArg: b.arg, Ingress: ingress, Streaming: b.def.stream != nil, EnvVars: o.envVars,
 		HealthCheckPeriodMs: o.healthPeriod.Milliseconds(), HealthCheckTimeoutMs: o.healthTimeout.Milliseconds()}
 	if a := o.autoscaling; a != nil {
 		d.Autoscaling = &pb.ServeAutoscaling{MinReplicas: int32(a.Min), MaxReplicas: int32(a.Max),

@@ -28,6 +28,8 @@ var Echo = serve.HTTP("test.echo", func(_ context.Context, tag string) (*echo, e
 			return serve.Text(strconv.Itoa(os.Getpid())), nil
 		case strings.HasSuffix(r.URL.Path, "/version"):
 			return serve.Text(e.tag), nil
+		case strings.HasSuffix(r.URL.Path, "/env"):
+			return serve.Text(os.Getenv("SERVE_TEST_GREETING")), nil
 		case r.URL.Query().Get("ms") != "":
 			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 			select {

@@ -23,6 +23,7 @@ type deploymentOptions struct {
 	version       string
 	healthPeriod  time.Duration
 	healthTimeout time.Duration
+	envVars       map[string]string
 	err           error
 }
 
@@ -112,6 +113,21 @@ func resource(name string, n float64) Option {
 			o.resources = map[string]float64{}
 		}
 		o.resources[name] = n
+	})
+}
+
+// EnvVars sets environment variables in the replicas' worker processes
+// (their runtime env).
+func EnvVars(vars map[string]string) Option {
+	return optionFunc(func(o *deploymentOptions) {
+		m := make(map[string]string, len(o.envVars)+len(vars))
+		for k, v := range o.envVars {
+			m[k] = v
+		}
+		for k, v := range vars {
+			m[k] = v
+		}
+		o.envVars = m
 	})
 }
 

@@ -349,3 +349,17 @@ func TestServeFixedAfterFailure(t *testing.T) {
 		t.Fatalf("GET /fixed/x: %d %q", code, body)
 	}
 }
+
+// TestServeEnvVars: a deployment's env vars are in its replicas' runtime
+// env.
+func TestServeEnvVars(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	if err := serve.Run(ctx, Echo.Bind("env", serve.EnvVars(map[string]string{"SERVE_TEST_GREETING": "hello"})), serve.Name("env"),
+		serve.Route("/env"), serve.HTTPPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Delete(context.Background(), "env") })
+	if code, body, _ := get(t, proxyURL(t, ctx)+"/env/env"); code != 200 || body != "hello" {
+		t.Fatalf("GET /env/env: %d %q", code, body)
+	}
+}
