@@ -311,8 +311,9 @@ func (r *router) release(key string, x *replicaRoute) {
 
 // call sends req to a replica of app/deployment and waits for its answer.
 // When ctx ends first the replica call is cancelled. A replica that died
-// under the request is replaced by another for up to two more tries: the
-// request was not answered, and the proxy gives it to a live replica.
+// under a retryable request is replaced by another for up to two more
+// tries: the request was not answered, and the proxy gives it to a live
+// replica.
 func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, req *wireRequest) (*wireResponse, error) {
 	def := lookupClass(dep.ClassName)
 	if def == nil {
@@ -336,13 +337,28 @@ func (r *router) call(ctx context.Context, app string, dep *pb.ServeDeployment, 
 			cancelCall(r.log, ref)
 			return nil, ctx.Err()
 		}
-		if !errors.Is(err, ray.ErrActorDied) && !errors.Is(err, ray.ErrWorkerCrashed) || attempt >= 2 {
+		if !errors.Is(err, ray.ErrActorDied) && !errors.Is(err, ray.ErrWorkerCrashed) || attempt >= 2 || !retryable(req) {
 			return nil, err
 		}
 		r.log.Info("replica died under a request; retrying on another", zap.String("replica", id), zap.Error(err))
 		r.drop(key, id)
 		last = id
 	}
+}
+
+// retryable: a request the proxy may send again when its replica died
+// under it (it may have run there): HTTP's idempotent methods, and handle
+// calls (typed deployments are expected to be idempotent; say so in their
+// docs). A POST is not resent: the client gets 500 and decides.
+func retryable(req *wireRequest) bool {
+	if req.Typed {
+		return true
+	}
+	switch req.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 // drop removes a replica from the table until the next read says
