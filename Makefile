@@ -6,7 +6,7 @@ RACE_PKGS := ./internal/... ./controlplane/... ./objectstore/... ./raylet/... ./
 # provider's tests run without it, beside cmd/manta (which links it too).
 K8S_PKGS := ./controlplane/autoscaler/kubeprovider
 
-.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-writes bench-data bench-scale bench-actors tools chaos fuzz
+.PHONY: build test test-short vet fmt proto bench bench-failover bench-kv bench-writes bench-data bench-scale bench-actors bench-serve tools chaos fuzz
 
 build:
 	$(GO) build ./...
@@ -72,6 +72,13 @@ bench-data:
 # Simulated raylets (sim/) against a fresh 3-head cluster per fleet size:
 # leader CPU and RSS, heartbeat RTT, RPC rate, write latency, a flooding
 # node, failover. Then the same with whole-list view refreshes (the old way).
+# Serve: a no-op deployment through the proxy against plain net/http
+# (closed loop, 32 clients), user-shaped load (5-50 ms handlers at 100/s),
+# and the time of a rolling update of 4 replicas.
+bench-serve:
+	$(GO) test ./sdk/serve -run '^$$' -bench 'Noop' -benchtime 50000x -count 3
+	$(GO) test ./sdk/serve -run '^$$' -bench 'Work|RollingUpdate' -benchtime 1x -count 3
+
 bench-scale:
 	$(GO) build -o bin/manta ./cmd/manta
 	./bin/manta bench scale --nodes 100,500,1000 --flood

@@ -15,11 +15,11 @@ func TestExamples(t *testing.T) {
 		t.Skip("builds and runs programs")
 	}
 	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir+"/", "./add", "./chain", "./wait", "./split", "./nested", "./cancel", "./actorcancel", "./jobapp", "./observe", "./generator", "./refs", "./wordcount", "./inference", "./datasort").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", dir+"/", "./add", "./chain", "./wait", "./split", "./nested", "./cancel", "./actorcancel", "./jobapp", "./observe", "./generator", "./refs", "./wordcount", "./inference", "./datasort", "./serve").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	for _, name := range []string{"add", "chain", "wait", "split", "nested", "cancel", "actorcancel", "jobapp", "observe", "generator", "refs", "wordcount", "inference", "datasort"} {
+	for _, name := range []string{"add", "chain", "wait", "split", "nested", "cancel", "actorcancel", "jobapp", "observe", "generator", "refs", "wordcount", "inference", "datasort", "serve"} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -396,5 +397,46 @@ func TestAutoscalerView(t *testing.T) {
 	}
 	if _, body := e.get("/nodes", nil); !strings.Contains(body, `id="autoscaler"`) {
 		t.Fatal("the nodes page has no autoscaler section")
+	}
+}
+
+// The Serve page: a deployed application is listed with its deployment
+// and the replicas the controller started for it (not yet placed: this
+// cluster has no raylets).
+func TestServeView(t *testing.T) {
+	e := start(t)
+	cl := e.tc.Client()
+	ctx := testcluster.Ctx(t, 10*time.Second)
+	if err := cl.ServeDeploy(ctx, &pb.ServeApp{Name: "app", RoutePrefix: "/app", JobId: "j1", Deployments: []*pb.ServeDeployment{
+		{Name: "d", ClassName: "serve:d", Version: "v1", NumReplicas: 2, MaxOngoingRequests: 4, Ingress: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Apps []struct {
+			Name        string `json:"name"`
+			Deployments []struct {
+				Name   string `json:"name"`
+				Status string `json:"status"`
+				Target int    `json:"target_replicas"`
+			} `json:"deployments"`
+			Replicas []struct {
+				State string `json:"state"`
+			} `json:"replicas"`
+		} `json:"applications"`
+	}
+	testcluster.Eventually(t, 10*time.Second, func() error {
+		if code, body := e.get("/api/manta/serve", &v); code != 200 {
+			return fmt.Errorf("serve view: %d %s", code, body)
+		}
+		if len(v.Apps) != 1 || len(v.Apps[0].Deployments) != 1 || v.Apps[0].Deployments[0].Target != 2 || len(v.Apps[0].Replicas) != 2 {
+			return fmt.Errorf("serve view %+v", v)
+		}
+		return nil
+	})
+	if v.Apps[0].Deployments[0].Status != "UPSCALING" || v.Apps[0].Replicas[0].State != "STARTING" {
+		t.Fatalf("serve view %+v", v)
+	}
+	if _, body := e.get("/serve", nil); !strings.Contains(body, `id="serve-deployments"`) {
+		t.Fatal("the serve page has no deployments table")
 	}
 }

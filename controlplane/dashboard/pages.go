@@ -33,6 +33,7 @@ var pageList = []page{
 	{"job", "Job", "jobs"},
 	{"placement_groups", "Placement groups", "placement_groups"},
 	{"lineage", "Lineage", "objects"},
+	{"serve", "Serve", "serve"},
 }
 
 // navItems are the links in every page's header.
@@ -45,6 +46,7 @@ var navItems = []struct{ Key, Href, Label string }{
 	{"workers", "/workers", "Workers"},
 	{"jobs", "/jobs", "Jobs"},
 	{"placement_groups", "/placement-groups", "Placement groups"},
+	{"serve", "/serve", "Serve"},
 }
 
 var templates = func() map[string]*template.Template {
@@ -84,6 +86,7 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 		"GET /jobs/{id}":        "job",
 		"GET /placement-groups": "placement_groups",
 		"GET /lineage":          "lineage",
+		"GET /serve":            "serve",
 	}
 	for pattern, name := range routes {
 		mux.HandleFunc(pattern, d.servePage(name))
@@ -91,6 +94,7 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/manta/heads", d.serveHeads)
 	mux.HandleFunc("GET /api/manta/nodes", d.serveNodes)
 	mux.HandleFunc("GET /api/manta/autoscaler", d.serveAutoscaler)
+	mux.HandleFunc("GET /api/manta/serve", d.serveServe)
 	mux.HandleFunc("GET /api/manta/actors", d.serveActors)
 	mux.HandleFunc("GET /api/manta/jobs", d.serveJobs)
 	mux.HandleFunc("GET /api/manta/tasks/{id}", d.serveTaskRecord)

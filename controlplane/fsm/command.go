@@ -53,8 +53,16 @@ const (
 	CmdAutoscalerLaunch                         // AutoscalerLaunchCommand
 	CmdAutoscalerInstance                       // AutoscalerInstanceCommand
 	CmdRequestResources                         // RequestResourcesCommand
+	CmdServeDeploy                              // ServeDeployCommand (32)
+	CmdServeDelete                              // ServeDeleteCommand (33)
+	CmdServeReplica                             // ServeReplicaCommand (34)
+	CmdServeScale                               // ServeScaleCommand (35)
+	CmdServeProxy                               // ServeProxyCommand (36)
 	cmdCount                                    // keep last: sizes the handler table
 )
+
+// The serve commands were reserved as 32-36; the table must not drift.
+var _ = [1]struct{}{}[CmdServeDeploy-32]
 
 var cmdNames = [...]string{
 	CmdInitCluster:           "InitCluster",
@@ -88,6 +96,11 @@ var cmdNames = [...]string{
 	CmdAutoscalerLaunch:      "AutoscalerLaunch",
 	CmdAutoscalerInstance:    "AutoscalerInstance",
 	CmdRequestResources:      "RequestResources",
+	CmdServeDeploy:           "ServeDeploy",
+	CmdServeDelete:           "ServeDelete",
+	CmdServeReplica:          "ServeReplica",
+	CmdServeScale:            "ServeScale",
+	CmdServeProxy:            "ServeProxy",
 }
 
 func (t CommandType) String() string {

@@ -47,3 +47,11 @@ var (
 	// ErrInstanceNotFound: no autoscaler instance has that ID.
 	ErrInstanceNotFound = rpcerr.New(codes.NotFound, "INSTANCE_NOT_FOUND", "autoscaler instance not found")
 )
+
+// Serve errors.
+var (
+	// ErrServeAppNotFound: no Serve application has that name.
+	ErrServeAppNotFound = rpcerr.New(codes.NotFound, "SERVE_APP_NOT_FOUND", "serve application not found")
+	// ErrServeRouteTaken: another application serves that route prefix.
+	ErrServeRouteTaken = rpcerr.New(codes.AlreadyExists, "SERVE_ROUTE_TAKEN", "route prefix served by another application")
+)

@@ -67,6 +67,8 @@ type FSM struct {
 	dead deadOwners
 	// scaler is the autoscaler's state (autoscaler.go).
 	scaler autoscalerState
+	// serve is the Serve controller's desired state (serve.go).
+	serve serveState
 }
 
 // New returns an empty store.
@@ -105,6 +107,7 @@ func (f *FSM) reset() {
 	f.tokenByHash = map[string]string{}
 	f.dead = deadOwners{}
 	f.scaler = newAutoscalerState()
+	f.serve = newServeState()
 	f.dedup = newDedupTable(DedupCapacity)
 	f.events = newEventRing(EventCapacity)
 }
@@ -150,6 +153,11 @@ var handlers = [cmdCount]handler{
 	CmdAutoscalerLaunch:      applyAutoscalerLaunch,
 	CmdAutoscalerInstance:    applyAutoscalerInstance,
 	CmdRequestResources:      applyRequestResources,
+	CmdServeDeploy:           applyServeDeploy,
+	CmdServeDelete:           applyServeDelete,
+	CmdServeReplica:          applyServeReplica,
+	CmdServeScale:            applyServeScale,
+	CmdServeProxy:            applyServeProxy,
 }
 
 // Apply applies one log entry and returns []*pb.CommandResult, one per

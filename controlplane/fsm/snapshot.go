@@ -38,6 +38,7 @@ func (f *FSM) snapshotLocked() *pb.Snapshot {
 		Tokens:          sortedValues(f.tokens, func(t *pb.TokenInfo) string { return t.Id }),
 		DeadOwners:      f.dead.order,
 		Autoscaler:      f.scaler.snapshot(),
+		Serve:           f.serve.snapshot(),
 	}
 	f.lineage.snapshot(s)
 	nss := make([]string, 0, len(f.kv))
@@ -132,6 +133,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	heap.Init(&f.deadActors)
 	f.restoreGroups(s.PlacementGroups)
 	f.scaler.restore(s.Autoscaler)
+	f.serve.restore(s.Serve)
 	if err := f.lineage.restore(&s); err != nil {
 		return fmt.Errorf("restore lineage: %w", err)
 	}

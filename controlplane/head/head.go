@@ -48,8 +48,10 @@ type Head struct {
 	// placement places placement groups (placement.go).
 	placement *groupPlacer
 	// scaler is the autoscaler (autoscaler.go), nil without a config.
-	scaler  *autoscaler.Autoscaler
-	jobs    *jobSupervision
+	scaler *autoscaler.Autoscaler
+	jobs   *jobSupervision
+	// serve is the Serve controller (serve.go).
+	serve   *serveController
 	peers   *peerBook
 	leader  *leaderLoop
 	metrics *headMetrics
@@ -119,6 +121,7 @@ func New(cfg Config) (*Head, error) {
 	h.actors = newActorPlacer(h)
 	h.placement = newGroupPlacer(h)
 	h.jobs = newJobSupervision(h)
+	h.serve = newServeController(h)
 	if cfg.Autoscaler != nil {
 		h.scaler = autoscaler.New(autoscaler.Options{Config: cfg.Autoscaler, Provider: cfg.ScaleProvider,
 			Cluster: scalerCluster{h}, Logger: h.log})
@@ -136,6 +139,7 @@ func New(cfg Config) (*Head, error) {
 	pb.RegisterControlPlaneServer(h.srv, &api{h: h})
 	pb.RegisterHeadServiceServer(h.srv, &headAPI{h: h})
 	pb.RegisterAutoscalerServiceServer(h.srv, &scalerAPI{h: h})
+	pb.RegisterServeServiceServer(h.srv, &serveAPI{h: h})
 
 	if err := h.startMetrics(); err != nil {
 		return nil, err

@@ -43,6 +43,7 @@ func (l *leaderLoop) routines() []leaderRoutine {
 		{"placement-group-placement", l.h.placement.run},
 		{"job-supervision", l.h.jobs.run},
 		{"task-events", l.h.runTaskEvents},
+		{"serve-controller", l.h.serve.run},
 	}
 	if l.h.scaler != nil {
 		rs = append(rs, leaderRoutine{"autoscaler", l.h.scaler.Run})

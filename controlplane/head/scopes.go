@@ -77,4 +77,9 @@ var methodScopes = map[string]auth.Scope{
 
 	pb.AutoscalerService_RequestResources_FullMethodName: auth.ScopeSubmit,
 	pb.AutoscalerService_AutoscalerStatus_FullMethodName: auth.ScopeRead,
+
+	pb.ServeService_Deploy_FullMethodName: auth.ScopeSubmit,
+	pb.ServeService_Delete_FullMethodName: auth.ScopeSubmit,
+	pb.ServeService_Status_FullMethodName: auth.ScopeRead,
+	pb.ServeService_Report_FullMethodName: auth.ScopeSubmit, // replicas and proxies
 }

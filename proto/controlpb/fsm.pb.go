@@ -468,7 +468,9 @@ type Snapshot struct {
 	// Owners the control plane found dead (adoption), oldest first.
 	DeadOwners []*DeadOwner `protobuf:"bytes,21,rep,name=dead_owners,json=deadOwners,proto3" json:"dead_owners,omitempty"`
 	// The autoscaler's instances, requested resources and recent decisions.
-	Autoscaler    *AutoscalerState `protobuf:"bytes,22,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
+	Autoscaler *AutoscalerState `protobuf:"bytes,22,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
+	// Serve applications, replicas and proxies (controlplane/fsm/serve.go).
+	Serve         *ServeState `protobuf:"bytes,23,opt,name=serve,proto3" json:"serve,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -618,6 +620,13 @@ func (x *Snapshot) GetDeadOwners() []*DeadOwner {
 func (x *Snapshot) GetAutoscaler() *AutoscalerState {
 	if x != nil {
 		return x.Autoscaler
+	}
+	return nil
+}
+
+func (x *Snapshot) GetServe() *ServeState {
+	if x != nil {
+		return x.Serve
 	}
 	return nil
 }
@@ -1776,7 +1785,7 @@ var File_controlpb_fsm_proto protoreflect.FileDescriptor
 
 const file_controlpb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x13controlpb/fsm.proto\x12\x15manta.controlplane.v1\x1a\x17controlpb/control.proto\"v\n" +
+	"\x13controlpb/fsm.proto\x12\x15manta.controlplane.v1\x1a\x17controlpb/control.proto\x1a\x15controlpb/serve.proto\"v\n" +
 	"\aCommand\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\rR\x04type\x12\x1d\n" +
 	"\n" +
@@ -1806,7 +1815,7 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12<\n" +
-	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xb4\a\n" +
+	"\x06result\x18\x02 \x01(\v2$.manta.controlplane.v1.CommandResultR\x06result\"\xed\a\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
 	"\acluster\x18\x02 \x01(\v2\".manta.controlplane.v1.ClusterInfoR\acluster\x125\n" +
@@ -1828,7 +1837,8 @@ const file_controlpb_fsm_proto_rawDesc = "" +
 	"deadOwners\x12F\n" +
 	"\n" +
 	"autoscaler\x18\x16 \x01(\v2&.manta.controlplane.v1.AutoscalerStateR\n" +
-	"autoscaler\"\xa4\x02\n" +
+	"autoscaler\x127\n" +
+	"\x05serve\x18\x17 \x01(\v2!.manta.controlplane.v1.ServeStateR\x05serve\"\xa4\x02\n" +
 	"\x0eLineageCommand\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.manta.controlplane.v1.TaskRecordR\arecords\x12;\n" +
 	"\aupdates\x18\x02 \x03(\v2!.manta.controlplane.v1.TaskUpdateR\aupdates\x12.\n" +
@@ -1958,11 +1968,12 @@ var file_controlpb_fsm_proto_goTypes = []any{
 	(*JobSubmission)(nil),                // 33: manta.controlplane.v1.JobSubmission
 	(*PlacementGroupInfo)(nil),           // 34: manta.controlplane.v1.PlacementGroupInfo
 	(*TokenInfo)(nil),                    // 35: manta.controlplane.v1.TokenInfo
-	(*TaskUpdate)(nil),                   // 36: manta.controlplane.v1.TaskUpdate
-	(*AutoscalerInstance)(nil),           // 37: manta.controlplane.v1.AutoscalerInstance
-	(*Bundle)(nil),                       // 38: manta.controlplane.v1.Bundle
-	(*AutoscalerDecision)(nil),           // 39: manta.controlplane.v1.AutoscalerDecision
-	(InstanceState)(0),                   // 40: manta.controlplane.v1.InstanceState
+	(*ServeState)(nil),                   // 36: manta.controlplane.v1.ServeState
+	(*TaskUpdate)(nil),                   // 37: manta.controlplane.v1.TaskUpdate
+	(*AutoscalerInstance)(nil),           // 38: manta.controlplane.v1.AutoscalerInstance
+	(*Bundle)(nil),                       // 39: manta.controlplane.v1.Bundle
+	(*AutoscalerDecision)(nil),           // 40: manta.controlplane.v1.AutoscalerDecision
+	(InstanceState)(0),                   // 41: manta.controlplane.v1.InstanceState
 }
 var file_controlpb_fsm_proto_depIdxs = []int32{
 	0,  // 0: manta.controlplane.v1.CommandBatch.commands:type_name -> manta.controlplane.v1.Command
@@ -1980,18 +1991,19 @@ var file_controlpb_fsm_proto_depIdxs = []int32{
 	35, // 12: manta.controlplane.v1.Snapshot.tokens:type_name -> manta.controlplane.v1.TokenInfo
 	20, // 13: manta.controlplane.v1.Snapshot.dead_owners:type_name -> manta.controlplane.v1.DeadOwner
 	23, // 14: manta.controlplane.v1.Snapshot.autoscaler:type_name -> manta.controlplane.v1.AutoscalerState
-	32, // 15: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
-	36, // 16: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
-	37, // 17: manta.controlplane.v1.AutoscalerState.instances:type_name -> manta.controlplane.v1.AutoscalerInstance
-	38, // 18: manta.controlplane.v1.AutoscalerState.requested_resources:type_name -> manta.controlplane.v1.Bundle
-	39, // 19: manta.controlplane.v1.AutoscalerState.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
-	40, // 20: manta.controlplane.v1.AutoscalerInstanceCommand.state:type_name -> manta.controlplane.v1.InstanceState
-	38, // 21: manta.controlplane.v1.RequestResourcesCommand.bundles:type_name -> manta.controlplane.v1.Bundle
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	36, // 15: manta.controlplane.v1.Snapshot.serve:type_name -> manta.controlplane.v1.ServeState
+	32, // 16: manta.controlplane.v1.LineageCommand.records:type_name -> manta.controlplane.v1.TaskRecord
+	37, // 17: manta.controlplane.v1.LineageCommand.updates:type_name -> manta.controlplane.v1.TaskUpdate
+	38, // 18: manta.controlplane.v1.AutoscalerState.instances:type_name -> manta.controlplane.v1.AutoscalerInstance
+	39, // 19: manta.controlplane.v1.AutoscalerState.requested_resources:type_name -> manta.controlplane.v1.Bundle
+	40, // 20: manta.controlplane.v1.AutoscalerState.decisions:type_name -> manta.controlplane.v1.AutoscalerDecision
+	41, // 21: manta.controlplane.v1.AutoscalerInstanceCommand.state:type_name -> manta.controlplane.v1.InstanceState
+	39, // 22: manta.controlplane.v1.RequestResourcesCommand.bundles:type_name -> manta.controlplane.v1.Bundle
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_controlpb_fsm_proto_init() }
@@ -2000,6 +2012,7 @@ func file_controlpb_fsm_proto_init() {
 		return
 	}
 	file_controlpb_control_proto_init()
+	file_controlpb_serve_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

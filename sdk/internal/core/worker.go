@@ -195,6 +195,13 @@ func (c *Worker) setJob(jobID, binarySHA string) {
 	c.lin.jobID = jobID
 }
 
+// Job is the process's job and the digest of the binary stored for it
+// (sdk/serve names them in the applications it deploys).
+func (c *Worker) Job() (jobID, binarySHA string) { return c.jobID, c.binarySHA }
+
+// Logger is the process's logger.
+func (c *Worker) Logger() *zap.Logger { return c.log }
+
 // spawn runs fn in a goroutine the Worker waits for when it closes.
 func (c *Worker) spawn(fn func()) {
 	c.wg.Add(1)

@@ -352,6 +352,36 @@
     <td class="mono">${esc(shortID(p.placement_group_id))}</td><td>${esc(p.name || "–")}</td><td>${esc(p.creator_job_id)}</td>
     <td>${badge(p.state)}</td><td>${esc(p.strategy || "")}</td><td class="mono">${esc(JSON.stringify(p.bundles || []))}</td></tr>`, "no placement groups");
 
+  pages.serve = async () => {
+    const load = async () => {
+      try {
+        const v = await getJSON("/api/manta/serve");
+        const deps = [], reps = [];
+        for (const a of v.applications) {
+          for (const d of a.deployments) {
+            deps.push(`<tr><td>${esc(a.name)}</td><td class="mono">${esc(a.route_prefix)}</td><td>${esc(d.name)}</td>
+              <td>${badge(d.status || "–")} <span class="muted">${esc(d.message || "")}</span></td><td>${esc(d.running_replicas)} / ${esc(d.target_replicas)}</td>
+              <td class="mono">${esc(d.version)}</td></tr>`);
+          }
+          for (const r of a.replicas) {
+            reps.push(`<tr><td class="mono">${esc(r.replica_id)}</td><td>${esc(a.name)}</td><td>${esc(r.deployment)}</td><td>${badge(r.state)}</td>
+              <td>${badge(r.actor_state || "–")}</td><td class="mono">${esc(shortID(r.node_id || ""))}</td><td>${esc(r.ongoing)}</td><td class="mono">${esc(r.version)}</td></tr>`);
+          }
+        }
+        setRows("#serve-deployments", deps, 6, "no applications");
+        setRows("#serve-replicas", reps, 8, "no replicas");
+        setRows("#serve-proxies", v.proxies.map((p) => `<tr><td class="mono">${esc(shortID(p.node_id))}</td><td class="mono">${esc(p.address || "–")}</td>
+          <td class="mono">${esc(p.actor_id)}</td><td>${badge(p.actor_state || "–")}</td></tr>`), 4, "no proxies");
+        $("#serve-note").textContent = "";
+      } catch (e) {
+        stateNote($("#serve-note"), e);
+      }
+    };
+    await load();
+    const refresh = refresher(load, 2000);
+    onTick.push(refresh);
+  };
+
   pages.jobs = async () => {
     const load = async () => {
       const [drivers, subs] = await Promise.all([getJSON("/api/manta/jobs"), getJSON("/api/jobs/").catch(() => [])]);
