@@ -133,23 +133,7 @@ func TestActorCluster(t *testing.T) {
 	})
 
 	t.Run("a detached actor survives its driver", func(t *testing.T) {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), envActorDriver+"="+strings.Join(c.Addresses(), ",")+"|"+c.Token()+"|detached")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		waited := make(chan error, 1)
-		go func() { waited <- cmd.Wait() }()
-		t.Cleanup(func() { cmd.Process.Kill() })
-		if err := <-waited; err != nil {
-			t.Fatalf("first driver: %v", err)
-		}
+		runDriver(t, envActorDriver, strings.Join(c.Addresses(), ",")+"|"+c.Token()+"|detached")
 		h, err := ray.GetActor[*counter](ctx, "keeper", ray.Namespace("d"))
 		if err != nil {
 			t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,23 +332,7 @@ func TestAdoption(t *testing.T) {
 	})
 
 	t.Run("a detached actor keeps its ended job's objects", func(t *testing.T) {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), envAdoptDriver+"="+strings.Join(c.Addresses(), ",")+"|"+c.Token()+"|"+nodes[0].Address)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		waited := make(chan error, 1)
-		go func() { waited <- cmd.Wait() }()
-		t.Cleanup(func() { cmd.Process.Kill() })
-		if err := <-waited; err != nil {
-			t.Fatalf("driver: %v", err)
-		}
+		runDriver(t, envAdoptDriver, strings.Join(c.Addresses(), ",")+"|"+c.Token()+"|"+nodes[0].Address)
 		h, err := ray.GetActor[*orphanKeeper](ctx, "keeper", ray.Namespace("adopt"))
 		if err != nil {
 			t.Fatal(err)

@@ -3,9 +3,11 @@ package ray_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,4 +60,28 @@ func runTestDriver(spec string) int {
 	}
 	_, _ = ray.Get(ctx, hang.Remote(ctx, ray.Val(parts[2])))
 	return 0
+}
+
+// runDriver runs this test binary as a driver (the mode env selects, with
+// spec) to its end, and fails t unless it exits cleanly. The process is
+// killed by PID if the test ends first.
+func runDriver(t *testing.T, env, spec string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), env+"="+spec)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	if err := <-waited; err != nil {
+		t.Fatalf("driver (%s): %v", env, err)
+	}
 }
