@@ -2,14 +2,12 @@ package raylet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
-	"github.com/manta-ray/manta/controlplane/fsm"
 	cpb "github.com/manta-ray/manta/proto/controlpb"
 	pb "github.com/manta-ray/manta/proto/rayletpb"
 	"github.com/manta-ray/manta/raylet/workerpool"
@@ -67,55 +65,22 @@ func (r *Raylet) strayActorLoop() {
 			return
 		case <-t.C:
 		}
-		type held struct{ actor, worker string }
-		var check []held
+		var held []cpclient.HeldActor
 		r.mu.Lock()
 		for _, l := range r.leases {
 			if l.actorID != "" && time.Since(l.granted) >= r.cfg.ActorCheck {
-				check = append(check, held{l.actorID, l.worker.ID})
+				held = append(held, cpclient.HeldActor{Actor: l.actorID, Worker: l.worker.ID})
 			}
 		}
 		r.mu.Unlock()
-		if len(check) == 0 {
-			continue
-		}
-		ids := make([]string, len(check))
-		for i, h := range check {
-			ids[i] = h.actor
-		}
-		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-		table, err := r.cp.ActorsByID(ctx, ids, true)
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		strays := r.cp.Strays(ctx, held)
 		cancel()
-		if err != nil {
-			continue // no answer: ask again next time
-		}
-		for _, h := range check {
-			why := cpclient.StrayWhy(table[h.actor], h.worker)
-			if why != "" {
-				why = r.strayReason(h.actor, h.worker, false)
-			}
-			if why == "" {
-				continue
-			}
-			r.log.Warn("killing a stray actor worker", zap.String("actor", h.actor), zap.String("worker", h.worker), zap.String("why", why))
-			_, _ = r.KillActorWorker(r.ctx, &pb.KillActorWorkerRequest{ActorId: h.actor, WorkerId: h.worker})
+		for _, st := range strays {
+			r.log.Warn("killing a stray actor worker", zap.String("actor", st.Actor), zap.String("worker", st.Worker), zap.String("why", st.Why))
+			_, _ = r.KillActorWorker(r.ctx, &pb.KillActorWorkerRequest{ActorId: st.Actor, WorkerId: st.Worker})
 		}
 	}
-}
-
-// strayReason says why an actor's worker is a stray by the actor table
-// (stale: any head's copy), or "" when it is not, or there is no answer.
-func (r *Raylet) strayReason(actorID, workerID string, stale bool) string {
-	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-	a, err := r.cp.GetActor(ctx, &cpb.GetActorRequest{ActorId: actorID, Stale: stale})
-	cancel()
-	switch {
-	case errors.Is(err, fsm.ErrActorNotFound):
-		return cpclient.StrayWhy(nil, workerID)
-	case err != nil:
-		return "" // no answer: ask again next time
-	}
-	return cpclient.StrayWhy(a, workerID)
 }
 
 func (r *Raylet) KillActorWorker(_ context.Context, req *pb.KillActorWorkerRequest) (*pb.KillActorWorkerReply, error) {

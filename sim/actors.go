@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/manta-ray/manta/controlplane/cpclient"
-	"github.com/manta-ray/manta/controlplane/fsm"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 	rpb "github.com/manta-ray/manta/proto/rayletpb"
 )
@@ -85,34 +84,20 @@ func (h *actorHost) strayLoop(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		type held struct{ actor, worker string }
-		var check []held
+		var held []cpclient.HeldActor
 		h.mu.Lock()
 		for key, w := range h.actors {
 			if time.Since(w.granted) >= every {
-				check = append(check, held{key[:len(key)-len(w.workerID)-1], w.workerID})
+				held = append(held, cpclient.HeldActor{Actor: key[:len(key)-len(w.workerID)-1], Worker: w.workerID})
 			}
 		}
 		h.mu.Unlock()
-		if len(check) == 0 {
-			continue
-		}
-		ids := make([]string, len(check))
-		for i, c := range check {
-			ids[i] = c.actor
-		}
-		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		table, err := h.n.cl.ActorsByID(gctx, ids, true)
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		strays := h.n.cl.Strays(gctx, held)
 		cancel()
-		if err != nil {
-			continue
-		}
-		for _, c := range check {
-			// As the raylet: one stale read of all, the leader only to confirm.
-			if cpclient.StrayWhy(table[c.actor], c.worker) != "" && h.isStray(ctx, c.actor, c.worker, false) {
-				h.strays.Add(1)
-				h.kill(&rpb.KillActorWorkerRequest{ActorId: c.actor, WorkerId: c.worker})
-			}
+		for _, st := range strays {
+			h.strays.Add(1)
+			h.kill(&rpb.KillActorWorkerRequest{ActorId: st.Actor, WorkerId: st.Worker})
 		}
 	}
 }
@@ -140,20 +125,6 @@ func (s rayletSide) KillActorWorker(ctx context.Context, req *rpb.KillActorWorke
 
 func (s workerSide) PushTasks(stream rpb.CoreWorker_PushTasksServer) error {
 	return s.h.pushTasks(stream)
-}
-
-// isStray asks the actor table whether a worker of an actor is a stray.
-func (h *actorHost) isStray(ctx context.Context, actorID, workerID string, stale bool) bool {
-	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	a, err := h.n.cl.GetActor(gctx, &pb.GetActorRequest{ActorId: actorID, Stale: stale})
-	cancel()
-	switch {
-	case errors.Is(err, fsm.ErrActorNotFound):
-		return true
-	case err != nil:
-		return false
-	}
-	return a.State == pb.ActorState_DEAD || a.State == pb.ActorState_ALIVE && a.WorkerId != workerID
 }
 
 // available is what the node reports free in its heartbeats.

@@ -3,6 +3,9 @@ package cpclient
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/manta-ray/manta/internal/rpcerr"
 	pb "github.com/manta-ray/manta/proto/controlpb"
 )
 
@@ -115,27 +118,61 @@ func (c *Client) RemovePlacementGroup(ctx context.Context, id string) error {
 	return err
 }
 
-// ActorsByID reads the named actors in one call (stale: from whichever
-// head answers); unknown ones are absent from the map.
-func (c *Client) ActorsByID(ctx context.Context, ids []string, stale bool) (map[string]*pb.ActorInfo, error) {
-	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ListActorsResponse, error) {
-		return cl.ListActors(ctx, &pb.ListActorsRequest{ActorIds: ids, Stale: stale})
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]*pb.ActorInfo, len(r.Actors))
-	for _, a := range r.Actors {
-		out[a.ActorId] = a
-	}
-	return out, nil
+// HeldActor is an actor's worker a raylet hosts.
+type HeldActor struct{ Actor, Worker string }
+
+// Stray is a hosted worker the actor table no longer names, and why.
+type Stray struct {
+	HeldActor
+	Why string
 }
 
-// StrayWhy says why a worker of an actor is a stray by the actor table's
+// Strays says which of the hosted actor workers are strays (strayWhy): one
+// stale read of all of them, which any head answers from its own table,
+// and a linearizable read of each would-be stray to confirm, since a stale
+// answer can only lag. With no answer it returns none (ask again later).
+func (c *Client) Strays(ctx context.Context, held []HeldActor) []Stray {
+	if len(held) == 0 {
+		return nil
+	}
+	ids := make([]string, len(held))
+	for i, h := range held {
+		ids[i] = h.Actor
+	}
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.ControlPlaneClient) (*pb.ListActorsResponse, error) {
+		return cl.ListActors(ctx, &pb.ListActorsRequest{ActorIds: ids, Stale: true})
+	})
+	if err != nil {
+		return nil
+	}
+	table := make(map[string]*pb.ActorInfo, len(r.Actors))
+	for _, a := range r.Actors {
+		table[a.ActorId] = a
+	}
+	var out []Stray
+	for _, h := range held {
+		if strayWhy(table[h.Actor], h.Worker) == "" {
+			continue
+		}
+		a, err := c.GetActor(ctx, &pb.GetActorRequest{ActorId: h.Actor})
+		switch {
+		case rpcerr.Code(err) == codes.NotFound:
+			a = nil
+		case err != nil:
+			continue // no answer: ask again next time
+		}
+		if why := strayWhy(a, h.Worker); why != "" {
+			out = append(out, Stray{h, why})
+		}
+	}
+	return out
+}
+
+// strayWhy says why a worker of an actor is a stray by the actor table's
 // entry (nil: unknown), or "" when it is not: the actor is unknown, DEAD,
 // or ALIVE on another worker. A PENDING or RESTARTING actor keeps its
 // worker, which may be the placement under way.
-func StrayWhy(a *pb.ActorInfo, workerID string) string {
+func strayWhy(a *pb.ActorInfo, workerID string) string {
 	switch {
 	case a == nil:
 		return "the actor is unknown"
